@@ -1,0 +1,175 @@
+//! Authentication and tenancy checks for protected routes.
+//!
+//! A request carries `Authorization: Bearer <jwt>` and optionally
+//! `X-Tenant-ID`. The tenant header must match the token's tenant unless
+//! the user is a `SUPER_ADMIN`, who may act on any tenant.
+
+use salvo::prelude::*;
+
+use aigentable_platform::auth::{JwtError, revocation};
+use aigentable_platform::domain::{Role, UserStatus};
+use aigentable_platform::ids::{TenantId, UserId, looks_like_id};
+use aigentable_platform::model::User;
+use aigentable_platform::model::tenant::Tenants;
+
+use crate::error::{ApiError, write_error};
+use crate::state::app;
+
+/// The authenticated caller, as stored now (role changes apply at once).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    /// The tenant this request acts on.
+    pub tenant_id: TenantId,
+    pub jti: String,
+    pub exp: i64,
+}
+
+impl Caller {
+    pub fn user_id(&self) -> &UserId {
+        &self.user.id
+    }
+    pub fn role(&self) -> Role {
+        self.user.role
+    }
+    pub fn is_admin(&self) -> bool {
+        self.user.role.is_admin()
+    }
+    pub fn is_super_admin(&self) -> bool {
+        self.user.role == Role::SuperAdmin
+    }
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "this action requires an administrator".to_owned(),
+            ))
+        }
+    }
+    pub fn require_super_admin(&self) -> Result<(), ApiError> {
+        if self.is_super_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "this action requires a platform administrator".to_owned(),
+            ))
+        }
+    }
+}
+
+pub fn caller(depot: &Depot) -> Result<&Caller, ApiError> {
+    depot
+        .get_typed::<Caller>()
+        .map_err(|_| ApiError::Unauthorized("authentication required".to_owned()))
+}
+
+pub fn bearer_token(req: &Request) -> Option<&str> {
+    let value = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+async fn authenticate(req: &Request, depot: &Depot) -> Result<Caller, ApiError> {
+    let state = app(depot);
+    let token = bearer_token(req)
+        .ok_or_else(|| ApiError::Unauthorized("authentication required".to_owned()))?;
+    let raw = req.headers().get("x-tenant-id");
+    let tenant_header = raw
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    authenticate_token(state, token, tenant_header, raw.is_some()).await
+}
+
+/// Shared by HTTP and Socket.IO: verifies a token and the requested tenant.
+pub async fn authenticate_token(
+    state: &crate::state::AppState,
+    token: &str,
+    tenant_header: Option<&str>,
+    header_present: bool,
+) -> Result<Caller, ApiError> {
+    let platform = &state.platform;
+    let claims = platform.tokens.verify(token).map_err(|e| match e {
+        JwtError::Expired => {
+            ApiError::Unauthorized("session expired, please log in again".to_owned())
+        }
+        _ => ApiError::Unauthorized("invalid token".to_owned()),
+    })?;
+    if revocation::is_revoked(&platform.kv, &claims.jti).await? {
+        return Err(ApiError::Unauthorized(
+            "session has been logged out".to_owned(),
+        ));
+    }
+    let token_tenant = claims.tenant_id();
+    let user = platform
+        .db
+        .scoped::<User>(&token_tenant)
+        .find_by_id(&claims.sub)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("account no longer exists".to_owned()))?;
+    if user.status != UserStatus::Active {
+        return Err(ApiError::Unauthorized("account is not active".to_owned()));
+    }
+    // Tokens issued before a password change or reset are void.
+    if let Some(changed) = user.password_changed_at
+        && claims.iat_ms < changed.timestamp_millis()
+    {
+        return Err(ApiError::Unauthorized(
+            "session expired, please log in again".to_owned(),
+        ));
+    }
+
+    let tenant_id = match tenant_header {
+        None if header_present => {
+            return Err(ApiError::Forbidden("invalid X-Tenant-ID header".to_owned()));
+        }
+        None => token_tenant,
+        Some(requested) if requested == token_tenant.as_str() => token_tenant,
+        Some(requested) if user.role == Role::SuperAdmin => {
+            if !looks_like_id(requested) {
+                return Err(ApiError::NotFound("tenant"));
+            }
+            let requested = TenantId::from_trusted(requested);
+            Tenants(&platform.db)
+                .get(&requested)
+                .await?
+                .ok_or(ApiError::NotFound("tenant"))?;
+            requested
+        }
+        Some(_) => {
+            return Err(ApiError::Forbidden(
+                "X-Tenant-ID does not match your account's tenant".to_owned(),
+            ));
+        }
+    };
+    Ok(Caller {
+        user,
+        tenant_id,
+        jti: claims.jti,
+        exp: claims.exp,
+    })
+}
+
+/// Hoop for every protected route.
+#[handler]
+pub async fn require_auth(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+    ctrl: &mut FlowCtrl,
+) {
+    match authenticate(req, depot).await {
+        Ok(caller) => {
+            tracing::Span::current().record("tenant_id", caller.tenant_id.as_str());
+            depot.insert_typed(caller);
+        }
+        Err(e) => {
+            write_error(&e, res);
+            ctrl.skip_rest();
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The AIgentable HTTP api: authenticates, validates and stores, and
+//! enqueues slow work as jobs.
+
+pub mod error;
+pub mod extract;
+pub mod guard;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+pub mod views;
+
+use std::time::{Duration, Instant};
+
+use salvo::catcher::Catcher;
+use salvo::conn::TcpListener;
+use salvo::cors::{AllowHeaders, AllowMethods, Cors};
+use salvo::http::Method;
+use salvo::oapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use salvo::prelude::*;
+
+use aigentable_jobs::JobClient;
+use aigentable_platform::Platform;
+
+use crate::error::{ApiError, write_error};
+pub use crate::state::AppState;
+
+impl AppState {
+    pub async fn new(platform: Platform) -> anyhow::Result<Self> {
+        let jobs = JobClient::connect(&platform).await?;
+        Ok(Self {
+            platform,
+            jobs,
+            metrics: metrics::Metrics::new()?,
+            started_at: Instant::now(),
+        })
+    }
+}
+
+fn api_router() -> Router {
+    use routes::{auth, health, tenants, users};
+    let public = Router::new()
+        .push(Router::with_path("auth/register").post(auth::register))
+        .push(Router::with_path("auth/login").post(auth::login))
+        .push(Router::with_path("auth/forgot-password").post(auth::forgot_password))
+        .push(Router::with_path("auth/reset-password").post(auth::reset_password));
+    let protected = Router::new()
+        .hoop(guard::require_auth)
+        .push(Router::with_path("auth/logout").post(auth::logout))
+        .push(Router::with_path("auth/me").get(auth::me))
+        .push(
+            Router::with_path("users")
+                .get(users::list)
+                .post(users::create),
+        )
+        .push(
+            Router::with_path("users/{id}")
+                .get(users::get)
+                .put(users::update)
+                .delete(users::delete),
+        )
+        .push(Router::with_path("tenants").get(tenants::list))
+        .push(
+            Router::with_path("tenants/{id}")
+                .get(tenants::get)
+                .put(tenants::update),
+        )
+        .push(Router::with_path("tenants/{id}/usage").get(tenants::get_usage))
+        .push(Router::with_path("tenants/{id}/billing").get(tenants::get_billing))
+        .push(Router::with_path("system/health").get(health::system_health));
+    Router::with_path("api/v1").push(public).push(protected)
+}
+
+/// Unknown routes, wrong methods and salvo's own errors as JSON bodies.
+#[handler]
+async fn json_catcher(res: &mut Response, ctrl: &mut FlowCtrl) {
+    let code = res.status_code.unwrap_or(StatusCode::NOT_FOUND);
+    let err = match code {
+        StatusCode::NOT_FOUND => ApiError::NotFound("route"),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::BadRequest {
+            message: "method not allowed on this route".to_owned(),
+            details: serde_json::Value::Null,
+        },
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+            limit: extract::JSON_BODY_LIMIT,
+        },
+        c if c.is_server_error() => ApiError::Internal(format!("unhandled {c}")),
+        c => ApiError::BadRequest {
+            message: c.canonical_reason().unwrap_or("bad request").to_owned(),
+            details: serde_json::Value::Null,
+        },
+    };
+    write_error(&err, res);
+    // Keep the precise status (e.g. 405) that salvo chose.
+    res.status_code(code);
+    ctrl.skip_rest();
+}
+
+fn cors(origins: &[String]) -> Cors {
+    let cors = if origins.iter().any(|o| o == "*") {
+        Cors::new().allow_origin(salvo::cors::Any)
+    } else {
+        Cors::new()
+            .allow_origin(origins.iter().map(String::as_str).collect::<Vec<_>>())
+            .allow_credentials(true)
+    };
+    cors.allow_methods(AllowMethods::list([
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ]))
+    .allow_headers(AllowHeaders::list([
+        salvo::http::header::AUTHORIZATION,
+        salvo::http::header::CONTENT_TYPE,
+        salvo::http::HeaderName::from_static("x-tenant-id"),
+    ]))
+    .expose_headers(vec!["retry-after"])
+    .max_age(600)
+}
+
+/// The complete HTTP service: routes, OpenAPI docs, metrics, CORS, JSON errors.
+pub fn service(state: AppState) -> Service {
+    let origins = state.platform.config.cors_origins.clone();
+    let api = api_router();
+    let doc = OpenApi::new("AIgentable API", env!("CARGO_PKG_VERSION"))
+        .add_security_scheme(
+            "bearerAuth",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer).bearer_format("JWT")),
+        )
+        .merge_router(&api);
+    let router = Router::new()
+        .hoop(salvo::affix_state::inject(state))
+        .hoop(metrics::track)
+        .push(Router::with_path("healthz").get(routes::health::healthz))
+        .push(Router::with_path("readyz").get(routes::health::readyz))
+        .push(Router::with_path("metrics").get(metrics::expose))
+        .push(doc.into_router("/api/v1/openapi.json"))
+        .push(SwaggerUi::new("/api/v1/openapi.json").into_router("/api/v1/docs"))
+        .push(api);
+    Service::new(router)
+        .hoop(cors(&origins).into_handler())
+        .catcher(Catcher::default().hoop(json_catcher))
+}
+
+/// Serves until `shutdown` resolves, then drains connections for up to 10 s.
+pub async fn serve(
+    state: AppState,
+    listener: salvo::conn::tcp::TcpAcceptor,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let server = Server::new(listener);
+    let handle = server.handle();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("api shutting down");
+        handle.stop_graceful(Some(Duration::from_secs(10)));
+    });
+    server.serve(service(state)).await;
+}
+
+/// Binds `host:port` (port 0 picks a free port).
+pub async fn bind(host: &str, port: u16) -> anyhow::Result<salvo::conn::tcp::TcpAcceptor> {
+    Ok(TcpListener::new(format!("{host}:{port}"))
+        .try_bind()
+        .await?)
+}

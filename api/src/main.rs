@@ -1,0 +1,75 @@
+//! `api`: serves the HTTP api. `api create-super-admin <email>` creates a
+//! platform administrator (password read from `SUPER_ADMIN_PASSWORD` or stdin).
+
+use std::io::BufRead;
+
+use anyhow::Context;
+
+use aigentable_api::{AppState, bind, serve};
+use aigentable_platform::{Config, Platform, bootstrap, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env().context("configuration")?;
+    telemetry::init(config.log_format);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let platform = Platform::connect(config)
+        .await
+        .context("connecting to services")?;
+    bootstrap::ensure_indexes(&platform.db)
+        .await
+        .context("creating indexes")?;
+
+    match args.first().map(String::as_str) {
+        Some("create-super-admin") => {
+            let email = args
+                .get(1)
+                .context("usage: api create-super-admin <email>")?;
+            let password = match std::env::var("SUPER_ADMIN_PASSWORD") {
+                Ok(p) if !p.is_empty() => p,
+                _ => {
+                    eprintln!("password (read from stdin):");
+                    let mut line = String::new();
+                    std::io::stdin().lock().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let admin = bootstrap::create_super_admin(&platform, email, &password).await?;
+            println!("created SUPER_ADMIN {} ({})", admin.email, admin.id);
+            Ok(())
+        }
+        Some(other) => {
+            anyhow::bail!("unknown command '{other}'; try: api, api create-super-admin <email>")
+        }
+        None => {
+            bootstrap::seed_super_admin(&platform).await?;
+            let (host, port) = (platform.config.host.clone(), platform.config.port);
+            let listener = bind(&host, port)
+                .await
+                .with_context(|| format!("binding {host}:{port}"))?;
+            tracing::info!(%host, port, "api listening");
+            let state = AppState::new(platform).await?;
+            serve(state, listener, shutdown_signal()).await;
+            tracing::info!("api stopped");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,4 @@
+pub mod auth;
+pub mod health;
+pub mod tenants;
+pub mod users;

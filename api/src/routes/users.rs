@@ -1,0 +1,316 @@
+//! `/api/v1/users`: the users of the caller's tenant.
+
+use bson::{Document, doc};
+use salvo::oapi::ToSchema;
+use salvo::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use aigentable_platform::auth::password;
+use aigentable_platform::domain::{Email, Name, NewPassword, Role, UserStatus, regex_escape};
+use aigentable_platform::model::{User, user};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{json_body, pagination, path_id, query, query_string};
+use crate::guard::{Caller, caller};
+use crate::state::app;
+use crate::views::{Pagination, UserView};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserView>,
+    pub pagination: Pagination,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub email: String,
+    pub password: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// Defaults to `TENANT_USER`.
+    #[salvo(schema(value_type = Option<String>))]
+    pub role: Option<Role>,
+    #[salvo(schema(value_type = Option<String>))]
+    pub status: Option<UserStatus>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// Admins only.
+    #[salvo(schema(value_type = Option<String>))]
+    pub role: Option<Role>,
+    /// Admins only.
+    #[salvo(schema(value_type = Option<String>))]
+    pub status: Option<UserStatus>,
+    /// A new password; for another user, admins only.
+    pub password: Option<String>,
+}
+
+fn assignable(who: &Caller, role: Role) -> Result<(), ApiError> {
+    if role == Role::SuperAdmin && !who.is_super_admin() {
+        return Err(ApiError::Forbidden(
+            "only platform administrators can grant SUPER_ADMIN".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Active tenant admins other than `except`.
+async fn other_active_admins(depot: &Depot, who: &Caller, except: &str) -> ApiResult<u64> {
+    Ok(app(depot)
+        .platform
+        .db
+        .scoped::<User>(&who.tenant_id)
+        .count(doc! {
+            "_id": { "$ne": except },
+            "role": { "$in": [Role::TenantAdmin.as_str(), Role::SuperAdmin.as_str()] },
+            "status": UserStatus::Active.as_str(),
+        })
+        .await?)
+}
+
+/// List the tenant's users, newest first.
+#[endpoint(
+    tags("users"),
+    security(("bearerAuth" = [])),
+    parameters(
+        ("page" = Option<u64>, Query, description = "Page number, from 1"),
+        ("limit" = Option<u64>, Query, description = "Items per page, 1 to 100 (default 10)"),
+        ("search" = Option<String>, Query, description = "Matches email, first or last name"),
+        ("role" = Option<String>, Query, description = "SUPER_ADMIN, TENANT_ADMIN or TENANT_USER"),
+        ("status" = Option<String>, Query, description = "ACTIVE, INACTIVE or SUSPENDED"),
+    )
+)]
+pub async fn list(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<UserList>> {
+    let who = caller(depot)?;
+    let page = pagination(req)?;
+    let mut filter = Document::new();
+    if let Some(search) = query_string(req, "search", 100)? {
+        let pattern = regex_escape(&search);
+        filter.insert(
+            "$or",
+            vec![
+                doc! { "email": { "$regex": &pattern, "$options": "i" } },
+                doc! { "firstName": { "$regex": &pattern, "$options": "i" } },
+                doc! { "lastName": { "$regex": &pattern, "$options": "i" } },
+            ],
+        );
+    }
+    if let Some(role) = query_string(req, "role", 32)? {
+        let role: Role = serde_json::from_value(serde_json::Value::String(role.to_uppercase()))
+            .map_err(|_| {
+                ApiError::field("role", "must be SUPER_ADMIN, TENANT_ADMIN or TENANT_USER")
+            })?;
+        filter.insert("role", role.as_str());
+    }
+    if let Some(status) = query_string(req, "status", 32)? {
+        let status: UserStatus =
+            serde_json::from_value(serde_json::Value::String(status.to_uppercase()))
+                .map_err(|_| ApiError::field("status", "must be ACTIVE, INACTIVE or SUSPENDED"))?;
+        filter.insert("status", status.as_str());
+    }
+    let _: Option<String> = query(req, "sort")?;
+    let (users, total) = app(depot)
+        .platform
+        .db
+        .scoped::<User>(&who.tenant_id)
+        .find_page(filter, doc! { "createdAt": -1, "_id": -1 }, page)
+        .await?;
+    Ok(Json(UserList {
+        users: users.iter().map(UserView::from).collect(),
+        pagination: Pagination::new(page, total),
+    }))
+}
+
+/// Create a user in the tenant (admins only).
+#[endpoint(tags("users"), security(("bearerAuth" = [])), request_body = CreateUserRequest, status_codes(201, 400, 403, 409))]
+pub async fn create(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<Json<UserView>> {
+    let body: CreateUserRequest = json_body(req).await?;
+    let who = caller(depot)?;
+    who.require_admin()?;
+    let email = Email::parse("email", &body.email)?;
+    let password = NewPassword::parse("password", &body.password)?;
+    let first_name = Name::parse("firstName", &body.first_name, 100)?.into_inner();
+    let last_name = Name::parse("lastName", &body.last_name, 100)?.into_inner();
+    let role = body.role.unwrap_or(Role::TenantUser);
+    assignable(who, role)?;
+    let platform = &app(depot).platform;
+    if user::find_by_email_unscoped(&platform.db, &email)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::Conflict(
+            "an account with this email already exists".to_owned(),
+        ));
+    }
+    let hash = password::hash(password.expose())
+        .await
+        .map_err(ApiError::internal)?;
+    let mut new_user = User::new(
+        who.tenant_id.clone(),
+        email,
+        hash,
+        first_name,
+        last_name,
+        role,
+    );
+    new_user.status = body.status.unwrap_or(UserStatus::Active);
+    platform
+        .db
+        .scoped::<User>(&who.tenant_id)
+        .insert(&new_user)
+        .await
+        .map_err(|e| match e {
+            aigentable_platform::db::DbError::Duplicate => {
+                ApiError::Conflict("an account with this email already exists".to_owned())
+            }
+            other => other.into(),
+        })?;
+    tracing::info!(user_id = %new_user.id, tenant_id = %who.tenant_id, "user created");
+    res.status_code(StatusCode::CREATED);
+    Ok(Json((&new_user).into()))
+}
+
+/// One user of the tenant.
+#[endpoint(tags("users"), security(("bearerAuth" = [])), parameters(("id" = String, Path, description = "User id")))]
+pub async fn get(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<UserView>> {
+    let who = caller(depot)?;
+    let id = path_id(req, "user")?;
+    let found = app(depot)
+        .platform
+        .db
+        .scoped::<User>(&who.tenant_id)
+        .find_by_id(&id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    Ok(Json((&found).into()))
+}
+
+/// Update a user. Users may edit their own name, email and password; only
+/// admins change roles, statuses or other users.
+#[endpoint(tags("users"), security(("bearerAuth" = [])), request_body = UpdateUserRequest, parameters(("id" = String, Path, description = "User id")))]
+pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<UserView>> {
+    let body: UpdateUserRequest = json_body(req).await?;
+    let who = caller(depot)?;
+    let id = path_id(req, "user")?;
+    let platform = &app(depot).platform;
+    let users = platform.db.scoped::<User>(&who.tenant_id);
+    let target = users
+        .find_by_id(&id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    let is_self = target.id == who.user.id;
+    if !is_self {
+        who.require_admin()?;
+    }
+    if target.role == Role::SuperAdmin && !who.is_super_admin() {
+        return Err(ApiError::Forbidden(
+            "platform administrators can only be changed by their peers".to_owned(),
+        ));
+    }
+
+    let mut set = Document::new();
+    if let Some(email) = &body.email {
+        let email = Email::parse("email", email)?;
+        if email != target.email {
+            if user::find_by_email_unscoped(&platform.db, &email)
+                .await?
+                .is_some()
+            {
+                return Err(ApiError::Conflict(
+                    "an account with this email already exists".to_owned(),
+                ));
+            }
+            set.insert("email", email.as_str());
+        }
+    }
+    if let Some(name) = &body.first_name {
+        set.insert(
+            "firstName",
+            Name::parse("firstName", name, 100)?.into_inner(),
+        );
+    }
+    if let Some(name) = &body.last_name {
+        set.insert("lastName", Name::parse("lastName", name, 100)?.into_inner());
+    }
+    let new_role = body.role.filter(|r| *r != target.role);
+    let new_status = body.status.filter(|s| *s != target.status);
+    if new_role.is_some() || new_status.is_some() {
+        who.require_admin()?;
+    }
+    if let Some(role) = new_role {
+        assignable(who, role)?;
+        set.insert("role", role.as_str());
+    }
+    if let Some(status) = new_status {
+        set.insert("status", status.as_str());
+    }
+    let loses_admin = target.role.is_admin()
+        && target.status == UserStatus::Active
+        && (new_role.is_some_and(|r| !r.is_admin())
+            || new_status.is_some_and(|s| s != UserStatus::Active));
+    if loses_admin && other_active_admins(depot, who, target.id.as_str()).await? == 0 {
+        return Err(ApiError::Conflict(
+            "the tenant's last administrator cannot be demoted or deactivated".to_owned(),
+        ));
+    }
+    if let Some(raw) = &body.password {
+        let new_password = NewPassword::parse("password", raw)?;
+        let hash = password::hash(new_password.expose())
+            .await
+            .map_err(ApiError::internal)?;
+        set.insert("passwordHash", hash);
+        set.insert("passwordChangedAt", bson::DateTime::now());
+    }
+    if set.is_empty() {
+        return Ok(Json((&target).into()));
+    }
+    set.insert("updatedAt", bson::DateTime::now());
+    let updated = users
+        .update_by_id(&id, doc! { "$set": set })
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    tracing::info!(user_id = %updated.id, tenant_id = %who.tenant_id, "user updated");
+    Ok(Json((&updated).into()))
+}
+
+/// Delete a user (admins only). The tenant's last administrator cannot be deleted.
+#[endpoint(tags("users"), security(("bearerAuth" = [])), status_codes(204, 403, 404, 409), parameters(("id" = String, Path, description = "User id")))]
+pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
+    let who = caller(depot)?;
+    who.require_admin()?;
+    let id = path_id(req, "user")?;
+    let users = app(depot).platform.db.scoped::<User>(&who.tenant_id);
+    let target = users
+        .find_by_id(&id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    if target.role == Role::SuperAdmin && !who.is_super_admin() {
+        return Err(ApiError::Forbidden(
+            "platform administrators can only be removed by their peers".to_owned(),
+        ));
+    }
+    if target.role.is_admin()
+        && target.status == UserStatus::Active
+        && other_active_admins(depot, who, target.id.as_str()).await? == 0
+    {
+        return Err(ApiError::Conflict(
+            "the tenant's last administrator cannot be deleted".to_owned(),
+        ));
+    }
+    if !users.delete_by_id(&id).await? {
+        return Err(ApiError::NotFound("user"));
+    }
+    tracing::info!(user_id = %id, tenant_id = %who.tenant_id, "user deleted");
+    res.status_code(StatusCode::NO_CONTENT);
+    Ok(())
+}

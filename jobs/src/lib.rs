@@ -1,0 +1,49 @@
+//! The typed job contract shared by the api, the workers and the scheduler.
+//!
+//! One module per job type under [`types`], each implementing [`Job`] with a
+//! pinned queue name (never the Rust type name), attempts, timeout and
+//! idempotency key. [`client::JobClient`] records a job in MongoDB and then
+//! pushes it to Redis; [`record`] is the status record users poll.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub mod client;
+pub mod events;
+pub mod record;
+pub mod types;
+
+pub use client::{EnqueueError, JobClient, Requester};
+pub use record::{JobRecord, JobStatus};
+
+/// A kind of background work.
+pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
+    /// Stable name, stored in job records (`type`) and shown to users.
+    const NAME: &'static str;
+    /// Redis queue; several job types may share one.
+    const QUEUE: &'static str;
+    const MAX_ATTEMPTS: u32;
+    const TIMEOUT: Duration;
+
+    /// Jobs with the same key in the same tenant are not enqueued twice while
+    /// one is still queued or running.
+    fn idempotency_key(&self) -> Option<String> {
+        None
+    }
+}
+
+/// What travels through Redis: the payload plus the id of its record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope<J> {
+    pub job_id: String,
+    pub tenant_id: String,
+    pub payload: J,
+}
+
+/// The Redis queue key of a queue in this deployment's namespace.
+pub fn queue_key(namespace: &str, queue: &str) -> String {
+    format!("{namespace}:queue:{queue}")
+}

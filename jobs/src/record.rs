@@ -1,0 +1,162 @@
+//! Job status records in MongoDB: what `GET /api/v1/jobs/:id` shows.
+
+use bson::{Bson, doc};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use aigentable_platform::db::{Db, DbResult, TenantOwned};
+use aigentable_platform::ids::TenantId;
+
+pub const COLLECTION: &str = "jobs";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Dead,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "QUEUED",
+            JobStatus::Running => "RUNNING",
+            JobStatus::Succeeded => "SUCCEEDED",
+            JobStatus::Failed => "FAILED",
+            JobStatus::Dead => "DEAD",
+            JobStatus::Cancelled => "CANCELLED",
+        }
+    }
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Dead | JobStatus::Cancelled
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRecord {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub tenant_id: TenantId,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub queue: String,
+    pub status: JobStatus,
+    pub progress: u8,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub result: Option<Bson>,
+    /// The payload, kept so that a failed job can be retried from its record.
+    pub payload: Bson,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// User id, or `system` for scheduled and internal work.
+    pub created_by: String,
+    #[serde(with = "aigentable_platform::model::bson_datetime")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "aigentable_platform::model::bson_datetime")]
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, with = "aigentable_platform::model::bson_datetime_opt")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "aigentable_platform::model::bson_datetime_opt")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl TenantOwned for JobRecord {
+    const COLLECTION: &'static str = COLLECTION;
+    fn tenant_id(&self) -> &TenantId {
+        &self.tenant_id
+    }
+}
+
+fn now() -> bson::DateTime {
+    bson::DateTime::now()
+}
+
+/// Marks a job running unless it was cancelled meanwhile; returns the record
+/// as stored, or `None` when it must not run.
+pub async fn mark_running(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+    attempt: u32,
+) -> DbResult<Option<JobRecord>> {
+    db.scoped::<JobRecord>(tenant)
+        .update_one(
+            doc! { "_id": id, "status": { "$in": ["QUEUED", "RUNNING"] } },
+            doc! { "$set": {
+                "status": "RUNNING",
+                "attempts": i64::from(attempt),
+                "startedAt": now(),
+                "updatedAt": now(),
+            } },
+        )
+        .await
+}
+
+pub async fn mark_succeeded(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+    result: Bson,
+) -> DbResult<Option<JobRecord>> {
+    db.scoped::<JobRecord>(tenant)
+        .update_by_id(
+            id,
+            doc! { "$set": {
+                "status": "SUCCEEDED",
+                "progress": 100,
+                "result": result,
+                "lastError": Bson::Null,
+                "finishedAt": now(),
+                "updatedAt": now(),
+            } },
+        )
+        .await
+}
+
+/// Records an attempt's failure. `status` is `QUEUED` when it will be
+/// retried, `FAILED` when retrying cannot help, `DEAD` after the last attempt.
+pub async fn mark_failed(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+    status: JobStatus,
+    error: &str,
+) -> DbResult<Option<JobRecord>> {
+    let mut set = doc! {
+        "status": status.as_str(),
+        "lastError": error,
+        "updatedAt": now(),
+    };
+    if status.is_terminal() {
+        set.insert("finishedAt", now());
+    }
+    db.scoped::<JobRecord>(tenant)
+        .update_by_id(id, doc! { "$set": set })
+        .await
+}
+
+pub async fn set_progress(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+    progress: u8,
+) -> DbResult<Option<JobRecord>> {
+    db.scoped::<JobRecord>(tenant)
+        .update_by_id(
+            id,
+            doc! { "$set": { "progress": i32::from(progress.min(100)), "updatedAt": now() } },
+        )
+        .await
+}

@@ -1,0 +1,33 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Job;
+
+pub const QUEUE: &str = "emails";
+
+/// A transactional email (password reset, invitations...). Sent through SMTP
+/// when configured; always recorded in the `outbox` collection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendEmail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    /// Why the email exists, e.g. `password_reset`: lets the outbox be
+    /// filtered and lets a retry be recognised.
+    pub purpose: String,
+    /// Unique per logical email so that a retried job never sends it twice.
+    pub dedupe_key: String,
+}
+
+impl Job for SendEmail {
+    const NAME: &'static str = "send_email";
+    const QUEUE: &'static str = QUEUE;
+    const MAX_ATTEMPTS: u32 = 5;
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn idempotency_key(&self) -> Option<String> {
+        Some(self.dedupe_key.clone())
+    }
+}

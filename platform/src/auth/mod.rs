@@ -1,0 +1,9 @@
+//! Authentication: password hashing, access tokens, revocation and
+//! brute-force limits.
+
+pub mod jwt;
+pub mod password;
+pub mod rate_limit;
+pub mod revocation;
+
+pub use jwt::{Claims, JwtError, TokenIssuer};

@@ -1,0 +1,237 @@
+//! MongoDB access. Tenant-owned collections are reachable only through
+//! [`Scoped`], which adds `tenantId` to every filter and checks it on every
+//! insert, so an unscoped query cannot be written by accident.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use bson::{Document, doc};
+use futures::TryStreamExt;
+use mongodb::options::{ClientOptions, FindOptions, IndexOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ids::TenantId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("duplicate value for a unique field")]
+    Duplicate,
+    #[error("tenant mismatch: refusing to write a document of another tenant")]
+    TenantMismatch,
+    #[error(transparent)]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("could not encode or decode a document: {0}")]
+    Codec(String),
+}
+
+impl DbError {
+    pub(crate) fn from_write(e: mongodb::error::Error) -> Self {
+        if is_duplicate_key(&e) {
+            DbError::Duplicate
+        } else {
+            DbError::Mongo(e)
+        }
+    }
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .as_ref()
+            .is_some_and(|errs| errs.iter().any(|w| w.code == 11000)),
+        _ => e.to_string().contains("E11000"),
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// A document type stored in a tenant-owned collection.
+pub trait TenantOwned: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
+    const COLLECTION: &'static str;
+    fn tenant_id(&self) -> &TenantId;
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    client: Client,
+    db: Database,
+}
+
+/// One page of a listing, with the total count of matching documents.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub page: u64,
+    pub limit: u64,
+}
+
+impl PageRequest {
+    pub fn skip(&self) -> u64 {
+        (self.page.saturating_sub(1)).saturating_mul(self.limit)
+    }
+}
+
+impl Db {
+    pub async fn connect(uri: &str, name: &str) -> DbResult<Self> {
+        let mut options = ClientOptions::parse(uri).await?;
+        options
+            .app_name
+            .get_or_insert_with(|| "aigentable".to_owned());
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(10));
+        options
+            .connect_timeout
+            .get_or_insert(Duration::from_secs(5));
+        let client = Client::with_options(options)?;
+        let db = client.database(name);
+        Ok(Self { client, db })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub async fn ping(&self) -> DbResult<()> {
+        self.db.run_command(doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
+    pub fn scoped<T: TenantOwned>(&self, tenant: &TenantId) -> Scoped<T> {
+        Scoped {
+            coll: self.db.collection(T::COLLECTION),
+            tenant: tenant.clone(),
+            _marker: PhantomData,
+        }
+    }
+
+    /// Cross-tenant access, for the few places that must have it (login by
+    /// email, platform administration, sweeps). Grep for `unscoped` to audit.
+    pub fn unscoped<T: Send + Sync>(&self, name: &str) -> Collection<T> {
+        self.db.collection(name)
+    }
+
+    /// Creates an index unless an equivalent one exists. Safe to run at
+    /// every start and from several processes at once.
+    pub async fn ensure_index(
+        &self,
+        collection: &str,
+        keys: Document,
+        options: Option<IndexOptions>,
+    ) -> DbResult<()> {
+        let model = IndexModel::builder().keys(keys).options(options).build();
+        self.db
+            .collection::<Document>(collection)
+            .create_index(model)
+            .await?;
+        Ok(())
+    }
+}
+
+pub struct Scoped<T: Send + Sync> {
+    coll: Collection<T>,
+    tenant: TenantId,
+    _marker: PhantomData<T>,
+}
+
+impl<T: TenantOwned> Scoped<T> {
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    fn scope(&self, mut filter: Document) -> Document {
+        filter.insert("tenantId", self.tenant.as_str());
+        filter
+    }
+
+    pub async fn find_by_id(&self, id: &str) -> DbResult<Option<T>> {
+        Ok(self.coll.find_one(self.scope(doc! { "_id": id })).await?)
+    }
+
+    pub async fn find_one(&self, filter: Document) -> DbResult<Option<T>> {
+        Ok(self.coll.find_one(self.scope(filter)).await?)
+    }
+
+    pub async fn count(&self, filter: Document) -> DbResult<u64> {
+        Ok(self.coll.count_documents(self.scope(filter)).await?)
+    }
+
+    pub async fn find_page(
+        &self,
+        filter: Document,
+        sort: Document,
+        page: PageRequest,
+    ) -> DbResult<(Vec<T>, u64)> {
+        let filter = self.scope(filter);
+        let total = self.coll.count_documents(filter.clone()).await?;
+        let options = FindOptions::builder()
+            .sort(sort)
+            .skip(page.skip())
+            .limit(i64::try_from(page.limit).unwrap_or(i64::MAX))
+            .build();
+        let items = self
+            .coll
+            .find(filter)
+            .with_options(options)
+            .await?
+            .try_collect()
+            .await?;
+        Ok((items, total))
+    }
+
+    pub async fn insert(&self, value: &T) -> DbResult<()> {
+        if value.tenant_id() != &self.tenant {
+            return Err(DbError::TenantMismatch);
+        }
+        self.coll
+            .insert_one(value)
+            .await
+            .map_err(DbError::from_write)?;
+        Ok(())
+    }
+
+    /// Applies `update` to the document with this id and returns it as stored
+    /// afterwards, or `None` when no such document exists in this tenant.
+    pub async fn update_by_id(&self, id: &str, update: Document) -> DbResult<Option<T>> {
+        self.update_one(doc! { "_id": id }, update).await
+    }
+
+    pub async fn update_one(&self, filter: Document, update: Document) -> DbResult<Option<T>> {
+        if update.contains_key("$set")
+            && update
+                .get_document("$set")
+                .is_ok_and(|set| set.contains_key("tenantId"))
+        {
+            return Err(DbError::TenantMismatch);
+        }
+        self.coll
+            .find_one_and_update(self.scope(filter), update)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(DbError::from_write)
+    }
+
+    pub async fn delete_by_id(&self, id: &str) -> DbResult<bool> {
+        let result = self.coll.delete_one(self.scope(doc! { "_id": id })).await?;
+        Ok(result.deleted_count == 1)
+    }
+
+    pub async fn delete_many(&self, filter: Document) -> DbResult<u64> {
+        let result = self.coll.delete_many(self.scope(filter)).await?;
+        Ok(result.deleted_count)
+    }
+}
+
+/// Serialises a value into a BSON document, for `$set` updates.
+pub fn to_document<T: Serialize>(value: &T) -> DbResult<Document> {
+    bson::to_document(value).map_err(|e| DbError::Codec(e.to_string()))
+}

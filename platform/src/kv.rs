@@ -1,0 +1,54 @@
+//! Shared Redis connection with a namespace for every key.
+
+use redis::aio::ConnectionManager;
+
+#[derive(Clone)]
+pub struct Kv {
+    conn: ConnectionManager,
+    namespace: String,
+}
+
+impl std::fmt::Debug for Kv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kv")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kv {
+    pub async fn connect(url: &str, namespace: &str) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let conn = client.get_connection_manager().await?;
+        Ok(Self {
+            conn,
+            namespace: namespace.to_owned(),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.namespace.clone();
+        for part in parts {
+            key.push(':');
+            key.push_str(part);
+        }
+        key
+    }
+
+    /// A cheap clone of the multiplexed connection.
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub async fn ping(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+    }
+}

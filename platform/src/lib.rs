@@ -1,0 +1,58 @@
+//! The shared library of every AIgentable process: configuration, domain
+//! model, tenant-scoped MongoDB repositories, auth and shared clients.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod domain;
+pub mod ids;
+pub mod kv;
+pub mod model;
+pub mod plans;
+pub mod telemetry;
+pub mod usage;
+
+use std::sync::Arc;
+
+pub use config::Config;
+pub use db::Db;
+pub use kv::Kv;
+
+/// Connections and services shared by the handlers of one process.
+#[derive(Clone, Debug)]
+pub struct Platform {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub kv: Kv,
+    pub tokens: auth::TokenIssuer,
+    pub secrets: crypto::SecretBox,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot reach MongoDB: {0}")]
+    Mongo(#[from] db::DbError),
+    #[error("cannot reach Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("start-up failed: {0}")]
+    Other(String),
+}
+
+impl Platform {
+    /// Connects to MongoDB and Redis and checks both answer.
+    pub async fn connect(config: Config) -> Result<Self, StartError> {
+        let db = Db::connect(config.mongodb_uri.expose(), &config.mongodb_db).await?;
+        db.ping().await?;
+        let kv = Kv::connect(config.redis_url.expose(), &config.redis_namespace).await?;
+        kv.ping().await?;
+        Ok(Self {
+            tokens: auth::TokenIssuer::new(&config.jwt),
+            secrets: crypto::SecretBox::new(config.data_encryption_key.expose()),
+            config: Arc::new(config),
+            db,
+            kv,
+        })
+    }
+}

@@ -1,0 +1,32 @@
+//! Stored documents and their repositories.
+
+pub mod password_reset;
+pub mod tenant;
+pub mod user;
+
+pub use password_reset::PasswordReset;
+pub use tenant::{Tenant, TenantSettings};
+pub use user::User;
+
+/// Serde helper for timestamps: BSON dates in MongoDB, so that TTL indexes
+/// and range queries work, and `DateTime<Utc>` in Rust.
+pub mod bson_datetime {
+    pub use bson::serde_helpers::chrono_datetime_as_bson_datetime::{deserialize, serialize};
+}
+
+pub mod bson_datetime_opt {
+    use bson::DateTime as BsonDateTime;
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        value.map(BsonDateTime::from_chrono).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Ok(Option::<BsonDateTime>::deserialize(d)?.map(BsonDateTime::to_chrono))
+    }
+}
