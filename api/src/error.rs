@@ -116,6 +116,8 @@ impl ApiError {
             ApiError::Internal(_) => {
                 "Something went wrong on our side. Please try again.".to_owned()
             }
+            // These start with the field's exact name, e.g. `firstName must not be empty`.
+            ApiError::BadRequest { message, .. } => message.clone(),
             other => {
                 let text = other.to_string();
                 // Capitalised like the rest of the UI's messages.

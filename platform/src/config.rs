@@ -94,19 +94,35 @@ pub struct Config {
     pub data_dir: String,
 }
 
-fn var(name: &'static str) -> Option<String> {
-    env::var(name).ok().filter(|v| !v.trim().is_empty())
+/// Where variables come from: the process environment, or a map in tests.
+struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Vars<'_> {
+    fn get(&self, name: &'static str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing(name))
+    }
+
+    fn parsed<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        parse_value(name, self.get(name), default)
+    }
 }
 
-fn required(name: &'static str) -> Result<String, ConfigError> {
-    var(name).ok_or(ConfigError::Missing(name))
-}
-
-fn parsed<T: FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+fn parse_value<T: FromStr>(
+    name: &'static str,
+    raw: Option<String>,
+    default: T,
+) -> Result<T, ConfigError>
 where
     T::Err: fmt::Display,
 {
-    match var(name) {
+    match raw {
         None => Ok(default),
         Some(raw) => raw
             .trim()
@@ -132,13 +148,21 @@ impl Config {
         Self::from_current_env()
     }
 
-    /// Reads the environment only; used by tests that set variables themselves.
+    /// Reads the environment only.
     pub fn from_current_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|name| env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`; tests pass their own values.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(lookup);
+        let var = |name: &'static str| vars.get(name);
+        let required = |name: &'static str| vars.required(name);
         let jwt_secret = required("JWT_SECRET")?;
         if jwt_secret.len() < 32 {
             return Err(invalid("JWT_SECRET", "must be at least 32 characters"));
         }
-        let ttl_seconds: i64 = parsed("JWT_TTL_SECONDS", 86_400)?;
+        let ttl_seconds: i64 = vars.parsed("JWT_TTL_SECONDS", 86_400)?;
         if !(60..=30 * 86_400).contains(&ttl_seconds) {
             return Err(invalid(
                 "JWT_TTL_SECONDS",
@@ -218,7 +242,7 @@ impl Config {
 
         Ok(Self {
             host: var("HOST").unwrap_or_else(|| "0.0.0.0".to_owned()),
-            port: parsed("PORT", 3000)?,
+            port: vars.parsed("PORT", 3000)?,
             mongodb_uri: Secret::new(mongodb_uri),
             mongodb_db: var("MONGODB_DB").unwrap_or_else(|| "aigentable".to_owned()),
             redis_url: Secret::new(redis_url),
@@ -233,17 +257,17 @@ impl Config {
             data_encryption_key: Secret::new(key),
             log_format,
             login_limits: LoginLimits {
-                per_ip: parsed("LOGIN_MAX_ATTEMPTS_PER_IP", 30)?,
-                per_email: parsed("LOGIN_MAX_FAILURES_PER_EMAIL", 5)?,
-                window_seconds: parsed("LOGIN_WINDOW_SECONDS", 900)?,
+                per_ip: vars.parsed("LOGIN_MAX_ATTEMPTS_PER_IP", 30)?,
+                per_email: vars.parsed("LOGIN_MAX_FAILURES_PER_EMAIL", 5)?,
+                window_seconds: vars.parsed("LOGIN_WINDOW_SECONDS", 900)?,
             },
-            password_reset_ttl_minutes: parsed("PASSWORD_RESET_TTL_MINUTES", 30)?,
+            password_reset_ttl_minutes: vars.parsed("PASSWORD_RESET_TTL_MINUTES", 30)?,
             app_base_url: var("APP_BASE_URL").unwrap_or_else(|| "http://localhost:5173".to_owned()),
             smtp_url: var("SMTP_URL").map(Secret::new),
             email_from: var("EMAIL_FROM")
                 .unwrap_or_else(|| "AIgentable <no-reply@localhost>".to_owned()),
             super_admin_seed,
-            trust_proxy_headers: parsed("TRUST_PROXY_HEADERS", false)?,
+            trust_proxy_headers: vars.parsed("TRUST_PROXY_HEADERS", false)?,
             plans,
             default_plan,
             data_dir: var("DATA_DIR").unwrap_or_else(|| ".data".to_owned()),

@@ -1,1 +1,276 @@
+//! Test harness: `spawn_app()` starts the real api on port 0 and a worker in
+//! the same process, against the real Redis and MongoDB-wire server, with a
+//! fresh database and Redis namespace per test.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use aigentable_api::{AppState, bind, serve};
+use aigentable_platform::{Config, Platform, bootstrap};
+use aigentable_workers::WorkerState;
+
+pub fn mongodb_uri() -> String {
+    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub platform: Platform,
+    _stop_api: oneshot::Sender<()>,
+    _stop_worker: oneshot::Sender<()>,
+}
+
+/// Test-only configuration; `overrides` replace any variable.
+pub fn test_config(overrides: &[(&str, &str)]) -> Config {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut vars: HashMap<String, String> = [
+        ("MONGODB_URI", mongodb_uri()),
+        ("MONGODB_DB", format!("test_{run}")),
+        ("REDIS_URL", redis_url()),
+        ("REDIS_NAMESPACE", format!("test:{run}")),
+        (
+            "JWT_SECRET",
+            "test-secret-test-secret-test-secret-0123".to_owned(),
+        ),
+        ("JWT_ISSUER", "aigentable-test".to_owned()),
+        ("JWT_AUDIENCE", "aigentable-test-web".to_owned()),
+        // 32 bytes of 0x2a.
+        (
+            "DATA_ENCRYPTION_KEY",
+            "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=".to_owned(),
+        ),
+        ("PORT", "0".to_owned()),
+        ("HOST", "127.0.0.1".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in overrides {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
+    match Config::from_lookup(&|name| vars.get(name).cloned()) {
+        Ok(c) => c,
+        Err(e) => panic!("test configuration is invalid: {e}"),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let config = test_config(overrides);
+    let platform = Platform::connect(config)
+        .await
+        .expect("services are reachable");
+    bootstrap::ensure_indexes(&platform.db)
+        .await
+        .expect("indexes");
+
+    let state = AppState::new(platform.clone()).await.expect("app state");
+    let listener = bind("127.0.0.1", 0).await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop_api, api_rx) = oneshot::channel::<()>();
+    tokio::spawn(serve(state, listener, async move {
+        let _ = api_rx.await;
+    }));
+
+    let (stop_worker, worker_rx) = oneshot::channel::<()>();
+    let worker_state = WorkerState {
+        platform: platform.clone(),
+    };
+    tokio::spawn(async move {
+        let result =
+            aigentable_workers::run(worker_state, &[], 4, Duration::from_secs(2), async move {
+                let _ = worker_rx.await;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            eprintln!("worker stopped with an error: {e}");
+        }
+    });
+
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        platform,
+        _stop_api: stop_api,
+        _stop_worker: stop_worker,
+    }
+}
+
+/// A response reduced to what tests assert on.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn message(&self) -> &str {
+        self.body["message"].as_str().unwrap_or_default()
+    }
+}
+
+/// A registered user with a token.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: String,
+    pub tenant_id: String,
+    pub user_id: String,
+    pub email: String,
+    pub password: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        session: Option<&Session>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(s) = session {
+            req = req
+                .bearer_auth(&s.token)
+                .header("X-Tenant-ID", &s.tenant_id);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request sent");
+        Self::reply(res).await
+    }
+
+    pub async fn reply(res: reqwest::Response) -> Reply {
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap_or_default();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, s: &Session) -> Reply {
+        self.request(Method::GET, path, Some(s), None).await
+    }
+    pub async fn post(&self, path: &str, s: &Session, body: Value) -> Reply {
+        self.request(Method::POST, path, Some(s), Some(body)).await
+    }
+    pub async fn put(&self, path: &str, s: &Session, body: Value) -> Reply {
+        self.request(Method::PUT, path, Some(s), Some(body)).await
+    }
+    pub async fn delete(&self, path: &str, s: &Session) -> Reply {
+        self.request(Method::DELETE, path, Some(s), None).await
+    }
+
+    /// Registers a new tenant admin, as the seed frontend does.
+    pub async fn register(&self, tenant: &str) -> Session {
+        let email = format!("admin-{}@example.com", uuid::Uuid::new_v4().simple());
+        let password = "securePassword123".to_owned();
+        let r = self
+            .request(
+                Method::POST,
+                "/api/v1/auth/register",
+                None,
+                Some(json!({
+                    "email": email, "password": password,
+                    "firstName": "Ada", "lastName": "Lovelace", "tenantName": tenant,
+                })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "register: {:?}", r.body);
+        Session {
+            token: r.body["token"].as_str().unwrap_or_default().to_owned(),
+            tenant_id: r.body["user"]["tenantId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            user_id: r.body["user"]["id"].as_str().unwrap_or_default().to_owned(),
+            email,
+            password,
+        }
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
+        self.request(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({ "email": email, "password": password })),
+        )
+        .await
+    }
+
+    /// Creates a user in `admin`'s tenant and logs them in.
+    pub async fn add_user(&self, admin: &Session, role: &str) -> Session {
+        let email = format!("user-{}@example.com", uuid::Uuid::new_v4().simple());
+        let password = "anotherPass456".to_owned();
+        let r = self
+            .post(
+                "/api/v1/users",
+                admin,
+                json!({ "email": email, "password": password, "firstName": "Grace", "lastName": "Hopper", "role": role }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "create user: {:?}", r.body);
+        let login = self.login(&email, &password).await;
+        assert_eq!(login.status, StatusCode::OK, "login: {:?}", login.body);
+        Session {
+            token: login.body["token"].as_str().unwrap_or_default().to_owned(),
+            tenant_id: admin.tenant_id.clone(),
+            user_id: r.body["id"].as_str().unwrap_or_default().to_owned(),
+            email,
+            password,
+        }
+    }
+
+    /// Polls `check` until it returns `Some` or `timeout` passes.
+    pub async fn eventually<T, F, Fut>(&self, timeout: Duration, mut check: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return Some(v);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Drops this test's database.
+    pub async fn cleanup(self) {
+        let _ = self.platform.db.database().drop().await;
+    }
+}

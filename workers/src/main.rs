@@ -1,1 +1,65 @@
-fn main() {}
+//! `workers [--queues emails,...] [--concurrency N]`: runs background jobs.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use aigentable_platform::{Config, Platform, bootstrap, telemetry};
+use aigentable_workers::{WorkerState, run};
+
+fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix(&format!("{name}=")).map(str::to_owned))
+        })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env().context("configuration")?;
+    telemetry::init(config.log_format);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let queues: Vec<String> = arg_value(&args, "--queues")
+        .or_else(|| std::env::var("WORKER_QUEUES").ok())
+        .map(|v| {
+            v.split(',')
+                .map(|q| q.trim().to_owned())
+                .filter(|q| !q.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let concurrency: usize = arg_value(&args, "--concurrency")
+        .or_else(|| std::env::var("WORKER_CONCURRENCY").ok())
+        .map(|v| v.parse().context("--concurrency must be a positive number"))
+        .transpose()?
+        .unwrap_or(8)
+        .max(1);
+    let platform = Platform::connect(config)
+        .await
+        .context("connecting to services")?;
+    bootstrap::ensure_indexes(&platform.db)
+        .await
+        .context("creating indexes")?;
+    tracing::info!(?queues, concurrency, "workers starting");
+    run(
+        WorkerState { platform },
+        &queues,
+        concurrency,
+        Duration::from_secs(30),
+        shutdown_signal(),
+    )
+    .await?;
+    tracing::info!("workers stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}

@@ -1,0 +1,3 @@
+//! One handler module per job type.
+
+pub mod send_email;

@@ -1,0 +1,71 @@
+//! Transactional email. Every email is recorded in the `outbox` collection
+//! (what a developer reads when no SMTP server is configured); with
+//! `SMTP_URL` it is also sent, once, even when the job is retried.
+
+use bson::doc;
+use serde_json::{Value, json};
+
+use aigentable_jobs::types::SendEmail;
+use aigentable_platform::crypto::sha256_hex;
+
+use crate::runner::{Handle, JobContext, JobError};
+
+pub const OUTBOX: &str = "outbox";
+
+impl Handle for SendEmail {
+    async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
+        let platform = &ctx.state.platform;
+        let outbox = platform.db.unscoped::<bson::Document>(OUTBOX);
+        let id = sha256_hex(&self.dedupe_key);
+        let smtp = platform.config.smtp_url.is_some();
+        let existing = outbox
+            .find_one(doc! { "_id": &id, "tenantId": ctx.tenant_id.as_str() })
+            .await
+            .map_err(JobError::transient)?;
+        if existing
+            .as_ref()
+            .and_then(|d| d.get_str("status").ok())
+            .is_some_and(|s| s == "SENT" || s == "LOGGED")
+        {
+            return Ok(json!({ "outboxId": id, "duplicate": true }));
+        }
+        let now = bson::DateTime::now();
+        outbox
+            .update_one(
+                doc! { "_id": &id },
+                doc! {
+                    "$set": { "status": "PENDING", "updatedAt": now },
+                    "$setOnInsert": {
+                        "tenantId": ctx.tenant_id.as_str(),
+                        "to": &self.to,
+                        "subject": &self.subject,
+                        "text": &self.text,
+                        "purpose": &self.purpose,
+                        "jobId": &ctx.job_id,
+                        "createdAt": now,
+                    },
+                },
+            )
+            .upsert(true)
+            .await
+            .map_err(JobError::transient)?;
+
+        let status = if smtp {
+            return Err(JobError::Permanent(
+                "SMTP_URL is set but this build sends email only to the outbox".to_owned(),
+            ));
+        } else {
+            // No mail server in development: the outbox is the mailbox.
+            tracing::info!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, outbox_id = %id, purpose = %self.purpose, "email written to the outbox (no SMTP_URL configured)");
+            "LOGGED"
+        };
+        outbox
+            .update_one(
+                doc! { "_id": &id },
+                doc! { "$set": { "status": status, "updatedAt": bson::DateTime::now() } },
+            )
+            .await
+            .map_err(JobError::transient)?;
+        Ok(json!({ "outboxId": id, "transport": if smtp { "smtp" } else { "outbox" } }))
+    }
+}

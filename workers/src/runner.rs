@@ -1,0 +1,136 @@
+//! The wrapper every job runs in: marks the record running, applies the
+//! timeout, turns panics into failures, decides retry / fail / dead, and
+//! publishes `job-updated`.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use apalis::prelude::{AbortError, Attempt, BoxDynError, Data};
+use futures::FutureExt;
+use serde_json::{Value, json};
+
+use aigentable_jobs::events::{self, RealtimeEvent, names};
+use aigentable_jobs::record::{self, JobRecord, JobStatus};
+use aigentable_jobs::{Envelope, Job};
+use aigentable_platform::ids::TenantId;
+
+use crate::WorkerState;
+
+/// Why a job attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Retrying cannot help (bad input, missing record): fail at once.
+    #[error("{0}")]
+    Permanent(String),
+    /// May succeed later (network, provider 5xx/429): retry with backoff.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl JobError {
+    pub fn transient(e: impl std::fmt::Display) -> Self {
+        JobError::Transient(e.to_string())
+    }
+    pub fn permanent(e: impl std::fmt::Display) -> Self {
+        JobError::Permanent(e.to_string())
+    }
+}
+
+/// What a handler sees besides its payload.
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    pub state: WorkerState,
+    pub job_id: String,
+    pub tenant_id: TenantId,
+    pub attempt: u32,
+}
+
+/// A job type the workers know how to run.
+pub trait Handle: Job {
+    fn handle(self, ctx: JobContext) -> impl Future<Output = Result<Value, JobError>> + Send;
+}
+
+async fn announce(state: &WorkerState, record: Option<JobRecord>) {
+    let Some(record) = record else { return };
+    let event = RealtimeEvent {
+        tenant_id: record.tenant_id.to_string(),
+        conversation_id: None,
+        event: names::JOB_UPDATED.to_owned(),
+        data: json!({
+            "id": record.id,
+            "type": record.job_type,
+            "status": record.status,
+            "progress": record.progress,
+            "attempts": record.attempts,
+            "lastError": record.last_error,
+        }),
+    };
+    if let Err(e) = events::publish(&state.platform.kv, &event).await {
+        tracing::warn!(job_id = %record.id, error = %e, "could not publish job event");
+    }
+}
+
+pub async fn run_job<J: Handle>(
+    envelope: Envelope<J>,
+    state: Data<WorkerState>,
+    attempt: Attempt,
+) -> Result<(), BoxDynError> {
+    let state: WorkerState = (*state).clone();
+    let db = &state.platform.db;
+    let tenant = TenantId::from_trusted(envelope.tenant_id.clone());
+    let job_id = envelope.job_id.clone();
+    let attempt_no = u32::try_from(attempt.current()).unwrap_or(u32::MAX).max(1);
+
+    let Some(running) = record::mark_running(db, &tenant, &job_id, attempt_no).await? else {
+        tracing::info!(job_id = %job_id, tenant_id = %tenant, "job skipped: cancelled, finished or unknown");
+        return Ok(());
+    };
+    announce(&state, Some(running)).await;
+    let ctx = JobContext {
+        state: state.clone(),
+        job_id: job_id.clone(),
+        tenant_id: tenant.clone(),
+        attempt: attempt_no,
+    };
+    let started = std::time::Instant::now();
+    let work = AssertUnwindSafe(envelope.payload.handle(ctx)).catch_unwind();
+    let outcome = match tokio::time::timeout(J::TIMEOUT, work).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_panic)) => Err(JobError::Transient("the job crashed".to_owned())),
+        Err(_) => Err(JobError::Transient(format!(
+            "the job timed out after {} s",
+            J::TIMEOUT.as_secs()
+        ))),
+    };
+    let elapsed_ms = started.elapsed().as_millis();
+
+    match outcome {
+        Ok(result) => {
+            let result = bson::to_bson(&result).unwrap_or(bson::Bson::Null);
+            let rec = record::mark_succeeded(db, &tenant, &job_id, result).await?;
+            tracing::info!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, attempt = attempt_no, elapsed_ms, "job succeeded");
+            announce(&state, rec).await;
+            Ok(())
+        }
+        Err(JobError::Permanent(message)) => {
+            let rec =
+                record::mark_failed(db, &tenant, &job_id, JobStatus::Failed, &message).await?;
+            tracing::warn!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, error = %message, "job failed permanently");
+            announce(&state, rec).await;
+            Err(AbortError::new(std::io::Error::other(message)).into())
+        }
+        Err(JobError::Transient(message)) if attempt_no >= J::MAX_ATTEMPTS => {
+            let rec = record::mark_failed(db, &tenant, &job_id, JobStatus::Dead, &message).await?;
+            tracing::warn!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, attempt = attempt_no, error = %message, "job dead after its last attempt");
+            announce(&state, rec).await;
+            Err(AbortError::new(std::io::Error::other(message)).into())
+        }
+        Err(JobError::Transient(message)) => {
+            let rec =
+                record::mark_failed(db, &tenant, &job_id, JobStatus::Queued, &message).await?;
+            tracing::info!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, attempt = attempt_no, error = %message, "job attempt failed, will retry");
+            announce(&state, rec).await;
+            Err(std::io::Error::other(message).into())
+        }
+    }
+}
