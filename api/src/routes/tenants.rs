@@ -27,7 +27,7 @@ pub struct TenantList {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SettingsPatch {
     /// IANA time zone, e.g. `Europe/Paris`.
     pub timezone: Option<String>,
@@ -38,7 +38,7 @@ pub struct SettingsPatch {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct UpdateTenantRequest {
     pub name: Option<String>,
     pub settings: Option<SettingsPatch>,

@@ -22,7 +22,7 @@ pub struct UserList {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct CreateUserRequest {
     pub email: String,
     pub password: String,
@@ -36,7 +36,7 @@ pub struct CreateUserRequest {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct UpdateUserRequest {
     pub email: Option<String>,
     pub first_name: Option<String>,
