@@ -2,6 +2,8 @@
 //! the same process, against the real Redis and MongoDB-wire server, with a
 //! fresh database and Redis namespace per test.
 
+pub mod fake_smtp;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -87,9 +89,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     }));
 
     let (stop_worker, worker_rx) = oneshot::channel::<()>();
-    let worker_state = WorkerState {
-        platform: platform.clone(),
-    };
+    let worker_state = WorkerState::new(platform.clone()).expect("worker state");
     tokio::spawn(async move {
         let result =
             aigentable_workers::run(worker_state, &[], 4, Duration::from_secs(2), async move {

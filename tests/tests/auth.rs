@@ -385,3 +385,94 @@ async fn forgot_and_reset_password_through_the_email_job() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn reset_email_goes_through_smtp_when_configured() {
+    let smtp = aigentable_tests::fake_smtp::FakeSmtp::start(false).await;
+    let app = spawn_app_with(&[
+        ("SMTP_URL", &smtp.url()),
+        ("EMAIL_FROM", "Support <support@acme.io>"),
+    ])
+    .await;
+    let s = app.register("Acme").await;
+    let r = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/forgot-password",
+            None,
+            Some(json!({ "email": s.email })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mail = app
+        .eventually(Duration::from_secs(15), || {
+            let smtp = smtp.clone();
+            async move { smtp.messages().into_iter().next() }
+        })
+        .await
+        .expect("the mail server received the reset email");
+    assert_eq!(mail.from, "<support@acme.io>");
+    assert_eq!(mail.to, vec![format!("<{}>", s.email)]);
+    assert!(
+        mail.data
+            .contains("Subject: Reset your AIgentable password"),
+        "{}",
+        mail.data
+    );
+    assert!(mail.data.contains("reset-password?token="), "{}", mail.data);
+    let outbox = app.platform.db.unscoped::<bson::Document>("outbox");
+    let sent = app
+        .eventually(Duration::from_secs(5), || {
+            let outbox = outbox.clone();
+            async move {
+                outbox
+                    .find_one(doc! { "status": "SENT" })
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        })
+        .await;
+    assert!(sent.is_some(), "the outbox records the email as sent");
+    assert_eq!(smtp.messages().len(), 1, "sent exactly once");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_refused_recipient_fails_the_email_job_without_retrying() {
+    let smtp = aigentable_tests::fake_smtp::FakeSmtp::start(true).await;
+    let app = spawn_app_with(&[("SMTP_URL", &smtp.url())]).await;
+    let s = app.register("Acme").await;
+    app.request(
+        Method::POST,
+        "/api/v1/auth/forgot-password",
+        None,
+        Some(json!({ "email": s.email })),
+    )
+    .await;
+    let jobs = app.platform.db.unscoped::<bson::Document>("jobs");
+    let job = app
+        .eventually(Duration::from_secs(15), || {
+            let jobs = jobs.clone();
+            async move {
+                jobs.find_one(doc! { "type": "send_email", "status": "FAILED" })
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        })
+        .await
+        .expect("the job is marked failed");
+    assert_eq!(
+        job.get_i64("attempts").unwrap_or_default(),
+        1,
+        "a permanent refusal is not retried"
+    );
+    assert!(
+        job.get_str("lastError")
+            .unwrap_or_default()
+            .contains("refused"),
+        "{job:?}"
+    );
+    app.cleanup().await;
+}

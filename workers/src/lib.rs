@@ -2,6 +2,7 @@
 //! outside world, keeping each job's record and realtime events truthful.
 
 pub mod handlers;
+pub mod mailer;
 pub mod registry;
 pub mod runner;
 
@@ -11,6 +12,21 @@ use aigentable_platform::Platform;
 #[derive(Clone, Debug)]
 pub struct WorkerState {
     pub platform: Platform,
+    /// `None` without `SMTP_URL`: emails then stay in the outbox.
+    pub mailer: Option<mailer::Mailer>,
+}
+
+impl WorkerState {
+    pub fn new(platform: Platform) -> anyhow::Result<Self> {
+        let mailer = match &platform.config.smtp_url {
+            Some(url) => Some(mailer::Mailer::new(
+                url.expose(),
+                &platform.config.email_from,
+            )?),
+            None => None,
+        };
+        Ok(Self { platform, mailer })
+    }
 }
 
 pub use registry::run;

@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         .context("creating indexes")?;
     tracing::info!(?queues, concurrency, "workers starting");
     run(
-        WorkerState { platform },
+        WorkerState::new(platform)?,
         &queues,
         concurrency,
         Duration::from_secs(30),

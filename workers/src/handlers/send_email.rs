@@ -17,7 +17,7 @@ impl Handle for SendEmail {
         let platform = &ctx.state.platform;
         let outbox = platform.db.unscoped::<bson::Document>(OUTBOX);
         let id = sha256_hex(&self.dedupe_key);
-        let smtp = platform.config.smtp_url.is_some();
+        let smtp = ctx.state.mailer.is_some();
         let existing = outbox
             .find_one(doc! { "_id": &id, "tenantId": ctx.tenant_id.as_str() })
             .await
@@ -50,10 +50,12 @@ impl Handle for SendEmail {
             .await
             .map_err(JobError::transient)?;
 
-        let status = if smtp {
-            return Err(JobError::Permanent(
-                "SMTP_URL is set but this build sends email only to the outbox".to_owned(),
-            ));
+        let status = if let Some(mailer) = &ctx.state.mailer {
+            mailer
+                .send(&self.to, &self.subject, &self.text, &id)
+                .await?;
+            tracing::info!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, outbox_id = %id, purpose = %self.purpose, "email sent");
+            "SENT"
         } else {
             // No mail server in development: the outbox is the mailbox.
             tracing::info!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, outbox_id = %id, purpose = %self.purpose, "email written to the outbox (no SMTP_URL configured)");
