@@ -26,6 +26,9 @@ pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'sta
     const QUEUE: &'static str;
     const MAX_ATTEMPTS: u32;
     const TIMEOUT: Duration;
+    /// Whether the job has a MongoDB status record. Only the benchmark's
+    /// no-op job opts out, so that it measures the queue alone.
+    const RECORDED: bool = true;
 
     /// Jobs with the same key in the same tenant are not enqueued twice while
     /// one is still queued or running.

@@ -1,0 +1,29 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Job;
+
+pub const QUEUE: &str = "training";
+
+/// (Re)indexes an agent's documents; the agent is `TRAINING` meanwhile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainAgent {
+    /// The agent to (re)index.
+    pub agent_id: String,
+    /// Documents to attach first; empty means all of the agent's documents.
+    #[serde(default)]
+    pub document_ids: Vec<String>,
+}
+
+impl Job for TrainAgent {
+    const NAME: &'static str = "train_agent";
+    const QUEUE: &'static str = QUEUE;
+    const MAX_ATTEMPTS: u32 = 3;
+    const TIMEOUT: Duration = Duration::from_secs(3600);
+
+    fn idempotency_key(&self) -> Option<String> {
+        Some(format!("train:{}", self.agent_id))
+    }
+}
