@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod guard;
 pub mod metrics;
+pub mod realtime;
 pub mod routes;
 pub mod state;
 pub mod views;
@@ -37,7 +38,7 @@ impl AppState {
 }
 
 fn api_router() -> Router {
-    use routes::{auth, health, tenants, users};
+    use routes::{auth, health, jobs, tenants, users};
     let public = Router::new()
         .push(Router::with_path("auth/register").post(auth::register))
         .push(Router::with_path("auth/login").post(auth::login))
@@ -66,6 +67,10 @@ fn api_router() -> Router {
         )
         .push(Router::with_path("tenants/{id}/usage").get(tenants::get_usage))
         .push(Router::with_path("tenants/{id}/billing").get(tenants::get_billing))
+        .push(Router::with_path("jobs").get(jobs::list))
+        .push(Router::with_path("jobs/{id}").get(jobs::get))
+        .push(Router::with_path("jobs/{id}/cancel").post(jobs::cancel))
+        .push(Router::with_path("jobs/{id}/retry").post(jobs::retry))
         .push(Router::with_path("system/health").get(health::system_health));
     Router::with_path("api/v1").push(public).push(protected)
 }
@@ -120,9 +125,17 @@ fn cors(origins: &[String]) -> Cors {
     .max_age(600)
 }
 
-/// The complete HTTP service: routes, OpenAPI docs, metrics, CORS, JSON errors.
-pub fn service(state: AppState) -> Service {
+/// Engine.io needs a goal to route to; the Socket.IO layer answers first.
+#[handler]
+async fn socket_io_fallback(res: &mut Response) {
+    res.status_code(StatusCode::BAD_REQUEST);
+}
+
+/// The complete HTTP service: routes, OpenAPI docs, metrics, CORS, JSON
+/// errors and the Socket.IO gateway (whose handle is returned for emitting).
+pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
     let origins = state.platform.config.cors_origins.clone();
+    let (socket_layer, io) = realtime::layer(state.clone());
     let api = api_router();
     let doc = OpenApi::new("AIgentable API", env!("CARGO_PKG_VERSION"))
         .add_security_scheme(
@@ -136,12 +149,18 @@ pub fn service(state: AppState) -> Service {
         .push(Router::with_path("healthz").get(routes::health::healthz))
         .push(Router::with_path("readyz").get(routes::health::readyz))
         .push(Router::with_path("metrics").get(metrics::expose))
+        .push(
+            Router::with_path("socket.io")
+                .hoop(socket_layer.compat())
+                .goal(socket_io_fallback),
+        )
         .push(doc.into_router("/api/v1/openapi.json"))
         .push(SwaggerUi::new("/api/v1/openapi.json").into_router("/api/v1/docs"))
         .push(api);
-    Service::new(router)
+    let service = Service::new(router)
         .hoop(cors(&origins).into_handler())
-        .catcher(Catcher::default().hoop(json_catcher))
+        .catcher(Catcher::default().hoop(json_catcher));
+    (service, io)
 }
 
 /// Serves until `shutdown` resolves, then drains connections for up to 10 s.
@@ -150,6 +169,10 @@ pub async fn serve(
     listener: salvo::conn::tcp::TcpAcceptor,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    let redis_url = state.platform.config.redis_url.expose().clone();
+    let namespace = state.platform.config.redis_namespace.clone();
+    let (service, io) = service(state);
+    let relay = tokio::spawn(realtime::run_relay(io, redis_url, namespace));
     let server = Server::new(listener);
     let handle = server.handle();
     tokio::spawn(async move {
@@ -157,7 +180,8 @@ pub async fn serve(
         tracing::info!("api shutting down");
         handle.stop_graceful(Some(Duration::from_secs(10)));
     });
-    server.serve(service(state)).await;
+    server.serve(service).await;
+    relay.abort();
 }
 
 /// Binds `host:port` (port 0 picks a free port).

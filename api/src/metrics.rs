@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use salvo::prelude::*;
 
@@ -14,6 +14,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
+    pub socket_connections: IntGauge,
 }
 
 impl Metrics {
@@ -33,12 +34,16 @@ impl Metrics {
             ]),
             &["method", "route"],
         )?;
+        let socket_connections =
+            IntGauge::new("socketio_connections", "Open Socket.IO connections")?;
+        registry.register(Box::new(socket_connections.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         Ok(Self {
             registry,
             http_requests,
             http_duration,
+            socket_connections,
         })
     }
 

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub mod client;
+pub mod dispatch;
 pub mod events;
 pub mod record;
 pub mod types;

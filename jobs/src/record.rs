@@ -142,8 +142,42 @@ pub async fn mark_failed(
     if status.is_terminal() {
         set.insert("finishedAt", now());
     }
+    // A cancelled job stays cancelled whatever its last attempt did.
     db.scoped::<JobRecord>(tenant)
-        .update_by_id(id, doc! { "$set": set })
+        .update_one(
+            doc! { "_id": id, "status": { "$in": ["QUEUED", "RUNNING"] } },
+            doc! { "$set": set },
+        )
+        .await
+}
+
+/// Cancels a queued or running job. A running handler is not interrupted,
+/// but its outcome is no longer recorded and it is not retried.
+pub async fn cancel(db: &Db, tenant: &TenantId, id: &str) -> DbResult<Option<JobRecord>> {
+    db.scoped::<JobRecord>(tenant)
+        .update_one(
+            doc! { "_id": id, "status": { "$in": ["QUEUED", "RUNNING"] } },
+            doc! { "$set": { "status": "CANCELLED", "finishedAt": now(), "updatedAt": now() } },
+        )
+        .await
+}
+
+/// Puts a failed or dead job back to `QUEUED` with fresh attempts.
+pub async fn reset_for_retry(db: &Db, tenant: &TenantId, id: &str) -> DbResult<Option<JobRecord>> {
+    db.scoped::<JobRecord>(tenant)
+        .update_one(
+            doc! { "_id": id, "status": { "$in": ["FAILED", "DEAD"] } },
+            doc! { "$set": {
+                "status": "QUEUED",
+                "attempts": 0,
+                "progress": 0,
+                "lastError": Bson::Null,
+                "result": Bson::Null,
+                "startedAt": Bson::Null,
+                "finishedAt": Bson::Null,
+                "updatedAt": now(),
+            } },
+        )
         .await
 }
 

@@ -2,6 +2,7 @@
 //! assert what the platform sent without a real mail server.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -19,6 +20,8 @@ pub struct SentMail {
 pub struct FakeSmtp {
     pub addr: SocketAddr,
     pub sent: Arc<Mutex<Vec<SentMail>>>,
+    /// While true, every recipient is refused with `550`.
+    pub reject: Arc<AtomicBool>,
 }
 
 impl FakeSmtp {
@@ -31,9 +34,12 @@ impl FakeSmtp {
         let addr = listener.local_addr().expect("fake smtp addr");
         let sent = Arc::new(Mutex::new(Vec::new()));
         let store = sent.clone();
+        let reject = Arc::new(AtomicBool::new(reject_rcpt));
+        let refusing = reject.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let store = store.clone();
+                let refusing = refusing.clone();
                 tokio::spawn(async move {
                     let (read, mut write) = stream.into_split();
                     let mut lines = BufReader::new(read).lines();
@@ -51,7 +57,7 @@ impl FakeSmtp {
                             };
                             b"250 OK\r\n"
                         } else if upper.starts_with("RCPT TO:") {
-                            if reject_rcpt {
+                            if refusing.load(Ordering::SeqCst) {
                                 b"550 5.1.1 mailbox unavailable\r\n"
                             } else {
                                 mail.to.push(line[8..].trim().to_owned());
@@ -85,7 +91,7 @@ impl FakeSmtp {
                 });
             }
         });
-        Self { addr, sent }
+        Self { addr, sent, reject }
     }
 
     pub fn url(&self) -> String {

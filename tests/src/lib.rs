@@ -3,6 +3,7 @@
 //! fresh database and Redis namespace per test.
 
 pub mod fake_smtp;
+pub mod socket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

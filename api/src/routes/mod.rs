@@ -1,4 +1,5 @@
 pub mod auth;
 pub mod health;
+pub mod jobs;
 pub mod tenants;
 pub mod users;

@@ -1,0 +1,238 @@
+//! Socket.IO gateway, compatible with socket.io-client v4 as the frontend
+//! uses it: `io(URL, { auth: { token, tenantId } })`.
+//!
+//! Workers publish [`RealtimeEvent`]s on Redis; every api replica relays
+//! them to its own sockets, so any number of replicas can sit behind a load
+//! balancer. Sockets join `tenant:{id}` on connect and `conversation:{id}`
+//! on `join-conversation`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Data, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+
+use aigentable_jobs::events::{RealtimeEvent, channel};
+
+use crate::guard::{Caller, authenticate_token};
+use crate::state::AppState;
+
+/// Namespaces clients may connect to: the seed passes `VITE_API_URL`, which
+/// ends in `/api/v1`, to `io()`, and socket.io reads that path as a namespace.
+pub const NAMESPACES: [&str; 2] = ["/", "/api/v1"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthPayload {
+    token: Option<String>,
+    tenant_id: Option<String>,
+}
+
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub fn tenant_room(tenant_id: &str) -> String {
+    format!("tenant:{tenant_id}")
+}
+
+pub fn conversation_room(conversation_id: &str) -> String {
+    format!("conversation:{conversation_id}")
+}
+
+/// Refuses the connection unless the token is valid, not revoked, and the
+/// tenant matches.
+async fn authenticate(
+    socket: SocketRef,
+    TryData(auth): TryData<AuthPayload>,
+    State(state): State<AppState>,
+) -> Result<(), Refused> {
+    let auth = auth.unwrap_or_default();
+    let header_token = socket
+        .req_parts()
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned));
+    let Some(token) = auth.token.or(header_token) else {
+        return Err(Refused("authentication required".to_owned()));
+    };
+    let tenant = auth
+        .tenant_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    match authenticate_token(&state, &token, tenant, false).await {
+        Ok(caller) => {
+            socket.extensions.insert(caller);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "socket connection refused");
+            Err(Refused(e.to_string()))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ConversationRef {
+    Id(String),
+    Object {
+        #[serde(rename = "conversationId")]
+        conversation_id: String,
+    },
+}
+
+impl ConversationRef {
+    fn id(self) -> String {
+        match self {
+            ConversationRef::Id(id)
+            | ConversationRef::Object {
+                conversation_id: id,
+            } => id,
+        }
+    }
+}
+
+async fn owns_conversation(state: &AppState, caller: &Caller, id: &str) -> bool {
+    if !aigentable_platform::ids::looks_like_id(id) {
+        return false;
+    }
+    state
+        .platform
+        .db
+        .unscoped::<bson::Document>(aigentable_platform::usage::collections::CONVERSATIONS)
+        .find_one(bson::doc! { "_id": id, "tenantId": caller.tenant_id.as_str() })
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+}
+
+async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
+    let Some(caller) = socket.extensions.get::<Caller>() else {
+        socket.disconnect().ok();
+        return;
+    };
+    socket.join(tenant_room(caller.tenant_id.as_str()));
+    state.metrics.socket_connections.inc();
+    tracing::debug!(tenant_id = %caller.tenant_id, user_id = %caller.user.id, ns = socket.ns(), "socket connected");
+
+    socket.on(
+        "join-conversation",
+        async |s: SocketRef,
+               Data(conversation): Data<ConversationRef>,
+               State(state): State<AppState>,
+               ack: AckSender| {
+            let Some(caller) = s.extensions.get::<Caller>() else {
+                return;
+            };
+            let id = conversation.id();
+            let reply = if owns_conversation(&state, &caller, &id).await {
+                s.join(conversation_room(&id));
+                json!({ "ok": true, "conversationId": id })
+            } else {
+                json!({ "ok": false, "message": "conversation not found" })
+            };
+            ack.send(&reply).ok();
+        },
+    );
+    socket.on(
+        "leave-conversation",
+        async |s: SocketRef, Data(conversation): Data<ConversationRef>, ack: AckSender| {
+            let id = conversation.id();
+            s.leave(conversation_room(&id));
+            ack.send(&json!({ "ok": true, "conversationId": id })).ok();
+        },
+    );
+    socket.on(
+        "send-message",
+        async |ack: AckSender| {
+            ack.send(&json!({
+                "ok": false,
+                "message": "sending messages over the socket is not available yet; use POST /conversations/:id/messages",
+            }))
+            .ok();
+        },
+    );
+    socket.on_disconnect(async |State(state): State<AppState>| {
+        state.metrics.socket_connections.dec();
+    });
+}
+
+/// The Socket.IO layer to mount on `/socket.io`, and the handle to emit with.
+pub fn layer(state: AppState) -> (SocketIoLayer, SocketIo) {
+    let (layer, io) = SocketIo::builder()
+        .with_state(state)
+        .ping_interval(Duration::from_secs(25))
+        .build_layer();
+    for ns in NAMESPACES {
+        io.ns(ns, on_connect.with(authenticate));
+    }
+    (layer, io)
+}
+
+/// Emits one event to every namespace's tenant room (and conversation room).
+pub async fn relay(io: &SocketIo, event: &RealtimeEvent) {
+    let mut rooms = vec![tenant_room(&event.tenant_id)];
+    if let Some(c) = &event.conversation_id {
+        rooms.push(conversation_room(c));
+    }
+    for ns in NAMESPACES {
+        if let Some(op) = io.of(ns)
+            && let Err(e) = op.to(rooms.clone()).emit(&event.event, &event.data).await
+        {
+            tracing::warn!(error = %e, event = %event.event, "could not emit realtime event");
+        }
+    }
+}
+
+/// Subscribes to the workers' events on Redis and relays them, reconnecting
+/// with backoff when Redis goes away.
+pub async fn run_relay(io: SocketIo, redis_url: String, namespace: String) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match subscribe_and_relay(&io, &redis_url, &namespace).await {
+            Ok(()) => tracing::warn!("realtime subscription ended, resubscribing"),
+            Err(e) => tracing::warn!(error = %e, "realtime subscription failed, retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn subscribe_and_relay(
+    io: &SocketIo,
+    redis_url: &str,
+    namespace: &str,
+) -> redis::RedisResult<()> {
+    let client = redis::Client::open(redis_url)?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel(namespace)).await?;
+    tracing::info!("relaying realtime events");
+    let mut messages = pubsub.on_message();
+    while let Some(msg) = messages.next().await {
+        let payload: String = match msg.get_payload() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable realtime event");
+                continue;
+            }
+        };
+        match serde_json::from_str::<RealtimeEvent>(&payload) {
+            Ok(event) => relay(io, &event).await,
+            Err(e) => tracing::warn!(error = %e, "malformed realtime event"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! A Socket.IO v4 client for tests: every event it receives lands in a
+//! channel as `(event name, payload)`.
+
+use futures::FutureExt;
+use rust_socketio::asynchronous::{Client, ClientBuilder};
+use rust_socketio::{Event, Payload};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+pub struct TestSocket {
+    pub client: Client,
+    pub events: mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+fn first_value(payload: Payload) -> Value {
+    match payload {
+        Payload::Text(mut values) if !values.is_empty() => values.swap_remove(0),
+        #[allow(deprecated)]
+        Payload::String(s) => Value::String(s),
+        _ => Value::Null,
+    }
+}
+
+/// Connects to `namespace` with the frontend's `auth` payload. Connection
+/// errors arrive as an `error` event.
+pub async fn connect(base: &str, namespace: &str, auth: Value) -> TestSocket {
+    let (tx, events) = mpsc::unbounded_channel();
+    let any_tx = tx.clone();
+    let err_tx = tx.clone();
+    let client = ClientBuilder::new(base)
+        .namespace(namespace)
+        .auth(auth)
+        .reconnect(false)
+        .on_any(move |event: Event, payload: Payload, _c: Client| {
+            let _ = any_tx.send((event.as_str().to_owned(), first_value(payload)));
+            async {}.boxed()
+        })
+        .on("error", move |payload: Payload, _c: Client| {
+            let _ = err_tx.send(("error".to_owned(), first_value(payload)));
+            async {}.boxed()
+        })
+        .connect()
+        .await
+        .expect("socket.io transport connects");
+    TestSocket { client, events }
+}
+
+impl TestSocket {
+    /// Waits for the first event named `name`, up to `secs` seconds.
+    pub async fn next_named(&mut self, name: &str, secs: u64) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some((event, value))) if event == name => return Some(value),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+}
