@@ -34,4 +34,14 @@ for arg in "${test_args[@]}"; do
 done
 
 log "cargo test --workspace --locked ${cargo_args[*]} -- ${threads[*]} ${test_args[*]}"
-exec cargo test --workspace --locked "${cargo_args[@]}" -- "${threads[@]}" "${test_args[@]}"
+# cargo prints one "test result:" line per test binary, the last of them often
+# for an empty one; close with the plain total so the whole run is summed up.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+set +e
+cargo test --workspace --locked "${cargo_args[@]}" -- "${threads[@]}" "${test_args[@]}" 2>&1 | tee "$results"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1); if ($(i) ~ /^ignored;?$/) s += $(i-1) } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$results"
+exit "$status"
