@@ -43,6 +43,34 @@ pub async fn push_record(client: &JobClient, record: &JobRecord) -> Result<(), E
     )
 }
 
+/// The timeout of a job type, by its stored name.
+pub fn timeout_of(job_type: &str) -> Option<std::time::Duration> {
+    macro_rules! by_type {
+        ($($t:ty),* $(,)?) => {
+            match job_type {
+                $(<$t as Job>::NAME => Some(<$t as Job>::TIMEOUT),)*
+                _ => None,
+            }
+        };
+    }
+    by_type!(
+        SendEmail,
+        IngestDocument,
+        TrainAgent,
+        GenerateReply,
+        DeliverMessage,
+        ProcessInbound,
+        TestChannel,
+        TestAiProvider,
+        SearchKnowledge,
+        RunBackup,
+        ExportAnalytics,
+        RollupAnalytics,
+        Sweep,
+        Noop,
+    )
+}
+
 /// Whether a job in this status may be retried by a user.
 pub fn retryable(status: JobStatus) -> bool {
     matches!(status, JobStatus::Failed | JobStatus::Dead)

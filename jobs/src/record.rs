@@ -194,3 +194,10 @@ pub async fn set_progress(
         )
         .await
 }
+
+/// Tenant of platform-wide jobs (sweeps, rollups, platform backups).
+pub const SYSTEM_TENANT: &str = "system";
+
+pub fn system_tenant() -> TenantId {
+    TenantId::from_trusted(SYSTEM_TENANT)
+}
