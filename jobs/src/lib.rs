@@ -3,7 +3,8 @@
 //! One module per job type under [`types`], each implementing [`Job`] with a
 //! pinned queue name (never the Rust type name), attempts, timeout and
 //! idempotency key. [`client::JobClient`] records a job in MongoDB and then
-//! pushes it to Redis; [`record`] is the status record users poll.
+//! pushes it to Redis; [`queue`] is the Redis queue and its apalis backend;
+//! [`record`] is the status record users poll.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub mod client;
 pub mod dispatch;
 pub mod events;
+pub mod queue;
 pub mod record;
 pub mod types;
 

@@ -3,6 +3,7 @@
 
 pub mod handlers;
 pub mod mailer;
+pub mod metrics;
 pub mod registry;
 pub mod runner;
 
@@ -29,4 +30,4 @@ impl WorkerState {
     }
 }
 
-pub use registry::run;
+pub use registry::{WorkerSetup, register, run, run_with};

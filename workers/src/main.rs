@@ -1,11 +1,14 @@
 //! `workers [--queues emails,...] [--concurrency N]`: runs background jobs.
+//! Prometheus metrics at `GET /metrics` on `WORKER_METRICS_PORT` (default
+//! 9101, 0 disables).
 
 use std::time::Duration;
 
 use anyhow::Context;
 
 use aigentable_platform::{Config, Platform, bootstrap, telemetry};
-use aigentable_workers::{WorkerState, run};
+use aigentable_workers::registry::validate_queues;
+use aigentable_workers::{WorkerSetup, WorkerState, metrics, run_with};
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -37,21 +40,36 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(8)
         .max(1);
+    validate_queues(&queues)?;
+    let metrics_port: u16 = std::env::var("WORKER_METRICS_PORT")
+        .ok()
+        .map(|v| {
+            v.trim()
+                .parse()
+                .context("WORKER_METRICS_PORT must be a port number (0 disables)")
+        })
+        .transpose()?
+        .unwrap_or(9101);
+    let metrics_host = config.host.clone();
     let platform = Platform::connect(config)
         .await
         .context("connecting to services")?;
     bootstrap::ensure_indexes(&platform.db)
         .await
         .context("creating indexes")?;
+    let setup = WorkerSetup::connect(WorkerState::new(platform)?, concurrency)
+        .await
+        .context("connecting to the job queue")?;
+    let listener = metrics::bind(&metrics_host, metrics_port)
+        .await
+        .with_context(|| format!("binding the metrics port {metrics_port}"))?;
+    let server = listener.map(|l| tokio::spawn(metrics::serve(l, setup.metrics.clone())));
     tracing::info!(?queues, concurrency, "workers starting");
-    run(
-        WorkerState::new(platform)?,
-        &queues,
-        concurrency,
-        Duration::from_secs(30),
-        shutdown_signal(),
-    )
-    .await?;
+    let result = run_with(setup, &queues, Duration::from_secs(30), shutdown_signal()).await;
+    if let Some(server) = server {
+        server.abort();
+    }
+    result?;
     tracing::info!("workers stopped");
     Ok(())
 }

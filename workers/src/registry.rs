@@ -1,53 +1,155 @@
 //! The one registration list: which job types run on which queues.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::*;
-use apalis_redis::ConnectionManager;
+use redis::aio::ConnectionManager;
 
-use aigentable_jobs::client::storage_for;
-use aigentable_jobs::types::{self, SendEmail};
+use aigentable_jobs::queue::{self, QueueConfig, QueueKeys, RedisQueue, WakeHub};
+use aigentable_jobs::types::{self, Noop, SendEmail};
 
 use crate::WorkerState;
+use crate::metrics::Metrics;
 use crate::runner::{Handle, run_job};
 
-/// How often an idle worker looks for due jobs. apalis-redis would otherwise
-/// wait for its 30 s heartbeat.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Registers every job type that has a handler: one line per type.
+fn register_all(monitor: Monitor, setup: &WorkerSetup, wants: &dyn Fn(&str) -> bool) -> Registered {
+    let mut r = Registered {
+        monitor,
+        keys: Vec::new(),
+    };
+    r.add::<SendEmail>(setup, wants);
+    r.add::<Noop>(setup, wants);
+    r
+}
+
+/// Everything a worker of any job type needs; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct WorkerSetup {
+    pub state: WorkerState,
+    pub conn: ConnectionManager,
+    /// `None`: idle workers only poll (tests of the fallback).
+    pub wake: Option<WakeHub>,
+    pub metrics: Metrics,
+    /// Jobs run at the same time per job type.
+    pub concurrency: usize,
+    pub queue: QueueConfig,
+}
+
+impl WorkerSetup {
+    /// Connects the queue connection and the wake-up listener of the
+    /// platform's Redis.
+    pub async fn connect(state: WorkerState, concurrency: usize) -> anyhow::Result<Self> {
+        let url = state.platform.config.redis_url.expose().clone();
+        let conn = queue::connect(&url).await?;
+        let wake = WakeHub::start(&url, &state.platform.config.redis_namespace).await?;
+        Ok(Self {
+            state,
+            conn,
+            wake: Some(wake),
+            metrics: Metrics::new()?,
+            concurrency: concurrency.max(1),
+            queue: QueueConfig::default(),
+        })
+    }
+}
+
+/// A monitor with its workers, and the keys of the queues they serve.
+pub struct Registered {
+    pub monitor: Monitor,
+    pub keys: Vec<(&'static str, &'static str, QueueKeys)>,
+}
+
+impl Registered {
+    fn add<J: Handle>(&mut self, setup: &WorkerSetup, wants: &dyn Fn(&str) -> bool) {
+        if !wants(J::QUEUE) {
+            return;
+        }
+        let monitor = std::mem::take(&mut self.monitor);
+        self.monitor = register::<J>(monitor, setup);
+        self.keys.push((
+            J::QUEUE,
+            J::NAME,
+            QueueKeys::for_job::<J>(&setup.state.platform.config.redis_namespace),
+        ));
+    }
+}
 
 fn unique_name(job: &str, restarts: usize) -> String {
     let host = hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "host".to_owned());
-    // A fresh suffix per start: apalis-redis refuses a name seen recently.
+    // Unique per start, so that logs tell a restarted worker apart.
     let nonce = ulid::Ulid::generate().to_string();
     format!(
-        "{host}-{}-{job}-{restarts}-{}",
+        "{job}@{host}-{}-{restarts}-{}",
         std::process::id(),
         &nonce[nonce.len() - 6..]
     )
 }
 
-fn register<J: Handle>(
-    monitor: Monitor,
-    state: &WorkerState,
-    conn: &ConnectionManager,
-    concurrency: usize,
-) -> Monitor {
-    let storage = storage_for::<J>(conn.clone(), &state.platform.config.redis_namespace);
-    let state = state.clone();
+/// Grows with the number of restarts so far, so that a Redis outage does
+/// not turn restarts into a busy loop; the first restart is quick.
+fn restart_delay(restarts: usize) -> Duration {
+    if restarts == 0 {
+        return Duration::ZERO;
+    }
+    let exp = u32::try_from(restarts - 1).unwrap_or(u32::MAX).min(6);
+    (Duration::from_millis(100) * 2u32.pow(exp)).min(Duration::from_secs(5))
+}
+
+/// Adds a worker for job type `J` to `monitor`. Public so that tests and
+/// tools can run job types of their own.
+pub fn register<J: Handle>(monitor: Monitor, setup: &WorkerSetup) -> Monitor {
+    let setup = Arc::new(setup.clone());
+    let keys = QueueKeys::for_job::<J>(&setup.state.platform.config.redis_namespace);
+    let job_metrics = setup.metrics.for_job(J::QUEUE, J::NAME);
     monitor.register(move |restarts| {
+        if restarts > 0 {
+            job_metrics.restarts.inc();
+        }
+        let config = QueueConfig {
+            restart_delay: restart_delay(restarts),
+            ..setup.queue.clone()
+        };
+        let backend = RedisQueue::<J>::new(
+            setup.conn.clone(),
+            keys.clone(),
+            config,
+            setup.wake.as_ref(),
+        );
         WorkerBuilder::new(unique_name(J::NAME, restarts))
-            .backend(storage.clone().poll_with_interval(POLL_INTERVAL))
-            .concurrency(concurrency)
-            .data(state.clone())
+            .backend(backend)
+            .concurrency(setup.concurrency)
+            .data(setup.state.clone())
+            .data(job_metrics.clone())
             .build(run_job::<J>)
     })
 }
 
-/// Runs workers for `queues` (all when empty) until `shutdown` resolves,
-/// then lets running jobs finish for up to `grace`.
+/// Checks `--queues`: every name must be a queue of [`types::ALL_QUEUES`]
+/// or [`types::OPT_IN_QUEUES`].
+pub fn validate_queues(queues: &[String]) -> anyhow::Result<()> {
+    for q in queues {
+        if !types::ALL_QUEUES.contains(&q.as_str()) && !types::OPT_IN_QUEUES.contains(&q.as_str()) {
+            anyhow::bail!(
+                "unknown queue '{q}'; known queues: {}",
+                types::ALL_QUEUES
+                    .iter()
+                    .chain(types::OPT_IN_QUEUES)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs workers for `queues` (all but the opt-in ones when empty) until
+/// `shutdown` resolves, then lets running jobs finish for up to `grace`.
 pub async fn run(
     state: WorkerState,
     queues: &[String],
@@ -55,27 +157,89 @@ pub async fn run(
     grace: Duration,
     shutdown: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let conn = apalis_redis::connect(state.platform.config.redis_url.expose().as_str()).await?;
-    let wants = |queue: &str| queues.is_empty() || queues.iter().any(|q| q == queue);
-    for q in queues {
-        if !types::ALL_QUEUES.contains(&q.as_str()) {
-            anyhow::bail!(
-                "unknown queue '{q}'; known queues: {}",
-                types::ALL_QUEUES.join(",")
-            );
+    validate_queues(queues)?;
+    let setup = WorkerSetup::connect(state, concurrency).await?;
+    run_with(setup, queues, grace, shutdown).await
+}
+
+/// [`run`] with a prepared setup (its metrics, its queue tuning).
+pub async fn run_with(
+    setup: WorkerSetup,
+    queues: &[String],
+    grace: Duration,
+    shutdown: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+) -> anyhow::Result<()> {
+    validate_queues(queues)?;
+    let wants = |queue: &str| {
+        if queues.is_empty() {
+            !types::OPT_IN_QUEUES.contains(&queue)
+        } else {
+            queues.iter().any(|q| q == queue)
         }
+    };
+    let Registered { monitor, keys } = register_all(Monitor::new(), &setup, &wants);
+    if keys.is_empty() {
+        anyhow::bail!("no job type has a handler on the requested queues");
     }
-    let mut monitor = Monitor::new();
-    if wants(types::send_email::QUEUE) {
-        monitor = register::<SendEmail>(monitor, &state, &conn, concurrency);
-    }
+    let depth = tokio::spawn(report_depth(
+        setup.conn.clone(),
+        setup.metrics.clone(),
+        keys,
+    ));
+    let result = supervise(monitor, grace, shutdown).await;
+    depth.abort();
+    result
+}
+
+/// Runs `monitor` until `shutdown`, restarting any worker that stops on an
+/// error (a fetch that timed out, a dropped connection): a process must
+/// never be left without a live worker for its queues.
+pub async fn supervise(
+    monitor: Monitor,
+    grace: Duration,
+    shutdown: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+) -> anyhow::Result<()> {
     monitor
-        .should_restart(|_ctx, err| {
-            tracing::error!(error = %err, "worker stopped, restarting");
+        .should_restart(|ctx, err| {
+            // Counted per job type where the worker is rebuilt (`register`);
+            // logged here, where the error is known.
+            tracing::error!(worker = ctx.name(), error = %err, "worker stopped, restarting");
             true
         })
         .shutdown_timeout(grace)
         .run_with_signal(shutdown)
         .await?;
     Ok(())
+}
+
+/// Keeps the queue depth gauges current while the workers run.
+async fn report_depth(
+    mut conn: ConnectionManager,
+    metrics: Metrics,
+    keys: Vec<(&'static str, &'static str, QueueKeys)>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Aborted by `run_with` when the workers stop.
+    loop {
+        tick.tick().await;
+        for (queue, job, k) in &keys {
+            match queue::depth(&mut conn, k).await {
+                Ok(d) => {
+                    for (state, n) in [
+                        ("ready", d.ready),
+                        ("delayed", d.delayed),
+                        ("inflight", d.inflight),
+                        ("dead", d.dead),
+                    ] {
+                        metrics
+                            .depth
+                            .with_label_values(&[queue, job, state])
+                            .set(i64::try_from(n).unwrap_or(i64::MAX));
+                    }
+                }
+                Err(e) => tracing::debug!(queue = %queue, error = %e, "queue depth unavailable"),
+            }
+        }
+    }
 }

@@ -15,6 +15,7 @@ use aigentable_jobs::{Envelope, Job};
 use aigentable_platform::ids::TenantId;
 
 use crate::WorkerState;
+use crate::metrics::{JobMetrics, Outcome};
 
 /// Why a job attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,25 +71,85 @@ async fn announce(state: &WorkerState, record: Option<JobRecord>) {
     }
 }
 
+/// Records a failed attempt. A record that cannot be updated does not
+/// change what happens to the job (the queue decides that); it is logged.
+async fn record_failure(
+    state: &WorkerState,
+    tenant: &TenantId,
+    job_id: &str,
+    status: JobStatus,
+    message: &str,
+) {
+    match record::mark_failed(&state.platform.db, tenant, job_id, status, message).await {
+        Ok(rec) => announce(state, rec).await,
+        Err(e) => {
+            tracing::error!(job_id = %job_id, tenant_id = %tenant, status = status.as_str(), error = %e, "job record could not be updated")
+        }
+    }
+}
+
+/// Runs one attempt of a job. `attempt` is the count kept in Redis, which
+/// includes runs interrupted by a crash: apalis's own counter restarts at
+/// zero when a job is recovered from a dead worker.
 pub async fn run_job<J: Handle>(
     envelope: Envelope<J>,
     state: Data<WorkerState>,
+    metrics: Data<JobMetrics>,
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
-    let state: WorkerState = (*state).clone();
-    let db = &state.platform.db;
+    let started = std::time::Instant::now();
     let tenant = TenantId::from_trusted(envelope.tenant_id.clone());
     let job_id = envelope.job_id.clone();
     let attempt_no = u32::try_from(attempt.current()).unwrap_or(u32::MAX).max(1);
+    let (outcome, result) = attempt_job(&state, envelope, &tenant, &job_id, attempt_no).await;
+    metrics.record(outcome, started.elapsed());
+    result
+}
 
-    let Some(running) = record::mark_running(db, &tenant, &job_id, attempt_no).await? else {
-        tracing::info!(job_id = %job_id, tenant_id = %tenant, "job skipped: cancelled, finished or unknown");
-        return Ok(());
-    };
-    announce(&state, Some(running)).await;
+async fn attempt_job<J: Handle>(
+    state: &WorkerState,
+    envelope: Envelope<J>,
+    tenant: &TenantId,
+    job_id: &str,
+    attempt_no: u32,
+) -> (Outcome, Result<(), BoxDynError>) {
+    let db = &state.platform.db;
+    let recorded = J::RECORDED;
+
+    if attempt_no > J::MAX_ATTEMPTS {
+        // Every allowed attempt started and none reported back: the worker
+        // died each time (e.g. the job crashes the process). Running it
+        // again would likely do the same.
+        let message = format!(
+            "the job was interrupted {} times (its worker stopped while running it)",
+            attempt_no - 1
+        );
+        if recorded {
+            match record::mark_failed(db, tenant, job_id, JobStatus::Dead, &message).await {
+                Ok(rec) => announce(state, rec).await,
+                Err(e) => return (Outcome::Retried, Err(e.into())),
+            }
+        }
+        tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, job_type = J::NAME, attempt = attempt_no, "job dead after repeated interruptions");
+        return (
+            Outcome::Dead,
+            Err(AbortError::new(std::io::Error::other(message)).into()),
+        );
+    }
+
+    if recorded {
+        match record::mark_running(db, tenant, job_id, attempt_no).await {
+            Ok(Some(running)) => announce(state, Some(running)).await,
+            Ok(None) => {
+                tracing::info!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, "job skipped: cancelled, finished or unknown");
+                return (Outcome::Skipped, Ok(()));
+            }
+            Err(e) => return (Outcome::Retried, Err(e.into())),
+        }
+    }
     let ctx = JobContext {
         state: state.clone(),
-        job_id: job_id.clone(),
+        job_id: job_id.to_owned(),
         tenant_id: tenant.clone(),
         attempt: attempt_no,
     };
@@ -106,31 +167,48 @@ pub async fn run_job<J: Handle>(
 
     match outcome {
         Ok(result) => {
-            let result = bson::to_bson(&result).unwrap_or(bson::Bson::Null);
-            let rec = record::mark_succeeded(db, &tenant, &job_id, result).await?;
-            tracing::info!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, attempt = attempt_no, elapsed_ms, "job succeeded");
-            announce(&state, rec).await;
-            Ok(())
+            if recorded {
+                let result = bson::to_bson(&result).unwrap_or(bson::Bson::Null);
+                match record::mark_succeeded(db, tenant, job_id, result).await {
+                    Ok(rec) => announce(state, rec).await,
+                    // The work is done; a retry would redo it. The record
+                    // stays RUNNING, which the error log explains.
+                    Err(e) => {
+                        tracing::error!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, error = %e, "job succeeded but its record could not be updated")
+                    }
+                }
+                tracing::info!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, job_type = J::NAME, attempt = attempt_no, elapsed_ms, "job succeeded");
+            } else {
+                tracing::debug!(job_id = %job_id, queue = J::QUEUE, job_type = J::NAME, elapsed_ms, "job succeeded");
+            }
+            (Outcome::Succeeded, Ok(()))
         }
         Err(JobError::Permanent(message)) => {
-            let rec =
-                record::mark_failed(db, &tenant, &job_id, JobStatus::Failed, &message).await?;
-            tracing::warn!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, error = %message, "job failed permanently");
-            announce(&state, rec).await;
-            Err(AbortError::new(std::io::Error::other(message)).into())
+            if recorded {
+                record_failure(state, tenant, job_id, JobStatus::Failed, &message).await;
+            }
+            tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, job_type = J::NAME, error = %message, "job failed permanently");
+            (
+                Outcome::Failed,
+                Err(AbortError::new(std::io::Error::other(message)).into()),
+            )
         }
         Err(JobError::Transient(message)) if attempt_no >= J::MAX_ATTEMPTS => {
-            let rec = record::mark_failed(db, &tenant, &job_id, JobStatus::Dead, &message).await?;
-            tracing::warn!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, attempt = attempt_no, error = %message, "job dead after its last attempt");
-            announce(&state, rec).await;
-            Err(AbortError::new(std::io::Error::other(message)).into())
+            if recorded {
+                record_failure(state, tenant, job_id, JobStatus::Dead, &message).await;
+            }
+            tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, job_type = J::NAME, attempt = attempt_no, error = %message, "job dead after its last attempt");
+            (
+                Outcome::Dead,
+                Err(AbortError::new(std::io::Error::other(message)).into()),
+            )
         }
         Err(JobError::Transient(message)) => {
-            let rec =
-                record::mark_failed(db, &tenant, &job_id, JobStatus::Queued, &message).await?;
-            tracing::info!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, attempt = attempt_no, error = %message, "job attempt failed, will retry");
-            announce(&state, rec).await;
-            Err(std::io::Error::other(message).into())
+            if recorded {
+                record_failure(state, tenant, job_id, JobStatus::Queued, &message).await;
+            }
+            tracing::info!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, job_type = J::NAME, attempt = attempt_no, error = %message, "job attempt failed, will retry");
+            (Outcome::Retried, Err(std::io::Error::other(message).into()))
         }
     }
 }

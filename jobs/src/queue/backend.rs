@@ -1,0 +1,504 @@
+//! [`RedisQueue`]: an apalis backend over the keys of [`super::scripts`].
+//!
+//! apalis-core's [`Persisted`] drives the worker side (register, heartbeat,
+//! fetch, buffered tasks, batched result events); [`QueuePersistence`] says
+//! what each step does in Redis. `RedisQueue` adds the idle wait: after an
+//! empty fetch it sleeps until a pub/sub wake-up or the fallback poll.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use apalis::prelude::{Backend, Codec, Status, Task, TaskBuilder, TaskId, WorkerContext};
+use apalis_core::backend::BackendConfig;
+use apalis_core::backend::finalize::Ephemeral;
+use apalis_core::backend::persistence::{
+    Persisted, Persistence, State, TaskEvent, TaskPersistLayer,
+};
+use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
+
+use super::{QueueConfig, QueueKeys, WakeHub, now_ms, scripts};
+use crate::{Envelope, Job};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("the job could not be encoded: {0}")]
+    Encode(serde_json::Error),
+    #[error("unexpected reply from redis: {0}")]
+    Reply(&'static str),
+}
+
+/// How many ids one renewal, recovery or trim command touches: keeps every
+/// script call short whatever the size of the sets.
+const CHUNK: usize = 500;
+/// Chunks per heartbeat and per kind of maintenance: bounds the time one
+/// heartbeat may take; the rest waits for the next one.
+const MAX_CHUNKS: usize = 20;
+
+#[derive(Default)]
+struct Shared {
+    /// Ids this worker claimed and has not settled: their leases are renewed.
+    held: Mutex<HashSet<String>>,
+    last_trim: Mutex<Option<Instant>>,
+}
+
+/// What the worker's steps do in Redis, for job type `J`.
+pub struct QueuePersistence<J> {
+    conn: ConnectionManager,
+    keys: Arc<QueueKeys>,
+    config: Arc<QueueConfig>,
+    shared: Arc<Shared>,
+    _job: PhantomData<fn() -> J>,
+}
+
+impl<J> Clone for QueuePersistence<J> {
+    fn clone(&self) -> Self {
+        Self {
+            conn: self.conn.clone(),
+            keys: self.keys.clone(),
+            config: self.config.clone(),
+            shared: self.shared.clone(),
+            _job: PhantomData,
+        }
+    }
+}
+
+impl<J> std::fmt::Debug for QueuePersistence<J> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueuePersistence")
+            .field("queue", &self.keys.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<J: Job> QueuePersistence<J> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A poisoned set only means a panic elsewhere mid-update; the ids in
+        // it are still the best knowledge of what this worker holds.
+        self.shared
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn deadline(&self) -> u64 {
+        now_ms().saturating_add(u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Requeues jobs whose lease expired (their worker died), in chunks.
+    async fn reap(&mut self) -> Result<usize, QueueError> {
+        let mut total = 0;
+        for _ in 0..MAX_CHUNKS {
+            let n: usize = scripts::REAP
+                .key(&self.keys.inflight)
+                .key(&self.keys.ready)
+                .arg(now_ms())
+                .arg(CHUNK)
+                .arg(&self.keys.wake)
+                .invoke_async(&mut self.conn)
+                .await?;
+            total += n;
+            if n < CHUNK {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::warn!(queue = %self.keys.prefix, jobs = total, "requeued jobs whose worker stopped renewing their lease");
+        }
+        Ok(total)
+    }
+
+    async fn renew(&mut self) -> Result<(), QueueError> {
+        let ids: Vec<String> = self.held().iter().cloned().collect();
+        let deadline = self.deadline();
+        for chunk in ids.chunks(CHUNK) {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(&self.keys.inflight).arg("XX");
+            for id in chunk {
+                cmd.arg(deadline).arg(id);
+            }
+            cmd.query_async::<()>(&mut self.conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn trim_dead(&mut self) -> Result<(), QueueError> {
+        {
+            let mut last = self
+                .shared
+                .last_trim
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < self.config.trim_interval) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let retention = u64::try_from(self.config.dead_retention.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = now_ms().saturating_sub(retention);
+        for _ in 0..MAX_CHUNKS {
+            let n: usize = scripts::TRIM_DEAD
+                .key(&self.keys.dead)
+                .key(&self.keys.data)
+                .key(&self.keys.attempts)
+                .key(&self.keys.errors)
+                .arg(cutoff)
+                .arg(self.config.dead_max)
+                .arg(CHUNK)
+                .invoke_async(&mut self.conn)
+                .await?;
+            if n < CHUNK {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn settle(&mut self, args: Vec<String>) -> Result<(), QueueError> {
+        if args.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = scripts::SETTLE.prepare_invoke();
+        invocation
+            .key(&self.keys.inflight)
+            .key(&self.keys.data)
+            .key(&self.keys.attempts)
+            .key(&self.keys.delayed)
+            .key(&self.keys.dead)
+            .key(&self.keys.errors)
+            .arg(now_ms());
+        for a in args {
+            invocation.arg(a);
+        }
+        invocation.invoke_async::<()>(&mut self.conn).await?;
+        Ok(())
+    }
+}
+
+/// Appends one (id, kind, due ms, error) quad for [`scripts::SETTLE`].
+fn settle_args(out: &mut Vec<String>, id: &str, kind: &str, due: u64, error: &str) {
+    out.push(id.to_owned());
+    out.push(kind.to_owned());
+    out.push(due.to_string());
+    out.push(error.to_owned());
+}
+
+impl<J: Job> Persistence for QueuePersistence<J> {
+    type Compact = Envelope<J>;
+    type Response = ();
+    type Error = QueueError;
+
+    async fn register(&mut self, _worker: &WorkerContext) -> Result<(), QueueError> {
+        if !self.config.restart_delay.is_zero() {
+            tokio::time::sleep(self.config.restart_delay).await;
+        }
+        self.reap().await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self, _worker: &WorkerContext) -> Result<(), QueueError> {
+        self.renew().await?;
+        self.reap().await?;
+        self.trim_dead().await
+    }
+
+    async fn fetch_next(
+        &mut self,
+        _worker: &WorkerContext,
+    ) -> Result<Vec<Task<Envelope<J>>>, QueueError> {
+        let reply: Vec<redis::Value> = scripts::FETCH
+            .key(&self.keys.ready)
+            .key(&self.keys.delayed)
+            .key(&self.keys.inflight)
+            .key(&self.keys.data)
+            .key(&self.keys.attempts)
+            .arg(now_ms())
+            .arg(self.deadline())
+            .arg(self.config.batch_size)
+            .arg(self.config.batch_size.saturating_mul(5))
+            .invoke_async(&mut self.conn)
+            .await?;
+        let mut tasks = Vec::with_capacity(reply.len() / 3);
+        let mut undecodable = Vec::new();
+        let mut iter = reply.into_iter();
+        while let (Some(id), Some(attempt), Some(payload)) = (iter.next(), iter.next(), iter.next())
+        {
+            let (
+                redis::Value::BulkString(id),
+                redis::Value::Int(attempt),
+                redis::Value::BulkString(payload),
+            ) = (id, attempt, payload)
+            else {
+                return Err(QueueError::Reply("fetch returned a malformed job"));
+            };
+            let id = String::from_utf8_lossy(&id).into_owned();
+            let envelope: Envelope<J> = match serde_json::from_slice(&payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(job_id = %id, queue = %self.keys.prefix, error = %e, "job payload could not be decoded, moved to dead");
+                    settle_args(
+                        &mut undecodable,
+                        &id,
+                        "x",
+                        0,
+                        &format!("the payload could not be decoded: {e}"),
+                    );
+                    continue;
+                }
+            };
+            if !self.held().insert(id.clone()) {
+                // Already running here (its lease lapsed during a stall and
+                // it was requeued): the running copy settles it.
+                continue;
+            }
+            let attempt = usize::try_from(attempt).unwrap_or(1).max(1);
+            tasks.push(
+                TaskBuilder::new(envelope)
+                    .task_id(TaskId::from_string(id))
+                    // The lifecycle layer adds one when the task starts, so
+                    // handlers see the attempt counted in Redis.
+                    .attempt(attempt - 1)
+                    .max_attempts(J::MAX_ATTEMPTS as usize)
+                    .build(),
+            );
+        }
+        self.settle(undecodable).await?;
+        Ok(tasks)
+    }
+
+    async fn reenqueue_abandoned(
+        &mut self,
+        tasks: Vec<Task<Envelope<J>>>,
+        _worker: &WorkerContext,
+    ) -> Result<u64, QueueError> {
+        let ids: Vec<String> = tasks
+            .iter()
+            .filter_map(|t| t.task_id().map(ToString::to_string))
+            .collect();
+        {
+            let mut held = self.held();
+            for id in &ids {
+                held.remove(id);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = scripts::RELEASE.prepare_invoke();
+        invocation
+            .key(&self.keys.inflight)
+            .key(&self.keys.attempts)
+            .key(&self.keys.ready)
+            .arg(&self.keys.wake);
+        for id in &ids {
+            invocation.arg(id);
+        }
+        Ok(invocation.invoke_async::<u64>(&mut self.conn).await?)
+    }
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<TaskEvent<()>>,
+        _worker: &WorkerContext,
+    ) -> Result<(), QueueError> {
+        let mut args = Vec::with_capacity(events.len() * 4);
+        let now = now_ms();
+        for event in events {
+            let TaskEvent::Complete(result) = event else {
+                continue;
+            };
+            let id = result.task_id.to_string();
+            self.held().remove(&id);
+            let attempt = u32::try_from(result.attempt).unwrap_or(u32::MAX);
+            let error = result.result.err().unwrap_or_default();
+            match result.status {
+                Status::Done => settle_args(&mut args, &id, "d", 0, ""),
+                // AbortError: the runner decided the job must not run again.
+                Status::Killed => settle_args(&mut args, &id, "x", 0, &error),
+                _ if attempt >= J::MAX_ATTEMPTS => settle_args(&mut args, &id, "x", 0, &error),
+                _ => {
+                    let delay =
+                        u64::try_from(self.config.backoff(attempt).as_millis()).unwrap_or(u64::MAX);
+                    settle_args(&mut args, &id, "r", now.saturating_add(delay), &error);
+                }
+            }
+        }
+        self.settle(args).await
+    }
+
+    async fn push_tasks(&mut self, tasks: Vec<Task<Envelope<J>>>) -> Result<(), QueueError> {
+        let jobs: Vec<(String, Envelope<J>)> = tasks
+            .into_iter()
+            .map(|t| {
+                let id = t
+                    .task_id()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| ulid::Ulid::generate().to_string());
+                (id, t.args)
+            })
+            .collect();
+        super::push(&mut self.conn, &self.keys, &jobs)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Results are not stored: the job record in MongoDB holds them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiscardResult;
+
+#[derive(Debug, thiserror::Error)]
+#[error("job results are not stored in the queue")]
+pub struct ResultNotStored;
+
+impl<T> Codec<T> for DiscardResult {
+    type Error = ResultNotStored;
+    type Compact = ();
+    fn encode(&self, _: &T) -> Result<(), ResultNotStored> {
+        Ok(())
+    }
+    fn decode(&self, _: &()) -> Result<T, ResultNotStored> {
+        Err(ResultNotStored)
+    }
+}
+
+type IdleWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The apalis backend of one job type. Build a fresh one per worker start.
+pub struct RedisQueue<J: Job> {
+    persist: Persisted<QueuePersistence<J>>,
+    config: Arc<QueueConfig>,
+    wake: Option<Arc<Notify>>,
+    idle: Option<IdleWait>,
+}
+
+impl<J: Job> std::fmt::Debug for RedisQueue<J> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("queue", &self.persist.keys.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<J: Job> RedisQueue<J> {
+    /// `wake`: the process's wake-up listener; without it an idle worker
+    /// only polls every `config.idle_poll`.
+    pub fn new(
+        conn: ConnectionManager,
+        keys: QueueKeys,
+        config: QueueConfig,
+        wake: Option<&WakeHub>,
+    ) -> Self {
+        let keys = Arc::new(keys);
+        let config = Arc::new(config);
+        let wake = wake.map(|hub| hub.register(&keys.wake));
+        Self {
+            persist: Persisted::new(QueuePersistence {
+                conn,
+                keys,
+                config: config.clone(),
+                shared: Arc::default(),
+                _job: PhantomData,
+            }),
+            config,
+            wake,
+            idle: None,
+        }
+    }
+
+    pub fn keys(&self) -> &QueueKeys {
+        &self.persist.keys
+    }
+
+    /// Claims a batch without running it, as a worker that is killed right
+    /// after its fetch would. For tests and tools.
+    pub async fn claim_and_abandon(&self) -> Result<Vec<Task<Envelope<J>>>, QueueError> {
+        let mut p = QueuePersistence::<J> {
+            shared: Arc::default(),
+            ..(*self.persist).clone()
+        };
+        p.fetch_next(&WorkerContext::new("abandoning")).await
+    }
+
+    fn idle_wait(&self) -> IdleWait {
+        let poll = self.config.idle_poll;
+        match self.wake.clone() {
+            Some(notify) => Box::pin(async move {
+                let _ = tokio::time::timeout(poll, notify.notified()).await;
+            }),
+            None => Box::pin(tokio::time::sleep(poll)),
+        }
+    }
+}
+
+impl<J: Job> Backend for RedisQueue<J> {
+    type Task = Task<Envelope<J>>;
+    type Error = QueueError;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), QueueError>> {
+        self.persist.poll_ready(cx, worker, self.config.heartbeat)
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, QueueError>>> {
+        loop {
+            if let Some(idle) = self.idle.as_mut() {
+                match idle.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => self.idle = None,
+                }
+            }
+            match self.persist.poll_next(cx, worker) {
+                // Pending in state Ready means the fetch came back empty:
+                // wait for a wake-up instead of fetching again at once.
+                Poll::Pending if matches!(self.persist.state(), State::Ready) => {
+                    self.idle = Some(self.idle_wait());
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), QueueError>> {
+        self.persist.poll_close(cx, worker)
+    }
+}
+
+impl<J: Job> BackendConfig for RedisQueue<J> {
+    type Args = Envelope<J>;
+    type Id = String;
+    type Kind = Ephemeral;
+    type Config = QueueConfig;
+    type Layer = TaskPersistLayer<DiscardResult, ()>;
+
+    fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
+        // Results only (no per-task lock round trip): the lease taken by the
+        // fetch already marks the job as owned.
+        self.persist
+            .layer(DiscardResult, self.config.batch_size)
+            .persist_results(true)
+            .lock_tasks(false)
+    }
+}

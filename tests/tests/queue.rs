@@ -1,0 +1,625 @@
+//! The job queue against the real Redis: idle pickup, a large backlog,
+//! worker restarts after a Redis error, retries with backoff, crashed
+//! workers, dead letters and retention. Each test has its own namespace.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use apalis::prelude::Monitor;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use aigentable_jobs::queue::{self, QueueConfig, QueueKeys};
+use aigentable_jobs::types::Noop;
+use aigentable_jobs::{Envelope, Job, JobClient, JobStatus, Requester};
+use aigentable_platform::Platform;
+use aigentable_platform::ids::TenantId;
+use aigentable_tests::test_config;
+use aigentable_workers::metrics::Outcome;
+use aigentable_workers::registry::{register, supervise};
+use aigentable_workers::runner::{Handle, JobContext, JobError};
+use aigentable_workers::{WorkerSetup, WorkerState, run_with};
+
+/// When each job id started, in order (shared by all tests; ids are unique).
+static STARTS: LazyLock<Mutex<HashMap<String, Vec<Instant>>>> = LazyLock::new(Default::default);
+
+fn started(id: &str) -> Vec<Instant> {
+    STARTS
+        .lock()
+        .map(|m| m.get(id).cloned().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// What a test job does when it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Act {
+    Succeed,
+    Panic,
+    /// Runs longer than any test waits: its worker is killed meanwhile.
+    Hang,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TestJob {
+    act: Act,
+}
+
+impl Job for TestJob {
+    const NAME: &'static str = "test_job";
+    const QUEUE: &'static str = "tests";
+    const MAX_ATTEMPTS: u32 = 3;
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    const RECORDED: bool = false;
+}
+
+impl Handle for TestJob {
+    async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
+        if let Ok(mut m) = STARTS.lock() {
+            m.entry(ctx.job_id.clone())
+                .or_default()
+                .push(Instant::now());
+        }
+        match self.act {
+            Act::Succeed => Ok(Value::Null),
+            Act::Panic => panic!("test job panics on purpose"),
+            Act::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(Value::Null)
+            }
+        }
+    }
+}
+
+/// Same, with a MongoDB record, to see the record follow the queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RecordedJob {
+    act: Act,
+}
+
+impl Job for RecordedJob {
+    const NAME: &'static str = "recorded_job";
+    const QUEUE: &'static str = "tests";
+    const MAX_ATTEMPTS: u32 = 3;
+    const TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+impl Handle for RecordedJob {
+    async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
+        TestJob { act: self.act }.handle(ctx).await
+    }
+}
+
+/// Timings short enough for tests.
+fn fast_config() -> QueueConfig {
+    QueueConfig {
+        lease: Duration::from_millis(400),
+        heartbeat: Duration::from_millis(100),
+        idle_poll: Duration::from_millis(50),
+        retry_base: Duration::from_millis(100),
+        trim_interval: Duration::from_millis(100),
+        ..QueueConfig::default()
+    }
+}
+
+struct Rig {
+    platform: Platform,
+    setup: WorkerSetup,
+}
+
+impl Rig {
+    async fn new(queue: QueueConfig) -> Self {
+        let platform = Platform::connect(test_config(&[]))
+            .await
+            .expect("services are reachable");
+        let state = WorkerState::new(platform.clone()).expect("worker state");
+        let mut setup = WorkerSetup::connect(state, 8).await.expect("queue setup");
+        setup.queue = queue;
+        Self { platform, setup }
+    }
+
+    fn namespace(&self) -> &str {
+        &self.platform.config.redis_namespace
+    }
+
+    fn keys<J: Job>(&self) -> QueueKeys {
+        QueueKeys::for_job::<J>(self.namespace())
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.setup.conn.clone()
+    }
+
+    /// Runs workers for `J` until the returned handle is stopped or dropped.
+    fn start<J: Handle>(&self) -> Running {
+        let monitor = register::<J>(Monitor::new(), &self.setup);
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(supervise(monitor, Duration::from_secs(2), async move {
+            let _ = rx.await;
+            Ok(())
+        }));
+        Running {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn push<J: Job>(&self, id: &str, payload: J) {
+        let envelope = Envelope {
+            job_id: id.to_owned(),
+            tenant_id: "tenant".to_owned(),
+            payload,
+        };
+        let queued = queue::push(
+            &mut self.conn(),
+            &self.keys::<J>(),
+            &[(id.to_owned(), envelope)],
+        )
+        .await
+        .expect("push");
+        assert_eq!(queued, 1, "job {id} queued");
+    }
+
+    async fn cleanup(self) {
+        let pattern = format!("{}:*", self.namespace());
+        let mut conn = self.conn();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        for chunk in keys.chunks(100) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+        }
+        let _ = self.platform.db.database().drop().await;
+    }
+}
+
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Graceful stop, as on SIGTERM.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        assert!(result.is_ok(), "workers stop within their grace period");
+    }
+
+    /// Drops the workers mid-job without any cleanup, as `kill -9` would.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Polls `check` every 10 ms until it holds or `timeout` passes.
+async fn wait_for<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+fn new_id() -> String {
+    ulid::Ulid::generate().to_string()
+}
+
+#[tokio::test]
+async fn an_idle_worker_starts_a_pushed_job_without_waiting_for_its_poll_interval() {
+    // A poll interval far longer than the bound: only the wake-up can
+    // explain a quick start.
+    let rig = Rig::new(QueueConfig {
+        idle_poll: Duration::from_secs(60),
+        ..fast_config()
+    })
+    .await;
+    let running = rig.start::<TestJob>();
+    // Let the worker make its first (empty) fetch and go idle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let id = new_id();
+        let pushed = Instant::now();
+        rig.push(&id, TestJob { act: Act::Succeed }).await;
+        assert!(
+            wait_for(Duration::from_secs(1), || async {
+                !started(&id).is_empty()
+            })
+            .await,
+            "an idle worker started the job within 1 s"
+        );
+        let latency = started(&id)[0] - pushed;
+        assert!(latency < Duration::from_secs(1), "{latency:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await;
+    rig.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_wake_ups_an_idle_worker_still_polls() {
+    let mut rig = Rig::new(fast_config()).await;
+    rig.setup.wake = None;
+    let running = rig.start::<TestJob>();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = new_id();
+    rig.push(&id, TestJob { act: Act::Succeed }).await;
+    assert!(
+        wait_for(Duration::from_secs(2), || async {
+            !started(&id).is_empty()
+        })
+        .await
+    );
+    running.stop().await;
+    rig.cleanup().await;
+}
+
+/// apalis-redis 1.0 moved every due job in one Lua `unpack` and stopped for
+/// good past ~8,000 of them. Here 60,000 ready jobs and 40,000 overdue
+/// delayed ones (retries whose time has come) drain through the real
+/// `--queues bench` registration, with no error and no restart.
+#[tokio::test]
+async fn a_large_backlog_drains_without_errors() {
+    const READY: usize = 60_000;
+    const DELAYED: usize = 40_000;
+    let rig = Rig::new(QueueConfig::default()).await;
+    let keys = rig.keys::<Noop>();
+    let mut conn = rig.conn();
+    for chunk in 0..READY / 1000 {
+        let jobs: Vec<(String, Envelope<Noop>)> = (0..1000)
+            .map(|i| {
+                let seq = (chunk * 1000 + i) as u64;
+                let id = format!("r{seq}");
+                let envelope = Envelope {
+                    job_id: id.clone(),
+                    tenant_id: "tenant".to_owned(),
+                    payload: Noop { seq },
+                };
+                (id, envelope)
+            })
+            .collect();
+        assert_eq!(
+            queue::push(&mut conn, &keys, &jobs).await.expect("push"),
+            1000
+        );
+    }
+    // Overdue retries, written directly as a worker's settle would.
+    for chunk in 0..DELAYED / 1000 {
+        let mut data = redis::cmd("HSET");
+        data.arg(&keys.data);
+        let mut delayed = redis::cmd("ZADD");
+        delayed.arg(&keys.delayed);
+        for i in 0..1000 {
+            let seq = chunk * 1000 + i;
+            let id = format!("d{seq}");
+            let payload =
+                serde_json::json!({"jobId": id, "tenantId": "tenant", "payload": {"seq": seq}});
+            data.arg(&id).arg(payload.to_string());
+            delayed.arg(1).arg(&id);
+        }
+        let _: () = data.query_async(&mut conn).await.expect("hset");
+        let _: () = delayed.query_async(&mut conn).await.expect("zadd");
+    }
+
+    let setup = rig.setup.clone();
+    let metrics = setup.metrics.for_job(Noop::QUEUE, Noop::NAME);
+    let (stop, rx) = oneshot::channel::<()>();
+    let started_at = Instant::now();
+    let task = tokio::spawn(async move {
+        run_with(
+            setup,
+            &["bench".to_owned()],
+            Duration::from_secs(2),
+            async move {
+                let _ = rx.await;
+                Ok(())
+            },
+        )
+        .await
+    });
+    let total = (READY + DELAYED) as u64;
+    let drained = wait_for(Duration::from_secs(120), || async {
+        metrics.count(Outcome::Succeeded) >= total
+    })
+    .await;
+    let elapsed = started_at.elapsed();
+    let depth = queue::depth(&mut conn, &keys).await.expect("depth");
+    assert!(
+        drained,
+        "drained {} of {total} in {elapsed:?}; depth {depth:?}",
+        metrics.count(Outcome::Succeeded)
+    );
+    println!("drained {total} jobs in {elapsed:?}");
+    assert_eq!(metrics.count(Outcome::Succeeded), total);
+    assert_eq!(metrics.restarts.get(), 0, "no worker restarted");
+    assert_eq!(
+        depth,
+        queue::Depth::default(),
+        "nothing left queued, leased or dead"
+    );
+    let leftover: (u64, u64) = redis::pipe()
+        .hlen(&keys.data)
+        .hlen(&keys.attempts)
+        .query_async(&mut conn)
+        .await
+        .expect("hlen");
+    assert_eq!(leftover, (0, 0), "completed jobs leave no data behind");
+    let _ = stop.send(());
+    let result = tokio::time::timeout(Duration::from_secs(10), task).await;
+    assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+    rig.cleanup().await;
+}
+
+/// The worker's queue connection is killed under it (as when Redis
+/// restarts): the worker stops on the error, is restarted and counted,
+/// and jobs keep flowing.
+#[tokio::test]
+async fn a_worker_whose_redis_connection_dies_is_restarted() {
+    let rig = Rig::new(fast_config()).await;
+    let running = rig.start::<TestJob>();
+    let first = new_id();
+    rig.push(&first, TestJob { act: Act::Succeed }).await;
+    assert!(
+        wait_for(Duration::from_secs(2), || async {
+            !started(&first).is_empty()
+        })
+        .await
+    );
+
+    let metrics = rig.setup.metrics.for_job(TestJob::QUEUE, TestJob::NAME);
+    let mut conn = rig.conn();
+    let mut admin = queue::connect(&aigentable_tests::redis_url())
+        .await
+        .expect("admin connection");
+    // Bounded: each round kills the connection the worker uses right now.
+    for _ in 0..20 {
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(-1);
+        if id > 0 {
+            let _: Result<i64, _> = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(id)
+                .query_async(&mut admin)
+                .await;
+        }
+        if wait_for(Duration::from_millis(500), || async {
+            metrics.restarts.get() > 0
+        })
+        .await
+        {
+            break;
+        }
+    }
+    assert!(
+        metrics.restarts.get() > 0,
+        "the worker was restarted and counted"
+    );
+
+    let after = new_id();
+    rig.push(&after, TestJob { act: Act::Succeed }).await;
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            !started(&after).is_empty()
+        })
+        .await,
+        "the restarted worker runs new jobs"
+    );
+    running.stop().await;
+    rig.cleanup().await;
+}
+
+/// A panicking handler is retried with growing delays, then dead-lettered;
+/// its MongoDB record says DEAD with the reason.
+#[tokio::test]
+async fn a_panicking_job_is_retried_with_backoff_then_dead() {
+    let rig = Rig::new(fast_config()).await;
+    let client = JobClient::connect(&rig.platform).await.expect("job client");
+    let tenant = TenantId::from_trusted("tenant-queue-test".to_owned());
+    let running = rig.start::<RecordedJob>();
+    let record = client
+        .enqueue(&tenant, Requester::System, RecordedJob { act: Act::Panic })
+        .await
+        .expect("enqueue");
+    let keys = rig.keys::<RecordedJob>();
+    let mut conn = rig.conn();
+    let dead = wait_for(Duration::from_secs(10), || {
+        let mut conn = conn.clone();
+        let keys = keys.clone();
+        let id = record.id.clone();
+        async move { matches!(queue::dead_error(&mut conn, &keys, &id).await, Ok(Some(_))) }
+    })
+    .await;
+    assert!(dead, "the job was dead-lettered");
+    let starts = started(&record.id);
+    assert_eq!(starts.len(), 3, "ran MAX_ATTEMPTS times");
+    // Equal jitter: retry n waits between half and all of base * 2^(n-1).
+    assert!(
+        starts[1] - starts[0] >= Duration::from_millis(50),
+        "{:?}",
+        starts[1] - starts[0]
+    );
+    assert!(
+        starts[2] - starts[1] >= Duration::from_millis(100),
+        "{:?}",
+        starts[2] - starts[1]
+    );
+    assert_eq!(
+        queue::attempts(&mut conn, &keys, &record.id)
+            .await
+            .expect("attempts"),
+        3
+    );
+    let error = queue::dead_error(&mut conn, &keys, &record.id)
+        .await
+        .expect("dead error");
+    assert!(error.is_some_and(|e| e.contains("crashed")));
+
+    let stored = rig
+        .platform
+        .db
+        .scoped::<aigentable_jobs::JobRecord>(&tenant)
+        .find_by_id(&record.id)
+        .await
+        .expect("find")
+        .expect("record exists");
+    assert_eq!(stored.status, JobStatus::Dead);
+    assert_eq!(stored.attempts, 3);
+    running.stop().await;
+    rig.cleanup().await;
+}
+
+/// A job whose worker process dies while running it (here: the workers are
+/// dropped mid-job, without any cleanup) is recovered when its lease
+/// expires, with the attempt counted; after MAX_ATTEMPTS interrupted runs it
+/// is dead-lettered instead of run again.
+#[tokio::test]
+async fn a_job_whose_worker_dies_is_recovered_then_dead_after_max_attempts() {
+    let rig = Rig::new(fast_config()).await;
+    let id = new_id();
+    rig.push(&id, TestJob { act: Act::Hang }).await;
+    for run in 1..=TestJob::MAX_ATTEMPTS as usize {
+        let running = rig.start::<TestJob>();
+        assert!(
+            wait_for(Duration::from_secs(5), || async {
+                started(&id).len() == run
+            })
+            .await,
+            "run {run} started (after the previous worker's lease expired)"
+        );
+        running.kill().await;
+    }
+    let keys = rig.keys::<TestJob>();
+    let mut conn = rig.conn();
+    assert_eq!(
+        queue::attempts(&mut conn, &keys, &id)
+            .await
+            .expect("attempts"),
+        3
+    );
+
+    let running = rig.start::<TestJob>();
+    let dead = wait_for(Duration::from_secs(5), || {
+        let mut conn = conn.clone();
+        let keys = keys.clone();
+        let id = id.clone();
+        async move { matches!(queue::dead_error(&mut conn, &keys, &id).await, Ok(Some(_))) }
+    })
+    .await;
+    assert!(dead, "dead-lettered after its last interrupted attempt");
+    assert_eq!(started(&id).len(), 3, "not run a fourth time");
+    let error = queue::dead_error(&mut conn, &keys, &id)
+        .await
+        .expect("dead error");
+    assert!(error.is_some_and(|e| e.contains("interrupted")));
+    running.stop().await;
+    rig.cleanup().await;
+}
+
+/// Pushing a job that is already queued does not queue it twice; a dead job
+/// pushed again (a user's retry) starts afresh.
+#[tokio::test]
+async fn pushing_a_live_job_again_is_a_no_op_and_a_dead_one_starts_afresh() {
+    let rig = Rig::new(fast_config()).await;
+    let keys = rig.keys::<TestJob>();
+    let mut conn = rig.conn();
+    let id = new_id();
+    let envelope = Envelope {
+        job_id: id.clone(),
+        tenant_id: "tenant".to_owned(),
+        payload: TestJob { act: Act::Panic },
+    };
+    let job = [(id.clone(), envelope)];
+    assert_eq!(queue::push(&mut conn, &keys, &job).await.expect("push"), 1);
+    assert_eq!(queue::push(&mut conn, &keys, &job).await.expect("push"), 0);
+    let running = rig.start::<TestJob>();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let (mut conn, keys, id) = (conn.clone(), keys.clone(), id.clone());
+            async move { matches!(queue::dead_error(&mut conn, &keys, &id).await, Ok(Some(_))) }
+        })
+        .await
+    );
+    assert_eq!(started(&id).len(), 3);
+    assert_eq!(queue::push(&mut conn, &keys, &job).await.expect("push"), 1);
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            started(&id).len() == 6
+        })
+        .await
+    );
+    running.stop().await;
+    rig.cleanup().await;
+}
+
+/// Done jobs are deleted at once; dead ones are kept for the retention
+/// period, then trimmed: Redis does not grow with settled work.
+#[tokio::test]
+async fn settled_jobs_do_not_accumulate_in_redis() {
+    let rig = Rig::new(QueueConfig {
+        dead_retention: Duration::from_millis(300),
+        ..fast_config()
+    })
+    .await;
+    let keys = rig.keys::<TestJob>();
+    let mut conn = rig.conn();
+    let running = rig.start::<TestJob>();
+    let ids: Vec<String> = (0..50).map(|_| new_id()).collect();
+    for id in &ids {
+        rig.push(id, TestJob { act: Act::Succeed }).await;
+    }
+    let dead_id = new_id();
+    rig.push(&dead_id, TestJob { act: Act::Panic }).await;
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            ids.iter().all(|id| !started(id).is_empty())
+        })
+        .await
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            started(&dead_id).len() == 3
+        })
+        .await
+    );
+    let empty = wait_for(Duration::from_secs(5), || {
+        let (mut conn, keys) = (conn.clone(), keys.clone());
+        async move {
+            let sizes: Result<(u64, u64, u64, u64, u64), _> = redis::pipe()
+                .hlen(&keys.data)
+                .hlen(&keys.attempts)
+                .hlen(&keys.errors)
+                .zcard(&keys.dead)
+                .zcard(&keys.inflight)
+                .query_async(&mut conn)
+                .await;
+            sizes.is_ok_and(|s| s == (0, 0, 0, 0, 0))
+        }
+    })
+    .await;
+    let depth = queue::depth(&mut conn, &keys).await.expect("depth");
+    assert!(
+        empty,
+        "done jobs deleted, the dead one trimmed after retention; {depth:?}"
+    );
+    running.stop().await;
+    rig.cleanup().await;
+}

@@ -1,0 +1,220 @@
+//! Prometheus metrics of a workers process, served at `GET /metrics` on
+//! `WORKER_METRICS_PORT` (default 9101, 0 disables) by a tiny listener:
+//! nothing else is served, so no web framework is needed.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Outcome of one job run, the `outcome` label of `jobs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Failed, will be retried with backoff.
+    Retried,
+    /// Failed permanently (retrying cannot help).
+    Failed,
+    /// Failed on its last attempt, or interrupted too often.
+    Dead,
+    /// Not run: cancelled, already finished or unknown record.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Retried => "retried",
+            Outcome::Failed => "failed",
+            Outcome::Dead => "dead",
+            Outcome::Skipped => "skipped",
+        }
+    }
+    const ALL: [Outcome; 5] = [
+        Outcome::Succeeded,
+        Outcome::Retried,
+        Outcome::Failed,
+        Outcome::Dead,
+        Outcome::Skipped,
+    ];
+}
+
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub jobs: IntCounterVec,
+    pub duration: HistogramVec,
+    pub depth: IntGaugeVec,
+    pub restarts: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("aigentable".to_owned()), None)?;
+        let jobs = IntCounterVec::new(
+            Opts::new("jobs_total", "Job runs by queue, job type and outcome"),
+            &["queue", "job", "outcome"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new("job_duration_seconds", "Job run time by queue and job type")
+                .buckets(vec![
+                    0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0,
+                ]),
+            &["queue", "job"],
+        )?;
+        let depth = IntGaugeVec::new(
+            Opts::new(
+                "queue_jobs",
+                "Jobs in the queue by state (ready, delayed, inflight, dead)",
+            ),
+            &["queue", "job", "state"],
+        )?;
+        let restarts = IntCounterVec::new(
+            Opts::new(
+                "worker_restarts_total",
+                "Workers restarted after a queue error (Redis slow or down)",
+            ),
+            &["queue", "job"],
+        )?;
+        registry.register(Box::new(jobs.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(depth.clone()))?;
+        registry.register(Box::new(restarts.clone()))?;
+        Ok(Self {
+            registry,
+            jobs,
+            duration,
+            depth,
+            restarts,
+        })
+    }
+
+    /// The per-job-type handles, resolved once so that a job run costs no
+    /// label lookup.
+    pub fn for_job(&self, queue: &str, job: &str) -> JobMetrics {
+        let outcomes = Outcome::ALL.map(|o| self.jobs.with_label_values(&[queue, job, o.as_str()]));
+        JobMetrics {
+            outcomes,
+            duration: self.duration.with_label_values(&[queue, job]),
+            restarts: self.restarts.with_label_values(&[queue, job]),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "metrics could not be encoded");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Metrics of one job type.
+#[derive(Clone, Debug)]
+pub struct JobMetrics {
+    outcomes: [IntCounter; 5],
+    duration: Histogram,
+    pub restarts: IntCounter,
+}
+
+impl JobMetrics {
+    pub fn record(&self, outcome: Outcome, elapsed: Duration) {
+        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.outcomes[i].inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.outcomes[i].get()
+    }
+}
+
+/// Binds the metrics listener; `None` when the port is 0 (disabled).
+pub async fn bind(host: &str, port: u16) -> std::io::Result<Option<TcpListener>> {
+    if port == 0 {
+        return Ok(None);
+    }
+    TcpListener::bind((host, port)).await.map(Some)
+}
+
+/// Answers `GET /metrics` (anything else: 404) until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Metrics) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "worker metrics listening");
+    }
+    // Runs for the life of the process; each connection is short-lived and
+    // handled on its own task.
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics listener could not accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &metrics).await {
+                tracing::debug!(error = %e, peer = %peer, "metrics request failed");
+            }
+        });
+    }
+}
+
+async fn answer(mut stream: tokio::net::TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    // The request line and headers of a scrape fit easily; a slow or silent
+    // client is cut off rather than held open.
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    let read = async {
+        while len < buf.len() {
+            let n = stream.read(&mut buf[len..]).await?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| std::io::Error::other("timed out reading the request"))??;
+    let request = String::from_utf8_lossy(&buf[..len]);
+    let path = request
+        .lines()
+        .next()
+        .and_then(|line| {
+            let mut parts = line.split_whitespace();
+            match (parts.next(), parts.next()) {
+                (Some("GET"), Some(path)) => Some(path),
+                _ => None,
+            }
+        })
+        .unwrap_or("");
+    let (status, content_type, body) = if path == "/metrics" || path.starts_with("/metrics?") {
+        (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        )
+    } else {
+        ("404 Not Found", "text/plain", "not found\n".to_owned())
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
