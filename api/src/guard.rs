@@ -142,7 +142,8 @@ pub async fn authenticate_token(
         }
         Some(_) => {
             return Err(ApiError::Forbidden(
-                "X-Tenant-ID does not match your account's tenant".to_owned(),
+                "the requested tenant (X-Tenant-ID) does not match your account's tenant"
+                    .to_owned(),
             ));
         }
     };

@@ -38,7 +38,7 @@ impl AppState {
 }
 
 fn api_router() -> Router {
-    use routes::{auth, health, jobs, tenants, users};
+    use routes::{auth, health, jobs, system, tenants, users};
     let public = Router::new()
         .push(Router::with_path("auth/register").post(auth::register))
         .push(Router::with_path("auth/login").post(auth::login))
@@ -71,7 +71,12 @@ fn api_router() -> Router {
         .push(Router::with_path("jobs/{id}").get(jobs::get))
         .push(Router::with_path("jobs/{id}/cancel").post(jobs::cancel))
         .push(Router::with_path("jobs/{id}/retry").post(jobs::retry))
-        .push(Router::with_path("system/health").get(health::system_health));
+        .push(Router::with_path("system/health").get(health::system_health))
+        .push(
+            Router::with_path("system/backups")
+                .get(system::list_backups)
+                .post(system::create_backup),
+        );
     Router::with_path("api/v1").push(public).push(protected)
 }
 
