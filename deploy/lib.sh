@@ -310,3 +310,18 @@ ensure_env() {
     . "$env_file"
     set +a
 }
+
+# ensure_node: node and npm (Debian's packages when missing), then the pinned
+# socket.io-client the realtime compatibility test drives.
+ensure_node() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        log "node/npm not found: installing Debian's nodejs and npm"
+        apt_install nodejs npm
+    fi
+    local dir="$REPO_ROOT/tests/socketio-client"
+    if [[ ! -d "$dir/node_modules/socket.io-client" || "$dir/package-lock.json" -nt "$dir/node_modules" ]]; then
+        log "npm ci in tests/socketio-client"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in tests/socketio-client"
+        touch "$dir/node_modules"
+    fi
+}

@@ -14,6 +14,7 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 
 ensure_redis
 ensure_mongo
+ensure_node
 
 # Split "$@" at the first "--": before it goes to cargo, after it to the test binaries.
 cargo_args=()
