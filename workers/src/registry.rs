@@ -7,7 +7,7 @@ use apalis::prelude::*;
 use redis::aio::ConnectionManager;
 
 use aigentable_jobs::queue::{self, QueueConfig, QueueKeys, RedisQueue, WakeHub};
-use aigentable_jobs::types::{self, Noop, SendEmail};
+use aigentable_jobs::types::{self, Noop, RollupAnalytics, RunBackup, SendEmail, Sweep};
 
 use crate::WorkerState;
 use crate::metrics::Metrics;
@@ -21,6 +21,9 @@ fn register_all(monitor: Monitor, setup: &WorkerSetup, wants: &dyn Fn(&str) -> b
     };
     r.add::<SendEmail>(setup, wants);
     r.add::<Noop>(setup, wants);
+    r.add::<Sweep>(setup, wants);
+    r.add::<RollupAnalytics>(setup, wants);
+    r.add::<RunBackup>(setup, wants);
     r
 }
 

@@ -1,4 +1,7 @@
 //! One handler module per job type.
 
+pub mod backup;
 pub mod noop;
+pub mod rollup;
 pub mod send_email;
+pub mod sweep;

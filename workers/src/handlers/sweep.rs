@@ -1,0 +1,81 @@
+//! Every minute: jobs whose worker died mid-run are requeued (or declared
+//! dead after their last attempt), and expired tokens are removed.
+
+use bson::doc;
+use chrono::Utc;
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+
+use aigentable_jobs::JobStatus;
+use aigentable_jobs::client::JobClient;
+use aigentable_jobs::dispatch::{push_record, timeout_of};
+use aigentable_jobs::record::{self, JobRecord};
+use aigentable_jobs::types::Sweep;
+use aigentable_platform::model::password_reset;
+
+use crate::runner::{Handle, JobContext, JobError};
+
+/// Slack past a job's own timeout before it counts as abandoned: the runner
+/// enforces the timeout itself, so a live worker never gets near this.
+const GRACE_SECS: i64 = 120;
+
+impl Handle for Sweep {
+    async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
+        let db = &ctx.state.platform.db;
+        let now = Utc::now();
+        let running: Vec<JobRecord> = db
+            .unscoped::<JobRecord>(record::COLLECTION)
+            .find(doc! { "status": JobStatus::Running.as_str() })
+            .await
+            .map_err(JobError::transient)?
+            .try_collect()
+            .await
+            .map_err(JobError::transient)?;
+        let client = JobClient::connect(&ctx.state.platform)
+            .await
+            .map_err(JobError::transient)?;
+        let (mut requeued, mut dead) = (0u32, 0u32);
+        for job in running {
+            // The sweep itself is running right now.
+            if job.id == ctx.job_id {
+                continue;
+            }
+            let timeout = timeout_of(&job.job_type).map_or(600, |t| t.as_secs() as i64);
+            let Some(started) = job.started_at else {
+                continue;
+            };
+            if (now - started).num_seconds() < timeout + GRACE_SECS {
+                continue;
+            }
+            if job.attempts >= job.max_attempts {
+                let message = "the worker running it stopped responding on its last attempt";
+                record::mark_failed(db, &job.tenant_id, &job.id, JobStatus::Dead, message)
+                    .await
+                    .map_err(JobError::transient)?;
+                tracing::warn!(job_id = %job.id, tenant_id = %job.tenant_id, job_type = %job.job_type, "abandoned job declared dead");
+                dead += 1;
+            } else {
+                let message = "the worker running it stopped responding; requeued";
+                if record::mark_failed(db, &job.tenant_id, &job.id, JobStatus::Queued, message)
+                    .await
+                    .map_err(JobError::transient)?
+                    .is_some()
+                {
+                    push_record(&client, &job)
+                        .await
+                        .map_err(JobError::transient)?;
+                    tracing::warn!(job_id = %job.id, tenant_id = %job.tenant_id, job_type = %job.job_type, "abandoned job requeued");
+                    requeued += 1;
+                }
+            }
+        }
+        // TTL indexes do this on MongoDB; servers without them rely on the sweep.
+        let expired = db
+            .unscoped::<bson::Document>(password_reset::COLLECTION)
+            .delete_many(doc! { "expiresAt": { "$lt": bson::DateTime::now() } })
+            .await
+            .map_err(JobError::transient)?
+            .deleted_count;
+        Ok(json!({ "requeued": requeued, "dead": dead, "expiredResetTokens": expired }))
+    }
+}
