@@ -23,17 +23,25 @@ async fn the_seed_socket_io_client_connects_receives_events_and_is_refused_when_
         .await
         .expect("node runs (deploy/test.sh installs it)");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "node failed: {stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "node failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let results: Value = serde_json::from_str(stdout.trim()).expect("check.mjs prints JSON");
     assert_eq!(results["apiV1Namespace"], "connected", "{results}");
     assert_eq!(results["rootNamespace"], "connected", "{results}");
     assert!(
-        results["jobEvents"].as_array().is_some_and(|e| e.iter().any(|v| v == "send_email:SUCCEEDED")),
+        results["jobEvents"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|v| v == "send_email:SUCCEEDED")),
         "job-updated reaches the client: {results}"
     );
     for refused in ["badToken", "foreignTenant", "noAuth"] {
         assert!(
-            results[refused].as_str().is_some_and(|r| r.starts_with("refused: ")),
+            results[refused]
+                .as_str()
+                .is_some_and(|r| r.starts_with("refused: ")),
             "{refused}: {results}"
         );
     }
