@@ -9,6 +9,7 @@ pub mod db;
 pub mod domain;
 pub mod ids;
 pub mod kv;
+pub mod metrics_server;
 pub mod model;
 pub mod plans;
 pub mod telemetry;

@@ -72,11 +72,45 @@ pub fn schedules_from(
     Ok(out)
 }
 
+/// Prometheus metrics of the scheduler process.
+#[derive(Clone, Debug)]
+pub struct SchedulerMetrics {
+    pub registry: prometheus::Registry,
+    /// Ticks by schedule and outcome: `enqueued`, `claimed_elsewhere`, `failed`.
+    pub ticks: prometheus::IntCounterVec,
+    pub restarts: prometheus::IntCounter,
+}
+
+impl SchedulerMetrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = prometheus::Registry::new_custom(Some("aigentable".to_owned()), None)?;
+        let ticks = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "scheduler_ticks_total",
+                "Cron ticks by schedule and outcome",
+            ),
+            &["schedule", "outcome"],
+        )?;
+        let restarts = prometheus::IntCounter::new(
+            "scheduler_restarts_total",
+            "Schedules restarted after an error",
+        )?;
+        registry.register(Box::new(ticks.clone()))?;
+        registry.register(Box::new(restarts.clone()))?;
+        Ok(Self {
+            registry,
+            ticks,
+            restarts,
+        })
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     task: Task,
     client: JobClient,
     kv: Kv,
+    metrics: SchedulerMetrics,
 }
 
 /// Claims a tick for this replica; false when another replica already has it.
@@ -148,15 +182,28 @@ pub async fn fire(
 }
 
 async fn on_tick(tick: Tick, entry: Data<Entry>) -> Result<(), BoxDynError> {
-    fire(&entry.client, &entry.kv, entry.task, tick.get_timestamp())
-        .await
-        .map(|_| ())
+    let outcome = fire(&entry.client, &entry.kv, entry.task, tick.get_timestamp()).await;
+    let label = match &outcome {
+        Ok(Some(_)) => "enqueued",
+        Ok(None) => "claimed_elsewhere",
+        Err(e) => {
+            tracing::error!(schedule = entry.task.name(), error = %e, "scheduled job could not be enqueued");
+            "failed"
+        }
+    };
+    entry
+        .metrics
+        .ticks
+        .with_label_values(&[entry.task.name(), label])
+        .inc();
+    outcome.map(|_| ())
 }
 
 /// Runs the schedules until `shutdown` resolves.
 pub async fn run(
     platform: Platform,
     schedules: Vec<Schedule>,
+    metrics: SchedulerMetrics,
     shutdown: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 ) -> anyhow::Result<()> {
     let client = JobClient::connect(&platform).await?;
@@ -166,10 +213,14 @@ pub async fn run(
             task: schedule.task,
             client: client.clone(),
             kv: platform.kv.clone(),
+            metrics: metrics.clone(),
         };
         let cron = schedule.cron.clone();
         tracing::info!(schedule = schedule.task.name(), cron = %schedule.cron, "schedule registered");
         monitor = monitor.register(move |restarts| {
+            if restarts > 0 {
+                entry.metrics.restarts.inc();
+            }
             WorkerBuilder::new(format!(
                 "cron-{}-{}-{restarts}",
                 entry.task.name(),

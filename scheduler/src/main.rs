@@ -3,8 +3,8 @@
 
 use anyhow::Context;
 
-use aigentable_platform::{Config, Platform, telemetry};
-use aigentable_scheduler::{run, schedules_from};
+use aigentable_platform::{Config, Platform, metrics_server, telemetry};
+use aigentable_scheduler::{SchedulerMetrics, run, schedules_from};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,7 +15,21 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to services")?;
     tracing::info!(namespace = %platform.config.redis_namespace, schedules = schedules.len(), "scheduler started");
-    run(platform, schedules, shutdown_signal()).await?;
+    let metrics = SchedulerMetrics::new()?;
+    let port: u16 = match std::env::var("SCHEDULER_METRICS_PORT") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .context("SCHEDULER_METRICS_PORT must be a port number")?,
+        _ => 9102,
+    };
+    if let Some(listener) = metrics_server::bind(&platform.config.host, port)
+        .await
+        .with_context(|| format!("binding SCHEDULER_METRICS_PORT {port}"))?
+    {
+        tokio::spawn(metrics_server::serve(listener, metrics.registry.clone()));
+    }
+    run(platform, schedules, metrics, shutdown_signal()).await?;
     tracing::info!("scheduler stopped");
     Ok(())
 }

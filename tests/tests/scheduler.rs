@@ -43,14 +43,22 @@ async fn two_scheduler_replicas_enqueue_each_tick_once() {
     })
     .expect("schedules");
     let mut replicas = Vec::new();
+    let mut all_metrics = Vec::new();
     for _ in 0..2 {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let platform = app.platform.clone();
         let schedules = schedules.clone();
-        let handle = tokio::spawn(aigentable_scheduler::run(platform, schedules, async move {
-            let _ = rx.await;
-            Ok(())
-        }));
+        let metrics = aigentable_scheduler::SchedulerMetrics::new().expect("metrics");
+        all_metrics.push(metrics.clone());
+        let handle = tokio::spawn(aigentable_scheduler::run(
+            platform,
+            schedules,
+            metrics,
+            async move {
+                let _ = rx.await;
+                Ok(())
+            },
+        ));
         replicas.push((tx, handle));
     }
     tokio::time::sleep(Duration::from_millis(3_500)).await;
@@ -73,6 +81,22 @@ async fn two_scheduler_replicas_enqueue_each_tick_once() {
     keys.dedup();
     assert_eq!(before, keys.len(), "no tick was enqueued twice: {keys:?}");
     assert_eq!(before, sweeps.len());
+    let count = |outcome: &str| -> u64 {
+        all_metrics
+            .iter()
+            .map(|m| m.ticks.with_label_values(&["sweep", outcome]).get())
+            .sum()
+    };
+    assert_eq!(
+        count("enqueued"),
+        sweeps.len() as u64,
+        "metrics count what was enqueued"
+    );
+    assert!(
+        count("claimed_elsewhere") >= 1,
+        "the other replica saw the same ticks"
+    );
+    assert_eq!(count("failed"), 0);
     app.cleanup().await;
 }
 
@@ -300,4 +324,46 @@ async fn platform_admins_start_and_list_backups_through_the_api() {
     assert_eq!(list.body["backups"][0]["status"], "COMPLETED");
     let _ = std::fs::remove_dir_all(&dir);
     app.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_scheduler_metrics_are_served_over_http() {
+    use salvo::conn::{Acceptor, Listener};
+    let metrics = aigentable_scheduler::SchedulerMetrics::new().expect("metrics");
+    metrics
+        .ticks
+        .with_label_values(&["sweep", "enqueued"])
+        .inc();
+    let listener = salvo::conn::TcpListener::new("127.0.0.1:0")
+        .try_bind()
+        .await
+        .expect("bind");
+    let addr = listener.holdings()[0]
+        .local_addr
+        .clone()
+        .into_std()
+        .expect("tcp address");
+    tokio::spawn(aigentable_platform::metrics_server::serve(
+        listener,
+        metrics.registry.clone(),
+    ));
+    let body = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        body.contains(
+            "aigentable_scheduler_ticks_total{outcome=\"enqueued\",schedule=\"sweep\"} 1"
+        ),
+        "{body}"
+    );
+    assert!(
+        aigentable_platform::metrics_server::bind("127.0.0.1", 0)
+            .await
+            .expect("bind")
+            .is_none(),
+        "port 0 disables"
+    );
 }
