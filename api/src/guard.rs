@@ -7,7 +7,7 @@
 use salvo::prelude::*;
 
 use aigentable_platform::auth::{JwtError, revocation};
-use aigentable_platform::domain::{Role, UserStatus};
+use aigentable_platform::domain::{Role, TenantStatus, UserStatus};
 use aigentable_platform::ids::{TenantId, UserId, looks_like_id};
 use aigentable_platform::model::User;
 use aigentable_platform::model::tenant::Tenants;
@@ -133,12 +133,7 @@ pub async fn authenticate_token(
             if !looks_like_id(requested) {
                 return Err(ApiError::NotFound("tenant"));
             }
-            let requested = TenantId::from_trusted(requested);
-            Tenants(&platform.db)
-                .get(&requested)
-                .await?
-                .ok_or(ApiError::NotFound("tenant"))?;
-            requested
+            TenantId::from_trusted(requested)
         }
         Some(_) => {
             return Err(ApiError::Forbidden(
@@ -147,6 +142,15 @@ pub async fn authenticate_token(
             ));
         }
     };
+    let tenant = Tenants(&platform.db)
+        .get(&tenant_id)
+        .await?
+        .ok_or(ApiError::NotFound("tenant"))?;
+    if tenant.status == TenantStatus::Suspended && user.role != Role::SuperAdmin {
+        return Err(ApiError::Forbidden(
+            "this workspace is suspended; contact support".to_owned(),
+        ));
+    }
     Ok(Caller {
         user,
         tenant_id,

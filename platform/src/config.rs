@@ -55,8 +55,10 @@ pub struct JwtConfig {
 
 #[derive(Debug, Clone)]
 pub struct LoginLimits {
-    /// Attempts (successful or not) allowed from one IP address per window.
+    /// Failed login attempts allowed from one IP address per window.
     pub per_ip: u32,
+    /// Sign-ups allowed from one IP address per window.
+    pub registrations_per_ip: u32,
     /// Failed attempts allowed for one email address per window.
     pub per_email: u32,
     pub window_seconds: u64,
@@ -257,7 +259,8 @@ impl Config {
             data_encryption_key: Secret::new(key),
             log_format,
             login_limits: LoginLimits {
-                per_ip: vars.parsed("LOGIN_MAX_ATTEMPTS_PER_IP", 30)?,
+                per_ip: vars.parsed("LOGIN_MAX_FAILURES_PER_IP", 50)?,
+                registrations_per_ip: vars.parsed("REGISTER_MAX_PER_IP", 100)?,
                 per_email: vars.parsed("LOGIN_MAX_FAILURES_PER_EMAIL", 5)?,
                 window_seconds: vars.parsed("LOGIN_WINDOW_SECONDS", 900)?,
             },

@@ -236,17 +236,42 @@ async fn login_attempts_are_limited_per_email() {
 }
 
 #[tokio::test]
-async fn login_attempts_are_limited_per_ip() {
-    let app = spawn_app_with(&[("LOGIN_MAX_ATTEMPTS_PER_IP", "4")]).await;
+async fn failed_logins_are_limited_per_ip_and_successes_are_not() {
+    let app = spawn_app_with(&[("LOGIN_MAX_FAILURES_PER_IP", "4")]).await;
+    let s = app.register("Acme").await;
+    for _ in 0..8 {
+        assert_eq!(
+            app.login(&s.email, &s.password).await.status,
+            StatusCode::OK,
+            "successes do not count"
+        );
+    }
     for i in 0..4 {
         let r = app
             .login(&format!("nobody{i}@example.com"), "wrongPassword1")
             .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
-    let r = app.login("nobody9@example.com", "wrongPassword1").await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let r = app.login(&s.email, &s.password).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", r.body);
     assert!(r.headers.get("retry-after").is_some());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn sign_ups_are_limited_per_ip() {
+    let app = spawn_app_with(&[("REGISTER_MAX_PER_IP", "2")]).await;
+    app.register("One").await;
+    app.register("Two").await;
+    let r = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({ "email": "three@example.com", "password": "securePassword123", "firstName": "T", "lastName": "H" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     app.cleanup().await;
 }
 

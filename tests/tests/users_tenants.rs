@@ -339,6 +339,31 @@ async fn super_admin_acts_on_any_tenant() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["plan"], "pro");
+    // A suspended tenant's users are locked out; the platform admin is not.
+    let r = app
+        .put(
+            &format!("/api/v1/tenants/{}", tenant.tenant_id),
+            &root,
+            json!({ "status": "SUSPENDED" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app.get("/api/v1/auth/me", &tenant).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert!(r.message().contains("suspended"));
+    assert_eq!(
+        app.login(&tenant.email, &tenant.password).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.get("/api/v1/users", &root).await.status, StatusCode::OK);
+    let r = app
+        .put(
+            &format!("/api/v1/tenants/{}", tenant.tenant_id),
+            &root,
+            json!({ "status": "ACTIVE" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
     // Public registration never creates a super admin.
     assert_eq!(
         app.get("/api/v1/auth/me", &tenant).await.body["user"]["role"],

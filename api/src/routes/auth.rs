@@ -11,7 +11,7 @@ use aigentable_jobs::{JobClient, Requester};
 use aigentable_platform::auth::rate_limit::{self, Decision};
 use aigentable_platform::auth::{password, revocation};
 use aigentable_platform::crypto::{random_token, sha256_hex};
-use aigentable_platform::domain::{Email, Name, NewPassword, Role, UserStatus};
+use aigentable_platform::domain::{Email, Name, NewPassword, Role, TenantStatus, UserStatus};
 use aigentable_platform::model::tenant::Tenants;
 use aigentable_platform::model::{PasswordReset, Tenant, User, user};
 use aigentable_platform::{Platform, db::DbError};
@@ -123,7 +123,7 @@ pub async fn register(
         rate_limit::hit(
             &platform.kv,
             &format!("register:ip:{ip}"),
-            limits.per_ip,
+            limits.registrations_per_ip,
             limits.window_seconds,
         )
         .await?,
@@ -205,17 +205,12 @@ pub async fn login(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Login
     if body.password.is_empty() {
         return Err(ApiError::field("password", "is required"));
     }
+    // Only failures count, so that a busy office behind one address can
+    // log in all day while guessing is cut short.
     let email_bucket = format!("login:email:{}", sha256_hex(&email_raw));
+    let ip_bucket = format!("login:ip:{ip}");
     limited(rate_limit::check(&platform.kv, &email_bucket, limits.per_email).await?)?;
-    limited(
-        rate_limit::hit(
-            &platform.kv,
-            &format!("login:ip:{ip}"),
-            limits.per_ip,
-            limits.window_seconds,
-        )
-        .await?,
-    )?;
+    limited(rate_limit::check(&platform.kv, &ip_bucket, limits.per_ip).await?)?;
 
     let invalid = || ApiError::Unauthorized("invalid email or password".to_owned());
     let found = match Email::parse("email", &email_raw) {
@@ -239,6 +234,13 @@ pub async fn login(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Login
                 limits.window_seconds,
             )
             .await?;
+            rate_limit::hit(
+                &platform.kv,
+                &ip_bucket,
+                limits.per_ip,
+                limits.window_seconds,
+            )
+            .await?;
             return Err(invalid());
         }
     };
@@ -250,6 +252,11 @@ pub async fn login(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Login
         .get(&account.tenant_id)
         .await?
         .ok_or_else(|| ApiError::internal("user without tenant"))?;
+    if tenant.status == TenantStatus::Suspended && account.role != Role::SuperAdmin {
+        return Err(ApiError::Forbidden(
+            "this workspace is suspended; contact support".to_owned(),
+        ));
+    }
     let (token, _) = platform
         .tokens
         .issue(&account.id, &account.tenant_id, account.role)
