@@ -623,3 +623,96 @@ async fn settled_jobs_do_not_accumulate_in_redis() {
     running.stop().await;
     rig.cleanup().await;
 }
+
+/// A worker claims only jobs it can start now: with one slot each, two
+/// slow jobs run on two workers at once instead of one waiting claimed
+/// behind the other.
+#[tokio::test]
+async fn a_worker_claims_only_what_it_can_start() {
+    let mut rig = Rig::new(fast_config()).await;
+    rig.setup.concurrency = 1;
+    let first = rig.start::<TestJob>();
+    let second = rig.start::<TestJob>();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ids = [new_id(), new_id()];
+    for id in &ids {
+        rig.push(id, TestJob { act: Act::Hang }).await;
+    }
+    assert!(
+        wait_for(Duration::from_secs(3), || async {
+            ids.iter().all(|id| !started(id).is_empty())
+        })
+        .await,
+        "both slow jobs started"
+    );
+    first.kill().await;
+    second.kill().await;
+    rig.cleanup().await;
+}
+
+/// The workers' metrics carry jobs by queue and outcome, durations, queue
+/// depth and restarts.
+#[tokio::test]
+async fn worker_metrics_count_jobs_by_queue_and_outcome() {
+    let rig = Rig::new(fast_config()).await;
+    let setup = rig.setup.clone();
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        run_with(
+            setup,
+            &["bench".to_owned()],
+            Duration::from_secs(2),
+            async move {
+                let _ = rx.await;
+                Ok(())
+            },
+        )
+        .await
+    });
+    let keys = rig.keys::<Noop>();
+    let jobs: Vec<_> = (0..10u64)
+        .map(|seq| {
+            let id = new_id();
+            let envelope = Envelope {
+                job_id: id.clone(),
+                tenant_id: "tenant".to_owned(),
+                payload: Noop { seq },
+            };
+            (id, envelope)
+        })
+        .collect();
+    queue::push(&mut rig.conn(), &keys, &jobs)
+        .await
+        .expect("push");
+    let metrics = rig.setup.metrics.clone();
+    let job = metrics.for_job(Noop::QUEUE, Noop::NAME);
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            job.count(Outcome::Succeeded) == 10
+        })
+        .await
+    );
+    // The depth gauges are refreshed every 5 s.
+    assert!(
+        wait_for(Duration::from_secs(7), || async {
+            metrics
+                .render()
+                .contains("aigentable_queue_jobs{job=\"noop\",queue=\"bench\",state=\"ready\"} 0")
+        })
+        .await
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains(
+            "aigentable_jobs_total{job=\"noop\",outcome=\"succeeded\",queue=\"bench\"} 10"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("aigentable_job_duration_seconds_count{job=\"noop\",queue=\"bench\"} 10")
+    );
+    assert!(text.contains("aigentable_worker_restarts_total{job=\"noop\",queue=\"bench\"} 0"));
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    rig.cleanup().await;
+}

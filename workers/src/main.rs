@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use aigentable_platform::{Config, Platform, bootstrap, telemetry};
+use aigentable_platform::{Config, Platform, bootstrap, metrics_server, telemetry};
 use aigentable_workers::registry::validate_queues;
-use aigentable_workers::{WorkerSetup, WorkerState, metrics, run_with};
+use aigentable_workers::{WorkerSetup, WorkerState, run_with};
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -60,10 +60,11 @@ async fn main() -> anyhow::Result<()> {
     let setup = WorkerSetup::connect(WorkerState::new(platform)?, concurrency)
         .await
         .context("connecting to the job queue")?;
-    let listener = metrics::bind(&metrics_host, metrics_port)
+    let listener = metrics_server::bind(&metrics_host, metrics_port)
         .await
         .with_context(|| format!("binding the metrics port {metrics_port}"))?;
-    let server = listener.map(|l| tokio::spawn(metrics::serve(l, setup.metrics.clone())));
+    let server =
+        listener.map(|l| tokio::spawn(metrics_server::serve(l, setup.metrics.registry.clone())));
     tracing::info!(?queues, concurrency, "workers starting");
     let result = run_with(setup, &queues, Duration::from_secs(30), shutdown_signal()).await;
     if let Some(server) = server {

@@ -1,6 +1,6 @@
 //! Prometheus metrics of a workers process, served at `GET /metrics` on
-//! `WORKER_METRICS_PORT` (default 9101, 0 disables) by a tiny listener:
-//! nothing else is served, so no web framework is needed.
+//! `WORKER_METRICS_PORT` (default 9101, 0 disables) by the platform's
+//! metrics server.
 
 use std::time::Duration;
 
@@ -8,8 +8,6 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// Outcome of one job run, the `outcome` label of `jobs_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,88 +131,4 @@ impl JobMetrics {
         let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
         self.outcomes[i].get()
     }
-}
-
-/// Binds the metrics listener; `None` when the port is 0 (disabled).
-pub async fn bind(host: &str, port: u16) -> std::io::Result<Option<TcpListener>> {
-    if port == 0 {
-        return Ok(None);
-    }
-    TcpListener::bind((host, port)).await.map(Some)
-}
-
-/// Answers `GET /metrics` (anything else: 404) until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Metrics) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "worker metrics listening");
-    }
-    // Runs for the life of the process; each connection is short-lived and
-    // handled on its own task.
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics listener could not accept");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = answer(stream, &metrics).await {
-                tracing::debug!(error = %e, peer = %peer, "metrics request failed");
-            }
-        });
-    }
-}
-
-async fn answer(mut stream: tokio::net::TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    // The request line and headers of a scrape fit easily; a slow or silent
-    // client is cut off rather than held open.
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    let read = async {
-        while len < buf.len() {
-            let n = stream.read(&mut buf[len..]).await?;
-            if n == 0 {
-                break;
-            }
-            len += n;
-            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .map_err(|_| std::io::Error::other("timed out reading the request"))??;
-    let request = String::from_utf8_lossy(&buf[..len]);
-    let path = request
-        .lines()
-        .next()
-        .and_then(|line| {
-            let mut parts = line.split_whitespace();
-            match (parts.next(), parts.next()) {
-                (Some("GET"), Some(path)) => Some(path),
-                _ => None,
-            }
-        })
-        .unwrap_or("");
-    let (status, content_type, body) = if path == "/metrics" || path.starts_with("/metrics?") {
-        (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
-        )
-    } else {
-        ("404 Not Found", "text/plain", "not found\n".to_owned())
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
 }

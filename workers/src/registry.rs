@@ -115,6 +115,7 @@ pub fn register<J: Handle>(monitor: Monitor, setup: &WorkerSetup) -> Monitor {
         }
         let config = QueueConfig {
             restart_delay: restart_delay(restarts),
+            concurrency: setup.concurrency,
             ..setup.queue.clone()
         };
         let backend = RedisQueue::<J>::new(

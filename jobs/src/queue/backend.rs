@@ -88,6 +88,15 @@ impl<J: Job> QueuePersistence<J> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Free slots: jobs that could start as soon as they are fetched.
+    fn claimable(&self) -> usize {
+        let held = self.held().len();
+        self.config
+            .concurrency
+            .saturating_sub(held)
+            .clamp(1, self.config.batch_size.max(1))
+    }
+
     fn deadline(&self) -> u64 {
         now_ms().saturating_add(u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX))
     }
@@ -221,7 +230,7 @@ impl<J: Job> Persistence for QueuePersistence<J> {
             .key(&self.keys.attempts)
             .arg(now_ms())
             .arg(self.deadline())
-            .arg(self.config.batch_size)
+            .arg(self.claimable())
             .arg(self.config.batch_size.saturating_mul(5))
             .invoke_async(&mut self.conn)
             .await?;

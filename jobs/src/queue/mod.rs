@@ -29,9 +29,13 @@ use crate::{Envelope, Job, queue_key};
 /// shorten the timings.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
-    /// Jobs claimed per fetch. Large enough to amortise the round trip,
-    /// small enough that a crash re-counts few unstarted jobs.
+    /// Most jobs claimed per fetch, to amortise the round trip.
     pub batch_size: usize,
+    /// Jobs a worker runs at once. A fetch claims at most the free slots
+    /// (`concurrency` minus the jobs it holds), never jobs it cannot start
+    /// now: a slow job must not wait claimed behind another while an idle
+    /// worker elsewhere could run it.
+    pub concurrency: usize,
     /// How long a claimed job stays leased without renewal before another
     /// worker may take it over.
     pub lease: Duration,
@@ -59,6 +63,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             batch_size: 200,
+            concurrency: 8,
             lease: Duration::from_secs(60),
             heartbeat: Duration::from_secs(10),
             idle_poll: Duration::from_millis(500),

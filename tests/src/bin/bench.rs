@@ -1,7 +1,7 @@
 //! Queue benchmark against the real `workers` binary and the local Redis:
 //!
 //! ```sh
-//! cargo run --release -p aigentable-tests --bin bench -- [--jobs 100000] [--samples 200]
+//! cargo run --release -p aigentable-tests --bin bench -- [--jobs 100000] [--samples 200] [--concurrency 64]
 //! ```
 //!
 //! 1. enqueue-to-start latency (p50/p99) of a job pushed to an idle queue,
@@ -32,12 +32,16 @@ use aigentable_workers::handlers::noop::{PROBE_PREFIX, probe_channel};
 struct Args {
     jobs: usize,
     samples: usize,
+    concurrency: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         jobs: 100_000,
         samples: 200,
+        // A worker claims at most its free slots per fetch, so for no-op
+        // jobs concurrency is the batch size; 64 costs nothing for them.
+        concurrency: 64,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -50,7 +54,10 @@ fn parse_args() -> anyhow::Result<Args> {
         match a.as_str() {
             "--jobs" => args.jobs = value(&mut it)?.max(1),
             "--samples" => args.samples = value(&mut it)?.max(1),
-            other => bail!("unknown argument {other}; usage: bench [--jobs N] [--samples N]"),
+            "--concurrency" => args.concurrency = value(&mut it)?.max(1),
+            other => bail!(
+                "unknown argument {other}; usage: bench [--jobs N] [--samples N] [--concurrency N]"
+            ),
         }
     }
     Ok(args)
@@ -62,12 +69,14 @@ struct Bench {
     keys: QueueKeys,
     conn: ConnectionManager,
     workers_bin: PathBuf,
+    concurrency: usize,
 }
 
 impl Bench {
     fn spawn_worker(&self, metrics_port: u16) -> anyhow::Result<Child> {
         Command::new(&self.workers_bin)
-            .args(["--queues", "bench", "--concurrency", "8"])
+            .args(["--queues", "bench", "--concurrency"])
+            .arg(self.concurrency.to_string())
             .env("MONGODB_URI", mongodb_uri())
             .env("MONGODB_DB", &self.database)
             .env("REDIS_URL", redis_url())
@@ -371,9 +380,15 @@ async fn main() -> anyhow::Result<()> {
         database: format!("bench_{run}"),
         conn: queue::connect(&redis_url()).await?,
         workers_bin,
+        concurrency: args.concurrency,
     };
     println!("machine: {}", machine());
-    println!("queue: {} ({})", Noop::QUEUE, bench.keys.prefix);
+    println!(
+        "queue: {} ({}), worker concurrency {}",
+        Noop::QUEUE,
+        bench.keys.prefix,
+        args.concurrency
+    );
     let result = run_all(&bench, &args).await;
     bench.cleanup().await;
     result
