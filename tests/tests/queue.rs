@@ -630,7 +630,7 @@ async fn settled_jobs_do_not_accumulate_in_redis() {
 #[tokio::test]
 async fn a_worker_claims_only_what_it_can_start() {
     let mut rig = Rig::new(fast_config()).await;
-    rig.setup.concurrency = 1;
+    rig.setup.concurrency = 1.into();
     let first = rig.start::<TestJob>();
     let second = rig.start::<TestJob>();
     tokio::time::sleep(Duration::from_millis(200)).await;

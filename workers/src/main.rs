@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use aigentable_platform::{Config, Platform, bootstrap, metrics_server, telemetry};
-use aigentable_workers::registry::validate_queues;
+use aigentable_workers::registry::{Concurrency, validate_queues};
 use aigentable_workers::{WorkerSetup, WorkerState, run_with};
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {
@@ -34,12 +34,22 @@ async fn main() -> anyhow::Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let concurrency: usize = arg_value(&args, "--concurrency")
-        .or_else(|| std::env::var("WORKER_CONCURRENCY").ok())
-        .map(|v| v.parse().context("--concurrency must be a positive number"))
-        .transpose()?
-        .unwrap_or(8)
-        .max(1);
+    let default_concurrency: Option<usize> = arg_value(&args, "--concurrency")
+        .or_else(|| {
+            std::env::var("WORKER_CONCURRENCY")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        })
+        .map(|v| {
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .context("--concurrency / WORKER_CONCURRENCY must be a positive number")
+        })
+        .transpose()?;
+    let concurrency =
+        Concurrency::from_lookup(default_concurrency, &|name| std::env::var(name).ok())?;
     validate_queues(&queues)?;
     let metrics_port: u16 = std::env::var("WORKER_METRICS_PORT")
         .ok()
@@ -57,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     bootstrap::ensure_indexes(&platform.db)
         .await
         .context("creating indexes")?;
-    let setup = WorkerSetup::connect(WorkerState::new(platform)?, concurrency)
+    let setup = WorkerSetup::connect(WorkerState::new(platform)?, concurrency.clone())
         .await
         .context("connecting to the job queue")?;
     let listener = metrics_server::bind(&metrics_host, metrics_port)
@@ -65,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding the metrics port {metrics_port}"))?;
     let server =
         listener.map(|l| tokio::spawn(metrics_server::serve(l, setup.metrics.registry.clone())));
-    tracing::info!(?queues, concurrency, "workers starting");
+    tracing::info!(?queues, ?concurrency, "workers starting");
     let result = run_with(setup, &queues, Duration::from_secs(30), shutdown_signal()).await;
     if let Some(server) = server {
         server.abort();

@@ -27,6 +27,55 @@ fn register_all(monitor: Monitor, setup: &WorkerSetup, wants: &dyn Fn(&str) -> b
     r
 }
 
+/// How many jobs of one type a worker process runs at once.
+#[derive(Clone, Debug, Default)]
+pub struct Concurrency {
+    /// For every queue without its own setting (`--concurrency`, `WORKER_CONCURRENCY`).
+    pub default: Option<usize>,
+    /// Per queue (`WORKER_CONCURRENCY_<QUEUE>`).
+    pub per_queue: std::collections::HashMap<String, usize>,
+}
+
+impl Concurrency {
+    pub fn for_queue(&self, queue: &str) -> usize {
+        self.per_queue
+            .get(queue)
+            .copied()
+            .or(self.default)
+            .unwrap_or_else(|| types::default_concurrency(queue))
+            .max(1)
+    }
+
+    /// Reads `WORKER_CONCURRENCY_<QUEUE>` for every known queue through `lookup`.
+    pub fn from_lookup(
+        default: Option<usize>,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let mut per_queue = std::collections::HashMap::new();
+        for queue in types::ALL_QUEUES.iter().chain(types::OPT_IN_QUEUES) {
+            let name = format!("WORKER_CONCURRENCY_{}", queue.to_uppercase());
+            if let Some(raw) = lookup(&name).filter(|v| !v.trim().is_empty()) {
+                let n: usize = raw.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "environment variable {name} must be a positive number, got '{raw}'"
+                    )
+                })?;
+                per_queue.insert((*queue).to_owned(), n);
+            }
+        }
+        Ok(Self { default, per_queue })
+    }
+}
+
+impl From<usize> for Concurrency {
+    fn from(n: usize) -> Self {
+        Self {
+            default: Some(n.max(1)),
+            per_queue: std::collections::HashMap::new(),
+        }
+    }
+}
+
 /// Everything a worker of any job type needs; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct WorkerSetup {
@@ -35,15 +84,18 @@ pub struct WorkerSetup {
     /// `None`: idle workers only poll (tests of the fallback).
     pub wake: Option<WakeHub>,
     pub metrics: Metrics,
-    /// Jobs run at the same time per job type.
-    pub concurrency: usize,
+    /// Jobs run at the same time per job type, by queue.
+    pub concurrency: Concurrency,
     pub queue: QueueConfig,
 }
 
 impl WorkerSetup {
     /// Connects the queue connection and the wake-up listener of the
     /// platform's Redis.
-    pub async fn connect(state: WorkerState, concurrency: usize) -> anyhow::Result<Self> {
+    pub async fn connect(
+        state: WorkerState,
+        concurrency: impl Into<Concurrency>,
+    ) -> anyhow::Result<Self> {
         let url = state.platform.config.redis_url.expose().clone();
         let conn = queue::connect(&url).await?;
         let wake = WakeHub::start(&url, &state.platform.config.redis_namespace).await?;
@@ -52,7 +104,7 @@ impl WorkerSetup {
             conn,
             wake: Some(wake),
             metrics: Metrics::new()?,
-            concurrency: concurrency.max(1),
+            concurrency: concurrency.into(),
             queue: QueueConfig::default(),
         })
     }
@@ -113,9 +165,10 @@ pub fn register<J: Handle>(monitor: Monitor, setup: &WorkerSetup) -> Monitor {
         if restarts > 0 {
             job_metrics.restarts.inc();
         }
+        let concurrency = setup.concurrency.for_queue(J::QUEUE);
         let config = QueueConfig {
             restart_delay: restart_delay(restarts),
-            concurrency: setup.concurrency,
+            concurrency,
             ..setup.queue.clone()
         };
         let backend = RedisQueue::<J>::new(
@@ -126,7 +179,7 @@ pub fn register<J: Handle>(monitor: Monitor, setup: &WorkerSetup) -> Monitor {
         );
         WorkerBuilder::new(unique_name(J::NAME, restarts))
             .backend(backend)
-            .concurrency(setup.concurrency)
+            .concurrency(concurrency)
             .data(setup.state.clone())
             .data(job_metrics.clone())
             .build(run_job::<J>)
@@ -157,7 +210,7 @@ pub fn validate_queues(queues: &[String]) -> anyhow::Result<()> {
 pub async fn run(
     state: WorkerState,
     queues: &[String],
-    concurrency: usize,
+    concurrency: impl Into<Concurrency>,
     grace: Duration,
     shutdown: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -245,5 +298,34 @@ async fn report_depth(
                 Err(e) => tracing::debug!(queue = %queue, error = %e, "queue depth unavailable"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Concurrency;
+
+    #[test]
+    fn per_queue_settings_override_the_default_and_the_built_ins() -> anyhow::Result<()> {
+        let c = Concurrency::from_lookup(None, &|n| {
+            (n == "WORKER_CONCURRENCY_REPLIES").then(|| "5".to_owned())
+        })?;
+        assert_eq!(c.for_queue("replies"), 5);
+        assert_eq!(c.for_queue("bench"), 64, "built-in default");
+        assert_eq!(c.for_queue("ingest"), 2, "built-in default");
+        let c = Concurrency::from_lookup(Some(3), &|n| {
+            (n == "WORKER_CONCURRENCY_EMAILS").then(|| "7".to_owned())
+        })?;
+        assert_eq!(
+            c.for_queue("bench"),
+            3,
+            "WORKER_CONCURRENCY applies to every queue"
+        );
+        assert_eq!(c.for_queue("emails"), 7, "a queue's own setting wins");
+        let bad = Concurrency::from_lookup(None, &|n| {
+            (n == "WORKER_CONCURRENCY_EMAILS").then(|| "0".to_owned())
+        });
+        assert!(bad.is_err_and(|e| e.to_string().contains("WORKER_CONCURRENCY_EMAILS")));
+        Ok(())
     }
 }

@@ -47,3 +47,20 @@ pub const ALL_QUEUES: &[&str] = &[
 
 /// Queues that exist but are served only when named (`--queues bench`).
 pub const OPT_IN_QUEUES: &[&str] = &["bench"];
+
+/// Jobs run at the same time per worker process and job type, unless
+/// configured (`WORKER_CONCURRENCY_<QUEUE>` or `WORKER_CONCURRENCY`). Waiting
+/// on providers is cheap, so those queues run wide; extraction and backups
+/// use the CPU and disk, so they run narrow.
+pub fn default_concurrency(queue: &str) -> usize {
+    match queue {
+        "replies" | "outbound" => 32,
+        "inbound" | "search" => 16,
+        "emails" | "integrations" => 8,
+        "ingest" | "maintenance" => 2,
+        "training" => 1,
+        // No-op jobs cost nothing; a wide window measures the queue itself.
+        "bench" => 64,
+        _ => 4,
+    }
+}
