@@ -3,10 +3,12 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod chunking;
 pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod extract;
 pub mod ids;
 pub mod kv;
 pub mod metrics_server;

@@ -1,0 +1,280 @@
+//! Document type detection and text extraction for the knowledge base.
+//!
+//! The pipeline a worker runs on an uploaded document is:
+//!
+//! 1. [`sniff`] the file name and bytes: the type is decided by the content
+//!    (magic bytes, ZIP entries) *and* the extension, so a renamed or
+//!    mislabelled file is refused with a message naming what it really is;
+//! 2. [`extract_isolated`] the text into [`Section`]s that remember their page
+//!    (PDF) or sheet (spreadsheets);
+//! 3. split the sections with [`crate::chunking::chunk`].
+//!
+//! Every [`ExtractError`] message is written for end users: it is shown as
+//! the reason a document failed. Nothing here touches the network, the
+//! database or the file system.
+
+mod docx;
+mod pdf;
+mod sheets;
+mod sniff;
+mod text;
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+pub use sniff::sniff;
+
+use DocKind as Kind;
+
+/// How long [`extract_isolated`] lets a parser run before giving up on a file.
+pub const DEFAULT_EXTRACT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A supported document type, as decided by [`sniff`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DocKind {
+    Pdf,
+    Docx,
+    Txt,
+    Markdown,
+    Csv,
+    Xlsx,
+    Xls,
+    Ods,
+}
+
+impl DocKind {
+    /// A short, stable lowercase name (`"pdf"`, `"docx"`, …) for storage,
+    /// metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pdf => "pdf",
+            Self::Docx => "docx",
+            Self::Txt => "txt",
+            Self::Markdown => "md",
+            Self::Csv => "csv",
+            Self::Xlsx => "xlsx",
+            Self::Xls => "xls",
+            Self::Ods => "ods",
+        }
+    }
+
+    /// Whether the text comes out one section per sheet.
+    pub fn is_spreadsheet(self) -> bool {
+        matches!(self, Self::Xlsx | Self::Xls | Self::Ods)
+    }
+
+    /// The name end users know the type by, for messages.
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Pdf => "a PDF document",
+            Self::Docx => "a Word document (.docx)",
+            Self::Txt => "a text file",
+            Self::Markdown => "a Markdown file",
+            Self::Csv => "a CSV file",
+            Self::Xlsx => "an Excel workbook (.xlsx)",
+            Self::Xls => "an Excel 97-2003 workbook (.xls)",
+            Self::Ods => "an OpenDocument spreadsheet (.ods)",
+        }
+    }
+}
+
+impl fmt::Display for DocKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One run of text and where it came from in the document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Section {
+    pub text: String,
+    /// 1-based page number, for PDFs.
+    pub page: Option<u32>,
+    /// Sheet name, for spreadsheets.
+    pub sheet: Option<String>,
+}
+
+/// The text of a document, in reading order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extracted {
+    /// Never empty, and no section has blank text.
+    pub sections: Vec<Section>,
+    /// Number of pages, for PDFs (pages without text included).
+    pub pages: Option<u32>,
+    /// Number of sheets, for spreadsheets (empty sheets included).
+    pub sheets: Option<u32>,
+}
+
+impl Extracted {
+    /// Total number of characters (Unicode scalar values) of text.
+    pub fn char_count(&self) -> usize {
+        self.sections.iter().map(|s| s.text.chars().count()).sum()
+    }
+}
+
+/// Why a document was refused or could not be read. The messages are shown
+/// to end users as the reason a document failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractError {
+    #[error("\"{file}\": the file is empty")]
+    Empty { file: String },
+    /// The extension, or the content when there is no extension, is not one
+    /// of the supported types.
+    #[error(
+        "\"{file}\" is not a supported document type (it is {found}); supported are PDF, Word (.docx), text (.txt, .md), CSV, Excel (.xlsx, .xls) and OpenDocument (.ods) spreadsheets"
+    )]
+    Unsupported { file: String, found: String },
+    /// The content does not match the extension.
+    #[error("\"{file}\" is named as {expected} but its content is {found}")]
+    Mismatch {
+        file: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error(
+        "the PDF is encrypted or password-protected; remove the protection and upload it again"
+    )]
+    Encrypted,
+    /// The parser for the type refused the content.
+    #[error("{} is damaged and cannot be read ({detail})", capitalized(.kind.describe()))]
+    Damaged { kind: DocKind, detail: String },
+    /// The parser crashed or ran out of time; the reason is user-facing.
+    #[error("the document could not be read: {0}")]
+    Unreadable(String),
+    #[error("{}", no_text_message(*.0))]
+    NoText(DocKind),
+}
+
+impl ExtractError {
+    /// True for the errors [`sniff`] returns when the type is not accepted
+    /// (the api answers these with 415 Unsupported Media Type).
+    pub fn is_unsupported_type(&self) -> bool {
+        matches!(self, Self::Unsupported { .. } | Self::Mismatch { .. })
+    }
+
+    fn damaged(kind: DocKind, detail: impl fmt::Display) -> Self {
+        Self::Damaged {
+            kind,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn no_text_message(kind: DocKind) -> &'static str {
+    match kind {
+        Kind::Pdf => "no text could be extracted (scanned PDF?): the PDF has no text layer",
+        _ => "no text could be extracted: the document contains no text",
+    }
+}
+
+/// Extracts the text of `bytes`, already identified as `kind` by [`sniff`].
+///
+/// Runs on the calling thread and may panic or take very long on hostile
+/// input (third-party parsers); workers use [`extract_isolated`].
+pub fn extract(kind: DocKind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
+    let mut extracted = match kind {
+        Kind::Pdf => pdf::extract(bytes)?,
+        Kind::Docx => docx::extract(bytes)?,
+        Kind::Txt | Kind::Markdown => text::extract_plain(bytes),
+        Kind::Csv => text::extract_csv(bytes)?,
+        Kind::Xlsx | Kind::Xls | Kind::Ods => sheets::extract(kind, bytes)?,
+    };
+    for section in &mut extracted.sections {
+        section.text = tidy(&section.text);
+    }
+    extracted.sections.retain(|s| !s.text.is_empty());
+    if extracted.sections.is_empty() {
+        return Err(ExtractError::NoText(kind));
+    }
+    Ok(extracted)
+}
+
+/// [`extract`] on a blocking thread, with panics caught and a time limit, so
+/// a malformed file only yields [`ExtractError::Unreadable`].
+///
+/// pdf-extract panics on malformed PDFs by design, and the other parsers are
+/// not guaranteed not to, so every format goes through here. Limits:
+/// - a panic still prints its message on stderr through the process-wide
+///   panic hook (installing a quieter hook would silence every other panic
+///   of the process, so none is installed here);
+/// - on timeout the parser thread cannot be killed: it is abandoned and keeps
+///   its blocking-pool slot and memory until the parser returns;
+/// - a stack overflow aborts the process (it is not a panic).
+pub async fn extract_isolated(
+    kind: DocKind,
+    bytes: Vec<u8>,
+    timeout: Duration,
+) -> Result<Extracted, ExtractError> {
+    let task = tokio::task::spawn_blocking(move || {
+        catch_unwind(AssertUnwindSafe(|| extract(kind, &bytes)))
+    });
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(Ok(result))) => result,
+        Ok(Ok(Err(panic))) => {
+            tracing::warn!(
+                kind = kind.as_str(),
+                panic = panic_message(panic.as_ref()),
+                "document parser panicked"
+            );
+            Err(ExtractError::Unreadable(format!(
+                "the {} reader failed on this file, which is probably damaged",
+                kind.as_str().to_uppercase()
+            )))
+        }
+        // The task was cancelled or panicked outside catch_unwind: only
+        // possible while the runtime shuts down.
+        Ok(Err(join)) => Err(ExtractError::Unreadable(format!(
+            "the reader was interrupted ({join})"
+        ))),
+        Err(_) => Err(ExtractError::Unreadable(format!(
+            "reading it took longer than {} s; the file may be damaged or too complex",
+            timeout.as_secs_f64().ceil()
+        ))),
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(non-string panic payload)"
+    }
+}
+
+/// Normalises extracted text: line endings to `\n`, no trailing spaces, at
+/// most one blank line in a row, no NULs (MongoDB and the embedder would
+/// choke on them) and no blank lines at the ends. Chunking relies on blank
+/// lines meaning paragraph breaks.
+fn tidy(text: &str) -> String {
+    let text = text.replace("\r\n", "\n").replace(['\r', '\u{c}'], "\n");
+    let mut out = String::with_capacity(text.len());
+    let mut blank_run = 0usize;
+    for line in text.split('\n') {
+        let line = line.trim_end().replace('\0', "");
+        if line.trim().is_empty() {
+            blank_run += 1;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(if blank_run > 0 { "\n\n" } else { "\n" });
+        }
+        blank_run = 0;
+        out.push_str(&line);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,585 @@
+//! Extraction tests on real files generated here (lopdf, docx-rs,
+//! rust_xlsxwriter, zip) and on damaged and mislabelled ones.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Cursor, Write};
+use std::time::Duration;
+
+use super::*;
+
+// ---------------------------------------------------------------- fixtures
+
+/// A valid PDF with one page per entry of `pages`, each line set in
+/// Helvetica (a standard Type1 font, no embedding needed).
+fn pdf_with_pages(pages: &[&[&str]]) -> Vec<u8> {
+    let contents: Vec<Vec<u8>> = pages
+        .iter()
+        .map(|lines| {
+            let mut ops = String::from("BT /F1 12 Tf 72 720 Td 14 TL\n");
+            for line in *lines {
+                ops.push_str(&format!("({line}) Tj T*\n"));
+            }
+            ops.push_str("ET\n");
+            ops.into_bytes()
+        })
+        .collect();
+    pdf_with_contents(&contents)
+}
+
+/// A PDF whose pages have the given raw content streams.
+fn pdf_with_contents(contents: &[Vec<u8>]) -> Vec<u8> {
+    use lopdf::{Document, Object, Stream, dictionary};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font_id = doc.add_object(dictionary! {
+        "Type" => "Font",
+        "Subtype" => "Type1",
+        "BaseFont" => "Helvetica",
+        "Encoding" => "WinAnsiEncoding",
+    });
+    let resources_id = doc.add_object(dictionary! {
+        "Font" => dictionary! { "F1" => font_id },
+    });
+    let mut kids: Vec<Object> = Vec::new();
+    for content in contents {
+        let content_id = doc.add_object(Stream::new(dictionary! {}, content.clone()));
+        let page_id = doc.add_object(dictionary! {
+            "Type" => "Page",
+            "Parent" => pages_id,
+            "Contents" => content_id,
+            "Resources" => resources_id,
+            "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
+        });
+        kids.push(page_id.into());
+    }
+    let count = i64::try_from(kids.len()).unwrap();
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages",
+            "Kids" => kids,
+            "Count" => count,
+        }),
+    );
+    let catalog_id = doc.add_object(dictionary! {
+        "Type" => "Catalog",
+        "Pages" => pages_id,
+    });
+    doc.trailer.set("Root", catalog_id);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+fn three_page_pdf() -> Vec<u8> {
+    pdf_with_pages(&[
+        &[
+            "Refund policy overview.",
+            "Refunds are issued within 14 days.",
+        ],
+        &["Shipping takes 3 to 5 business days."],
+        &["Contact support at the help desk."],
+    ])
+}
+
+fn docx_fixture() -> Vec<u8> {
+    use docx_rs::{Docx, Paragraph, Run, Table, TableCell, TableRow};
+    let cell =
+        |t: &str| TableCell::new().add_paragraph(Paragraph::new().add_run(Run::new().add_text(t)));
+    let mut out = Cursor::new(Vec::new());
+    Docx::new()
+        .add_paragraph(Paragraph::new().add_run(Run::new().add_text("Opening hours")))
+        .add_paragraph(
+            Paragraph::new()
+                .add_run(Run::new().add_text("We are open "))
+                .add_run(Run::new().add_text("Monday to Friday.").bold()),
+        )
+        .add_table(Table::new(vec![
+            TableRow::new(vec![cell("Day"), cell("Hours")]),
+            TableRow::new(vec![cell("Saturday"), cell("10-14")]),
+        ]))
+        .add_paragraph(Paragraph::new().add_run(Run::new().add_text("Café crème costs 3 €.")))
+        .build()
+        .pack(&mut out)
+        .unwrap();
+    out.into_inner()
+}
+
+fn xlsx_fixture() -> Vec<u8> {
+    use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
+    let mut wb = Workbook::new();
+    let prices = wb.add_worksheet().set_name("Prices").unwrap();
+    prices.write_string(0, 0, "Product").unwrap();
+    prices.write_string(0, 1, "Price").unwrap();
+    prices.write_string(0, 2, "Since").unwrap();
+    prices.write_string(1, 0, "Basic plan").unwrap();
+    prices.write_number(1, 1, 10).unwrap();
+    let date = ExcelDateTime::from_ymd(2024, 3, 15).unwrap();
+    prices
+        .write_datetime_with_format(1, 2, &date, &Format::new().set_num_format("yyyy-mm-dd"))
+        .unwrap();
+    prices.write_string(2, 0, "Pro plan").unwrap();
+    prices.write_number(2, 1, 24.5).unwrap();
+    wb.add_worksheet().set_name("Empty").unwrap();
+    let faq = wb.add_worksheet().set_name("FAQ").unwrap();
+    // The header is the first non-empty row, wherever it is.
+    faq.write_string(2, 1, "Question").unwrap();
+    faq.write_string(2, 2, "Answer").unwrap();
+    faq.write_string(3, 1, "Do you ship abroad?").unwrap();
+    faq.write_string(3, 2, "Yes, to the EU.").unwrap();
+    wb.save_to_buffer().unwrap()
+}
+
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use zip::write::SimpleFileOptions;
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in entries {
+        zip.start_file(*name, stored).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// A minimal OpenDocument spreadsheet, written by hand (no ODS writer crate
+/// is needed for two sheets).
+fn ods_fixture() -> Vec<u8> {
+    let content = r#"<?xml version="1.0" encoding="UTF-8"?>
+<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">
+<office:body><office:spreadsheet>
+<table:table table:name="Stock">
+<table:table-row><table:table-cell office:value-type="string"><text:p>Item</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>Count</text:p></table:table-cell></table:table-row>
+<table:table-row><table:table-cell office:value-type="string"><text:p>Chairs</text:p></table:table-cell><table:table-cell office:value-type="float" office:value="12"><text:p>12</text:p></table:table-cell></table:table-row>
+</table:table>
+</office:spreadsheet></office:body></office:document-content>"#;
+    let manifest = r#"<?xml version="1.0" encoding="UTF-8"?>
+<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">
+<manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>
+<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>
+</manifest:manifest>"#;
+    zip_of(&[
+        (
+            "mimetype",
+            b"application/vnd.oasis.opendocument.spreadsheet",
+        ),
+        ("META-INF/manifest.xml", manifest.as_bytes()),
+        ("content.xml", content.as_bytes()),
+    ])
+}
+
+/// Deterministic noise (xorshift), so failures reproduce.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect()
+}
+
+async fn isolated(kind: DocKind, bytes: Vec<u8>) -> Result<Extracted, ExtractError> {
+    extract_isolated(kind, bytes, Duration::from_secs(30)).await
+}
+
+// ------------------------------------------------------------------- sniff
+
+#[test]
+fn sniff_accepts_each_supported_type() {
+    assert_eq!(sniff("report.pdf", &three_page_pdf()), Ok(DocKind::Pdf));
+    assert_eq!(sniff("Policy.DOCX", &docx_fixture()), Ok(DocKind::Docx));
+    assert_eq!(sniff("prices.xlsx", &xlsx_fixture()), Ok(DocKind::Xlsx));
+    assert_eq!(sniff("stock.ods", &ods_fixture()), Ok(DocKind::Ods));
+    assert_eq!(sniff("notes.txt", b"hello"), Ok(DocKind::Txt));
+    assert_eq!(
+        sniff("README.md", b"# Title\n\ntext"),
+        Ok(DocKind::Markdown)
+    );
+    assert_eq!(sniff("data.csv", b"a,b\n1,2\n"), Ok(DocKind::Csv));
+    assert_eq!(sniff("latin.txt", b"caf\xe9 cr\xe8me"), Ok(DocKind::Txt));
+    assert_eq!(sniff("utf16.txt", b"\xff\xfeh\0i\0"), Ok(DocKind::Txt));
+    // An OLE compound file that is no Word/PowerPoint file: Excel 97-2003.
+    let mut ole = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    ole.extend(noise(600, 3).iter().map(|b| b | 1));
+    assert_eq!(sniff("old.xls", &ole), Ok(DocKind::Xls));
+}
+
+#[test]
+fn sniff_uses_content_when_there_is_no_extension_and_real_spreadsheet_type() {
+    assert_eq!(sniff("upload", &three_page_pdf()), Ok(DocKind::Pdf));
+    assert_eq!(sniff("C:\\docs\\notes", b"plain words"), Ok(DocKind::Txt));
+    // An .xlsx saved as .xls is read as what it is.
+    assert_eq!(sniff("prices.xls", &xlsx_fixture()), Ok(DocKind::Xlsx));
+}
+
+#[test]
+fn sniff_refuses_empty_file() {
+    let err = sniff("empty.pdf", b"").unwrap_err();
+    assert_eq!(err.to_string(), "\"empty.pdf\": the file is empty");
+    assert!(!err.is_unsupported_type());
+}
+
+#[test]
+fn sniff_refuses_zip_that_is_not_a_word_document() {
+    let zip = zip_of(&[("hello.txt", b"hi")]);
+    let err = sniff("contract.docx", &zip).unwrap_err();
+    assert!(err.is_unsupported_type());
+    let msg = err.to_string();
+    assert!(msg.contains("\"contract.docx\""), "{msg}");
+    assert!(msg.contains("a Word document"), "{msg}");
+    assert!(msg.contains("a ZIP archive that is not a Word"), "{msg}");
+}
+
+#[test]
+fn sniff_refuses_pdf_named_docx_and_zip_named_pdf() {
+    let msg = sniff("letter.docx", &three_page_pdf())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        msg,
+        "\"letter.docx\" is named as a Word document (.docx) but its content is a PDF document"
+    );
+    let msg = sniff("scan.pdf", &docx_fixture()).unwrap_err().to_string();
+    assert_eq!(
+        msg,
+        "\"scan.pdf\" is named as a PDF document but its content is a Word document (.docx)"
+    );
+}
+
+#[test]
+fn sniff_refuses_binary_named_txt() {
+    let mut bytes = b"\x7fELF\x02\x01\x01\0".to_vec();
+    bytes.extend(noise(2000, 7));
+    let err = sniff("notes.txt", &bytes).unwrap_err();
+    assert!(err.is_unsupported_type());
+    assert!(
+        err.to_string()
+            .contains("\"notes.txt\" is named as a text file"),
+        "{err}"
+    );
+
+    let err = sniff("notes.txt", &noise(4096, 11)).unwrap_err();
+    assert!(err.to_string().contains("binary data, not text"), "{err}");
+}
+
+#[test]
+fn sniff_names_recognised_unsupported_content() {
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0";
+    let msg = sniff("photo.png", png).unwrap_err().to_string();
+    assert!(
+        msg.contains("\"photo.png\" is not a supported document type"),
+        "{msg}"
+    );
+    assert!(msg.contains("image/png"), "{msg}");
+    let msg = sniff("photo.txt", png).unwrap_err().to_string();
+    assert!(msg.contains("image/png"), "{msg}");
+    let msg = sniff("blob", &noise(100, 5)).unwrap_err().to_string();
+    assert!(msg.contains("not a supported document type"), "{msg}");
+}
+
+#[test]
+fn sniff_tells_legacy_word_from_excel() {
+    let mut doc = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    doc.extend(vec![0u8; 100]);
+    doc.extend("WordDocument".encode_utf16().flat_map(u16::to_le_bytes));
+    let msg = sniff("old.xls", &doc).unwrap_err().to_string();
+    assert!(msg.contains("Word 97-2003 document (.doc)"), "{msg}");
+    let msg = sniff("old.doc", &doc).unwrap_err().to_string();
+    assert!(msg.contains("not a supported document type"), "{msg}");
+}
+
+#[test]
+fn sniff_bounds_the_name_in_messages() {
+    let name = format!("{}.docx", "x".repeat(500));
+    let msg = sniff(&name, &three_page_pdf()).unwrap_err().to_string();
+    assert!(msg.len() < 300, "{msg}");
+    let msg = sniff("/etc/secret/dir/file.docx", &three_page_pdf())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("\"file.docx\""), "{msg}");
+}
+
+// ----------------------------------------------------------------- extract
+
+#[tokio::test]
+async fn pdf_text_comes_out_per_page() {
+    let out = isolated(DocKind::Pdf, three_page_pdf()).await.unwrap();
+    assert_eq!(out.pages, Some(3));
+    assert_eq!(out.sheets, None);
+    let pages: Vec<Option<u32>> = out.sections.iter().map(|s| s.page).collect();
+    assert_eq!(pages, [Some(1), Some(2), Some(3)]);
+    let text = |i: usize| {
+        out.sections[i]
+            .text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(text(0).contains("Refund policy overview."), "{}", text(0));
+    assert!(
+        text(0).contains("Refunds are issued within 14 days."),
+        "{}",
+        text(0)
+    );
+    assert!(!text(0).contains("Shipping"));
+    assert!(
+        text(1).contains("Shipping takes 3 to 5 business days."),
+        "{}",
+        text(1)
+    );
+    assert!(
+        text(2).contains("Contact support at the help desk."),
+        "{}",
+        text(2)
+    );
+}
+
+#[tokio::test]
+async fn pdf_blank_pages_are_counted_but_yield_no_section() {
+    let pdf = pdf_with_pages(&[&["First page."], &[], &["Third page."]]);
+    let out = isolated(DocKind::Pdf, pdf).await.unwrap();
+    assert_eq!(out.pages, Some(3));
+    let pages: Vec<Option<u32>> = out.sections.iter().map(|s| s.page).collect();
+    assert_eq!(pages, [Some(1), Some(3)]);
+}
+
+#[tokio::test]
+async fn pdf_without_text_is_reported_as_scanned() {
+    let pdf = pdf_with_pages(&[&[], &[]]);
+    let err = isolated(DocKind::Pdf, pdf).await.unwrap_err();
+    assert_eq!(err, ExtractError::NoText(DocKind::Pdf));
+    assert!(
+        err.to_string()
+            .starts_with("no text could be extracted (scanned PDF?)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn truncated_pdf_is_an_error() {
+    let pdf = three_page_pdf();
+    for cut in [10, pdf.len() / 3, pdf.len() / 2] {
+        let truncated = pdf[..cut].to_vec();
+        assert_eq!(sniff("cut.pdf", &truncated), Ok(DocKind::Pdf));
+        let result = isolated(DocKind::Pdf, truncated).await;
+        assert!(result.is_err(), "cut at {cut}: {result:?}");
+    }
+}
+
+#[tokio::test]
+async fn corrupted_pdf_is_an_error() {
+    for seed in 1..=5 {
+        let mut bytes = b"%PDF-1.7\n".to_vec();
+        bytes.extend(noise(20_000, seed));
+        let err = isolated(DocKind::Pdf, bytes).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ExtractError::Damaged {
+                    kind: DocKind::Pdf,
+                    ..
+                } | ExtractError::Unreadable(_)
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("PDF") || err.to_string().contains("could not be read"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_parser_only_yields_unreadable() {
+    // `Tf` with a number for the font name: pdf-extract unwraps it and
+    // panics. The panic message on stderr is expected.
+    let pdf = pdf_with_contents(&[b"BT 5 12 Tf (x) Tj ET".to_vec()]);
+    let err = isolated(DocKind::Pdf, pdf).await.unwrap_err();
+    let ExtractError::Unreadable(reason) = &err else {
+        panic!("expected Unreadable, got {err:?}");
+    };
+    assert!(reason.contains("probably damaged"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_slow_parse_times_out() {
+    let big = "word ".repeat(4_000_000).into_bytes();
+    let err = extract_isolated(DocKind::Txt, big, Duration::from_millis(1))
+        .await
+        .unwrap_err();
+    let ExtractError::Unreadable(reason) = &err else {
+        panic!("expected Unreadable, got {err:?}");
+    };
+    assert!(reason.contains("took longer than"), "{reason}");
+}
+
+#[tokio::test]
+async fn docx_paragraphs_and_tables_in_order() {
+    let out = isolated(DocKind::Docx, docx_fixture()).await.unwrap();
+    assert_eq!(out.sections.len(), 1);
+    assert_eq!(
+        out.sections[0].text,
+        "Opening hours\n\nWe are open Monday to Friday.\n\nDay | Hours\nSaturday | 10-14\n\nCafé crème costs 3 €."
+    );
+    assert_eq!((out.pages, out.sheets), (None, None));
+}
+
+#[tokio::test]
+async fn zip_read_as_docx_is_damaged_not_a_panic() {
+    let err = isolated(DocKind::Docx, zip_of(&[("a.txt", b"a")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExtractError::Damaged {
+                kind: DocKind::Docx,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("A Word document (.docx) is damaged"),
+        "{err}"
+    );
+    let err = isolated(DocKind::Docx, noise(3000, 9)).await.unwrap_err();
+    assert!(matches!(err, ExtractError::Damaged { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn xlsx_sheets_as_labelled_rows() {
+    let out = isolated(DocKind::Xlsx, xlsx_fixture()).await.unwrap();
+    assert_eq!(out.sheets, Some(3));
+    let sheets: Vec<&str> = out
+        .sections
+        .iter()
+        .filter_map(|s| s.sheet.as_deref())
+        .collect();
+    assert_eq!(sheets, ["Prices", "FAQ"]);
+    assert_eq!(
+        out.sections[0].text,
+        "Product: Basic plan; Price: 10; Since: 2024-03-15\nProduct: Pro plan; Price: 24.5"
+    );
+    assert_eq!(
+        out.sections[1].text,
+        "Question: Do you ship abroad?; Answer: Yes, to the EU."
+    );
+}
+
+#[tokio::test]
+async fn ods_sheets_as_labelled_rows() {
+    let out = isolated(DocKind::Ods, ods_fixture()).await.unwrap();
+    assert_eq!(out.sheets, Some(1));
+    assert_eq!(out.sections[0].sheet.as_deref(), Some("Stock"));
+    assert_eq!(out.sections[0].text, "Item: Chairs; Count: 12");
+}
+
+#[tokio::test]
+async fn damaged_spreadsheets_are_errors() {
+    let mut ole = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    ole.extend(noise(5000, 13));
+    for (kind, bytes) in [
+        (DocKind::Xls, ole),
+        (DocKind::Xlsx, zip_of(&[("a.txt", b"a")])),
+        (
+            DocKind::Ods,
+            zip_of(&[(
+                "mimetype",
+                b"application/vnd.oasis.opendocument.spreadsheet",
+            )]),
+        ),
+        (DocKind::Xlsx, xlsx_fixture()[..2000].to_vec()),
+    ] {
+        let err = isolated(kind, bytes).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ExtractError::Damaged { .. } | ExtractError::Unreadable(_)
+            ),
+            "{kind}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn csv_rows_are_labelled_with_the_header() {
+    let csv =
+        "\n\nName,Email,Plan\nAda,ada@example.com,Pro\n\"Lovelace, B\",,\"Basic\nplan\"\n,,\n";
+    let out = extract(DocKind::Csv, csv.as_bytes()).unwrap();
+    assert_eq!(
+        out.sections[0].text,
+        "Name: Ada; Email: ada@example.com; Plan: Pro\nName: Lovelace, B; Plan: Basic plan"
+    );
+}
+
+#[test]
+fn csv_with_semicolons_ragged_rows_and_latin1() {
+    let csv = b"Produit;Prix\ncaf\xe9;2,5;extra\nth\xe9\n";
+    let out = extract(DocKind::Csv, csv).unwrap();
+    assert_eq!(
+        out.sections[0].text,
+        "Produit: café; Prix: 2,5; Column 3: extra\nProduit: thé"
+    );
+    // A header alone is still text.
+    let out = extract(DocKind::Csv, b"only,a,header\n").unwrap();
+    assert_eq!(out.sections[0].text, "only; a; header");
+}
+
+#[test]
+fn text_encodings_decode() {
+    let cases: [(&[u8], &str); 5] = [
+        (b"caf\xe9 cr\xe8me", "café crème"),
+        ("café crème".as_bytes(), "café crème"),
+        (b"\xef\xbb\xbfcaf\xc3\xa9", "café"),
+        (b"\xff\xfec\0a\0f\0\xe9\0", "café"),
+        (b"\xfe\xff\0c\0a\0f\0\xe9", "café"),
+    ];
+    for (bytes, expected) in cases {
+        assert_eq!(sniff("t.txt", bytes), Ok(DocKind::Txt), "{bytes:?}");
+        let out = extract(DocKind::Txt, bytes).unwrap();
+        assert_eq!(out.sections[0].text, expected, "{bytes:?}");
+    }
+    // Windows-1252 specifics: curly quotes and the euro sign.
+    let out = extract(
+        DocKind::Txt,
+        b"\x93Pr\xeat\x94 costs 5 \x80 \x96 Fa\xe7ade.",
+    )
+    .unwrap();
+    assert_eq!(out.sections[0].text, "“Prêt” costs 5 € – Façade.");
+}
+
+#[test]
+fn text_is_tidied() {
+    let out = extract(
+        DocKind::Markdown,
+        b"# Title  \r\n\r\n\r\n\r\nPara\0 one\rline two\n\n\n",
+    )
+    .unwrap();
+    assert_eq!(out.sections[0].text, "# Title\n\nPara one\nline two");
+}
+
+#[test]
+fn blank_text_is_no_text() {
+    let err = extract(DocKind::Txt, b" \n\t\n").unwrap_err();
+    assert_eq!(err, ExtractError::NoText(DocKind::Txt));
+    assert_eq!(
+        err.to_string(),
+        "no text could be extracted: the document contains no text"
+    );
+    assert_eq!(
+        extract(DocKind::Csv, b",,\n,,\n").unwrap_err(),
+        ExtractError::NoText(DocKind::Csv)
+    );
+}
+
+#[tokio::test]
+async fn extracted_sections_chunk_with_their_location() {
+    let out = isolated(DocKind::Pdf, three_page_pdf()).await.unwrap();
+    let chunks = crate::chunking::chunk(&out.sections, crate::chunking::ChunkOptions::default());
+    let pages: Vec<Option<u32>> = chunks.iter().map(|c| c.page).collect();
+    assert_eq!(pages, [Some(1), Some(2), Some(3)]);
+}
