@@ -1,0 +1,615 @@
+//! The same conformance suite against both stores: the embedded store
+//! always, the Qdrant server only when `QDRANT_URL` is set (the
+//! `*_requires_qdrant_url` tests print "skipped: QDRANT_URL not set" and
+//! return otherwise).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use aigentable_vectors::{
+    CollectionSpec, EmbeddedStore, Point, PointPayload, SearchQuery, VectorError, VectorStore,
+    connect,
+};
+
+const DIM: usize = 4;
+
+fn chunk(
+    tenant: &str,
+    agent: &str,
+    document: &str,
+    index: u32,
+    text: &str,
+    dense: [f32; DIM],
+) -> Point {
+    Point::new(
+        PointPayload {
+            tenant_id: tenant.to_owned(),
+            agent_id: Some(agent.to_owned()),
+            document_id: document.to_owned(),
+            document_name: format!("{document}.pdf"),
+            chunk_index: index,
+            page: Some(index + 1),
+            sheet: None,
+            text: text.to_owned(),
+        },
+        Some(dense.to_vec()),
+    )
+}
+
+fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// Two tenants with the same document ids and overlapping words; tenant A
+/// has two agents with one document each.
+fn corpus(a: &str, b: &str) -> Vec<Point> {
+    vec![
+        chunk(
+            a,
+            "agent-1",
+            "doc-1",
+            0,
+            "Refund policy: a refund is issued within 30 days.",
+            [1.0, 0.0, 0.0, 0.0],
+        ),
+        chunk(
+            a,
+            "agent-1",
+            "doc-1",
+            1,
+            "To request your refund, email billing with the order number.",
+            [0.9, 0.1, 0.0, 0.0],
+        ),
+        chunk(
+            a,
+            "agent-2",
+            "doc-2",
+            0,
+            "Shipping shipping: shipping times are 3 to 5 days; shipping is free.",
+            [0.0, 0.0, -1.0, 0.0],
+        ),
+        chunk(
+            a,
+            "agent-2",
+            "doc-2",
+            1,
+            "Change the delivery address before shipping from the account page.",
+            [0.0, 0.0, 1.0, 0.0],
+        ),
+        chunk(
+            b,
+            "agent-9",
+            "doc-1",
+            0,
+            "Refund refund refund: tenant B refunds everything at once.",
+            [1.0, 0.0, 0.0, 0.0],
+        ),
+        chunk(
+            b,
+            "agent-9",
+            "doc-1",
+            1,
+            "Tenant B shipping and refund questions go to the front desk.",
+            [0.5, 0.5, 0.0, 0.0],
+        ),
+    ]
+}
+
+fn ids(hits: &[aigentable_vectors::Hit]) -> Vec<(String, u32)> {
+    hits.iter()
+        .map(|h| (h.payload.document_id.clone(), h.payload.chunk_index))
+        .collect()
+}
+
+/// The behaviour every store must have.
+async fn conformance(store: Arc<dyn VectorStore>) {
+    let run = run_id();
+    let collection = format!("conformance_{run}");
+    let (a, b) = (format!("tenant-a-{run}"), format!("tenant-b-{run}"));
+    let spec = CollectionSpec {
+        name: collection.clone(),
+        dense_dim: Some(DIM),
+    };
+
+    // Collections: idempotent creation, dimension mismatch, unknown names.
+    store.ensure_collection(&spec).await.expect("create");
+    store.ensure_collection(&spec).await.expect("ensure again");
+    let other_dim = CollectionSpec {
+        name: collection.clone(),
+        dense_dim: Some(DIM + 1),
+    };
+    let err = store
+        .ensure_collection(&other_dim)
+        .await
+        .expect_err("mismatch");
+    assert!(
+        matches!(err, VectorError::CollectionMismatch { .. }),
+        "{err}"
+    );
+    let missing = format!("missing_{run}");
+    let err = store
+        .search(&missing, &SearchQuery::new(&a, "refund", 5))
+        .await
+        .expect_err("missing collection");
+    assert!(matches!(err, VectorError::CollectionNotFound(_)), "{err}");
+    let err = store
+        .ensure_collection(&CollectionSpec {
+            name: "../escape".into(),
+            dense_dim: None,
+        })
+        .await
+        .expect_err("bad name");
+    assert!(
+        matches!(err, VectorError::InvalidCollectionName(_)),
+        "{err}"
+    );
+
+    store
+        .upsert(&collection, corpus(&a, &b))
+        .await
+        .expect("upsert");
+    assert_eq!(store.count(&collection, &a, None).await.expect("count"), 4);
+    assert_eq!(store.count(&collection, &b, None).await.expect("count"), 2);
+    assert_eq!(
+        store
+            .count(&collection, &a, Some("doc-1"))
+            .await
+            .expect("count"),
+        2
+    );
+
+    // Tenant isolation: the same words and document ids in tenant B never
+    // show up in tenant A's results, and the other way round.
+    let hits = store
+        .search(&collection, &SearchQuery::new(&a, "refund", 10))
+        .await
+        .expect("search");
+    assert!(!hits.is_empty());
+    assert!(hits.iter().all(|h| h.payload.tenant_id == a), "{hits:?}");
+    assert_eq!(hits[0].payload.document_id, "doc-1");
+    assert_eq!(hits[0].payload.document_name, "doc-1.pdf");
+    assert!(hits[0].payload.page.is_some());
+    assert!(hits[0].score > 0.0);
+    let hits = store
+        .search(&collection, &SearchQuery::new(&b, "refund shipping", 10))
+        .await
+        .expect("search");
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert!(hits.iter().all(|h| h.payload.tenant_id == b));
+    // A query matching nothing finds nothing.
+    let hits = store
+        .search(&collection, &SearchQuery::new(&a, "zebra", 10))
+        .await
+        .expect("search");
+    assert!(hits.is_empty(), "{hits:?}");
+
+    // Agent and document filters.
+    let hits = store
+        .search(
+            &collection,
+            &SearchQuery::new(&a, "refund shipping", 10).agent("agent-2"),
+        )
+        .await
+        .expect("search");
+    assert!(!hits.is_empty());
+    assert!(
+        hits.iter()
+            .all(|h| h.payload.agent_id.as_deref() == Some("agent-2"))
+    );
+    let hits = store
+        .search(
+            &collection,
+            &SearchQuery::new(&a, "refund shipping", 10).document("doc-1"),
+        )
+        .await
+        .expect("search");
+    assert!(!hits.is_empty());
+    assert!(hits.iter().all(|h| h.payload.document_id == "doc-1"));
+    let hits = store
+        .search(&collection, &SearchQuery::new(&a, "refund", 1))
+        .await
+        .expect("search");
+    assert_eq!(hits.len(), 1);
+
+    // Hybrid: sparse alone ranks doc-2 chunk 0 (four "shipping") first; the
+    // dense query points at chunk 1, and fusion puts chunk 1 first.
+    let sparse_only = store
+        .search(&collection, &SearchQuery::new(&a, "shipping", 10))
+        .await
+        .expect("search");
+    assert_eq!(
+        ids(&sparse_only),
+        vec![("doc-2".to_owned(), 0), ("doc-2".to_owned(), 1)]
+    );
+    let hybrid = store
+        .search(
+            &collection,
+            &SearchQuery::new(&a, "shipping", 10).dense(vec![0.0, 0.0, 1.0, 0.0]),
+        )
+        .await
+        .expect("search");
+    assert_eq!(ids(&hybrid)[0], ("doc-2".to_owned(), 1), "{hybrid:?}");
+    // Dense ranks every chunk of the tenant, so fusion returns all four.
+    assert_eq!(hybrid.len(), 4);
+    assert!(hybrid.iter().all(|h| h.payload.tenant_id == a));
+    assert!(hybrid.windows(2).all(|w| w[0].score >= w[1].score));
+    // Dense alone (the text has no searchable words).
+    let dense_only = store
+        .search(
+            &collection,
+            &SearchQuery::new(&a, "the", 2).dense(vec![1.0, 0.0, 0.0, 0.0]),
+        )
+        .await
+        .expect("search");
+    assert_eq!(ids(&dense_only)[0], ("doc-1".to_owned(), 0));
+    assert_eq!(dense_only.len(), 2);
+
+    // Re-indexing overwrites: same ids, new text, no duplicates.
+    let reindexed = vec![
+        chunk(
+            &a,
+            "agent-1",
+            "doc-1",
+            0,
+            "Refunds now take 14 days.",
+            [1.0, 0.0, 0.0, 0.0],
+        ),
+        chunk(
+            &a,
+            "agent-1",
+            "doc-1",
+            1,
+            "Refund requests go through the portal.",
+            [0.9, 0.1, 0.0, 0.0],
+        ),
+    ];
+    store
+        .upsert(&collection, reindexed)
+        .await
+        .expect("re-upsert");
+    assert_eq!(
+        store
+            .count(&collection, &a, Some("doc-1"))
+            .await
+            .expect("count"),
+        2
+    );
+    assert_eq!(store.count(&collection, &a, None).await.expect("count"), 4);
+    let hits = store
+        .search(&collection, &SearchQuery::new(&a, "portal", 10))
+        .await
+        .expect("search");
+    assert_eq!(ids(&hits), vec![("doc-1".to_owned(), 1)]);
+    let all: HashSet<_> = store
+        .search(
+            &collection,
+            &SearchQuery::new(&a, "refund refunds portal", 10),
+        )
+        .await
+        .expect("search")
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(all.len(), 2);
+
+    // Deleting a document removes only that document of that tenant.
+    store
+        .delete_document(&collection, &a, "doc-1")
+        .await
+        .expect("delete document");
+    assert_eq!(
+        store
+            .count(&collection, &a, Some("doc-1"))
+            .await
+            .expect("count"),
+        0
+    );
+    assert_eq!(store.count(&collection, &a, None).await.expect("count"), 2);
+    assert_eq!(
+        store
+            .count(&collection, &b, Some("doc-1"))
+            .await
+            .expect("count"),
+        2
+    );
+    let hits = store
+        .search(&collection, &SearchQuery::new(&a, "refund", 10))
+        .await
+        .expect("search");
+    assert!(
+        hits.iter().all(|h| h.payload.document_id != "doc-1"),
+        "{hits:?}"
+    );
+
+    // Deleting an agent's chunks.
+    store
+        .delete_agent(&collection, &a, "agent-2")
+        .await
+        .expect("delete agent");
+    assert_eq!(store.count(&collection, &a, None).await.expect("count"), 0);
+    assert_eq!(store.count(&collection, &b, None).await.expect("count"), 2);
+
+    // A sparse-only collection beside it; dense vectors are refused there.
+    let sparse_spec = CollectionSpec {
+        name: format!("conformance_bm25_{run}"),
+        dense_dim: None,
+    };
+    store.ensure_collection(&sparse_spec).await.expect("create");
+    let mut plain = corpus(&a, &b);
+    for p in &mut plain {
+        p.dense = None;
+    }
+    store
+        .upsert(&sparse_spec.name, plain)
+        .await
+        .expect("upsert");
+    let hits = store
+        .search(&sparse_spec.name, &SearchQuery::new(&a, "refund", 10))
+        .await
+        .expect("search");
+    assert_eq!(hits[0].payload.document_id, "doc-1");
+    assert!(hits.iter().all(|h| h.payload.tenant_id == a));
+
+    // IDF: a rare word outweighs a word most chunks have, even when the
+    // common word is repeated (by term frequency alone, "common" x4 wins).
+    let c = format!("tenant-c-{run}");
+    let mut idf_points: Vec<Point> = (0..10)
+        .map(|i| {
+            chunk(
+                &c,
+                "agent",
+                "filler",
+                i,
+                &format!("common filler{i}"),
+                [0.0; DIM],
+            )
+        })
+        .collect();
+    idf_points.push(chunk(
+        &c,
+        "agent",
+        "repeated",
+        0,
+        "common common common common",
+        [0.0; DIM],
+    ));
+    idf_points.push(chunk(&c, "agent", "rare", 0, "rare word", [0.0; DIM]));
+    for p in &mut idf_points {
+        p.dense = None;
+    }
+    store
+        .upsert(&sparse_spec.name, idf_points)
+        .await
+        .expect("upsert");
+    let hits = store
+        .search(&sparse_spec.name, &SearchQuery::new(&c, "common rare", 3))
+        .await
+        .expect("search");
+    assert_eq!(hits[0].payload.document_id, "rare", "{hits:?}");
+    assert_eq!(hits[1].payload.document_id, "repeated", "{hits:?}");
+
+    store.drop_collection(&collection).await.expect("drop");
+    store
+        .drop_collection(&sparse_spec.name)
+        .await
+        .expect("drop");
+    store
+        .drop_collection(&collection)
+        .await
+        .expect("drop again");
+    let err = store
+        .count(&collection, &a, None)
+        .await
+        .expect_err("dropped");
+    assert!(matches!(err, VectorError::CollectionNotFound(_)), "{err}");
+}
+
+#[tokio::test]
+async fn embedded_store_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = connect(None, None, dir.path()).await.expect("open");
+    conformance(store).await;
+}
+
+#[tokio::test]
+async fn embedded_store_persists_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = CollectionSpec::for_model("test-model", DIM);
+    {
+        let store = EmbeddedStore::open(dir.path()).await.expect("open");
+        store.ensure_collection(&spec).await.expect("create");
+        store
+            .upsert(&spec.name, corpus("t1", "t2"))
+            .await
+            .expect("upsert");
+        store
+            .delete_document(&spec.name, "t1", "doc-2")
+            .await
+            .expect("delete");
+    }
+    let store = EmbeddedStore::open(dir.path()).await.expect("reopen");
+    // Usable without ensure_collection: loaded from disk on first use.
+    assert_eq!(store.count(&spec.name, "t1", None).await.expect("count"), 2);
+    let hits = store
+        .search(
+            &spec.name,
+            &SearchQuery::new("t1", "refund", 10).dense(vec![1.0, 0.0, 0.0, 0.0]),
+        )
+        .await
+        .expect("search");
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0].payload.document_id, "doc-1");
+    assert!(hits[0].payload.text.contains("Refund policy"));
+    store
+        .ensure_collection(&spec)
+        .await
+        .expect("ensure after reopen");
+    let err = store
+        .ensure_collection(&CollectionSpec {
+            name: spec.name.clone(),
+            dense_dim: None,
+        })
+        .await
+        .expect_err("mismatch after reopen");
+    assert!(
+        matches!(err, VectorError::CollectionMismatch { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn embedded_store_is_owned_by_one_opener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = EmbeddedStore::open(dir.path()).await.expect("open");
+    let err = EmbeddedStore::open(dir.path())
+        .await
+        .expect_err("second opener is refused");
+    let message = err.to_string();
+    assert!(matches!(err, VectorError::Locked(_)), "{message}");
+    assert!(message.contains("QDRANT_URL"), "{message}");
+    assert!(message.contains("another process"), "{message}");
+    assert!(message.contains(&dir.path().join("vectors").display().to_string()));
+    drop(first);
+    EmbeddedStore::open(dir.path())
+        .await
+        .expect("free again once the owner is gone");
+}
+
+#[tokio::test]
+async fn embedded_store_batches_large_upserts_and_checks_dimensions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).await.expect("open");
+    let spec = CollectionSpec {
+        name: "batches".into(),
+        dense_dim: Some(DIM),
+    };
+    store.ensure_collection(&spec).await.expect("create");
+    let points: Vec<Point> = (0..300)
+        .map(|i| {
+            chunk(
+                "t",
+                "agent",
+                &format!("doc-{}", i % 3),
+                i,
+                &format!("chunk number {i} about topic{}", i % 7),
+                [1.0, i as f32, 0.0, 0.0],
+            )
+        })
+        .collect();
+    store.upsert(&spec.name, points).await.expect("upsert");
+    assert_eq!(
+        store.count(&spec.name, "t", None).await.expect("count"),
+        300
+    );
+    assert_eq!(
+        store
+            .count(&spec.name, "t", Some("doc-1"))
+            .await
+            .expect("count"),
+        100
+    );
+    let hits = store
+        .search(&spec.name, &SearchQuery::new("t", "topic3", 500))
+        .await
+        .expect("search");
+    assert_eq!(hits.len(), 300 / 7 + usize::from(300 % 7 > 3));
+
+    let wrong = chunk("t", "agent", "doc-x", 0, "text", [1.0, 0.0, 0.0, 0.0]);
+    let wrong = Point {
+        dense: Some(vec![1.0; DIM + 2]),
+        ..wrong
+    };
+    let err = store
+        .upsert(&spec.name, vec![wrong])
+        .await
+        .expect_err("wrong dimension");
+    assert!(matches!(err, VectorError::InvalidVector(_)), "{err}");
+    let err = store
+        .search(
+            &spec.name,
+            &SearchQuery::new("t", "topic3", 5).dense(vec![1.0; DIM + 1]),
+        )
+        .await
+        .expect_err("wrong query dimension");
+    assert!(matches!(err, VectorError::InvalidVector(_)), "{err}");
+    assert!(
+        store
+            .search(&spec.name, &SearchQuery::new("t", "topic3", 0))
+            .await
+            .expect("search")
+            .is_empty()
+    );
+}
+
+fn qdrant_url() -> Option<String> {
+    let url = std::env::var("QDRANT_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    if url.is_none() {
+        eprintln!("skipped: QDRANT_URL not set");
+    }
+    url
+}
+
+#[tokio::test]
+async fn server_store_conformance_requires_qdrant_url() {
+    let Some(url) = qdrant_url() else { return };
+    let api_key = std::env::var("QDRANT_API_KEY").ok();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = connect(Some(&url), api_key.as_deref(), dir.path())
+        .await
+        .expect("connect to QDRANT_URL");
+    // The server store never touches the data directory.
+    assert!(!dir.path().join("vectors").exists());
+    conformance(store).await;
+}
+
+/// Runs without a server: the connection check fails with a clear message.
+#[tokio::test]
+async fn server_store_reports_an_unreachable_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = connect(Some("http://127.0.0.1:9"), None, dir.path())
+        .await
+        .expect_err("nothing listens on port 9");
+    assert!(err.to_string().contains("cannot reach Qdrant"), "{err}");
+}
+
+/// Set in the child process of `embedded_store_refuses_a_second_process`.
+const CHILD_DIR_ENV: &str = "AIGENTABLE_VECTORS_LOCK_TEST_DIR";
+
+/// A second process opening an owned store gets the Locked error.
+#[tokio::test]
+async fn embedded_store_refuses_a_second_process() {
+    if std::env::var_os(CHILD_DIR_ENV).is_some() {
+        return; // this is the child; see second_process_opener
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _owner = EmbeddedStore::open(dir.path()).await.expect("open");
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "second_process_opener", "--nocapture"])
+        .env(CHILD_DIR_ENV, dir.path())
+        .output()
+        .expect("run the child process");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("locked: the embedded vector store at"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("set QDRANT_URL"), "{stderr}");
+}
+
+/// The child half of `embedded_store_refuses_a_second_process`; does
+/// nothing when run on its own.
+#[tokio::test]
+async fn second_process_opener() {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
+        return;
+    };
+    let err = EmbeddedStore::open(std::path::Path::new(&dir))
+        .await
+        .expect_err("the parent owns the store");
+    assert!(matches!(err, VectorError::Locked(_)), "{err}");
+    eprintln!("locked: {err}");
+}
