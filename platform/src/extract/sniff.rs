@@ -144,14 +144,16 @@ fn classify(bytes: &[u8]) -> Content {
     if bytes.starts_with(OLE_MAGIC) {
         return classify_ole(bytes);
     }
-    if let Some(t) = infer::get(bytes) {
-        // A name and a MIME type are enough for the user to recognise it.
-        return Content::Other(format!("a .{} file ({})", t.extension(), t.mime_type()));
-    }
+    // Text first: infer also "recognises" text (a Markdown file opening
+    // with `<div>` as HTML, `#!` as a shell script) and has two-byte magic
+    // numbers ("MZ") that ordinary text can start with.
     if looks_like_text(bytes) {
-        Content::Text
-    } else {
-        Content::Other("binary data, not text".to_owned())
+        return Content::Text;
+    }
+    match infer::get(bytes) {
+        // A type and a MIME type are enough for the user to recognise it.
+        Some(t) => Content::Other(format!("a .{} file ({})", t.extension(), t.mime_type())),
+        None => Content::Other("binary data, not text".to_owned()),
     }
 }
 

@@ -215,6 +215,23 @@ fn sniff_uses_content_when_there_is_no_extension_and_real_spreadsheet_type() {
 }
 
 #[test]
+fn sniff_accepts_text_that_looks_like_other_formats() {
+    for text in [
+        "<div align=\"center\">\n# Project\n</div>",
+        "<?xml version=\"1.0\"?><note>text</note>",
+        "#!/bin/sh\necho hi",
+        "MZ sales report for March",
+        "ID3 tags explained",
+    ] {
+        assert_eq!(
+            sniff("readme.md", text.as_bytes()),
+            Ok(DocKind::Markdown),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn sniff_refuses_empty_file() {
     let err = sniff("empty.pdf", b"").unwrap_err();
     assert_eq!(err.to_string(), "\"empty.pdf\": the file is empty");
@@ -354,6 +371,46 @@ async fn pdf_without_text_is_reported_as_scanned() {
         err.to_string()
             .starts_with("no text could be extracted (scanned PDF?)"),
         "{err}"
+    );
+}
+
+fn encrypt_pdf(pdf: &[u8], user_password: &str) -> Vec<u8> {
+    use lopdf::{Document, EncryptionState, EncryptionVersion, Object, Permissions};
+    let mut doc = Document::load_mem(pdf).unwrap();
+    let id = Object::string_literal(b"0123456789abcdef".to_vec());
+    doc.trailer.set("ID", vec![id.clone(), id]);
+    let state = EncryptionState::try_from(EncryptionVersion::V2 {
+        document: &doc,
+        owner_password: "owner",
+        user_password,
+        key_length: 128,
+        permissions: Permissions::default(),
+    })
+    .unwrap();
+    doc.encrypt(&state).unwrap();
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn password_protected_pdf_is_refused_as_encrypted() {
+    let pdf = encrypt_pdf(&three_page_pdf(), "secret");
+    assert_eq!(sniff("locked.pdf", &pdf), Ok(DocKind::Pdf));
+    let err = isolated(DocKind::Pdf, pdf).await.unwrap_err();
+    assert_eq!(err, ExtractError::Encrypted);
+    assert!(err.to_string().contains("password-protected"), "{err}");
+}
+
+#[tokio::test]
+async fn pdf_encrypted_with_an_empty_password_opens() {
+    let pdf = encrypt_pdf(&three_page_pdf(), "");
+    let out = isolated(DocKind::Pdf, pdf).await.unwrap();
+    assert_eq!(out.pages, Some(3));
+    assert!(
+        out.sections[1].text.contains("Shipping takes"),
+        "{:?}",
+        out.sections
     );
 }
 
