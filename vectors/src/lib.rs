@@ -43,6 +43,16 @@
 //!   the store to apply them (`wait=true` on the server; the embedded store
 //!   flushes to disk after each batch).
 //!
+//! Limits of the embedded store (Qdrant Edge 0.7.2), acceptable for one
+//! host and modest corpora, the reason production sets `QDRANT_URL`:
+//! - Edge runs no background optimizer: points live in appendable segments,
+//!   dense search is exhaustive and deleted points are not vacuumed.
+//! - Edge writes every update to its write-ahead log (`wal/` in the
+//!   collection's directory) but never reads or truncates it in 0.7.2
+//!   (durability comes from flushing the segments after each write), so the
+//!   log grows with every write; re-indexing into a new collection and
+//!   dropping the old one reclaims it.
+//!
 //! Nothing here reads the environment: the caller passes `QDRANT_URL`,
 //! `QDRANT_API_KEY` and `DATA_DIR`.
 
