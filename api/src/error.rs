@@ -28,6 +28,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("\"{file}\" is larger than the {} MB limit per file", limit / (1024 * 1024))]
+    FileTooLarge { file: String, limit: usize },
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -78,7 +82,10 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::FileTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -94,7 +101,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
-            ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ApiError::PayloadTooLarge { .. } | ApiError::FileTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ApiError::Timeout(_) => "TIMEOUT",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::Unprocessable(_) => "UNPROCESSABLE",
             ApiError::TooManyRequests { .. } => "RATE_LIMITED",
@@ -107,6 +115,7 @@ impl ApiError {
         let details = match self {
             ApiError::BadRequest { details, .. } => details.clone(),
             ApiError::PayloadTooLarge { limit } => json!({ "limit": limit }),
+            ApiError::FileTooLarge { file, limit } => json!({ "file": file, "limit": limit }),
             ApiError::TooManyRequests { retry_after_secs } => {
                 json!({ "retryAfter": retry_after_secs })
             }

@@ -28,9 +28,26 @@ pub use crate::state::AppState;
 impl AppState {
     pub async fn new(platform: Platform) -> anyhow::Result<Self> {
         let jobs = JobClient::connect(&platform).await?;
+        // Only a shared Qdrant server: the embedded store belongs to the workers.
+        let vectors = match &platform.config.qdrant_url {
+            Some(url) => Some(
+                aigentable_vectors::connect(
+                    Some(url),
+                    platform
+                        .config
+                        .qdrant_api_key
+                        .as_ref()
+                        .map(|k| k.expose().as_str()),
+                    std::path::Path::new(&platform.config.data_dir),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         Ok(Self {
             platform,
             jobs,
+            vectors,
             metrics: metrics::Metrics::new()?,
             started_at: Instant::now(),
         })
@@ -38,7 +55,7 @@ impl AppState {
 }
 
 fn api_router() -> Router {
-    use routes::{auth, health, jobs, system, tenants, users};
+    use routes::{agents, auth, documents, health, jobs, search, system, tenants, users};
     let public = Router::new()
         .push(Router::with_path("auth/register").post(auth::register))
         .push(Router::with_path("auth/login").post(auth::login))
@@ -67,6 +84,27 @@ fn api_router() -> Router {
         )
         .push(Router::with_path("tenants/{id}/usage").get(tenants::get_usage))
         .push(Router::with_path("tenants/{id}/billing").get(tenants::get_billing))
+        .push(
+            Router::with_path("agents")
+                .get(agents::list)
+                .post(agents::create),
+        )
+        .push(
+            Router::with_path("agents/{id}")
+                .get(agents::get)
+                .put(agents::update)
+                .delete(agents::delete),
+        )
+        .push(Router::with_path("search/agents").get(agents::search))
+        .push(Router::with_path("search/documents").get(search::documents))
+        .push(Router::with_path("documents").get(documents::list))
+        .push(Router::with_path("documents/upload").post(documents::upload))
+        .push(
+            Router::with_path("documents/{id}")
+                .get(documents::get)
+                .delete(documents::delete),
+        )
+        .push(Router::with_path("documents/{id}/process").post(documents::process))
         .push(Router::with_path("jobs").get(jobs::list))
         .push(Router::with_path("jobs/{id}").get(jobs::get))
         .push(Router::with_path("jobs/{id}/cancel").post(jobs::cancel))

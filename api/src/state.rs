@@ -6,12 +6,24 @@ use aigentable_platform::Platform;
 use crate::metrics::Metrics;
 
 /// Everything a handler needs, injected into the depot once per request.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     pub platform: Platform,
     pub jobs: JobClient,
+    /// The Qdrant server when `QDRANT_URL` is set; otherwise searches go
+    /// through the workers, which own the embedded store.
+    pub vectors: Option<std::sync::Arc<dyn aigentable_vectors::VectorStore>>,
     pub metrics: Metrics,
     pub started_at: std::time::Instant,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("platform", &self.platform)
+            .field("vectors", &self.vectors.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 pub fn app(depot: &Depot) -> &AppState {

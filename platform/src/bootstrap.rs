@@ -31,6 +31,16 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
     .await?;
     db.ensure_index("password_resets", doc! { "tenantId": 1, "userId": 1 }, None)
         .await?;
+    db.ensure_index("documents", doc! { "tenantId": 1, "createdAt": -1 }, None)
+        .await?;
+    db.ensure_index(
+        "documents",
+        doc! { "tenantId": 1, "agentId": 1, "status": 1 },
+        None,
+    )
+    .await?;
+    db.ensure_index("agents", doc! { "tenantId": 1, "createdAt": -1 }, None)
+        .await?;
     db.ensure_index("jobs", doc! { "tenantId": 1, "createdAt": -1 }, None)
         .await?;
     db.ensure_index("jobs", doc! { "tenantId": 1, "status": 1, "type": 1 }, None)

@@ -94,6 +94,11 @@ pub struct Config {
     pub plans: HashMap<String, Plan>,
     pub default_plan: String,
     pub data_dir: String,
+    /// Largest accepted upload, per file.
+    pub document_max_bytes: u64,
+    /// Shared Qdrant server; without it the workers keep an embedded store.
+    pub qdrant_url: Option<String>,
+    pub qdrant_api_key: Option<Secret<String>>,
 }
 
 /// Where variables come from: the process environment, or a map in tests.
@@ -274,6 +279,9 @@ impl Config {
             plans,
             default_plan,
             data_dir: var("DATA_DIR").unwrap_or_else(|| ".data".to_owned()),
+            document_max_bytes: vars.parsed("DOCUMENT_MAX_BYTES", 50 * 1024 * 1024)?,
+            qdrant_url: var("QDRANT_URL"),
+            qdrant_api_key: var("QDRANT_API_KEY").map(Secret::new),
         })
     }
 

@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod extract;
+pub mod files;
 pub mod ids;
 pub mod kv;
 pub mod metrics_server;

@@ -54,6 +54,14 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
             "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=".to_owned(),
         ),
         ("PORT", "0".to_owned()),
+        // Each app owns its embedded vector store, so each needs its own directory.
+        (
+            "DATA_DIR",
+            std::env::temp_dir()
+                .join(format!("aigentable-test-{run}"))
+                .to_string_lossy()
+                .into_owned(),
+        ),
         ("HOST", "127.0.0.1".to_owned()),
     ]
     .into_iter()
@@ -90,7 +98,11 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     }));
 
     let (stop_worker, worker_rx) = oneshot::channel::<()>();
-    let worker_state = WorkerState::new(platform.clone()).expect("worker state");
+    let worker_state = WorkerState::new(platform.clone())
+        .expect("worker state")
+        .with_vectors()
+        .await
+        .expect("vector store");
     tokio::spawn(async move {
         let result =
             aigentable_workers::run(worker_state, &[], 4, Duration::from_secs(2), async move {
@@ -273,5 +285,6 @@ impl TestApp {
     /// Drops this test's database.
     pub async fn cleanup(self) {
         let _ = self.platform.db.database().drop().await;
+        let _ = std::fs::remove_dir_all(&self.platform.config.data_dir);
     }
 }

@@ -7,14 +7,31 @@ pub mod metrics;
 pub mod registry;
 pub mod runner;
 
+use std::sync::Arc;
+
 use aigentable_platform::Platform;
+use aigentable_vectors::VectorStore;
 
 /// State injected into every job handler.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WorkerState {
     pub platform: Platform,
     /// `None` without `SMTP_URL`: emails then stay in the outbox.
     pub mailer: Option<mailer::Mailer>,
+    /// The knowledge base's vectors: the Qdrant server at `QDRANT_URL`, or
+    /// the embedded store this process owns. `None` only in processes that
+    /// run no knowledge jobs (tests of other queues, the benchmark).
+    pub vectors: Option<Arc<dyn VectorStore>>,
+}
+
+impl std::fmt::Debug for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerState")
+            .field("platform", &self.platform)
+            .field("mailer", &self.mailer)
+            .field("vectors", &self.vectors.is_some())
+            .finish()
+    }
 }
 
 impl WorkerState {
@@ -26,7 +43,25 @@ impl WorkerState {
             )?),
             None => None,
         };
-        Ok(Self { platform, mailer })
+        Ok(Self {
+            platform,
+            mailer,
+            vectors: None,
+        })
+    }
+
+    /// Opens the vector store from the configuration (`QDRANT_URL`, else the
+    /// embedded store under `DATA_DIR`, which only one process may own).
+    pub async fn with_vectors(mut self) -> anyhow::Result<Self> {
+        let config = &self.platform.config;
+        let store = aigentable_vectors::connect(
+            config.qdrant_url.as_deref(),
+            config.qdrant_api_key.as_ref().map(|k| k.expose().as_str()),
+            std::path::Path::new(&config.data_dir),
+        )
+        .await?;
+        self.vectors = Some(store);
+        Ok(self)
     }
 }
 

@@ -67,9 +67,15 @@ async fn main() -> anyhow::Result<()> {
     bootstrap::ensure_indexes(&platform.db)
         .await
         .context("creating indexes")?;
-    let setup = WorkerSetup::connect(WorkerState::new(platform)?, concurrency.clone())
-        .await
-        .context("connecting to the job queue")?;
+    let setup = WorkerSetup::connect(
+        WorkerState::new(platform)?
+            .with_vectors()
+            .await
+            .context("opening the vector store")?,
+        concurrency.clone(),
+    )
+    .await
+    .context("connecting to the job queue")?;
     let listener = metrics_server::bind(&metrics_host, metrics_port)
         .await
         .with_context(|| format!("binding the metrics port {metrics_port}"))?;

@@ -7,7 +7,10 @@ use apalis::prelude::*;
 use redis::aio::ConnectionManager;
 
 use aigentable_jobs::queue::{self, QueueConfig, QueueKeys, RedisQueue, WakeHub};
-use aigentable_jobs::types::{self, Noop, RollupAnalytics, RunBackup, SendEmail, Sweep};
+use aigentable_jobs::types::{
+    self, IngestDocument, Noop, PurgeDocument, RollupAnalytics, RunBackup, SearchKnowledge,
+    SendEmail, Sweep,
+};
 
 use crate::WorkerState;
 use crate::metrics::Metrics;
@@ -24,6 +27,9 @@ fn register_all(monitor: Monitor, setup: &WorkerSetup, wants: &dyn Fn(&str) -> b
     r.add::<Sweep>(setup, wants);
     r.add::<RollupAnalytics>(setup, wants);
     r.add::<RunBackup>(setup, wants);
+    r.add::<IngestDocument>(setup, wants);
+    r.add::<PurgeDocument>(setup, wants);
+    r.add::<SearchKnowledge>(setup, wants);
     r
 }
 

@@ -1,6 +1,9 @@
+pub mod agents;
 pub mod auth;
+pub mod documents;
 pub mod health;
 pub mod jobs;
+pub mod search;
 pub mod system;
 pub mod tenants;
 pub mod users;

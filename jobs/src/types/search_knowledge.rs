@@ -6,7 +6,9 @@ use crate::Job;
 
 pub const QUEUE: &str = "search";
 
-/// Searches the vector store when the api cannot reach it directly.
+/// Searches the knowledge base for the api when only the workers can reach
+/// the vector store (the embedded one). The api waits on `reply_key` (a
+/// Redis list) for the answer, so no job record is written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchKnowledge {
@@ -17,6 +19,8 @@ pub struct SearchKnowledge {
     pub agent_id: Option<String>,
     /// Maximum number of passages.
     pub limit: u32,
+    /// Redis list the worker pushes the JSON answer to.
+    pub reply_key: String,
 }
 
 impl Job for SearchKnowledge {
@@ -24,4 +28,5 @@ impl Job for SearchKnowledge {
     const QUEUE: &'static str = QUEUE;
     const MAX_ATTEMPTS: u32 = 1;
     const TIMEOUT: Duration = Duration::from_secs(10);
+    const RECORDED: bool = false;
 }

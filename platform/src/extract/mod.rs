@@ -276,5 +276,7 @@ fn tidy(text: &str) -> String {
     out
 }
 
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 #[cfg(test)]
 mod tests;

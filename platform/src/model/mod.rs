@@ -1,9 +1,13 @@
 //! Stored documents and their repositories.
 
+pub mod agent;
+pub mod document;
 pub mod password_reset;
 pub mod tenant;
 pub mod user;
 
+pub use agent::{Agent, AgentStatus, RetrievalSettings};
+pub use document::{DocumentStatus, KnowledgeDocument};
 pub use password_reset::PasswordReset;
 pub use tenant::{Tenant, TenantSettings};
 pub use user::User;

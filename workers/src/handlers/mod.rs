@@ -1,6 +1,7 @@
 //! One handler module per job type.
 
 pub mod backup;
+pub mod knowledge;
 pub mod noop;
 pub mod rollup;
 pub mod send_email;

@@ -1,0 +1,459 @@
+//! `/api/v1/documents`: the knowledge base. Uploads are stored in GridFS
+//! and indexed by an `ingest_document` job; deletes purge vectors and files
+//! through a `purge_document` job.
+
+use bson::{Document, doc};
+use chrono::{DateTime, Utc};
+use salvo::oapi::ToSchema;
+use salvo::prelude::*;
+use serde::Serialize;
+use serde_json::json;
+
+use aigentable_jobs::events::{self, RealtimeEvent, names};
+use aigentable_jobs::types::{IngestDocument, PurgeDocument};
+use aigentable_jobs::{JobStatus, Requester};
+use aigentable_platform::crypto::sha256_hex_bytes;
+use aigentable_platform::domain::{Name, regex_escape};
+use aigentable_platform::extract::sniff;
+use aigentable_platform::ids::{looks_like_id, new_id};
+use aigentable_platform::model::{Agent, DocumentStatus, KnowledgeDocument};
+use aigentable_platform::{Platform, files};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{pagination, path_id, query_string};
+use crate::guard::{Caller, caller};
+use crate::state::app;
+use crate::views::Pagination;
+
+/// Files per upload request.
+pub const MAX_FILES: usize = 20;
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentView {
+    pub id: String,
+    pub name: String,
+    /// `pdf`, `docx`, `txt`, `md`, `csv`, `xlsx`, `xls` or `ods`.
+    pub kind: String,
+    pub mime_type: String,
+    pub size: i64,
+    pub agent_id: Option<String>,
+    pub category: Option<String>,
+    /// `UPLOADED`, `QUEUED`, `PARSING`, `CHUNKING`, `EMBEDDING`, `INDEXING`,
+    /// `READY`, `FAILED` or `DELETING`.
+    pub status: String,
+    /// Why the document failed, in plain words.
+    pub error: Option<String>,
+    pub pages: Option<u32>,
+    pub sheets: Option<u32>,
+    pub chunk_count: u32,
+    pub chunks_done: u32,
+    /// 0 to 100.
+    pub progress: u8,
+    /// The job processing it, if any.
+    pub job_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+impl From<&KnowledgeDocument> for DocumentView {
+    fn from(d: &KnowledgeDocument) -> Self {
+        Self {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            kind: d.kind.clone(),
+            mime_type: d.mime_type.clone(),
+            size: d.size,
+            agent_id: d.agent_id.clone(),
+            category: d.category.clone(),
+            status: d.status.as_str().to_owned(),
+            error: d.error.clone(),
+            pages: d.pages,
+            sheets: d.sheets,
+            chunk_count: d.chunk_count,
+            chunks_done: d.chunks_done,
+            progress: d.progress,
+            job_id: d.job_id.clone(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            processed_at: d.processed_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentList {
+    pub documents: Vec<DocumentView>,
+    pub pagination: Pagination,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadAccepted {
+    pub message: String,
+    /// The created documents, each with the id of its `ingest_document` job.
+    pub documents: Vec<DocumentView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentJobAccepted {
+    pub document: DocumentView,
+    /// Poll `GET /jobs/{jobId}` or listen for `document-updated`.
+    pub job_id: String,
+}
+
+fn mime_of(kind: &str) -> &'static str {
+    match kind {
+        "pdf" => "application/pdf",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "md" => "text/markdown",
+        "csv" => "text/csv",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "xls" => "application/vnd.ms-excel",
+        "ods" => "application/vnd.oasis.opendocument.spreadsheet",
+        _ => "text/plain",
+    }
+}
+
+/// Tells the tenant's browsers that a document changed.
+pub async fn announce(platform: &Platform, d: &KnowledgeDocument) {
+    let event = RealtimeEvent {
+        tenant_id: d.tenant_id.to_string(),
+        conversation_id: None,
+        event: names::DOCUMENT_UPDATED.to_owned(),
+        data: serde_json::to_value(DocumentView::from(d)).unwrap_or_else(|_| json!({ "id": d.id })),
+    };
+    if let Err(e) = events::publish(&platform.kv, &event).await {
+        tracing::warn!(document_id = %d.id, error = %e, "could not publish document event");
+    }
+}
+
+async fn agent_exists(platform: &Platform, who: &Caller, agent_id: &str) -> ApiResult<bool> {
+    Ok(looks_like_id(agent_id)
+        && platform
+            .db
+            .scoped::<Agent>(&who.tenant_id)
+            .find_by_id(agent_id)
+            .await?
+            .is_some())
+}
+
+/// A file that passed the checks, ready to store.
+struct Accepted {
+    name: String,
+    kind: String,
+    bytes: Vec<u8>,
+}
+
+/// Upload documents (multipart: `files`, `agentId`, `category`): 202 with the
+/// created documents and their jobs. Every file is checked (size, type by
+/// content and extension) before anything is stored.
+#[endpoint(tags("documents"), security(("bearerAuth" = [])), status_codes(202, 400, 404, 413, 415))]
+pub async fn upload(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<Json<UploadAccepted>> {
+    let who = caller(depot)?.clone();
+    let state = app(depot);
+    let platform = &state.platform;
+    let per_file = usize::try_from(platform.config.document_max_bytes).unwrap_or(usize::MAX);
+    let body_limit = per_file
+        .saturating_mul(MAX_FILES)
+        .saturating_add(1024 * 1024);
+    let is_multipart = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if !is_multipart {
+        return Err(ApiError::UnsupportedMediaType(
+            "upload documents as multipart/form-data with one or more `files`".to_owned(),
+        ));
+    }
+    let form = req
+        .form_data_max_size(body_limit)
+        .await
+        .map_err(|e| match e {
+            salvo::http::ParseError::PayloadTooLarge => {
+                ApiError::PayloadTooLarge { limit: body_limit }
+            }
+            other => ApiError::bad_request(format!("the upload could not be read: {other}")),
+        })?;
+    let agent_id = form
+        .fields
+        .get("agentId")
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let category = match form
+        .fields
+        .get("category")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+    {
+        Some(c) => Some(Name::parse("category", c, 50)?.into_inner()),
+        None => None,
+    };
+    let parts = form.files.get_vec("files").cloned().unwrap_or_default();
+    if parts.is_empty() {
+        return Err(ApiError::field("files", "must contain at least one file"));
+    }
+    if parts.len() > MAX_FILES {
+        return Err(ApiError::field(
+            "files",
+            format!("at most {MAX_FILES} files per upload"),
+        ));
+    }
+    if let Some(agent) = &agent_id
+        && !agent_exists(platform, &who, agent).await?
+    {
+        return Err(ApiError::NotFound("agent"));
+    }
+
+    let mut accepted = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let name = part
+            .name()
+            .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "upload".to_owned());
+        if part.size() > platform.config.document_max_bytes {
+            return Err(ApiError::FileTooLarge {
+                file: name,
+                limit: per_file,
+            });
+        }
+        let bytes = tokio::fs::read(part.path())
+            .await
+            .map_err(ApiError::internal)?;
+        let kind = sniff(&name, &bytes).map_err(|e| {
+            if e.is_unsupported_type() {
+                ApiError::UnsupportedMediaType(e.to_string())
+            } else {
+                ApiError::field("files", e)
+            }
+        })?;
+        accepted.push(Accepted {
+            name,
+            kind: kind.as_str().to_owned(),
+            bytes,
+        });
+    }
+
+    let mut created = Vec::with_capacity(accepted.len());
+    for file in accepted {
+        let file_id = files::store(&platform.db, &who.tenant_id, &file.name, &file.bytes)
+            .await
+            .map_err(ApiError::internal)?;
+        let now = Utc::now();
+        let mut document = KnowledgeDocument {
+            id: new_id(),
+            tenant_id: who.tenant_id.clone(),
+            agent_id: agent_id.clone(),
+            name: file.name,
+            mime_type: mime_of(&file.kind).to_owned(),
+            kind: file.kind,
+            size: i64::try_from(file.bytes.len()).unwrap_or(i64::MAX),
+            category: category.clone(),
+            status: DocumentStatus::Queued,
+            error: None,
+            pages: None,
+            sheets: None,
+            chunk_count: 0,
+            chunks_done: 0,
+            progress: 0,
+            file_id,
+            sha256: sha256_hex_bytes(&file.bytes),
+            job_id: None,
+            uploaded_by: who.user_id().to_string(),
+            created_at: now,
+            updated_at: now,
+            processed_at: None,
+        };
+        let documents = platform.db.scoped::<KnowledgeDocument>(&who.tenant_id);
+        documents.insert(&document).await?;
+        let job = state
+            .jobs
+            .enqueue(
+                &who.tenant_id,
+                Requester::User(who.user_id().clone()),
+                IngestDocument {
+                    document_id: document.id.clone(),
+                    agent_id: agent_id.clone(),
+                },
+            )
+            .await?;
+        document.job_id = Some(job.id.clone());
+        documents
+            .update_by_id(&document.id, doc! { "$set": { "jobId": &job.id } })
+            .await?;
+        tracing::info!(document_id = %document.id, tenant_id = %who.tenant_id, job_id = %job.id, kind = %document.kind, size = document.size, "document uploaded");
+        announce(platform, &document).await;
+        created.push(DocumentView::from(&document));
+    }
+    res.status_code(StatusCode::ACCEPTED);
+    Ok(Json(UploadAccepted {
+        message: format!(
+            "{} document(s) uploaded and queued for processing",
+            created.len()
+        ),
+        documents: created,
+    }))
+}
+
+const STATUSES: &str = "UPLOADED, QUEUED, PARSING, CHUNKING, EMBEDDING, INDEXING, READY or FAILED";
+
+/// List documents (page, limit, agentId, status, category, search by name).
+#[endpoint(
+    tags("documents"),
+    security(("bearerAuth" = [])),
+    parameters(
+        ("page" = Option<u64>, Query, description = "Page number, from 1"),
+        ("limit" = Option<u64>, Query, description = "Items per page, 1 to 100 (default 10)"),
+        ("agentId" = Option<String>, Query, description = "Documents of one agent"),
+        ("status" = Option<String>, Query, description = "UPLOADED, QUEUED, PARSING, CHUNKING, EMBEDDING, INDEXING, READY or FAILED"),
+        ("category" = Option<String>, Query, description = "Exact category"),
+        ("search" = Option<String>, Query, description = "Matches the file name"),
+    )
+)]
+pub async fn list(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<DocumentList>> {
+    let who = caller(depot)?;
+    let page = pagination(req)?;
+    let mut filter = doc! { "status": { "$ne": DocumentStatus::Deleting.as_str() } };
+    if let Some(agent) = query_string(req, "agentId", 64)? {
+        filter.insert("agentId", agent);
+    }
+    if let Some(status) = query_string(req, "status", 32)? {
+        let status: DocumentStatus =
+            serde_json::from_value(serde_json::Value::String(status.to_uppercase()))
+                .ok()
+                .filter(|s| *s != DocumentStatus::Deleting)
+                .ok_or_else(|| ApiError::field("status", format!("must be {STATUSES}")))?;
+        filter.insert("status", status.as_str());
+    }
+    if let Some(category) = query_string(req, "category", 50)? {
+        filter.insert("category", category);
+    }
+    if let Some(search) = query_string(req, "search", 100)? {
+        filter.insert(
+            "name",
+            doc! { "$regex": regex_escape(&search), "$options": "i" },
+        );
+    }
+    let (documents, total) = app(depot)
+        .platform
+        .db
+        .scoped::<KnowledgeDocument>(&who.tenant_id)
+        .find_page(filter, doc! { "createdAt": -1, "_id": -1 }, page)
+        .await?;
+    Ok(Json(DocumentList {
+        documents: documents.iter().map(DocumentView::from).collect(),
+        pagination: Pagination::new(page, total),
+    }))
+}
+
+async fn load(depot: &Depot, who: &Caller, id: &str) -> ApiResult<KnowledgeDocument> {
+    app(depot)
+        .platform
+        .db
+        .scoped::<KnowledgeDocument>(&who.tenant_id)
+        .find_one(doc! { "_id": id, "status": { "$ne": DocumentStatus::Deleting.as_str() } })
+        .await?
+        .ok_or(ApiError::NotFound("document"))
+}
+
+/// One document with its processing state.
+#[endpoint(tags("documents"), security(("bearerAuth" = [])), parameters(("id" = String, Path, description = "Document id")))]
+pub async fn get(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<DocumentView>> {
+    let who = caller(depot)?;
+    let id = path_id(req, "document")?;
+    Ok(Json((&load(depot, who, &id).await?).into()))
+}
+
+/// Delete a document: it disappears at once; its vectors and file are purged
+/// by a job (202).
+#[endpoint(tags("documents"), security(("bearerAuth" = [])), status_codes(202, 404), parameters(("id" = String, Path, description = "Document id")))]
+pub async fn delete(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<Json<DocumentJobAccepted>> {
+    let who = caller(depot)?;
+    let id = path_id(req, "document")?;
+    load(depot, who, &id).await?;
+    let state = app(depot);
+    let documents = state
+        .platform
+        .db
+        .scoped::<KnowledgeDocument>(&who.tenant_id);
+    let marked = documents
+        .update_by_id(
+            &id,
+            doc! { "$set": { "status": DocumentStatus::Deleting.as_str(), "updatedAt": bson::DateTime::now() } },
+        )
+        .await?
+        .ok_or(ApiError::NotFound("document"))?;
+    let job = state
+        .jobs
+        .enqueue(
+            &who.tenant_id,
+            Requester::User(who.user_id().clone()),
+            PurgeDocument {
+                document_id: id.clone(),
+            },
+        )
+        .await?;
+    tracing::info!(document_id = %id, tenant_id = %who.tenant_id, job_id = %job.id, "document deleted");
+    announce(&state.platform, &marked).await;
+    res.status_code(StatusCode::ACCEPTED);
+    Ok(Json(DocumentJobAccepted {
+        document: (&marked).into(),
+        job_id: job.id,
+    }))
+}
+
+/// Re-index a document (202). Idempotent: its old vectors are replaced, and
+/// a request while it is already being processed returns that job.
+#[endpoint(tags("documents"), security(("bearerAuth" = [])), status_codes(202, 404), parameters(("id" = String, Path, description = "Document id")))]
+pub async fn process(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<Json<DocumentJobAccepted>> {
+    let who = caller(depot)?;
+    let id = path_id(req, "document")?;
+    let current = load(depot, who, &id).await?;
+    let state = app(depot);
+    let job = state
+        .jobs
+        .enqueue(
+            &who.tenant_id,
+            Requester::User(who.user_id().clone()),
+            IngestDocument {
+                document_id: id.clone(),
+                agent_id: current.agent_id.clone(),
+            },
+        )
+        .await?;
+    let mut set: Document = doc! { "jobId": &job.id, "updatedAt": bson::DateTime::now() };
+    if job.status == JobStatus::Queued && job.attempts == 0 {
+        set.insert("status", DocumentStatus::Queued.as_str());
+        set.insert("progress", 0);
+        set.insert("chunksDone", 0);
+        set.insert("error", bson::Bson::Null);
+    }
+    let updated = state
+        .platform
+        .db
+        .scoped::<KnowledgeDocument>(&who.tenant_id)
+        .update_by_id(&id, doc! { "$set": set })
+        .await?
+        .ok_or(ApiError::NotFound("document"))?;
+    announce(&state.platform, &updated).await;
+    res.status_code(StatusCode::ACCEPTED);
+    Ok(Json(DocumentJobAccepted {
+        document: (&updated).into(),
+        job_id: job.id,
+    }))
+}

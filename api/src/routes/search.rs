@@ -1,0 +1,177 @@
+//! `GET /api/v1/search/documents`: passages of the knowledge base.
+//!
+//! How the api reaches the vectors: with `QDRANT_URL` it queries the Qdrant
+//! server directly; otherwise the vectors live in the workers' embedded
+//! store, so the api enqueues a `search_knowledge` job and waits (at most
+//! [`SEARCH_WAIT`]) for the worker's answer on a Redis list; no answer in
+//! time is a 504.
+
+use std::time::Duration;
+
+use salvo::oapi::ToSchema;
+use salvo::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use aigentable_jobs::Requester;
+use aigentable_jobs::types::SearchKnowledge;
+use aigentable_platform::ids::looks_like_id;
+use aigentable_platform::model::Agent;
+use aigentable_vectors::{CollectionSpec, Hit, SearchQuery};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{query, query_string};
+use crate::guard::caller;
+use crate::state::app;
+
+pub const SEARCH_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchHit {
+    pub document_id: String,
+    pub document_name: String,
+    pub agent_id: Option<String>,
+    pub chunk_index: u32,
+    /// 1-based page, for PDFs.
+    pub page: Option<u32>,
+    /// Sheet name, for spreadsheets.
+    pub sheet: Option<String>,
+    /// The matching passage.
+    pub snippet: String,
+    /// Fused relevance (reciprocal rank fusion); higher is better.
+    pub score: f32,
+}
+
+impl From<&Hit> for SearchHit {
+    fn from(hit: &Hit) -> Self {
+        let p = &hit.payload;
+        Self {
+            document_id: p.document_id.clone(),
+            document_name: p.document_name.clone(),
+            agent_id: p.agent_id.clone(),
+            chunk_index: p.chunk_index,
+            page: p.page,
+            sheet: p.sheet.clone(),
+            snippet: p.text.clone(),
+            score: hit.score,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResults {
+    pub query: String,
+    pub results: Vec<SearchHit>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WorkerAnswer {
+    ok: bool,
+    #[serde(default)]
+    results: Vec<SearchHit>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Search the knowledge base (`q`, optional `agentId`, `limit` 1 to 50, default 5).
+#[endpoint(
+    tags("search"),
+    security(("bearerAuth" = [])),
+    status_codes(200, 400, 404, 504),
+    parameters(
+        ("q" = String, Query, description = "What to look for"),
+        ("agentId" = Option<String>, Query, description = "Only this agent's documents"),
+        ("limit" = Option<u32>, Query, description = "1 to 50 passages (default 5)"),
+    )
+)]
+pub async fn documents(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<SearchResults>> {
+    let who = caller(depot)?;
+    let q = query_string(req, "q", 500)?.ok_or_else(|| ApiError::field("q", "is required"))?;
+    let limit: u32 = query(req, "limit")?.unwrap_or(5);
+    if !(1..=50).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 50"));
+    }
+    let agent_id = query_string(req, "agentId", 64)?;
+    let state = app(depot);
+    if let Some(agent) = &agent_id {
+        let exists = looks_like_id(agent)
+            && state
+                .platform
+                .db
+                .scoped::<Agent>(&who.tenant_id)
+                .find_by_id(agent)
+                .await?
+                .is_some();
+        if !exists {
+            return Err(ApiError::NotFound("agent"));
+        }
+    }
+
+    if let Some(store) = &state.vectors {
+        let spec = CollectionSpec::sparse_only();
+        store
+            .ensure_collection(&spec)
+            .await
+            .map_err(ApiError::internal)?;
+        let mut search = SearchQuery::new(who.tenant_id.as_str(), q.clone(), limit as usize);
+        if let Some(agent) = &agent_id {
+            search = search.agent(agent.clone());
+        }
+        let hits = store
+            .search(&spec.name, &search)
+            .await
+            .map_err(ApiError::internal)?;
+        return Ok(Json(SearchResults {
+            query: q,
+            results: hits.iter().map(SearchHit::from).collect(),
+        }));
+    }
+
+    let kv = &state.platform.kv;
+    let reply_key = kv.key(&["search-reply", &uuid::Uuid::new_v4().simple().to_string()]);
+    state
+        .jobs
+        .enqueue(
+            &who.tenant_id,
+            Requester::User(who.user_id().clone()),
+            SearchKnowledge {
+                query: q.clone(),
+                agent_id,
+                limit,
+                reply_key: reply_key.clone(),
+            },
+        )
+        .await?;
+    let answer = wait_for_reply(kv, &reply_key).await?;
+    let answer: WorkerAnswer = serde_json::from_str(&answer).map_err(ApiError::internal)?;
+    if !answer.ok {
+        return Err(ApiError::Unavailable(answer.message.unwrap_or_else(|| {
+            "the knowledge base could not be searched".to_owned()
+        })));
+    }
+    Ok(Json(SearchResults {
+        query: q,
+        results: answer.results,
+    }))
+}
+
+/// Polls the reply list with short, growing sleeps: a blocking pop would
+/// hold the shared multiplexed connection.
+async fn wait_for_reply(kv: &aigentable_platform::Kv, key: &str) -> ApiResult<String> {
+    let deadline = tokio::time::Instant::now() + SEARCH_WAIT;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let mut conn = kv.conn();
+        let popped: Option<String> = redis::cmd("LPOP").arg(key).query_async(&mut conn).await?;
+        if let Some(answer) = popped {
+            return Ok(answer);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::Timeout(
+                "the knowledge base did not answer in time; are the workers running?".to_owned(),
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(25));
+    }
+}
