@@ -49,27 +49,12 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("binding {host}:{port}"))?;
             tracing::info!(%host, port, "api listening");
             let state = AppState::new(platform).await?;
-            serve(state, listener, shutdown_signal()).await;
+            serve(state, listener, async {
+                let _ = aigentable_platform::shutdown::signal().await;
+            })
+            .await;
             tracing::info!("api stopped");
             Ok(())
         }
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

@@ -8,6 +8,30 @@ use crate::record::JobRecord;
 use crate::types::*;
 use crate::{Job, JobStatus};
 
+/// Calls `$m!` with every job type: the one list that run-time dispatch on a
+/// stored type name uses.
+macro_rules! every_job_type {
+    ($m:ident) => {
+        $m!(
+            SendEmail,
+            IngestDocument,
+            TrainAgent,
+            GenerateReply,
+            DeliverMessage,
+            ProcessInbound,
+            PurgeDocument,
+            TestChannel,
+            TestAiProvider,
+            SearchKnowledge,
+            RunBackup,
+            ExportAnalytics,
+            RollupAnalytics,
+            Sweep,
+            Noop,
+        )
+    };
+}
+
 fn decode<J: Job>(record: &JobRecord) -> Result<J, EnqueueError> {
     bson::from_bson(record.payload.clone()).map_err(|e| {
         EnqueueError::Encode(format!("stored payload of {} is unreadable: {e}", J::NAME))
@@ -25,23 +49,7 @@ pub async fn push_record(client: &JobClient, record: &JobRecord) -> Result<(), E
             }
         };
     }
-    by_type!(
-        SendEmail,
-        IngestDocument,
-        TrainAgent,
-        GenerateReply,
-        DeliverMessage,
-        ProcessInbound,
-        PurgeDocument,
-        TestChannel,
-        TestAiProvider,
-        SearchKnowledge,
-        RunBackup,
-        ExportAnalytics,
-        RollupAnalytics,
-        Sweep,
-        Noop,
-    )
+    every_job_type!(by_type)
 }
 
 /// The timeout of a job type, by its stored name.
@@ -54,23 +62,7 @@ pub fn timeout_of(job_type: &str) -> Option<std::time::Duration> {
             }
         };
     }
-    by_type!(
-        SendEmail,
-        IngestDocument,
-        TrainAgent,
-        GenerateReply,
-        DeliverMessage,
-        ProcessInbound,
-        PurgeDocument,
-        TestChannel,
-        TestAiProvider,
-        SearchKnowledge,
-        RunBackup,
-        ExportAnalytics,
-        RollupAnalytics,
-        Sweep,
-        Noop,
-    )
+    every_job_type!(by_type)
 }
 
 /// Whether a job in this status may be retried by a user.

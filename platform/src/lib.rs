@@ -15,6 +15,7 @@ pub mod kv;
 pub mod metrics_server;
 pub mod model;
 pub mod plans;
+pub mod shutdown;
 pub mod telemetry;
 pub mod usage;
 

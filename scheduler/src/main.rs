@@ -29,15 +29,13 @@ async fn main() -> anyhow::Result<()> {
     {
         tokio::spawn(metrics_server::serve(listener, metrics.registry.clone()));
     }
-    run(platform, schedules, metrics, shutdown_signal()).await?;
+    run(
+        platform,
+        schedules,
+        metrics,
+        aigentable_platform::shutdown::signal(),
+    )
+    .await?;
     tracing::info!("scheduler stopped");
     Ok(())
-}
-
-async fn shutdown_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
 }

@@ -82,19 +82,17 @@ async fn main() -> anyhow::Result<()> {
     let server =
         listener.map(|l| tokio::spawn(metrics_server::serve(l, setup.metrics.registry.clone())));
     tracing::info!(?queues, ?concurrency, "workers starting");
-    let result = run_with(setup, &queues, Duration::from_secs(30), shutdown_signal()).await;
+    let result = run_with(
+        setup,
+        &queues,
+        Duration::from_secs(30),
+        aigentable_platform::shutdown::signal(),
+    )
+    .await;
     if let Some(server) = server {
         server.abort();
     }
     result?;
     tracing::info!("workers stopped");
     Ok(())
-}
-
-async fn shutdown_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
 }

@@ -247,9 +247,14 @@ async fn changes(depot: &Depot, who: &Caller, input: &AgentInput) -> ApiResult<D
     )
 )]
 pub async fn list(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<AgentList>> {
+    listing(req, depot, "search").await
+}
+
+/// One page of the tenant's agents, the text filter read from `search_param`.
+async fn listing(req: &Request, depot: &Depot, search_param: &str) -> ApiResult<Json<AgentList>> {
     let who = caller(depot)?;
     let page = pagination(req)?;
-    let filter = list_filter(req, "search")?;
+    let filter = list_filter(req, search_param)?;
     let (agents, total) = app(depot)
         .platform
         .db
@@ -297,22 +302,10 @@ fn list_filter(req: &Request, search_param: &str) -> ApiResult<Document> {
     )
 )]
 pub async fn search(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<AgentList>> {
-    let who = caller(depot)?;
     if query_string(req, "q", 100)?.is_none() {
         return Err(ApiError::field("q", "is required"));
     }
-    let page = pagination(req)?;
-    let filter = list_filter(req, "q")?;
-    let (agents, total) = app(depot)
-        .platform
-        .db
-        .scoped::<Agent>(&who.tenant_id)
-        .find_page(filter, doc! { "createdAt": -1, "_id": -1 }, page)
-        .await?;
-    Ok(Json(AgentList {
-        agents: agents.iter().map(AgentView::from).collect(),
-        pagination: Pagination::new(page, total),
-    }))
+    listing(req, depot, "q").await
 }
 
 /// Create an agent (201 with the agent).
