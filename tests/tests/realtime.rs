@@ -127,3 +127,48 @@ async fn bad_revoked_or_foreign_credentials_are_refused() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn document_processing_is_announced_live() {
+    let app = spawn_app().await;
+    let s = app.register("Alpha").await;
+    let mut sock = connect(
+        &app.base,
+        "/api/v1",
+        json!({ "token": s.token, "tenantId": s.tenant_id }),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let form = reqwest::multipart::Form::new().part(
+        "files",
+        reqwest::multipart::Part::bytes(b"Opening hours: nine to five on weekdays.".to_vec())
+            .file_name("hours.txt"),
+    );
+    let res = app
+        .http
+        .post(app.url("/api/v1/documents/upload"))
+        .bearer_auth(&s.token)
+        .header("X-Tenant-ID", &s.tenant_id)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let mut seen = Vec::new();
+    while let Some(event) = sock.next_named("document-updated", 15).await {
+        let status = event["status"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(event["name"], "hours.txt");
+        seen.push(status.clone());
+        if status == "READY" || status == "FAILED" {
+            break;
+        }
+    }
+    assert_eq!(seen.first().map(String::as_str), Some("QUEUED"), "{seen:?}");
+    assert!(
+        seen.contains(&"PARSING".to_owned()) && seen.contains(&"INDEXING".to_owned()),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last().map(String::as_str), Some("READY"), "{seen:?}");
+    let _ = sock.client.disconnect().await;
+    app.cleanup().await;
+}
