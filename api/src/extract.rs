@@ -106,6 +106,21 @@ pub fn query_string(req: &Request, name: &str, max_len: usize) -> Result<Option<
     }
 }
 
+/// An optional query parameter naming a variant of an upper-case enum
+/// (`status=ready` is `READY`); anything else is a 400 listing `expected`.
+pub fn query_enum<T: DeserializeOwned>(
+    req: &Request,
+    name: &str,
+    expected: &str,
+) -> Result<Option<T>, ApiError> {
+    match query_string(req, name, 64)? {
+        None => Ok(None),
+        Some(raw) => serde_json::from_value(serde_json::Value::String(raw.to_uppercase()))
+            .map(Some)
+            .map_err(|_| ApiError::field(name, format!("must be {expected}"))),
+    }
+}
+
 /// `page` (from 1) and `limit` (1 to 100, default 10).
 pub fn pagination(req: &Request) -> Result<PageRequest, ApiError> {
     let page: u64 = query(req, "page")?.unwrap_or(1);

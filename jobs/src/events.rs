@@ -39,3 +39,17 @@ pub async fn publish(kv: &Kv, event: &RealtimeEvent) -> redis::RedisResult<()> {
         .query_async::<()>(&mut conn)
         .await
 }
+
+/// Tells a tenant's browsers that a knowledge document changed. The api and
+/// the workers both announce changes, with the same payload.
+pub async fn document_updated(kv: &Kv, document: &aigentable_platform::model::KnowledgeDocument) {
+    let event = RealtimeEvent {
+        tenant_id: document.tenant_id.to_string(),
+        conversation_id: None,
+        event: names::DOCUMENT_UPDATED.to_owned(),
+        data: document.event_payload(),
+    };
+    if let Err(e) = publish(kv, &event).await {
+        tracing::warn!(document_id = %document.id, error = %e, "could not publish document event");
+    }
+}

@@ -13,7 +13,7 @@ use aigentable_platform::model::agent::{DEFAULT_FALLBACK, DEFAULT_WELCOME};
 use aigentable_platform::model::{Agent, AgentStatus, RetrievalSettings};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{json_body, pagination, path_id, query_string};
+use crate::extract::{json_body, pagination, path_id, query_enum, query_string};
 use crate::guard::{Caller, caller};
 use crate::state::app;
 use crate::views::Pagination;
@@ -279,10 +279,8 @@ fn list_filter(req: &Request, search_param: &str) -> ApiResult<Document> {
             ],
         );
     }
-    if let Some(status) = query_string(req, "status", 32)? {
-        let status: AgentStatus =
-            serde_json::from_value(serde_json::Value::String(status.to_uppercase()))
-                .map_err(|_| ApiError::field("status", "must be ACTIVE, INACTIVE or TRAINING"))?;
+    if let Some(status) = query_enum::<AgentStatus>(req, "status", "ACTIVE, INACTIVE or TRAINING")?
+    {
         filter.insert("status", status.as_str());
     }
     if let Some(category) = query_string(req, "category", 50)? {

@@ -7,9 +7,8 @@ use chrono::{DateTime, Utc};
 use salvo::oapi::ToSchema;
 use salvo::prelude::*;
 use serde::Serialize;
-use serde_json::json;
 
-use aigentable_jobs::events::{self, RealtimeEvent, names};
+use aigentable_jobs::events;
 use aigentable_jobs::types::{IngestDocument, PurgeDocument};
 use aigentable_jobs::{JobStatus, Requester};
 use aigentable_platform::crypto::sha256_hex_bytes;
@@ -20,7 +19,7 @@ use aigentable_platform::model::{Agent, DocumentStatus, KnowledgeDocument};
 use aigentable_platform::{Platform, files};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{pagination, path_id, query_string};
+use crate::extract::{pagination, path_id, query_enum, query_string};
 use crate::guard::{Caller, caller};
 use crate::state::app;
 use crate::views::Pagination;
@@ -113,19 +112,6 @@ fn mime_of(kind: &str) -> &'static str {
         "xls" => "application/vnd.ms-excel",
         "ods" => "application/vnd.oasis.opendocument.spreadsheet",
         _ => "text/plain",
-    }
-}
-
-/// Tells the tenant's browsers that a document changed.
-pub async fn announce(platform: &Platform, d: &KnowledgeDocument) {
-    let event = RealtimeEvent {
-        tenant_id: d.tenant_id.to_string(),
-        conversation_id: None,
-        event: names::DOCUMENT_UPDATED.to_owned(),
-        data: serde_json::to_value(DocumentView::from(d)).unwrap_or_else(|_| json!({ "id": d.id })),
-    };
-    if let Err(e) = events::publish(&platform.kv, &event).await {
-        tracing::warn!(document_id = %d.id, error = %e, "could not publish document event");
     }
 }
 
@@ -289,7 +275,7 @@ pub async fn upload(
             .update_by_id(&document.id, doc! { "$set": { "jobId": &job.id } })
             .await?;
         tracing::info!(document_id = %document.id, tenant_id = %who.tenant_id, job_id = %job.id, kind = %document.kind, size = document.size, "document uploaded");
-        announce(platform, &document).await;
+        events::document_updated(&platform.kv, &document).await;
         created.push(DocumentView::from(&document));
     }
     res.status_code(StatusCode::ACCEPTED);
@@ -324,13 +310,15 @@ pub async fn list(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Docume
     if let Some(agent) = query_string(req, "agentId", 64)? {
         filter.insert("agentId", agent);
     }
-    if let Some(status) = query_string(req, "status", 32)? {
-        let status: DocumentStatus =
-            serde_json::from_value(serde_json::Value::String(status.to_uppercase()))
-                .ok()
-                .filter(|s| *s != DocumentStatus::Deleting)
-                .ok_or_else(|| ApiError::field("status", format!("must be {STATUSES}")))?;
-        filter.insert("status", status.as_str());
+    match query_enum::<DocumentStatus>(req, "status", STATUSES)? {
+        // Deleted documents are not listed, whatever the filter.
+        Some(DocumentStatus::Deleting) => {
+            return Err(ApiError::field("status", format!("must be {STATUSES}")));
+        }
+        Some(status) => {
+            filter.insert("status", status.as_str());
+        }
+        None => {}
     }
     if let Some(category) = query_string(req, "category", 50)? {
         filter.insert("category", category);
@@ -405,7 +393,7 @@ pub async fn delete(
         )
         .await?;
     tracing::info!(document_id = %id, tenant_id = %who.tenant_id, job_id = %job.id, "document deleted");
-    announce(&state.platform, &marked).await;
+    events::document_updated(&state.platform.kv, &marked).await;
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(DocumentJobAccepted {
         document: (&marked).into(),
@@ -450,7 +438,7 @@ pub async fn process(
         .update_by_id(&id, doc! { "$set": set })
         .await?
         .ok_or(ApiError::NotFound("document"))?;
-    announce(&state.platform, &updated).await;
+    events::document_updated(&state.platform.kv, &updated).await;
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(DocumentJobAccepted {
         document: (&updated).into(),

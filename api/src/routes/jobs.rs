@@ -12,7 +12,7 @@ use aigentable_jobs::record::{self, JobRecord};
 use aigentable_jobs::{JobStatus, types};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{pagination, path_id, query_string};
+use crate::extract::{pagination, path_id, query_enum, query_string};
 use crate::guard::{Caller, caller};
 use crate::state::app;
 use crate::views::Pagination;
@@ -111,9 +111,7 @@ pub async fn list(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<JobLis
     if let Some(job_type) = query_string(req, "type", 64)? {
         filter.insert("type", job_type);
     }
-    if let Some(status) = query_string(req, "status", 32)? {
-        let status: JobStatus = serde_json::from_value(Value::String(status.to_uppercase()))
-            .map_err(|_| ApiError::field("status", format!("must be {STATUSES}")))?;
+    if let Some(status) = query_enum::<JobStatus>(req, "status", STATUSES)? {
         filter.insert("status", status.as_str());
     }
     let (jobs, total) = app(depot)

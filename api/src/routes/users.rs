@@ -10,7 +10,7 @@ use aigentable_platform::domain::{Email, Name, NewPassword, Role, UserStatus, re
 use aigentable_platform::model::{User, user};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{json_body, pagination, path_id, query, query_string};
+use crate::extract::{json_body, pagination, path_id, query_enum, query_string};
 use crate::guard::{Caller, caller};
 use crate::state::app;
 use crate::views::{Pagination, UserView};
@@ -101,20 +101,14 @@ pub async fn list(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<UserLi
             ],
         );
     }
-    if let Some(role) = query_string(req, "role", 32)? {
-        let role: Role = serde_json::from_value(serde_json::Value::String(role.to_uppercase()))
-            .map_err(|_| {
-                ApiError::field("role", "must be SUPER_ADMIN, TENANT_ADMIN or TENANT_USER")
-            })?;
+    if let Some(role) = query_enum::<Role>(req, "role", "SUPER_ADMIN, TENANT_ADMIN or TENANT_USER")?
+    {
         filter.insert("role", role.as_str());
     }
-    if let Some(status) = query_string(req, "status", 32)? {
-        let status: UserStatus =
-            serde_json::from_value(serde_json::Value::String(status.to_uppercase()))
-                .map_err(|_| ApiError::field("status", "must be ACTIVE, INACTIVE or SUSPENDED"))?;
+    if let Some(status) = query_enum::<UserStatus>(req, "status", "ACTIVE, INACTIVE or SUSPENDED")?
+    {
         filter.insert("status", status.as_str());
     }
-    let _: Option<String> = query(req, "sort")?;
     let (users, total) = app(depot)
         .platform
         .db

@@ -7,7 +7,7 @@ use bson::{Document, doc};
 use serde_json::{Value, json};
 
 use aigentable_jobs::Job;
-use aigentable_jobs::events::{self, RealtimeEvent, names};
+use aigentable_jobs::events;
 use aigentable_jobs::types::{IngestDocument, PurgeDocument, SearchKnowledge};
 use aigentable_platform::chunking::{ChunkOptions, chunk};
 use aigentable_platform::extract::{DEFAULT_EXTRACT_TIMEOUT, extract_isolated, sniff};
@@ -20,29 +20,21 @@ use crate::runner::{Handle, JobContext, JobError};
 /// Points upserted per call: the 64 to 256.
 const UPSERT_BATCH: usize = 128;
 
-fn store(ctx: &JobContext) -> Result<Arc<dyn VectorStore>, JobError> {
-    ctx.state
+/// The vector store and the collection documents are indexed into, created
+/// if missing. Dense embeddings join when AI providers do; until then every
+/// tenant shares the BM25 collection.
+async fn indexed_collection(ctx: &JobContext) -> Result<(Arc<dyn VectorStore>, String), JobError> {
+    let store = ctx
+        .state
         .vectors
         .clone()
-        .ok_or_else(|| JobError::permanent("this worker has no vector store configured"))
-}
-
-/// The collection documents are indexed into. Dense embeddings join when AI
-/// providers do; until then every tenant shares the BM25 collection.
-fn collection() -> CollectionSpec {
-    CollectionSpec::sparse_only()
-}
-
-async fn announce(ctx: &JobContext, d: &KnowledgeDocument) {
-    let event = RealtimeEvent {
-        tenant_id: d.tenant_id.to_string(),
-        conversation_id: None,
-        event: names::DOCUMENT_UPDATED.to_owned(),
-        data: d.event_payload(),
-    };
-    if let Err(e) = events::publish(&ctx.state.platform.kv, &event).await {
-        tracing::warn!(document_id = %d.id, error = %e, "could not publish document event");
-    }
+        .ok_or_else(|| JobError::permanent("this worker has no vector store configured"))?;
+    let spec = CollectionSpec::sparse_only();
+    store
+        .ensure_collection(&spec)
+        .await
+        .map_err(JobError::transient)?;
+    Ok((store, spec.name))
 }
 
 /// Applies `set` to the document (unless it is being deleted) and tells the
@@ -65,7 +57,7 @@ async fn update(
         .await
         .map_err(JobError::transient)?;
     if let Some(d) = &updated {
-        announce(ctx, d).await;
+        events::document_updated(&ctx.state.platform.kv, d).await;
     }
     Ok(updated)
 }
@@ -111,7 +103,7 @@ async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Value, JobErro
     if document.status == DocumentStatus::Deleting {
         return Ok(json!({ "skipped": "the document is being deleted" }));
     }
-    let store = store(ctx)?;
+    let (store, collection) = indexed_collection(ctx).await?;
     if !stage(ctx, &document.id, DocumentStatus::Parsing, 5).await? {
         return Ok(json!({ "skipped": "the document is being deleted" }));
     }
@@ -164,21 +156,16 @@ async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Value, JobErro
     if !stage(ctx, &document.id, DocumentStatus::Indexing, 40).await? {
         return Ok(json!({ "skipped": "the document is being deleted" }));
     }
-    let spec = collection();
-    store
-        .ensure_collection(&spec)
-        .await
-        .map_err(JobError::transient)?;
     // Re-indexing replaces: the old points go first (fewer chunks now would
     // otherwise leave stale ones behind).
     store
-        .delete_document(&spec.name, ctx.tenant_id.as_str(), &document.id)
+        .delete_document(&collection, ctx.tenant_id.as_str(), &document.id)
         .await
         .map_err(JobError::transient)?;
     let mut done = 0usize;
     for batch in points.chunks(UPSERT_BATCH) {
         store
-            .upsert(&spec.name, batch.to_vec())
+            .upsert(&collection, batch.to_vec())
             .await
             .map_err(JobError::transient)?;
         done += batch.len();
@@ -218,14 +205,9 @@ impl Handle for PurgeDocument {
         else {
             return Ok(json!({ "purged": false, "reason": "already gone" }));
         };
-        let store = store(&ctx)?;
-        let spec = collection();
+        let (store, collection) = indexed_collection(&ctx).await?;
         store
-            .ensure_collection(&spec)
-            .await
-            .map_err(JobError::transient)?;
-        store
-            .delete_document(&spec.name, ctx.tenant_id.as_str(), &document.id)
+            .delete_document(&collection, ctx.tenant_id.as_str(), &document.id)
             .await
             .map_err(JobError::transient)?;
         files::remove(db, &document.file_id)
@@ -267,19 +249,14 @@ impl Handle for SearchKnowledge {
 }
 
 async fn search(job: &SearchKnowledge, ctx: &JobContext) -> Result<Vec<Value>, JobError> {
-    let store = store(ctx)?;
-    let spec = collection();
-    store
-        .ensure_collection(&spec)
-        .await
-        .map_err(JobError::transient)?;
+    let (store, collection) = indexed_collection(ctx).await?;
     let limit = usize::try_from(job.limit).unwrap_or(10).clamp(1, 50);
     let mut query = SearchQuery::new(ctx.tenant_id.as_str(), job.query.clone(), limit);
     if let Some(agent) = &job.agent_id {
         query = query.agent(agent.clone());
     }
     let hits = store
-        .search(&spec.name, &query)
+        .search(&collection, &query)
         .await
         .map_err(JobError::transient)?;
     Ok(hits.iter().map(hit_json).collect())
