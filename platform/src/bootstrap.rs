@@ -47,6 +47,45 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
         .await?;
     db.ensure_index("outbox", doc! { "tenantId": 1, "createdAt": -1 }, None)
         .await?;
+    // Messaging. The sparse unique dedupKey makes a replayed webhook or a
+    // retried reply job unable to store a second copy.
+    let unique_sparse = || IndexOptions::builder().unique(true).sparse(true).build();
+    db.ensure_index("messages", doc! { "dedupKey": 1 }, Some(unique_sparse()))
+        .await?;
+    db.ensure_index(
+        "messages",
+        doc! { "tenantId": 1, "conversationId": 1, "createdAt": 1 },
+        None,
+    )
+    .await?;
+    db.ensure_index(
+        "messages",
+        doc! { "channelId": 1, "externalMessageId": 1 },
+        None,
+    )
+    .await?;
+    db.ensure_index(
+        "contacts",
+        doc! { "tenantId": 1, "channelId": 1, "externalId": 1 },
+        Some(unique()),
+    )
+    .await?;
+    db.ensure_index(
+        "conversations",
+        doc! { "tenantId": 1, "channelId": 1, "externalUserId": 1, "status": 1 },
+        None,
+    )
+    .await?;
+    db.ensure_index(
+        "conversations",
+        doc! { "tenantId": 1, "lastMessageAt": -1 },
+        None,
+    )
+    .await?;
+    db.ensure_index("channels", doc! { "tenantId": 1, "createdAt": -1 }, None)
+        .await?;
+    db.ensure_index("channels", doc! { "publicKey": 1 }, Some(unique_sparse()))
+        .await?;
     Ok(())
 }
 

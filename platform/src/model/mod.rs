@@ -1,12 +1,20 @@
 //! Stored documents and their repositories.
 
 pub mod agent;
+pub mod ai_provider;
+pub mod channel;
+pub mod conversation;
 pub mod document;
 pub mod password_reset;
 pub mod tenant;
 pub mod user;
 
 pub use agent::{Agent, AgentStatus, RetrievalSettings};
+pub use ai_provider::{AiProvider, AiProviderType};
+pub use channel::{Channel, ChannelStatus, ChannelType};
+pub use conversation::{
+    Contact, Conversation, ConversationStatus, Message, MessageDirection, MessageStatus, SenderType,
+};
 pub use document::{DocumentStatus, KnowledgeDocument};
 pub use password_reset::PasswordReset;
 pub use tenant::{Tenant, TenantSettings};

@@ -1,0 +1,283 @@
+//! Contacts, conversations and messages: what customers said on a channel
+//! and what the agent or staff answered.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::db::TenantOwned;
+use crate::ids::TenantId;
+use crate::model::ChannelType;
+
+pub const CONTACTS: &str = "contacts";
+pub const CONVERSATIONS: &str = "conversations";
+pub const MESSAGES: &str = "messages";
+
+/// A customer as one channel knows them (a WhatsApp number, a PSID, a
+/// Telegram chat, a widget visitor).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Contact {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub channel_id: String,
+    pub channel_type: ChannelType,
+    /// The provider's id for the customer (wa_id, PSID, IGSID, chat id,
+    /// visitor id); unique per channel.
+    pub external_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(with = "crate::model::bson_datetime")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::model::bson_datetime")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TenantOwned for Contact {
+    const COLLECTION: &'static str = CONTACTS;
+    fn tenant_id(&self) -> &TenantId {
+        &self.tenant_id
+    }
+}
+
+/// Who owns a conversation and whether it is still going on.
+///
+/// `ACTIVE` the bot answers; `WAITING` handed off, waiting for a human;
+/// `ASSIGNED` a staff member answers and the bot is silent; `RESOLVED` done,
+/// reopened by the customer's next message; `CLOSED` final, the customer's
+/// next message starts a new conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConversationStatus {
+    Active,
+    Waiting,
+    Assigned,
+    Resolved,
+    Closed,
+}
+
+impl ConversationStatus {
+    pub const ALL: [ConversationStatus; 5] = [
+        ConversationStatus::Active,
+        ConversationStatus::Waiting,
+        ConversationStatus::Assigned,
+        ConversationStatus::Resolved,
+        ConversationStatus::Closed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationStatus::Active => "ACTIVE",
+            ConversationStatus::Waiting => "WAITING",
+            ConversationStatus::Assigned => "ASSIGNED",
+            ConversationStatus::Resolved => "RESOLVED",
+            ConversationStatus::Closed => "CLOSED",
+        }
+    }
+
+    /// Whether the bot may answer customer messages in this state.
+    pub fn bot_answers(self) -> bool {
+        self == ConversationStatus::Active
+    }
+
+    /// The state machine behind `PUT /conversations/:id/status` and
+    /// `/assign`. Staying in the same state is allowed (idempotent calls).
+    pub fn can_move_to(self, to: ConversationStatus) -> bool {
+        use ConversationStatus::*;
+        if self == to {
+            return true;
+        }
+        match self {
+            Active => matches!(to, Waiting | Assigned | Resolved | Closed),
+            Waiting => matches!(to, Active | Assigned | Resolved | Closed),
+            Assigned => matches!(to, Active | Waiting | Resolved | Closed),
+            Resolved => matches!(to, Active | Closed),
+            Closed => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub channel_id: String,
+    pub channel_type: ChannelType,
+    /// The agent that answers; `None` when the channel has no agent.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    pub contact_id: String,
+    /// The contact's provider id, copied so routing needs no join.
+    pub external_user_id: String,
+    /// Denormalized for lists.
+    #[serde(default)]
+    pub contact_name: Option<String>,
+    pub status: ConversationStatus,
+    /// The staff member who took the conversation over.
+    #[serde(default)]
+    pub assigned_to: Option<String>,
+    #[serde(default)]
+    pub last_message_preview: Option<String>,
+    #[serde(default, with = "crate::model::bson_datetime_opt")]
+    pub last_message_at: Option<DateTime<Utc>>,
+    /// Customer messages staff have not read yet.
+    #[serde(default)]
+    pub unread_count: i64,
+    #[serde(default)]
+    pub message_count: i64,
+    #[serde(default, with = "crate::model::bson_datetime_opt")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::model::bson_datetime")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::model::bson_datetime")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TenantOwned for Conversation {
+    const COLLECTION: &'static str = CONVERSATIONS;
+    fn tenant_id(&self) -> &TenantId {
+        &self.tenant_id
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MessageDirection {
+    Inbound,
+    Outbound,
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SenderType {
+    Customer,
+    /// The AI agent (or the retrieval-only responder).
+    Agent,
+    /// A staff member.
+    Human,
+    System,
+}
+
+/// Inbound messages are `RECEIVED`. Outbound ones go `QUEUED → SENDING →
+/// SENT → DELIVERED → READ`, or `FAILED` with the provider's error.
+/// `DROPPED` is a bot reply discarded because a human took over first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MessageStatus {
+    Received,
+    Queued,
+    Sending,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    Dropped,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Received => "RECEIVED",
+            MessageStatus::Queued => "QUEUED",
+            MessageStatus::Sending => "SENDING",
+            MessageStatus::Sent => "SENT",
+            MessageStatus::Delivered => "DELIVERED",
+            MessageStatus::Read => "READ",
+            MessageStatus::Failed => "FAILED",
+            MessageStatus::Dropped => "DROPPED",
+        }
+    }
+
+    /// Receipts only move a message forward (a late `delivered` must not
+    /// undo `read`).
+    pub fn rank(self) -> u8 {
+        match self {
+            MessageStatus::Received | MessageStatus::Queued | MessageStatus::Dropped => 0,
+            MessageStatus::Sending => 1,
+            MessageStatus::Sent => 2,
+            MessageStatus::Delivered => 3,
+            MessageStatus::Read => 4,
+            MessageStatus::Failed => 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub conversation_id: String,
+    pub channel_id: String,
+    pub direction: MessageDirection,
+    pub sender_type: SenderType,
+    /// The staff user (HUMAN) or agent (AGENT) that wrote it.
+    #[serde(default)]
+    pub sender_id: Option<String>,
+    pub content: String,
+    pub status: MessageStatus,
+    /// The provider's message id: inbound for deduplication (unique per
+    /// channel), outbound once the provider accepted it.
+    #[serde(default)]
+    pub external_message_id: Option<String>,
+    /// The provider's error when delivery failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// For bot replies: the inbound message answered. Unique per
+    /// conversation, so a message is never answered twice.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// Makes duplicates impossible (unique sparse index): `in:{channelId}:{externalMessageId}`
+    /// for inbound messages, `reply:{inboundMessageId}` for bot replies.
+    /// Absent (not null) otherwise, so the sparse index skips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_key: Option<String>,
+    /// Sources, token usage, `retrievalOnly`, `fallback` and the like.
+    #[serde(default)]
+    pub metadata: bson::Document,
+    #[serde(with = "crate::model::bson_datetime")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::model::bson_datetime")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TenantOwned for Message {
+    const COLLECTION: &'static str = MESSAGES;
+    fn tenant_id(&self) -> &TenantId {
+        &self.tenant_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConversationStatus::*;
+
+    #[test]
+    fn closed_is_final_and_resolved_only_reopens_or_closes() {
+        for to in super::ConversationStatus::ALL {
+            assert_eq!(Closed.can_move_to(to), to == Closed);
+        }
+        assert!(Resolved.can_move_to(Active));
+        assert!(!Resolved.can_move_to(Assigned));
+        assert!(Active.can_move_to(Assigned));
+        assert!(Assigned.can_move_to(Active));
+    }
+}
+
+/// The dedup key of an inbound provider message.
+pub fn inbound_dedup_key(channel_id: &str, external_message_id: &str) -> String {
+    format!("in:{channel_id}:{external_message_id}")
+}
+
+/// The dedup key of the bot's reply to an inbound message.
+pub fn reply_dedup_key(inbound_message_id: &str) -> String {
+    format!("reply:{inbound_message_id}")
+}
