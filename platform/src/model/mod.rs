@@ -8,6 +8,7 @@ pub mod document;
 pub mod password_reset;
 pub mod tenant;
 pub mod user;
+pub mod webhook_event;
 
 pub use agent::{Agent, AgentStatus, RetrievalSettings};
 pub use ai_provider::{AiProvider, AiProviderType};
@@ -19,6 +20,7 @@ pub use document::{DocumentStatus, KnowledgeDocument};
 pub use password_reset::PasswordReset;
 pub use tenant::{Tenant, TenantSettings};
 pub use user::User;
+pub use webhook_event::{InboundItem, WebhookEvent};
 
 /// Serde helper for timestamps: BSON dates in MongoDB, so that TTL indexes
 /// and range queries work, and `DateTime<Utc>` in Rust.
