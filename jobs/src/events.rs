@@ -12,6 +12,7 @@ pub mod names {
     pub const DOCUMENT_UPDATED: &str = "document-updated";
     pub const NEW_MESSAGE: &str = "new-message";
     pub const CONVERSATION_UPDATED: &str = "conversation-updated";
+    pub const MESSAGE_UPDATED: &str = "message-updated";
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -52,4 +53,63 @@ pub async fn document_updated(kv: &Kv, document: &aigentable_platform::model::Kn
     if let Err(e) = publish(kv, &event).await {
         tracing::warn!(document_id = %document.id, error = %e, "could not publish document event");
     }
+}
+
+/// Publishes to the tenant room and the conversation's room; a failure is
+/// logged, never fatal: the stored state is the truth, events are a hint.
+async fn publish_conversation_event(
+    kv: &Kv,
+    tenant_id: &str,
+    conversation_id: &str,
+    name: &str,
+    data: Value,
+) {
+    let event = RealtimeEvent {
+        tenant_id: tenant_id.to_owned(),
+        conversation_id: Some(conversation_id.to_owned()),
+        event: name.to_owned(),
+        data,
+    };
+    if let Err(e) = publish(kv, &event).await {
+        tracing::warn!(tenant_id = %tenant_id, conversation_id = %conversation_id, event = name, error = %e, "could not publish conversation event");
+    }
+}
+
+/// `new-message`: a message was stored in a conversation.
+pub async fn new_message(kv: &Kv, message: &aigentable_platform::model::Message) {
+    publish_conversation_event(
+        kv,
+        message.tenant_id.as_str(),
+        &message.conversation_id,
+        names::NEW_MESSAGE,
+        message.view(),
+    )
+    .await;
+}
+
+/// `message-updated`: a message's delivery status changed.
+pub async fn message_updated(kv: &Kv, message: &aigentable_platform::model::Message) {
+    publish_conversation_event(
+        kv,
+        message.tenant_id.as_str(),
+        &message.conversation_id,
+        names::MESSAGE_UPDATED,
+        message.view(),
+    )
+    .await;
+}
+
+/// `conversation-updated`: status, assignment, counters or last message changed.
+pub async fn conversation_updated(
+    kv: &Kv,
+    conversation: &aigentable_platform::model::Conversation,
+) {
+    publish_conversation_event(
+        kv,
+        conversation.tenant_id.as_str(),
+        &conversation.id,
+        names::CONVERSATION_UPDATED,
+        conversation.view(),
+    )
+    .await;
 }

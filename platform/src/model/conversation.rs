@@ -256,6 +256,96 @@ impl TenantOwned for Message {
     }
 }
 
+/// A BSON document as plain JSON (dates as ISO strings, numbers as numbers).
+fn doc_json(d: &bson::Document) -> serde_json::Value {
+    bson::Bson::Document(d.clone()).into_relaxed_extjson()
+}
+
+impl MessageDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageDirection::Inbound => "INBOUND",
+            MessageDirection::Outbound => "OUTBOUND",
+        }
+    }
+}
+
+impl SenderType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SenderType::Customer => "CUSTOMER",
+            SenderType::Agent => "AGENT",
+            SenderType::Human => "HUMAN",
+            SenderType::System => "SYSTEM",
+        }
+    }
+}
+
+impl Message {
+    /// The JSON the api answers and realtime events carry: camelCase,
+    /// string ids, ISO-8601 dates.
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "tenantId": self.tenant_id.as_str(),
+            "conversationId": self.conversation_id,
+            "channelId": self.channel_id,
+            "direction": self.direction.as_str(),
+            "senderType": self.sender_type.as_str(),
+            "senderId": self.sender_id,
+            "content": self.content,
+            "status": self.status.as_str(),
+            "externalMessageId": self.external_message_id,
+            "error": self.error,
+            "replyTo": self.reply_to,
+            "metadata": doc_json(&self.metadata),
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        })
+    }
+}
+
+impl Conversation {
+    /// The JSON the api answers and `conversation-updated` carries.
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "tenantId": self.tenant_id.as_str(),
+            "channelId": self.channel_id,
+            "channelType": self.channel_type.as_str(),
+            "agentId": self.agent_id,
+            "contactId": self.contact_id,
+            "externalUserId": self.external_user_id,
+            "contactName": self.contact_name,
+            "status": self.status.as_str(),
+            "assignedTo": self.assigned_to,
+            "lastMessagePreview": self.last_message_preview,
+            "lastMessageAt": self.last_message_at,
+            "unreadCount": self.unread_count,
+            "messageCount": self.message_count,
+            "resolvedAt": self.resolved_at,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        })
+    }
+}
+
+impl Contact {
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "channelId": self.channel_id,
+            "channelType": self.channel_type.as_str(),
+            "externalId": self.external_id,
+            "name": self.name,
+            "username": self.username,
+            "phone": self.phone,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ConversationStatus::*;
