@@ -86,6 +86,8 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
         .await?;
     db.ensure_index("channels", doc! { "publicKey": 1 }, Some(unique_sparse()))
         .await?;
+    db.ensure_index("channels", doc! { "routingKey": 1 }, Some(unique_sparse()))
+        .await?;
     Ok(())
 }
 

@@ -99,6 +99,8 @@ pub struct Config {
     /// Shared Qdrant server; without it the workers keep an embedded store.
     pub qdrant_url: Option<String>,
     pub qdrant_api_key: Option<Secret<String>>,
+    /// Messaging providers' API bases and the public URL webhooks use.
+    pub channels: crate::channels::ChannelsConfig,
 }
 
 /// Where variables come from: the process environment, or a map in tests.
@@ -282,6 +284,7 @@ impl Config {
             document_max_bytes: vars.parsed("DOCUMENT_MAX_BYTES", 50 * 1024 * 1024)?,
             qdrant_url: var("QDRANT_URL"),
             qdrant_api_key: var("QDRANT_API_KEY").map(Secret::new),
+            channels: crate::channels::ChannelsConfig::from_lookup(lookup)?,
         })
     }
 

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod channels;
 pub mod chunking;
 pub mod config;
 pub mod crypto;

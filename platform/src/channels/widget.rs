@@ -1,0 +1,80 @@
+//! Website widget visitors: a visitor id per browser and a signed token
+//! that proves it, scoped to one channel. Signed with a key derived from the
+//! deployment's JWT secret, so every api replica accepts it and nothing is
+//! stored per session.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use super::signature::{ct_eq, hmac_hex};
+
+/// How long a visitor token stays valid; the widget asks for a new session
+/// (keeping its visitor id) when it expires.
+pub const VISITOR_TOKEN_TTL_SECS: i64 = 7 * 24 * 3600;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorClaims {
+    /// Channel id.
+    pub c: String,
+    /// Visitor id.
+    pub v: String,
+    /// Expiry, Unix seconds.
+    pub e: i64,
+}
+
+fn key(secret: &[u8]) -> Vec<u8> {
+    // Domain-separated from the JWT signing key.
+    let mut k = b"aigentable-widget-visitor:".to_vec();
+    k.extend_from_slice(secret);
+    k
+}
+
+/// `base64url(claims).hex(hmac)`.
+pub fn issue(secret: &[u8], channel_id: &str, visitor_id: &str) -> String {
+    let claims = VisitorClaims {
+        c: channel_id.to_owned(),
+        v: visitor_id.to_owned(),
+        e: Utc::now().timestamp() + VISITOR_TOKEN_TTL_SECS,
+    };
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
+    let sig = hmac_hex(&key(secret), payload.as_bytes());
+    format!("{payload}.{sig}")
+}
+
+/// The claims of a valid, unexpired token.
+pub fn verify(secret: &[u8], token: &str) -> Option<VisitorClaims> {
+    let (payload, sig) = token.split_once('.')?;
+    if !ct_eq(&hmac_hex(&key(secret), payload.as_bytes()), sig) {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: VisitorClaims = serde_json::from_slice(&bytes).ok()?;
+    (claims.e > Utc::now().timestamp()).then_some(claims)
+}
+
+/// A visitor id sent back by a returning browser must look like one we made.
+pub fn valid_visitor_id(id: &str) -> bool {
+    (8..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_with_the_same_secret_only() {
+        let t = issue(b"k1", "chan", "visitor-1");
+        let c = verify(b"k1", &t).expect("valid");
+        assert_eq!((c.c.as_str(), c.v.as_str()), ("chan", "visitor-1"));
+        assert!(verify(b"k2", &t).is_none());
+        let (p, s) = t.split_once('.').expect("dot");
+        let forged = format!("{}x.{s}", p);
+        assert!(verify(b"k1", &forged).is_none());
+        assert!(verify(b"k1", "garbage").is_none());
+    }
+}
