@@ -13,6 +13,7 @@ pub mod extract;
 pub mod files;
 pub mod ids;
 pub mod kv;
+pub mod llm;
 pub mod metrics_server;
 pub mod model;
 pub mod plans;

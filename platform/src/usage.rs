@@ -18,7 +18,7 @@ pub mod collections {
     pub const DOCUMENTS: &str = "documents";
     pub const CONVERSATIONS: &str = "conversations";
     pub const MESSAGES: &str = "messages";
-    /// One entry per LLM call: `{tenantId, agentId, promptTokens, completionTokens, totalTokens, createdAt}`.
+    /// One entry per LLM call ([`record_tokens`]): `{tenantId, agentId, providerId, model, purpose, promptTokens, completionTokens, totalTokens, createdAt}`.
     pub const TOKEN_USAGE: &str = "token_usage";
 }
 
@@ -77,6 +77,35 @@ async fn sum(db: &Db, coll: &str, filter: Document, field: &str) -> DbResult<u64
         None => 0,
     };
     Ok(total)
+}
+
+/// Records the tokens of one LLM call (collection `token_usage`), which the
+/// usage and billing endpoints sum. `purpose` is `reply`, `test`,
+/// `embedding` or `provider_test`.
+pub async fn record_tokens(
+    db: &Db,
+    tenant: &TenantId,
+    agent_id: Option<&str>,
+    provider_id: Option<&str>,
+    model: &str,
+    purpose: &str,
+    usage: &crate::llm::TokenUsage,
+) -> DbResult<()> {
+    let entry = doc! {
+        "tenantId": tenant.as_str(),
+        "agentId": agent_id,
+        "providerId": provider_id,
+        "model": model,
+        "purpose": purpose,
+        "promptTokens": i64::from(usage.prompt_tokens),
+        "completionTokens": i64::from(usage.completion_tokens),
+        "totalTokens": i64::from(usage.total_tokens),
+        "createdAt": bson::DateTime::now(),
+    };
+    db.unscoped::<Document>(collections::TOKEN_USAGE)
+        .insert_one(entry)
+        .await?;
+    Ok(())
 }
 
 pub async fn tenant_usage(db: &Db, tenant: &TenantId, now: DateTime<Utc>) -> DbResult<Usage> {
