@@ -12,9 +12,11 @@ use aigentable_jobs::types::{IngestDocument, PurgeDocument, SearchKnowledge};
 use aigentable_platform::chunking::{ChunkOptions, chunk};
 use aigentable_platform::extract::{DEFAULT_EXTRACT_TIMEOUT, extract_isolated, sniff};
 use aigentable_platform::files;
+use aigentable_platform::ids::TenantId;
 use aigentable_platform::model::{DocumentStatus, KnowledgeDocument};
 use aigentable_vectors::{CollectionSpec, Point, PointPayload, SearchQuery, VectorStore};
 
+use crate::WorkerState;
 use crate::runner::{Handle, JobContext, JobError};
 
 /// Points upserted per call: the 64 to 256.
@@ -24,8 +26,13 @@ const UPSERT_BATCH: usize = 128;
 /// if missing. Dense embeddings join when AI providers do; until then every
 /// tenant shares the BM25 collection.
 async fn indexed_collection(ctx: &JobContext) -> Result<(Arc<dyn VectorStore>, String), JobError> {
-    let store = ctx
-        .state
+    sparse_collection(&ctx.state).await
+}
+
+async fn sparse_collection(
+    state: &WorkerState,
+) -> Result<(Arc<dyn VectorStore>, String), JobError> {
+    let store = state
         .vectors
         .clone()
         .ok_or_else(|| JobError::permanent("this worker has no vector store configured"))?;
@@ -249,17 +256,37 @@ impl Handle for SearchKnowledge {
 }
 
 async fn search(job: &SearchKnowledge, ctx: &JobContext) -> Result<Vec<Value>, JobError> {
-    let (store, collection) = indexed_collection(ctx).await?;
     let limit = usize::try_from(job.limit).unwrap_or(10).clamp(1, 50);
-    let mut query = SearchQuery::new(ctx.tenant_id.as_str(), job.query.clone(), limit);
-    if let Some(agent) = &job.agent_id {
-        query = query.agent(agent.clone());
-    }
-    let hits = store
-        .search(&collection, &query)
-        .await
-        .map_err(JobError::transient)?;
+    let hits = retrieve(
+        &ctx.state,
+        &ctx.tenant_id,
+        job.agent_id.as_deref(),
+        &job.query,
+        limit,
+    )
+    .await?;
     Ok(hits.iter().map(hit_json).collect())
+}
+
+/// Top passages of the tenant's knowledge (agent-filtered when given): BM25
+/// always, fused with dense vectors when the tenant's default provider has
+/// an embedding model.
+pub async fn retrieve(
+    state: &WorkerState,
+    tenant: &TenantId,
+    agent_id: Option<&str>,
+    query: &str,
+    limit: usize,
+) -> Result<Vec<aigentable_vectors::Hit>, JobError> {
+    let (store, collection) = sparse_collection(state).await?;
+    let mut search = SearchQuery::new(tenant.as_str(), query.to_owned(), limit);
+    if let Some(agent) = agent_id {
+        search = search.agent(agent.to_owned());
+    }
+    store
+        .search(&collection, &search)
+        .await
+        .map_err(JobError::transient)
 }
 
 /// A search hit as the api returns it.
