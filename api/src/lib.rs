@@ -6,6 +6,7 @@ pub mod extract;
 pub mod guard;
 pub mod metrics;
 pub mod realtime;
+pub mod realtime_widget;
 pub mod routes;
 pub mod state;
 pub mod views;
@@ -60,7 +61,8 @@ fn api_router() -> Router {
         .push(Router::with_path("auth/register").post(auth::register))
         .push(Router::with_path("auth/login").post(auth::login))
         .push(Router::with_path("auth/forgot-password").post(auth::forgot_password))
-        .push(Router::with_path("auth/reset-password").post(auth::reset_password));
+        .push(Router::with_path("auth/reset-password").post(auth::reset_password))
+        .push(routes_channels_public());
     let protected = Router::new()
         .hoop(guard::require_auth)
         .push(Router::with_path("auth/logout").post(auth::logout))
@@ -96,6 +98,7 @@ fn api_router() -> Router {
                 .delete(agents::delete),
         )
         .push(Router::with_path("search/agents").get(agents::search))
+        .push(routes_channels_protected())
         .push(Router::with_path("search/documents").get(search::documents))
         .push(Router::with_path("documents").get(documents::list))
         .push(Router::with_path("documents/upload").post(documents::upload))
@@ -116,6 +119,56 @@ fn api_router() -> Router {
                 .post(system::create_backup),
         );
     Router::with_path("api/v1").push(public).push(protected)
+}
+
+/// Channels (JWT), provider webhooks and the website widget (public).
+fn routes_channels_protected() -> Router {
+    use routes::channels;
+    Router::new()
+        .push(
+            Router::with_path("channels")
+                .get(channels::list)
+                .post(channels::create),
+        )
+        .push(
+            Router::with_path("channels/{id}")
+                .get(channels::get)
+                .put(channels::update)
+                .delete(channels::delete),
+        )
+        .push(Router::with_path("channels/{id}/test").post(channels::test))
+}
+
+fn routes_channels_public() -> Router {
+    use routes::{webhooks, widget};
+    Router::new()
+        .push(
+            Router::with_path("webhooks/whatsapp")
+                .get(webhooks::whatsapp_verify)
+                .post(webhooks::whatsapp),
+        )
+        .push(
+            Router::with_path("webhooks/facebook")
+                .get(webhooks::facebook_verify)
+                .post(webhooks::facebook),
+        )
+        .push(Router::with_path("webhooks/telegram/{channelId}").post(webhooks::telegram))
+        .push(
+            Router::with_path("widget/{publicKey}/sessions")
+                .post(widget::create_session)
+                .options(widget::preflight),
+        )
+        .push(
+            Router::with_path("widget/{publicKey}/messages")
+                .get(widget::list_messages)
+                .post(widget::send_message)
+                .options(widget::preflight),
+        )
+        .push(
+            Router::with_path("widget/{publicKey}/settings")
+                .get(widget::get_settings)
+                .options(widget::preflight),
+        )
 }
 
 /// Unknown routes, wrong methods and salvo's own errors as JSON bodies.
@@ -192,6 +245,7 @@ pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
         .push(Router::with_path("healthz").get(routes::health::healthz))
         .push(Router::with_path("readyz").get(routes::health::readyz))
         .push(Router::with_path("metrics").get(metrics::expose))
+        .push(Router::with_path("widget.js").get(routes::widget::script))
         .push(
             Router::with_path("socket.io")
                 .hoop(socket_layer.compat())

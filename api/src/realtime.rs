@@ -179,6 +179,7 @@ pub fn layer(state: AppState) -> (SocketIoLayer, SocketIo) {
     for ns in NAMESPACES {
         io.ns(ns, on_connect.with(authenticate));
     }
+    crate::realtime_widget::register(&io);
     (layer, io)
 }
 
@@ -195,6 +196,7 @@ pub async fn relay(io: &SocketIo, event: &RealtimeEvent) {
             tracing::warn!(error = %e, event = %event.event, "could not emit realtime event");
         }
     }
+    crate::realtime_widget::relay(io, event).await;
 }
 
 /// Subscribes to the workers' events on Redis and relays them, reconnecting

@@ -21,6 +21,7 @@ macro_rules! every_job_type {
             ProcessInbound,
             PurgeDocument,
             TestChannel,
+            RegisterWebhook,
             TestAiProvider,
             SearchKnowledge,
             RunBackup,

@@ -88,6 +88,17 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
         .await?;
     db.ensure_index("channels", doc! { "routingKey": 1 }, Some(unique_sparse()))
         .await?;
+    // Raw webhook payloads are kept 30 days for audit and replays.
+    db.ensure_index(
+        "webhook_events",
+        doc! { "createdAt": 1 },
+        Some(
+            IndexOptions::builder()
+                .expire_after(Duration::from_secs(30 * 86_400))
+                .build(),
+        ),
+    )
+    .await?;
     Ok(())
 }
 

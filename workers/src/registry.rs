@@ -30,6 +30,9 @@ fn register_all(monitor: Monitor, setup: &WorkerSetup, wants: &dyn Fn(&str) -> b
     r.add::<IngestDocument>(setup, wants);
     r.add::<PurgeDocument>(setup, wants);
     r.add::<SearchKnowledge>(setup, wants);
+    r.add::<types::DeliverMessage>(setup, wants);
+    r.add::<types::TestChannel>(setup, wants);
+    r.add::<types::RegisterWebhook>(setup, wants);
     r
 }
 

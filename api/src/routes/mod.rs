@@ -1,5 +1,6 @@
 pub mod agents;
 pub mod auth;
+pub mod channels;
 pub mod documents;
 pub mod health;
 pub mod jobs;
@@ -7,3 +8,5 @@ pub mod search;
 pub mod system;
 pub mod tenants;
 pub mod users;
+pub mod webhooks;
+pub mod widget;

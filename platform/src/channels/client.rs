@@ -157,10 +157,7 @@ pub fn split_text(text: &str, max: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = text.trim();
     while rest.chars().count() > max {
-        let cut = rest
-            .char_indices()
-            .nth(max)
-            .map_or(rest.len(), |(i, _)| i);
+        let cut = rest.char_indices().nth(max).map_or(rest.len(), |(i, _)| i);
         let window = &rest[..cut];
         let split = window
             .rfind('\n')
@@ -379,7 +376,11 @@ mod tests {
         let text = "word ".repeat(500);
         let parts = split_text(&text, 1_000);
         assert!(parts.len() >= 3);
-        assert!(parts.iter().all(|p| p.chars().count() <= 1_000 && !p.is_empty()));
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.chars().count() <= 1_000 && !p.is_empty())
+        );
         assert_eq!(parts.join(" ").split_whitespace().count(), 500);
         assert_eq!(split_text("hi", 10), vec!["hi".to_owned()]);
     }
@@ -392,7 +393,11 @@ mod tests {
             error_message(&wa).as_deref(),
             Some("(#131047) Re-engagement message: more than 24 hours have passed")
         );
-        let tg = json!({"ok": false, "error_code": 400, "description": "Bad Request: chat not found"});
-        assert_eq!(error_message(&tg).as_deref(), Some("Bad Request: chat not found"));
+        let tg =
+            json!({"ok": false, "error_code": 400, "description": "Bad Request: chat not found"});
+        assert_eq!(
+            error_message(&tg).as_deref(),
+            Some("Bad Request: chat not found")
+        );
     }
 }

@@ -137,7 +137,10 @@ impl ChannelsConfig {
 /// The key webhooks are routed on, unique across tenants: one provider
 /// account (phone number, page, Instagram account) belongs to one channel.
 pub fn routing_key(channel_type: ChannelType, provider_id: &str) -> String {
-    format!("{}:{provider_id}", channel_type.as_str().to_ascii_lowercase())
+    format!(
+        "{}:{provider_id}",
+        channel_type.as_str().to_ascii_lowercase()
+    )
 }
 
 /// The routing key of a stored channel, from its config.

@@ -70,8 +70,7 @@ fn id_string(v: &serde_json::Value) -> Option<String> {
 /// but ids: this runs before the signature can be checked, because which
 /// app secret to check with depends on the channel the ids name.
 pub fn meta_routing_ids(body: &[u8]) -> Result<(String, Vec<String>), PayloadError> {
-    let env: IdsEnvelope =
-        serde_json::from_slice(body).map_err(|e| PayloadError(e.to_string()))?;
+    let env: IdsEnvelope = serde_json::from_slice(body).map_err(|e| PayloadError(e.to_string()))?;
     let mut ids: Vec<String> = Vec::new();
     for entry in &env.entry {
         if env.object == "whatsapp_business_account" {
@@ -437,14 +436,21 @@ mod tests {
              {"from":"5511","id":"wamid.B","timestamp":"1717000000","type":"image","image":{}}],
  "statuses":[{"id":"wamid.OUT","status":"failed","errors":[{"code":131047,"title":"Re-engagement message"}]}]}}]}]}"#;
         let (object, ids) = meta_routing_ids(body)?;
-        assert_eq!((object.as_str(), ids), ("whatsapp_business_account", vec!["PN1".to_owned()]));
+        assert_eq!(
+            (object.as_str(), ids),
+            ("whatsapp_business_account", vec!["PN1".to_owned()])
+        );
         let routed = whatsapp(body)?;
         assert_eq!(routed.len(), 1);
         let (id, items) = &routed[0];
         assert_eq!(id, "PN1");
         assert_eq!(items.len(), 2, "the image is skipped");
-        assert!(matches!(&items[0], InboundItem::Message { user_name: Some(n), text, .. } if n == "Ana" && text == "hi"));
-        assert!(matches!(&items[1], InboundItem::Receipt { status: MessageStatus::Failed, error: Some(e), .. } if e.contains("131047")));
+        assert!(
+            matches!(&items[0], InboundItem::Message { user_name: Some(n), text, .. } if n == "Ana" && text == "hi")
+        );
+        assert!(
+            matches!(&items[1], InboundItem::Receipt { status: MessageStatus::Failed, error: Some(e), .. } if e.contains("131047"))
+        );
         Ok(())
     }
 
@@ -467,10 +473,13 @@ mod tests {
         let msg = br#"{"update_id":7,"message":{"message_id":42,"from":{"id":111,"is_bot":false,"first_name":"Ana","username":"ana"},"chat":{"id":111,"type":"private"},"date":1717000000,"text":"hi"}}"#;
         let (id, item) = telegram(msg)?;
         assert_eq!(id, 7);
-        assert!(matches!(item, Some(InboundItem::Message { external_user_id, external_message_id, .. }) if external_user_id == "111" && external_message_id == "7"));
+        assert!(
+            matches!(item, Some(InboundItem::Message { external_user_id, external_message_id, .. }) if external_user_id == "111" && external_message_id == "7")
+        );
         let bot = br#"{"update_id":8,"message":{"message_id":1,"from":{"id":2,"is_bot":true,"first_name":"B"},"chat":{"id":2},"text":"x"}}"#;
         assert!(telegram(bot)?.1.is_none());
-        let edit = br#"{"update_id":9,"edited_message":{"message_id":1,"chat":{"id":2},"text":"x"}}"#;
+        let edit =
+            br#"{"update_id":9,"edited_message":{"message_id":1,"chat":{"id":2},"text":"x"}}"#;
         assert!(telegram(edit)?.1.is_none());
         Ok(())
     }

@@ -397,7 +397,10 @@ mod tests {
         .expect("valid");
         assert_eq!(first.config.get_str("pageId").ok(), Some("123"));
         assert!(first.config.get("webhookUrl").is_none());
-        assert_eq!(first.new_secrets.get("pageAccessToken").map(String::as_str), Some("EAAB"));
+        assert_eq!(
+            first.new_secrets.get("pageAccessToken").map(String::as_str),
+            Some("EAAB")
+        );
         assert_eq!(first.routing_key.as_deref(), Some("facebook:123"));
         let stored: BTreeMap<String, String> = first
             .new_secrets

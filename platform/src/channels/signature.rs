@@ -21,8 +21,15 @@ pub enum SignatureError {
 }
 
 /// Checks `header` (`sha256=<hex>`) against HMAC-SHA256(`app_secret`, `body`).
-pub fn verify_meta(app_secret: &str, body: &[u8], header: Option<&str>) -> Result<(), SignatureError> {
-    let header = header.map(str::trim).filter(|h| !h.is_empty()).ok_or(SignatureError::Missing)?;
+pub fn verify_meta(
+    app_secret: &str,
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), SignatureError> {
+    let header = header
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .ok_or(SignatureError::Missing)?;
     let hex_sig = header
         .strip_prefix("sha256=")
         .ok_or(SignatureError::Malformed)?;
@@ -81,12 +88,18 @@ mod tests {
         let sig = sign_meta("s3cret", body);
         assert!(sig.starts_with("sha256="));
         assert_eq!(verify_meta("s3cret", body, Some(&sig)), Ok(()));
-        assert_eq!(verify_meta("other", body, Some(&sig)), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify_meta("other", body, Some(&sig)),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(
             verify_meta("s3cret", b"{\"object\":\"page\"} ", Some(&sig)),
             Err(SignatureError::Mismatch)
         );
-        assert_eq!(verify_meta("s3cret", body, None), Err(SignatureError::Missing));
+        assert_eq!(
+            verify_meta("s3cret", body, None),
+            Err(SignatureError::Missing)
+        );
         assert_eq!(
             verify_meta("s3cret", body, Some("sha1=abc")),
             Err(SignatureError::Malformed)
@@ -100,8 +113,17 @@ mod tests {
     #[test]
     fn telegram_secret_token_must_match_exactly() {
         assert_eq!(verify_secret_token("abc_DEF-1", Some("abc_DEF-1")), Ok(()));
-        assert_eq!(verify_secret_token("abc", Some("abd")), Err(SignatureError::Mismatch));
-        assert_eq!(verify_secret_token("abc", Some("abcd")), Err(SignatureError::Mismatch));
-        assert_eq!(verify_secret_token("abc", None), Err(SignatureError::Missing));
+        assert_eq!(
+            verify_secret_token("abc", Some("abd")),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_secret_token("abc", Some("abcd")),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_secret_token("abc", None),
+            Err(SignatureError::Missing)
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! One handler module per job type.
 
 pub mod backup;
+pub mod channel_jobs;
+pub mod delivery;
 pub mod knowledge;
 pub mod noop;
 pub mod rollup;

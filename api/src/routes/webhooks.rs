@@ -1,0 +1,353 @@
+//! `/api/v1/webhooks/...`: public endpoints the providers call.
+//!
+//! Every delivery is authenticated on its raw bytes before anything is
+//! stored (Meta: `X-Hub-Signature-256` with the channel's app secret;
+//! Telegram: the secret token header), deduplicated per provider message id
+//! with a Redis `SET NX` (the unique `messages.dedupKey` index is the
+//! durable backstop), stored as a [`WebhookEvent`] per channel and handed to
+//! a `process_inbound` job. The answer is immediate: providers retry slow
+//! or failed deliveries.
+//!
+//! Which app secret to check a Meta delivery with depends on the channel
+//! the payload names, so the routing ids (and nothing else) are read first;
+//! nothing is parsed further, stored or queued until the signature holds.
+
+use bson::doc;
+use chrono::Utc;
+use salvo::http::header::CONTENT_TYPE;
+use salvo::prelude::*;
+
+use aigentable_jobs::Requester;
+use aigentable_jobs::types::ProcessInbound;
+use aigentable_platform::channels::{channel_routing_key, parse, routing_key, signature};
+use aigentable_platform::ids::{looks_like_id, new_id};
+use aigentable_platform::model::channel::COLLECTION as CHANNELS;
+use aigentable_platform::model::{Channel, ChannelType, InboundItem, WebhookEvent};
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, app};
+
+/// Meta batches up to 1,000 updates per delivery; 1 MB covers that with room.
+pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+
+/// A retried delivery within this window enqueues nothing new.
+const DEDUP_TTL_SECS: u64 = 48 * 3600;
+
+async fn raw_body(req: &mut Request) -> ApiResult<Vec<u8>> {
+    req.payload_with_max_size(WEBHOOK_BODY_LIMIT)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| match e {
+            salvo::http::ParseError::PayloadTooLarge => ApiError::PayloadTooLarge {
+                limit: WEBHOOK_BODY_LIMIT,
+            },
+            other => ApiError::bad_request(format!("could not read request body: {other}")),
+        })
+}
+
+fn unknown_channel() -> ApiError {
+    ApiError::NotFound("channel")
+}
+
+fn bad_signature() -> ApiError {
+    ApiError::Unauthorized("invalid signature".to_owned())
+}
+
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The id an item is deduplicated on: receipts per status, so `delivered`
+/// after `sent` still counts.
+fn dedup_id(item: &InboundItem) -> String {
+    match item {
+        InboundItem::Message {
+            external_message_id,
+            ..
+        } => format!("m:{external_message_id}"),
+        InboundItem::Receipt {
+            external_message_id,
+            status,
+            ..
+        } => format!("r:{external_message_id}:{}", status.as_str()),
+    }
+}
+
+/// Drops the items seen before, stores the rest as one event and queues it.
+/// Answers the event id, or `None` when everything was a duplicate.
+pub async fn accept(
+    state: &AppState,
+    channel: &Channel,
+    items: Vec<InboundItem>,
+    raw: &serde_json::Value,
+) -> ApiResult<Option<String>> {
+    let kv = &state.platform.kv;
+    let keys: Vec<String> = items
+        .iter()
+        .map(|i| kv.key(&["webhook-dedup", &channel.id, &dedup_id(i)]))
+        .collect();
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(DEDUP_TTL_SECS);
+    }
+    let mut conn = kv.conn();
+    let won: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+    let mut fresh = Vec::new();
+    let mut claimed = Vec::new();
+    for ((item, key), won) in items.into_iter().zip(keys).zip(won) {
+        if won.is_some() {
+            fresh.push(item);
+            claimed.push(key);
+        }
+    }
+    if fresh.is_empty() {
+        tracing::debug!(tenant_id = %channel.tenant_id, channel_id = %channel.id, "duplicate webhook delivery ignored");
+        return Ok(None);
+    }
+    let event = WebhookEvent {
+        id: new_id(),
+        tenant_id: channel.tenant_id.clone(),
+        channel_id: channel.id.clone(),
+        channel_type: channel.channel_type,
+        items: fresh,
+        raw: bson::to_document(raw).unwrap_or_default(),
+        created_at: Utc::now(),
+    };
+    let stored = async {
+        state
+            .platform
+            .db
+            .scoped::<WebhookEvent>(&channel.tenant_id)
+            .insert(&event)
+            .await?;
+        state
+            .jobs
+            .enqueue(
+                &channel.tenant_id,
+                Requester::System,
+                ProcessInbound {
+                    channel_id: channel.id.clone(),
+                    event_id: event.id.clone(),
+                },
+            )
+            .await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if let Err(e) = stored {
+        // Let the provider's retry through: it is the only copy we get.
+        let _ = redis::cmd("DEL")
+            .arg(&claimed)
+            .query_async::<()>(&mut conn)
+            .await;
+        return Err(e);
+    }
+    tracing::info!(tenant_id = %channel.tenant_id, channel_id = %channel.id, event_id = %event.id, items = event.items.len(), "webhook event accepted");
+    Ok(Some(event.id))
+}
+
+fn plain(res: &mut Response, status: StatusCode, body: String) {
+    res.status_code(status);
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        salvo::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res.render(body);
+}
+
+/// Meta's subscription check: echo `hub.challenge` when `hub.verify_token`
+/// is the verify token of one of our channels of these types.
+async fn verify_subscription(
+    req: &Request,
+    depot: &Depot,
+    res: &mut Response,
+    types: &[ChannelType],
+) -> ApiResult<()> {
+    let q = req.queries();
+    let mode = q.get("hub.mode").map(String::as_str).unwrap_or_default();
+    let token = q
+        .get("hub.verify_token")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let challenge = q.get("hub.challenge").cloned().unwrap_or_default();
+    if mode != "subscribe" || token.is_empty() || challenge.is_empty() || challenge.len() > 256 {
+        return Err(ApiError::Forbidden("verification failed".to_owned()));
+    }
+    let type_names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+    let found = app(depot)
+        .platform
+        .db
+        .unscoped::<bson::Document>(CHANNELS)
+        .find_one(doc! { "type": { "$in": type_names }, "webhookSecret": token })
+        .await
+        .map_err(ApiError::internal)?;
+    match found {
+        Some(c) => {
+            tracing::info!(channel_id = %c.get_str("_id").unwrap_or_default(), "webhook subscription verified");
+            plain(res, StatusCode::OK, challenge);
+            Ok(())
+        }
+        None => Err(ApiError::Forbidden("verification failed".to_owned())),
+    }
+}
+
+/// WhatsApp subscription check (`hub.challenge`).
+#[endpoint(tags("webhooks"), status_codes(200, 403))]
+pub async fn whatsapp_verify(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<()> {
+    verify_subscription(req, depot, res, &[ChannelType::Whatsapp]).await
+}
+
+/// Messenger / Instagram subscription check (`hub.challenge`).
+#[endpoint(tags("webhooks"), status_codes(200, 403))]
+pub async fn facebook_verify(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<()> {
+    verify_subscription(
+        req,
+        depot,
+        res,
+        &[ChannelType::Facebook, ChannelType::Instagram],
+    )
+    .await
+}
+
+/// A Meta delivery (WhatsApp, Messenger, Instagram).
+async fn meta_delivery(
+    req: &mut Request,
+    depot: &Depot,
+    res: &mut Response,
+    whatsapp_route: bool,
+) -> ApiResult<()> {
+    let state = app(depot);
+    let body = raw_body(req).await?;
+    let (object, ids) = parse::meta_routing_ids(&body)
+        .map_err(|_| ApiError::bad_request("body is not a webhook payload"))?;
+    let channel_type = match (whatsapp_route, object.as_str()) {
+        (true, "whatsapp_business_account") => ChannelType::Whatsapp,
+        (false, "page") => ChannelType::Facebook,
+        (false, "instagram") => ChannelType::Instagram,
+        _ => return Err(ApiError::bad_request("unsupported webhook object")),
+    };
+    let keys: Vec<String> = ids.iter().map(|id| routing_key(channel_type, id)).collect();
+    let channels: Vec<Channel> = {
+        use futures::TryStreamExt;
+        state
+            .platform
+            .db
+            .unscoped::<Channel>(CHANNELS)
+            .find(doc! { "routingKey": { "$in": &keys } })
+            .await
+            .map_err(ApiError::internal)?
+            .try_collect()
+            .await
+            .map_err(ApiError::internal)?
+    };
+    if channels.is_empty() {
+        tracing::info!(object = %object, "webhook for no known channel");
+        return Err(unknown_channel());
+    }
+    let sig = header(req, "x-hub-signature-256");
+    for c in &channels {
+        let secret = c
+            .secrets
+            .get("appSecret")
+            .and_then(|s| state.platform.secrets.open(s).ok());
+        let verdict = match &secret {
+            Some(secret) => signature::verify_meta(secret, &body, sig),
+            None => Err(signature::SignatureError::Mismatch),
+        };
+        if let Err(e) = verdict {
+            tracing::warn!(tenant_id = %c.tenant_id, channel_id = %c.id, reason = %e, "webhook refused");
+            return Err(bad_signature());
+        }
+    }
+    // Verified: now the payload may be read.
+    let routed = if channel_type == ChannelType::Whatsapp {
+        parse::whatsapp(&body)
+    } else {
+        parse::page_or_instagram(&body)
+    }
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let raw: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    for (routing_id, items) in routed {
+        let key = routing_key(channel_type, &routing_id);
+        let Some(channel) = channels
+            .iter()
+            .find(|c| channel_routing_key(c).as_deref() == Some(key.as_str()))
+        else {
+            continue;
+        };
+        if !channel.is_active {
+            tracing::info!(tenant_id = %channel.tenant_id, channel_id = %channel.id, "webhook for an inactive channel ignored");
+            continue;
+        }
+        accept(state, channel, items, &raw).await?;
+    }
+    plain(res, StatusCode::OK, "EVENT_RECEIVED".to_owned());
+    Ok(())
+}
+
+/// WhatsApp Cloud API deliveries (signed with the app secret).
+#[endpoint(tags("webhooks"), status_codes(200, 400, 401, 404))]
+pub async fn whatsapp(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
+    meta_delivery(req, depot, res, true).await
+}
+
+/// Messenger (`object: page`) and Instagram (`object: instagram`) deliveries.
+#[endpoint(tags("webhooks"), status_codes(200, 400, 401, 404))]
+pub async fn facebook(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
+    meta_delivery(req, depot, res, false).await
+}
+
+/// Telegram updates for one channel (checked with the secret token header).
+#[endpoint(tags("webhooks"), status_codes(200, 401, 404), parameters(("channelId" = String, Path, description = "Channel id")))]
+pub async fn telegram(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
+    let state = app(depot);
+    let id: String = req.param("channelId").unwrap_or_default();
+    if !looks_like_id(&id) {
+        return Err(unknown_channel());
+    }
+    // The path names the channel; its tenant is what we are looking for.
+    let channel = state
+        .platform
+        .db
+        .unscoped::<Channel>(CHANNELS)
+        .find_one(doc! { "_id": &id, "type": ChannelType::Telegram.as_str() })
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(unknown_channel)?;
+    let verdict = match &channel.webhook_secret {
+        Some(expected) => {
+            signature::verify_secret_token(expected, header(req, "x-telegram-bot-api-secret-token"))
+        }
+        None => Err(signature::SignatureError::Mismatch),
+    };
+    if let Err(e) = verdict {
+        tracing::warn!(tenant_id = %channel.tenant_id, channel_id = %channel.id, reason = %e, "telegram webhook refused");
+        return Err(bad_signature());
+    }
+    let body = raw_body(req).await?;
+    let (update_id, item) =
+        parse::telegram(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(item) = item
+        && channel.is_active
+    {
+        let raw: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        accept(state, &channel, vec![item], &raw).await?;
+    } else {
+        tracing::debug!(channel_id = %channel.id, update_id, "telegram update ignored");
+    }
+    res.render(Json(serde_json::json!({})));
+    Ok(())
+}
