@@ -104,6 +104,33 @@ impl ConversationRef {
     }
 }
 
+/// `send-message`: `{conversationId, message}`, the message as text or as
+/// `{content}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SendMessage {
+    conversation_id: String,
+    message: SocketMessage,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SocketMessage {
+    Text(String),
+    Object {
+        #[serde(alias = "message", alias = "text")]
+        content: String,
+    },
+}
+
+impl SocketMessage {
+    fn content(&self) -> &str {
+        match self {
+            SocketMessage::Text(t) | SocketMessage::Object { content: t } => t,
+        }
+    }
+}
+
 async fn owns_conversation(state: &AppState, caller: &Caller, id: &str) -> bool {
     if !aigentable_platform::ids::looks_like_id(id) {
         return false;
@@ -157,12 +184,34 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
     );
     socket.on(
         "send-message",
-        async |ack: AckSender| {
-            ack.send(&json!({
-                "ok": false,
-                "message": "sending messages over the socket is not available yet; use POST /conversations/:id/messages",
-            }))
-            .ok();
+        async |s: SocketRef,
+               TryData(payload): TryData<SendMessage>,
+               State(state): State<AppState>,
+               ack: AckSender| {
+            let Some(caller) = s.extensions.get::<Caller>() else {
+                return;
+            };
+            let reply = match payload {
+                Ok(p) => match crate::routes::conversations::send_staff_message(
+                    &state,
+                    &caller,
+                    &p.conversation_id,
+                    p.message.content(),
+                )
+                .await
+                {
+                    Ok((message, job)) => {
+                        json!({ "ok": true, "message": message.view(), "jobId": job.id })
+                    }
+                    Err(e) => json!({ "ok": false, "message": e.body().message, "code": e.code() }),
+                },
+                Err(_) => json!({
+                    "ok": false,
+                    "message": "send-message takes {conversationId, message}",
+                    "code": "VALIDATION_ERROR",
+                }),
+            };
+            ack.send(&reply).ok();
         },
     );
     socket.on_disconnect(async |State(state): State<AppState>| {

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod channels;
 pub mod chunking;
 pub mod config;
+pub mod conversations;
 pub mod crypto;
 pub mod db;
 pub mod domain;

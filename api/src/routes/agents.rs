@@ -7,15 +7,21 @@ use salvo::oapi::ToSchema;
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use aigentable_jobs::types::PurgeDocument;
+use aigentable_jobs::{Requester, events};
+use aigentable_platform::db::PageRequest;
 use aigentable_platform::domain::{Name, regex_escape};
 use aigentable_platform::ids::new_id;
 use aigentable_platform::model::agent::{DEFAULT_FALLBACK, DEFAULT_WELCOME};
-use aigentable_platform::model::{Agent, AgentStatus, RetrievalSettings};
+use aigentable_platform::model::{
+    Agent, AgentStatus, Channel, Conversation, ConversationStatus, DocumentStatus,
+    KnowledgeDocument, RetrievalSettings,
+};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json_body, pagination, path_id, query_enum, query_string};
 use crate::guard::{Caller, caller};
-use crate::state::app;
+use crate::state::{AppState, app};
 use crate::views::Pagination;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -419,14 +425,18 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Agen
     Ok(Json((&updated).into()))
 }
 
-/// Delete an agent (admins). Its documents stay in the tenant's knowledge
-/// base, detached from it.
+/// Delete an agent (admins). Its documents are purged (each is marked
+/// `DELETING` at once and a `purge_document` job removes its vectors and
+/// file), and its channels are detached (`agentId` null): their open
+/// conversations go to staff (`WAITING`) instead of being answered by an
+/// agent that no longer exists.
 #[endpoint(tags("agents"), security(("bearerAuth" = [])), status_codes(204, 403, 404), parameters(("id" = String, Path, description = "Agent id")))]
 pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
     let who = caller(depot)?;
     who.require_admin()?;
     let id = path_id(req, "agent")?;
-    if !app(depot)
+    let state = app(depot);
+    if !state
         .platform
         .db
         .scoped::<Agent>(&who.tenant_id)
@@ -435,7 +445,122 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
     {
         return Err(ApiError::NotFound("agent"));
     }
-    tracing::info!(agent_id = %id, tenant_id = %who.tenant_id, "agent deleted");
+    let purged = purge_documents(state, who, &id).await?;
+    let (channels, conversations) = detach(state, who, &id).await?;
+    tracing::info!(agent_id = %id, tenant_id = %who.tenant_id, documents = purged, channels, conversations, "agent deleted");
     res.status_code(StatusCode::NO_CONTENT);
     Ok(())
+}
+
+/// Pages of work done by the agent-deletion loops: each pass changes what
+/// it found, so the next pass finds the rest; the bound only guards
+/// against a store that does not apply the change.
+const CLEANUP_PASSES: usize = 1_000;
+const CLEANUP_PAGE: PageRequest = PageRequest {
+    page: 1,
+    limit: 100,
+};
+
+/// Marks the agent's documents `DELETING` and queues their purge, as
+/// `DELETE /documents/:id` does for one.
+async fn purge_documents(state: &AppState, who: &Caller, agent_id: &str) -> ApiResult<u64> {
+    let documents = state
+        .platform
+        .db
+        .scoped::<KnowledgeDocument>(&who.tenant_id);
+    let mut purged = 0;
+    for _ in 0..CLEANUP_PASSES {
+        let (page, _) = documents
+            .find_page(
+                doc! { "agentId": agent_id, "status": { "$ne": DocumentStatus::Deleting.as_str() } },
+                doc! { "_id": 1 },
+                CLEANUP_PAGE,
+            )
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        for document in page {
+            let Some(marked) = documents
+                .update_by_id(
+                    &document.id,
+                    doc! { "$set": { "status": DocumentStatus::Deleting.as_str(), "updatedAt": bson::DateTime::now() } },
+                )
+                .await?
+            else {
+                continue;
+            };
+            let job = state
+                .jobs
+                .enqueue(
+                    &who.tenant_id,
+                    Requester::User(who.user_id().clone()),
+                    PurgeDocument {
+                        document_id: marked.id.clone(),
+                    },
+                )
+                .await?;
+            tracing::info!(document_id = %marked.id, tenant_id = %who.tenant_id, job_id = %job.id, "document of a deleted agent queued for purge");
+            events::document_updated(&state.platform.kv, &marked).await;
+            purged += 1;
+        }
+    }
+    Ok(purged)
+}
+
+/// Detaches the agent from its channels and its open conversations, which
+/// go to staff. Returns how many channels and conversations changed.
+async fn detach(state: &AppState, who: &Caller, agent_id: &str) -> ApiResult<(u64, u64)> {
+    let db = &state.platform.db;
+    let channels = db.scoped::<Channel>(&who.tenant_id);
+    let mut detached = 0;
+    for _ in 0..CLEANUP_PASSES {
+        let (page, _) = channels
+            .find_page(
+                doc! { "agentId": agent_id },
+                doc! { "_id": 1 },
+                CLEANUP_PAGE,
+            )
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        for channel in page {
+            channels
+                .update_by_id(
+                    &channel.id,
+                    doc! { "$set": { "agentId": bson::Bson::Null, "updatedAt": bson::DateTime::now() } },
+                )
+                .await?;
+            detached += 1;
+        }
+    }
+    let conversations = db.scoped::<Conversation>(&who.tenant_id);
+    let mut handed = 0;
+    for _ in 0..CLEANUP_PASSES {
+        let (page, _) = conversations
+            .find_page(
+                doc! { "agentId": agent_id },
+                doc! { "_id": 1 },
+                CLEANUP_PAGE,
+            )
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        for conversation in page {
+            let mut set = doc! { "agentId": bson::Bson::Null, "updatedAt": bson::DateTime::now() };
+            if conversation.status == ConversationStatus::Active {
+                set.insert("status", ConversationStatus::Waiting.as_str());
+            }
+            if let Some(updated) = conversations
+                .update_by_id(&conversation.id, doc! { "$set": set })
+                .await?
+            {
+                events::conversation_updated(&state.platform.kv, &updated).await;
+                handed += 1;
+            }
+        }
+    }
+    Ok((detached, handed))
 }

@@ -1,5 +1,7 @@
+pub mod agent_test;
 pub mod agents;
 pub mod auth;
+pub mod conversations;
 pub mod channels;
 pub mod documents;
 pub mod health;

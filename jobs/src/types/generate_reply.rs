@@ -6,8 +6,17 @@ use crate::Job;
 
 pub const QUEUE: &str = "replies";
 
-/// Answers a customer message (or a test message) from the agent's knowledge.
+/// One earlier turn of a test conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestTurn {
+    /// `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+/// Answers a customer message (or a test message) from the agent's knowledge.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerateReply {
     /// Conversation to answer; `None` in test mode.
@@ -21,6 +30,12 @@ pub struct GenerateReply {
     /// Test mode: the message to answer, nothing is stored in a conversation.
     #[serde(default)]
     pub test_input: Option<String>,
+    /// Test mode: the earlier turns, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<TestTurn>,
+    /// Test mode: a Redis list the api waits on for the answer (`?wait=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_key: Option<String>,
 }
 
 impl Job for GenerateReply {

@@ -346,6 +346,16 @@ impl Contact {
     }
 }
 
+/// The dedup key of an inbound provider message.
+pub fn inbound_dedup_key(channel_id: &str, external_message_id: &str) -> String {
+    format!("in:{channel_id}:{external_message_id}")
+}
+
+/// The dedup key of the bot's reply to an inbound message.
+pub fn reply_dedup_key(inbound_message_id: &str) -> String {
+    format!("reply:{inbound_message_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::ConversationStatus::*;
@@ -360,14 +370,4 @@ mod tests {
         assert!(Active.can_move_to(Assigned));
         assert!(Assigned.can_move_to(Active));
     }
-}
-
-/// The dedup key of an inbound provider message.
-pub fn inbound_dedup_key(channel_id: &str, external_message_id: &str) -> String {
-    format!("in:{channel_id}:{external_message_id}")
-}
-
-/// The dedup key of the bot's reply to an inbound message.
-pub fn reply_dedup_key(inbound_message_id: &str) -> String {
-    format!("reply:{inbound_message_id}")
 }

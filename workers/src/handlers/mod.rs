@@ -3,8 +3,10 @@
 pub mod backup;
 pub mod channel_jobs;
 pub mod delivery;
+pub mod inbound;
 pub mod knowledge;
 pub mod noop;
+pub mod reply;
 pub mod rollup;
 pub mod send_email;
 pub mod sweep;

@@ -1,0 +1,489 @@
+//! Conversation service functions shared by the inbound job, the reply job,
+//! the api and the Socket.IO gateway: contacts, opening and reopening
+//! conversations, storing messages exactly once, counters, receipts, the
+//! status machine, and short Redis locks that serialize work per
+//! conversation.
+//!
+//! Publishing events and enqueueing jobs stays with the callers (the jobs
+//! crate depends on this one, not the other way round).
+
+use std::time::Duration;
+
+use bson::{Bson, Document, doc};
+use chrono::Utc;
+
+use crate::Kv;
+use crate::db::{Db, DbError, DbResult, PageRequest};
+use crate::ids::{TenantId, new_id};
+use crate::model::{
+    Channel, Contact, Conversation, ConversationStatus, Message, MessageDirection, MessageStatus,
+    SenderType,
+};
+
+/// Characters of the last message shown in conversation lists.
+pub const PREVIEW_CHARS: usize = 120;
+
+/// The list preview of a message: one line, at most [`PREVIEW_CHARS`].
+pub fn preview(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= PREVIEW_CHARS {
+        return one_line;
+    }
+    let mut cut: String = one_line.chars().take(PREVIEW_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// What a provider told us about the customer.
+#[derive(Debug, Clone, Default)]
+pub struct ContactInfo<'a> {
+    pub external_id: &'a str,
+    pub name: Option<&'a str>,
+    pub username: Option<&'a str>,
+    pub phone: Option<&'a str>,
+}
+
+/// The contact of `info.external_id` on `channel`, created on first sight;
+/// a changed name, username or phone is kept up to date.
+pub async fn upsert_contact(
+    db: &Db,
+    channel: &Channel,
+    info: &ContactInfo<'_>,
+) -> DbResult<Contact> {
+    let contacts = db.scoped::<Contact>(&channel.tenant_id);
+    let filter = doc! { "channelId": &channel.id, "externalId": info.external_id };
+    if let Some(existing) = contacts.find_one(filter.clone()).await? {
+        return refresh_contact(db, existing, info).await;
+    }
+    let now = Utc::now();
+    let contact = Contact {
+        id: new_id(),
+        tenant_id: channel.tenant_id.clone(),
+        channel_id: channel.id.clone(),
+        channel_type: channel.channel_type,
+        external_id: info.external_id.to_owned(),
+        name: info.name.map(str::to_owned),
+        username: info.username.map(str::to_owned),
+        phone: info.phone.map(str::to_owned),
+        created_at: now,
+        updated_at: now,
+    };
+    match contacts.insert(&contact).await {
+        Ok(()) => Ok(contact),
+        // Another message of the same customer created it first.
+        Err(DbError::Duplicate) => contacts.find_one(filter).await?.ok_or(DbError::Codec(
+            "contact vanished after a duplicate insert".into(),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+async fn refresh_contact(db: &Db, contact: Contact, info: &ContactInfo<'_>) -> DbResult<Contact> {
+    let mut set = Document::new();
+    for (field, new, old) in [
+        ("name", info.name, contact.name.as_deref()),
+        ("username", info.username, contact.username.as_deref()),
+        ("phone", info.phone, contact.phone.as_deref()),
+    ] {
+        if let Some(new) = new.filter(|v| !v.trim().is_empty())
+            && Some(new) != old
+        {
+            set.insert(field, new);
+        }
+    }
+    if set.is_empty() {
+        return Ok(contact);
+    }
+    set.insert("updatedAt", bson::DateTime::now());
+    Ok(db
+        .scoped::<Contact>(&contact.tenant_id)
+        .update_by_id(&contact.id, doc! { "$set": set })
+        .await?
+        .unwrap_or(contact))
+}
+
+/// The conversation a new customer message belongs to: the open one (any
+/// status but `CLOSED`; a `RESOLVED` one is reopened as `ACTIVE`), or a new
+/// one answered by the channel's agent. A channel without an agent starts
+/// conversations `WAITING` for staff. Callers serialize per customer (see
+/// [`inbound_lock_key`]) so that two messages cannot open two conversations.
+///
+/// Returns the conversation and whether it was created or reopened.
+pub async fn open_conversation(
+    db: &Db,
+    channel: &Channel,
+    contact: &Contact,
+) -> DbResult<(Conversation, bool)> {
+    let conversations = db.scoped::<Conversation>(&channel.tenant_id);
+    let (mut open, _) = conversations
+        .find_page(
+            doc! {
+                "channelId": &channel.id,
+                "externalUserId": &contact.external_id,
+                "status": { "$ne": ConversationStatus::Closed.as_str() },
+            },
+            doc! { "createdAt": -1 },
+            PageRequest { page: 1, limit: 1 },
+        )
+        .await?;
+    if let Some(current) = open.pop() {
+        if current.status != ConversationStatus::Resolved {
+            return Ok((current, false));
+        }
+        let reopened = conversations
+            .update_one(
+                doc! { "_id": &current.id, "status": ConversationStatus::Resolved.as_str() },
+                doc! { "$set": {
+                    "status": ConversationStatus::Active.as_str(),
+                    "assignedTo": Bson::Null,
+                    "resolvedAt": Bson::Null,
+                    "updatedAt": bson::DateTime::now(),
+                } },
+            )
+            .await?;
+        // Changed meanwhile (staff closed or reopened it): take it as it is now.
+        let reopened = match reopened {
+            Some(c) => c,
+            None => conversations
+                .find_by_id(&current.id)
+                .await?
+                .unwrap_or(current),
+        };
+        return Ok((reopened, true));
+    }
+    let now = Utc::now();
+    let conversation = Conversation {
+        id: new_id(),
+        tenant_id: channel.tenant_id.clone(),
+        channel_id: channel.id.clone(),
+        channel_type: channel.channel_type,
+        agent_id: channel.agent_id.clone(),
+        contact_id: contact.id.clone(),
+        external_user_id: contact.external_id.clone(),
+        contact_name: contact.name.clone().or_else(|| contact.username.clone()),
+        status: if channel.agent_id.is_some() {
+            ConversationStatus::Active
+        } else {
+            ConversationStatus::Waiting
+        },
+        assigned_to: None,
+        last_message_preview: None,
+        last_message_at: None,
+        unread_count: 0,
+        message_count: 0,
+        resolved_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    conversations.insert(&conversation).await?;
+    Ok((conversation, true))
+}
+
+/// The Redis key that serializes inbound processing of one customer.
+pub fn inbound_lock_key(kv: &Kv, channel_id: &str, external_user_id: &str) -> String {
+    kv.key(&["lock", "inbound", channel_id, external_user_id])
+}
+
+/// The Redis key that serializes reply generation in one conversation.
+pub fn reply_lock_key(kv: &Kv, conversation_id: &str) -> String {
+    kv.key(&["lock", "reply", conversation_id])
+}
+
+/// Stores a message; `Ok(false)` when its dedup key shows it is stored
+/// already (a replayed webhook, a retried job).
+pub async fn insert_message(db: &Db, message: &Message) -> DbResult<bool> {
+    match db
+        .scoped::<Message>(&message.tenant_id)
+        .insert(message)
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(DbError::Duplicate) if message.dedup_key.is_some() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Updates the conversation's last message, counters and time after
+/// `message` was stored. Customer messages count as unread.
+pub async fn note_message(db: &Db, message: &Message) -> DbResult<Option<Conversation>> {
+    let unread = i64::from(message.direction == MessageDirection::Inbound);
+    db.scoped::<Conversation>(&message.tenant_id)
+        .update_by_id(
+            &message.conversation_id,
+            doc! {
+                "$set": {
+                    "lastMessagePreview": preview(&message.content),
+                    "lastMessageAt": bson::DateTime::from_chrono(message.created_at),
+                    "updatedAt": bson::DateTime::now(),
+                },
+                "$inc": { "messageCount": 1_i64, "unreadCount": unread },
+            },
+        )
+        .await
+}
+
+/// A new outbound message of `conversation`, `QUEUED` for delivery.
+pub fn outbound_message(
+    conversation: &Conversation,
+    sender_type: SenderType,
+    sender_id: Option<String>,
+    content: String,
+) -> Message {
+    let now = Utc::now();
+    Message {
+        id: new_id(),
+        tenant_id: conversation.tenant_id.clone(),
+        conversation_id: conversation.id.clone(),
+        channel_id: conversation.channel_id.clone(),
+        direction: MessageDirection::Outbound,
+        sender_type,
+        sender_id,
+        content,
+        status: MessageStatus::Queued,
+        external_message_id: None,
+        error: None,
+        reply_to: None,
+        dedup_key: None,
+        metadata: Document::new(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Applies a provider receipt to our outbound message with that provider
+/// id, only moving it forward (a late `delivered` never undoes `read`).
+/// `None` when no message matches or the receipt is stale.
+pub async fn apply_receipt(
+    db: &Db,
+    tenant: &TenantId,
+    channel_id: &str,
+    external_message_id: &str,
+    status: MessageStatus,
+    error: Option<&str>,
+) -> DbResult<Option<Message>> {
+    let behind: Vec<&str> = [
+        MessageStatus::Queued,
+        MessageStatus::Sending,
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        MessageStatus::Read,
+        MessageStatus::Failed,
+    ]
+    .into_iter()
+    .filter(|s| s.rank() < status.rank())
+    .map(MessageStatus::as_str)
+    .collect();
+    if behind.is_empty() {
+        return Ok(None);
+    }
+    let mut set = doc! { "status": status.as_str(), "updatedAt": bson::DateTime::now() };
+    if let Some(error) = error {
+        set.insert("error", error);
+    }
+    db.scoped::<Message>(tenant)
+        .update_one(
+            doc! {
+                "channelId": channel_id,
+                "externalMessageId": external_message_id,
+                "direction": MessageDirection::Outbound.as_str(),
+                "status": { "$in": behind },
+            },
+            doc! { "$set": set },
+        )
+        .await
+}
+
+/// The conversation's latest messages, newest first.
+pub async fn recent_messages(
+    db: &Db,
+    tenant: &TenantId,
+    conversation_id: &str,
+    limit: u64,
+) -> DbResult<Vec<Message>> {
+    let (messages, _) = db
+        .scoped::<Message>(tenant)
+        .find_page(
+            doc! { "conversationId": conversation_id },
+            doc! { "createdAt": -1, "_id": -1 },
+            PageRequest { page: 1, limit },
+        )
+        .await?;
+    Ok(messages)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    #[error("conversation not found")]
+    NotFound,
+    #[error("a conversation cannot move from {} to {}", from.as_str(), to.as_str())]
+    NotAllowed {
+        from: ConversationStatus,
+        to: ConversationStatus,
+    },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// What a status change also sets.
+#[derive(Debug, Clone, Default)]
+pub struct MoveExtras {
+    /// `Some(Some(user))` assigns, `Some(None)` unassigns, `None` keeps.
+    pub assigned_to: Option<Option<String>>,
+}
+
+/// Moves a conversation to `to` if the state machine allows it from its
+/// current state. The update is conditional on the state it was read in,
+/// so two concurrent changes cannot both apply on a stale view.
+pub async fn move_status(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+    to: ConversationStatus,
+    extras: &MoveExtras,
+) -> Result<Conversation, MoveError> {
+    let conversations = db.scoped::<Conversation>(tenant);
+    for _ in 0..5 {
+        let current = conversations
+            .find_by_id(id)
+            .await?
+            .ok_or(MoveError::NotFound)?;
+        if !current.status.can_move_to(to) {
+            return Err(MoveError::NotAllowed {
+                from: current.status,
+                to,
+            });
+        }
+        let mut set = doc! { "status": to.as_str(), "updatedAt": bson::DateTime::now() };
+        match to {
+            ConversationStatus::Resolved | ConversationStatus::Closed => {
+                if current.resolved_at.is_none() {
+                    set.insert("resolvedAt", bson::DateTime::now());
+                }
+            }
+            _ => {
+                set.insert("resolvedAt", Bson::Null);
+            }
+        }
+        // Back to the bot or finished: nobody holds it any more.
+        if matches!(
+            to,
+            ConversationStatus::Active | ConversationStatus::Resolved | ConversationStatus::Closed
+        ) {
+            set.insert("assignedTo", Bson::Null);
+        }
+        if let Some(assigned) = &extras.assigned_to {
+            set.insert(
+                "assignedTo",
+                assigned.as_deref().map_or(Bson::Null, Bson::from),
+            );
+        }
+        if let Some(updated) = conversations
+            .update_one(
+                doc! { "_id": id, "status": current.status.as_str() },
+                doc! { "$set": set },
+            )
+            .await?
+        {
+            return Ok(updated);
+        }
+        // Its status changed between the read and the write: decide again.
+    }
+    Err(MoveError::Db(DbError::Codec(
+        "the conversation kept changing; please retry".into(),
+    )))
+}
+
+/// Staff opened the conversation: nothing is unread any more.
+pub async fn mark_read(db: &Db, tenant: &TenantId, id: &str) -> DbResult<Option<Conversation>> {
+    db.scoped::<Conversation>(tenant)
+        .update_one(
+            doc! { "_id": id, "unreadCount": { "$ne": 0_i64 } },
+            doc! { "$set": { "unreadCount": 0_i64 } },
+        )
+        .await
+}
+
+/// A short exclusive lock in Redis (`SET NX PX` with a random token,
+/// released only by its holder), so that work on one conversation or one
+/// customer runs one at a time across every worker process. The TTL bounds
+/// how long a crashed holder blocks others.
+#[derive(Debug)]
+pub struct RedisLock {
+    kv: Kv,
+    key: String,
+    token: String,
+}
+
+impl RedisLock {
+    pub async fn try_acquire(
+        kv: &Kv,
+        key: &str,
+        ttl: Duration,
+    ) -> redis::RedisResult<Option<Self>> {
+        let token = new_id();
+        let mut conn = kv.conn();
+        let ok: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(ok.map(|_| Self {
+            kv: kv.clone(),
+            key: key.to_owned(),
+            token,
+        }))
+    }
+
+    /// Waits up to `wait` for the lock, polling with short growing pauses.
+    pub async fn acquire(
+        kv: &Kv,
+        key: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> redis::RedisResult<Option<Self>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            if let Some(lock) = Self::try_acquire(kv, key, ttl).await? {
+                return Ok(Some(lock));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Releases the lock if it is still ours (it may have expired and been
+    /// taken by someone else meanwhile).
+    pub async fn release(self) -> redis::RedisResult<()> {
+        let script = redis::Script::new(
+            r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+        );
+        let mut conn = self.kv.conn();
+        script
+            .key(&self.key)
+            .arg(&self.token)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previews_are_one_short_line() {
+        assert_eq!(preview("hello\n  world"), "hello world");
+        let long = "x".repeat(500);
+        let p = preview(&long);
+        assert_eq!(p.chars().count(), PREVIEW_CHARS);
+        assert!(p.ends_with('…'));
+    }
+}

@@ -1,0 +1,238 @@
+//! Replies to customer messages: the retrieval-only responder (no AI
+//! provider), exactly one reply per message, one reply to a burst, no reply
+//! once staff took over, and the fallback with a handoff to a human.
+
+use std::time::Duration;
+
+use aigentable_platform::model::{Message, MessageDirection, SenderType};
+use aigentable_tests::inbound::{channel, deliver, finished, process, said, stored_messages};
+use aigentable_tests::socket::connect;
+use aigentable_tests::{Session, TestApp, spawn_app};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+pub const HOURS: &str = "Opening hours. Our shop in Rotterdam opens at nine in the morning \
+and closes at six in the evening, Monday to Saturday.\n\nReturns. Unused items can be \
+returned within thirty days with the receipt.";
+
+/// An active agent with one READY text document.
+pub async fn agent_with_document(app: &TestApp, s: &Session, extra: Value) -> String {
+    let mut body =
+        json!({ "name": "Support", "fallbackMessage": "Let me get a colleague for you." });
+    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+        b.extend(e);
+    }
+    let r = app.post("/api/v1/agents", s, body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let agent = r.body["id"].as_str().unwrap_or_default().to_owned();
+    let form = Form::new()
+        .part(
+            "files",
+            Part::bytes(HOURS.as_bytes().to_vec()).file_name("store-hours.txt"),
+        )
+        .text("agentId", agent.clone());
+    let res = app
+        .http
+        .post(app.url("/api/v1/documents/upload"))
+        .bearer_auth(&s.token)
+        .header("X-Tenant-ID", &s.tenant_id)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    let r = TestApp::reply(res).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let doc = r.body["documents"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    app.eventually(Duration::from_secs(30), || async {
+        let r = app.get(&format!("/api/v1/documents/{doc}"), s).await;
+        (r.body["status"] == "READY").then_some(())
+    })
+    .await
+    .expect("document indexed");
+    agent
+}
+
+fn is_reply(m: &Message) -> bool {
+    m.direction == MessageDirection::Outbound
+        && matches!(m.sender_type, SenderType::Agent | SenderType::System)
+}
+
+/// Waits until the conversation of `user` has `n` bot replies.
+async fn replies(app: &TestApp, s: &Session, conversation: &str, n: usize) -> Vec<Message> {
+    app.eventually(Duration::from_secs(30), || async {
+        let replies: Vec<Message> = stored_messages(app, s, conversation)
+            .await
+            .into_iter()
+            .filter(is_reply)
+            .collect();
+        (replies.len() >= n).then_some(replies)
+    })
+    .await
+    .unwrap_or_else(|| panic!("conversation {conversation} never had {n} replies"))
+}
+
+async fn conversation_of(app: &TestApp, s: &Session, user: &str) -> Value {
+    app.eventually(Duration::from_secs(10), || async {
+        let r = app.get("/api/v1/conversations?limit=100", s).await;
+        r.body["conversations"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["externalUserId"] == user).cloned())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no conversation for {user}"))
+}
+
+#[tokio::test]
+async fn without_a_provider_the_best_passage_answers_once() {
+    let app = spawn_app().await;
+    let s = app.register("Acme").await;
+    let agent = agent_with_document(&app, &s, json!({})).await;
+    let ch = channel(&app, &s, "Chat", Some(&agent)).await;
+    let mut sock = connect(
+        &app.base,
+        "/",
+        json!({ "token": s.token, "tenantId": s.tenant_id }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (event, job) = deliver(
+        &app,
+        &s,
+        &ch,
+        vec![said("ana", "m1", "When does the shop in Rotterdam open?")],
+    )
+    .await;
+    finished(&app, &s, &job).await;
+    let conversation = conversation_of(&app, &s, "ana").await;
+    let id = conversation["id"].as_str().unwrap_or_default().to_owned();
+    let replies_now = replies(&app, &s, &id, 1).await;
+    let reply = &replies_now[0];
+    assert_eq!(reply.sender_type, SenderType::Agent);
+    assert!(
+        reply.content.contains("opens at nine in the morning"),
+        "{}",
+        reply.content
+    );
+    assert!(
+        reply.content.contains("store-hours.txt"),
+        "{}",
+        reply.content
+    );
+    assert_eq!(reply.metadata.get_bool("retrievalOnly").ok(), Some(true));
+    let sources = reply
+        .metadata
+        .get_array("sources")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        sources
+            .first()
+            .and_then(|s| s.as_document())
+            .and_then(|d| d.get_str("documentName").ok()),
+        Some("store-hours.txt")
+    );
+    assert!(reply.reply_to.is_some());
+
+    // The browsers saw the reply.
+    let seen = async {
+        loop {
+            let ev = sock.next_named("new-message", 15).await?;
+            if ev["senderType"] == "AGENT" {
+                return Some(ev);
+            }
+        }
+    }
+    .await
+    .expect("new-message for the reply");
+    assert_eq!(seen["conversationId"], id.as_str());
+
+    // The same webhook event again: still one message and one reply.
+    let again = process(&app, &s, &ch, &event).await;
+    finished(&app, &s, &again).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let all = stored_messages(&app, &s, &id).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+
+    let r = app.get(&format!("/api/v1/conversations/{id}"), &s).await;
+    assert_eq!(r.body["status"], "ACTIVE");
+
+    // Nothing matches: the fallback goes out and a human takes over.
+    let (_, job) = deliver(
+        &app,
+        &s,
+        &ch,
+        vec![said("ana", "m2", "xylophone quaternion zeppelin")],
+    )
+    .await;
+    finished(&app, &s, &job).await;
+    let now = replies(&app, &s, &id, 2).await;
+    let fallback = &now[1];
+    assert_eq!(fallback.content, "Let me get a colleague for you.");
+    assert_eq!(fallback.metadata.get_bool("fallback").ok(), Some(true));
+    let waiting = app
+        .eventually(Duration::from_secs(10), || async {
+            let r = app.get(&format!("/api/v1/conversations/{id}"), &s).await;
+            (r.body["status"] == "WAITING").then_some(())
+        })
+        .await;
+    assert!(waiting.is_some(), "the conversation is handed to a human");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_burst_gets_one_reply_and_staff_silence_the_bot() {
+    let app = spawn_app().await;
+    let s = app.register("Acme").await;
+    let agent = agent_with_document(&app, &s, json!({})).await;
+    let ch = channel(&app, &s, "Chat", Some(&agent)).await;
+
+    // Two messages in one delivery: the last is answered, once.
+    let (_, job) = deliver(
+        &app,
+        &s,
+        &ch,
+        vec![
+            said("bob", "b1", "Hello"),
+            said("bob", "b2", "Can I return items?"),
+        ],
+    )
+    .await;
+    finished(&app, &s, &job).await;
+    let conversation = conversation_of(&app, &s, "bob").await;
+    let id = conversation["id"].as_str().unwrap_or_default().to_owned();
+    let got = replies(&app, &s, &id, 1).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let all = stored_messages(&app, &s, &id).await;
+    let bot: Vec<&Message> = all.iter().filter(|m| is_reply(m)).collect();
+    assert_eq!(bot.len(), 1, "{all:?}");
+    let second = all
+        .iter()
+        .find(|m| m.external_message_id.as_deref() == Some("b2"))
+        .expect("b2 stored");
+    assert_eq!(got[0].reply_to.as_deref(), Some(second.id.as_str()));
+    assert!(got[0].content.contains("thirty days"), "{}", got[0].content);
+
+    // A staff member takes over: the bot stays silent.
+    let member = app.add_user(&s, "TENANT_USER").await;
+    let r = app
+        .put(
+            &format!("/api/v1/conversations/{id}/assign"),
+            &s,
+            json!({ "userId": member.user_id }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let (_, job) = deliver(&app, &s, &ch, vec![said("bob", "b3", "When do you open?")]).await;
+    let record = finished(&app, &s, &job).await;
+    assert_eq!(record["result"]["stored"], 1);
+    assert_eq!(record["result"]["replyJobs"], json!([]), "{record}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let all = stored_messages(&app, &s, &id).await;
+    assert_eq!(all.iter().filter(|m| is_reply(m)).count(), 1, "{all:?}");
+    app.cleanup().await;
+}

@@ -1,0 +1,343 @@
+//! `process_inbound`: turns a stored, verified webhook event into contacts,
+//! conversations and messages, applies delivery receipts, and asks the
+//! agent for a reply.
+//!
+//! Exactly once: every customer message carries the unique dedup key
+//! `in:{channelId}:{externalMessageId}`, so a replayed webhook or a retried
+//! job finds it stored and skips it (without a second reply). A crash
+//! between storing a message and enqueueing its reply loses that reply
+//! rather than risking two; the conversation still shows the message to
+//! staff.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bson::doc;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use aigentable_jobs::types::{GenerateReply, ProcessInbound};
+use aigentable_jobs::{JobClient, Requester, events};
+use aigentable_platform::conversations::{self, ContactInfo, RedisLock};
+use aigentable_platform::ids::new_id;
+use aigentable_platform::model::conversation::inbound_dedup_key;
+use aigentable_platform::model::webhook_event::{InboundItem, WebhookEvent};
+use aigentable_platform::model::{
+    Agent, AgentStatus, Channel, Message, MessageDirection, MessageStatus, SenderType,
+};
+
+use crate::WorkerState;
+use crate::runner::{Handle, JobContext, JobError};
+
+/// How long one customer's message may hold the inbound lock, and how long
+/// another message of the same customer waits for it.
+const INBOUND_LOCK_TTL: Duration = Duration::from_secs(30);
+const INBOUND_LOCK_WAIT: Duration = Duration::from_secs(20);
+
+/// Job clients by Redis URL and namespace. Handlers that enqueue follow-up
+/// jobs share one connection per deployment instead of opening one per job
+/// (tests run several deployments in one process, hence the map).
+static CLIENTS: Mutex<Option<HashMap<String, JobClient>>> = Mutex::new(None);
+
+/// The job client of this worker's deployment.
+pub async fn job_client(state: &WorkerState) -> Result<JobClient, JobError> {
+    let config = &state.platform.config;
+    let key = format!("{}|{}", config.redis_url.expose(), config.redis_namespace);
+    if let Ok(guard) = CLIENTS.lock()
+        && let Some(client) = guard.as_ref().and_then(|m| m.get(&key))
+    {
+        return Ok(client.clone());
+    }
+    let client = JobClient::connect(&state.platform)
+        .await
+        .map_err(JobError::transient)?;
+    if let Ok(mut guard) = CLIENTS.lock() {
+        guard
+            .get_or_insert_with(HashMap::new)
+            .entry(key)
+            .or_insert_with(|| client.clone());
+    }
+    Ok(client)
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    stored: u32,
+    duplicates: u32,
+    ignored: u32,
+    receipts: u32,
+    replies: Vec<String>,
+    /// The latest stored customer message of each conversation.
+    to_answer: Vec<(aigentable_platform::model::Conversation, Message)>,
+}
+
+impl Handle for ProcessInbound {
+    async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
+        let db = &ctx.state.platform.db;
+        let Some(event) = db
+            .scoped::<WebhookEvent>(&ctx.tenant_id)
+            .find_by_id(&self.event_id)
+            .await
+            .map_err(JobError::transient)?
+        else {
+            return Err(JobError::permanent("the webhook event does not exist"));
+        };
+        if event.channel_id != self.channel_id {
+            return Err(JobError::permanent(
+                "the webhook event belongs to another channel",
+            ));
+        }
+        let Some(channel) = db
+            .scoped::<Channel>(&ctx.tenant_id)
+            .find_by_id(&event.channel_id)
+            .await
+            .map_err(JobError::transient)?
+        else {
+            tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, channel_id = %event.channel_id, "inbound event skipped: channel deleted");
+            return Ok(json!({ "skipped": "the channel no longer exists" }));
+        };
+
+        let mut tally = Tally::default();
+        for item in &event.items {
+            match item {
+                InboundItem::Message {
+                    external_user_id,
+                    user_name,
+                    username,
+                    phone,
+                    external_message_id,
+                    text,
+                    sent_at,
+                } => {
+                    let info = ContactInfo {
+                        external_id: external_user_id,
+                        name: user_name.as_deref(),
+                        username: username.as_deref(),
+                        phone: phone.as_deref(),
+                    };
+                    let incoming = Incoming {
+                        info,
+                        external_message_id,
+                        text,
+                        sent_at: *sent_at,
+                    };
+                    process_message(&ctx, &channel, &incoming, &mut tally).await?;
+                }
+                InboundItem::Receipt {
+                    external_message_id,
+                    status,
+                    error,
+                } => {
+                    if !matches!(
+                        status,
+                        MessageStatus::Sent
+                            | MessageStatus::Delivered
+                            | MessageStatus::Read
+                            | MessageStatus::Failed
+                    ) {
+                        tally.ignored += 1;
+                        continue;
+                    }
+                    let updated = conversations::apply_receipt(
+                        db,
+                        &ctx.tenant_id,
+                        &channel.id,
+                        external_message_id,
+                        *status,
+                        error.as_deref(),
+                    )
+                    .await
+                    .map_err(JobError::transient)?;
+                    match updated {
+                        Some(message) => {
+                            tally.receipts += 1;
+                            events::message_updated(&ctx.state.platform.kv, &message).await;
+                        }
+                        None => tally.ignored += 1,
+                    }
+                }
+            }
+        }
+        for (conversation, message) in std::mem::take(&mut tally.to_answer) {
+            if let Some(job) = request_reply(&ctx, &conversation, &message).await? {
+                tally.replies.push(job);
+            }
+        }
+        tracing::info!(
+            job_id = %ctx.job_id,
+            tenant_id = %ctx.tenant_id,
+            channel_id = %channel.id,
+            stored = tally.stored,
+            duplicates = tally.duplicates,
+            receipts = tally.receipts,
+            "inbound event processed"
+        );
+        Ok(json!({
+            "eventId": event.id,
+            "stored": tally.stored,
+            "duplicates": tally.duplicates,
+            "receipts": tally.receipts,
+            "ignored": tally.ignored,
+            "replyJobs": tally.replies,
+        }))
+    }
+}
+
+struct Incoming<'a> {
+    info: ContactInfo<'a>,
+    external_message_id: &'a str,
+    text: &'a str,
+    sent_at: Option<chrono::DateTime<Utc>>,
+}
+
+async fn process_message(
+    ctx: &JobContext,
+    channel: &Channel,
+    incoming: &Incoming<'_>,
+    tally: &mut Tally,
+) -> Result<(), JobError> {
+    let platform = &ctx.state.platform;
+    let db = &platform.db;
+    let text = incoming.text.trim();
+    if text.is_empty() {
+        // Stickers, images without caption and the like: nothing to answer.
+        tally.ignored += 1;
+        return Ok(());
+    }
+    let dedup_key = inbound_dedup_key(&channel.id, incoming.external_message_id);
+    let messages = db.scoped::<Message>(&ctx.tenant_id);
+    if messages
+        .find_one(doc! { "dedupKey": &dedup_key })
+        .await
+        .map_err(JobError::transient)?
+        .is_some()
+    {
+        tally.duplicates += 1;
+        return Ok(());
+    }
+
+    // One customer's messages are stored one at a time, so two messages
+    // sent together cannot open two conversations.
+    let lock_key =
+        conversations::inbound_lock_key(&platform.kv, &channel.id, incoming.info.external_id);
+    let lock = RedisLock::acquire(&platform.kv, &lock_key, INBOUND_LOCK_TTL, INBOUND_LOCK_WAIT)
+        .await
+        .map_err(JobError::transient)?
+        .ok_or_else(|| JobError::transient("another message of this customer is being stored"))?;
+    let stored = store_locked(ctx, channel, incoming, text, dedup_key).await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!(tenant_id = %ctx.tenant_id, error = %e, "inbound lock not released; it expires on its own");
+    }
+    let Some((message, conversation, opened)) = stored? else {
+        tally.duplicates += 1;
+        return Ok(());
+    };
+    tally.stored += 1;
+    events::new_message(&platform.kv, &message).await;
+    events::conversation_updated(&platform.kv, &conversation).await;
+    if opened {
+        tracing::info!(tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, channel_id = %channel.id, "conversation opened");
+    }
+
+    // Later messages of the same conversation in this event replace it:
+    // a burst is answered once, after its last message.
+    tally.to_answer.retain(|(c, _)| c.id != conversation.id);
+    tally.to_answer.push((conversation, message));
+    Ok(())
+}
+
+/// Queues a reply to `message` if the conversation is the bot's and its
+/// agent is active.
+async fn request_reply(
+    ctx: &JobContext,
+    conversation: &aigentable_platform::model::Conversation,
+    message: &Message,
+) -> Result<Option<String>, JobError> {
+    let Some(agent_id) = conversation.agent_id.as_deref() else {
+        return Ok(None);
+    };
+    if !conversation.status.bot_answers() {
+        return Ok(None);
+    }
+    let agent = ctx
+        .state
+        .platform
+        .db
+        .scoped::<Agent>(&ctx.tenant_id)
+        .find_by_id(agent_id)
+        .await
+        .map_err(JobError::transient)?;
+    let answers = agent.is_some_and(|a| a.is_active && a.status != AgentStatus::Inactive);
+    if !answers {
+        return Ok(None);
+    }
+    let job = job_client(&ctx.state)
+        .await?
+        .enqueue(
+            &ctx.tenant_id,
+            Requester::System,
+            GenerateReply {
+                conversation_id: Some(conversation.id.clone()),
+                message_id: Some(message.id.clone()),
+                agent_id: agent_id.to_owned(),
+                ..GenerateReply::default()
+            },
+        )
+        .await
+        .map_err(JobError::transient)?;
+    Ok(Some(job.id))
+}
+
+/// Stores the message under the customer's lock: `None` when it was stored
+/// already. Returns the message, its conversation as updated, and whether
+/// the conversation was opened (created or reopened) by it.
+async fn store_locked(
+    ctx: &JobContext,
+    channel: &Channel,
+    incoming: &Incoming<'_>,
+    text: &str,
+    dedup_key: String,
+) -> Result<Option<(Message, aigentable_platform::model::Conversation, bool)>, JobError> {
+    let db = &ctx.state.platform.db;
+    let contact = conversations::upsert_contact(db, channel, &incoming.info)
+        .await
+        .map_err(JobError::transient)?;
+    let (conversation, opened) = conversations::open_conversation(db, channel, &contact)
+        .await
+        .map_err(JobError::transient)?;
+    let now = Utc::now();
+    let mut metadata = bson::Document::new();
+    if let Some(sent_at) = incoming.sent_at {
+        metadata.insert("sentAt", bson::DateTime::from_chrono(sent_at));
+    }
+    let message = Message {
+        id: new_id(),
+        tenant_id: ctx.tenant_id.clone(),
+        conversation_id: conversation.id.clone(),
+        channel_id: channel.id.clone(),
+        direction: MessageDirection::Inbound,
+        sender_type: SenderType::Customer,
+        sender_id: Some(contact.id.clone()),
+        content: text.to_owned(),
+        status: MessageStatus::Received,
+        external_message_id: Some(incoming.external_message_id.to_owned()),
+        error: None,
+        reply_to: None,
+        dedup_key: Some(dedup_key),
+        metadata,
+        created_at: now,
+        updated_at: now,
+    };
+    if !conversations::insert_message(db, &message)
+        .await
+        .map_err(JobError::transient)?
+    {
+        return Ok(None);
+    }
+    let conversation = conversations::note_message(db, &message)
+        .await
+        .map_err(JobError::transient)?
+        .unwrap_or(conversation);
+    Ok(Some((message, conversation, opened)))
+}
