@@ -97,6 +97,19 @@ fn api_router() -> Router {
                 .put(agents::update)
                 .delete(agents::delete),
         )
+        .push(Router::with_path("agents/{id}/train").post(routes::agent_training::train))
+        .push(
+            Router::with_path("ai-providers")
+                .get(routes::ai_providers::list)
+                .post(routes::ai_providers::create),
+        )
+        .push(
+            Router::with_path("ai-providers/{id}")
+                .get(routes::ai_providers::get)
+                .put(routes::ai_providers::update)
+                .delete(routes::ai_providers::delete),
+        )
+        .push(Router::with_path("ai-providers/{id}/test").post(routes::ai_providers::test))
         .push(Router::with_path("search/agents").get(agents::search))
         .push(routes_channels_protected())
         .push(Router::with_path("agents/{id}/test").post(routes::agent_test::test))

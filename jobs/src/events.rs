@@ -10,6 +10,7 @@ use aigentable_platform::Kv;
 pub mod names {
     pub const JOB_UPDATED: &str = "job-updated";
     pub const DOCUMENT_UPDATED: &str = "document-updated";
+    pub const AGENT_UPDATED: &str = "agent-updated";
     pub const NEW_MESSAGE: &str = "new-message";
     pub const CONVERSATION_UPDATED: &str = "conversation-updated";
     pub const MESSAGE_UPDATED: &str = "message-updated";

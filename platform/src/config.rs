@@ -101,6 +101,8 @@ pub struct Config {
     pub qdrant_api_key: Option<Secret<String>>,
     /// Messaging providers' API bases and the public URL webhooks use.
     pub channels: crate::channels::ChannelsConfig,
+    /// LLM call timeout and embedding batching, retries and per-tenant limit.
+    pub llm: crate::llm::LlmConfig,
 }
 
 /// Where variables come from: the process environment, or a map in tests.
@@ -285,6 +287,7 @@ impl Config {
             qdrant_url: var("QDRANT_URL"),
             qdrant_api_key: var("QDRANT_API_KEY").map(Secret::new),
             channels: crate::channels::ChannelsConfig::from_lookup(lookup)?,
+            llm: crate::llm::LlmConfig::from_lookup(lookup)?,
         })
     }
 

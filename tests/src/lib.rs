@@ -2,6 +2,7 @@
 //! the same process, against the real Redis and MongoDB-wire server, with a
 //! fresh database and Redis namespace per test.
 
+pub mod fake_openai;
 pub mod fake_smtp;
 pub mod inbound;
 pub mod socket;

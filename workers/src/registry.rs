@@ -30,6 +30,8 @@ fn register_all(monitor: Monitor, setup: &WorkerSetup, wants: &dyn Fn(&str) -> b
     r.add::<IngestDocument>(setup, wants);
     r.add::<PurgeDocument>(setup, wants);
     r.add::<SearchKnowledge>(setup, wants);
+    r.add::<types::TestAiProvider>(setup, wants);
+    r.add::<types::TrainAgent>(setup, wants);
     r.add::<types::ProcessInbound>(setup, wants);
     r.add::<types::GenerateReply>(setup, wants);
     r.add::<types::DeliverMessage>(setup, wants);

@@ -1,5 +1,7 @@
 pub mod agent_test;
+pub mod agent_training;
 pub mod agents;
+pub mod ai_providers;
 pub mod auth;
 pub mod conversations;
 pub mod channels;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use aigentable_jobs::Requester;
 use aigentable_jobs::types::SearchKnowledge;
 use aigentable_platform::ids::looks_like_id;
+use aigentable_platform::llm::index;
 use aigentable_platform::model::Agent;
 use aigentable_vectors::{CollectionSpec, Hit, SearchQuery};
 
@@ -108,7 +109,18 @@ pub async fn documents(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<S
     }
 
     if let Some(store) = &state.vectors {
-        let spec = CollectionSpec::sparse_only();
+        // The tenant's searched collection (BM25, or its embedding model's
+        // once indexed), and the query embedded with the same model.
+        let active = index::load(&state.platform.db, &who.tenant_id)
+            .await?
+            .map(|r| r.active);
+        let spec = match &active {
+            Some(m) => CollectionSpec {
+                name: m.collection.clone(),
+                dense_dim: m.dims.and_then(|d| usize::try_from(d).ok()),
+            },
+            None => CollectionSpec::sparse_only(),
+        };
         store
             .ensure_collection(&spec)
             .await
@@ -116,6 +128,18 @@ pub async fn documents(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<S
         let mut search = SearchQuery::new(who.tenant_id.as_str(), q.clone(), limit as usize);
         if let Some(agent) = &agent_id {
             search = search.agent(agent.clone());
+        }
+        if let Some(m) = &active
+            && let Some(vector) = index::query_vector(
+                &state.platform,
+                &state.platform.config.llm,
+                &who.tenant_id,
+                m,
+                &q,
+            )
+            .await
+        {
+            search = search.dense(vector);
         }
         let hits = store
             .search(&spec.name, &search)

@@ -13,6 +13,10 @@
 //! `AZURE_OPENAI` takes the resource endpoint and the models are deployment
 //! names (`{endpoint}/openai/deployments/{deployment}/...?api-version=...`).
 
+mod config;
+pub mod embedding;
+pub mod index;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +38,8 @@ use crate::crypto::SecretBox;
 use crate::db::{Db, DbResult};
 use crate::ids::TenantId;
 use crate::model::{AiProvider, AiProviderType};
+
+pub use config::LlmConfig;
 
 /// Default timeout of one LLM call (`LLM_TIMEOUT_SECONDS` overrides it where
 /// the caller reads the configuration).

@@ -1,5 +1,15 @@
-//! The knowledge base jobs: ingest a document (extract → chunk → BM25 →
-//! index, with live status), purge a deleted one, and search for the api.
+//! The knowledge base jobs: ingest a document (extract → chunk → embed →
+//! index, with live status), purge a deleted one, and search for the api
+//! and the reply job ([`retrieve`]).
+//!
+//! Dense embeddings: when the tenant's default AI provider has an embedding
+//! model, chunks are embedded through it (batched, limited per tenant,
+//! retried on 429/5xx: `platform::llm::embedding`) and indexed into that
+//! model's collection (`chunks_<model>_<dim>`) with their BM25 vectors;
+//! otherwise into the BM25 collection. The tenant's `knowledge_indexes`
+//! record says which collection search uses; after a model change the
+//! documents are re-indexed into the new collection and search switches
+//! over when the last one is in (see [`reconcile`]).
 
 use std::sync::Arc;
 
@@ -13,7 +23,10 @@ use aigentable_platform::chunking::{ChunkOptions, chunk};
 use aigentable_platform::extract::{DEFAULT_EXTRACT_TIMEOUT, extract_isolated, sniff};
 use aigentable_platform::files;
 use aigentable_platform::ids::TenantId;
+use aigentable_platform::llm::index::{self, IndexedModel};
+use aigentable_platform::llm::{LlmClient, LlmError, embedding};
 use aigentable_platform::model::{DocumentStatus, KnowledgeDocument};
+use aigentable_platform::usage;
 use aigentable_vectors::{CollectionSpec, Point, PointPayload, SearchQuery, VectorStore};
 
 use crate::WorkerState;
@@ -22,26 +35,49 @@ use crate::runner::{Handle, JobContext, JobError};
 /// Points upserted per call: the 64 to 256.
 const UPSERT_BATCH: usize = 128;
 
-/// The vector store and the collection documents are indexed into, created
-/// if missing. Dense embeddings join when AI providers do; until then every
-/// tenant shares the BM25 collection.
-async fn indexed_collection(ctx: &JobContext) -> Result<(Arc<dyn VectorStore>, String), JobError> {
-    sparse_collection(&ctx.state).await
-}
-
-async fn sparse_collection(
-    state: &WorkerState,
-) -> Result<(Arc<dyn VectorStore>, String), JobError> {
-    let store = state
+fn store(state: &WorkerState) -> Result<Arc<dyn VectorStore>, JobError> {
+    state
         .vectors
         .clone()
-        .ok_or_else(|| JobError::permanent("this worker has no vector store configured"))?;
-    let spec = CollectionSpec::sparse_only();
-    store
-        .ensure_collection(&spec)
+        .ok_or_else(|| JobError::permanent("this worker has no vector store configured"))
+}
+
+fn spec_of(m: &IndexedModel) -> CollectionSpec {
+    CollectionSpec {
+        name: m.collection.clone(),
+        dense_dim: m.dims.and_then(|d| usize::try_from(d).ok()),
+    }
+}
+
+fn sparse_model() -> IndexedModel {
+    IndexedModel {
+        collection: CollectionSpec::sparse_only().name,
+        model: None,
+        dims: None,
+    }
+}
+
+/// The tenant's searched collection (BM25 until a model's index is
+/// complete) and the one being filled, if any.
+async fn tenant_index(
+    state: &WorkerState,
+    tenant: &TenantId,
+) -> Result<(IndexedModel, Option<IndexedModel>), JobError> {
+    let record = index::load(&state.platform.db, tenant)
         .await
         .map_err(JobError::transient)?;
-    Ok((store, spec.name))
+    Ok(match record {
+        Some(r) => (r.active, r.target),
+        None => (sparse_model(), None),
+    })
+}
+
+fn llm_error(e: LlmError) -> JobError {
+    if e.is_retryable() {
+        JobError::transient(format!("embedding failed: {e}"))
+    } else {
+        JobError::permanent(format!("embedding failed: {e}"))
+    }
 }
 
 /// Applies `set` to the document (unless it is being deleted) and tells the
@@ -88,16 +124,23 @@ impl Handle for IngestDocument {
             let last_attempt =
                 matches!(e, JobError::Permanent(_)) || ctx.attempt >= Self::MAX_ATTEMPTS;
             if last_attempt {
-                let set =
-                    doc! { "status": DocumentStatus::Failed.as_str(), "error": e.to_string() };
-                let _ = update(&ctx, &self.document_id, set).await;
+                mark_failed(&ctx, &self.document_id, &e.to_string()).await;
             }
         }
         result
     }
 }
 
-async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Value, JobError> {
+/// Marks a document `FAILED` with the reason, in plain words.
+pub(crate) async fn mark_failed(ctx: &JobContext, id: &str, reason: &str) {
+    let set = doc! { "status": DocumentStatus::Failed.as_str(), "error": reason };
+    let _ = update(ctx, id, set).await;
+}
+
+/// Extracts, chunks, embeds (when the tenant has an embedding model) and
+/// indexes one document, with live status. Also run by `train_agent` for
+/// each of an agent's documents.
+pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Value, JobError> {
     let db = &ctx.state.platform.db;
     let documents = db.scoped::<KnowledgeDocument>(&ctx.tenant_id);
     let Some(document) = documents
@@ -110,7 +153,7 @@ async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Value, JobErro
     if document.status == DocumentStatus::Deleting {
         return Ok(json!({ "skipped": "the document is being deleted" }));
     }
-    let (store, collection) = indexed_collection(ctx).await?;
+    let store = store(&ctx.state)?;
     if !stage(ctx, &document.id, DocumentStatus::Parsing, 5).await? {
         return Ok(json!({ "skipped": "the document is being deleted" }));
     }
@@ -134,16 +177,87 @@ async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Value, JobErro
     let total = chunks.len();
     let total_u32 = u32::try_from(total).unwrap_or(u32::MAX);
 
-    // BM25 vectors are computed locally; dense embeddings come with AI providers.
     update(
         ctx,
         &document.id,
         doc! { "status": DocumentStatus::Embedding.as_str(), "progress": 30, "chunkCount": i64::from(total_u32), "chunksDone": 0 },
     )
     .await?;
+    // Dense vectors from the tenant's default provider when it has an
+    // embedding model; BM25 vectors are always computed locally.
+    let provider = index::embedding_provider(db, &ctx.tenant_id)
+        .await
+        .map_err(JobError::transient)?;
+    let (target, dense) = match &provider {
+        None => (sparse_model(), None),
+        Some(p) => {
+            let platform = &ctx.state.platform;
+            let client =
+                LlmClient::from_provider(p, &platform.secrets, platform.config.llm.timeout)
+                    .map_err(llm_error)?;
+            let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
+            let doc_id = document.id.clone();
+            let embedded = embedding::embed_all(
+                &client,
+                &platform.kv,
+                &ctx.tenant_id,
+                &platform.config.llm,
+                &texts,
+                |done| {
+                    let doc_id = doc_id.clone();
+                    async move {
+                        let progress = 30 + (40 * done / total.max(1)).min(39);
+                        let _ = update(
+                            ctx,
+                            &doc_id,
+                            doc! { "progress": i32::try_from(progress).unwrap_or(69) },
+                        )
+                        .await;
+                    }
+                },
+            )
+            .await
+            .map_err(llm_error)?;
+            if let Err(e) = usage::record_tokens(
+                db,
+                &ctx.tenant_id,
+                document.agent_id.as_deref(),
+                Some(&p.id),
+                &embedded.model,
+                "embedding",
+                &embedded.usage,
+            )
+            .await
+            {
+                tracing::warn!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, error = %e, "could not record embedding usage");
+            }
+            let model = p.embedding_model().unwrap_or_default().to_owned();
+            let dim = embedded.vectors.first().map(Vec::len);
+            let target = match dim {
+                Some(dim) => {
+                    let spec = CollectionSpec::for_model(&model, dim);
+                    IndexedModel {
+                        collection: spec.name,
+                        model: Some(model),
+                        dims: u32::try_from(dim).ok(),
+                    }
+                }
+                // Nothing to embed (no text): the document still lands in
+                // the collection search will use.
+                None => tenant_index(&ctx.state, &ctx.tenant_id).await?.0,
+            };
+            (target, Some(embedded.vectors))
+        }
+    };
+    store
+        .ensure_collection(&spec_of(&target))
+        .await
+        .map_err(JobError::transient)?;
+    let mut dense = dense.map(Vec::into_iter);
     let points: Vec<Point> = chunks
         .into_iter()
         .map(|c| {
+            let vector = dense.as_mut().and_then(Iterator::next);
             Point::new(
                 PointPayload {
                     tenant_id: ctx.tenant_id.to_string(),
@@ -155,28 +269,28 @@ async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Value, JobErro
                     sheet: c.sheet,
                     text: c.text,
                 },
-                None,
+                vector,
             )
         })
         .collect();
 
-    if !stage(ctx, &document.id, DocumentStatus::Indexing, 40).await? {
+    if !stage(ctx, &document.id, DocumentStatus::Indexing, 70).await? {
         return Ok(json!({ "skipped": "the document is being deleted" }));
     }
     // Re-indexing replaces: the old points go first (fewer chunks now would
     // otherwise leave stale ones behind).
     store
-        .delete_document(&collection, ctx.tenant_id.as_str(), &document.id)
+        .delete_document(&target.collection, ctx.tenant_id.as_str(), &document.id)
         .await
         .map_err(JobError::transient)?;
     let mut done = 0usize;
     for batch in points.chunks(UPSERT_BATCH) {
         store
-            .upsert(&collection, batch.to_vec())
+            .upsert(&target.collection, batch.to_vec())
             .await
             .map_err(JobError::transient)?;
         done += batch.len();
-        let progress = 40 + (60 * done / total.max(1)).min(59);
+        let progress = 70 + (30 * done / total.max(1)).min(29);
         update(
             ctx,
             &document.id,
@@ -192,13 +306,83 @@ async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Value, JobErro
             "progress": 100,
             "chunksDone": i64::from(total_u32),
             "processedAt": bson::DateTime::now(),
+            "indexedCollection": &target.collection,
         },
     )
     .await?;
-    tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, document_id = %document.id, chunks = total, kind = kind.as_str(), "document indexed");
-    Ok(
-        json!({ "documentId": document.id, "chunks": total, "pages": extracted.pages, "sheets": extracted.sheets }),
-    )
+    reconcile(&ctx.state, &ctx.tenant_id, &target).await?;
+    tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, document_id = %document.id, chunks = total, kind = kind.as_str(), collection = %target.collection, "document indexed");
+    Ok(json!({
+        "documentId": document.id,
+        "chunks": total,
+        "pages": extracted.pages,
+        "sheets": extracted.sheets,
+        "collection": target.collection,
+        "embeddingModel": target.model,
+    }))
+}
+
+/// After a document went into `written`: when that is not the searched
+/// collection, record it as the target, and once every live document of
+/// the tenant is in it, make it the searched one and remove the tenant's
+/// points from the previous one.
+async fn reconcile(
+    state: &WorkerState,
+    tenant: &TenantId,
+    written: &IndexedModel,
+) -> Result<(), JobError> {
+    let db = &state.platform.db;
+    let (active, target) = tenant_index(state, tenant).await?;
+    if &active == written {
+        return Ok(());
+    }
+    if target.as_ref() != Some(written) {
+        index::save(db, tenant, &active, Some(written))
+            .await
+            .map_err(JobError::transient)?;
+    }
+    let documents = db.scoped::<KnowledgeDocument>(tenant);
+    let pending = documents
+        .count(doc! {
+            "status": { "$nin": [DocumentStatus::Deleting.as_str(), DocumentStatus::Failed.as_str()] },
+            "indexedCollection": { "$ne": &written.collection },
+        })
+        .await
+        .map_err(JobError::transient)?;
+    if pending > 0 {
+        return Ok(());
+    }
+    index::save(db, tenant, written, None)
+        .await
+        .map_err(JobError::transient)?;
+    tracing::info!(tenant_id = %tenant, from = %active.collection, to = %written.collection, "knowledge search switched to a new vector collection");
+    // The old collection is shared with other tenants: only this tenant's
+    // points go.
+    let store = store(state)?;
+    let mut page = 1;
+    loop {
+        let (docs, _) = documents
+            .find_page(
+                doc! {},
+                doc! { "_id": 1 },
+                aigentable_platform::db::PageRequest { page, limit: 100 },
+            )
+            .await
+            .map_err(JobError::transient)?;
+        if docs.is_empty() {
+            break;
+        }
+        for d in &docs {
+            if let Err(e) = store
+                .delete_document(&active.collection, tenant.as_str(), &d.id)
+                .await
+            {
+                tracing::warn!(tenant_id = %tenant, document_id = %d.id, error = %e, "could not remove old vectors after a model switch");
+            }
+        }
+        page += 1;
+    }
+    Ok(())
 }
 
 impl Handle for PurgeDocument {
@@ -212,11 +396,17 @@ impl Handle for PurgeDocument {
         else {
             return Ok(json!({ "purged": false, "reason": "already gone" }));
         };
-        let (store, collection) = indexed_collection(&ctx).await?;
-        store
-            .delete_document(&collection, ctx.tenant_id.as_str(), &document.id)
-            .await
-            .map_err(JobError::transient)?;
+        let store = store(&ctx.state)?;
+        let (active, target) = tenant_index(&ctx.state, &ctx.tenant_id).await?;
+        for m in std::iter::once(active).chain(target) {
+            match store
+                .delete_document(&m.collection, ctx.tenant_id.as_str(), &document.id)
+                .await
+            {
+                Ok(()) | Err(aigentable_vectors::VectorError::CollectionNotFound(_)) => {}
+                Err(e) => return Err(JobError::transient(e)),
+            }
+        }
         files::remove(db, &document.file_id)
             .await
             .map_err(JobError::transient)?;
@@ -278,13 +468,29 @@ pub async fn retrieve(
     query: &str,
     limit: usize,
 ) -> Result<Vec<aigentable_vectors::Hit>, JobError> {
-    let (store, collection) = sparse_collection(state).await?;
+    let store = store(state)?;
+    let (active, _) = tenant_index(state, tenant).await?;
+    store
+        .ensure_collection(&spec_of(&active))
+        .await
+        .map_err(JobError::transient)?;
     let mut search = SearchQuery::new(tenant.as_str(), query.to_owned(), limit);
     if let Some(agent) = agent_id {
         search = search.agent(agent.to_owned());
     }
+    if let Some(vector) = index::query_vector(
+        &state.platform,
+        &state.platform.config.llm,
+        tenant,
+        &active,
+        query,
+    )
+    .await
+    {
+        search = search.dense(vector);
+    }
     store
-        .search(&collection, &search)
+        .search(&active.collection, &search)
         .await
         .map_err(JobError::transient)
 }

@@ -1,5 +1,6 @@
 //! One handler module per job type.
 
+pub mod ai_provider_test;
 pub mod backup;
 pub mod channel_jobs;
 pub mod delivery;
@@ -10,3 +11,4 @@ pub mod reply;
 pub mod rollup;
 pub mod send_email;
 pub mod sweep;
+pub mod training;

@@ -1,0 +1,409 @@
+//! A local fake of an OpenAI-compatible API on port 0, for tests of
+//! anything that calls an AI provider.
+//!
+//! - `POST /v1/chat/completions` and `POST /v1/embeddings` (OpenAI and
+//!   OpenAI-compatible providers: their `baseUrl` is [`FakeOpenAi::base_url`],
+//!   which ends in `/v1`, like `https://api.openai.com/v1` or Ollama's
+//!   `http://localhost:11434/v1`).
+//! - `POST /openai/deployments/{deployment}/chat/completions` and
+//!   `.../embeddings` (Azure OpenAI: `baseUrl` is [`FakeOpenAi::url`], the
+//!   resource endpoint).
+//!
+//! Every request is recorded (path, query, headers, JSON body). Answers:
+//! - chat: the next canned reply ([`FakeOpenAi::push_reply`]) if any, else
+//!   `"echo: <last user message>"`; usage counts words.
+//! - embeddings: deterministic vectors of [`DEFAULT_DIMS`] (or the
+//!   request's `dimensions`): character trigrams of each word hashed into
+//!   the dimensions and L2-normalised, so texts sharing word stems
+//!   ("refund", "refundable") are close even when no whole word matches.
+//! - scripted failures first: `n` × 429 with `Retry-After`, `n` × 500, or
+//!   any status ([`FakeOpenAi::fail_next`]), each optionally limited to
+//!   paths containing a text; a delay before every answer.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use salvo::conn::TcpListener;
+use salvo::prelude::*;
+use serde_json::{Value, json};
+
+/// Embedding size when the request does not ask for one.
+pub const DEFAULT_DIMS: usize = 64;
+
+/// A request the fake received.
+#[derive(Debug, Clone)]
+pub struct OpenAiRequest {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    /// Lower-cased header names.
+    pub headers: HashMap<String, String>,
+    pub body: Value,
+}
+
+impl OpenAiRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn is_chat(&self) -> bool {
+        self.path.ends_with("/chat/completions")
+    }
+
+    pub fn is_embeddings(&self) -> bool {
+        self.path.ends_with("/embeddings")
+    }
+
+    /// The `input` strings of an embeddings request.
+    pub fn inputs(&self) -> Vec<String> {
+        match &self.body["input"] {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Failure {
+    path_contains: String,
+    remaining: usize,
+    status: u16,
+    retry_after: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: Mutex<Vec<OpenAiRequest>>,
+    failures: Mutex<Vec<Failure>>,
+    replies: Mutex<VecDeque<String>>,
+    delay: Mutex<Duration>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Clone, Debug)]
+pub struct FakeOpenAi {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+struct Serve(Arc<Inner>);
+
+#[async_trait]
+impl Handler for Serve {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _depot: &mut Depot,
+        res: &mut Response,
+        _ctrl: &mut FlowCtrl,
+    ) {
+        let path = req.uri().path().to_owned();
+        let query: Vec<(String, String)> = req
+            .uri()
+            .query()
+            .map(|q| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let headers: HashMap<String, String> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_ascii_lowercase(), v.to_owned()))
+            })
+            .collect();
+        let body: Value = req
+            .payload()
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(Value::Null);
+        let recorded = OpenAiRequest {
+            method: req.method().as_str().to_owned(),
+            path: path.clone(),
+            query,
+            headers,
+            body: body.clone(),
+        };
+        lock(&self.0.requests).push(recorded.clone());
+
+        let delay = *lock(&self.0.delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+
+        let failure = {
+            let mut failures = lock(&self.0.failures);
+            failures
+                .iter_mut()
+                .find(|f| f.remaining > 0 && path.contains(&f.path_contains))
+                .map(|f| {
+                    f.remaining -= 1;
+                    f.clone()
+                })
+        };
+        if let Some(f) = failure {
+            res.status_code(
+                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            );
+            if let Some(after) = &f.retry_after {
+                let _ = res.add_header("retry-after", after.as_str(), true);
+            }
+            let (kind, message) = match f.status {
+                401 => ("invalid_request_error", "Incorrect API key provided"),
+                429 => ("rate_limit_error", "Rate limit reached, slow down"),
+                s if s >= 500 => ("server_error", "The server had an error"),
+                _ => ("invalid_request_error", "The request was rejected"),
+            };
+            res.render(Json(
+                json!({ "error": { "message": message, "type": kind, "param": null, "code": null } }),
+            ));
+            return;
+        }
+
+        if req.method() != salvo::http::Method::POST {
+            res.status_code(StatusCode::METHOD_NOT_ALLOWED);
+            res.render(Json(json!({ "error": { "message": "use POST" } })));
+            return;
+        }
+        if recorded.is_chat() {
+            let canned = lock(&self.0.replies).pop_front();
+            res.render(Json(chat_answer(&body, canned)));
+        } else if recorded.is_embeddings() {
+            res.render(Json(embeddings_answer(&recorded)));
+        } else {
+            res.status_code(StatusCode::NOT_FOUND);
+            res.render(Json(
+                json!({ "error": { "message": format!("unknown path {path}") } }),
+            ));
+        }
+    }
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn chat_answer(body: &Value, canned: Option<String>) -> Value {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let content = canned.unwrap_or_else(|| format!("echo: {last_user}"));
+    let prompt_tokens: usize = messages
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .map(|c| words(c).len())
+        .sum();
+    let completion_tokens = words(&content).len();
+    json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1_764_115_200u32,
+        "model": body["model"].as_str().unwrap_or("fake-model"),
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": content },
+            "finish_reason": "stop",
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    })
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The fake's embedding of `text`: character trigrams of each word
+/// (padded with `^` and `$`) hashed into `dims` dimensions, L2-normalised.
+pub fn embed_text(text: &str, dims: usize) -> Vec<f32> {
+    let dims = dims.max(1);
+    let mut v = vec![0f32; dims];
+    for word in words(text) {
+        let padded: Vec<char> = format!("^{word}$").chars().collect();
+        for tri in padded.windows(3) {
+            let s: String = tri.iter().collect();
+            let i = fnv1a(s.as_bytes()) as usize % dims;
+            v[i] += 1.0;
+        }
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    } else {
+        // An empty text still gets a valid (non-zero) vector.
+        v[0] = 1.0;
+    }
+    v
+}
+
+fn embeddings_answer(req: &OpenAiRequest) -> Value {
+    let dims = req.body["dimensions"]
+        .as_u64()
+        .and_then(|d| usize::try_from(d).ok())
+        .unwrap_or(DEFAULT_DIMS);
+    let inputs = req.inputs();
+    let tokens: usize = inputs.iter().map(|t| words(t).len()).sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(
+            |(i, t)| json!({ "object": "embedding", "index": i, "embedding": embed_text(t, dims) }),
+        )
+        .collect();
+    json!({
+        "object": "list",
+        "model": req.body["model"].as_str().unwrap_or("fake-embedding"),
+        "data": data,
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+    })
+}
+
+impl FakeOpenAi {
+    pub async fn start() -> Self {
+        let acceptor = TcpListener::new("127.0.0.1:0")
+            .try_bind()
+            .await
+            .expect("bind fake openai");
+        let addr = acceptor.local_addr().expect("fake openai address");
+        let inner = Arc::new(Inner::default());
+        let router = Router::with_path("{**rest}").goal(Serve(inner.clone()));
+        tokio::spawn(async move {
+            Server::new(acceptor).serve(router).await;
+        });
+        Self { addr, inner }
+    }
+
+    /// The server root: an Azure OpenAI provider's `baseUrl`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The API root ending in `/v1`: an `OPENAI` or `OPENAI_COMPATIBLE`
+    /// provider's `baseUrl`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The next chat completions answer `text` (in order), before the echo.
+    pub fn push_reply(&self, text: &str) {
+        lock(&self.inner.replies).push_back(text.to_owned());
+    }
+
+    /// Answers the next `times` requests whose path contains
+    /// `path_contains` ("" for any) with `status` and an OpenAI error body,
+    /// with `Retry-After: retry_after` when given.
+    pub fn fail_next(
+        &self,
+        path_contains: &str,
+        times: usize,
+        status: u16,
+        retry_after: Option<&str>,
+    ) {
+        lock(&self.inner.failures).push(Failure {
+            path_contains: path_contains.to_owned(),
+            remaining: times,
+            status,
+            retry_after: retry_after.map(str::to_owned),
+        });
+    }
+
+    /// `times` × 429 with `Retry-After: retry_after_secs`, for any path.
+    pub fn rate_limit_next(&self, times: usize, retry_after_secs: u32) {
+        self.fail_next("", times, 429, Some(&retry_after_secs.to_string()));
+    }
+
+    /// `times` × 500, for any path.
+    pub fn server_error_next(&self, times: usize) {
+        self.fail_next("", times, 500, None);
+    }
+
+    /// Every request from now on answers `status` (e.g. 401 for a bad key).
+    pub fn fail_always(&self, status: u16) {
+        self.fail_next("", usize::MAX, status, None);
+    }
+
+    /// Waits `delay` before answering each request.
+    pub fn set_delay(&self, delay: Duration) {
+        *lock(&self.inner.delay) = delay;
+    }
+
+    pub fn requests(&self) -> Vec<OpenAiRequest> {
+        lock(&self.inner.requests).clone()
+    }
+
+    pub fn chat_requests(&self) -> Vec<OpenAiRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.is_chat())
+            .collect()
+    }
+
+    pub fn embedding_requests(&self) -> Vec<OpenAiRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.is_embeddings())
+            .collect()
+    }
+
+    /// Forgets the recorded requests (not the script).
+    pub fn clear_requests(&self) {
+        lock(&self.inner.requests).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_and_stem_aware() {
+        let a = embed_text("Refunds are issued within 14 days", 64);
+        assert_eq!(a, embed_text("Refunds are issued within 14 days", 64));
+        assert_eq!(a.len(), 64);
+        let near = embed_text("refundable", 64);
+        let far = embed_text("shipping to Canada", 64);
+        assert!(cosine(&a, &near) > cosine(&a, &far));
+    }
+}
