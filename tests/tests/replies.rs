@@ -1,11 +1,19 @@
-//! Replies to customer messages: the retrieval-only responder (no AI
-//! provider), exactly one reply per message, one reply to a burst, no reply
-//! once staff took over, and the fallback with a handoff to a human.
+//! Replies to customer messages: grounded chat completions against a fake
+//! OpenAI-compatible provider (passages, model, temperature, history),
+//! retries on 429, the fallback with a handoff to a human when the provider
+//! keeps failing, the retrieval-only responder (no AI provider), exactly
+//! one reply per message, one reply to a burst, and no reply once staff
+//! took over.
 
 use std::time::Duration;
 
-use aigentable_platform::model::{Message, MessageDirection, SenderType};
-use aigentable_tests::inbound::{channel, deliver, finished, process, said, stored_messages};
+use aigentable_platform::model::{
+    AiProvider, AiProviderType, Message, MessageDirection, SenderType,
+};
+use aigentable_tests::fake_openai::FakeOpenAi;
+use aigentable_tests::inbound::{
+    channel, deliver, finished, process, said, stored_messages, tenant,
+};
 use aigentable_tests::socket::connect;
 use aigentable_tests::{Session, TestApp, spawn_app};
 use reqwest::StatusCode;
@@ -234,5 +242,250 @@ async fn a_burst_gets_one_reply_and_staff_silence_the_bot() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let all = stored_messages(&app, &s, &id).await;
     assert_eq!(all.iter().filter(|m| is_reply(m)).count(), 1, "{all:?}");
+    app.cleanup().await;
+}
+
+/// The tenant's default AI provider, pointed at the fake.
+pub async fn default_provider(app: &TestApp, s: &Session, fake: &FakeOpenAi) -> String {
+    let now = chrono::Utc::now();
+    let provider = AiProvider {
+        id: aigentable_platform::ids::new_id(),
+        tenant_id: tenant(s),
+        name: "Fake".into(),
+        provider_type: AiProviderType::OpenaiCompatible,
+        base_url: Some(fake.base_url()),
+        api_version: None,
+        api_key: Some(app.platform.secrets.seal("sk-test-abcd")),
+        api_key_last4: Some("abcd".into()),
+        chat_model: "fake-chat".into(),
+        embedding_model: None,
+        embedding_dimensions: None,
+        is_default: true,
+        is_active: true,
+        created_at: now,
+        updated_at: now,
+    };
+    app.platform
+        .db
+        .scoped::<AiProvider>(&tenant(s))
+        .insert(&provider)
+        .await
+        .expect("provider stored");
+    provider.id
+}
+
+async fn token_usage(app: &TestApp, s: &Session, purpose: &str) -> u64 {
+    app.platform
+        .db
+        .unscoped::<bson::Document>("token_usage")
+        .count_documents(bson::doc! { "tenantId": &s.tenant_id, "purpose": purpose })
+        .await
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn replies_are_grounded_on_passages_with_the_agents_model() {
+    let app = spawn_app().await;
+    let fake = FakeOpenAi::start().await;
+    let s = app.register("Acme").await;
+    let agent = agent_with_document(
+        &app,
+        &s,
+        json!({
+            "model": "gpt-test-mini", "temperature": 0.3, "maxTokens": 222,
+            "personality": "Cheerful and brief", "instructions": "Greet the customer by name."
+        }),
+    )
+    .await;
+    default_provider(&app, &s, &fake).await;
+    let ch = channel(&app, &s, "Chat", Some(&agent)).await;
+    fake.push_reply("We open at nine, see you then!");
+
+    let (event, job) = deliver(
+        &app,
+        &s,
+        &ch,
+        vec![said("ana", "m1", "When does the Rotterdam shop open?")],
+    )
+    .await;
+    finished(&app, &s, &job).await;
+    let conversation = conversation_of(&app, &s, "ana").await;
+    let id = conversation["id"].as_str().unwrap_or_default().to_owned();
+    let got = replies(&app, &s, &id, 1).await;
+    let reply = &got[0];
+    assert_eq!(reply.content, "We open at nine, see you then!");
+    assert_eq!(reply.sender_type, SenderType::Agent);
+    let sources = reply
+        .metadata
+        .get_array("sources")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        sources
+            .first()
+            .and_then(|s| s.as_document())
+            .and_then(|d| d.get_str("documentName").ok()),
+        Some("store-hours.txt"),
+        "{:?}",
+        reply.metadata
+    );
+    assert!(reply.metadata.get_document("usage").is_ok());
+    assert!(reply.metadata.get("latencyMs").is_some());
+    assert!(reply.metadata.get_bool("retrievalOnly").is_err());
+
+    let chats = fake.chat_requests();
+    assert_eq!(chats.len(), 1);
+    let body = &chats[0].body;
+    assert_eq!(body["model"], "gpt-test-mini");
+    let t = body["temperature"].as_f64().unwrap_or(-1.0);
+    assert!((t - 0.3).abs() < 1e-3, "temperature {t}");
+    let max = body
+        .get("max_tokens")
+        .or_else(|| body.get("max_completion_tokens"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(max, 222, "{body}");
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(messages[0]["role"], "system");
+    let system = messages[0]["content"].as_str().unwrap_or_default();
+    assert!(
+        system.contains("opens at nine in the morning"),
+        "the retrieved passage is in the prompt: {system}"
+    );
+    assert!(system.contains("[1]") && system.contains("store-hours.txt"));
+    assert!(system.contains("Cheerful and brief") && system.contains("Greet the customer"));
+    assert!(system.contains("don't know"));
+    let last = messages.last().cloned().unwrap_or_default();
+    assert_eq!(last["role"], "user");
+    assert_eq!(last["content"], "When does the Rotterdam shop open?");
+    assert_eq!(token_usage(&app, &s, "reply").await, 1);
+
+    // The same event again: no second reply and no second provider call.
+    let again = process(&app, &s, &ch, &event).await;
+    finished(&app, &s, &again).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(stored_messages(&app, &s, &id).await.len(), 2);
+    assert_eq!(fake.chat_requests().len(), 1);
+
+    // The next question carries the conversation so far.
+    fake.push_reply("Returns are free within thirty days.");
+    let (_, job) = deliver(&app, &s, &ch, vec![said("ana", "m2", "And returns?")]).await;
+    finished(&app, &s, &job).await;
+    replies(&app, &s, &id, 2).await;
+    let chats = fake.chat_requests();
+    let messages = chats[1].body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let turns: Vec<(String, String)> = messages
+        .iter()
+        .skip(1)
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or_default().to_owned(),
+                m["content"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        turns,
+        vec![
+            ("user".into(), "When does the Rotterdam shop open?".into()),
+            ("assistant".into(), "We open at nine, see you then!".into()),
+            ("user".into(), "And returns?".into()),
+        ]
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_rate_limited_provider_is_retried_and_answers_once() {
+    let app = spawn_app().await;
+    let fake = FakeOpenAi::start().await;
+    let s = app.register("Acme").await;
+    let agent = agent_with_document(&app, &s, json!({})).await;
+    default_provider(&app, &s, &fake).await;
+    let ch = channel(&app, &s, "Chat", Some(&agent)).await;
+    fake.rate_limit_next(1, 1);
+    fake.push_reply("Thirty days, with the receipt.");
+    let (_, job) = deliver(
+        &app,
+        &s,
+        &ch,
+        vec![said("ana", "m1", "Can I return items?")],
+    )
+    .await;
+    finished(&app, &s, &job).await;
+    let conversation = conversation_of(&app, &s, "ana").await;
+    let id = conversation["id"].as_str().unwrap_or_default().to_owned();
+    let got = replies(&app, &s, &id, 1).await;
+    assert_eq!(got[0].content, "Thirty days, with the receipt.");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        stored_messages(&app, &s, &id)
+            .await
+            .iter()
+            .filter(|m| is_reply(m))
+            .count(),
+        1
+    );
+    assert_eq!(fake.chat_requests().len(), 2, "one 429, then the answer");
+    let r = app.get(&format!("/api/v1/conversations/{id}"), &s).await;
+    assert_eq!(r.body["status"], "ACTIVE");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failing_provider_sends_the_fallback_and_hands_over() {
+    let app = spawn_app().await;
+    let fake = FakeOpenAi::start().await;
+    let s = app.register("Acme").await;
+    let agent = agent_with_document(&app, &s, json!({})).await;
+    default_provider(&app, &s, &fake).await;
+    let ch = channel(&app, &s, "Chat", Some(&agent)).await;
+    let mut sock = connect(
+        &app.base,
+        "/",
+        json!({ "token": s.token, "tenantId": s.tenant_id }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fake.fail_always(500);
+    let (_, job) = deliver(
+        &app,
+        &s,
+        &ch,
+        vec![said("ana", "m1", "Can I return items?")],
+    )
+    .await;
+    finished(&app, &s, &job).await;
+    let conversation = conversation_of(&app, &s, "ana").await;
+    let id = conversation["id"].as_str().unwrap_or_default().to_owned();
+    let got = replies(&app, &s, &id, 1).await;
+    assert_eq!(got[0].content, "Let me get a colleague for you.");
+    assert_eq!(got[0].metadata.get_bool("fallback").ok(), Some(true));
+    assert_eq!(
+        fake.chat_requests().len(),
+        3,
+        "three tries, then the fallback"
+    );
+    let waiting = async {
+        loop {
+            let ev = sock.next_named("conversation-updated", 15).await?;
+            if ev["status"] == "WAITING" {
+                return Some(ev);
+            }
+        }
+    }
+    .await;
+    assert!(waiting.is_some(), "browsers learn of the handoff");
+    let r = app.get(&format!("/api/v1/conversations/{id}"), &s).await;
+    assert_eq!(r.body["status"], "WAITING");
+
+    // Waiting for a human: the bot does not answer the next message.
+    let (_, job) = deliver(&app, &s, &ch, vec![said("ana", "m2", "Hello?")]).await;
+    let record = finished(&app, &s, &job).await;
+    assert_eq!(record["result"]["replyJobs"], json!([]));
+    assert_eq!(fake.chat_requests().len(), 3);
     app.cleanup().await;
 }
