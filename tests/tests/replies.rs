@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use aigentable_platform::model::{
-    AiProvider, AiProviderType, Message, MessageDirection, SenderType,
+    AiProvider, AiProviderType, Message, MessageDirection, MessageStatus, SenderType,
 };
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::inbound::{
@@ -359,6 +359,17 @@ async fn replies_are_grounded_on_passages_with_the_agents_model() {
     assert_eq!(last["role"], "user");
     assert_eq!(last["content"], "When does the Rotterdam shop open?");
     assert_eq!(token_usage(&app, &s, "reply").await, 1);
+    let reply_id = reply.id.clone();
+    let sent = app
+        .eventually(Duration::from_secs(15), || async {
+            stored_messages(&app, &s, &id)
+                .await
+                .into_iter()
+                .find(|m| m.id == reply_id)
+                .filter(|m| matches!(m.status, MessageStatus::Sent | MessageStatus::Delivered))
+        })
+        .await;
+    assert!(sent.is_some(), "the reply is delivered through the channel");
 
     // The same event again: no second reply and no second provider call.
     let again = process(&app, &s, &ch, &event).await;
@@ -469,6 +480,18 @@ async fn a_failing_provider_sends_the_fallback_and_hands_over() {
         3,
         "three tries, then the fallback"
     );
+    // The handoff notice is still delivered although the bot has stopped.
+    let fallback_id = got[0].id.clone();
+    let delivered = app
+        .eventually(Duration::from_secs(15), || async {
+            stored_messages(&app, &s, &id)
+                .await
+                .into_iter()
+                .find(|m| m.id == fallback_id)
+                .filter(|m| matches!(m.status, MessageStatus::Sent | MessageStatus::Delivered))
+        })
+        .await;
+    assert!(delivered.is_some(), "the fallback is sent to the customer");
     let waiting = async {
         loop {
             let ev = sock.next_named("conversation-updated", 15).await?;
