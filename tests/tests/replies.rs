@@ -512,3 +512,50 @@ async fn a_failing_provider_sends_the_fallback_and_hands_over() {
     assert_eq!(fake.chat_requests().len(), 3);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_reply_generated_while_staff_take_over_is_dropped() {
+    let app = spawn_app().await;
+    let fake = FakeOpenAi::start().await;
+    let s = app.register("Acme").await;
+    let agent = agent_with_document(&app, &s, json!({})).await;
+    default_provider(&app, &s, &fake).await;
+    let ch = channel(&app, &s, "Chat", Some(&agent)).await;
+    fake.set_delay(Duration::from_millis(2500));
+    fake.push_reply("This answer comes too late.");
+    let (_, job) = deliver(
+        &app,
+        &s,
+        &ch,
+        vec![said("ana", "m1", "Can I return items?")],
+    )
+    .await;
+    let record = finished(&app, &s, &job).await;
+    let reply_job = record["result"]["replyJobs"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let conversation = conversation_of(&app, &s, "ana").await;
+    let id = conversation["id"].as_str().unwrap_or_default().to_owned();
+    // The provider is thinking; a staff member takes the conversation.
+    let asked = app
+        .eventually(Duration::from_secs(10), || async {
+            (!fake.chat_requests().is_empty()).then_some(())
+        })
+        .await;
+    assert!(asked.is_some(), "the provider was asked");
+    let r = app
+        .put(
+            &format!("/api/v1/conversations/{id}/assign"),
+            &s,
+            json!({ "userId": s.user_id }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let record = finished(&app, &s, &reply_job).await;
+    assert_eq!(record["status"], "SUCCEEDED", "{record}");
+    assert!(record["result"]["dropped"].is_string(), "{record}");
+    let all = stored_messages(&app, &s, &id).await;
+    assert_eq!(all.iter().filter(|m| is_reply(m)).count(), 0, "{all:?}");
+    app.cleanup().await;
+}
