@@ -542,13 +542,12 @@ pub async fn resolve_provider(
     agent_provider: Option<&str>,
 ) -> DbResult<Option<AiProvider>> {
     let providers = db.scoped::<AiProvider>(tenant);
-    if let Some(id) = agent_provider.filter(|id| !id.is_empty()) {
-        if let Some(p) = providers
+    if let Some(id) = agent_provider.filter(|id| !id.is_empty())
+        && let Some(p) = providers
             .find_one(doc! { "_id": id, "isActive": true })
             .await?
-        {
-            return Ok(Some(p));
-        }
+    {
+        return Ok(Some(p));
     }
     providers
         .find_one(doc! { "isDefault": true, "isActive": true })
