@@ -3,6 +3,7 @@
 //! fresh database and Redis namespace per test.
 
 pub mod fake_openai;
+pub mod fake_providers;
 pub mod fake_smtp;
 pub mod inbound;
 pub mod socket;

@@ -361,7 +361,8 @@ pub async fn send_message(
 #[serde(rename_all = "camelCase")]
 pub struct VisitorMessage {
     pub id: String,
-    /// `visitor`, `bot` or `agent` (a staff member).
+    /// `visitor`, `bot`, `agent` (a staff member) or `system` (notices such
+    /// as the hand-off to a person).
     pub from: String,
     pub content: String,
     pub status: String,
@@ -369,7 +370,7 @@ pub struct VisitorMessage {
 }
 
 /// The visitor's view of a message; `None` for what visitors never see
-/// (system notes, dropped or unsent replies).
+/// (dropped or failed replies).
 pub fn visitor_view(m: &Message) -> Option<VisitorMessage> {
     visitor_view_of(&m.id, m.sender_type, m.status, &m.content, m.created_at)
 }
@@ -385,7 +386,8 @@ pub fn visitor_view_of(
         SenderType::Customer => "visitor",
         SenderType::Agent => "bot",
         SenderType::Human => "agent",
-        SenderType::System => return None,
+        // Notices sent to the customer (e.g. the hand-off to a person).
+        SenderType::System => "system",
     };
     if matches!(status, MessageStatus::Dropped | MessageStatus::Failed) {
         return None;

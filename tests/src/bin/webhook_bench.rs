@@ -1,0 +1,197 @@
+//! Webhook benchmark against the real api (port 0) with in-process workers,
+//! the local Redis and MongoDB, and the fake provider server:
+//!
+//! ```sh
+//! cargo run --release -p aigentable-tests --bin webhook_bench -- [--webhooks 2000] [--clients 32] [--samples 50]
+//! ```
+//!
+//! 1. signed WhatsApp webhooks accepted per second: `--clients` concurrent
+//!    clients post `--webhooks` distinct signed deliveries (each verified,
+//!    deduplicated, stored and queued before its 200);
+//! 2. webhook → reply latency (p50/p99): one delivery at a time, timed from
+//!    the POST to the moment the fake WhatsApp API receives the bot's reply
+//!    (no AI provider: the retrieval-only responder answers instantly).
+//!
+//! Uses a fresh database and Redis namespace, dropped at the end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use aigentable_platform::channels::signature::sign_meta;
+use aigentable_tests::fake_providers::{
+    app_with_fake, create_agent, create_channel, whatsapp_text,
+};
+
+struct Args {
+    webhooks: usize,
+    clients: usize,
+    samples: usize,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        webhooks: 2_000,
+        clients: 32,
+        samples: 50,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let v: usize = it
+            .next()
+            .with_context(|| format!("{a} needs a value"))?
+            .parse()
+            .with_context(|| format!("{a} must be a number"))?;
+        match a.as_str() {
+            "--webhooks" => args.webhooks = v.max(1),
+            "--clients" => args.clients = v.max(1),
+            "--samples" => args.samples = v.max(1),
+            other => bail!(
+                "unknown argument {other}; usage: webhook_bench [--webhooks N] [--clients N] [--samples N]"
+            ),
+        }
+    }
+    Ok(args)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round();
+    sorted[(rank as usize).min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let (app, fake) = app_with_fake(&[("LOG_FORMAT", "json")]).await;
+    let admin = app.register("Bench").await;
+    let agent = create_agent(&app, &admin).await;
+    let pnid = "BENCH_PN";
+    create_channel(
+        &app,
+        &admin,
+        json!({"type": "WHATSAPP", "name": "bench", "agentId": agent,
+               "config": {"phoneNumberId": pnid, "accessToken": "bench-token", "appSecret": "bench-secret"}}),
+    )
+    .await;
+    let url = app.url("/api/v1/webhooks/whatsapp");
+    let http = reqwest::Client::new();
+
+    // 1. Throughput of accepted signed webhooks.
+    let bodies: Vec<(Vec<u8>, String)> = (0..args.webhooks)
+        .map(|i| {
+            let body = whatsapp_text(
+                pnid,
+                &format!("55{}", 1_000 + i % 500),
+                &format!("wamid.bench{i}"),
+                "hello",
+            );
+            let raw = serde_json::to_vec(&body).unwrap_or_default();
+            let sig = sign_meta("bench-secret", &raw);
+            (raw, sig)
+        })
+        .collect();
+    let queue = Arc::new(tokio::sync::Mutex::new(bodies.into_iter()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let queue = queue.clone();
+        let http = http.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut failures = 0usize;
+            loop {
+                let next = queue.lock().await.next();
+                let Some((raw, sig)) = next else { break };
+                let ok = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-hub-signature-256", sig)
+                    .body(raw)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if !ok {
+                    failures += 1;
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = 0;
+    for t in tasks {
+        failures += t.await.unwrap_or(0);
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "accepted {} signed webhooks in {:.2} s with {} clients: {:.0} webhooks/s, {} failures",
+        args.webhooks,
+        elapsed.as_secs_f64(),
+        args.clients,
+        args.webhooks as f64 / elapsed.as_secs_f64(),
+        failures
+    );
+
+    // Let the backlog of inbound jobs and replies drain before timing replies.
+    let drained = app
+        .eventually(Duration::from_secs(600), || async {
+            (fake.requests_to("/messages").len() >= args.webhooks).then_some(())
+        })
+        .await;
+    println!(
+        "backlog: {} replies delivered to the fake provider{}",
+        fake.requests_to("/messages").len(),
+        if drained.is_some() {
+            ""
+        } else {
+            " (timed out waiting for all)"
+        }
+    );
+
+    // 2. Webhook to reply latency, one at a time.
+    let mut latencies = Vec::with_capacity(args.samples);
+    for i in 0..args.samples {
+        let before = fake.requests_to("/messages").len();
+        let body = whatsapp_text(
+            pnid,
+            &format!("56{i}"),
+            &format!("wamid.lat{i}"),
+            "what are your hours?",
+        );
+        let raw = serde_json::to_vec(&body)?;
+        let t0 = Instant::now();
+        let r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sign_meta("bench-secret", &raw))
+            .body(raw)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("webhook refused: {}", r.status());
+        }
+        loop {
+            if fake.requests_to("/messages").len() > before {
+                latencies.push(t0.elapsed());
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                bail!("no reply within 30 s for sample {i}");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    latencies.sort();
+    println!(
+        "webhook -> reply at the provider ({} samples): p50 {:.1} ms, p99 {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 50.0).as_secs_f64() * 1e3,
+        percentile(&latencies, 99.0).as_secs_f64() * 1e3
+    );
+    app.cleanup().await;
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! One local HTTP server on port 0 that plays the Graph API (WhatsApp,
+//! Messenger, Instagram) and the Telegram Bot API: it records every request
+//! and answers like the real APIs, or with scripted failures (400, 429, 500)
+//! for the next requests whose path contains a given text.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use salvo::conn::TcpListener;
+use salvo::prelude::*;
+use serde_json::{Value, json};
+
+/// A request the fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+impl Recorded {
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Scripted {
+    path_contains: String,
+    remaining: usize,
+    status: u16,
+    body: Value,
+}
+
+#[derive(Default, Debug)]
+struct Inner {
+    requests: Mutex<Vec<Recorded>>,
+    script: Mutex<Vec<Scripted>>,
+    counter: AtomicU64,
+}
+
+#[derive(Clone, Debug)]
+pub struct FakeProviders {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+struct Serve(Arc<Inner>);
+
+#[async_trait]
+impl Handler for Serve {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _depot: &mut Depot,
+        res: &mut Response,
+        _ctrl: &mut FlowCtrl,
+    ) {
+        let path = req.uri().path().to_owned();
+        let method = req.method().as_str().to_owned();
+        let query: Vec<(String, String)> = req
+            .uri()
+            .query()
+            .map(|q| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let authorization = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: Value = req
+            .payload()
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(Value::Null);
+        let n = self.0.counter.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Recorded {
+                method: method.clone(),
+                path: path.clone(),
+                query,
+                authorization,
+                body: body.clone(),
+            });
+        let scripted = {
+            let mut script = self.0.script.lock().unwrap_or_else(|e| e.into_inner());
+            let hit = script
+                .iter_mut()
+                .find(|s| s.remaining > 0 && path.contains(&s.path_contains));
+            hit.map(|s| {
+                s.remaining -= 1;
+                (s.status, s.body.clone())
+            })
+        };
+        let (status, answer) =
+            scripted.unwrap_or_else(|| (200, default_answer(&method, &path, &body, n)));
+        res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+        res.render(Json(answer));
+    }
+}
+
+/// What the real API answers on success.
+fn default_answer(method: &str, path: &str, body: &Value, n: u64) -> Value {
+    if let Some((_, tail)) = path.split_once("/bot") {
+        let method_name = tail.rsplit('/').next().unwrap_or_default();
+        return match method_name {
+            "getMe" => {
+                json!({"ok": true, "result": {"id": 4242, "is_bot": true, "first_name": "Fake Bot", "username": "fake_bot"}})
+            }
+            "setWebhook" => json!({"ok": true, "result": true, "description": "Webhook was set"}),
+            "sendMessage" => {
+                json!({"ok": true, "result": {"message_id": n, "chat": {"id": body["chat_id"]}, "text": body["text"]}})
+            }
+            _ => json!({"ok": true, "result": true}),
+        };
+    }
+    if method == "POST" && path.ends_with("/messages") {
+        if body.get("messaging_product").is_some() {
+            return json!({"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}], "messages": [{"id": format!("wamid.fake{n}")}]});
+        }
+        return json!({"recipient_id": body["recipient"]["id"], "message_id": format!("m_fake{n}")});
+    }
+    // GET /v21.0/{id}: the account.
+    let id = path.rsplit('/').next().unwrap_or_default();
+    json!({"id": id, "name": "Fake Page", "username": "fake_ig", "display_phone_number": "+1 555 000 1111", "verified_name": "Fake Shop"})
+}
+
+impl FakeProviders {
+    pub async fn start() -> Self {
+        let acceptor = TcpListener::new("127.0.0.1:0")
+            .try_bind()
+            .await
+            .expect("bind fake providers");
+        let addr = acceptor.local_addr().expect("fake providers address");
+        let inner = Arc::new(Inner::default());
+        let router = Router::with_path("{**rest}").goal(Serve(inner.clone()));
+        tokio::spawn(async move {
+            Server::new(acceptor).serve(router).await;
+        });
+        Self { addr, inner }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Answers the next `times` requests whose path contains `path_contains`
+    /// with `status` and `body`.
+    pub fn fail_next(&self, path_contains: &str, times: usize, status: u16, body: Value) {
+        self.inner
+            .script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Scripted {
+                path_contains: path_contains.to_owned(),
+                remaining: times,
+                status,
+                body,
+            });
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Requests whose path contains `part`.
+    pub fn requests_to(&self, part: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.contains(part))
+            .collect()
+    }
+
+    /// Overrides that point every provider at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let url = self.url();
+        vec![
+            ("WHATSAPP_API_BASE", url.clone()),
+            ("FACEBOOK_API_BASE", url.clone()),
+            ("INSTAGRAM_API_BASE", url.clone()),
+            ("TELEGRAM_API_BASE", url),
+            ("META_API_VERSION", "21.0".to_owned()),
+        ]
+    }
+}
+
+// ---- helpers for channel, webhook and widget tests ----
+
+/// The real api and workers with every provider pointed at a fresh fake.
+pub async fn app_with_fake(extra: &[(&str, &str)]) -> (crate::TestApp, FakeProviders) {
+    let fake = FakeProviders::start().await;
+    let env = fake.env();
+    let mut overrides: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    overrides.push(("PUBLIC_BASE_URL", "https://bot.example.com"));
+    overrides.extend_from_slice(extra);
+    let app = crate::spawn_app_with(&overrides).await;
+    (app, fake)
+}
+
+/// Waits for a job to finish; answers its record as the api shows it.
+pub async fn job_done(app: &crate::TestApp, s: &crate::Session, job_id: &str) -> Value {
+    app.eventually(std::time::Duration::from_secs(60), || async {
+        let r = app.get(&format!("/api/v1/jobs/{job_id}"), s).await;
+        let status = r.body["status"].as_str().unwrap_or_default().to_owned();
+        matches!(
+            status.as_str(),
+            "SUCCEEDED" | "FAILED" | "DEAD" | "CANCELLED"
+        )
+        .then_some(r.body)
+    })
+    .await
+    .unwrap_or_else(|| panic!("job {job_id} never finished"))
+}
+
+/// Creates a channel through the api; panics unless it answers 201.
+pub async fn create_channel(app: &crate::TestApp, s: &crate::Session, body: Value) -> Value {
+    let r = app.post("/api/v1/channels", s, body).await;
+    assert_eq!(
+        r.status,
+        reqwest::StatusCode::CREATED,
+        "create channel: {:?}",
+        r.body
+    );
+    r.body
+}
+
+/// Creates an agent through the api; answers its id.
+pub async fn create_agent(app: &crate::TestApp, s: &crate::Session) -> String {
+    let r = app
+        .post(
+            "/api/v1/agents",
+            s,
+            json!({"name": "Support bot", "description": "answers"}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        reqwest::StatusCode::CREATED,
+        "create agent: {:?}",
+        r.body
+    );
+    r.body["id"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Posts a Meta webhook body signed with `app_secret` (`None`: unsigned).
+pub async fn post_meta(
+    app: &crate::TestApp,
+    path: &str,
+    body: &Value,
+    app_secret: Option<&str>,
+) -> crate::Reply {
+    let raw = serde_json::to_vec(body).unwrap_or_default();
+    let mut req = app
+        .http
+        .post(app.url(path))
+        .header("content-type", "application/json");
+    if let Some(secret) = app_secret {
+        req = req.header(
+            "x-hub-signature-256",
+            aigentable_platform::channels::signature::sign_meta(secret, &raw),
+        );
+    }
+    crate::TestApp::reply(req.body(raw).send().await.expect("webhook sent")).await
+}
+
+/// A WhatsApp Cloud API text message delivery.
+pub fn whatsapp_text(phone_number_id: &str, from: &str, wamid: &str, text: &str) -> Value {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001111", "phone_number_id": phone_number_id},
+        "contacts": [{"profile": {"name": "Ana"}, "wa_id": from}],
+        "messages": [{"from": from, "id": wamid, "timestamp": "1717000000", "type": "text", "text": {"body": text}}]
+    }}]}]})
+}

@@ -1,0 +1,639 @@
+//! Channels: CRUD with per-type validation, masked secrets, the routing id
+//! unique across tenants, provider tests and Telegram webhook
+//! registration against the fake provider server, and `deliver_message`
+//! (exactly once, in order, retries on 5xx only, dropped on takeover).
+
+use std::time::Duration;
+
+use bson::doc;
+use chrono::Utc;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use aigentable_jobs::types::DeliverMessage;
+use aigentable_jobs::{JobClient, Requester};
+use aigentable_platform::ids::{TenantId, new_id};
+use aigentable_platform::model::{
+    Channel, ChannelType, Contact, Conversation, ConversationStatus, Message, MessageDirection,
+    MessageStatus, SenderType,
+};
+use aigentable_tests::fake_providers::{
+    FakeProviders, app_with_fake, create_agent, create_channel, job_done,
+};
+use aigentable_tests::{Session, TestApp};
+
+fn whatsapp_body(pnid: &str) -> Value {
+    json!({
+        "type": "WHATSAPP", "name": "WhatsApp Business",
+        "config": {"phoneNumberId": pnid, "phoneNumber": "+1 555 000 1111",
+                   "accessToken": "EAAG-whatsapp-token-9876", "appSecret": "wa-app-secret",
+                   "webhookUrl": "https://ignored.example.com"},
+        "isActive": true
+    })
+}
+
+#[tokio::test]
+async fn crud_validates_per_type_masks_secrets_and_keeps_routing_ids_unique() {
+    let (app, _fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+
+    // Validation names the field.
+    let r = app
+        .post("/api/v1/channels", &admin, json!({"type": "WHATSAPP", "name": "x", "config": {"accessToken": "t", "appSecret": "s"}}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert_eq!(r.body["details"]["field"], "config.phoneNumberId");
+    let r = app
+        .post(
+            "/api/v1/channels",
+            &admin,
+            json!({"type": "SMS", "name": "x", "config": {}}),
+        )
+        .await;
+    assert_eq!(r.body["details"]["field"], "type");
+    let r = app
+        .post(
+            "/api/v1/channels",
+            &admin,
+            json!({"type": "TELEGRAM", "name": "x", "config": {"botToken": "no-colon"}}),
+        )
+        .await;
+    assert_eq!(r.body["details"]["field"], "config.botToken");
+    let r = app
+        .post(
+            "/api/v1/channels",
+            &admin,
+            json!({"type": "WEBSITE", "name": "x", "config": {"allowedOrigins": []}}),
+        )
+        .await;
+    assert_eq!(r.body["details"]["field"], "config.allowedOrigins");
+    let mut with_agent = whatsapp_body("111");
+    with_agent["agentId"] = json!(new_id());
+    let r = app.post("/api/v1/channels", &admin, with_agent).await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "unknown agent: {:?}",
+        r.body
+    );
+
+    // Created: secrets masked, webhook URL and verify token shown.
+    let agent = create_agent(&app, &admin).await;
+    let mut body = whatsapp_body("1234567890");
+    body["agentId"] = json!(agent);
+    let created = create_channel(&app, &admin, body).await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(created["type"], "WHATSAPP");
+    assert_eq!(created["agentId"], agent.as_str());
+    assert_eq!(created["status"], "PENDING");
+    assert_eq!(created["config"]["accessToken"], "****9876");
+    assert_eq!(created["config"]["appSecret"], "****cret");
+    assert_eq!(created["config"]["phoneNumberId"], "1234567890");
+    assert!(created["config"].get("webhookUrl").is_none());
+    assert_eq!(
+        created["webhookUrl"],
+        "https://bot.example.com/api/v1/webhooks/whatsapp"
+    );
+    let verify = created["verifyToken"].as_str().unwrap_or_default();
+    assert!(verify.len() >= 24, "{created}");
+    let text = created.to_string();
+    assert!(!text.contains("whatsapp-token") && !text.contains("wa-app-secret"));
+
+    // Stored sealed, never in plain text.
+    let tenant = TenantId::from_trusted(admin.tenant_id.clone());
+    let stored = app
+        .platform
+        .db
+        .scoped::<Channel>(&tenant)
+        .find_by_id(&id)
+        .await
+        .expect("read")
+        .expect("stored");
+    let sealed = stored
+        .secrets
+        .get("accessToken")
+        .cloned()
+        .unwrap_or_default();
+    assert!(sealed.starts_with("v1:") && !sealed.contains("whatsapp-token"));
+    assert_eq!(
+        app.platform.secrets.open(&sealed).ok().as_deref(),
+        Some("EAAG-whatsapp-token-9876")
+    );
+
+    // PUT merges: secrets not re-sent (or sent back masked) stay.
+    let r = app
+        .put(&format!("/api/v1/channels/{id}"), &admin, json!({"name": "WA main", "config": {"phoneNumber": "+1 555 999", "appSecret": "****cret"}}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["name"], "WA main");
+    assert_eq!(r.body["config"]["phoneNumber"], "+1 555 999");
+    assert_eq!(r.body["config"]["phoneNumberId"], "1234567890");
+    assert_eq!(r.body["config"]["accessToken"], "****9876");
+    let stored = app
+        .platform
+        .db
+        .scoped::<Channel>(&tenant)
+        .find_by_id(&id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(
+        stored.secrets.get("accessToken"),
+        Some(&sealed),
+        "unchanged secret kept as sealed"
+    );
+    let r = app
+        .put(
+            &format!("/api/v1/channels/{id}"),
+            &admin,
+            json!({"type": "TELEGRAM"}),
+        )
+        .await;
+    assert_eq!(r.body["details"]["field"], "type");
+
+    // One provider account, one channel, across tenants.
+    let other = app.register("Other Co").await;
+    let r = app
+        .post("/api/v1/channels", &other, whatsapp_body("1234567890"))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    let r = app
+        .post("/api/v1/channels", &admin, whatsapp_body("1234567890"))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+
+    // Tenancy and roles.
+    let r = app.get(&format!("/api/v1/channels/{id}"), &other).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let user = app.add_user(&admin, "TENANT_USER").await;
+    let r = app.get(&format!("/api/v1/channels/{id}"), &user).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_ne!(
+        r.body["verifyToken"], verify,
+        "the verify token is for admins"
+    );
+    let r = app
+        .post("/api/v1/channels", &user, whatsapp_body("555"))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let list = app.get("/api/v1/channels?type=whatsapp", &admin).await;
+    assert_eq!(list.body["pagination"]["total"], 1, "{:?}", list.body);
+    assert_eq!(list.body["channels"][0]["id"], id.as_str());
+
+    // A website channel gets a public key and an embed snippet.
+    let web = create_channel(
+        &app,
+        &admin,
+        json!({"type": "WEBSITE", "name": "Site", "config": {"allowedOrigins": ["https://shop.example.com/"], "welcomeMessage": "Hi!"}}),
+    )
+    .await;
+    let key = web["publicKey"].as_str().unwrap_or_default();
+    assert!(key.starts_with("pk_"));
+    assert!(web["embedCode"].as_str().unwrap_or_default().contains(key));
+    assert_eq!(
+        web["config"]["allowedOrigins"][0],
+        "https://shop.example.com"
+    );
+    assert_eq!(web["status"], "CONNECTED");
+
+    // Delete; the provider id is free again.
+    let r = app.delete(&format!("/api/v1/channels/{id}"), &admin).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&format!("/api/v1/channels/{id}"), &admin)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = app
+        .post("/api/v1/channels", &other, whatsapp_body("1234567890"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn telegram_registers_its_webhook_and_tests_report_on_the_channel() {
+    let (app, fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    let token = "123456:AAE-telegram_token";
+    let created = create_channel(
+        &app,
+        &admin,
+        json!({"type": "TELEGRAM", "name": "Bot", "config": {"botToken": token}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    let secret = created["verifyToken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let webhook_url = format!("https://bot.example.com/api/v1/webhooks/telegram/{id}");
+    assert_eq!(created["webhookUrl"], webhook_url.as_str());
+    assert_eq!(created["config"]["botToken"], "****oken");
+
+    // setWebhook is called by a job: URL with the channel id, our secret.
+    let calls = app
+        .eventually(Duration::from_secs(20), || async {
+            let c = fake.requests_to("/setWebhook");
+            (!c.is_empty()).then_some(c)
+        })
+        .await
+        .expect("setWebhook called");
+    assert_eq!(calls[0].path, format!("/bot{token}/setWebhook"));
+    assert_eq!(calls[0].body["url"], webhook_url.as_str());
+    assert_eq!(calls[0].body["secret_token"], secret.as_str());
+    assert!(!webhook_url.contains(token));
+
+    // Test: getMe, verdict on the channel and in the job result.
+    let r = app
+        .post(&format!("/api/v1/channels/{id}/test"), &admin, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let job = job_done(&app, &admin, r.body["jobId"].as_str().unwrap_or_default()).await;
+    assert_eq!(job["status"], "SUCCEEDED", "{job}");
+    assert_eq!(job["result"]["status"], "CONNECTED");
+    assert_eq!(
+        fake.requests_to("/getMe")[0].path,
+        format!("/bot{token}/getMe")
+    );
+    let ch = app.get(&format!("/api/v1/channels/{id}"), &admin).await;
+    assert_eq!(ch.body["status"], "CONNECTED");
+    assert_eq!(ch.body["config"]["botUsername"], "fake_bot");
+    assert!(ch.body["lastTestedAt"].is_string());
+
+    // A refused token: ERROR with the provider's words.
+    let wa = create_channel(&app, &admin, whatsapp_body("777")).await;
+    let wa_id = wa["id"].as_str().unwrap_or_default().to_owned();
+    fake.fail_next(
+        "/v21.0/777",
+        1,
+        401,
+        json!({"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}}),
+    );
+    let r = app
+        .post(&format!("/api/v1/channels/{wa_id}/test"), &admin, json!({}))
+        .await;
+    let job = job_done(&app, &admin, r.body["jobId"].as_str().unwrap_or_default()).await;
+    assert_eq!(job["result"]["status"], "ERROR", "{job}");
+    let call = &fake.requests_to("/v21.0/777")[0];
+    assert_eq!(call.method, "GET");
+    assert_eq!(
+        call.authorization.as_deref(),
+        Some("Bearer EAAG-whatsapp-token-9876")
+    );
+    let ch = app.get(&format!("/api/v1/channels/{wa_id}"), &admin).await;
+    assert_eq!(ch.body["status"], "ERROR");
+    assert!(
+        ch.body["lastError"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Invalid OAuth access token"),
+        "{:?}",
+        ch.body
+    );
+
+    // Deactivate then re-activate: the webhook is registered again.
+    let before = fake.requests_to("/setWebhook").len();
+    app.put(
+        &format!("/api/v1/channels/{id}"),
+        &admin,
+        json!({"isActive": false}),
+    )
+    .await;
+    app.put(
+        &format!("/api/v1/channels/{id}"),
+        &admin,
+        json!({"isActive": true}),
+    )
+    .await;
+    let again = app
+        .eventually(Duration::from_secs(20), || async {
+            (fake.requests_to("/setWebhook").len() > before).then_some(())
+        })
+        .await;
+    assert!(again.is_some(), "re-activation registers the webhook");
+    app.cleanup().await;
+}
+
+// ---- deliver_message ----
+
+struct Thread {
+    tenant: TenantId,
+    channel_id: String,
+    conversation_id: String,
+}
+
+/// A conversation with `external_user` on a channel created through the api.
+async fn thread(app: &TestApp, s: &Session, channel: &Value, external_user: &str) -> Thread {
+    let tenant = TenantId::from_trusted(s.tenant_id.clone());
+    let channel_id = channel["id"].as_str().unwrap_or_default().to_owned();
+    let channel_type: ChannelType =
+        serde_json::from_value(channel["type"].clone()).expect("channel type");
+    let now = Utc::now();
+    let contact = Contact {
+        id: new_id(),
+        tenant_id: tenant.clone(),
+        channel_id: channel_id.clone(),
+        channel_type,
+        external_id: external_user.to_owned(),
+        name: None,
+        username: None,
+        phone: None,
+        created_at: now,
+        updated_at: now,
+    };
+    app.platform
+        .db
+        .scoped::<Contact>(&tenant)
+        .insert(&contact)
+        .await
+        .expect("contact");
+    let conversation = Conversation {
+        id: new_id(),
+        tenant_id: tenant.clone(),
+        channel_id: channel_id.clone(),
+        channel_type,
+        agent_id: None,
+        contact_id: contact.id,
+        external_user_id: external_user.to_owned(),
+        contact_name: None,
+        status: ConversationStatus::Active,
+        assigned_to: None,
+        last_message_preview: None,
+        last_message_at: None,
+        unread_count: 0,
+        message_count: 0,
+        resolved_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    app.platform
+        .db
+        .scoped::<Conversation>(&tenant)
+        .insert(&conversation)
+        .await
+        .expect("conversation");
+    Thread {
+        tenant,
+        channel_id,
+        conversation_id: conversation.id,
+    }
+}
+
+/// Stores a QUEUED outbound message and queues its delivery; answers
+/// (message id, job id).
+async fn outbound(app: &TestApp, t: &Thread, sender: SenderType, text: &str) -> (String, String) {
+    let now = Utc::now();
+    let message = Message {
+        id: new_id(),
+        tenant_id: t.tenant.clone(),
+        conversation_id: t.conversation_id.clone(),
+        channel_id: t.channel_id.clone(),
+        direction: MessageDirection::Outbound,
+        sender_type: sender,
+        sender_id: None,
+        content: text.to_owned(),
+        status: MessageStatus::Queued,
+        external_message_id: None,
+        error: None,
+        reply_to: None,
+        dedup_key: None,
+        metadata: bson::Document::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    app.platform
+        .db
+        .scoped::<Message>(&t.tenant)
+        .insert(&message)
+        .await
+        .expect("message");
+    let jobs = JobClient::connect(&app.platform).await.expect("job client");
+    let job = jobs
+        .enqueue(
+            &t.tenant,
+            Requester::System,
+            DeliverMessage {
+                message_id: message.id.clone(),
+                conversation_id: t.conversation_id.clone(),
+                channel_id: t.channel_id.clone(),
+            },
+        )
+        .await
+        .expect("queued");
+    (message.id, job.id)
+}
+
+async fn message(app: &TestApp, t: &Thread, id: &str) -> Message {
+    app.platform
+        .db
+        .scoped::<Message>(&t.tenant)
+        .find_by_id(id)
+        .await
+        .expect("read")
+        .expect("message exists")
+}
+
+async fn setup(fake_extra: &[(&str, &str)]) -> (TestApp, FakeProviders, Session) {
+    let (app, fake) = app_with_fake(fake_extra).await;
+    let admin = app.register("Acme").await;
+    (app, fake, admin)
+}
+
+#[tokio::test]
+async fn delivery_speaks_each_providers_api() {
+    let (app, fake, admin) = setup(&[]).await;
+    let wa = create_channel(&app, &admin, whatsapp_body("PN1")).await;
+    let fb = create_channel(&app, &admin, json!({"type": "FACEBOOK", "name": "Page", "config": {"pageId": "PAGE1", "accessToken": "page-token-1", "appSecret": "fb-secret"}})).await;
+    let ig = create_channel(&app, &admin, json!({"type": "INSTAGRAM", "name": "IG", "config": {"instagramAccountId": "IG1", "accessToken": "ig-token-1", "appSecret": "ig-secret"}})).await;
+    let tg = create_channel(
+        &app,
+        &admin,
+        json!({"type": "TELEGRAM", "name": "TG", "config": {"botToken": "999:tg-token"}}),
+    )
+    .await;
+
+    let cases = [
+        (wa, "5511999990000"),
+        (fb, "PSID-1"),
+        (ig, "IGSID-1"),
+        (tg, "111"),
+    ];
+    let mut ids = Vec::new();
+    for (channel, user) in &cases {
+        let t = thread(&app, &admin, channel, user).await;
+        let (mid, job) = outbound(&app, &t, SenderType::Human, "Hello there").await;
+        let done = job_done(&app, &admin, &job).await;
+        assert_eq!(done["status"], "SUCCEEDED", "{done}");
+        let m = message(&app, &t, &mid).await;
+        assert_eq!(m.status, MessageStatus::Sent, "{m:?}");
+        ids.push(m.external_message_id.unwrap_or_default());
+    }
+
+    let wa_call = &fake.requests_to("/v21.0/PN1/messages")[0];
+    assert_eq!(
+        wa_call.authorization.as_deref(),
+        Some("Bearer EAAG-whatsapp-token-9876")
+    );
+    assert_eq!(
+        wa_call.body,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": "5511999990000", "type": "text", "text": {"body": "Hello there"}})
+    );
+    assert!(ids[0].starts_with("wamid.fake"));
+
+    let fb_call = &fake.requests_to("/v21.0/me/messages")[0];
+    assert_eq!(fb_call.query("access_token"), Some("page-token-1"));
+    assert_eq!(
+        fb_call.body,
+        json!({"recipient": {"id": "PSID-1"}, "messaging_type": "RESPONSE", "message": {"text": "Hello there"}})
+    );
+    assert!(ids[1].starts_with("m_fake"));
+
+    let ig_call = &fake.requests_to("/v21.0/IG1/messages")[0];
+    assert_eq!(ig_call.authorization.as_deref(), Some("Bearer ig-token-1"));
+    assert_eq!(
+        ig_call.body,
+        json!({"recipient": {"id": "IGSID-1"}, "message": {"text": "Hello there"}})
+    );
+
+    let tg_call = &fake.requests_to("/bot999:tg-token/sendMessage")[0];
+    assert_eq!(tg_call.body, json!({"chat_id": 111, "text": "Hello there"}));
+    assert!(!ids[3].is_empty());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn delivery_retries_5xx_fails_4xx_at_once_and_drops_after_takeover() {
+    let (app, fake, admin) = setup(&[]).await;
+    let wa = create_channel(&app, &admin, whatsapp_body("PN2")).await;
+    let t = thread(&app, &admin, &wa, "5511").await;
+
+    // 500 then success: retried, delivered once.
+    fake.fail_next(
+        "/PN2/messages",
+        1,
+        500,
+        json!({"error": {"message": "temporary", "code": 2}}),
+    );
+    let (mid, job) = outbound(&app, &t, SenderType::Agent, "first").await;
+    let done = job_done(&app, &admin, &job).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done["attempts"], 2);
+    assert_eq!(fake.requests_to("/PN2/messages").len(), 2);
+    assert_eq!(message(&app, &t, &mid).await.status, MessageStatus::Sent);
+
+    // The 24-hour window: 400, FAILED with the provider's error, one call.
+    fake.fail_next(
+        "/PN2/messages",
+        1,
+        400,
+        json!({"error": {"message": "Re-engagement message", "type": "OAuthException", "code": 131047,
+                         "error_data": {"details": "Message failed to send because more than 24 hours have passed since the customer last replied to this number."}}}),
+    );
+    let before = fake.requests_to("/PN2/messages").len();
+    let (mid, job) = outbound(&app, &t, SenderType::Human, "late").await;
+    let done = job_done(&app, &admin, &job).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(fake.requests_to("/PN2/messages").len(), before + 1);
+    let m = message(&app, &t, &mid).await;
+    assert_eq!(m.status, MessageStatus::Failed);
+    assert!(
+        m.error.as_deref().unwrap_or_default().contains("131047"),
+        "{m:?}"
+    );
+    assert!(
+        m.error.as_deref().unwrap_or_default().contains("24 hours"),
+        "{m:?}"
+    );
+
+    // A second job for an already sent message sends nothing.
+    let jobs = JobClient::connect(&app.platform).await.expect("client");
+    let sent_id = fake.requests_to("/PN2/messages").len();
+    let (first_id, _) = outbound(&app, &t, SenderType::Human, "once").await;
+    app.eventually(Duration::from_secs(20), || async {
+        (message(&app, &t, &first_id).await.status == MessageStatus::Sent).then_some(())
+    })
+    .await
+    .expect("sent");
+    let dup = jobs
+        .enqueue(
+            &t.tenant,
+            Requester::System,
+            DeliverMessage {
+                message_id: first_id.clone(),
+                conversation_id: t.conversation_id.clone(),
+                channel_id: t.channel_id.clone(),
+            },
+        )
+        .await
+        .expect("queued");
+    let done = job_done(&app, &admin, &dup.id).await;
+    assert_eq!(done["status"], "SUCCEEDED");
+    assert_eq!(
+        fake.requests_to("/PN2/messages").len(),
+        sent_id + 1,
+        "sent exactly once"
+    );
+
+    // A human took over: the bot's reply is dropped, a staff reply is sent.
+    app.platform
+        .db
+        .scoped::<Conversation>(&t.tenant)
+        .update_by_id(
+            &t.conversation_id,
+            doc! { "$set": { "status": "ASSIGNED" } },
+        )
+        .await
+        .expect("assign");
+    let calls = fake.requests_to("/PN2/messages").len();
+    let (bot, job) = outbound(&app, &t, SenderType::Agent, "bot says").await;
+    job_done(&app, &admin, &job).await;
+    assert_eq!(message(&app, &t, &bot).await.status, MessageStatus::Dropped);
+    let (human, job) = outbound(&app, &t, SenderType::Human, "staff says").await;
+    job_done(&app, &admin, &job).await;
+    assert_eq!(message(&app, &t, &human).await.status, MessageStatus::Sent);
+    let after = fake.requests_to("/PN2/messages");
+    assert_eq!(after.len(), calls + 1);
+    assert_eq!(after[calls].body["text"]["body"], "staff says");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn delivery_keeps_conversation_order_when_an_earlier_message_is_retried() {
+    let (app, fake, admin) = setup(&[]).await;
+    let tg = create_channel(
+        &app,
+        &admin,
+        json!({"type": "TELEGRAM", "name": "TG", "config": {"botToken": "42:order-token"}}),
+    )
+    .await;
+    let t = thread(&app, &admin, &tg, "777").await;
+    fake.fail_next(
+        "/sendMessage",
+        1,
+        429,
+        json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1"}),
+    );
+    let (a, ja) = outbound(&app, &t, SenderType::Human, "one").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (b, jb) = outbound(&app, &t, SenderType::Human, "two").await;
+    job_done(&app, &admin, &ja).await;
+    job_done(&app, &admin, &jb).await;
+    assert_eq!(message(&app, &t, &a).await.status, MessageStatus::Sent);
+    assert_eq!(message(&app, &t, &b).await.status, MessageStatus::Sent);
+    let texts: Vec<String> = fake
+        .requests_to("/sendMessage")
+        .iter()
+        .filter(|r| r.body["chat_id"] == 777)
+        .map(|r| r.body["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["one", "one", "two"],
+        "the 429 is retried before the second message goes"
+    );
+    app.cleanup().await;
+}

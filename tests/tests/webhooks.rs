@@ -1,0 +1,383 @@
+//! Provider webhooks: Meta's subscription check, signatures checked on the
+//! raw body before anything is stored, routing by provider id, echoes and
+//! bots ignored, duplicates collapsed, one stored event and one
+//! `process_inbound` job per channel; and, through the conversation
+//! engineer's inbound and reply handlers, the bot's reply delivered back to
+//! the (fake) provider.
+
+use std::time::Duration;
+
+use bson::doc;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use aigentable_jobs::JobRecord;
+use aigentable_platform::ids::TenantId;
+use aigentable_platform::model::{InboundItem, Message, MessageStatus, WebhookEvent};
+use aigentable_tests::fake_providers::{
+    app_with_fake, create_agent, create_channel, post_meta, whatsapp_text,
+};
+use aigentable_tests::{Session, TestApp};
+
+fn tenant(s: &Session) -> TenantId {
+    TenantId::from_trusted(s.tenant_id.clone())
+}
+
+async fn events(app: &TestApp, s: &Session) -> Vec<WebhookEvent> {
+    let (items, _) = app
+        .platform
+        .db
+        .scoped::<WebhookEvent>(&tenant(s))
+        .find_page(
+            doc! {},
+            doc! { "createdAt": 1, "_id": 1 },
+            aigentable_platform::db::PageRequest {
+                page: 1,
+                limit: 100,
+            },
+        )
+        .await
+        .expect("events");
+    items
+}
+
+async fn inbound_jobs(app: &TestApp, s: &Session) -> u64 {
+    app.platform
+        .db
+        .scoped::<JobRecord>(&tenant(s))
+        .count(doc! { "type": "process_inbound" })
+        .await
+        .expect("count")
+}
+
+async fn whatsapp_channel(app: &TestApp, s: &Session, pnid: &str, agent: Option<&str>) -> Value {
+    let mut body = json!({
+        "type": "WHATSAPP", "name": "WA",
+        "config": {"phoneNumberId": pnid, "accessToken": "wa-token-0001", "appSecret": "wa-secret"}
+    });
+    if let Some(a) = agent {
+        body["agentId"] = json!(a);
+    }
+    create_channel(app, s, body).await
+}
+
+#[tokio::test]
+async fn meta_subscription_check_echoes_the_challenge_for_our_verify_token_only() {
+    let (app, _fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    let wa = whatsapp_channel(&app, &admin, "PNV", None).await;
+    let token = wa["verifyToken"].as_str().unwrap_or_default();
+    let ok = app
+        .http
+        .get(app.url(&format!(
+            "/api/v1/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444"
+        )))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.text().await.unwrap_or_default(), "1158201444");
+    let bad = app
+        .http
+        .get(app.url(
+            "/api/v1/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(bad.status(), StatusCode::FORBIDDEN);
+    // A WhatsApp token is not a Messenger token.
+    let cross = app
+        .http
+        .get(app.url(&format!(
+            "/api/v1/webhooks/facebook?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1"
+        )))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn signed_deliveries_are_stored_once_and_unsigned_ones_never() {
+    let (app, _fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    let wa = whatsapp_channel(&app, &admin, "PN100", None).await;
+    let body = whatsapp_text("PN100", "5511999990000", "wamid.AAA", "hi there");
+
+    // Bad or missing signature: 401, nothing stored or queued.
+    let r = post_meta(
+        &app,
+        "/api/v1/webhooks/whatsapp",
+        &body,
+        Some("not-the-secret"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(events(&app, &admin).await.is_empty());
+    assert_eq!(inbound_jobs(&app, &admin).await, 0);
+
+    // Unknown phone number id: 404.
+    let other = whatsapp_text("PN-UNKNOWN", "1", "wamid.X", "x");
+    let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &other, Some("wa-secret")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Signed: 200 EVENT_RECEIVED, one event, one job; five concurrent
+    // copies of the same delivery add nothing.
+    let sends =
+        (0..5).map(|_| post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret")));
+    for r in futures::future::join_all(sends).await {
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(r.body, Value::String("EVENT_RECEIVED".to_owned()));
+    }
+    let stored = events(&app, &admin).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].channel_id, wa["id"].as_str().unwrap_or_default());
+    assert_eq!(
+        stored[0].items,
+        vec![InboundItem::Message {
+            external_user_id: "5511999990000".to_owned(),
+            user_name: Some("Ana".to_owned()),
+            username: None,
+            phone: Some("5511999990000".to_owned()),
+            external_message_id: "wamid.AAA".to_owned(),
+            text: "hi there".to_owned(),
+            sent_at: chrono::DateTime::from_timestamp(1_717_000_000, 0),
+        }]
+    );
+    assert_eq!(inbound_jobs(&app, &admin).await, 1);
+
+    // Receipts are events too (and deduplicated per status).
+    let receipt = json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"phone_number_id": "PN100"},
+        "statuses": [{"id": "wamid.OUT1", "status": "delivered", "timestamp": "1717000001", "recipient_id": "5511"}]}}]}]});
+    let r = post_meta(
+        &app,
+        "/api/v1/webhooks/whatsapp",
+        &receipt,
+        Some("wa-secret"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let stored = events(&app, &admin).await;
+    assert_eq!(stored.len(), 2);
+    assert!(matches!(
+        &stored[1].items[0],
+        InboundItem::Receipt {
+            status: MessageStatus::Delivered,
+            ..
+        }
+    ));
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn messenger_and_instagram_route_per_entry_and_ignore_echoes() {
+    let (app, _fake) = app_with_fake(&[]).await;
+    let a = app.register("A").await;
+    let b = app.register("B").await;
+    create_channel(&app, &a, json!({"type": "FACEBOOK", "name": "Page A", "config": {"pageId": "PAGE_A", "pageAccessToken": "tok-a", "appSecret": "meta-app"}})).await;
+    create_channel(&app, &b, json!({"type": "FACEBOOK", "name": "Page B", "config": {"pageId": "PAGE_B", "pageAccessToken": "tok-b", "appSecret": "meta-app"}})).await;
+    create_channel(&app, &a, json!({"type": "INSTAGRAM", "name": "IG", "config": {"instagramAccountId": "IG_A", "accessToken": "tok-ig", "appSecret": "ig-app"}})).await;
+
+    // One delivery, two pages of two tenants: split per channel; the echo
+    // of our own message is skipped.
+    let body = json!({"object": "page", "entry": [
+        {"id": "PAGE_A", "time": 1, "messaging": [
+            {"sender": {"id": "PSID1"}, "recipient": {"id": "PAGE_A"}, "timestamp": 1718000000000u64, "message": {"mid": "m_1", "text": "hello A"}},
+            {"sender": {"id": "PAGE_A"}, "recipient": {"id": "PSID1"}, "timestamp": 1718000000000u64, "message": {"mid": "m_echo", "text": "our reply", "is_echo": true}}]},
+        {"id": "PAGE_B", "time": 1, "messaging": [
+            {"sender": {"id": "PSID2"}, "recipient": {"id": "PAGE_B"}, "timestamp": 1718000000000u64, "message": {"mid": "m_2", "text": "hello B"}}]}]});
+    let r = post_meta(&app, "/api/v1/webhooks/facebook", &body, Some("meta-app")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let ea = events(&app, &a).await;
+    let eb = events(&app, &b).await;
+    assert_eq!((ea.len(), eb.len()), (1, 1));
+    assert_eq!(ea[0].items.len(), 1, "the echo is ignored");
+    assert_eq!(ea[0].items[0].external_message_id(), "m_1");
+    assert_eq!(eb[0].items[0].external_message_id(), "m_2");
+
+    // An echo alone stores nothing.
+    let echo = json!({"object": "page", "entry": [{"id": "PAGE_A", "time": 1, "messaging": [
+        {"sender": {"id": "PAGE_A"}, "recipient": {"id": "PSID1"}, "message": {"mid": "m_echo2", "text": "x", "is_echo": true}}]}]});
+    post_meta(&app, "/api/v1/webhooks/facebook", &echo, Some("meta-app")).await;
+    assert_eq!(events(&app, &a).await.len(), 1);
+
+    // Instagram, checked with the Instagram channel's own app secret.
+    let ig = json!({"object": "instagram", "entry": [{"id": "IG_A", "time": 1, "messaging": [
+        {"sender": {"id": "IGSID9"}, "recipient": {"id": "IG_A"}, "timestamp": 1718000000000u64, "message": {"mid": "ig_m1", "text": "hi from IG"}}]}]});
+    let r = post_meta(&app, "/api/v1/webhooks/facebook", &ig, Some("meta-app")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = post_meta(&app, "/api/v1/webhooks/facebook", &ig, Some("ig-app")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ea = events(&app, &a).await;
+    assert_eq!(ea.len(), 2);
+    assert_eq!(
+        ea[1].channel_type,
+        aigentable_platform::model::ChannelType::Instagram
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn telegram_updates_need_the_secret_header_and_skip_bots_and_edits() {
+    let (app, _fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    let tg = create_channel(
+        &app,
+        &admin,
+        json!({"type": "TELEGRAM", "name": "Bot", "config": {"botToken": "77:tg-secret-token"}}),
+    )
+    .await;
+    let id = tg["id"].as_str().unwrap_or_default();
+    let secret = tg["verifyToken"].as_str().unwrap_or_default();
+    let path = format!("/api/v1/webhooks/telegram/{id}");
+    let update = |n: i64, from_bot: bool, text: &str| {
+        json!({"update_id": n, "message": {"message_id": n, "from": {"id": 111, "is_bot": from_bot, "first_name": "Ana", "last_name": "Silva", "username": "ana"},
+               "chat": {"id": 111, "type": "private"}, "date": 1717000000, "text": text}})
+    };
+    let post = |body: Value, header: Option<String>| {
+        let mut req = app.http.post(app.url(&path)).json(&body);
+        if let Some(h) = header {
+            req = req.header("X-Telegram-Bot-Api-Secret-Token", h);
+        }
+        async move { TestApp::reply(req.send().await.expect("sent")).await }
+    };
+    assert_eq!(
+        post(update(1, false, "hi"), None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post(update(1, false, "hi"), Some("wrong".into()))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(events(&app, &admin).await.is_empty());
+
+    let r = post(update(1, false, "hi"), Some(secret.to_owned())).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // Retried by Telegram: deduplicated on update_id.
+    post(update(1, false, "hi"), Some(secret.to_owned())).await;
+    // Bots and edits are ignored.
+    post(update(2, true, "bot"), Some(secret.to_owned())).await;
+    post(json!({"update_id": 3, "edited_message": {"message_id": 1, "chat": {"id": 111}, "text": "edited"}}), Some(secret.to_owned())).await;
+    let stored = events(&app, &admin).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(
+        matches!(&stored[0].items[0], InboundItem::Message { external_user_id, user_name: Some(n), username: Some(u), .. }
+        if external_user_id == "111" && n == "Ana Silva" && u == "ana")
+    );
+
+    // Unknown channel: 404.
+    let r = app
+        .http
+        .post(app.url("/api/v1/webhooks/telegram/0123456789abcdef01234567"))
+        .header("X-Telegram-Bot-Api-Secret-Token", secret)
+        .json(&update(5, false, "x"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    app.cleanup().await;
+}
+
+/// End to end, with the inbound and reply handlers: a customer writes on
+/// WhatsApp, the retrieval-only responder answers, the answer reaches the
+/// provider; receipts move its status forward.
+#[tokio::test]
+async fn whatsapp_message_in_reply_out_and_receipts() {
+    let (app, fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    let agent = create_agent(&app, &admin).await;
+    whatsapp_channel(&app, &admin, "PN200", Some(&agent)).await;
+    let body = whatsapp_text(
+        "PN200",
+        "5511888880000",
+        "wamid.IN1",
+        "What are your opening hours?",
+    );
+    let sends =
+        (0..5).map(|_| post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret")));
+    for r in futures::future::join_all(sends).await {
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let calls = app
+        .eventually(Duration::from_secs(60), || async {
+            let c = fake.requests_to("/v21.0/PN200/messages");
+            (!c.is_empty()).then_some(c)
+        })
+        .await
+        .expect("the reply reached the provider");
+    let call = &calls[0];
+    assert_eq!(call.authorization.as_deref(), Some("Bearer wa-token-0001"));
+    assert_eq!(call.body["to"], "5511888880000");
+    assert_eq!(call.body["type"], "text");
+    assert!(
+        !call.body["text"]["body"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        fake.requests_to("/v21.0/PN200/messages").len(),
+        1,
+        "one reply for five copies"
+    );
+
+    let t = tenant(&admin);
+    let messages = app.platform.db.scoped::<Message>(&t);
+    assert_eq!(
+        messages
+            .count(doc! { "direction": "INBOUND" })
+            .await
+            .expect("count"),
+        1
+    );
+    let reply = app
+        .eventually(Duration::from_secs(10), || async {
+            messages
+                .find_one(doc! { "direction": "OUTBOUND", "status": "SENT" })
+                .await
+                .ok()
+                .flatten()
+        })
+        .await
+        .expect("reply stored as SENT");
+    let wamid = reply.external_message_id.clone().unwrap_or_default();
+    assert!(wamid.starts_with("wamid.fake"));
+
+    // A read receipt moves it to READ; a late "delivered" does not undo it.
+    for status in ["read", "delivered"] {
+        let receipt = json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp", "metadata": {"phone_number_id": "PN200"},
+            "statuses": [{"id": wamid, "status": status, "timestamp": "1717000001", "recipient_id": "5511888880000"}]}}]}]});
+        let r = post_meta(
+            &app,
+            "/api/v1/webhooks/whatsapp",
+            &receipt,
+            Some("wa-secret"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let read = app
+        .eventually(Duration::from_secs(20), || async {
+            let m = messages.find_by_id(&reply.id).await.ok().flatten()?;
+            (m.status == MessageStatus::Read).then_some(m)
+        })
+        .await;
+    assert!(read.is_some(), "read receipt applied");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let m = messages
+        .find_by_id(&reply.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(m.status, MessageStatus::Read);
+    app.cleanup().await;
+}
