@@ -725,7 +725,12 @@ mod tests {
     fn passages_are_trimmed_at_sentences_or_words() {
         assert_eq!(trim_passage("short  text", 100), "short text");
         let long = "First sentence here. Second sentence is a bit longer than the first one.";
-        assert_eq!(trim_passage(long, 40), "First sentence here.");
+        assert_eq!(trim_passage(long, 36), "First sentence here.");
+        // A sentence end in the first half would lose too much: cut at a word.
+        assert_eq!(
+            trim_passage(long, 50),
+            "First sentence here. Second sentence is a bit…"
+        );
         let words = "alpha beta gamma delta epsilon zeta eta theta";
         let t = trim_passage(words, 20);
         assert!(t.ends_with('…') && t.chars().count() <= 21, "{t}");
