@@ -21,7 +21,7 @@ use crate::state::app;
 const MAX_DOCUMENTS: usize = 500;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct TrainInput {
     /// Documents of the tenant to attach to the agent first; the agent's
     /// other documents are re-indexed too. Absent or empty: re-index the

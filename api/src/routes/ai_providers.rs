@@ -99,9 +99,10 @@ pub struct AiProviderList {
 
 /// Every field optional: `POST` requires `name`, `type` and `chatModel`
 /// (and per type: `baseUrl`, `apiVersion`, `apiKey`); `PUT` changes what is
-/// given and re-checks the result.
+/// given and re-checks the result. Fields of the view (`id`, `hasApiKey`,
+/// ...) are ignored, so a form may send a provider back as it got it.
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct AiProviderInput {
     pub name: Option<String>,
     /// `OPENAI`, `AZURE_OPENAI` or `OPENAI_COMPATIBLE`.

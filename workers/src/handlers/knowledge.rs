@@ -334,6 +334,12 @@ async fn reconcile(
     let db = &state.platform.db;
     let (active, target) = tenant_index(state, tenant).await?;
     if &active == written {
+        // A switch that was abandoned (the model changed back) is over.
+        if target.is_some() {
+            index::save(db, tenant, &active, None)
+                .await
+                .map_err(JobError::transient)?;
+        }
         return Ok(());
     }
     if target.as_ref() != Some(written) {
