@@ -155,3 +155,14 @@ pub async fn jobs_of_type(app: &TestApp, s: &Session, job_type: &str) -> Vec<Val
         .await;
     r.body["jobs"].as_array().cloned().unwrap_or_default()
 }
+
+/// Drops the test's database and stops its api and workers, keeping the
+/// data directory: for tests that indexed documents. The workers' embedded
+/// vector store flushes into that directory when it is dropped, and a
+/// flush into a removed directory panics inside qdrant-edge's `Drop`,
+/// which aborts the whole test binary (`TestApp::cleanup` removes the
+/// directory while the workers may still be stopping).
+pub async fn finish(app: TestApp) {
+    let _ = app.platform.db.database().drop().await;
+    drop(app);
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aigentable_platform::model::{AiProvider, AiProviderType, Conversation, Message};
 use aigentable_tests::fake_openai::FakeOpenAi;
-use aigentable_tests::inbound::{finished, tenant};
+use aigentable_tests::inbound::{finish, finished, tenant};
 use aigentable_tests::{Session, TestApp, spawn_app};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -167,7 +167,7 @@ async fn waiting_for_the_answer_returns_reply_sources_and_usage() {
         .await
         .unwrap_or(0);
     assert_eq!(usage, 1);
-    app.cleanup().await;
+    finish(app).await;
 }
 
 #[tokio::test]
@@ -207,7 +207,7 @@ async fn without_waiting_the_test_is_a_job_and_without_a_provider_passages_answe
     assert_eq!(r.body["retrievalOnly"], true);
     assert!(r.body["usage"].is_null());
     assert_eq!(r.body["sources"][0]["documentName"], "delivery-faq.txt");
-    app.cleanup().await;
+    finish(app).await;
 }
 
 #[tokio::test]
@@ -250,4 +250,36 @@ async fn bad_test_requests_are_refused_with_the_field() {
     let r = app.post(&path, &other, json!({ "message": "hi" })).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     app.cleanup().await;
+}
+
+#[tokio::test]
+async fn waiting_too_long_answers_504_naming_the_job() {
+    let app = spawn_app().await;
+    let fake = FakeOpenAi::start().await;
+    let s = app.register("Acme").await;
+    let r = app
+        .post("/api/v1/agents", &s, json!({ "name": "Slow" }))
+        .await;
+    let agent = r.body["id"].as_str().unwrap_or_default().to_owned();
+    provider(&app, &s, &fake).await;
+    // Slower than the api waits (30 s).
+    fake.set_delay(Duration::from_secs(40));
+    let started = std::time::Instant::now();
+    let r = app
+        .post(
+            &format!("/api/v1/agents/{agent}/test?wait=true"),
+            &s,
+            json!({ "message": "Are you there?" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{:?}", r.body);
+    assert!(started.elapsed() >= Duration::from_secs(29));
+    let jobs = app.get("/api/v1/jobs?type=generate_reply", &s).await;
+    let job = jobs.body["jobs"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(job.len(), 24, "{:?}", jobs.body);
+    assert!(r.message().contains(&job), "{}", r.message());
+    finish(app).await;
 }

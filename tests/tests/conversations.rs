@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aigentable_platform::model::{Channel, Contact, Conversation, MessageStatus};
 use aigentable_tests::inbound::{
-    channel, deliver, finished, process, receipt, said, stored_messages, tenant,
+    channel, deliver, finish, finished, process, receipt, said, stored_messages, tenant,
 };
 use aigentable_tests::socket::connect;
 use aigentable_tests::spawn_app;
@@ -316,6 +316,26 @@ async fn lists_filter_paginate_and_search() {
     assert_eq!(r.body["pagination"]["total"], 0);
     let r = app.get("/api/v1/search/conversations", &s).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Documented in the OpenAPI spec.
+    let spec = app
+        .http
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .expect("spec");
+    let spec: serde_json::Value = spec.json().await.unwrap_or_default();
+    for path in [
+        "/api/v1/conversations",
+        "/api/v1/conversations/{id}",
+        "/api/v1/conversations/{id}/messages",
+        "/api/v1/conversations/{id}/assign",
+        "/api/v1/conversations/{id}/status",
+        "/api/v1/search/conversations",
+        "/api/v1/agents/{id}/test",
+    ] {
+        assert!(spec["paths"][path].is_object(), "{path} is documented");
+    }
     app.cleanup().await;
 }
 
@@ -506,5 +526,5 @@ async fn deleting_an_agent_purges_its_documents_and_detaches_its_channels() {
         })
         .await;
     assert!(gone.is_some(), "the agent's documents are purged");
-    app.cleanup().await;
+    finish(app).await;
 }

@@ -12,7 +12,7 @@ use aigentable_platform::model::{
 };
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::inbound::{
-    channel, deliver, finished, process, said, stored_messages, tenant,
+    channel, deliver, finish, finished, process, said, stored_messages, tenant,
 };
 use aigentable_tests::socket::connect;
 use aigentable_tests::{Session, TestApp, spawn_app};
@@ -189,7 +189,7 @@ async fn without_a_provider_the_best_passage_answers_once() {
         })
         .await;
     assert!(waiting.is_some(), "the conversation is handed to a human");
-    app.cleanup().await;
+    finish(app).await;
 }
 
 #[tokio::test]
@@ -242,7 +242,7 @@ async fn a_burst_gets_one_reply_and_staff_silence_the_bot() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let all = stored_messages(&app, &s, &id).await;
     assert_eq!(all.iter().filter(|m| is_reply(m)).count(), 1, "{all:?}");
-    app.cleanup().await;
+    finish(app).await;
 }
 
 /// The tenant's default AI provider, pointed at the fake.
@@ -406,7 +406,7 @@ async fn replies_are_grounded_on_passages_with_the_agents_model() {
             ("user".into(), "And returns?".into()),
         ]
     );
-    app.cleanup().await;
+    finish(app).await;
 }
 
 #[tokio::test]
@@ -443,7 +443,7 @@ async fn a_rate_limited_provider_is_retried_and_answers_once() {
     assert_eq!(fake.chat_requests().len(), 2, "one 429, then the answer");
     let r = app.get(&format!("/api/v1/conversations/{id}"), &s).await;
     assert_eq!(r.body["status"], "ACTIVE");
-    app.cleanup().await;
+    finish(app).await;
 }
 
 #[tokio::test]
@@ -510,7 +510,7 @@ async fn a_failing_provider_sends_the_fallback_and_hands_over() {
     let record = finished(&app, &s, &job).await;
     assert_eq!(record["result"]["replyJobs"], json!([]));
     assert_eq!(fake.chat_requests().len(), 3);
-    app.cleanup().await;
+    finish(app).await;
 }
 
 #[tokio::test]
@@ -557,5 +557,5 @@ async fn a_reply_generated_while_staff_take_over_is_dropped() {
     assert!(record["result"]["dropped"].is_string(), "{record}");
     let all = stored_messages(&app, &s, &id).await;
     assert_eq!(all.iter().filter(|m| is_reply(m)).count(), 0, "{all:?}");
-    app.cleanup().await;
+    finish(app).await;
 }
