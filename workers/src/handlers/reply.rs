@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use bson::doc;
 use serde_json::{Value, json};
 
-use aigentable_jobs::Requester;
 use aigentable_jobs::events;
 use aigentable_jobs::types::generate_reply::TestTurn;
 use aigentable_jobs::types::{DeliverMessage, GenerateReply};
+use aigentable_jobs::{Job, Requester};
 use aigentable_platform::conversations::{self, MoveExtras, RedisLock};
 use aigentable_platform::llm::{
     self, ChatMessage, ChatOutput, ChatRequest, LlmClient, LlmError, TokenUsage,
@@ -133,7 +133,10 @@ impl Handle for GenerateReply {
 /// the api waits for it, is pushed to its reply list.
 async fn answer_test(job: &GenerateReply, ctx: &JobContext) -> Result<Value, JobError> {
     let outcome = test_answer(job, ctx).await;
-    if let Some(key) = &job.reply_key {
+    // A failure that the job will retry is not final: the api keeps waiting.
+    let will_retry =
+        matches!(outcome, Err(JobError::Transient(_))) && ctx.attempt < GenerateReply::MAX_ATTEMPTS;
+    if let Some(key) = job.reply_key.as_ref().filter(|_| !will_retry) {
         let pushed = match &outcome {
             Ok(v) => json!({ "ok": true, "result": v }),
             Err(e) => json!({ "ok": false, "message": e.to_string() }),
@@ -447,17 +450,28 @@ async fn compose(
     let top_k = usize::try_from(agent.retrieval.top_k)
         .unwrap_or(5)
         .clamp(1, 20);
-    let hits: Vec<Hit> = knowledge::retrieve(
+    let retrieved = knowledge::retrieve(
         &ctx.state,
         &ctx.tenant_id,
         Some(agent.id.as_str()),
         question,
         top_k,
     )
-    .await?
-    .into_iter()
-    .filter(|h| f64::from(h.score) >= agent.retrieval.score_threshold)
-    .collect();
+    .await;
+    let hits: Vec<Hit> = match retrieved {
+        Ok(hits) => hits
+            .into_iter()
+            .filter(|h| f64::from(h.score) >= agent.retrieval.score_threshold)
+            .collect(),
+        // The job retries a failed search; on its last attempt the customer
+        // still gets an answer (the model admits what it does not know, or
+        // the fallback hands over) rather than silence.
+        Err(e) if ctx.attempt >= GenerateReply::MAX_ATTEMPTS => {
+            tracing::warn!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, agent_id = %agent.id, error = %e, "knowledge search failed on the last attempt, answering without passages");
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
 
     let provider = llm::resolve_provider(
         &ctx.state.platform.db,
