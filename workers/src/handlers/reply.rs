@@ -44,8 +44,7 @@ pub const HISTORY_TOKEN_BUDGET: usize = 3_000;
 const HISTORY_SCAN: u64 = 50;
 /// Tries of one chat completion within the job.
 pub const LLM_TRIES: u32 = 3;
-/// One provider call; three tries and their pauses stay within the job's
-/// two-minute timeout.
+/// One provider call.
 const LLM_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// The longest pause between tries, whatever `Retry-After` says: past it
@@ -54,7 +53,11 @@ const MAX_PAUSE: Duration = Duration::from_secs(10);
 /// Longer than the job's timeout, so a crashed holder blocks the
 /// conversation only briefly and a live one never loses the lock.
 const REPLY_LOCK_TTL: Duration = Duration::from_secs(130);
-const REPLY_LOCK_WAIT: Duration = Duration::from_secs(30);
+const REPLY_LOCK_WAIT: Duration = Duration::from_secs(20);
+/// All tries of one answer, pauses included: with the lock wait this stays
+/// inside the job's two-minute timeout, so a slow provider ends in the
+/// fallback rather than in a killed job.
+const PROVIDER_BUDGET: Duration = Duration::from_secs(80);
 /// Characters of a passage quoted by the retrieval-only responder.
 const QUOTE_CHARS: usize = 600;
 /// Passages quoted by the retrieval-only responder.
@@ -576,6 +579,7 @@ async fn chat_with_retries(
     client: &LlmClient,
     request: &ChatRequest,
 ) -> Result<ChatOutput, LlmError> {
+    let deadline = Instant::now() + PROVIDER_BUDGET;
     let mut attempt = 1;
     loop {
         match client.chat(request).await {
@@ -587,6 +591,9 @@ async fn chat_with_retries(
                     } => (*after).min(MAX_PAUSE),
                     _ => backoff(attempt),
                 };
+                if Instant::now() + pause + LLM_CALL_TIMEOUT > deadline {
+                    return Err(e);
+                }
                 tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, attempt, pause_ms = pause.as_millis() as u64, error = %e, "ai provider call failed, retrying");
                 tokio::time::sleep(pause).await;
                 attempt += 1;
