@@ -82,7 +82,7 @@
   }
 
   // ---- Socket.IO (engine.io v4 over WebSocket) ----
-  var ackId = 0;
+  var ackId = 0, joinTries = 0, sentAny = false;
   function sendPacket(p) { if (ws && ws.readyState === 1) ws.send(p); }
   function join() {
     if (joined || !ws || ws.readyState !== 1) return;
@@ -100,7 +100,10 @@
       if (d.indexOf("44/widget") === 0) { ws.close(); return; }
       if (d.indexOf("43/widget,") === 0) {
         var ack = JSON.parse(d.slice(d.indexOf("[")));
-        if (ack[0] && ack[0].ok) { joined = true; if (pollTimer) { clearInterval(pollTimer); pollTimer = null; } }
+        if (ack[0] && ack[0].ok) { joined = true; joinTries = 0; if (pollTimer) { clearInterval(pollTimer); pollTimer = null; } }
+        // The conversation is created when the first message is processed:
+        // keep polling and try again for a while.
+        else if (sentAny && ++joinTries < 20) setTimeout(function () { poll(); join(); }, 2000);
         return;
       }
       if (d.indexOf("42/widget,") === 0) {
@@ -145,6 +148,7 @@
     var cid = "c" + Date.now().toString(36) + Math.random().toString(36).slice(2, 10);
     add({ id: "local-" + cid, from: "visitor", content: text });
     pending[text] = (pending[text] || 0) + 1;
+    sentAny = true; joinTries = 0;
     req("POST", "/messages", { text: text, clientMessageId: cid })
       .then(function () { setTimeout(function () { if (!joined) { poll(); join(); } }, 1500); })
       .catch(function (err) { add({ id: "err" + cid, from: "bot", content: err.message }); });
