@@ -34,7 +34,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub platform: Platform,
     _stop_api: oneshot::Sender<()>,
-    _stop_worker: oneshot::Sender<()>,
+    stop_worker: Option<oneshot::Sender<()>>,
+    worker: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Test-only configuration; `overrides` replace any variable.
@@ -106,7 +107,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         .with_vectors()
         .await
         .expect("vector store");
-    tokio::spawn(async move {
+    let worker = tokio::spawn(async move {
         let result =
             aigentable_workers::run(worker_state, &[], 4, Duration::from_secs(2), async move {
                 let _ = worker_rx.await;
@@ -124,7 +125,8 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         http: reqwest::Client::new(),
         platform,
         _stop_api: stop_api,
-        _stop_worker: stop_worker,
+        stop_worker: Some(stop_worker),
+        worker: Some(worker),
     }
 }
 
@@ -285,8 +287,29 @@ impl TestApp {
         }
     }
 
-    /// Drops this test's database.
-    pub async fn cleanup(self) {
+    /// Stops the workers, then drops this test's database and data
+    /// directory. The workers go first: their embedded vector store flushes
+    /// into the directory when dropped, and qdrant-edge panics in `Drop` (which
+    /// aborts the whole test binary) when the directory is already gone.
+    pub async fn cleanup(mut self) {
+        if let Some(stop) = self.stop_worker.take() {
+            let _ = stop.send(());
+        }
+        if let Some(worker) = self.worker.take() {
+            // Bounded: a stuck job must not hang the suite; the directory is
+            // then left behind in the temp dir rather than pulled from under it.
+            if tokio::time::timeout(Duration::from_secs(20), worker)
+                .await
+                .is_err()
+            {
+                eprintln!(
+                    "workers did not stop within 20 s; keeping {}",
+                    self.platform.config.data_dir
+                );
+                let _ = self.platform.db.database().drop().await;
+                return;
+            }
+        }
         let _ = self.platform.db.database().drop().await;
         let _ = std::fs::remove_dir_all(&self.platform.config.data_dir);
     }
