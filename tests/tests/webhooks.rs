@@ -199,6 +199,14 @@ async fn messenger_and_instagram_route_per_entry_and_ignore_echoes() {
     assert_eq!(ea[0].items.len(), 1, "the echo is ignored");
     assert_eq!(ea[0].items[0].external_message_id(), "m_1");
     assert_eq!(eb[0].items[0].external_message_id(), "m_2");
+    // Each tenant keeps only its own part of the raw payload.
+    let raw_b =
+        serde_json::to_string(&bson::Bson::Document(eb[0].raw.clone()).into_relaxed_extjson())
+            .unwrap_or_default();
+    assert!(
+        raw_b.contains("hello B") && !raw_b.contains("hello A"),
+        "{raw_b}"
+    );
 
     // An echo alone stores nothing.
     let echo = json!({"object": "page", "entry": [{"id": "PAGE_A", "time": 1, "messaging": [

@@ -292,7 +292,13 @@ async fn meta_delivery(
             tracing::info!(tenant_id = %channel.tenant_id, channel_id = %channel.id, "webhook for an inactive channel ignored");
             continue;
         }
-        accept(state, channel, items, &raw).await?;
+        accept(
+            state,
+            channel,
+            items,
+            &parse::meta_raw_for(&raw, &routing_id),
+        )
+        .await?;
     }
     plain(res, StatusCode::OK, "EVENT_RECEIVED".to_owned());
     Ok(())

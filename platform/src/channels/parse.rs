@@ -90,6 +90,27 @@ pub fn meta_routing_ids(body: &[u8]) -> Result<(String, Vec<String>), PayloadErr
     Ok((env.object, ids))
 }
 
+/// The part of a Meta delivery that concerns one routing id: the same
+/// envelope with only that id's entries (and, for WhatsApp, changes). A
+/// delivery can name channels of several tenants; each stores only its own.
+pub fn meta_raw_for(body: &serde_json::Value, routing_id: &str) -> serde_json::Value {
+    let mut out = body.clone();
+    let whatsapp = body["object"] == "whatsapp_business_account";
+    if let Some(entries) = out.get_mut("entry").and_then(|e| e.as_array_mut()) {
+        if whatsapp {
+            for entry in entries.iter_mut() {
+                if let Some(changes) = entry.get_mut("changes").and_then(|c| c.as_array_mut()) {
+                    changes.retain(|c| c["value"]["metadata"]["phone_number_id"] == routing_id);
+                }
+            }
+            entries.retain(|e| e["changes"].as_array().is_some_and(|c| !c.is_empty()));
+        } else {
+            entries.retain(|e| id_string(&e["id"]).as_deref() == Some(routing_id));
+        }
+    }
+    out
+}
+
 // ---- WhatsApp Cloud API ----
 
 #[derive(Deserialize)]
@@ -462,6 +483,11 @@ mod tests {
  {"id":"P2","time":1,"messaging":[{"sender":{"id":"U2"},"recipient":{"id":"P2"},"timestamp":1718000000000,"message":{"mid":"m_3","text":"yo"}}]}]}"#;
         let routed = page_or_instagram(body)?;
         assert_eq!(routed.len(), 2);
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| PayloadError(e.to_string()))?;
+        let own = meta_raw_for(&value, "P2");
+        assert_eq!(own["entry"].as_array().map(Vec::len), Some(1));
+        assert_eq!(own["entry"][0]["id"], "P2");
         assert_eq!(routed[0].0, "P1");
         assert_eq!(routed[0].1.len(), 1);
         assert_eq!(routed[1].0, "P2");
