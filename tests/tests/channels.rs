@@ -637,3 +637,55 @@ async fn delivery_keeps_conversation_order_when_an_earlier_message_is_retried() 
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_message_left_sending_by_a_crash_is_not_sent_again() {
+    let (app, fake, admin) = setup(&[]).await;
+    let wa = create_channel(&app, &admin, whatsapp_body("PN9")).await;
+    let t = thread(&app, &admin, &wa, "5599").await;
+    // A worker died mid-call five minutes ago: the message stayed SENDING.
+    let (mid, job) = outbound(&app, &t, SenderType::Human, "maybe sent").await;
+    job_done(&app, &admin, &job).await;
+    let before = fake.requests_to("/PN9/messages").len();
+    assert_eq!(before, 1);
+    let stale = bson::DateTime::from_chrono(Utc::now() - chrono::Duration::minutes(5));
+    app.platform
+        .db
+        .scoped::<Message>(&t.tenant)
+        .update_by_id(
+            &mid,
+            doc! { "$set": { "status": "SENDING", "updatedAt": stale } },
+        )
+        .await
+        .expect("reset");
+    let jobs = JobClient::connect(&app.platform).await.expect("client");
+    let retry = jobs
+        .enqueue(
+            &t.tenant,
+            Requester::System,
+            DeliverMessage {
+                message_id: mid.clone(),
+                conversation_id: t.conversation_id.clone(),
+                channel_id: t.channel_id.clone(),
+            },
+        )
+        .await
+        .expect("queued");
+    let done = job_done(&app, &admin, &retry.id).await;
+    assert_eq!(done["result"]["status"], "FAILED", "{done}");
+    let m = message(&app, &t, &mid).await;
+    assert_eq!(m.status, MessageStatus::Failed);
+    assert!(
+        m.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not resent"),
+        "{m:?}"
+    );
+    assert_eq!(
+        fake.requests_to("/PN9/messages").len(),
+        before,
+        "never sent twice"
+    );
+    app.cleanup().await;
+}
