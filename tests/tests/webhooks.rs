@@ -208,11 +208,26 @@ async fn messenger_and_instagram_route_per_entry_and_ignore_echoes() {
         "{raw_b}"
     );
 
+    // A delivery signed with one app's secret speaks only for that app's
+    // channels: the page with another app secret gets nothing.
+    create_channel(&app, &b, json!({"type": "FACEBOOK", "name": "Page C", "config": {"pageId": "PAGE_C", "pageAccessToken": "tok-c", "appSecret": "other-app"}})).await;
+    let mixed = json!({"object": "page", "entry": [
+        {"id": "PAGE_A", "time": 2, "messaging": [{"sender": {"id": "PSID1"}, "recipient": {"id": "PAGE_A"}, "message": {"mid": "m_4", "text": "again A"}}]},
+        {"id": "PAGE_C", "time": 2, "messaging": [{"sender": {"id": "PSID3"}, "recipient": {"id": "PAGE_C"}, "message": {"mid": "m_5", "text": "forged C"}}]}]});
+    let r = post_meta(&app, "/api/v1/webhooks/facebook", &mixed, Some("meta-app")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(events(&app, &a).await.len(), 2);
+    assert_eq!(
+        events(&app, &b).await.len(),
+        1,
+        "page C's entry is not stored"
+    );
+
     // An echo alone stores nothing.
     let echo = json!({"object": "page", "entry": [{"id": "PAGE_A", "time": 1, "messaging": [
         {"sender": {"id": "PAGE_A"}, "recipient": {"id": "PSID1"}, "message": {"mid": "m_echo2", "text": "x", "is_echo": true}}]}]});
     post_meta(&app, "/api/v1/webhooks/facebook", &echo, Some("meta-app")).await;
-    assert_eq!(events(&app, &a).await.len(), 1);
+    assert_eq!(events(&app, &a).await.len(), 2);
 
     // Instagram, checked with the Instagram channel's own app secret.
     let ig = json!({"object": "instagram", "entry": [{"id": "IG_A", "time": 1, "messaging": [
@@ -222,9 +237,9 @@ async fn messenger_and_instagram_route_per_entry_and_ignore_echoes() {
     let r = post_meta(&app, "/api/v1/webhooks/facebook", &ig, Some("ig-app")).await;
     assert_eq!(r.status, StatusCode::OK);
     let ea = events(&app, &a).await;
-    assert_eq!(ea.len(), 2);
+    assert_eq!(ea.len(), 3);
     assert_eq!(
-        ea[1].channel_type,
+        ea[2].channel_type,
         aigentable_platform::model::ChannelType::Instagram
     );
     app.cleanup().await;

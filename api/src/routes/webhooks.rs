@@ -257,20 +257,29 @@ async fn meta_delivery(
         tracing::info!(object = %object, "webhook for no known channel");
         return Err(unknown_channel());
     }
+    // Each channel checks the signature with its own app secret. Only the
+    // channels whose secret verifies get their entries: a delivery signed
+    // with one app's secret can never speak for another app's channel.
     let sig = header(req, "x-hub-signature-256");
-    for c in &channels {
-        let secret = c
-            .secrets
-            .get("appSecret")
-            .and_then(|s| state.platform.secrets.open(s).ok());
-        let verdict = match &secret {
-            Some(secret) => signature::verify_meta(secret, &body, sig),
-            None => Err(signature::SignatureError::Mismatch),
-        };
-        if let Err(e) = verdict {
-            tracing::warn!(tenant_id = %c.tenant_id, channel_id = %c.id, reason = %e, "webhook refused");
-            return Err(bad_signature());
-        }
+    let verified: Vec<&Channel> = channels
+        .iter()
+        .filter(|c| {
+            let secret = c
+                .secrets
+                .get("appSecret")
+                .and_then(|s| state.platform.secrets.open(s).ok());
+            let verdict = match &secret {
+                Some(secret) => signature::verify_meta(secret, &body, sig),
+                None => Err(signature::SignatureError::Mismatch),
+            };
+            if let Err(e) = &verdict {
+                tracing::warn!(tenant_id = %c.tenant_id, channel_id = %c.id, reason = %e, "webhook refused for this channel");
+            }
+            verdict.is_ok()
+        })
+        .collect();
+    if verified.is_empty() {
+        return Err(bad_signature());
     }
     // Verified: now the payload may be read.
     let routed = if channel_type == ChannelType::Whatsapp {
@@ -282,7 +291,7 @@ async fn meta_delivery(
     let raw: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     for (routing_id, items) in routed {
         let key = routing_key(channel_type, &routing_id);
-        let Some(channel) = channels
+        let Some(channel) = verified
             .iter()
             .find(|c| channel_routing_key(c).as_deref() == Some(key.as_str()))
         else {
