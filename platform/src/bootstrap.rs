@@ -41,6 +41,13 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
     .await?;
     db.ensure_index("agents", doc! { "tenantId": 1, "createdAt": -1 }, None)
         .await?;
+    // Default-provider lookups (every reply and ingestion) and listings.
+    db.ensure_index(
+        "ai_providers",
+        doc! { "tenantId": 1, "isDefault": -1, "createdAt": 1 },
+        None,
+    )
+    .await?;
     db.ensure_index("jobs", doc! { "tenantId": 1, "createdAt": -1 }, None)
         .await?;
     db.ensure_index("jobs", doc! { "tenantId": 1, "status": 1, "type": 1 }, None)
