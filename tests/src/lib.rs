@@ -287,6 +287,68 @@ impl TestApp {
         }
     }
 
+    /// `POST /documents/upload` with these files, for `agent_id` when given.
+    pub async fn upload(
+        &self,
+        s: &Session,
+        files: Vec<(&str, Vec<u8>)>,
+        agent_id: Option<&str>,
+    ) -> Reply {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, bytes) in files {
+            form = form.part(
+                "files",
+                reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+            );
+        }
+        if let Some(agent) = agent_id {
+            form = form.text("agentId", agent.to_owned());
+        }
+        let res = self
+            .http
+            .post(self.url("/api/v1/documents/upload"))
+            .bearer_auth(&s.token)
+            .header("X-Tenant-ID", &s.tenant_id)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload sent");
+        Self::reply(res).await
+    }
+
+    /// Uploads one text file (asserting 202) and returns its document id.
+    pub async fn upload_text(
+        &self,
+        s: &Session,
+        name: &str,
+        text: &str,
+        agent_id: Option<&str>,
+    ) -> String {
+        let r = self
+            .upload(s, vec![(name, text.as_bytes().to_vec())], agent_id)
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+        r.body["documents"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits for a document to be READY and returns it; panics if it fails
+    /// or takes over a minute.
+    pub async fn wait_document_ready(&self, s: &Session, id: &str) -> Value {
+        self.eventually(Duration::from_secs(60), || async {
+            let r = self.get(&format!("/api/v1/documents/{id}"), s).await;
+            match r.body["status"].as_str() {
+                Some("READY") => Some(r.body),
+                Some("FAILED") => panic!("document failed: {:?}", r.body),
+                _ => None,
+            }
+        })
+        .await
+        .unwrap_or_else(|| panic!("document {id} never became READY"))
+    }
+
     /// Stops the workers, then drops this test's database and data
     /// directory. The workers go first: their embedded vector store flushes
     /// into the directory when dropped, and qdrant-edge panics in `Drop` (which

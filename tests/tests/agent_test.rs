@@ -9,7 +9,6 @@ use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::inbound::{finish, finished, tenant};
 use aigentable_tests::{Session, TestApp, spawn_app};
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::json;
 
 const FAQ: &str = "Delivery. Orders placed before two o'clock ship the same day from our \
@@ -25,32 +24,10 @@ async fn agent_with_faq(app: &TestApp, s: &Session) -> String {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let agent = r.body["id"].as_str().unwrap_or_default().to_owned();
-    let form = Form::new()
-        .part(
-            "files",
-            Part::bytes(FAQ.as_bytes().to_vec()).file_name("delivery-faq.txt"),
-        )
-        .text("agentId", agent.clone());
-    let res = app
-        .http
-        .post(app.url("/api/v1/documents/upload"))
-        .bearer_auth(&s.token)
-        .header("X-Tenant-ID", &s.tenant_id)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    let r = TestApp::reply(res).await;
-    let doc = r.body["documents"][0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    app.eventually(Duration::from_secs(30), || async {
-        let r = app.get(&format!("/api/v1/documents/{doc}"), s).await;
-        (r.body["status"] == "READY").then_some(())
-    })
-    .await
-    .expect("document indexed");
+    let doc = app
+        .upload_text(s, "delivery-faq.txt", FAQ, Some(&agent))
+        .await;
+    app.wait_document_ready(s, &doc).await;
     agent
 }
 

@@ -471,23 +471,8 @@ async fn deleting_an_agent_purges_its_documents_and_detaches_its_channels() {
         .await;
     let agent = r.body["id"].as_str().unwrap_or_default().to_owned();
     let ch = channel(&app, &s, "Chat", Some(&agent)).await;
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "files",
-            reqwest::multipart::Part::bytes(b"Our shop opens at nine.".to_vec())
-                .file_name("hours.txt"),
-        )
-        .text("agentId", agent.clone());
-    let res = app
-        .http
-        .post(app.url("/api/v1/documents/upload"))
-        .bearer_auth(&s.token)
-        .header("X-Tenant-ID", &s.tenant_id)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    app.upload_text(&s, "hours.txt", "Our shop opens at nine.", Some(&agent))
+        .await;
     let (_, job) = deliver(&app, &s, &ch, vec![said("ana", "m1", "hello")]).await;
     finished(&app, &s, &job).await;
     // Let the reply (if any) settle so the conversation is in a stable state.

@@ -14,42 +14,14 @@ use aigentable_tests::{Session, TestApp, spawn_app_with};
 use bson::doc;
 use futures::TryStreamExt;
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 async fn upload(app: &TestApp, s: &Session, name: &str, text: &str) -> String {
-    let form = Form::new().part(
-        "files",
-        Part::bytes(text.as_bytes().to_vec()).file_name(name.to_owned()),
-    );
-    let res = app
-        .http
-        .post(app.url("/api/v1/documents/upload"))
-        .bearer_auth(&s.token)
-        .header("X-Tenant-ID", &s.tenant_id)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload sent");
-    let r = TestApp::reply(res).await;
-    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
-    r.body["documents"][0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    app.upload_text(s, name, text, None).await
 }
 
 async fn wait_ready(app: &TestApp, s: &Session, id: &str) -> Value {
-    app.eventually(Duration::from_secs(60), || async {
-        let r = app.get(&format!("/api/v1/documents/{id}"), s).await;
-        match r.body["status"].as_str() {
-            Some("READY") => Some(r.body),
-            Some("FAILED") => panic!("document failed: {:?}", r.body),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap_or_else(|| panic!("document {id} never became READY"))
+    app.wait_document_ready(s, id).await
 }
 
 async fn search(app: &TestApp, s: &Session, q: &str) -> Vec<Value> {

@@ -139,21 +139,13 @@ async fn document_processing_is_announced_live() {
     )
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let form = reqwest::multipart::Form::new().part(
-        "files",
-        reqwest::multipart::Part::bytes(b"Opening hours: nine to five on weekdays.".to_vec())
-            .file_name("hours.txt"),
-    );
-    let res = app
-        .http
-        .post(app.url("/api/v1/documents/upload"))
-        .bearer_auth(&s.token)
-        .header("X-Tenant-ID", &s.tenant_id)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    app.upload_text(
+        &s,
+        "hours.txt",
+        "Opening hours: nine to five on weekdays.",
+        None,
+    )
+    .await;
     let mut seen = Vec::new();
     while let Some(event) = sock.next_named("document-updated", 15).await {
         let status = event["status"].as_str().unwrap_or_default().to_owned();

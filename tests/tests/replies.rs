@@ -17,7 +17,6 @@ use aigentable_tests::inbound::{
 use aigentable_tests::socket::connect;
 use aigentable_tests::{Session, TestApp, spawn_app};
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 pub const HOURS: &str = "Opening hours. Our shop in Rotterdam opens at nine in the morning \
@@ -34,33 +33,10 @@ pub async fn agent_with_document(app: &TestApp, s: &Session, extra: Value) -> St
     let r = app.post("/api/v1/agents", s, body).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let agent = r.body["id"].as_str().unwrap_or_default().to_owned();
-    let form = Form::new()
-        .part(
-            "files",
-            Part::bytes(HOURS.as_bytes().to_vec()).file_name("store-hours.txt"),
-        )
-        .text("agentId", agent.clone());
-    let res = app
-        .http
-        .post(app.url("/api/v1/documents/upload"))
-        .bearer_auth(&s.token)
-        .header("X-Tenant-ID", &s.tenant_id)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    let r = TestApp::reply(res).await;
-    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
-    let doc = r.body["documents"][0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    app.eventually(Duration::from_secs(30), || async {
-        let r = app.get(&format!("/api/v1/documents/{doc}"), s).await;
-        (r.body["status"] == "READY").then_some(())
-    })
-    .await
-    .expect("document indexed");
+    let doc = app
+        .upload_text(s, "store-hours.txt", HOURS, Some(&agent))
+        .await;
+    app.wait_document_ready(s, &doc).await;
     agent
 }
 

@@ -11,35 +11,11 @@ use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::{Session, TestApp, spawn_app};
 use futures::StreamExt;
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 async fn upload(app: &TestApp, s: &Session, name: &str, text: &str) -> String {
-    let form = Form::new().part(
-        "files",
-        Part::bytes(text.as_bytes().to_vec()).file_name(name.to_owned()),
-    );
-    let res = app
-        .http
-        .post(app.url("/api/v1/documents/upload"))
-        .bearer_auth(&s.token)
-        .header("X-Tenant-ID", &s.tenant_id)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload sent");
-    let r = TestApp::reply(res).await;
-    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
-    let id = r.body["documents"][0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    app.eventually(Duration::from_secs(30), || async {
-        let r = app.get(&format!("/api/v1/documents/{id}"), s).await;
-        (r.body["status"] == "READY").then_some(())
-    })
-    .await
-    .expect("document ready");
+    let id = app.upload_text(s, name, text, None).await;
+    app.wait_document_ready(s, &id).await;
     id
 }
 
