@@ -535,3 +535,88 @@ async fn a_reply_generated_while_staff_take_over_is_dropped() {
     assert_eq!(all.iter().filter(|m| is_reply(m)).count(), 0, "{all:?}");
     finish(app).await;
 }
+
+/// A worker killed after storing a customer message but before asking for
+/// its reply: the job's retry (attempt > 1) finds the message stored and asks
+/// for the missing reply, once; a plain replay of the event does not.
+#[tokio::test]
+async fn a_retry_after_a_crash_asks_for_the_missing_reply_once() {
+    use aigentable_jobs::types::ProcessInbound;
+    use aigentable_workers::WorkerState;
+    use aigentable_workers::runner::{Handle, JobContext};
+
+    let app = spawn_app().await;
+    let s = app.register("Acme").await;
+    let agent = agent_with_document(&app, &s, json!({})).await;
+    let ch = channel(&app, &s, "Chat", Some(&agent)).await;
+    // With the agent switched off, storing the message asks for no reply:
+    // the state a crash right after storing leaves behind.
+    let off = app
+        .put(
+            &format!("/api/v1/agents/{agent}"),
+            &s,
+            json!({ "isActive": false }),
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::OK, "{:?}", off.body);
+    let (event, job) = deliver(
+        &app,
+        &s,
+        &ch,
+        vec![said("ana", "m1", "When does the shop in Rotterdam open?")],
+    )
+    .await;
+    finished(&app, &s, &job).await;
+    let conversation = conversation_of(&app, &s, "ana").await;
+    let id = conversation["id"].as_str().unwrap_or_default().to_owned();
+    let on = app
+        .put(
+            &format!("/api/v1/agents/{agent}"),
+            &s,
+            json!({ "isActive": true }),
+        )
+        .await;
+    assert_eq!(on.status, StatusCode::OK, "{:?}", on.body);
+
+    let run = |attempt: u32| {
+        let ctx = JobContext {
+            state: WorkerState::new(app.platform.clone()).expect("worker state"),
+            job_id: format!("crash-retry-{attempt}"),
+            tenant_id: tenant(&s),
+            attempt,
+        };
+        ProcessInbound {
+            channel_id: ch.clone(),
+            event_id: event.clone(),
+        }
+        .handle(ctx)
+    };
+    // A replay (first attempt of a new job) is a duplicate and stays silent.
+    run(1).await.expect("replay processed");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before: Vec<Message> = stored_messages(&app, &s, &id)
+        .await
+        .into_iter()
+        .filter(is_reply)
+        .collect();
+    assert!(before.is_empty(), "{before:?}");
+
+    // The retry of the crashed job asks for the reply.
+    run(2).await.expect("retry processed");
+    let got = replies(&app, &s, &id, 1).await;
+    assert!(
+        got[0].content.contains("opens at nine in the morning"),
+        "{}",
+        got[0].content
+    );
+    // Another retry finds the message answered: still one reply.
+    run(3).await.expect("second retry processed");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let all: Vec<Message> = stored_messages(&app, &s, &id)
+        .await
+        .into_iter()
+        .filter(is_reply)
+        .collect();
+    assert_eq!(all.len(), 1, "{all:?}");
+    finish(app).await;
+}

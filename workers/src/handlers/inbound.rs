@@ -5,9 +5,9 @@
 //! Exactly once: every customer message carries the unique dedup key
 //! `in:{channelId}:{externalMessageId}`, so a replayed webhook or a retried
 //! job finds it stored and skips it (without a second reply). A crash
-//! between storing a message and enqueueing its reply loses that reply
-//! rather than risking two; the conversation still shows the message to
-//! staff.
+//! between storing a message and enqueueing its reply is repaired by the
+//! job's retry, which asks again for the reply of a stored, unanswered
+//! message (one reply at most: see `retry_reply_request`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,7 +21,7 @@ use aigentable_jobs::types::{GenerateReply, ProcessInbound};
 use aigentable_jobs::{JobClient, Requester, events};
 use aigentable_platform::conversations::{self, ContactInfo, RedisLock};
 use aigentable_platform::ids::new_id;
-use aigentable_platform::model::conversation::inbound_dedup_key;
+use aigentable_platform::model::conversation::{inbound_dedup_key, reply_dedup_key};
 use aigentable_platform::model::webhook_event::{InboundItem, WebhookEvent};
 use aigentable_platform::model::{
     Agent, AgentStatus, Channel, Message, MessageDirection, MessageStatus, SenderType,
@@ -207,13 +207,15 @@ async fn process_message(
     }
     let dedup_key = inbound_dedup_key(&channel.id, incoming.external_message_id);
     let messages = db.scoped::<Message>(&ctx.tenant_id);
-    if messages
+    if let Some(stored) = messages
         .find_one(doc! { "dedupKey": &dedup_key })
         .await
         .map_err(JobError::transient)?
-        .is_some()
     {
         tally.duplicates += 1;
+        if ctx.attempt > 1 {
+            retry_reply_request(ctx, stored, tally).await?;
+        }
         return Ok(());
     }
 
@@ -244,6 +246,39 @@ async fn process_message(
     // a burst is answered once, after its last message.
     tally.to_answer.retain(|(c, _)| c.id != conversation.id);
     tally.to_answer.push((conversation, message));
+    Ok(())
+}
+
+/// On a retry of this job, a stored message may be one an earlier attempt
+/// saved before dying (kill -9, lost lease) without asking for its reply.
+/// Asking again is safe: the reply job's idempotency key and the reply's
+/// unique dedup key allow one reply per message, and the reply job answers
+/// only a conversation's latest customer message.
+async fn retry_reply_request(
+    ctx: &JobContext,
+    stored: Message,
+    tally: &mut Tally,
+) -> Result<(), JobError> {
+    let db = &ctx.state.platform.db;
+    let answered = db
+        .scoped::<Message>(&ctx.tenant_id)
+        .find_one(doc! { "dedupKey": reply_dedup_key(&stored.id) })
+        .await
+        .map_err(JobError::transient)?
+        .is_some();
+    if answered {
+        return Ok(());
+    }
+    let Some(conversation) = db
+        .scoped::<aigentable_platform::model::Conversation>(&ctx.tenant_id)
+        .find_by_id(&stored.conversation_id)
+        .await
+        .map_err(JobError::transient)?
+    else {
+        return Ok(());
+    };
+    tally.to_answer.retain(|(c, _)| c.id != conversation.id);
+    tally.to_answer.push((conversation, stored));
     Ok(())
 }
 
