@@ -9,6 +9,7 @@ pub mod runner;
 
 use std::sync::Arc;
 
+use aigentable_jobs::{EnqueueError, JobClient};
 use aigentable_platform::Platform;
 use aigentable_vectors::VectorStore;
 
@@ -22,6 +23,9 @@ pub struct WorkerState {
     /// the embedded store this process owns. `None` only in processes that
     /// run no knowledge jobs (tests of other queues, the benchmark).
     pub vectors: Option<Arc<dyn VectorStore>>,
+    /// Follow-up jobs (replies, deliveries, requeues) share one client per
+    /// worker state, connected on first use.
+    jobs: Arc<tokio::sync::OnceCell<JobClient>>,
 }
 
 impl std::fmt::Debug for WorkerState {
@@ -47,7 +51,15 @@ impl WorkerState {
             platform,
             mailer,
             vectors: None,
+            jobs: Arc::default(),
         })
+    }
+
+    /// The job client follow-up jobs are enqueued with.
+    pub async fn jobs(&self) -> Result<&JobClient, EnqueueError> {
+        self.jobs
+            .get_or_try_init(|| JobClient::connect(&self.platform))
+            .await
     }
 
     /// Opens the vector store from the configuration (`QDRANT_URL`, else the

@@ -17,7 +17,7 @@ mod config;
 pub mod embedding;
 pub mod index;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_openai::Client;
@@ -218,6 +218,21 @@ struct HttpFailure {
 #[derive(Clone)]
 struct SingleShot {
     http: reqwest_oai::Client,
+    timeout: Duration,
+}
+
+/// One connection pool for every provider call of the process: a client
+/// per `LlmClient` would redo DNS and TLS handshakes on every reply.
+fn shared_http() -> Result<reqwest_oai::Client, LlmError> {
+    static HTTP: OnceLock<Result<reqwest_oai::Client, String>> = OnceLock::new();
+    HTTP.get_or_init(|| {
+        reqwest_oai::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|e| LlmError::Config(format!("cannot build the HTTP client: {e}")))
 }
 
 impl tower::Service<HttpRequestFactory> for SingleShot {
@@ -236,8 +251,10 @@ impl tower::Service<HttpRequestFactory> for SingleShot {
 
     fn call(&mut self, factory: HttpRequestFactory) -> Self::Future {
         let http = self.http.clone();
+        let timeout = self.timeout;
         Box::pin(async move {
-            let request = factory.build().await?;
+            let mut request = factory.build().await?;
+            *request.timeout_mut() = Some(timeout);
             let response = http.execute(request).await.map_err(OpenAIError::Reqwest)?;
             let status = response.status();
             if status.is_success() {
@@ -334,12 +351,10 @@ impl LlmClient {
         let base = p
             .effective_base_url()
             .ok_or_else(|| LlmError::Config("baseUrl is required for this provider".into()))?;
-        let http = reqwest_oai::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| LlmError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let service = SingleShot { http };
+        let service = SingleShot {
+            http: shared_http()?,
+            timeout,
+        };
         let make = |config: Box<dyn Config>| {
             Arc::new(Client::with_config(config).with_http_service(service.clone()))
         };

@@ -9,8 +9,6 @@
 //! job's retry, which asks again for the reply of a stored, unanswered
 //! message (one reply at most: see `retry_reply_request`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bson::doc;
@@ -18,7 +16,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use aigentable_jobs::types::{GenerateReply, ProcessInbound};
-use aigentable_jobs::{JobClient, Requester, events};
+use aigentable_jobs::{Requester, events};
 use aigentable_platform::conversations::{self, ContactInfo, RedisLock};
 use aigentable_platform::ids::new_id;
 use aigentable_platform::model::conversation::{inbound_dedup_key, reply_dedup_key};
@@ -27,39 +25,12 @@ use aigentable_platform::model::{
     Agent, AgentStatus, Channel, Message, MessageDirection, MessageStatus, SenderType,
 };
 
-use crate::WorkerState;
 use crate::runner::{Handle, JobContext, JobError};
 
 /// How long one customer's message may hold the inbound lock, and how long
 /// another message of the same customer waits for it.
 const INBOUND_LOCK_TTL: Duration = Duration::from_secs(30);
 const INBOUND_LOCK_WAIT: Duration = Duration::from_secs(20);
-
-/// Job clients by Redis URL and namespace. Handlers that enqueue follow-up
-/// jobs share one connection per deployment instead of opening one per job
-/// (tests run several deployments in one process, hence the map).
-static CLIENTS: Mutex<Option<HashMap<String, JobClient>>> = Mutex::new(None);
-
-/// The job client of this worker's deployment.
-pub async fn job_client(state: &WorkerState) -> Result<JobClient, JobError> {
-    let config = &state.platform.config;
-    let key = format!("{}|{}", config.redis_url.expose(), config.redis_namespace);
-    if let Ok(guard) = CLIENTS.lock()
-        && let Some(client) = guard.as_ref().and_then(|m| m.get(&key))
-    {
-        return Ok(client.clone());
-    }
-    let client = JobClient::connect(&state.platform)
-        .await
-        .map_err(JobError::transient)?;
-    if let Ok(mut guard) = CLIENTS.lock() {
-        guard
-            .get_or_insert_with(HashMap::new)
-            .entry(key)
-            .or_insert_with(|| client.clone());
-    }
-    Ok(client)
-}
 
 #[derive(Debug, Default)]
 struct Tally {
@@ -307,8 +278,11 @@ async fn request_reply(
     if !answers {
         return Ok(None);
     }
-    let job = job_client(&ctx.state)
-        .await?
+    let job = ctx
+        .state
+        .jobs()
+        .await
+        .map_err(JobError::transient)?
         .enqueue(
             &ctx.tenant_id,
             Requester::System,

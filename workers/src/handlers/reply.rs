@@ -34,7 +34,6 @@ use aigentable_platform::model::{
 use aigentable_platform::usage;
 use aigentable_vectors::Hit;
 
-use crate::handlers::inbound::job_client;
 use crate::handlers::knowledge;
 use crate::runner::{Handle, JobContext, JobError};
 
@@ -277,8 +276,11 @@ async fn ensure_delivery(ctx: &JobContext, reply: &Message) -> Result<Value, Job
 }
 
 async fn enqueue_delivery(ctx: &JobContext, message: &Message) -> Result<String, JobError> {
-    let job = job_client(&ctx.state)
-        .await?
+    let job = ctx
+        .state
+        .jobs()
+        .await
+        .map_err(JobError::transient)?
         .enqueue(
             &ctx.tenant_id,
             Requester::System,

@@ -7,7 +7,6 @@ use futures::TryStreamExt;
 use serde_json::{Value, json};
 
 use aigentable_jobs::JobStatus;
-use aigentable_jobs::client::JobClient;
 use aigentable_jobs::dispatch::{push_record, timeout_of};
 use aigentable_jobs::record::{self, JobRecord};
 use aigentable_jobs::types::Sweep;
@@ -31,9 +30,7 @@ impl Handle for Sweep {
             .try_collect()
             .await
             .map_err(JobError::transient)?;
-        let client = JobClient::connect(&ctx.state.platform)
-            .await
-            .map_err(JobError::transient)?;
+        let client = ctx.state.jobs().await.map_err(JobError::transient)?;
         let (mut requeued, mut dead) = (0u32, 0u32);
         for job in running {
             // The sweep itself is running right now.
@@ -61,7 +58,7 @@ impl Handle for Sweep {
                     .map_err(JobError::transient)?
                     .is_some()
                 {
-                    push_record(&client, &job)
+                    push_record(client, &job)
                         .await
                         .map_err(JobError::transient)?;
                     tracing::warn!(job_id = %job.id, tenant_id = %job.tenant_id, job_type = %job.job_type, "abandoned job requeued");
