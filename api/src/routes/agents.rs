@@ -7,8 +7,7 @@ use salvo::oapi::ToSchema;
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use aigentable_jobs::types::PurgeDocument;
-use aigentable_jobs::{Requester, events};
+use aigentable_jobs::events;
 use aigentable_platform::db::PageRequest;
 use aigentable_platform::domain::{Name, regex_escape};
 use aigentable_platform::ids::new_id;
@@ -481,27 +480,12 @@ async fn purge_documents(state: &AppState, who: &Caller, agent_id: &str) -> ApiR
             break;
         }
         for document in page {
-            let Some(marked) = documents
-                .update_by_id(
-                    &document.id,
-                    doc! { "$set": { "status": DocumentStatus::Deleting.as_str(), "updatedAt": bson::DateTime::now() } },
-                )
-                .await?
+            let Some((marked, job_id)) =
+                super::documents::delete_and_purge(state, who, &document.id).await?
             else {
                 continue;
             };
-            let job = state
-                .jobs
-                .enqueue(
-                    &who.tenant_id,
-                    Requester::User(who.user_id().clone()),
-                    PurgeDocument {
-                        document_id: marked.id.clone(),
-                    },
-                )
-                .await?;
-            tracing::info!(document_id = %marked.id, tenant_id = %who.tenant_id, job_id = %job.id, "document of a deleted agent queued for purge");
-            events::document_updated(&state.platform.kv, &marked).await;
+            tracing::info!(document_id = %marked.id, tenant_id = %who.tenant_id, job_id = %job_id, "document of a deleted agent queued for purge");
             purged += 1;
         }
     }

@@ -21,7 +21,7 @@ use aigentable_platform::{Platform, files};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{pagination, path_id, query_enum, query_string};
 use crate::guard::{Caller, caller};
-use crate::state::app;
+use crate::state::{AppState, app};
 use crate::views::Pagination;
 
 /// Files per upload request.
@@ -370,35 +370,49 @@ pub async fn delete(
     let who = caller(depot)?;
     let id = path_id(req, "document")?;
     load(depot, who, &id).await?;
-    let state = app(depot);
-    let documents = state
+    let (marked, job_id) = delete_and_purge(app(depot), who, &id)
+        .await?
+        .ok_or(ApiError::NotFound("document"))?;
+    tracing::info!(document_id = %id, tenant_id = %who.tenant_id, job_id = %job_id, "document deleted");
+    res.status_code(StatusCode::ACCEPTED);
+    Ok(Json(DocumentJobAccepted {
+        document: (&marked).into(),
+        job_id,
+    }))
+}
+
+/// Marks a document `DELETING` (it disappears from lists at once), queues
+/// the purge of its vectors and file, and tells the browsers. `None` when
+/// the document does not exist. Returns the marked document and the job id.
+pub(crate) async fn delete_and_purge(
+    state: &AppState,
+    who: &Caller,
+    id: &str,
+) -> ApiResult<Option<(KnowledgeDocument, String)>> {
+    let Some(marked) = state
         .platform
         .db
-        .scoped::<KnowledgeDocument>(&who.tenant_id);
-    let marked = documents
+        .scoped::<KnowledgeDocument>(&who.tenant_id)
         .update_by_id(
-            &id,
+            id,
             doc! { "$set": { "status": DocumentStatus::Deleting.as_str(), "updatedAt": bson::DateTime::now() } },
         )
         .await?
-        .ok_or(ApiError::NotFound("document"))?;
+    else {
+        return Ok(None);
+    };
     let job = state
         .jobs
         .enqueue(
             &who.tenant_id,
             Requester::User(who.user_id().clone()),
             PurgeDocument {
-                document_id: id.clone(),
+                document_id: marked.id.clone(),
             },
         )
         .await?;
-    tracing::info!(document_id = %id, tenant_id = %who.tenant_id, job_id = %job.id, "document deleted");
     events::document_updated(&state.platform.kv, &marked).await;
-    res.status_code(StatusCode::ACCEPTED);
-    Ok(Json(DocumentJobAccepted {
-        document: (&marked).into(),
-        job_id: job.id,
-    }))
+    Ok(Some((marked, job.id)))
 }
 
 /// Re-index a document (202). Idempotent: its old vectors are replaced, and
