@@ -65,16 +65,7 @@ impl Handler for Serve {
     ) {
         let path = req.uri().path().to_owned();
         let method = req.method().as_str().to_owned();
-        let query: Vec<(String, String)> = req
-            .uri()
-            .query()
-            .map(|q| {
-                q.split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let query = crate::query_pairs(req);
         let authorization = req
             .headers()
             .get("authorization")

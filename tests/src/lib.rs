@@ -20,6 +20,15 @@ use aigentable_api::{AppState, bind, serve};
 use aigentable_platform::{Config, Platform, bootstrap};
 use aigentable_workers::WorkerState;
 
+/// A fake server's view of a request's query string: decoded pairs, as
+/// salvo parsed them.
+pub fn query_pairs(req: &salvo::Request) -> Vec<(String, String)> {
+    req.queries()
+        .iter_all()
+        .flat_map(|(k, values)| values.iter().map(move |v| (k.clone(), v.clone())))
+        .collect()
+}
+
 pub fn mongodb_uri() -> String {
     std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
 }
