@@ -63,21 +63,6 @@ pub fn verify_secret_token(expected: &str, header: Option<&str>) -> Result<(), S
     }
 }
 
-/// HMAC-SHA256 of `data` as lowercase hex, for tokens we sign ourselves.
-pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
-    let mut mac = match HmacSha256::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
-    mac.update(data);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// Constant-time equality of two strings.
-pub fn ct_eq(a: &str, b: &str) -> bool {
-    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,16 +3,16 @@
 //! deployment's JWT secret, so every api replica accepts it and nothing is
 //! stored per session.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-
-use super::signature::{ct_eq, hmac_hex};
 
 /// How long a visitor token stays valid; the widget asks for a new session
 /// (keeping its visitor id) when it expires.
 pub const VISITOR_TOKEN_TTL_SECS: i64 = 7 * 24 * 3600;
+
+/// Keeps visitor tokens and staff JWTs apart even though both are HS256.
+const AUDIENCE: &str = "aigentable-widget-visitor";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VisitorClaims {
@@ -21,7 +21,9 @@ pub struct VisitorClaims {
     /// Visitor id.
     pub v: String,
     /// Expiry, Unix seconds.
+    #[serde(rename = "exp")]
     pub e: i64,
+    aud: String,
 }
 
 fn key(secret: &[u8]) -> Vec<u8> {
@@ -31,27 +33,35 @@ fn key(secret: &[u8]) -> Vec<u8> {
     k
 }
 
-/// `base64url(claims).hex(hmac)`.
+/// An HS256 JWT for this visitor on this channel.
 pub fn issue(secret: &[u8], channel_id: &str, visitor_id: &str) -> String {
     let claims = VisitorClaims {
         c: channel_id.to_owned(),
         v: visitor_id.to_owned(),
         e: Utc::now().timestamp() + VISITOR_TOKEN_TTL_SECS,
+        aud: AUDIENCE.to_owned(),
     };
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
-    let sig = hmac_hex(&key(secret), payload.as_bytes());
-    format!("{payload}.{sig}")
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&key(secret)),
+    )
+    .unwrap_or_default()
 }
 
 /// The claims of a valid, unexpired token.
 pub fn verify(secret: &[u8], token: &str) -> Option<VisitorClaims> {
-    let (payload, sig) = token.split_once('.')?;
-    if !ct_eq(&hmac_hex(&key(secret), payload.as_bytes()), sig) {
-        return None;
-    }
-    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let claims: VisitorClaims = serde_json::from_slice(&bytes).ok()?;
-    (claims.e > Utc::now().timestamp()).then_some(claims)
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "aud"]);
+    validation.leeway = 0;
+    jsonwebtoken::decode::<VisitorClaims>(
+        token,
+        &DecodingKey::from_secret(&key(secret)),
+        &validation,
+    )
+    .ok()
+    .map(|data| data.claims)
 }
 
 /// A visitor id sent back by a returning browser must look like one we made.
