@@ -17,7 +17,7 @@ use aigentable_jobs::types::SearchKnowledge;
 use aigentable_platform::ids::looks_like_id;
 use aigentable_platform::llm::index;
 use aigentable_platform::model::Agent;
-use aigentable_vectors::{CollectionSpec, Hit, SearchQuery};
+use aigentable_vectors::Hit;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{query, query_string};
@@ -109,42 +109,19 @@ pub async fn documents(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<S
     }
 
     if let Some(store) = &state.vectors {
-        // The tenant's searched collection (BM25, or its embedding model's
-        // once indexed), and the query embedded with the same model.
-        let active = index::load(&state.platform.db, &who.tenant_id)
-            .await?
-            .map(|r| r.active);
-        let spec = match &active {
-            Some(m) => CollectionSpec {
-                name: m.collection.clone(),
-                dense_dim: m.dims.and_then(|d| usize::try_from(d).ok()),
-            },
-            None => CollectionSpec::sparse_only(),
-        };
-        store
-            .ensure_collection(&spec)
-            .await
-            .map_err(ApiError::internal)?;
-        let mut search = SearchQuery::new(who.tenant_id.as_str(), q.clone(), limit as usize);
-        if let Some(agent) = &agent_id {
-            search = search.agent(agent.clone());
-        }
-        if let Some(m) = &active
-            && let Some(vector) = index::query_vector(
-                &state.platform,
-                &state.platform.config.llm,
-                &who.tenant_id,
-                m,
-                &q,
-            )
-            .await
-        {
-            search = search.dense(vector);
-        }
-        let hits = store
-            .search(&spec.name, &search)
-            .await
-            .map_err(ApiError::internal)?;
+        let hits = index::search(
+            &state.platform,
+            store.as_ref(),
+            &who.tenant_id,
+            agent_id.as_deref(),
+            &q,
+            limit as usize,
+        )
+        .await
+        .map_err(|e| match e {
+            index::SearchError::Db(e) => ApiError::from(e),
+            index::SearchError::Vectors(e) => ApiError::internal(e),
+        })?;
         return Ok(Json(SearchResults {
             query: q,
             results: hits.iter().map(SearchHit::from).collect(),

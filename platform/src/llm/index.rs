@@ -12,6 +12,8 @@ use bson::doc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use aigentable_vectors::{CollectionSpec, Hit, SearchQuery, VectorError, VectorStore};
+
 use super::{LlmClient, LlmConfig};
 use crate::Platform;
 use crate::db::{Db, DbError, DbResult, TenantOwned};
@@ -51,6 +53,60 @@ impl TenantOwned for KnowledgeIndex {
     fn tenant_id(&self) -> &TenantId {
         &self.tenant_id
     }
+}
+
+impl IndexedModel {
+    /// The BM25-only collection every tenant starts on.
+    pub fn sparse() -> Self {
+        Self {
+            collection: CollectionSpec::sparse_only().name,
+            model: None,
+            dims: None,
+        }
+    }
+
+    pub fn spec(&self) -> CollectionSpec {
+        CollectionSpec {
+            name: self.collection.clone(),
+            dense_dim: self.dims.and_then(|d| usize::try_from(d).ok()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Vectors(#[from] VectorError),
+}
+
+/// Top passages of the tenant's knowledge (agent-filtered when given), in
+/// the tenant's searched collection: BM25 always, fused with the query's
+/// dense vector when that collection holds an embedding model's vectors.
+/// The api (with a Qdrant server) and the workers both search through here.
+pub async fn search(
+    platform: &Platform,
+    store: &dyn VectorStore,
+    tenant: &TenantId,
+    agent_id: Option<&str>,
+    query: &str,
+    limit: usize,
+) -> Result<Vec<Hit>, SearchError> {
+    let active = load(&platform.db, tenant)
+        .await?
+        .map_or_else(IndexedModel::sparse, |r| r.active);
+    let spec = active.spec();
+    store.ensure_collection(&spec).await?;
+    let mut search = SearchQuery::new(tenant.as_str(), query.to_owned(), limit);
+    if let Some(agent) = agent_id {
+        search = search.agent(agent.to_owned());
+    }
+    if let Some(vector) = query_vector(platform, &platform.config.llm, tenant, &active, query).await
+    {
+        search = search.dense(vector);
+    }
+    Ok(store.search(&spec.name, &search).await?)
 }
 
 pub async fn load(db: &Db, tenant: &TenantId) -> DbResult<Option<KnowledgeIndex>> {

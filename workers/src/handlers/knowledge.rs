@@ -27,7 +27,7 @@ use aigentable_platform::llm::index::{self, IndexedModel};
 use aigentable_platform::llm::{LlmClient, LlmError, embedding};
 use aigentable_platform::model::{DocumentStatus, KnowledgeDocument};
 use aigentable_platform::usage;
-use aigentable_vectors::{CollectionSpec, Point, PointPayload, SearchQuery, VectorStore};
+use aigentable_vectors::{CollectionSpec, Point, PointPayload, VectorStore};
 
 use crate::WorkerState;
 use crate::runner::{Handle, JobContext, JobError};
@@ -42,21 +42,6 @@ fn store(state: &WorkerState) -> Result<Arc<dyn VectorStore>, JobError> {
         .ok_or_else(|| JobError::permanent("this worker has no vector store configured"))
 }
 
-fn spec_of(m: &IndexedModel) -> CollectionSpec {
-    CollectionSpec {
-        name: m.collection.clone(),
-        dense_dim: m.dims.and_then(|d| usize::try_from(d).ok()),
-    }
-}
-
-fn sparse_model() -> IndexedModel {
-    IndexedModel {
-        collection: CollectionSpec::sparse_only().name,
-        model: None,
-        dims: None,
-    }
-}
-
 /// The tenant's searched collection (BM25 until a model's index is
 /// complete) and the one being filled, if any.
 async fn tenant_index(
@@ -68,7 +53,7 @@ async fn tenant_index(
         .map_err(JobError::transient)?;
     Ok(match record {
         Some(r) => (r.active, r.target),
-        None => (sparse_model(), None),
+        None => (IndexedModel::sparse(), None),
     })
 }
 
@@ -189,7 +174,7 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
         .await
         .map_err(JobError::transient)?;
     let (target, dense) = match &provider {
-        None => (sparse_model(), None),
+        None => (IndexedModel::sparse(), None),
         Some(p) => {
             let platform = &ctx.state.platform;
             let client =
@@ -250,7 +235,7 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
         }
     };
     store
-        .ensure_collection(&spec_of(&target))
+        .ensure_collection(&target.spec())
         .await
         .map_err(JobError::transient)?;
     let mut dense = dense.map(Vec::into_iter);
@@ -475,30 +460,16 @@ pub async fn retrieve(
     limit: usize,
 ) -> Result<Vec<aigentable_vectors::Hit>, JobError> {
     let store = store(state)?;
-    let (active, _) = tenant_index(state, tenant).await?;
-    store
-        .ensure_collection(&spec_of(&active))
-        .await
-        .map_err(JobError::transient)?;
-    let mut search = SearchQuery::new(tenant.as_str(), query.to_owned(), limit);
-    if let Some(agent) = agent_id {
-        search = search.agent(agent.to_owned());
-    }
-    if let Some(vector) = index::query_vector(
+    index::search(
         &state.platform,
-        &state.platform.config.llm,
+        store.as_ref(),
         tenant,
-        &active,
+        agent_id,
         query,
+        limit,
     )
     .await
-    {
-        search = search.dense(vector);
-    }
-    store
-        .search(&active.collection, &search)
-        .await
-        .map_err(JobError::transient)
+    .map_err(JobError::transient)
 }
 
 /// A search hit as the api returns it.
