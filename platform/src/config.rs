@@ -96,6 +96,8 @@ pub struct Config {
     pub data_dir: String,
     /// Largest accepted upload, per file.
     pub document_max_bytes: u64,
+    /// What reading one document may cost (unpacked archive size, text).
+    pub extract: crate::extract::ExtractLimits,
     /// Shared Qdrant server; without it the workers keep an embedded store.
     pub qdrant_url: Option<String>,
     pub qdrant_api_key: Option<Secret<String>>,
@@ -284,6 +286,7 @@ impl Config {
             default_plan,
             data_dir: var("DATA_DIR").unwrap_or_else(|| ".data".to_owned()),
             document_max_bytes: vars.parsed("DOCUMENT_MAX_BYTES", 50 * 1024 * 1024)?,
+            extract: crate::extract::ExtractLimits::from_lookup(lookup)?,
             qdrant_url: var("QDRANT_URL"),
             qdrant_api_key: var("QDRANT_API_KEY").map(Secret::new),
             channels: crate::channels::ChannelsConfig::from_lookup(lookup)?,

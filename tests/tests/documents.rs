@@ -340,11 +340,164 @@ async fn bad_uploads_are_refused_before_anything_is_stored() {
         app.get("/api/v1/documents", &s).await.body["pagination"]["total"],
         0
     );
-    let files = app
+    let (files, chunks) = stored_counts(&app).await;
+    assert_eq!((files, chunks), (0, 0), "no file and no orphan chunk");
+    app.cleanup().await;
+}
+
+/// GridFS files and chunks stored for uploads.
+async fn stored_counts(app: &TestApp) -> (u64, u64) {
+    let count = |name: &'static str| async move {
+        app.platform
+            .db
+            .unscoped::<bson::Document>(name)
+            .count_documents(bson::doc! {})
+            .await
+            .unwrap_or(99)
+    };
+    (
+        count("document_files.files").await,
+        count("document_files.chunks").await,
+    )
+}
+
+/// Text that does not compress to nothing: numbered lines of words.
+fn long_text(bytes: usize) -> Vec<u8> {
+    let mut out = String::with_capacity(bytes + 100);
+    let mut i = 0u64;
+    while out.len() < bytes {
+        out.push_str(&format!(
+            "Line {i}: the parcel number {} ships on day {}.\n",
+            i.wrapping_mul(2_654_435_761) % 100_000,
+            i % 31
+        ));
+        i += 1;
+    }
+    out.truncate(bytes);
+    out.into_bytes()
+}
+
+#[tokio::test]
+async fn files_stream_into_storage_whole_and_an_oversized_or_cut_upload_leaves_nothing() {
+    let limit = 2 * 1024 * 1024;
+    let app = spawn_app_with(&[("DOCUMENT_MAX_BYTES", &limit.to_string())]).await;
+    let s = app.register("Acme").await;
+    // Several GridFS chunks (255 KiB each), close to the limit.
+    let big = long_text(limit - 1000);
+    let r = upload(
+        &app,
+        &s,
+        vec![("big.txt", big.clone()), ("small.md", b"# Hi\n\nthere".to_vec())],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    assert_eq!(r.body["documents"][0]["size"], big.len());
+    let stored = app
         .platform
         .db
-        .unscoped::<bson::Document>("document_files.files");
-    assert_eq!(files.count_documents(bson::doc! {}).await.unwrap_or(99), 0);
+        .unscoped::<bson::Document>("document_files.files")
+        .find_one(bson::doc! { "filename": "big.txt" })
+        .await
+        .ok()
+        .flatten()
+        .and_then(|f| f.get_object_id("_id").ok())
+        .expect("big.txt stored");
+    let bytes = aigentable_platform::files::load(&app.platform.db, &stored.to_hex())
+        .await
+        .expect("stored file loads");
+    assert!(bytes == big, "the stored file is the uploaded one, byte for byte");
+    let id = r.body["documents"][0]["id"].as_str().unwrap_or_default();
+    wait_status(&app, &s, id, "READY").await;
+    let before = stored_counts(&app).await;
+    assert_eq!(before.0, 2);
+
+    // One file over the limit refuses the request, naming it; the file
+    // streamed before it is deleted again.
+    let r = upload(
+        &app,
+        &s,
+        vec![
+            ("fine.txt", long_text(600_000)),
+            ("huge.txt", long_text(limit + 300_000)),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.body);
+    assert_eq!(
+        r.message(),
+        "\"huge.txt\" is larger than the 2 MB limit per file"
+    );
+    assert_eq!(stored_counts(&app).await, before);
+
+    // A client that goes away half-way through a file leaves nothing.
+    let mut raw = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/v1/documents/upload HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nx-tenant-id: {}\r\ncontent-type: multipart/form-data; boundary=XyZ\r\ncontent-length: 1900000\r\n\r\n--XyZ\r\ncontent-disposition: form-data; name=\"files\"; filename=\"cut.txt\"\r\ncontent-type: text/plain\r\n\r\n",
+        s.token, s.tenant_id
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, head.as_bytes())
+        .await
+        .expect("head sent");
+    tokio::io::AsyncWriteExt::write_all(&mut raw, &long_text(900_000))
+        .await
+        .expect("half the file sent");
+    // Let the api store a few chunks before the connection drops.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(raw);
+    let settled = app
+        .eventually(Duration::from_secs(10), || async {
+            (stored_counts(&app).await == before).then_some(())
+        })
+        .await;
+    assert!(
+        settled.is_some(),
+        "no orphan chunks after a cut upload: {:?} vs {before:?}",
+        stored_counts(&app).await
+    );
+    assert_eq!(
+        app.get("/api/v1/documents", &s).await.body["pagination"]["total"],
+        2
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn decompression_bombs_and_floods_of_text_fail_with_a_reason_and_the_worker_survives() {
+    let app = spawn_app_with(&[("DOCUMENT_MAX_TEXT_BYTES", "2048")]).await;
+    let s = app.register("Acme").await;
+    // 64 MiB of zeros packed into a ~64 KiB Word document.
+    let bomb = fixtures::docx_bomb(64 * 1024 * 1024);
+    assert!(bomb.len() < 200_000);
+    let r = upload(
+        &app,
+        &s,
+        vec![
+            ("bomb.docx", bomb),
+            ("long.txt", long_text(5000)),
+            ("ok.md", b"# Opening hours\n\nMonday to Friday.".to_vec()),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let id = |i: usize| r.body["documents"][i]["id"].as_str().unwrap_or_default().to_owned();
+    let failed = wait_status(&app, &s, &id(0), "FAILED").await;
+    let reason = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("\"word/document.xml\" inside the file is compressed")
+            && reason.contains("decompression bomb"),
+        "{reason}"
+    );
+    let failed = wait_status(&app, &s, &id(1), "FAILED").await;
+    assert_eq!(
+        failed["error"],
+        "the document contains more than 2 KB of text, the limit per document; split it into smaller files"
+    );
+    wait_status(&app, &s, &id(2), "READY").await;
     app.cleanup().await;
 }
 

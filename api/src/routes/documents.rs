@@ -3,6 +3,7 @@
 //! through a `purge_document` job.
 
 use bson::{Document, doc};
+use futures::TryStreamExt;
 use chrono::{DateTime, Utc};
 use salvo::oapi::ToSchema;
 use salvo::prelude::*;
@@ -11,9 +12,8 @@ use serde::Serialize;
 use aigentable_jobs::events;
 use aigentable_jobs::types::{IngestDocument, PurgeDocument};
 use aigentable_jobs::{JobStatus, Requester};
-use aigentable_platform::crypto::sha256_hex_bytes;
 use aigentable_platform::domain::{Name, regex_escape};
-use aigentable_platform::extract::sniff;
+use aigentable_platform::extract::SniffStream;
 use aigentable_platform::ids::{looks_like_id, new_id};
 use aigentable_platform::model::{Agent, DocumentStatus, KnowledgeDocument};
 use aigentable_platform::{Platform, files};
@@ -125,16 +125,31 @@ async fn agent_exists(platform: &Platform, who: &Caller, agent_id: &str) -> ApiR
             .is_some())
 }
 
-/// A file that passed the checks, ready to store.
-struct Accepted {
+/// Parts per upload request besides the files (`agentId`, `category` and
+/// whatever else a client sends, which is skipped).
+const MAX_OTHER_PARTS: usize = 16;
+/// Largest text field (`agentId`, `category`).
+const MAX_TEXT_FIELD: u64 = 1024;
+
+/// A file streamed into GridFS that passed the checks.
+struct Received {
     name: String,
     kind: String,
-    bytes: Vec<u8>,
+    file: files::StoredFile,
+}
+
+/// What the multipart body said besides the files.
+#[derive(Default)]
+struct UploadFields {
+    agent_id: Option<String>,
+    category: Option<String>,
 }
 
 /// Upload documents (multipart: `files`, `agentId`, `category`): 202 with the
-/// created documents and their jobs. Every file is checked (size, type by
-/// content and extension) before anything is stored.
+/// created documents and their jobs. Each file streams into storage as it
+/// arrives (never whole in memory) while its size is counted and its type
+/// sniffed (content and extension); one refused file refuses the request
+/// and deletes what it had stored, so nothing half-uploaded is left.
 #[endpoint(tags("documents"), security(("bearerAuth" = [])), status_codes(202, 400, 404, 413, 415))]
 pub async fn upload(
     req: &mut Request,
@@ -144,94 +159,39 @@ pub async fn upload(
     let who = caller(depot)?.clone();
     let state = app(depot);
     let platform = &state.platform;
-    let per_file = usize::try_from(platform.config.document_max_bytes).unwrap_or(usize::MAX);
-    let body_limit = per_file
-        .saturating_mul(MAX_FILES)
-        .saturating_add(1024 * 1024);
-    let is_multipart = req
+    let content_type = req
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
-    if !is_multipart {
+        .unwrap_or_default()
+        .to_owned();
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
         return Err(ApiError::UnsupportedMediaType(
             "upload documents as multipart/form-data with one or more `files`".to_owned(),
         ));
     }
-    let form = req
-        .form_data_max_size(body_limit)
-        .await
-        .map_err(|e| match e {
-            salvo::http::ParseError::PayloadTooLarge => {
-                ApiError::PayloadTooLarge { limit: body_limit }
-            }
-            other => ApiError::bad_request(format!("the upload could not be read: {other}")),
-        })?;
-    let agent_id = form
-        .fields
-        .get("agentId")
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty());
-    let category = match form
-        .fields
-        .get("category")
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
-    {
-        Some(c) => Some(Name::parse("category", c, 50)?.into_inner()),
-        None => None,
-    };
-    let parts = form.files.get_vec("files").cloned().unwrap_or_default();
-    if parts.is_empty() {
-        return Err(ApiError::field("files", "must contain at least one file"));
-    }
-    if parts.len() > MAX_FILES {
-        return Err(ApiError::field(
-            "files",
-            format!("at most {MAX_FILES} files per upload"),
-        ));
-    }
-    if let Some(agent) = &agent_id
-        && !agent_exists(platform, &who, agent).await?
-    {
-        return Err(ApiError::NotFound("agent"));
-    }
-
-    let mut accepted = Vec::with_capacity(parts.len());
-    for part in &parts {
-        let name = part
-            .name()
-            .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).trim().to_owned())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "upload".to_owned());
-        if part.size() > platform.config.document_max_bytes {
-            return Err(ApiError::FileTooLarge {
-                file: name,
-                limit: per_file,
-            });
+    let boundary = multra::parse_boundary(&content_type)
+        .map_err(|e| ApiError::bad_request(format!("the upload could not be read: {e}")))?;
+    // Nothing stored by this request outlives a failure: an unfinished
+    // GridFS upload deletes its chunks when dropped, finished files are held
+    // here until their document record exists.
+    let mut unclaimed = files::Unclaimed::new(&platform.db);
+    let received = receive(req, &who, platform, boundary, &mut unclaimed).await;
+    let (fields, received) = match received {
+        Ok(r) => r,
+        Err(e) => {
+            unclaimed.discard().await;
+            return Err(e);
         }
-        let bytes = tokio::fs::read(part.path())
-            .await
-            .map_err(ApiError::internal)?;
-        let kind = sniff(&name, &bytes).map_err(|e| {
-            if e.is_unsupported_type() {
-                ApiError::UnsupportedMediaType(e.to_string())
-            } else {
-                ApiError::field("files", e)
-            }
-        })?;
-        accepted.push(Accepted {
-            name,
-            kind: kind.as_str().to_owned(),
-            bytes,
-        });
-    }
+    };
+    let agent_id = fields.agent_id;
+    let category = fields.category;
 
-    let mut created = Vec::with_capacity(accepted.len());
-    for file in accepted {
-        let file_id = files::store(&platform.db, &who.tenant_id, &file.name, &file.bytes)
-            .await
-            .map_err(ApiError::internal)?;
+    let mut created = Vec::with_capacity(received.len());
+    for file in received {
         let now = Utc::now();
         let mut document = KnowledgeDocument {
             id: new_id(),
@@ -240,7 +200,7 @@ pub async fn upload(
             name: file.name,
             mime_type: mime_of(&file.kind).to_owned(),
             kind: file.kind,
-            size: i64::try_from(file.bytes.len()).unwrap_or(i64::MAX),
+            size: i64::try_from(file.file.size).unwrap_or(i64::MAX),
             category: category.clone(),
             status: DocumentStatus::Queued,
             error: None,
@@ -249,8 +209,8 @@ pub async fn upload(
             chunk_count: 0,
             chunks_done: 0,
             progress: 0,
-            file_id,
-            sha256: sha256_hex_bytes(&file.bytes),
+            file_id: file.file.id,
+            sha256: file.file.sha256,
             job_id: None,
             uploaded_by: who.user_id().to_string(),
             created_at: now,
@@ -259,6 +219,7 @@ pub async fn upload(
         };
         let documents = platform.db.scoped::<KnowledgeDocument>(&who.tenant_id);
         documents.insert(&document).await?;
+        unclaimed.claim(&document.file_id);
         let job = state
             .jobs
             .enqueue(
@@ -286,6 +247,212 @@ pub async fn upload(
         ),
         documents: created,
     }))
+}
+
+/// Reads the multipart body part by part, streaming each file into GridFS
+/// (held in `unclaimed`), and checks the fields. Memory per request: one
+/// body chunk, the GridFS chunk being filled and the sniffer's head and
+/// tail windows, whatever the files' sizes.
+async fn receive(
+    req: &mut Request,
+    who: &Caller,
+    platform: &Platform,
+    boundary: String,
+    unclaimed: &mut files::Unclaimed,
+) -> ApiResult<(UploadFields, Vec<Received>)> {
+    let per_file = platform.config.document_max_bytes;
+    let body_limit = per_file
+        .saturating_mul(MAX_FILES as u64)
+        .saturating_add(1024 * 1024);
+    let constraints = multra::Constraints::new()
+        .max_fields(MAX_FILES + MAX_OTHER_PARTS)
+        .size_limit(
+            multra::SizeLimit::new()
+                .whole_stream(body_limit)
+                // Files are counted below, to name the file in the error;
+                // this only backs that up.
+                .per_field(per_file.saturating_add(64 * 1024))
+                .for_field("agentId", MAX_TEXT_FIELD)
+                .for_field("category", MAX_TEXT_FIELD),
+        );
+    let body = req
+        .take_body()
+        .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) });
+    let mut multipart = multra::Multipart::with_constraints(body, boundary, constraints);
+    let read_error = |e| read_error(e, body_limit);
+    let mut fields = UploadFields::default();
+    let mut received: Vec<Received> = Vec::new();
+    let mut agent_checked = false;
+    let outcome = loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(read_error(e)),
+        };
+        let part = Part {
+            who,
+            platform,
+            per_file,
+            body_limit,
+        };
+        if let Err(e) = part
+            .take(
+                field,
+                &mut fields,
+                &mut received,
+                &mut agent_checked,
+                unclaimed,
+            )
+            .await
+        {
+            break Err(e);
+        }
+    };
+    if let Err(e) = outcome {
+        // Read the rest of the body (bounded by the stream limit, kept
+        // nowhere) so the client gets the answer rather than a connection
+        // reset mid-upload.
+        let drain = async { while let Ok(Some(_)) = multipart.next_field().await {} };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(60), drain).await;
+        return Err(e);
+    }
+    if received.is_empty() {
+        return Err(ApiError::field("files", "must contain at least one file"));
+    }
+    if !agent_checked {
+        check_agent(platform, who, fields.agent_id.as_deref()).await?;
+    }
+    Ok((fields, received))
+}
+
+/// Why the multipart body could not be read, as the client's error.
+fn read_error(e: multra::Error, body_limit: u64) -> ApiError {
+    match e {
+        multra::Error::StreamSizeExceeded { .. } => ApiError::PayloadTooLarge {
+            limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
+        },
+        multra::Error::FieldCountExceeded { .. } => ApiError::field(
+            "files",
+            format!("at most {MAX_FILES} files per upload"),
+        ),
+        multra::Error::FieldSizeExceeded { field_name, .. } => ApiError::field(
+            field_name.as_deref().unwrap_or("files"),
+            "is too long",
+        ),
+        other => ApiError::bad_request(format!("the upload could not be read: {other}")),
+    }
+}
+
+/// What handling one multipart part needs.
+struct Part<'a> {
+    who: &'a Caller,
+    platform: &'a Platform,
+    per_file: u64,
+    body_limit: u64,
+}
+
+impl Part<'_> {
+    async fn take(
+        &self,
+        mut field: multra::Field<'_>,
+        fields: &mut UploadFields,
+        received: &mut Vec<Received>,
+        agent_checked: &mut bool,
+        unclaimed: &mut files::Unclaimed,
+    ) -> ApiResult<()> {
+        let (who, platform) = (self.who, self.platform);
+        let read_error = |e| read_error(e, self.body_limit);
+        let part = field.name().unwrap_or_default().to_owned();
+        match part.as_str() {
+            "files" if field.file_name().is_some() => {
+                if received.len() == MAX_FILES {
+                    return Err(ApiError::field(
+                        "files",
+                        format!("at most {MAX_FILES} files per upload"),
+                    ));
+                }
+                // An unknown agent is refused before any file is stored
+                // when the client sends it first, as browsers do.
+                if !*agent_checked {
+                    check_agent(platform, who, fields.agent_id.as_deref()).await?;
+                    *agent_checked = true;
+                }
+                let name = field
+                    .file_name()
+                    .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).trim().to_owned())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| "upload".to_owned());
+                let mut upload = files::Upload::begin(&platform.db, &who.tenant_id, &name)
+                    .await
+                    .map_err(ApiError::internal)?;
+                let mut sniffer = SniffStream::new();
+                loop {
+                    let chunk = match field.chunk().await {
+                        Ok(Some(chunk)) => chunk,
+                        Ok(None) => break,
+                        Err(e) => {
+                            upload.abort().await;
+                            return Err(read_error(e));
+                        }
+                    };
+                    if sniffer.len() + chunk.len() as u64 > self.per_file {
+                        upload.abort().await;
+                        return Err(ApiError::FileTooLarge {
+                            file: name,
+                            limit: usize::try_from(self.per_file).unwrap_or(usize::MAX),
+                        });
+                    }
+                    sniffer.feed(&chunk);
+                    if let Err(e) = upload.write(&chunk).await {
+                        upload.abort().await;
+                        return Err(ApiError::internal(e));
+                    }
+                }
+                let kind = match sniffer.finish(&name) {
+                    Ok(kind) => kind,
+                    Err(e) => {
+                        upload.abort().await;
+                        return Err(if e.is_unsupported_type() {
+                            ApiError::UnsupportedMediaType(e.to_string())
+                        } else {
+                            ApiError::field("files", e)
+                        });
+                    }
+                };
+                let file = upload.finish().await.map_err(ApiError::internal)?;
+                unclaimed.hold(&file.id);
+                received.push(Received {
+                    name,
+                    kind: kind.as_str().to_owned(),
+                    file,
+                });
+            }
+            "agentId" => {
+                let text = field.text().await.map_err(read_error)?;
+                fields.agent_id = Some(text.trim().to_owned()).filter(|v| !v.is_empty());
+                *agent_checked = false;
+            }
+            "category" => {
+                let text = field.text().await.map_err(read_error)?;
+                fields.category = match text.trim() {
+                    "" => None,
+                    c => Some(Name::parse("category", c, 50)?.into_inner()),
+                };
+            }
+            // Anything else is skipped (read past without being kept).
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+async fn check_agent(platform: &Platform, who: &Caller, agent_id: Option<&str>) -> ApiResult<()> {
+    match agent_id {
+        Some(agent) if !agent_exists(platform, who, agent).await? => {
+            Err(ApiError::NotFound("agent"))
+        }
+        _ => Ok(()),
+    }
 }
 
 const STATUSES: &str = "UPLOADED, QUEUED, PARSING, CHUNKING, EMBEDDING, INDEXING, READY or FAILED";

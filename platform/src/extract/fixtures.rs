@@ -175,3 +175,49 @@ pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A .docx whose `word/document.xml` is `unpacked` bytes of zeros, deflated
+/// (1 GiB packs to about 1 MiB): a decompression bomb, built in memory.
+pub fn docx_bomb(unpacked: u64) -> Vec<u8> {
+    use zip::write::SimpleFileOptions;
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let deflated = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(unpacked >= u64::from(u32::MAX));
+    zip.start_file("[Content_Types].xml", deflated).unwrap();
+    zip.write_all(br#"<?xml version="1.0"?><Types/>"#).unwrap();
+    zip.start_file("word/document.xml", deflated).unwrap();
+    let zeros = vec![0u8; 1024 * 1024];
+    let mut left = unpacked;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64);
+        zip.write_all(&zeros[..n as usize]).unwrap();
+        left -= n;
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// `zip` with the declared (central directory and local header)
+/// uncompressed size of `entry` replaced by `size`: an archive that lies.
+pub fn with_declared_size(mut zip: Vec<u8>, entry: &str, size: u32) -> Vec<u8> {
+    let name = entry.as_bytes();
+    let mut i = 0;
+    while i + 46 <= zip.len() {
+        let sig = &zip[i..i + 4];
+        let (header, name_at) = match sig {
+            b"PK\x03\x04" => (30, 26),
+            b"PK\x01\x02" => (46, 28),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let len = usize::from(u16::from_le_bytes([zip[i + name_at], zip[i + name_at + 1]]));
+        if zip.get(i + header..i + header + len) == Some(name) {
+            let at = if header == 30 { i + 22 } else { i + 24 };
+            zip[at..at + 4].copy_from_slice(&size.to_le_bytes());
+        }
+        i += 4;
+    }
+    zip
+}

@@ -5,7 +5,7 @@
 //! 1. [`sniff`] the file name and bytes: the type is decided by the content
 //!    (magic bytes, ZIP entries) *and* the extension, so a renamed or
 //!    mislabelled file is refused with a message naming what it really is;
-//! 2. [`extract_isolated`] the text into [`Section`]s that remember their page
+//! 2. [`extract_isolated`] the text, within [`ExtractLimits`], into [`Section`]s that remember their page
 //!    (PDF) or sheet (spreadsheets);
 //! 3. split the sections with [`crate::chunking::chunk`].
 //!
@@ -13,6 +13,7 @@
 //! the reason a document failed. Nothing here touches the network, the
 //! database or the file system.
 
+mod archive;
 mod docx;
 mod pdf;
 mod sheets;
@@ -24,12 +25,76 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-pub use sniff::sniff;
+pub use sniff::{SniffStream, sniff};
 
 use DocKind as Kind;
 
 /// How long [`extract_isolated`] lets a parser run before giving up on a file.
 pub const DEFAULT_EXTRACT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How much a document may cost to read. Extraction runs inside the worker
+/// process, so this is its memory ceiling: every input a parser expands is
+/// bounded before the parser sees it (the file by `DOCUMENT_MAX_BYTES` at
+/// upload, a ZIP archive's real unpacked size here, the text produced while
+/// it is produced), rather than an address-space rlimit on a child process,
+/// which would need a separate executable shipped and found next to every
+/// worker (and could not cover the in-process workers the tests run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtractLimits {
+    /// How long a parser may run before the file is given up on.
+    pub timeout: Duration,
+    /// Total unpacked size of a .docx/.xlsx/.ods archive, and of a PDF's
+    /// compressed streams (`DOCUMENT_MAX_UNPACKED_BYTES`).
+    pub max_unpacked_bytes: u64,
+    /// Largest unpacked/packed ratio of one archive entry of 1 MiB or more.
+    pub max_ratio: u64,
+    /// Entries in one archive.
+    pub max_entries: usize,
+    /// Text extracted from one document, in UTF-8 bytes
+    /// (`DOCUMENT_MAX_TEXT_BYTES`).
+    pub max_text_bytes: u64,
+}
+
+impl Default for ExtractLimits {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_EXTRACT_TIMEOUT,
+            max_unpacked_bytes: 256 * 1024 * 1024,
+            // Office XML compresses 10-30:1; 200:1 only comes from padding.
+            max_ratio: 200,
+            max_entries: 10_000,
+            max_text_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+impl ExtractLimits {
+    /// The limits from `DOCUMENT_MAX_UNPACKED_BYTES` and
+    /// `DOCUMENT_MAX_TEXT_BYTES`, defaults for the rest.
+    pub fn from_lookup(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let number = |name: &'static str, default: u64| -> Result<u64, crate::config::ConfigError> {
+            let Some(raw) = lookup(name).filter(|v| !v.trim().is_empty()) else {
+                return Ok(default);
+            };
+            raw.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|v| *v >= 1024)
+                .ok_or_else(|| crate::config::ConfigError::Invalid {
+                    name,
+                    reason: format!("'{raw}' is not a number of bytes of at least 1024"),
+                })
+        };
+        let d = Self::default();
+        Ok(Self {
+            max_unpacked_bytes: number("DOCUMENT_MAX_UNPACKED_BYTES", d.max_unpacked_bytes)?,
+            max_text_bytes: number("DOCUMENT_MAX_TEXT_BYTES", d.max_text_bytes)?,
+            ..d
+        })
+    }
+}
 
 /// A supported document type, as decided by [`sniff`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,6 +210,9 @@ pub enum ExtractError {
     Unreadable(String),
     #[error("{}", no_text_message(*.0))]
     NoText(DocKind),
+    /// Reading it would cost more than [`ExtractLimits`] allow.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl ExtractError {
@@ -177,18 +245,35 @@ fn no_text_message(kind: DocKind) -> &'static str {
     }
 }
 
-/// Extracts the text of `bytes`, already identified as `kind` by [`sniff`].
+/// Extracts the text of `bytes`, already identified as `kind` by [`sniff`],
+/// within the default [`ExtractLimits`].
 ///
 /// Runs on the calling thread and may panic or take very long on hostile
 /// input (third-party parsers); workers use [`extract_isolated`].
 pub fn extract(kind: DocKind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
+    extract_within(kind, bytes, &ExtractLimits::default())
+}
+
+/// [`extract`] within `limits`: archives are checked before they are opened
+/// and text stops at `max_text_bytes`.
+pub fn extract_within(
+    kind: DocKind,
+    bytes: &[u8],
+    limits: &ExtractLimits,
+) -> Result<Extracted, ExtractError> {
+    match kind {
+        Kind::Docx | Kind::Xlsx | Kind::Ods => archive::check(kind, bytes, limits)?,
+        Kind::Pdf => pdf::check_streams(bytes, limits.max_unpacked_bytes)?,
+        _ => {}
+    }
     let mut extracted = match kind {
-        Kind::Pdf => pdf::extract(bytes)?,
+        Kind::Pdf => pdf::extract(bytes, limits.max_text_bytes)?,
         Kind::Docx => docx::extract(bytes)?,
         Kind::Txt | Kind::Markdown => text::extract_plain(bytes),
         Kind::Csv => text::extract_csv(bytes)?,
         Kind::Xlsx | Kind::Xls | Kind::Ods => sheets::extract(kind, bytes)?,
     };
+    check_text_size(&extracted.sections, limits.max_text_bytes)?;
     for section in &mut extracted.sections {
         section.text = tidy(&section.text);
     }
@@ -199,8 +284,21 @@ pub fn extract(kind: DocKind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
     Ok(extracted)
 }
 
-/// [`extract`] on a blocking thread, with panics caught and a time limit, so
-/// a malformed file only yields [`ExtractError::Unreadable`].
+/// Stops a document whose text would flood chunking, embedding and the
+/// index (and the worker's memory) with a reason the user can act on.
+fn check_text_size(sections: &[Section], max: u64) -> Result<(), ExtractError> {
+    let total: u64 = sections.iter().map(|s| s.text.len() as u64).sum();
+    if total > max {
+        return Err(ExtractError::TooLarge(format!(
+            "the document contains more than {} of text, the limit per document; split it into smaller files",
+            archive::human(max)
+        )));
+    }
+    Ok(())
+}
+
+/// [`extract_within`] on a blocking thread, with panics caught and a time
+/// limit, so a malformed file only yields [`ExtractError::Unreadable`].
 ///
 /// pdf-extract panics on malformed PDFs by design, and the other parsers are
 /// not guaranteed not to, so every format goes through here. Limits:
@@ -213,10 +311,11 @@ pub fn extract(kind: DocKind, bytes: &[u8]) -> Result<Extracted, ExtractError> {
 pub async fn extract_isolated(
     kind: DocKind,
     bytes: Vec<u8>,
-    timeout: Duration,
+    limits: ExtractLimits,
 ) -> Result<Extracted, ExtractError> {
+    let timeout = limits.timeout;
     let task = tokio::task::spawn_blocking(move || {
-        catch_unwind(AssertUnwindSafe(|| extract(kind, &bytes)))
+        catch_unwind(AssertUnwindSafe(|| extract_within(kind, &bytes, &limits)))
     });
     match tokio::time::timeout(timeout, task).await {
         Ok(Ok(Ok(result))) => result,

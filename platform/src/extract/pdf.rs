@@ -1,11 +1,55 @@
 //! PDF text, page by page, with pdf-extract (which panics on some malformed
 //! files: callers go through `extract_isolated`).
 
+use std::io::Read;
+
 use pdf_extract::{Document, PlainTextOutput};
 
 use super::{DocKind, ExtractError, Extracted, Section};
 
-pub(super) fn extract(bytes: &[u8]) -> Result<Extracted, ExtractError> {
+/// Inflates every Flate-compressed stream of the raw file into nothing,
+/// counting, and refuses the file when they expand to more than
+/// `max_unpacked` bytes. This runs before lopdf sees the file because
+/// lopdf inflates object streams while loading and page contents and fonts
+/// while reading, each whole into memory: a PDF is an archive too. Streams
+/// are found by their `stream` keyword rather than through the parser (a
+/// zlib stream ends by itself, and anything that is not one fails on its
+/// first bytes).
+pub(super) fn check_streams(bytes: &[u8], max_unpacked: u64) -> Result<(), ExtractError> {
+    let mut total: u64 = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut from = 0;
+    while let Some(found) = find(&bytes[from..], b"stream") {
+        let keyword = from + found;
+        from = keyword + b"stream".len();
+        if keyword >= 3 && &bytes[keyword - 3..keyword] == b"end" {
+            continue;
+        }
+        let data = match &bytes[from..] {
+            [b'\r', b'\n', ..] => from + 2,
+            [b'\n' | b'\r', ..] => from + 1,
+            _ => continue,
+        };
+        let mut inflate = flate2::read::ZlibDecoder::new(&bytes[data..]);
+        while let Ok(n @ 1..) = inflate.read(&mut buf) {
+            total += n as u64;
+            if total > max_unpacked {
+                return Err(super::archive::too_big(max_unpacked));
+            }
+        }
+        // Skip the compressed data: its bytes may spell "stream" too.
+        from = data + usize::try_from(inflate.total_in()).unwrap_or(0);
+    }
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Stops once the pages read so far hold more than `max_text` bytes, so a
+/// PDF cannot grow the text without bound.
+pub(super) fn extract(bytes: &[u8], max_text: u64) -> Result<Extracted, ExtractError> {
     let mut doc = Document::load_mem(bytes).map_err(load_error)?;
     if doc.is_encrypted() {
         // Many PDFs are "encrypted" with an empty user password only to set
@@ -16,7 +60,8 @@ pub(super) fn extract(bytes: &[u8]) -> Result<Extracted, ExtractError> {
     if pages.is_empty() {
         return Err(ExtractError::damaged(DocKind::Pdf, "it has no pages"));
     }
-    let mut sections = Vec::new();
+    let mut sections: Vec<Section> = Vec::new();
+    let mut text_bytes: u64 = 0;
     let mut failed = None;
     // Pages are read one by one (rather than with
     // `extract_text_from_mem_by_pages`, which stops at the first bad page) so
@@ -28,11 +73,18 @@ pub(super) fn extract(bytes: &[u8]) -> Result<Extracted, ExtractError> {
             pdf_extract::output_doc_page(&doc, &mut output, number)
         };
         match result {
-            Ok(()) => sections.push(Section {
-                text,
-                page: Some(number),
-                sheet: None,
-            }),
+            Ok(()) => {
+                text_bytes += text.len() as u64;
+                sections.push(Section {
+                    text,
+                    page: Some(number),
+                    sheet: None,
+                });
+                if text_bytes > max_text {
+                    // The caller words the error.
+                    break;
+                }
+            }
             Err(e) => {
                 tracing::debug!(page = number, error = %e, "PDF page unreadable");
                 failed.get_or_insert(e.to_string());

@@ -11,7 +11,11 @@ use super::*;
 // ---------------------------------------------------------------- fixtures
 
 async fn isolated(kind: DocKind, bytes: Vec<u8>) -> Result<Extracted, ExtractError> {
-    extract_isolated(kind, bytes, Duration::from_secs(30)).await
+    let limits = ExtractLimits {
+        timeout: Duration::from_secs(30),
+        ..ExtractLimits::default()
+    };
+    extract_isolated(kind, bytes, limits).await
 }
 
 // ------------------------------------------------------------------- sniff
@@ -293,7 +297,11 @@ async fn a_panicking_parser_only_yields_unreadable() {
 #[tokio::test]
 async fn a_slow_parse_times_out() {
     let big = "word ".repeat(4_000_000).into_bytes();
-    let err = extract_isolated(DocKind::Txt, big, Duration::from_millis(1))
+    let limits = ExtractLimits {
+        timeout: Duration::from_millis(1),
+        ..ExtractLimits::default()
+    };
+    let err = extract_isolated(DocKind::Txt, big, limits)
         .await
         .unwrap_err();
     let ExtractError::Unreadable(reason) = &err else {
@@ -469,4 +477,220 @@ async fn extracted_sections_chunk_with_their_location() {
     let chunks = crate::chunking::chunk(&out.sections, crate::chunking::ChunkOptions::default());
     let pages: Vec<Option<u32>> = chunks.iter().map(|c| c.page).collect();
     assert_eq!(pages, [Some(1), Some(2), Some(3)]);
+}
+
+// --------------------------------------------------------- streamed sniff
+
+fn sniff_streamed(name: &str, bytes: &[u8], chunk: usize) -> Result<DocKind, ExtractError> {
+    let mut s = SniffStream::new();
+    for part in bytes.chunks(chunk.max(1)) {
+        s.feed(part);
+    }
+    s.finish(name)
+}
+
+#[test]
+fn streamed_sniff_agrees_with_whole_file_sniff() {
+    let mut ole_xls = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    ole_xls.extend(noise(600, 3).iter().map(|b| b | 1));
+    let mut ole_doc = ole_xls.clone();
+    ole_doc.extend(noise(300_000, 4).iter().map(|b| b | 1));
+    ole_doc.extend("WordDocument".encode_utf16().flat_map(u16::to_le_bytes));
+    ole_doc.extend(noise(3_000_000, 5).iter().map(|b| b | 1));
+    // A Word document with a big picture: its middle is never buffered.
+    let big_docx = {
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(docx_fixture())).unwrap();
+        let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for i in 0..zip.len() {
+            out.raw_copy_file(zip.by_index(i).unwrap()).unwrap();
+        }
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        out.start_file("word/media/image1.png", stored).unwrap();
+        std::io::Write::write_all(&mut out, &noise(5_000_000, 9)).unwrap();
+        out.finish().unwrap().into_inner()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("report.pdf", three_page_pdf()),
+        ("policy.docx", docx_fixture()),
+        ("big.docx", big_docx.clone()),
+        ("big.pdf", big_docx),
+        ("prices.xlsx", xlsx_fixture()),
+        ("prices.xls", xlsx_fixture()),
+        ("stock.ods", ods_fixture()),
+        ("notes.txt", b"hello".to_vec()),
+        ("notes.md", "word ".repeat(200_000).into_bytes()),
+        ("old.xls", ole_xls),
+        ("old.xls", ole_doc),
+        ("contract.docx", zip_of(&[("hello.txt", b"hi")])),
+        ("photo.png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec()),
+        ("notes.txt", noise(100_000, 11)),
+        ("empty.txt", Vec::new()),
+        ("upload", ods_fixture()),
+    ];
+    for (name, bytes) in &cases {
+        let whole = sniff(name, bytes);
+        for chunk in [1usize, 7, 4096, 65_536, 1 << 20, bytes.len()] {
+            if chunk == 1 && bytes.len() > 100_000 {
+                continue;
+            }
+            assert_eq!(
+                sniff_streamed(name, bytes, chunk),
+                whole,
+                "{name} ({} bytes) in chunks of {chunk}",
+                bytes.len()
+            );
+        }
+    }
+    assert_eq!(sniff("big.docx", &cases[2].1), Ok(DocKind::Docx));
+}
+
+// -------------------------------------------------- decompression bombs
+
+fn limits() -> ExtractLimits {
+    ExtractLimits::default()
+}
+
+#[test]
+fn a_gigabyte_of_zeros_in_a_docx_is_refused_unopened() {
+    let bomb = docx_bomb(1024 * 1024 * 1024);
+    assert!(bomb.len() < 4 * 1024 * 1024, "{}", bomb.len());
+    assert_eq!(sniff("bomb.docx", &bomb), Ok(DocKind::Docx));
+    let started = std::time::Instant::now();
+    let err = extract_within(DocKind::Docx, &bomb, &limits()).unwrap_err();
+    let ExtractError::TooLarge(msg) = &err else {
+        panic!("expected TooLarge, got {err:?}");
+    };
+    assert!(msg.contains("\"word/document.xml\""), "{msg}");
+    assert!(msg.contains("decompression bomb"), "{msg}");
+    assert!(msg.contains("1024 MB"), "{msg}");
+    // Refused from the central directory, nothing inflated.
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn an_archive_over_the_total_unpacked_limit_is_refused() {
+    // Text-like content that compresses about 3:1, well under the ratio.
+    let text: Vec<u8> = noise(3 * 1024 * 1024, 21)
+        .iter()
+        .map(|b| b"abcdefgh"[usize::from(*b & 7)])
+        .collect();
+    let zip = {
+        let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let deflated = zip::write::SimpleFileOptions::default();
+        out.start_file("word/document.xml", deflated).unwrap();
+        std::io::Write::write_all(&mut out, &text).unwrap();
+        out.finish().unwrap().into_inner()
+    };
+    let small = ExtractLimits {
+        max_unpacked_bytes: 2 * 1024 * 1024,
+        ..limits()
+    };
+    let err = extract_within(DocKind::Docx, &zip, &small).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the file expands to more than 2 MB when unpacked, the limit per document; split it into smaller files"
+    );
+}
+
+#[test]
+fn an_archive_lying_about_its_sizes_is_caught_while_inflating() {
+    // 64 MiB of zeros declared as 100 bytes: the central directory looks
+    // harmless, the inflate pass is what stops it.
+    let liar = with_declared_size(docx_bomb(64 * 1024 * 1024), "word/document.xml", 100);
+    let zip = zip::ZipArchive::new(std::io::Cursor::new(liar.clone())).unwrap();
+    assert_eq!(zip.len(), 2);
+    let err = extract_within(DocKind::Docx, &liar, &limits()).unwrap_err();
+    assert!(
+        matches!(err, ExtractError::TooLarge(_) | ExtractError::Damaged { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("word/document.xml"), "{err}");
+}
+
+#[test]
+fn an_archive_with_too_many_parts_is_refused() {
+    let names: Vec<String> = (0..12).map(|i| format!("part{i}.xml")).collect();
+    let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"<a/>"[..])).collect();
+    let zip = zip_of(&entries);
+    let few = ExtractLimits {
+        max_entries: 10,
+        ..limits()
+    };
+    let err = extract_within(DocKind::Xlsx, &zip, &few).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("the file contains 12 parts, more than the 10 allowed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn real_office_files_pass_the_archive_checks() {
+    for (kind, bytes) in [
+        (DocKind::Docx, docx_fixture()),
+        (DocKind::Xlsx, xlsx_fixture()),
+        (DocKind::Ods, ods_fixture()),
+    ] {
+        let tight = ExtractLimits {
+            max_unpacked_bytes: 256 * 1024,
+            max_entries: 50,
+            ..limits()
+        };
+        assert!(extract_within(kind, &bytes, &tight).is_ok(), "{kind}");
+    }
+}
+
+// ----------------------------------------------------------- text ceiling
+
+#[tokio::test]
+async fn text_beyond_the_ceiling_fails_the_document_cleanly() {
+    let small = ExtractLimits {
+        max_text_bytes: 4096,
+        ..limits()
+    };
+    let text = "All work and no play. ".repeat(1000).into_bytes();
+    let err = extract_isolated(DocKind::Txt, text, small).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the document contains more than 4 KB of text, the limit per document; split it into smaller files"
+    );
+    let line = "A line of text that repeats on every page of this PDF.";
+    let page: Vec<&str> = vec![line; 20];
+    let pages: Vec<&[&str]> = vec![&page; 30];
+    let pdf = pdf_with_pages(&pages);
+    let err = extract_isolated(DocKind::Pdf, pdf.clone(), small)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExtractError::TooLarge(_)), "{err:?}");
+    // The same files within the default ceiling read fine.
+    assert_eq!(
+        extract_isolated(DocKind::Pdf, pdf, limits())
+            .await
+            .unwrap()
+            .pages,
+        Some(30)
+    );
+}
+
+#[test]
+fn a_pdf_whose_streams_expand_past_the_limit_is_refused_before_parsing() {
+    let mut content = b"BT /F1 12 Tf 72 720 Td (Packed page) Tj ET\n".to_vec();
+    content.extend(vec![b' '; 4 * 1024 * 1024]);
+    let mut doc = lopdf::Document::load_mem(&pdf_with_contents(&[content])).unwrap();
+    doc.compress();
+    let mut packed = Vec::new();
+    doc.save_to(&mut packed).unwrap();
+    assert!(packed.len() < 100_000, "{}", packed.len());
+    let small = ExtractLimits {
+        max_unpacked_bytes: 1024 * 1024,
+        ..limits()
+    };
+    let err = extract_within(DocKind::Pdf, &packed, &small).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the file expands to more than 1 MB when unpacked, the limit per document; split it into smaller files"
+    );
+    let read = extract_within(DocKind::Pdf, &packed, &limits()).unwrap();
+    assert!(read.sections[0].text.contains("Packed page"), "{read:?}");
 }

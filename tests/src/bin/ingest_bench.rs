@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use aigentable_platform::chunking::{ChunkOptions, chunk};
-use aigentable_platform::extract::{DEFAULT_EXTRACT_TIMEOUT, extract_isolated, fixtures, sniff};
+use aigentable_platform::extract::{ExtractLimits, extract_isolated, fixtures, sniff};
 use aigentable_vectors::{CollectionSpec, EmbeddedStore, Point, PointPayload, VectorStore};
 
 const WORDS: &[&str] = &[
@@ -226,7 +226,7 @@ async fn ingest(
     tally.bytes += bytes.len();
     let started = Instant::now();
     let kind = sniff(name, &bytes)?;
-    let extracted = extract_isolated(kind, bytes, DEFAULT_EXTRACT_TIMEOUT).await?;
+    let extracted = extract_isolated(kind, bytes, ExtractLimits::default()).await?;
     tally.extract += started.elapsed();
     tally.units += u64::from(extracted.pages.or(extracted.sheets).unwrap_or(0));
 

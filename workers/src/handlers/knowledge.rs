@@ -20,7 +20,7 @@ use aigentable_jobs::Job;
 use aigentable_jobs::events;
 use aigentable_jobs::types::{IngestDocument, PurgeDocument, SearchKnowledge};
 use aigentable_platform::chunking::{ChunkOptions, chunk};
-use aigentable_platform::extract::{DEFAULT_EXTRACT_TIMEOUT, extract_isolated, sniff};
+use aigentable_platform::extract::{extract_isolated, sniff};
 use aigentable_platform::files;
 use aigentable_platform::ids::TenantId;
 use aigentable_platform::llm::index::{self, IndexedModel};
@@ -146,7 +146,7 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
         .await
         .map_err(JobError::transient)?;
     let kind = sniff(&document.name, &bytes).map_err(JobError::permanent)?;
-    let extracted = extract_isolated(kind, bytes, DEFAULT_EXTRACT_TIMEOUT)
+    let extracted = extract_isolated(kind, bytes, ctx.state.platform.config.extract)
         .await
         .map_err(JobError::permanent)?;
 
