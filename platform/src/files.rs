@@ -158,7 +158,10 @@ impl Drop for Unclaimed {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(files = ids.len(), "unclaimed uploads left behind: no runtime to delete them");
+            tracing::warn!(
+                files = ids.len(),
+                "unclaimed uploads left behind: no runtime to delete them"
+            );
             return;
         };
         let db = self.db.clone();

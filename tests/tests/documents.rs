@@ -387,7 +387,10 @@ async fn files_stream_into_storage_whole_and_an_oversized_or_cut_upload_leaves_n
     let r = upload(
         &app,
         &s,
-        vec![("big.txt", big.clone()), ("small.md", b"# Hi\n\nthere".to_vec())],
+        vec![
+            ("big.txt", big.clone()),
+            ("small.md", b"# Hi\n\nthere".to_vec()),
+        ],
         None,
     )
     .await;
@@ -406,7 +409,10 @@ async fn files_stream_into_storage_whole_and_an_oversized_or_cut_upload_leaves_n
     let bytes = aigentable_platform::files::load(&app.platform.db, &stored.to_hex())
         .await
         .expect("stored file loads");
-    assert!(bytes == big, "the stored file is the uploaded one, byte for byte");
+    assert!(
+        bytes == big,
+        "the stored file is the uploaded one, byte for byte"
+    );
     let id = r.body["documents"][0]["id"].as_str().unwrap_or_default();
     wait_status(&app, &s, id, "READY").await;
     let before = stored_counts(&app).await;
@@ -484,7 +490,12 @@ async fn decompression_bombs_and_floods_of_text_fail_with_a_reason_and_the_worke
     )
     .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
-    let id = |i: usize| r.body["documents"][i]["id"].as_str().unwrap_or_default().to_owned();
+    let id = |i: usize| {
+        r.body["documents"][i]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
     let failed = wait_status(&app, &s, &id(0), "FAILED").await;
     let reason = failed["error"].as_str().unwrap_or_default();
     assert!(

@@ -3,8 +3,8 @@
 //! through a `purge_document` job.
 
 use bson::{Document, doc};
-use futures::TryStreamExt;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use salvo::oapi::ToSchema;
 use salvo::prelude::*;
 use serde::Serialize;
@@ -331,14 +331,12 @@ fn read_error(e: multra::Error, body_limit: u64) -> ApiError {
         multra::Error::StreamSizeExceeded { .. } => ApiError::PayloadTooLarge {
             limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
         },
-        multra::Error::FieldCountExceeded { .. } => ApiError::field(
-            "files",
-            format!("at most {MAX_FILES} files per upload"),
-        ),
-        multra::Error::FieldSizeExceeded { field_name, .. } => ApiError::field(
-            field_name.as_deref().unwrap_or("files"),
-            "is too long",
-        ),
+        multra::Error::FieldCountExceeded { .. } => {
+            ApiError::field("files", format!("at most {MAX_FILES} files per upload"))
+        }
+        multra::Error::FieldSizeExceeded { field_name, .. } => {
+            ApiError::field(field_name.as_deref().unwrap_or("files"), "is too long")
+        }
         other => ApiError::bad_request(format!("the upload could not be read: {other}")),
     }
 }
@@ -382,7 +380,7 @@ impl Part<'_> {
                     .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).trim().to_owned())
                     .filter(|n| !n.is_empty())
                     .unwrap_or_else(|| "upload".to_owned());
-                let mut upload = files::Upload::begin(&platform.db, &who.tenant_id, &name)
+                let mut gridfs = files::Upload::begin(&platform.db, &who.tenant_id, &name)
                     .await
                     .map_err(ApiError::internal)?;
                 let mut sniffer = SniffStream::new();
@@ -390,28 +388,36 @@ impl Part<'_> {
                     let chunk = match field.chunk().await {
                         Ok(Some(chunk)) => chunk,
                         Ok(None) => break,
+                        // The parser's own bound, passed by this file.
+                        Err(multra::Error::FieldSizeExceeded { .. }) => {
+                            gridfs.abort().await;
+                            return Err(ApiError::FileTooLarge {
+                                file: name,
+                                limit: usize::try_from(self.per_file).unwrap_or(usize::MAX),
+                            });
+                        }
                         Err(e) => {
-                            upload.abort().await;
+                            gridfs.abort().await;
                             return Err(read_error(e));
                         }
                     };
                     if sniffer.len() + chunk.len() as u64 > self.per_file {
-                        upload.abort().await;
+                        gridfs.abort().await;
                         return Err(ApiError::FileTooLarge {
                             file: name,
                             limit: usize::try_from(self.per_file).unwrap_or(usize::MAX),
                         });
                     }
                     sniffer.feed(&chunk);
-                    if let Err(e) = upload.write(&chunk).await {
-                        upload.abort().await;
+                    if let Err(e) = gridfs.write(&chunk).await {
+                        gridfs.abort().await;
                         return Err(ApiError::internal(e));
                     }
                 }
                 let kind = match sniffer.finish(&name) {
                     Ok(kind) => kind,
                     Err(e) => {
-                        upload.abort().await;
+                        gridfs.abort().await;
                         return Err(if e.is_unsupported_type() {
                             ApiError::UnsupportedMediaType(e.to_string())
                         } else {
@@ -419,7 +425,7 @@ impl Part<'_> {
                         });
                     }
                 };
-                let file = upload.finish().await.map_err(ApiError::internal)?;
+                let file = gridfs.finish().await.map_err(ApiError::internal)?;
                 unclaimed.hold(&file.id);
                 received.push(Received {
                     name,

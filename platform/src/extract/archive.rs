@@ -18,7 +18,11 @@ use super::{DocKind, ExtractError, ExtractLimits};
 /// compresses far beyond any sane ratio and cannot hurt anyway.
 const RATIO_FLOOR: u64 = 1024 * 1024;
 
-pub(super) fn check(kind: DocKind, bytes: &[u8], limits: &ExtractLimits) -> Result<(), ExtractError> {
+pub(super) fn check(
+    kind: DocKind,
+    bytes: &[u8],
+    limits: &ExtractLimits,
+) -> Result<(), ExtractError> {
     let mut zip =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| ExtractError::damaged(kind, e))?;
     if zip.len() > limits.max_entries {
@@ -55,7 +59,9 @@ pub(super) fn check(kind: DocKind, bytes: &[u8], limits: &ExtractLimits) -> Resu
     let mut total: u64 = 0;
     let mut buf = vec![0u8; 64 * 1024];
     for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| ExtractError::damaged(kind, e))?;
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| ExtractError::damaged(kind, e))?;
         let name = entry_name(&entry);
         loop {
             let n = match entry.read(&mut buf) {

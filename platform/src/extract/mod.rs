@@ -74,19 +74,20 @@ impl ExtractLimits {
     pub fn from_lookup(
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, crate::config::ConfigError> {
-        let number = |name: &'static str, default: u64| -> Result<u64, crate::config::ConfigError> {
-            let Some(raw) = lookup(name).filter(|v| !v.trim().is_empty()) else {
-                return Ok(default);
+        let number =
+            |name: &'static str, default: u64| -> Result<u64, crate::config::ConfigError> {
+                let Some(raw) = lookup(name).filter(|v| !v.trim().is_empty()) else {
+                    return Ok(default);
+                };
+                raw.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|v| *v >= 1024)
+                    .ok_or_else(|| crate::config::ConfigError::Invalid {
+                        name,
+                        reason: format!("'{raw}' is not a number of bytes of at least 1024"),
+                    })
             };
-            raw.trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|v| *v >= 1024)
-                .ok_or_else(|| crate::config::ConfigError::Invalid {
-                    name,
-                    reason: format!("'{raw}' is not a number of bytes of at least 1024"),
-                })
-        };
         let d = Self::default();
         Ok(Self {
             max_unpacked_bytes: number("DOCUMENT_MAX_UNPACKED_BYTES", d.max_unpacked_bytes)?,

@@ -65,7 +65,12 @@ pub fn sniff(filename: &str, bytes: &[u8]) -> Result<DocKind, ExtractError> {
     let content = classify(
         bytes,
         || classify_zip(Cursor::new(bytes)),
-        || ole_content(find(bytes, &utf16(WORD_STREAM)), find(bytes, &utf16(PPT_STREAM))),
+        || {
+            ole_content(
+                find(bytes, &utf16(WORD_STREAM)),
+                find(bytes, &utf16(PPT_STREAM)),
+            )
+        },
     );
     decide(filename, &content)
 }
@@ -292,11 +297,7 @@ const OLE_MAGIC: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
 /// What `head` (the start of the file, at least its first 8 KiB when it is
 /// longer) is; ZIP archives and OLE compound files are told apart by
 /// `zip` and `ole`, which see more of the file.
-fn classify(
-    head: &[u8],
-    zip: impl FnOnce() -> Content,
-    ole: impl FnOnce() -> Content,
-) -> Content {
+fn classify(head: &[u8], zip: impl FnOnce() -> Content, ole: impl FnOnce() -> Content) -> Content {
     // Readers accept the header anywhere in the first KiB, and some
     // generators put junk before it.
     let first_kib = &head[..head.len().min(1024)];

@@ -602,7 +602,10 @@ fn an_archive_lying_about_its_sizes_is_caught_while_inflating() {
     assert_eq!(zip.len(), 2);
     let err = extract_within(DocKind::Docx, &liar, &limits()).unwrap_err();
     assert!(
-        matches!(err, ExtractError::TooLarge(_) | ExtractError::Damaged { .. }),
+        matches!(
+            err,
+            ExtractError::TooLarge(_) | ExtractError::Damaged { .. }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("word/document.xml"), "{err}");
@@ -650,7 +653,9 @@ async fn text_beyond_the_ceiling_fails_the_document_cleanly() {
         ..limits()
     };
     let text = "All work and no play. ".repeat(1000).into_bytes();
-    let err = extract_isolated(DocKind::Txt, text, small).await.unwrap_err();
+    let err = extract_isolated(DocKind::Txt, text, small)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "the document contains more than 4 KB of text, the limit per document; split it into smaller files"
