@@ -170,11 +170,13 @@ mod tests {
         let h = gate.hash("correct horse 1").await?;
         assert!(gate.verify("correct horse 1", &h).await?);
         // Eight at once through one slot and a line of one: most are refused.
-        let tries = (0..8).map(|_| {
-            let gate = gate.clone();
-            let h = h.clone();
-            tokio::spawn(async move { gate.verify("wrong horse 1", &h).await })
-        });
+        let tries: Vec<_> = (0..8)
+            .map(|_| {
+                let gate = gate.clone();
+                let h = h.clone();
+                tokio::spawn(async move { gate.verify("wrong horse 1", &h).await })
+            })
+            .collect();
         let mut busy = 0;
         for t in tries {
             if matches!(t.await, Ok(Err(PasswordError::Busy))) {
