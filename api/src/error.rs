@@ -220,3 +220,14 @@ impl EndpointOutRegister for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<aigentable_platform::auth::password::PasswordError> for ApiError {
+    fn from(e: aigentable_platform::auth::password::PasswordError) -> Self {
+        match e {
+            aigentable_platform::auth::password::PasswordError::Busy => ApiError::Unavailable(
+                "the server is busy checking passwords; retry in a moment".to_owned(),
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}

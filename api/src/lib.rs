@@ -6,6 +6,7 @@ pub mod extract;
 pub mod guard;
 pub mod metrics;
 pub mod realtime;
+pub mod realtime_sessions;
 pub mod realtime_widget;
 pub mod routes;
 pub mod state;
@@ -62,6 +63,7 @@ fn api_router() -> Router {
         .push(Router::with_path("auth/login").post(auth::login))
         .push(Router::with_path("auth/forgot-password").post(auth::forgot_password))
         .push(Router::with_path("auth/reset-password").post(auth::reset_password))
+        .push(Router::with_path("auth/verify-email").post(auth::verify_email))
         .push(routes_channels_public());
     let protected = Router::new()
         .hoop(guard::require_auth)

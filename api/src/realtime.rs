@@ -17,8 +17,10 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 
 use aigentable_jobs::events::{RealtimeEvent, channel};
+use aigentable_platform::auth::revocation::{SessionRevocation, sessions_channel};
 
 use crate::guard::{Caller, authenticate_token};
+use crate::realtime_sessions::{self as sessions, Gone};
 use crate::state::AppState;
 
 /// Namespaces clients may connect to: the seed passes `VITE_API_URL`, which
@@ -30,6 +32,13 @@ pub const NAMESPACES: [&str; 2] = ["/", "/api/v1"];
 struct AuthPayload {
     token: Option<String>,
     tenant_id: Option<String>,
+}
+
+/// What the socket connected with, to re-check the caller on every action.
+#[derive(Debug, Clone)]
+struct Credentials {
+    token: String,
+    tenant: Option<String>,
 }
 
 #[derive(Debug)]
@@ -74,6 +83,10 @@ async fn authenticate(
     match authenticate_token(&state, &token, tenant, false).await {
         Ok(caller) => {
             socket.extensions.insert(caller);
+            socket.extensions.insert(Credentials {
+                token,
+                tenant: tenant.map(str::to_owned),
+            });
             Ok(())
         }
         Err(e) => {
@@ -146,12 +159,40 @@ async fn owns_conversation(state: &AppState, caller: &Caller, id: &str) -> bool 
         .is_some()
 }
 
+/// The caller as stored now. When the token, the account or the tenant no
+/// longer allows the session, the socket is told why and disconnected.
+async fn recheck(socket: &SocketRef, state: &AppState) -> Option<Caller> {
+    let credentials = socket.extensions.get::<Credentials>()?;
+    match authenticate_token(
+        state,
+        &credentials.token,
+        credentials.tenant.as_deref(),
+        false,
+    )
+    .await
+    {
+        Ok(caller) => {
+            socket.extensions.insert(caller.clone());
+            Some(caller)
+        }
+        Err(e) => {
+            sessions::end(socket.clone(), sessions::reason_of(&e));
+            None
+        }
+    }
+}
+
 async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
     let Some(caller) = socket.extensions.get::<Caller>() else {
         socket.disconnect().ok();
         return;
     };
     socket.join(tenant_room(caller.tenant_id.as_str()));
+    socket.join(sessions::user_room(caller.user.id.as_str()));
+    socket.join(sessions::session_room(&caller.jti));
+    let gone = Gone::default();
+    socket.extensions.insert(gone.clone());
+    sessions::expire_at(socket.clone(), caller.exp, gone);
     state.metrics.socket_connections.inc();
     tracing::debug!(tenant_id = %caller.tenant_id, user_id = %caller.user.id, ns = socket.ns(), "socket connected");
 
@@ -161,7 +202,7 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
                Data(conversation): Data<ConversationRef>,
                State(state): State<AppState>,
                ack: AckSender| {
-            let Some(caller) = s.extensions.get::<Caller>() else {
+            let Some(caller) = recheck(&s, &state).await else {
                 return;
             };
             let id = conversation.id();
@@ -176,7 +217,13 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
     );
     socket.on(
         "leave-conversation",
-        async |s: SocketRef, Data(conversation): Data<ConversationRef>, ack: AckSender| {
+        async |s: SocketRef,
+               Data(conversation): Data<ConversationRef>,
+               State(state): State<AppState>,
+               ack: AckSender| {
+            if recheck(&s, &state).await.is_none() {
+                return;
+            }
             let id = conversation.id();
             s.leave(conversation_room(&id));
             ack.send(&json!({ "ok": true, "conversationId": id })).ok();
@@ -188,7 +235,7 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
                TryData(payload): TryData<SendMessage>,
                State(state): State<AppState>,
                ack: AckSender| {
-            let Some(caller) = s.extensions.get::<Caller>() else {
+            let Some(caller) = recheck(&s, &state).await else {
                 return;
             };
             let reply = match payload {
@@ -214,7 +261,10 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
             ack.send(&reply).ok();
         },
     );
-    socket.on_disconnect(async |State(state): State<AppState>| {
+    socket.on_disconnect(async |s: SocketRef, State(state): State<AppState>| {
+        if let Some(gone) = s.extensions.get::<Gone>() {
+            gone.signal();
+        }
         state.metrics.socket_connections.dec();
     });
 }
@@ -248,8 +298,8 @@ pub async fn relay(io: &SocketIo, event: &RealtimeEvent) {
     crate::realtime_widget::relay(io, event).await;
 }
 
-/// Subscribes to the workers' events on Redis and relays them, reconnecting
-/// with backoff when Redis goes away.
+/// Subscribes to the workers' events and to session revocations on Redis and
+/// relays them, reconnecting with backoff when Redis goes away.
 pub async fn run_relay(io: SocketIo, redis_url: String, namespace: String) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -269,10 +319,23 @@ async fn subscribe_and_relay(
 ) -> redis::RedisResult<()> {
     let client = redis::Client::open(redis_url)?;
     let mut pubsub = client.get_async_pubsub().await?;
+    let revocations = sessions_channel(namespace);
     pubsub.subscribe(channel(namespace)).await?;
-    tracing::info!("relaying realtime events");
+    pubsub.subscribe(&revocations).await?;
+    tracing::info!("relaying realtime events and session revocations");
     let mut messages = pubsub.on_message();
     while let Some(msg) = messages.next().await {
+        if msg.get_channel_name() == revocations {
+            match msg
+                .get_payload::<String>()
+                .ok()
+                .and_then(|p| serde_json::from_str::<SessionRevocation>(&p).ok())
+            {
+                Some(revocation) => sessions::apply(io, &revocation),
+                None => tracing::warn!("malformed session revocation"),
+            }
+            continue;
+        }
         let payload: String = match msg.get_payload() {
             Ok(p) => p,
             Err(e) => {

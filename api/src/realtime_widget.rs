@@ -21,6 +21,7 @@ use aigentable_platform::model::channel::COLLECTION as CHANNELS;
 use aigentable_platform::model::{Channel, MessageStatus, SenderType};
 
 use crate::realtime::conversation_room;
+use crate::realtime_sessions::{self as sessions, Gone};
 use crate::routes::widget::{VisitorMessage, visitor_conversation, visitor_view_of};
 use crate::state::AppState;
 
@@ -35,6 +36,8 @@ struct AuthPayload {
 struct Visitor {
     channel_id: String,
     visitor_id: String,
+    token: String,
+    exp: i64,
 }
 
 #[derive(Debug)]
@@ -54,36 +57,75 @@ async fn authenticate(
     let token = auth.unwrap_or_default().token.unwrap_or_default();
     let claims = visitor::verify(state.platform.config.jwt.secret.expose(), &token)
         .ok_or(Refused("visitor session missing or expired"))?;
+    if active_channel(&state, &claims.c).await.is_none() {
+        return Err(Refused("this chat is not available"));
+    }
     socket.extensions.insert(Visitor {
         channel_id: claims.c,
         visitor_id: claims.v,
+        token,
+        exp: claims.e,
     });
     Ok(())
 }
 
+async fn active_channel(state: &AppState, channel_id: &str) -> Option<Channel> {
+    state
+        .platform
+        .db
+        .unscoped::<Channel>(CHANNELS)
+        .find_one(bson::doc! { "_id": channel_id })
+        .await
+        .ok()
+        .flatten()
+        .filter(|c| c.is_active)
+}
+
+/// The visitor, while the token is valid and the channel active; otherwise
+/// the socket is told why and disconnected.
+async fn recheck(socket: &SocketRef, state: &AppState) -> Option<(Visitor, Channel)> {
+    let v = socket.extensions.get::<Visitor>()?;
+    if visitor::verify(state.platform.config.jwt.secret.expose(), &v.token).is_none() {
+        sessions::end(
+            socket.clone(),
+            aigentable_platform::auth::revocation::reasons::EXPIRED,
+        );
+        return None;
+    }
+    let Some(channel) = active_channel(state, &v.channel_id).await else {
+        sessions::end(
+            socket.clone(),
+            aigentable_platform::auth::revocation::reasons::CHANNEL_DISABLED,
+        );
+        return None;
+    };
+    Some((v, channel))
+}
+
 async fn on_connect(socket: SocketRef) {
+    let Some(visitor) = socket.extensions.get::<Visitor>() else {
+        socket.disconnect().ok();
+        return;
+    };
+    socket.join(sessions::channel_room(&visitor.channel_id));
+    let gone = Gone::default();
+    socket.extensions.insert(gone.clone());
+    sessions::expire_at(socket.clone(), visitor.exp, gone);
+    socket.on_disconnect(async |s: SocketRef| {
+        if let Some(gone) = s.extensions.get::<Gone>() {
+            gone.signal();
+        }
+    });
     socket.on(
         "join",
         async |s: SocketRef, State(state): State<AppState>, ack: AckSender| {
-            let Some(v) = s.extensions.get::<Visitor>() else {
+            let Some((v, channel)) = recheck(&s, &state).await else {
                 return;
             };
-            let channel = state
-                .platform
-                .db
-                .unscoped::<Channel>(CHANNELS)
-                .find_one(bson::doc! { "_id": &v.channel_id })
+            let conversation = visitor_conversation(&state, &channel, &v.visitor_id)
                 .await
                 .ok()
-                .flatten()
-                .filter(|c| c.is_active);
-            let conversation = match &channel {
-                Some(c) => visitor_conversation(&state, c, &v.visitor_id)
-                    .await
-                    .ok()
-                    .flatten(),
-                None => None,
-            };
+                .flatten();
             let reply = match conversation {
                 Some(conv) => {
                     s.join(conversation_room(&conv.id));

@@ -20,6 +20,9 @@ pub struct UserView {
     pub status: String,
     pub tenant_id: String,
     pub last_login_at: Option<DateTime<Utc>>,
+    /// A new email waiting for verification (`POST /auth/verify-email`);
+    /// `email` stays the login until then.
+    pub pending_email: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -35,6 +38,7 @@ impl From<&User> for UserView {
             status: u.status.as_str().to_owned(),
             tenant_id: u.tenant_id.to_string(),
             last_login_at: u.last_login_at,
+            pending_email: u.pending_email.clone(),
             created_at: u.created_at,
             updated_at: u.updated_at,
         }

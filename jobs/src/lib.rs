@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub mod client;
 pub mod dispatch;
 pub mod events;
+pub mod held;
 pub mod queue;
 pub mod record;
 pub mod types;

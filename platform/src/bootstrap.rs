@@ -31,6 +31,16 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
     .await?;
     db.ensure_index("password_resets", doc! { "tenantId": 1, "userId": 1 }, None)
         .await?;
+    db.ensure_index(
+        "email_verifications",
+        doc! { "expiresAt": 1 },
+        Some(
+            IndexOptions::builder()
+                .expire_after(Duration::from_secs(0))
+                .build(),
+        ),
+    )
+    .await?;
     db.ensure_index("documents", doc! { "tenantId": 1, "createdAt": -1 }, None)
         .await?;
     db.ensure_index(

@@ -90,7 +90,16 @@ pub struct Config {
     pub smtp_url: Option<Secret<String>>,
     pub email_from: String,
     pub super_admin_seed: Option<SuperAdminSeed>,
-    pub trust_proxy_headers: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`, CIDR
+    /// list); empty: the peer address is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Password hashes computed at once (`PASSWORD_HASH_CONCURRENCY`).
+    pub password_hash_concurrency: usize,
+    /// Hash requests allowed to wait for a slot before the api answers 503
+    /// (`PASSWORD_HASH_QUEUE`).
+    pub password_hash_queue: usize,
+    /// How long an email verification link works (`EMAIL_VERIFICATION_TTL_MINUTES`).
+    pub email_verification_ttl_minutes: i64,
     pub plans: HashMap<String, Plan>,
     pub default_plan: String,
     pub data_dir: String,
@@ -125,6 +134,25 @@ impl Vars<'_> {
     {
         parse_value(name, self.get(name), default)
     }
+}
+
+/// `TRUSTED_PROXIES`: comma-separated CIDRs or single addresses.
+fn parse_proxies(raw: Option<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::Invalid {
+                    name: "TRUSTED_PROXIES",
+                    reason: format!("'{s}' is not an IP address or CIDR range"),
+                })
+        })
+        .collect()
 }
 
 fn parse_value<T: FromStr>(
@@ -281,7 +309,13 @@ impl Config {
             email_from: var("EMAIL_FROM")
                 .unwrap_or_else(|| "AIgentable <no-reply@localhost>".to_owned()),
             super_admin_seed,
-            trust_proxy_headers: vars.parsed("TRUST_PROXY_HEADERS", false)?,
+            trusted_proxies: parse_proxies(var("TRUSTED_PROXIES"))?,
+            password_hash_concurrency: match vars.parsed("PASSWORD_HASH_CONCURRENCY", 0usize)? {
+                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                n => n,
+            },
+            password_hash_queue: vars.parsed("PASSWORD_HASH_QUEUE", 32usize)?,
+            email_verification_ttl_minutes: vars.parsed("EMAIL_VERIFICATION_TTL_MINUTES", 1440)?,
             plans,
             default_plan,
             data_dir: var("DATA_DIR").unwrap_or_else(|| ".data".to_owned()),

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 pub use config::Config;
 pub use db::Db;
+pub use ipnet::IpNet;
 pub use kv::Kv;
 
 /// Connections and services shared by the handlers of one process.
@@ -36,6 +37,8 @@ pub struct Platform {
     pub kv: Kv,
     pub tokens: auth::TokenIssuer,
     pub secrets: crypto::SecretBox,
+    /// Every password hash and check goes through this bound.
+    pub passwords: auth::password::Hasher,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,10 @@ impl Platform {
         Ok(Self {
             tokens: auth::TokenIssuer::new(&config.jwt),
             secrets: crypto::SecretBox::new(config.data_encryption_key.expose()),
+            passwords: auth::password::Hasher::new(
+                config.password_hash_concurrency,
+                config.password_hash_queue,
+            ),
             config: Arc::new(config),
             db,
             kv,

@@ -278,6 +278,31 @@ impl TestApp {
         }
     }
 
+    /// A second api on the same database and Redis namespace, without
+    /// workers: another replica behind the load balancer, with its own
+    /// sockets and its own Redis subscription. It stops when dropped; never
+    /// `cleanup` it (the first app owns the data).
+    pub async fn spawn_replica(&self) -> TestApp {
+        let state = AppState::new(self.platform.clone())
+            .await
+            .expect("replica state");
+        let listener = bind("127.0.0.1", 0).await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop_api, api_rx) = oneshot::channel::<()>();
+        tokio::spawn(serve(state, listener, async move {
+            let _ = api_rx.await;
+        }));
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            platform: self.platform.clone(),
+            _stop_api: stop_api,
+            stop_worker: None,
+            worker: None,
+        }
+    }
+
     /// Polls `check` until it returns `Some` or `timeout` passes.
     pub async fn eventually<T, F, Fut>(&self, timeout: Duration, mut check: F) -> Option<T>
     where

@@ -22,11 +22,12 @@ fn first_value(payload: Payload) -> Value {
 }
 
 /// Connects to `namespace` with the frontend's `auth` payload. Connection
-/// errors arrive as an `error` event.
+/// errors arrive as an `error` event, a disconnect by the server as `close`.
 pub async fn connect(base: &str, namespace: &str, auth: Value) -> TestSocket {
     let (tx, events) = mpsc::unbounded_channel();
     let any_tx = tx.clone();
     let err_tx = tx.clone();
+    let close_tx = tx.clone();
     let client = ClientBuilder::new(base)
         .namespace(namespace)
         .auth(auth)
@@ -37,6 +38,10 @@ pub async fn connect(base: &str, namespace: &str, auth: Value) -> TestSocket {
         })
         .on("error", move |payload: Payload, _c: Client| {
             let _ = err_tx.send(("error".to_owned(), first_value(payload)));
+            async {}.boxed()
+        })
+        .on(Event::Close, move |_payload: Payload, _c: Client| {
+            let _ = close_tx.send(("close".to_owned(), Value::Null));
             async {}.boxed()
         })
         .connect()

@@ -123,6 +123,7 @@ async fn the_sweep_requeues_abandoned_jobs_and_buries_exhausted_ones() {
             text: "body".into(),
             purpose: "test".into(),
             dedupe_key: format!("lost-{id}"),
+            sealed_token: None,
         })
         .expect("payload"),
         idempotency_key: None,

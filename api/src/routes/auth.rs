@@ -1,4 +1,5 @@
-//! `/api/v1/auth/*`: register, login, logout, me, forgot/reset password.
+//! `/api/v1/auth/*`: register, login, logout, me, forgot/reset password,
+//! email verification.
 
 use bson::doc;
 use chrono::{Duration, Utc};
@@ -9,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use aigentable_jobs::types::SendEmail;
 use aigentable_jobs::{JobClient, Requester};
 use aigentable_platform::auth::rate_limit::{self, Decision};
-use aigentable_platform::auth::{password, revocation};
+use aigentable_platform::auth::revocation::{self, SessionScope, reasons};
 use aigentable_platform::crypto::{random_token, sha256_hex};
 use aigentable_platform::domain::{Email, Name, NewPassword, Role, TenantStatus, UserStatus};
 use aigentable_platform::model::tenant::Tenants;
-use aigentable_platform::model::{PasswordReset, Tenant, User, user};
+use aigentable_platform::model::{EmailVerification, PasswordReset, Tenant, User, user};
 use aigentable_platform::{Platform, db::DbError};
 
 use crate::error::{ApiError, ApiResult};
@@ -78,22 +79,22 @@ pub struct ResetPasswordRequest {
     pub password: String,
 }
 
-fn client_ip(req: &Request, trust_proxy: bool) -> String {
-    if trust_proxy
-        && let Some(forwarded) = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        && let Some(first) = forwarded
-            .split(',')
-            .next()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-    {
-        return first.to_owned();
-    }
-    req.remote_addr()
-        .ip()
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VerifyEmailRequest {
+    /// The token from the verification email.
+    pub token: String,
+}
+
+/// The address rate limits count against: the peer, or with
+/// `TRUSTED_PROXIES` the right-most `X-Forwarded-For` hop that is not one
+/// of our proxies.
+pub fn client_ip(req: &Request, proxies: &[aigentable_platform::IpNet]) -> String {
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    aigentable_platform::auth::client_ip::client_ip(req.remote_addr().ip(), forwarded, proxies)
         .map(|ip| ip.to_string())
         .unwrap_or_else(|| "unknown".to_owned())
 }
@@ -108,7 +109,7 @@ fn limited(decision: Decision) -> Result<(), ApiError> {
 }
 
 /// Register a user; with `tenantName` a new tenant is created.
-#[endpoint(tags("auth"), request_body = RegisterRequest, status_codes(201, 400, 409, 429))]
+#[endpoint(tags("auth"), request_body = RegisterRequest, status_codes(201, 400, 409, 429, 503))]
 pub async fn register(
     req: &mut Request,
     depot: &mut Depot,
@@ -118,7 +119,7 @@ pub async fn register(
     let state = app(depot);
     let platform = &state.platform;
     let limits = &platform.config.login_limits;
-    let ip = client_ip(req, platform.config.trust_proxy_headers);
+    let ip = client_ip(req, &platform.config.trusted_proxies);
     limited(
         rate_limit::hit(
             &platform.kv,
@@ -146,9 +147,7 @@ pub async fn register(
             "an account with this email already exists".to_owned(),
         ));
     }
-    let hash = password::hash(password.expose())
-        .await
-        .map_err(ApiError::internal)?;
+    let hash = platform.passwords.hash(password.expose()).await?;
     let tenant = Tenant::new(tenant_name, platform.config.default_plan.clone());
     Tenants(&platform.db).insert(&tenant).await?;
     let new_user = User::new(
@@ -191,13 +190,13 @@ pub async fn register(
 }
 
 /// Log in with email and password.
-#[endpoint(tags("auth"), request_body = LoginRequest, status_codes(200, 400, 401, 429))]
+#[endpoint(tags("auth"), request_body = LoginRequest, status_codes(200, 400, 401, 403, 429, 503))]
 pub async fn login(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<LoginResponse>> {
     let body: LoginRequest = json_body(req).await?;
     let state = app(depot);
     let platform = &state.platform;
     let limits = &platform.config.login_limits;
-    let ip = client_ip(req, platform.config.trust_proxy_headers);
+    let ip = client_ip(req, &platform.config.trusted_proxies);
     let email_raw = body.email.trim().to_lowercase();
     if email_raw.is_empty() {
         return Err(ApiError::field("email", "is required"));
@@ -205,12 +204,27 @@ pub async fn login(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Login
     if body.password.is_empty() {
         return Err(ApiError::field("password", "is required"));
     }
-    // Only failures count, so that a busy office behind one address can
-    // log in all day while guessing is cut short.
+    // Every attempt is counted before the password is checked, so parallel
+    // guesses cannot all slip under the limit; a success gives its count
+    // back, so that a busy office behind one address can log in all day.
     let email_bucket = format!("login:email:{}", sha256_hex(&email_raw));
     let ip_bucket = format!("login:ip:{ip}");
-    limited(rate_limit::check(&platform.kv, &email_bucket, limits.per_email).await?)?;
-    limited(rate_limit::check(&platform.kv, &ip_bucket, limits.per_ip).await?)?;
+    let by_email = rate_limit::hit(
+        &platform.kv,
+        &email_bucket,
+        limits.per_email,
+        limits.window_seconds,
+    )
+    .await?;
+    let by_ip = rate_limit::hit(
+        &platform.kv,
+        &ip_bucket,
+        limits.per_ip,
+        limits.window_seconds,
+    )
+    .await?;
+    limited(by_email)?;
+    limited(by_ip)?;
 
     let invalid = || ApiError::Unauthorized("invalid email or password".to_owned());
     let found = match Email::parse("email", &email_raw) {
@@ -219,35 +233,20 @@ pub async fn login(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Login
     };
     let stored_hash = match &found {
         Some(u) => u.password_hash.clone(),
-        None => password::dummy_hash().await,
+        None => aigentable_platform::auth::password::dummy_hash().await,
     };
-    let ok = password::verify(&body.password, &stored_hash)
-        .await
-        .map_err(ApiError::internal)?;
-    let account = match found {
-        Some(u) if ok => u,
-        _ => {
-            rate_limit::hit(
-                &platform.kv,
-                &email_bucket,
-                limits.per_email,
-                limits.window_seconds,
-            )
-            .await?;
-            rate_limit::hit(
-                &platform.kv,
-                &ip_bucket,
-                limits.per_ip,
-                limits.window_seconds,
-            )
-            .await?;
-            return Err(invalid());
-        }
+    let ok = platform
+        .passwords
+        .verify(&body.password, &stored_hash)
+        .await?;
+    let Some(account) = found.filter(|_| ok) else {
+        return Err(invalid());
     };
+    rate_limit::reset(&platform.kv, &email_bucket).await?;
+    rate_limit::give_back(&platform.kv, &ip_bucket).await?;
     if account.status != UserStatus::Active {
         return Err(ApiError::Forbidden("this account is not active".to_owned()));
     }
-    rate_limit::reset(&platform.kv, &email_bucket).await?;
     let tenant = Tenants(&platform.db)
         .get(&account.tenant_id)
         .await?
@@ -283,7 +282,16 @@ pub async fn login(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Login
 #[endpoint(tags("auth"), security(("bearerAuth" = [])), status_codes(200, 401))]
 pub async fn logout(depot: &mut Depot) -> ApiResult<Json<MessageView>> {
     let who = caller(depot)?;
-    revocation::revoke(&app(depot).platform.kv, &who.jti, who.exp).await?;
+    let state = app(depot);
+    revocation::revoke(&state.platform.kv, &who.jti, who.exp).await?;
+    crate::realtime_sessions::revoke(
+        state,
+        SessionScope::Token {
+            jti: who.jti.clone(),
+        },
+        reasons::LOGGED_OUT,
+    )
+    .await;
     Ok(Json(MessageView::new("Logged out")))
 }
 
@@ -312,7 +320,7 @@ pub async fn forgot_password(req: &mut Request, depot: &mut Depot) -> ApiResult<
     let state = app(depot);
     let platform = &state.platform;
     let limits = &platform.config.login_limits;
-    let ip = client_ip(req, platform.config.trust_proxy_headers);
+    let ip = client_ip(req, &platform.config.trusted_proxies);
     limited(
         rate_limit::hit(
             &platform.kv,
@@ -344,6 +352,27 @@ pub async fn forgot_password(req: &mut Request, depot: &mut Depot) -> ApiResult<
     Ok(Json(MessageView::new(FORGOT_MESSAGE)))
 }
 
+/// An email carrying a one-time `token`: the job holds the token sealed
+/// with the data-encryption key and `text` holds a placeholder for it, so
+/// neither the job record nor the queue ever has it in clear.
+fn token_email(
+    platform: &Platform,
+    to: &str,
+    purpose: &str,
+    subject: &str,
+    text: String,
+    token: &str,
+) -> SendEmail {
+    SendEmail {
+        to: to.to_owned(),
+        subject: subject.to_owned(),
+        text,
+        purpose: purpose.to_owned(),
+        dedupe_key: format!("{purpose}:{}", sha256_hex(token)),
+        sealed_token: Some(platform.secrets.seal(token)),
+    }
+}
+
 async fn send_reset_email(platform: &Platform, jobs: &JobClient, account: &User) -> ApiResult<()> {
     let token = random_token(32);
     let now = Utc::now();
@@ -360,21 +389,71 @@ async fn send_reset_email(platform: &Platform, jobs: &JobClient, account: &User)
         .scoped::<PasswordReset>(&account.tenant_id)
         .insert(&reset)
         .await?;
+    let placeholder = SendEmail::TOKEN_PLACEHOLDER;
     let link = format!(
-        "{}/reset-password?token={token}",
+        "{}/reset-password?token={placeholder}",
         platform.config.app_base_url.trim_end_matches('/')
     );
-    let email = SendEmail {
-        to: account.email.to_string(),
-        subject: "Reset your AIgentable password".to_owned(),
-        text: format!(
-            "Hello {},\n\nUse this link to choose a new password (valid for {} minutes):\n{link}\n\n\
-             Or paste this code: {token}\n\nIf you did not ask for this, ignore this email.\n",
-            account.first_name, platform.config.password_reset_ttl_minutes
-        ),
-        purpose: "password_reset".to_owned(),
-        dedupe_key: reset.token_hash.clone(),
+    let text = format!(
+        "Hello {},\n\nUse this link to choose a new password (valid for {} minutes):\n{link}\n\n\
+         Or paste this code: {placeholder}\n\nIf you did not ask for this, ignore this email.\n",
+        account.first_name, platform.config.password_reset_ttl_minutes
+    );
+    let email = token_email(
+        platform,
+        account.email.as_str(),
+        "password_reset",
+        "Reset your AIgentable password",
+        text,
+        &token,
+    );
+    jobs.enqueue(&account.tenant_id, Requester::System, email)
+        .await?;
+    Ok(())
+}
+
+/// Sends a verification link to `new_email`, the user's pending address.
+pub(crate) async fn send_verification_email(
+    platform: &Platform,
+    jobs: &JobClient,
+    account: &User,
+    new_email: &str,
+) -> ApiResult<()> {
+    let token = random_token(32);
+    let now = Utc::now();
+    let verification = EmailVerification {
+        token_hash: sha256_hex(&token),
+        tenant_id: account.tenant_id.clone(),
+        user_id: account.id.clone(),
+        email: new_email.to_owned(),
+        expires_at: now + Duration::minutes(platform.config.email_verification_ttl_minutes),
+        used_at: None,
+        created_at: now,
     };
+    platform
+        .db
+        .scoped::<EmailVerification>(&account.tenant_id)
+        .insert(&verification)
+        .await?;
+    let placeholder = SendEmail::TOKEN_PLACEHOLDER;
+    let link = format!(
+        "{}/verify-email?token={placeholder}",
+        platform.config.app_base_url.trim_end_matches('/')
+    );
+    let text = format!(
+        "Hello {},\n\nConfirm that {new_email} is your new AIgentable sign-in address:\n{link}\n\n\
+         Or paste this code: {placeholder}\n\nUntil then you keep signing in with {}. \
+         If you did not ask for this, ignore this email.\n",
+        account.first_name, account.email
+    );
+    let email = token_email(
+        platform,
+        new_email,
+        "email_verification",
+        "Confirm your new AIgentable email",
+        text,
+        &token,
+    );
     jobs.enqueue(&account.tenant_id, Requester::System, email)
         .await?;
     Ok(())
@@ -382,10 +461,21 @@ async fn send_reset_email(platform: &Platform, jobs: &JobClient, account: &User)
 
 /// Set a new password with a reset token. The token works once; every
 /// existing session of the user is ended.
-#[endpoint(tags("auth"), request_body = ResetPasswordRequest, status_codes(200, 400))]
+#[endpoint(tags("auth"), request_body = ResetPasswordRequest, status_codes(200, 400, 429, 503))]
 pub async fn reset_password(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<MessageView>> {
     let body: ResetPasswordRequest = json_body(req).await?;
-    let platform = &app(depot).platform;
+    let state = app(depot);
+    let platform = &state.platform;
+    let ip = client_ip(req, &platform.config.trusted_proxies);
+    limited(
+        rate_limit::hit(
+            &platform.kv,
+            &format!("reset:ip:{ip}"),
+            platform.config.login_limits.per_ip,
+            platform.config.login_limits.window_seconds,
+        )
+        .await?,
+    )?;
     let token = body.token.trim();
     if token.is_empty() || token.len() > 200 {
         return Err(ApiError::field("token", "is invalid or has expired"));
@@ -404,9 +494,7 @@ pub async fn reset_password(req: &mut Request, depot: &mut Depot) -> ApiResult<J
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .ok_or_else(|| ApiError::field("token", "is invalid or has expired"))?;
-    let new_hash = password::hash(password.expose())
-        .await
-        .map_err(ApiError::internal)?;
+    let new_hash = platform.passwords.hash(password.expose()).await?;
     let updated = platform
         .db
         .scoped::<User>(&claimed.tenant_id)
@@ -419,7 +507,83 @@ pub async fn reset_password(req: &mut Request, depot: &mut Depot) -> ApiResult<J
         return Err(ApiError::field("token", "is invalid or has expired"));
     }
     tracing::info!(user_id = %claimed.user_id, tenant_id = %claimed.tenant_id, "password reset");
+    crate::realtime_sessions::revoke(
+        state,
+        SessionScope::User {
+            user_id: claimed.user_id.to_string(),
+        },
+        reasons::PASSWORD_CHANGED,
+    )
+    .await;
     Ok(Json(MessageView::new(
         "Your password has been reset. Please log in.",
+    )))
+}
+
+/// Confirm a new email with the token from the verification email: the
+/// address becomes the login and the destination of password resets. The
+/// token works once.
+#[endpoint(tags("auth"), request_body = VerifyEmailRequest, status_codes(200, 400, 409, 429))]
+pub async fn verify_email(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<MessageView>> {
+    let body: VerifyEmailRequest = json_body(req).await?;
+    let platform = &app(depot).platform;
+    let ip = client_ip(req, &platform.config.trusted_proxies);
+    limited(
+        rate_limit::hit(
+            &platform.kv,
+            &format!("verify:ip:{ip}"),
+            platform.config.login_limits.per_ip,
+            platform.config.login_limits.window_seconds,
+        )
+        .await?,
+    )?;
+    let token = body.token.trim();
+    let invalid = || ApiError::field("token", "is invalid or has expired");
+    if token.is_empty() || token.len() > 200 {
+        return Err(invalid());
+    }
+    let now = bson::DateTime::now();
+    let claimed = platform
+        .db
+        .unscoped::<EmailVerification>(aigentable_platform::model::email_verification::COLLECTION)
+        .find_one_and_update(
+            doc! { "_id": sha256_hex(token), "usedAt": null, "expiresAt": { "$gt": now } },
+            doc! { "$set": { "usedAt": now } },
+        )
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(invalid)?;
+    let email = Email::parse("email", &claimed.email)?;
+    if let Some(owner) = user::find_by_email_unscoped(&platform.db, &email).await?
+        && owner.id != claimed.user_id
+    {
+        return Err(ApiError::Conflict(
+            "an account with this email already exists".to_owned(),
+        ));
+    }
+    // Only the address still pending: a later change replaced this one.
+    let updated = platform
+        .db
+        .scoped::<User>(&claimed.tenant_id)
+        .update_one(
+            doc! { "_id": claimed.user_id.as_str(), "pendingEmail": email.as_str() },
+            doc! {
+                "$set": { "email": email.as_str(), "updatedAt": now },
+                "$unset": { "pendingEmail": "" },
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            DbError::Duplicate => {
+                ApiError::Conflict("an account with this email already exists".to_owned())
+            }
+            other => other.into(),
+        })?;
+    if updated.is_none() {
+        return Err(invalid());
+    }
+    tracing::info!(user_id = %claimed.user_id, tenant_id = %claimed.tenant_id, "email verified and changed");
+    Ok(Json(MessageView::new(
+        "Your email address is confirmed; use it to sign in from now on.",
     )))
 }

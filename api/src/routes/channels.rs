@@ -476,6 +476,9 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Chan
         .map_err(map_db)?
         .ok_or(ApiError::NotFound("channel"))?;
     tracing::info!(tenant_id = %who.tenant_id, channel_id = %id, "channel updated");
+    if current.is_active && !updated.is_active {
+        crate::realtime_sessions::revoke_channel(state, &id).await;
+    }
     if updated.channel_type == ChannelType::Telegram
         && updated.is_active
         && (activated || credentials_changed)
@@ -502,6 +505,7 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
         return Err(ApiError::NotFound("channel"));
     }
     tracing::info!(tenant_id = %who.tenant_id, channel_id = %id, "channel deleted");
+    crate::realtime_sessions::revoke_channel(app(depot), &id).await;
     res.status_code(StatusCode::NO_CONTENT);
     Ok(())
 }

@@ -202,6 +202,27 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Tena
         .await?
         .ok_or(ApiError::NotFound("tenant"))?;
     tracing::info!(tenant_id = %id, "tenant updated");
+    if current.status != updated.status {
+        let state = app(depot);
+        if updated.status == TenantStatus::Suspended {
+            crate::realtime_sessions::revoke(
+                state,
+                aigentable_platform::auth::revocation::SessionScope::Tenant {
+                    tenant_id: id.to_string(),
+                },
+                aigentable_platform::auth::revocation::reasons::TENANT_SUSPENDED,
+            )
+            .await;
+        } else {
+            // What arrived while suspended is answered now.
+            match aigentable_jobs::held::release(&state.jobs, &platform.db, &id).await {
+                Ok(n) => tracing::info!(tenant_id = %id, released = n, "tenant reactivated"),
+                Err(e) => {
+                    tracing::warn!(tenant_id = %id, error = %e, "held work not released now; the sweep retries")
+                }
+            }
+        }
+    }
     Ok(Json((&updated).into()))
 }
 

@@ -5,7 +5,9 @@ use salvo::oapi::ToSchema;
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use aigentable_platform::auth::password;
+use aigentable_platform::auth::rate_limit::{self, Decision};
+use aigentable_platform::auth::revocation::{SessionScope, reasons};
+use aigentable_platform::crypto::sha256_hex;
 use aigentable_platform::domain::{Email, Name, NewPassword, Role, UserStatus, regex_escape};
 use aigentable_platform::model::{User, user};
 
@@ -49,6 +51,8 @@ pub struct UpdateUserRequest {
     pub status: Option<UserStatus>,
     /// A new password; for another user, admins only.
     pub password: Option<String>,
+    /// Your current password: required to change your own password or email.
+    pub current_password: Option<String>,
 }
 
 fn assignable(who: &Caller, role: Role) -> Result<(), ApiError> {
@@ -122,7 +126,7 @@ pub async fn list(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<UserLi
 }
 
 /// Create a user in the tenant (admins only).
-#[endpoint(tags("users"), security(("bearerAuth" = [])), request_body = CreateUserRequest, status_codes(201, 400, 403, 409))]
+#[endpoint(tags("users"), security(("bearerAuth" = [])), request_body = CreateUserRequest, status_codes(201, 400, 403, 409, 503))]
 pub async fn create(
     req: &mut Request,
     depot: &mut Depot,
@@ -146,9 +150,7 @@ pub async fn create(
             "an account with this email already exists".to_owned(),
         ));
     }
-    let hash = password::hash(password.expose())
-        .await
-        .map_err(ApiError::internal)?;
+    let hash = platform.passwords.hash(password.expose()).await?;
     let mut new_user = User::new(
         who.tenant_id.clone(),
         email,
@@ -189,14 +191,56 @@ pub async fn get(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<UserVie
     Ok(Json((&found).into()))
 }
 
-/// Update a user. Users may edit their own name, email and password; only
-/// admins change roles, statuses or other users.
-#[endpoint(tags("users"), security(("bearerAuth" = [])), request_body = UpdateUserRequest, parameters(("id" = String, Path, description = "User id")))]
+/// Checks the caller's own current password before a change of their
+/// password or email. Guesses count against the account's login limit
+/// before the check, like logins.
+async fn confirm_current_password(
+    platform: &aigentable_platform::Platform,
+    who: &Caller,
+    given: Option<&str>,
+) -> ApiResult<()> {
+    let Some(given) = given.filter(|p| !p.is_empty()) else {
+        return Err(ApiError::field(
+            "currentPassword",
+            "is required to change your password or email",
+        ));
+    };
+    let limits = &platform.config.login_limits;
+    let bucket = format!("login:email:{}", sha256_hex(who.user.email.as_str()));
+    if let Decision::Limited { retry_after_secs } = rate_limit::hit(
+        &platform.kv,
+        &bucket,
+        limits.per_email,
+        limits.window_seconds,
+    )
+    .await?
+    {
+        return Err(ApiError::TooManyRequests { retry_after_secs });
+    }
+    if !platform
+        .passwords
+        .verify(given, &who.user.password_hash)
+        .await?
+    {
+        return Err(ApiError::field("currentPassword", "is incorrect"));
+    }
+    rate_limit::give_back(&platform.kv, &bucket).await?;
+    Ok(())
+}
+
+/// Update a user. Users may edit their own name, email and password (the
+/// last two with `currentPassword`); only admins change roles, statuses or
+/// other users. A new email is not used until it is verified: it is kept
+/// as `pendingEmail` and a verification link is sent to it
+/// (`POST /auth/verify-email`). A change of password, role or status ends
+/// the user's sessions, live sockets included.
+#[endpoint(tags("users"), security(("bearerAuth" = [])), request_body = UpdateUserRequest, status_codes(200, 400, 401, 403, 404, 409, 429, 503), parameters(("id" = String, Path, description = "User id")))]
 pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<UserView>> {
     let body: UpdateUserRequest = json_body(req).await?;
     let who = caller(depot)?;
     let id = path_id(req, "user")?;
-    let platform = &app(depot).platform;
+    let state = app(depot);
+    let platform = &state.platform;
     let users = platform.db.scoped::<User>(&who.tenant_id);
     let target = users
         .find_by_id(&id)
@@ -213,6 +257,7 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<User
     }
 
     let mut set = Document::new();
+    let mut new_email = None;
     if let Some(email) = &body.email {
         let email = Email::parse("email", email)?;
         if email != target.email {
@@ -224,8 +269,16 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<User
                     "an account with this email already exists".to_owned(),
                 ));
             }
-            set.insert("email", email.as_str());
+            set.insert("pendingEmail", email.as_str());
+            new_email = Some(email);
         }
+    }
+    let new_password = match &body.password {
+        Some(raw) => Some(NewPassword::parse("password", raw)?),
+        None => None,
+    };
+    if is_self && (new_email.is_some() || new_password.is_some()) {
+        confirm_current_password(platform, who, body.current_password.as_deref()).await?;
     }
     if let Some(name) = &body.first_name {
         set.insert(
@@ -257,11 +310,8 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<User
             "the tenant's last administrator cannot be demoted or deactivated".to_owned(),
         ));
     }
-    if let Some(raw) = &body.password {
-        let new_password = NewPassword::parse("password", raw)?;
-        let hash = password::hash(new_password.expose())
-            .await
-            .map_err(ApiError::internal)?;
+    if let Some(new_password) = &new_password {
+        let hash = platform.passwords.hash(new_password.expose()).await?;
         set.insert("passwordHash", hash);
         set.insert("passwordChangedAt", bson::DateTime::now());
     }
@@ -274,6 +324,34 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<User
         .await?
         .ok_or(ApiError::NotFound("user"))?;
     tracing::info!(user_id = %updated.id, tenant_id = %who.tenant_id, "user updated");
+    if let Some(email) = &new_email {
+        crate::routes::auth::send_verification_email(
+            platform,
+            &state.jobs,
+            &updated,
+            email.as_str(),
+        )
+        .await?;
+    }
+    let ended = if new_status.is_some_and(|s| s != UserStatus::Active) {
+        Some(reasons::ACCOUNT_DEACTIVATED)
+    } else if new_password.is_some() {
+        Some(reasons::PASSWORD_CHANGED)
+    } else if new_role.is_some() {
+        Some(reasons::ROLE_CHANGED)
+    } else {
+        None
+    };
+    if let Some(reason) = ended {
+        crate::realtime_sessions::revoke(
+            state,
+            SessionScope::User {
+                user_id: updated.id.to_string(),
+            },
+            reason,
+        )
+        .await;
+    }
     Ok(Json((&updated).into()))
 }
 
@@ -305,6 +383,14 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
         return Err(ApiError::NotFound("user"));
     }
     tracing::info!(user_id = %id, tenant_id = %who.tenant_id, "user deleted");
+    crate::realtime_sessions::revoke(
+        app(depot),
+        SessionScope::User {
+            user_id: id.clone(),
+        },
+        reasons::ACCOUNT_DELETED,
+    )
+    .await;
     res.status_code(StatusCode::NO_CONTENT);
     Ok(())
 }

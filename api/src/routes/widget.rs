@@ -44,24 +44,6 @@ const PER_VISITOR_PER_MINUTE: u32 = 20;
 const PER_IP_PER_MINUTE: u32 = 120;
 const MAX_TEXT: usize = 2_000;
 
-fn client_ip(req: &Request, trust_proxy: bool) -> String {
-    if trust_proxy
-        && let Some(first) = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-    {
-        return first.to_owned();
-    }
-    req.remote_addr()
-        .ip()
-        .map(|ip| ip.to_string())
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
 fn limited(d: Decision) -> ApiResult<()> {
     match d {
         Decision::Allowed => Ok(()),
@@ -233,7 +215,7 @@ pub async fn create_session(
 ) -> ApiResult<Json<WidgetSession>> {
     let channel = scope(req, depot, res).await?;
     let state = app(depot);
-    let ip = client_ip(req, state.platform.config.trust_proxy_headers);
+    let ip = crate::routes::auth::client_ip(req, &state.platform.config.trusted_proxies);
     limited(
         rate_limit::hit(
             &state.platform.kv,
@@ -301,7 +283,7 @@ pub async fn send_message(
     let visitor_id = visitor_of(req, depot, &channel)?;
     let state = app(depot);
     let kv = &state.platform.kv;
-    let ip = client_ip(req, state.platform.config.trust_proxy_headers);
+    let ip = crate::routes::auth::client_ip(req, &state.platform.config.trusted_proxies);
     limited(rate_limit::hit(kv, &format!("widget:ip:{ip}"), PER_IP_PER_MINUTE, 60).await?)?;
     limited(
         rate_limit::hit(

@@ -19,6 +19,16 @@ pub struct SendEmail {
     pub purpose: String,
     /// Unique per logical email so that a retried job never sends it twice.
     pub dedupe_key: String,
+    /// A one-time token (password reset, email verification) sealed with
+    /// `DATA_ENCRYPTION_KEY`. The worker opens it and puts it where
+    /// `subject` and `text` say [`SendEmail::TOKEN_PLACEHOLDER`], so the
+    /// token is never stored in clear in the job record or its queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_token: Option<String>,
+}
+
+impl SendEmail {
+    pub const TOKEN_PLACEHOLDER: &'static str = "{{token}}";
 }
 
 impl Job for SendEmail {

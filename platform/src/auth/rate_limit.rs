@@ -66,3 +66,19 @@ pub async fn reset(kv: &Kv, bucket: &str) -> redis::RedisResult<()> {
         .query_async::<()>(&mut conn)
         .await
 }
+
+const GIVE_BACK: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then redis.call('DECR', KEYS[1]) end
+return 0
+";
+
+/// Takes back one counted event (an attempt that turned out legitimate).
+pub async fn give_back(kv: &Kv, bucket: &str) -> redis::RedisResult<()> {
+    let mut conn = kv.conn();
+    redis::Script::new(GIVE_BACK)
+        .key(kv.key(&["ratelimit", bucket]))
+        .invoke_async::<i64>(&mut conn)
+        .await
+        .map(|_| ())
+}

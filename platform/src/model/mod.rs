@@ -5,6 +5,7 @@ pub mod ai_provider;
 pub mod channel;
 pub mod conversation;
 pub mod document;
+pub mod email_verification;
 pub mod password_reset;
 pub mod tenant;
 pub mod user;
@@ -17,6 +18,7 @@ pub use conversation::{
     Contact, Conversation, ConversationStatus, Message, MessageDirection, MessageStatus, SenderType,
 };
 pub use document::{DocumentStatus, KnowledgeDocument};
+pub use email_verification::EmailVerification;
 pub use password_reset::PasswordReset;
 pub use tenant::{Tenant, TenantSettings};
 pub use user::User;

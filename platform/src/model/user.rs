@@ -25,6 +25,10 @@ pub struct User {
     /// Tokens issued before this instant are rejected.
     #[serde(default, with = "crate::model::bson_datetime_opt")]
     pub password_changed_at: Option<DateTime<Utc>>,
+    /// A new address waiting for its owner to confirm it; the account keeps
+    /// logging in and receiving resets at `email` until then.
+    #[serde(default)]
+    pub pending_email: Option<String>,
     #[serde(with = "crate::model::bson_datetime")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "crate::model::bson_datetime")]
@@ -59,6 +63,7 @@ impl User {
             status: UserStatus::Active,
             last_login_at: None,
             password_changed_at: None,
+            pending_email: None,
             created_at: now,
             updated_at: now,
         }

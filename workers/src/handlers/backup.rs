@@ -67,6 +67,9 @@ async fn dump(backup_id: &str, ctx: &JobContext) -> Result<Value, JobError> {
         .list_collection_names()
         .await
         .map_err(JobError::transient)?;
+    // The outbox is a delivery log and, without SMTP, the developer's
+    // mailbox holding rendered reset links: never part of a backup.
+    names.retain(|n| n != crate::handlers::send_email::OUTBOX);
     names.sort();
     let (mut documents, mut bytes) = (0u64, 0u64);
     for name in &names {

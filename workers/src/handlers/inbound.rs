@@ -46,6 +46,14 @@ struct Tally {
 impl Handle for ProcessInbound {
     async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
         let db = &ctx.state.platform.db;
+        // The event stays stored; reactivation queues this job again.
+        if aigentable_jobs::held::tenant_suspended(db, &ctx.tenant_id)
+            .await
+            .map_err(JobError::transient)?
+        {
+            tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, event_id = %self.event_id, "inbound event held: the tenant is suspended");
+            return Ok(aigentable_jobs::held::held_result());
+        }
         let Some(event) = db
             .scoped::<WebhookEvent>(&ctx.tenant_id)
             .find_by_id(&self.event_id)

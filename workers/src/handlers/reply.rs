@@ -125,7 +125,16 @@ impl Answer {
 impl Handle for GenerateReply {
     async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
         match self.conversation_id.clone() {
-            Some(conversation_id) => answer_conversation(&self, &conversation_id, &ctx).await,
+            Some(conversation_id) => {
+                if aigentable_jobs::held::tenant_suspended(&ctx.state.platform.db, &ctx.tenant_id)
+                    .await
+                    .map_err(JobError::transient)?
+                {
+                    tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation_id, "reply held: the tenant is suspended");
+                    return Ok(aigentable_jobs::held::held_result());
+                }
+                answer_conversation(&self, &conversation_id, &ctx).await
+            }
             None => answer_test(&self, &ctx).await,
         }
     }

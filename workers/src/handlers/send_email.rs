@@ -1,6 +1,12 @@
-//! Transactional email. Every email is recorded in the `outbox` collection
-//! (what a developer reads when no SMTP server is configured); with
-//! `SMTP_URL` it is also sent, once, even when the job is retried.
+//! Transactional email. Every email is recorded in the `outbox` collection;
+//! with `SMTP_URL` it is also sent, once, even when the job is retried.
+//!
+//! One-time tokens (reset and verification links) travel sealed in the job
+//! and are put into the email only here, at send time. With SMTP the outbox
+//! keeps the email as written, with the `{{token}}` placeholder, so no
+//! stored record holds a usable link. Without SMTP (development) the outbox
+//! is the developer's mailbox and keeps the rendered email: it is then a
+//! dev-only mailbox, and backups never include the outbox.
 
 use bson::doc;
 use serde_json::{Value, json};
@@ -29,6 +35,23 @@ impl Handle for SendEmail {
         {
             return Ok(json!({ "outboxId": id, "duplicate": true }));
         }
+        let secret = match &self.sealed_token {
+            Some(sealed) => Some(platform.secrets.open(sealed).map_err(|e| {
+                JobError::permanent(format!("the email's token cannot be opened: {e}"))
+            })?),
+            None => None,
+        };
+        let render = |template: &str| match &secret {
+            Some(token) => template.replace(SendEmail::TOKEN_PLACEHOLDER, token),
+            None => template.to_owned(),
+        };
+        let (subject, text) = (render(&self.subject), render(&self.text));
+        // The outbox keeps secrets only when it is the developer's mailbox.
+        let (stored_subject, stored_text) = if smtp {
+            (self.subject.as_str(), self.text.as_str())
+        } else {
+            (subject.as_str(), text.as_str())
+        };
         let now = bson::DateTime::now();
         outbox
             .update_one(
@@ -38,8 +61,8 @@ impl Handle for SendEmail {
                     "$setOnInsert": {
                         "tenantId": ctx.tenant_id.as_str(),
                         "to": &self.to,
-                        "subject": &self.subject,
-                        "text": &self.text,
+                        "subject": stored_subject,
+                        "text": stored_text,
                         "purpose": &self.purpose,
                         "jobId": &ctx.job_id,
                         "createdAt": now,
@@ -51,9 +74,7 @@ impl Handle for SendEmail {
             .map_err(JobError::transient)?;
 
         let status = if let Some(mailer) = &ctx.state.mailer {
-            mailer
-                .send(&self.to, &self.subject, &self.text, &id)
-                .await?;
+            mailer.send(&self.to, &subject, &text, &id).await?;
             tracing::info!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, outbox_id = %id, purpose = %self.purpose, "email sent");
             "SENT"
         } else {

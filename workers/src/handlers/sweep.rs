@@ -73,6 +73,23 @@ impl Handle for Sweep {
             .await
             .map_err(JobError::transient)?
             .deleted_count;
-        Ok(json!({ "requeued": requeued, "dead": dead, "expiredResetTokens": expired }))
+        let expired_verifications = db
+            .unscoped::<bson::Document>(aigentable_platform::model::email_verification::COLLECTION)
+            .delete_many(doc! { "expiresAt": { "$lt": bson::DateTime::now() } })
+            .await
+            .map_err(JobError::transient)?
+            .deleted_count;
+        // A job that found its tenant suspended just as it was reactivated
+        // missed the api's release; this one catches it.
+        let released = aigentable_jobs::held::release_reactivated(client, db)
+            .await
+            .map_err(JobError::transient)?;
+        Ok(json!({
+            "requeued": requeued,
+            "dead": dead,
+            "expiredResetTokens": expired,
+            "expiredEmailVerifications": expired_verifications,
+            "releasedHeld": released,
+        }))
     }
 }
