@@ -103,7 +103,7 @@ fn conversation_facts(
     let span_ms = u64::try_from(span.num_milliseconds().max(1)).unwrap_or(1);
     for c in 0..conversations {
         let lane = c % CHANNEL_TYPES.len();
-        let conversation_id = format!("{tenant}-c{c}");
+        let conversation_id = format!("{tenant}-s{seed}-c{c}");
         let base = |kind: FactKind, id: String, at| Fact {
             id,
             tenant_id: tenant.to_owned(),
