@@ -64,7 +64,12 @@ fn api_router() -> Router {
         .push(Router::with_path("auth/forgot-password").post(auth::forgot_password))
         .push(Router::with_path("auth/reset-password").post(auth::reset_password))
         .push(Router::with_path("auth/verify-email").post(auth::verify_email))
-        .push(routes_channels_public());
+        .push(routes_channels_public())
+        .push(
+            Router::with_path("widget/{publicKey}/rating")
+                .post(routes::analytics::widget_rating)
+                .options(routes::widget::preflight),
+        );
     let protected = Router::new()
         .hoop(guard::require_auth)
         .push(Router::with_path("auth/logout").post(auth::logout))
@@ -121,6 +126,7 @@ fn api_router() -> Router {
         .push(Router::with_path("conversations/{id}/assign").put(routes::conversations::assign))
         .push(Router::with_path("conversations/{id}/status").put(routes::conversations::set_status))
         .push(Router::with_path("search/conversations").get(routes::conversations::search))
+        .push(routes_analytics())
         .push(Router::with_path("search/documents").get(search::documents))
         .push(Router::with_path("documents").get(documents::list))
         .push(Router::with_path("documents/upload").post(documents::upload))
@@ -144,6 +150,18 @@ fn api_router() -> Router {
 }
 
 /// Channels (JWT), provider webhooks and the website widget (public).
+fn routes_analytics() -> Router {
+    use routes::analytics;
+    Router::new()
+        .push(Router::with_path("analytics/overview").get(analytics::overview))
+        .push(Router::with_path("analytics/conversations").get(analytics::conversations))
+        .push(Router::with_path("analytics/agents").get(analytics::agents))
+        .push(Router::with_path("analytics/channels").get(analytics::channels))
+        .push(Router::with_path("analytics/export").get(analytics::export))
+        .push(Router::with_path("analytics/exports/{id}/download").get(analytics::download))
+        .push(Router::with_path("conversations/{id}/rating").put(analytics::rate_conversation))
+}
+
 fn routes_channels_protected() -> Router {
     use routes::channels;
     Router::new()

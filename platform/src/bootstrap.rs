@@ -116,6 +116,7 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
         ),
     )
     .await?;
+    crate::analytics::ensure_indexes(db).await?;
     Ok(())
 }
 

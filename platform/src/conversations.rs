@@ -12,9 +12,13 @@ use std::time::Duration;
 use bson::{Bson, Document, doc};
 use chrono::Utc;
 
+use mongodb::options::ReturnDocument;
+
 use crate::Kv;
+use crate::analytics::facts::{self, FactKind, Tracking};
 use crate::db::{Db, DbError, DbResult, PageRequest};
 use crate::ids::{TenantId, new_id};
+use crate::model::conversation::CONVERSATIONS;
 use crate::model::{
     Channel, Contact, Conversation, ConversationStatus, Message, MessageDirection, MessageStatus,
     SenderType,
@@ -205,21 +209,63 @@ pub async fn insert_message(db: &Db, message: &Message) -> DbResult<bool> {
 
 /// Updates the conversation's last message, counters and time after
 /// `message` was stored. Customer messages count as unread.
+///
+/// The same write keeps the analytics state on the conversation (since when
+/// a customer waits for an answer, whether staff wrote) and returns the
+/// conversation as it was before, from which the message's analytics fact
+/// (response time, conversation started) is recorded.
 pub async fn note_message(db: &Db, message: &Message) -> DbResult<Option<Conversation>> {
     let unread = i64::from(message.direction == MessageDirection::Inbound);
-    db.scoped::<Conversation>(&message.tenant_id)
-        .update_by_id(
-            &message.conversation_id,
-            doc! {
-                "$set": {
-                    "lastMessagePreview": preview(&message.content),
-                    "lastMessageAt": bson::DateTime::from_chrono(message.created_at),
-                    "updatedAt": bson::DateTime::now(),
-                },
-                "$inc": { "messageCount": 1_i64, "unreadCount": unread },
-            },
+    let at = bson::DateTime::from_chrono(message.created_at);
+    let now = bson::DateTime::now();
+    let mut set = doc! {
+        "lastMessagePreview": preview(&message.content),
+        "lastMessageAt": at,
+        "updatedAt": now,
+    };
+    let mut update = Document::new();
+    match facts::sender_kind(message) {
+        Some(FactKind::CustomerMessage) => {
+            update.insert("$min", doc! { "awaitingSince": at });
+        }
+        Some(kind @ (FactKind::BotMessage | FactKind::StaffMessage)) => {
+            update.insert("$unset", doc! { "awaitingSince": "" });
+            update.insert("$min", doc! { "firstResponseAt": at });
+            if kind == FactKind::StaffMessage {
+                set.insert("staffReplied", true);
+            }
+        }
+        _ => {}
+    }
+    update.insert("$set", set);
+    update.insert(
+        "$inc",
+        doc! { "messageCount": 1_i64, "unreadCount": unread },
+    );
+    let before = db
+        .unscoped::<Document>(CONVERSATIONS)
+        .find_one_and_update(
+            doc! { "_id": &message.conversation_id, "tenantId": message.tenant_id.as_str() },
+            update,
         )
+        .return_document(ReturnDocument::Before)
         .await
+        .map_err(DbError::from_write)?;
+    let Some(before) = before else {
+        return Ok(None);
+    };
+    let tracking = Tracking::of(&before);
+    let mut conversation: Conversation =
+        bson::from_document(before).map_err(|e| DbError::Codec(e.to_string()))?;
+    if let Some(fact) = facts::message_fact(&conversation, &tracking, message) {
+        facts::record_quietly(db, &fact).await;
+    }
+    conversation.last_message_preview = Some(preview(&message.content));
+    conversation.last_message_at = Some(at.to_chrono());
+    conversation.updated_at = now.to_chrono();
+    conversation.message_count += 1;
+    conversation.unread_count += unread;
+    Ok(Some(conversation))
 }
 
 /// A new outbound message of `conversation`, `QUEUED` for delivery.
@@ -342,11 +388,16 @@ pub async fn move_status(
     extras: &MoveExtras,
 ) -> Result<Conversation, MoveError> {
     let conversations = db.scoped::<Conversation>(tenant);
+    let raw = db.unscoped::<Document>(CONVERSATIONS);
     for _ in 0..5 {
-        let current = conversations
-            .find_by_id(id)
-            .await?
+        let current = raw
+            .find_one(doc! { "_id": id, "tenantId": tenant.as_str() })
+            .await
+            .map_err(DbError::from)?
             .ok_or(MoveError::NotFound)?;
+        let tracking = Tracking::of(&current);
+        let current: Conversation =
+            bson::from_document(current).map_err(|e| DbError::Codec(e.to_string()))?;
         if !current.status.can_move_to(to) {
             return Err(MoveError::NotAllowed {
                 from: current.status,
@@ -377,6 +428,9 @@ pub async fn move_status(
                 assigned.as_deref().map_or(Bson::Null, Bson::from),
             );
         }
+        if facts::is_handoff(current.status, to) {
+            set.insert("handedOff", true);
+        }
         if let Some(updated) = conversations
             .update_one(
                 doc! { "_id": id, "status": current.status.as_str() },
@@ -384,6 +438,9 @@ pub async fn move_status(
             )
             .await?
         {
+            if let Some(fact) = facts::move_fact(&current, &tracking, to, updated.updated_at) {
+                facts::record_quietly(db, &fact).await;
+            }
             return Ok(updated);
         }
         // Its status changed between the read and the write: decide again.

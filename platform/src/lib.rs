@@ -1,6 +1,7 @@
 //! The shared library of every AIgentable process: configuration, domain
 //! model, tenant-scoped MongoDB repositories, auth and shared clients.
 
+pub mod analytics;
 pub mod auth;
 pub mod bootstrap;
 pub mod channels;

@@ -26,6 +26,7 @@ fn register_all(monitor: Monitor, setup: &WorkerSetup, wants: &dyn Fn(&str) -> b
     r.add::<Noop>(setup, wants);
     r.add::<Sweep>(setup, wants);
     r.add::<RollupAnalytics>(setup, wants);
+    r.add::<types::ExportAnalytics>(setup, wants);
     r.add::<RunBackup>(setup, wants);
     r.add::<IngestDocument>(setup, wants);
     r.add::<PurgeDocument>(setup, wants);

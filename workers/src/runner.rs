@@ -51,7 +51,7 @@ pub trait Handle: Job {
     fn handle(self, ctx: JobContext) -> impl Future<Output = Result<Value, JobError>> + Send;
 }
 
-async fn announce(state: &WorkerState, record: Option<JobRecord>) {
+pub(crate) async fn announce(state: &WorkerState, record: Option<JobRecord>) {
     let Some(record) = record else { return };
     let event = RealtimeEvent {
         tenant_id: record.tenant_id.to_string(),

@@ -2,6 +2,7 @@ pub mod agent_test;
 pub mod agent_training;
 pub mod agents;
 pub mod ai_providers;
+pub mod analytics;
 pub mod auth;
 pub mod channels;
 pub mod conversations;

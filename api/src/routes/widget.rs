@@ -118,7 +118,7 @@ fn key_param(req: &Request) -> String {
 /// Resolves the channel and checks the origin; CORS headers are set for an
 /// allowed origin even when the request then fails (so the page can read
 /// the error).
-async fn scope(req: &Request, depot: &Depot, res: &mut Response) -> ApiResult<Channel> {
+pub(crate) async fn scope(req: &Request, depot: &Depot, res: &mut Response) -> ApiResult<Channel> {
     let channel = channel_by_key(app(depot), &key_param(req)).await?;
     let origin = check_origin(req, &channel)?;
     cors_headers(res, &origin);
@@ -129,7 +129,7 @@ fn bearer(req: &Request) -> Option<&str> {
     crate::guard::bearer_token(req)
 }
 
-fn visitor_of(req: &Request, depot: &Depot, channel: &Channel) -> ApiResult<String> {
+pub(crate) fn visitor_of(req: &Request, depot: &Depot, channel: &Channel) -> ApiResult<String> {
     let secret = app(depot).platform.config.jwt.secret.expose();
     let claims = bearer(req)
         .and_then(|t| visitor::verify(secret, t))

@@ -290,6 +290,9 @@ async fn finish(
         .map_err(JobError::transient)?;
     if let Some(m) = &updated {
         events::message_updated(&platform.kv, m).await;
+        if status == MessageStatus::Failed {
+            aigentable_platform::analytics::facts::delivery_failed(&platform.db, m).await;
+        }
     }
     Ok(updated)
 }

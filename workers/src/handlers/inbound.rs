@@ -132,6 +132,12 @@ impl Handle for ProcessInbound {
                         Some(message) => {
                             tally.receipts += 1;
                             events::message_updated(&ctx.state.platform.kv, &message).await;
+                            if message.status == MessageStatus::Failed {
+                                aigentable_platform::analytics::facts::delivery_failed(
+                                    db, &message,
+                                )
+                                .await;
+                            }
                         }
                         None => tally.ignored += 1,
                     }

@@ -4,6 +4,7 @@ pub mod ai_provider_test;
 pub mod backup;
 pub mod channel_jobs;
 pub mod delivery;
+pub mod export;
 pub mod inbound;
 pub mod knowledge;
 pub mod noop;

@@ -1,5 +1,9 @@
-//! Hourly analytics rollup: conversations and messages per tenant for one
-//! hour, upserted into `analytics_hourly` (re-running an hour replaces it).
+//! Hourly analytics rollup: the analytics facts of the hour (and of hours
+//! missed or made dirty by late facts) into hourly buckets per tenant ×
+//! agent × channel and daily buckets in each tenant's timezone (see
+//! `platform::analytics::rollup`); plus the raw per-tenant counts of stored
+//! conversations and messages in `analytics_hourly` (re-running an hour
+//! replaces them).
 
 use bson::{Document, doc};
 use chrono::{DateTime, Duration, Utc};
@@ -82,6 +86,10 @@ impl Handle for RollupAnalytics {
             .await
             .map_err(JobError::transient)?;
         }
-        Ok(json!({ "hour": start.to_rfc3339(), "tenants": tenants.len() }))
+        let rolled = aigentable_platform::analytics::rollup::run(db, start)
+            .await
+            .map_err(JobError::transient)?;
+        tracing::info!(job_id = %ctx.job_id, hour = %start.to_rfc3339(), hours = rolled.hours, dirty_hours = rolled.dirty_hours, days = rolled.days, "analytics rolled up");
+        Ok(json!({ "hour": start.to_rfc3339(), "tenants": tenants.len(), "analytics": rolled }))
     }
 }

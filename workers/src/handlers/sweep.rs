@@ -84,12 +84,42 @@ impl Handle for Sweep {
         let released = aigentable_jobs::held::release_reactivated(client, db)
             .await
             .map_err(JobError::transient)?;
+        let exports = remove_expired_exports(db).await?;
         Ok(json!({
             "requeued": requeued,
             "dead": dead,
             "expiredResetTokens": expired,
             "expiredEmailVerifications": expired_verifications,
             "releasedHeld": released,
+            "expiredExports": exports,
         }))
     }
+}
+
+/// Analytics exports past their 7 days: the file, then the record.
+async fn remove_expired_exports(db: &aigentable_platform::Db) -> Result<u64, JobError> {
+    use aigentable_platform::analytics::exports::{EXPORTS, ExportRecord};
+    let coll = db.unscoped::<ExportRecord>(EXPORTS);
+    let expired: Vec<ExportRecord> = coll
+        .find(doc! { "expiresAt": { "$lt": bson::DateTime::now() } })
+        .limit(500)
+        .await
+        .map_err(JobError::transient)?
+        .try_collect()
+        .await
+        .map_err(JobError::transient)?;
+    let mut removed = 0;
+    for export in expired {
+        if let Some(file_id) = &export.file_id {
+            aigentable_platform::files::remove(db, file_id)
+                .await
+                .map_err(JobError::transient)?;
+        }
+        removed += coll
+            .delete_one(doc! { "_id": &export.id })
+            .await
+            .map_err(JobError::transient)?
+            .deleted_count;
+    }
+    Ok(removed)
 }
