@@ -21,7 +21,7 @@ async fn scrape(app: &TestApp, url: &str, token: Option<&str>) -> (StatusCode, S
 fn series(text: &str) -> BTreeSet<String> {
     text.lines()
         .filter(|l| l.starts_with("aigentable_http_requests_total{"))
-        .filter_map(|l| l.split_once('}').map(|(labels, _)| labels.to_owned()))
+        .filter_map(|l| l.rsplit_once(' ').map(|(labels, _)| labels.to_owned()))
         .collect()
 }
 
