@@ -297,22 +297,20 @@ pub async fn serve(
     let namespace = state.platform.config.redis_namespace.clone();
     let config = state.platform.config.clone();
     let metrics_server = match config.metrics_port {
-        Some(port) => {
-            match aigentable_platform::metrics_server::bind(&config.host, port).await {
-                Ok(Some(listener)) => Some(tokio::spawn(
-                    aigentable_platform::metrics_server::serve_with_token(
-                        listener,
-                        state.metrics.registry.clone(),
-                        config.metrics_token.clone(),
-                    ),
-                )),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!(port, error = %e, "cannot bind METRICS_PORT; metrics are not served");
-                    None
-                }
+        Some(port) => match aigentable_platform::metrics_server::bind(&config.host, port).await {
+            Ok(Some(listener)) => Some(tokio::spawn(
+                aigentable_platform::metrics_server::serve_with_token(
+                    listener,
+                    state.metrics.registry.clone(),
+                    config.metrics_token.clone(),
+                ),
+            )),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(port, error = %e, "cannot bind METRICS_PORT; metrics are not served");
+                None
             }
-        }
+        },
         None => None,
     };
     let (service, io) = service(state);

@@ -77,7 +77,6 @@ impl Blocked {
                 | Blocked::UniqueLocal
         )
     }
-
 }
 
 /// Whether the refused address is the URL's host itself or what its name
@@ -248,7 +247,11 @@ pub fn classify_v6(ip: Ipv6Addr) -> Option<Blocked> {
         ([0x100, 0, 0, 0, 0, 0, 0, 0], 64, Blocked::Reserved),
         // IETF protocol assignments, Teredo (which hides an IPv4 address), ORCHID.
         ([0x2001, 0, 0, 0, 0, 0, 0, 0], 23, Blocked::Reserved),
-        ([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32, Blocked::Documentation),
+        (
+            [0x2001, 0xdb8, 0, 0, 0, 0, 0, 0],
+            32,
+            Blocked::Documentation,
+        ),
         ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, Blocked::Documentation),
         ([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, Blocked::UniqueLocal),
         ([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, Blocked::LinkLocal),
@@ -311,7 +314,10 @@ impl EgressPolicy {
 
     /// Resolves `host` and keeps the addresses this policy allows; an error
     /// when none is left.
-    pub async fn resolve(self, host: &str) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn resolve(
+        self,
+        host: &str,
+    ) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
         let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
         let mut refused = None;
         let allowed: Vec<SocketAddr> = found
@@ -568,7 +574,13 @@ mod tests {
             let ip: IpAddr = ip.parse().expect("test address");
             assert_eq!(classify(ip), Some(*why), "{ip}");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "198.20.0.1"] {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "198.20.0.1",
+        ] {
             let ip: IpAddr = public.parse().expect("test address");
             assert_eq!(classify(ip), None, "{public}");
         }
@@ -643,14 +655,25 @@ mod tests {
                 "{url}: {refused:?}"
             );
         }
-        assert_eq!(url_check(strict(), "https://graph.facebook.com/v21.0/x"), Ok(()));
+        assert_eq!(
+            url_check(strict(), "https://graph.facebook.com/v21.0/x"),
+            Ok(())
+        );
         assert_eq!(url_check(strict(), "https://8.8.8.8/"), Ok(()));
-        assert_eq!(url_check(strict(), "ftp://example.com/"), Err(EgressError::BadUrl));
+        assert_eq!(
+            url_check(strict(), "ftp://example.com/"),
+            Err(EgressError::BadUrl)
+        );
     }
 
     #[test]
     fn allowing_private_networks_never_opens_metadata_or_reserved_ranges() {
-        for ok in ["http://127.0.0.1:9/", "http://10.0.0.1/", "http://[::1]/", "http://[fd12::1]/"] {
+        for ok in [
+            "http://127.0.0.1:9/",
+            "http://10.0.0.1/",
+            "http://[::1]/",
+            "http://[fd12::1]/",
+        ] {
             assert_eq!(url_check(open(), ok), Ok(()), "{ok}");
         }
         for refused in [
@@ -686,7 +709,14 @@ mod tests {
         let refused = strict().resolve("localhost").await.expect_err("refused");
         let found = EgressError::find(refused.as_ref()).cloned();
         assert!(
-            matches!(found, Some(EgressError::NotAllowed { how: How::ResolvesTo, reason: Blocked::Loopback, .. })),
+            matches!(
+                found,
+                Some(EgressError::NotAllowed {
+                    how: How::ResolvesTo,
+                    reason: Blocked::Loopback,
+                    ..
+                })
+            ),
             "{refused}"
         );
         let allowed = open().resolve("localhost").await.expect("allowed");
@@ -695,7 +725,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_reported_as_such_and_never_made() {
-        let canary = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let canary = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = canary.local_addr().expect("addr").port();
         let egress = Egress::new(strict()).expect("client");
         for url in [
@@ -707,7 +739,10 @@ mod tests {
                 .send(egress.request(reqwest::Method::GET, &url), 1024)
                 .await
                 .expect_err("refused");
-            assert!(matches!(err, SendError::Refused(EgressError::NotAllowed { .. })), "{url}: {err}");
+            assert!(
+                matches!(err, SendError::Refused(EgressError::NotAllowed { .. })),
+                "{url}: {err}"
+            );
         }
         let accepted = tokio::time::timeout(Duration::from_millis(200), canary.accept()).await;
         assert!(accepted.is_err(), "the canary was contacted");

@@ -396,7 +396,8 @@ async fn llm_client_speaks_openai_and_azure_and_classifies_failures() {
     // Azure: deployment in the path, api-version query, api-key header.
     fake.clear_requests();
     let azure = provider(AiProviderType::AzureOpenai, fake.url(), &secrets);
-    let client = LlmClient::from_provider(&azure, &secrets, &egress, timeout).expect("azure client");
+    let client =
+        LlmClient::from_provider(&azure, &secrets, &egress, timeout).expect("azure client");
     client.chat(&hello()).await.expect("azure chat");
     client.embed(&["x".to_owned()]).await.expect("azure embed");
     let sent = fake.requests();
@@ -433,8 +434,8 @@ async fn llm_client_speaks_openai_and_azure_and_classifies_failures() {
         matches!(&err, Some(e @ LlmError::Rejected(_)) if !e.is_retryable()),
         "{err:?}"
     );
-    let slow =
-        LlmClient::from_provider(&openai, &secrets, &egress, Duration::from_millis(300)).expect("client");
+    let slow = LlmClient::from_provider(&openai, &secrets, &egress, Duration::from_millis(300))
+        .expect("client");
     fake.set_delay(Duration::from_secs(2));
     assert_eq!(slow.chat(&hello()).await.err(), Some(LlmError::Timeout));
     fake.set_delay(Duration::ZERO);

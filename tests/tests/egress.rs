@@ -65,14 +65,23 @@ async fn channel_calls_never_reach_internal_addresses() {
         let pnid = format!("77000{i}");
         let channel = create_channel(&app, &s, whatsapp(&pnid, base)).await;
         let channel_id = id(&channel);
-        let r = post_ok(&app, &s, &format!("/api/v1/channels/{channel_id}/test"), json!({})).await;
+        let r = post_ok(
+            &app,
+            &s,
+            &format!("/api/v1/channels/{channel_id}/test"),
+            json!({}),
+        )
+        .await;
         let job = job_done(&app, &s, r["jobId"].as_str().unwrap_or_default()).await;
         assert_eq!(job["result"]["status"], "ERROR", "{base}: {job}");
         let error = job["result"]["error"].as_str().unwrap_or_default();
         assert!(error.contains(REFUSED), "{base}: {error}");
         let stored = app.get(&format!("/api/v1/channels/{channel_id}"), &s).await;
         assert!(
-            stored.body["lastError"].as_str().unwrap_or_default().contains(REFUSED),
+            stored.body["lastError"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(REFUSED),
             "{base}: {:?}",
             stored.body
         );
@@ -111,13 +120,20 @@ async fn channel_calls_never_reach_internal_addresses() {
                     .await;
                 r.body["messages"]
                     .as_array()
-                    .and_then(|m| m.iter().find(|m| m["content"] == "we will call you").cloned())
+                    .and_then(|m| {
+                        m.iter()
+                            .find(|m| m["content"] == "we will call you")
+                            .cloned()
+                    })
                     .filter(|m| m["status"] == "FAILED")
             })
             .await
             .unwrap_or_else(|| panic!("{base}: delivery did not fail: {job}"));
         assert!(
-            message["error"].as_str().unwrap_or_default().contains(REFUSED),
+            message["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(REFUSED),
             "{base}: {message}"
         );
 
@@ -132,13 +148,18 @@ async fn channel_calls_never_reach_internal_addresses() {
         let telegram_id = id(&telegram);
         let failed = app
             .eventually(Duration::from_secs(30), || async {
-                let r = app.get(&format!("/api/v1/channels/{telegram_id}"), &s).await;
+                let r = app
+                    .get(&format!("/api/v1/channels/{telegram_id}"), &s)
+                    .await;
                 (r.body["status"] == "ERROR").then_some(r.body)
             })
             .await
             .unwrap_or_else(|| panic!("{base}: webhook registration did not fail"));
         assert!(
-            failed["lastError"].as_str().unwrap_or_default().contains(REFUSED),
+            failed["lastError"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(REFUSED),
             "{base}: {failed}"
         );
     }
@@ -168,7 +189,13 @@ async fn ai_provider_calls_never_reach_internal_addresses() {
         let provider_id = id(&provider);
 
         // test_ai_provider.
-        let r = post_ok(&app, &s, &format!("/api/v1/ai-providers/{provider_id}/test"), json!({})).await;
+        let r = post_ok(
+            &app,
+            &s,
+            &format!("/api/v1/ai-providers/{provider_id}/test"),
+            json!({}),
+        )
+        .await;
         let job = job_done(&app, &s, r["jobId"].as_str().unwrap_or_default()).await;
         assert_eq!(job["result"]["ok"], false, "{base}: {job}");
         assert_eq!(job["result"]["retryable"], false, "{base}: {job}");
@@ -186,7 +213,13 @@ async fn ai_provider_calls_never_reach_internal_addresses() {
             })
             .await
             .unwrap_or_else(|| panic!("{base}: ingestion did not fail"));
-        assert!(failed["error"].as_str().unwrap_or_default().contains(REFUSED), "{base}: {failed}");
+        assert!(
+            failed["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(REFUSED),
+            "{base}: {failed}"
+        );
 
         // A reply: the agent falls back and the job says why.
         let agent = post_ok(
@@ -197,17 +230,29 @@ async fn ai_provider_calls_never_reach_internal_addresses() {
         )
         .await;
         let channel = inbound::channel(&app, &s, "Site", Some(&id(&agent))).await;
-        inbound::deliver(&app, &s, &channel, vec![inbound::said("v1", "m1", "refunds?")]).await;
+        inbound::deliver(
+            &app,
+            &s,
+            &channel,
+            vec![inbound::said("v1", "m1", "refunds?")],
+        )
+        .await;
         let reply = app
             .eventually(Duration::from_secs(60), || async {
                 inbound::jobs_of_type(&app, &s, "generate_reply")
                     .await
                     .into_iter()
-                    .find(|j| j["status"] == "SUCCEEDED" || j["status"] == "FAILED" || j["status"] == "DEAD")
+                    .find(|j| {
+                        j["status"] == "SUCCEEDED"
+                            || j["status"] == "FAILED"
+                            || j["status"] == "DEAD"
+                    })
             })
             .await
             .unwrap_or_else(|| panic!("{base}: no reply job finished"));
-        let reason = reply["result"]["fallbackReason"].as_str().unwrap_or_default();
+        let reason = reply["result"]["fallbackReason"]
+            .as_str()
+            .unwrap_or_default();
         assert!(reason.contains(REFUSED), "{base}: {reply}");
         reply_agents += 1;
     }
@@ -228,13 +273,31 @@ async fn redirects_are_refused() {
     .await;
     let s = app.register("Mallory").await;
     let channel = create_channel(&app, &s, whatsapp("880001", &redirector.url())).await;
-    let r = post_ok(&app, &s, &format!("/api/v1/channels/{}/test", id(&channel)), json!({})).await;
+    let r = post_ok(
+        &app,
+        &s,
+        &format!("/api/v1/channels/{}/test", id(&channel)),
+        json!({}),
+    )
+    .await;
     let job = job_done(&app, &s, r["jobId"].as_str().unwrap_or_default()).await;
     let error = job["result"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("redirect"), "{job}");
 
-    let provider = post_ok(&app, &s, "/api/v1/ai-providers", ai_provider(&redirector.url(), None)).await;
-    let r = post_ok(&app, &s, &format!("/api/v1/ai-providers/{}/test", id(&provider)), json!({})).await;
+    let provider = post_ok(
+        &app,
+        &s,
+        "/api/v1/ai-providers",
+        ai_provider(&redirector.url(), None),
+    )
+    .await;
+    let r = post_ok(
+        &app,
+        &s,
+        &format!("/api/v1/ai-providers/{}/test", id(&provider)),
+        json!({}),
+    )
+    .await;
     let job = job_done(&app, &s, r["jobId"].as_str().unwrap_or_default()).await;
     let error = job["result"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("redirect"), "{job}");
@@ -260,7 +323,13 @@ async fn allowed_private_networks_reach_the_server_but_answers_are_not_echoed() 
     .await;
     let s = app.register("Acme").await;
     let channel = create_channel(&app, &s, whatsapp("990001", &canary.url())).await;
-    let r = post_ok(&app, &s, &format!("/api/v1/channels/{}/test", id(&channel)), json!({})).await;
+    let r = post_ok(
+        &app,
+        &s,
+        &format!("/api/v1/channels/{}/test", id(&channel)),
+        json!({}),
+    )
+    .await;
     let job = job_done(&app, &s, r["jobId"].as_str().unwrap_or_default()).await;
     assert_eq!(job["result"]["status"], "CONNECTED", "{job}");
     assert_eq!(job["result"]["provider"]["verifiedName"], "Acme");
@@ -275,11 +344,19 @@ async fn channel_base_urls_need_the_setting_and_their_token_again() {
     let s = app.register("Acme").await;
     // Without CHANNEL_BASE_URL_OVERRIDES: 400 naming the field.
     let r = app
-        .post("/api/v1/channels", &s, whatsapp("110001", "https://graph.example.com"))
+        .post(
+            "/api/v1/channels",
+            &s,
+            whatsapp("110001", "https://graph.example.com"),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
     assert_eq!(r.body["details"]["field"], "config.baseUrl");
-    assert!(r.message().contains("CHANNEL_BASE_URL_OVERRIDES"), "{:?}", r.body);
+    assert!(
+        r.message().contains("CHANNEL_BASE_URL_OVERRIDES"),
+        "{:?}",
+        r.body
+    );
     app.cleanup().await;
 
     let app = spawn_app_with(&[("CHANNEL_BASE_URL_OVERRIDES", "true")]).await;
@@ -288,7 +365,11 @@ async fn channel_base_urls_need_the_setting_and_their_token_again() {
     let path = format!("/api/v1/channels/{}", id(&channel));
     // A new base without the token: refused, the stored token never moves.
     let r = app
-        .put(&path, &s, json!({"config": {"baseUrl": "https://evil.example.com"}}))
+        .put(
+            &path,
+            &s,
+            json!({"config": {"baseUrl": "https://evil.example.com"}}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
     assert_eq!(r.body["details"]["field"], "config.accessToken");
@@ -299,11 +380,22 @@ async fn channel_base_urls_need_the_setting_and_their_token_again() {
             json!({"config": {"baseUrl": "https://evil.example.com", "accessToken": "****0001"}}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "masked is not re-entered: {:?}", r.body);
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "masked is not re-entered: {:?}",
+        r.body
+    );
     let r = app.get(&path, &s).await;
     assert_eq!(r.body["config"]["baseUrl"], "https://graph.example.com");
     // Same base, other fields: fine; new base with the token: fine.
-    let r = app.put(&path, &s, json!({"name": "Renamed", "config": {"baseUrl": "https://graph.example.com"}})).await;
+    let r = app
+        .put(
+            &path,
+            &s,
+            json!({"name": "Renamed", "config": {"baseUrl": "https://graph.example.com"}}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let r = app
         .put(
@@ -321,7 +413,13 @@ async fn channel_base_urls_need_the_setting_and_their_token_again() {
 async fn ai_provider_base_url_changes_need_the_key_again() {
     let app = spawn_app_with(&[]).await;
     let s = app.register("Acme").await;
-    let p = post_ok(&app, &s, "/api/v1/ai-providers", ai_provider("https://llm.example.com", None)).await;
+    let p = post_ok(
+        &app,
+        &s,
+        "/api/v1/ai-providers",
+        ai_provider("https://llm.example.com", None),
+    )
+    .await;
     let path = format!("/api/v1/ai-providers/{}", id(&p));
     for change in [
         json!({"baseUrl": "https://evil.example.com/v1"}),
@@ -336,7 +434,11 @@ async fn ai_provider_base_url_changes_need_the_key_again() {
     let r = app.put(&path, &s, json!({"name": "Renamed"})).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let r = app
-        .put(&path, &s, json!({"baseUrl": "https://llm2.example.com/v1", "apiKey": "sk-new-0002"}))
+        .put(
+            &path,
+            &s,
+            json!({"baseUrl": "https://llm2.example.com/v1", "apiKey": "sk-new-0002"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["baseUrl"], "https://llm2.example.com/v1");

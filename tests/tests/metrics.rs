@@ -46,10 +46,15 @@ async fn random_paths_add_no_series() {
     let (_, before) = scrape(&app, &app.url("/metrics"), None).await;
     let before = series(&before);
     assert!(
-        before.iter().any(|l| l.contains("route=\"/api/v1/users/{id}\"")),
+        before
+            .iter()
+            .any(|l| l.contains("route=\"/api/v1/users/{id}\"")),
         "{before:?}"
     );
-    assert!(before.iter().any(|l| l.contains("route=\"unmatched\"")), "{before:?}");
+    assert!(
+        before.iter().any(|l| l.contains("route=\"unmatched\"")),
+        "{before:?}"
+    );
 
     let mut randoms = Vec::new();
     for i in 0..50 {
@@ -80,7 +85,10 @@ async fn random_paths_add_no_series() {
     let new: Vec<&String> = after.difference(&before).collect();
     assert!(new.is_empty(), "50 random requests added series: {new:?}");
     for r in &randoms {
-        assert!(!after.iter().any(|l| l.contains(&r[..12])), "{r} became a label");
+        assert!(
+            !after.iter().any(|l| l.contains(&r[..12])),
+            "{r} became a label"
+        );
     }
     app.cleanup().await;
 }
@@ -116,7 +124,13 @@ async fn metrics_port_moves_metrics_off_the_public_port() {
     let separate = format!("http://127.0.0.1:{port}/metrics");
     let (status, body) = app
         .eventually(std::time::Duration::from_secs(5), || async {
-            let r = app.http.get(&separate).bearer_auth(token).send().await.ok()?;
+            let r = app
+                .http
+                .get(&separate)
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?;
             let status = r.status();
             Some((status, r.text().await.unwrap_or_default()))
         })

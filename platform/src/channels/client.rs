@@ -255,7 +255,10 @@ impl ProviderClient {
         let req = match target.channel_type {
             ChannelType::Whatsapp => self
                 .http
-                .request(reqwest::Method::POST, &target.graph(&format!("{}/messages", target.account_id)))
+                .request(
+                    reqwest::Method::POST,
+                    &target.graph(&format!("{}/messages", target.account_id)),
+                )
                 .bearer_auth(&target.token)
                 .json(&json!({
                     "messaging_product": "whatsapp",
@@ -275,7 +278,10 @@ impl ProviderClient {
                 })),
             ChannelType::Instagram => self
                 .http
-                .request(reqwest::Method::POST, &target.graph(&format!("{}/messages", target.account_id)))
+                .request(
+                    reqwest::Method::POST,
+                    &target.graph(&format!("{}/messages", target.account_id)),
+                )
                 .bearer_auth(&target.token)
                 .json(&json!({
                     "recipient": { "id": to },
@@ -378,10 +384,10 @@ impl ProviderClient {
             .http
             .request(reqwest::Method::POST, &target.telegram("setWebhook"))
             .json(&json!({
-            "url": url,
-            "secret_token": secret_token,
-            "allowed_updates": ["message"],
-        }));
+                "url": url,
+                "secret_token": secret_token,
+                "allowed_updates": ["message"],
+            }));
         self.call(target.provider(), req).await.map(|_| ())
     }
 }
