@@ -271,6 +271,8 @@ async fn socket_io_fallback(res: &mut Response) {
 /// errors and the Socket.IO gateway (whose handle is returned for emitting).
 pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
     let origins = state.platform.config.cors_origins.clone();
+    let track = metrics::Track(state.metrics.clone());
+    let metrics_here = state.platform.config.metrics_port.is_none();
     let (socket_layer, io) = realtime::layer(state.clone());
     let api = api_router();
     let doc = OpenApi::new("AIgentable API", env!("CARGO_PKG_VERSION"))
@@ -281,10 +283,8 @@ pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
         .merge_router(&api);
     let router = Router::new()
         .hoop(salvo::affix_state::inject(state))
-        .hoop(metrics::track)
         .push(Router::with_path("healthz").get(routes::health::healthz))
         .push(Router::with_path("readyz").get(routes::health::readyz))
-        .push(Router::with_path("metrics").get(metrics::expose))
         .push(Router::with_path("widget.js").get(routes::widget::script))
         .push(
             Router::with_path("socket.io")
@@ -294,8 +294,15 @@ pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
         .push(doc.into_router("/api/v1/openapi.json"))
         .push(SwaggerUi::new("/api/v1/openapi.json").into_router("/api/v1/docs"))
         .push(api);
+    // With METRICS_PORT, /metrics is served there only (see `serve`).
+    let router = if metrics_here {
+        router.push(Router::with_path("metrics").get(metrics::expose))
+    } else {
+        router
+    };
     let service = Service::new(router)
         .hoop(cors(&origins).into_handler())
+        .hoop(track)
         .catcher(Catcher::default().hoop(json_catcher));
     (service, io)
 }
@@ -308,6 +315,24 @@ pub async fn serve(
 ) {
     let redis_url = state.platform.config.redis_url.expose().clone();
     let namespace = state.platform.config.redis_namespace.clone();
+    let config = state.platform.config.clone();
+    let metrics_server = match config.metrics_port {
+        Some(port) => match aigentable_platform::metrics_server::bind(&config.host, port).await {
+            Ok(Some(listener)) => Some(tokio::spawn(
+                aigentable_platform::metrics_server::serve_with_token(
+                    listener,
+                    state.metrics.registry.clone(),
+                    config.metrics_token.clone(),
+                ),
+            )),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(port, error = %e, "cannot bind METRICS_PORT; metrics are not served");
+                None
+            }
+        },
+        None => None,
+    };
     let (service, io) = service(state);
     let relay = tokio::spawn(realtime::run_relay(io, redis_url, namespace));
     let server = Server::new(listener);
@@ -319,6 +344,9 @@ pub async fn serve(
     });
     server.serve(service).await;
     relay.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
 }
 
 /// Binds `host:port` (port 0 picks a free port).

@@ -54,60 +54,95 @@ impl Metrics {
     }
 }
 
-/// Collapses ids in a path so that the route label has bounded cardinality.
-pub fn route_label(path: &str) -> String {
-    path.split('/')
-        .map(|seg| {
-            if aigentable_platform::ids::looks_like_id(seg)
-                || (seg.len() > 16 && seg.chars().any(|c| c.is_ascii_digit()))
-            {
-                ":id"
-            } else {
-                seg
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+/// The route label: the matched route's template (`/api/v1/users/{id}`),
+/// never the raw path, so that a client cannot create series at will;
+/// requests that matched no route share one label.
+pub fn route_label(matched_path: &str) -> String {
+    if matched_path.is_empty() {
+        "unmatched".to_owned()
+    } else {
+        format!("/{matched_path}")
+    }
 }
 
-#[handler]
-pub async fn track(req: &mut Request, depot: &mut Depot, res: &mut Response, ctrl: &mut FlowCtrl) {
-    let start = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let route = route_label(req.uri().path());
-    ctrl.call_next(req, depot, res).await;
-    let status = res
-        .status_code
-        .unwrap_or(StatusCode::OK)
-        .as_u16()
-        .to_string();
-    let metrics = &app(depot).metrics;
-    metrics
-        .http_requests
-        .with_label_values(&[&method, &route, &status])
-        .inc();
-    metrics
-        .http_duration
-        .with_label_values(&[&method, &route])
-        .observe(start.elapsed().as_secs_f64());
+/// The method label: the standard methods, anything else as `OTHER`.
+fn method_label(method: &salvo::http::Method) -> &'static str {
+    use salvo::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
-/// Prometheus text exposition.
+/// Counts and times every request, routed or not (a service-level hoop,
+/// so it also sees the requests no route matched).
+pub struct Track(pub Metrics);
+
 #[handler]
-pub async fn expose(depot: &mut Depot, res: &mut Response) {
+impl Track {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        depot: &mut Depot,
+        res: &mut Response,
+        ctrl: &mut FlowCtrl,
+    ) {
+        let start = Instant::now();
+        let method = method_label(req.method());
+        let route = route_label(req.matched_path());
+        ctrl.call_next(req, depot, res).await;
+        let status = res
+            .status_code
+            .unwrap_or(StatusCode::OK)
+            .as_u16()
+            .to_string();
+        self.0
+            .http_requests
+            .with_label_values(&[method, &route, &status])
+            .inc();
+        self.0
+            .http_duration
+            .with_label_values(&[method, &route])
+            .observe(start.elapsed().as_secs_f64());
+    }
+}
+
+/// Prometheus text exposition (`METRICS_TOKEN` as a bearer token when set).
+#[handler]
+pub async fn expose(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let state = app(depot);
+    if !aigentable_platform::metrics_server::authorized(
+        req,
+        state.platform.config.metrics_token.as_ref(),
+    ) {
+        res.add_header("www-authenticate", "Bearer", true).ok();
+        crate::error::write_error(
+            &crate::error::ApiError::Unauthorized(
+                "metrics need the METRICS_TOKEN bearer token".to_owned(),
+            ),
+            res,
+        );
+        return;
+    }
     res.add_header("content-type", "text/plain; version=0.0.4", true)
         .ok();
-    res.render(app(depot).metrics.render());
+    res.render(state.metrics.render());
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn ids_are_collapsed() {
+    fn routes_are_labelled_by_their_template() {
         assert_eq!(
-            super::route_label("/api/v1/users/65a1b2c3d4e5f6a7b8c9d0e1"),
-            "/api/v1/users/:id"
+            super::route_label("api/v1/users/{id}"),
+            "/api/v1/users/{id}"
         );
-        assert_eq!(super::route_label("/api/v1/users"), "/api/v1/users");
+        assert_eq!(super::route_label(""), "unmatched");
     }
 }

@@ -114,6 +114,14 @@ pub struct Config {
     pub channels: crate::channels::ChannelsConfig,
     /// LLM call timeout and embedding batching, retries and per-tenant limit.
     pub llm: crate::llm::LlmConfig,
+    /// Whom outbound calls a tenant can steer may reach
+    /// (`OUTBOUND_ALLOW_PRIVATE_NETWORKS`).
+    pub outbound: crate::egress::EgressPolicy,
+    /// `METRICS_TOKEN`: when set, `/metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<Secret<String>>,
+    /// `METRICS_PORT`: when set, the api serves `/metrics` on this port
+    /// (bound to `HOST`) instead of its main one.
+    pub metrics_port: Option<u16>,
 }
 
 /// Where variables come from: the process environment, or a map in tests.
@@ -173,6 +181,11 @@ where
                 reason: e.to_string(),
             }),
     }
+}
+
+/// A `true`/`false` setting, false when unset.
+pub(crate) fn flag(name: &'static str, raw: Option<String>) -> Result<bool, ConfigError> {
+    parse_value(name, raw.filter(|v| !v.trim().is_empty()), false)
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -325,6 +338,19 @@ impl Config {
             qdrant_api_key: var("QDRANT_API_KEY").map(Secret::new),
             channels: crate::channels::ChannelsConfig::from_lookup(lookup)?,
             llm: crate::llm::LlmConfig::from_lookup(lookup)?,
+            outbound: crate::egress::EgressPolicy {
+                allow_private_networks: vars.parsed("OUTBOUND_ALLOW_PRIVATE_NETWORKS", false)?,
+            },
+            metrics_token: match var("METRICS_TOKEN") {
+                Some(t) if t.trim().len() < 16 => {
+                    return Err(invalid("METRICS_TOKEN", "must be at least 16 characters"));
+                }
+                t => t.map(|t| Secret::new(t.trim().to_owned())),
+            },
+            metrics_port: match vars.parsed::<u16>("METRICS_PORT", 0)? {
+                0 => None,
+                port => Some(port),
+            },
         })
     }
 

@@ -11,6 +11,7 @@ pub mod conversations;
 pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod egress;
 pub mod extract;
 pub mod files;
 pub mod ids;
@@ -40,6 +41,8 @@ pub struct Platform {
     pub secrets: crypto::SecretBox,
     /// Every password hash and check goes through this bound.
     pub passwords: auth::password::Hasher,
+    /// The HTTP clients for every outbound call a tenant can steer.
+    pub egress: egress::Egress,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +62,9 @@ impl Platform {
         db.ping().await?;
         let kv = Kv::connect(config.redis_url.expose(), &config.redis_namespace).await?;
         kv.ping().await?;
+        let egress = egress::Egress::new(config.outbound).map_err(StartError::Other)?;
         Ok(Self {
+            egress,
             tokens: auth::TokenIssuer::new(&config.jwt),
             secrets: crypto::SecretBox::new(config.data_encryption_key.expose()),
             passwords: auth::password::Hasher::new(

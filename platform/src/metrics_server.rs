@@ -4,14 +4,44 @@
 use prometheus::{Encoder, Registry, TextEncoder};
 use salvo::conn::tcp::TcpAcceptor;
 use salvo::prelude::*;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
 
 #[derive(Clone)]
-struct Exposed(Registry);
+struct Exposed(Registry, Option<Secret<String>>);
+
+/// Whether `req` may read metrics: always without a `METRICS_TOKEN`,
+/// otherwise only with `Authorization: Bearer <token>` (compared in
+/// constant time).
+pub fn authorized(req: &Request, token: Option<&Secret<String>>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let (a, b) = (
+        Sha256::digest(given.trim().as_bytes()),
+        Sha256::digest(token.expose().as_bytes()),
+    );
+    bool::from(a.ct_eq(&b))
+}
 
 #[handler]
-async fn expose(depot: &mut Depot, res: &mut Response) {
+async fn expose(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let mut buf = Vec::new();
-    if let Ok(Exposed(registry)) = depot.get_typed::<Exposed>() {
+    if let Ok(Exposed(registry, token)) = depot.get_typed::<Exposed>() {
+        if !authorized(req, token.as_ref()) {
+            res.status_code(StatusCode::UNAUTHORIZED);
+            res.add_header("www-authenticate", "Bearer", true).ok();
+            res.render("metrics need the METRICS_TOKEN bearer token\n");
+            return;
+        }
         let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
     }
     res.add_header(
@@ -37,11 +67,20 @@ pub async fn bind(host: &str, port: u16) -> std::io::Result<Option<TcpAcceptor>>
 
 /// Serves `registry` at `/metrics` for the life of the process.
 pub async fn serve(listener: TcpAcceptor, registry: Registry) {
+    serve_with_token(listener, registry, None).await;
+}
+
+/// [`serve`], requiring `token` as a bearer token when given.
+pub async fn serve_with_token(
+    listener: TcpAcceptor,
+    registry: Registry,
+    token: Option<Secret<String>>,
+) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "metrics listening");
     }
     let router = Router::new()
-        .hoop(salvo::affix_state::inject(Exposed(registry)))
+        .hoop(salvo::affix_state::inject(Exposed(registry, token)))
         .push(Router::with_path("metrics").get(expose));
     Server::new(listener).serve(router).await;
 }

@@ -27,7 +27,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding SCHEDULER_METRICS_PORT {port}"))?
     {
-        tokio::spawn(metrics_server::serve(listener, metrics.registry.clone()));
+        tokio::spawn(metrics_server::serve_with_token(
+            listener,
+            metrics.registry.clone(),
+            platform.config.metrics_token.clone(),
+        ));
     }
     run(
         platform,

@@ -2,6 +2,7 @@
 //! the same process, against the real Redis and MongoDB-wire server, with a
 //! fresh database and Redis namespace per test.
 
+pub mod canary;
 pub mod fake_openai;
 pub mod fake_providers;
 pub mod fake_smtp;
@@ -76,6 +77,9 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
                 .into_owned(),
         ),
         ("HOST", "127.0.0.1".to_owned()),
+        // The fake providers listen on 127.0.0.1; tests/tests/egress.rs runs
+        // with the production default (false).
+        ("OUTBOUND_ALLOW_PRIVATE_NETWORKS", "true".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use aigentable_platform::crypto::SecretBox;
+use aigentable_platform::egress::{Egress, EgressPolicy};
 use aigentable_platform::ids::TenantId;
 use aigentable_platform::llm::{self, ChatMessage, ChatRequest, LlmClient, LlmError};
 use aigentable_platform::model::{AiProvider, AiProviderType};
@@ -354,10 +355,15 @@ async fn llm_client_speaks_openai_and_azure_and_classifies_failures() {
     let fake = FakeOpenAi::start().await;
     let secrets = SecretBox::new(&[9u8; 32]);
     let timeout = Duration::from_secs(5);
+    // The fake listens on 127.0.0.1.
+    let egress = Egress::new(EgressPolicy {
+        allow_private_networks: true,
+    })
+    .expect("egress");
 
     // OpenAI: bearer key, max_completion_tokens, echo answer and usage.
     let openai = provider(AiProviderType::Openai, fake.base_url(), &secrets);
-    let client = LlmClient::from_provider(&openai, &secrets, timeout).expect("client");
+    let client = LlmClient::from_provider(&openai, &secrets, &egress, timeout).expect("client");
     let out = client.chat(&hello()).await.expect("chat");
     assert_eq!(out.content, "echo: hello there");
     assert_eq!(out.model, "chat-deploy");
@@ -390,7 +396,8 @@ async fn llm_client_speaks_openai_and_azure_and_classifies_failures() {
     // Azure: deployment in the path, api-version query, api-key header.
     fake.clear_requests();
     let azure = provider(AiProviderType::AzureOpenai, fake.url(), &secrets);
-    let client = LlmClient::from_provider(&azure, &secrets, timeout).expect("azure client");
+    let client =
+        LlmClient::from_provider(&azure, &secrets, &egress, timeout).expect("azure client");
     client.chat(&hello()).await.expect("azure chat");
     client.embed(&["x".to_owned()]).await.expect("azure embed");
     let sent = fake.requests();
@@ -404,7 +411,7 @@ async fn llm_client_speaks_openai_and_azure_and_classifies_failures() {
     assert_eq!(sent[1].path, "/openai/deployments/embed-deploy/embeddings");
 
     // Failures: exactly one HTTP call each, classified.
-    let client = LlmClient::from_provider(&openai, &secrets, timeout).expect("client");
+    let client = LlmClient::from_provider(&openai, &secrets, &egress, timeout).expect("client");
     fake.clear_requests();
     fake.rate_limit_next(1, 7);
     let err = client.chat(&hello()).await.err();
@@ -427,8 +434,8 @@ async fn llm_client_speaks_openai_and_azure_and_classifies_failures() {
         matches!(&err, Some(e @ LlmError::Rejected(_)) if !e.is_retryable()),
         "{err:?}"
     );
-    let slow =
-        LlmClient::from_provider(&openai, &secrets, Duration::from_millis(300)).expect("client");
+    let slow = LlmClient::from_provider(&openai, &secrets, &egress, Duration::from_millis(300))
+        .expect("client");
     fake.set_delay(Duration::from_secs(2));
     assert_eq!(slow.chat(&hello()).await.err(), Some(LlmError::Timeout));
     fake.set_delay(Duration::ZERO);
@@ -437,7 +444,7 @@ async fn llm_client_speaks_openai_and_azure_and_classifies_failures() {
         "http://127.0.0.1:9/v1".to_owned(),
         &secrets,
     );
-    let err = LlmClient::from_provider(&nowhere, &secrets, timeout)
+    let err = LlmClient::from_provider(&nowhere, &secrets, &egress, timeout)
         .expect("client")
         .chat(&hello())
         .await
@@ -446,7 +453,7 @@ async fn llm_client_speaks_openai_and_azure_and_classifies_failures() {
     // A key sealed with another DATA_ENCRYPTION_KEY is a configuration error.
     let other = SecretBox::new(&[1u8; 32]);
     assert!(matches!(
-        LlmClient::from_provider(&openai, &other, timeout),
+        LlmClient::from_provider(&openai, &other, &egress, timeout),
         Err(LlmError::Config(_))
     ));
 }

@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(9101);
     let metrics_host = config.host.clone();
+    let metrics_token = config.metrics_token.clone();
     let platform = Platform::connect(config)
         .await
         .context("connecting to services")?;
@@ -79,8 +80,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = metrics_server::bind(&metrics_host, metrics_port)
         .await
         .with_context(|| format!("binding the metrics port {metrics_port}"))?;
-    let server =
-        listener.map(|l| tokio::spawn(metrics_server::serve(l, setup.metrics.registry.clone())));
+    let server = listener.map(|l| {
+        tokio::spawn(metrics_server::serve_with_token(
+            l,
+            setup.metrics.registry.clone(),
+            metrics_token,
+        ))
+    });
     tracing::info!(?queues, ?concurrency, "workers starting");
     let result = run_with(
         setup,

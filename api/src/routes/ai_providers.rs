@@ -180,6 +180,7 @@ fn check_url(field: &str, url: &str) -> ApiResult<()> {
 /// Applies `input` to `p` (a new provider or the stored one) and checks
 /// the result for its type.
 fn apply(state: &AppState, p: &mut AiProvider, input: &AiProviderInput) -> ApiResult<()> {
+    let base_before = p.effective_base_url();
     if let Some(name) = &input.name {
         p.name = Name::parse("name", name, 100)?.into_inner();
     }
@@ -280,6 +281,15 @@ fn apply(state: &AppState, p: &mut AiProvider, input: &AiProviderInput) -> ApiRe
     }
     if p.provider_type != AiProviderType::AzureOpenai {
         p.api_version = None;
+    }
+    // A stored key never follows a new address: whoever points the
+    // provider elsewhere must know the key (or send a new one).
+    let key_sent = matches!(&input.api_key, Some(Some(k)) if !k.trim().is_empty());
+    if p.api_key.is_some() && !key_sent && p.effective_base_url() != base_before {
+        return Err(ApiError::field(
+            "apiKey",
+            "must be entered again when baseUrl (or type) changes",
+        ));
     }
     Ok(())
 }

@@ -316,6 +316,13 @@ pub async fn create(
         &BTreeMap::new(),
     )
     .map_err(settings_error)?;
+    settings::check_base_url(
+        channel_type,
+        &valid,
+        None,
+        state.platform.config.channels.base_url_overrides,
+    )
+    .map_err(settings_error)?;
     let agent_id = input.agent_id.clone().flatten();
     if let Some(id) = &agent_id {
         check_agent(state, who, id).await?;
@@ -428,6 +435,13 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Chan
             config,
             &current.config,
             &current.secrets,
+        )
+        .map_err(settings_error)?;
+        settings::check_base_url(
+            current.channel_type,
+            &valid,
+            Some(&current.config),
+            state.platform.config.channels.base_url_overrides,
         )
         .map_err(settings_error)?;
         let current_key = channel_routing_key(&current);

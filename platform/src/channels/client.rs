@@ -3,14 +3,15 @@
 //!
 //! Tokens never reach logs or error texts: reqwest errors are stripped of
 //! their URL (a Telegram URL contains the bot token) and provider error
-//! bodies are reduced to their message.
-
-use std::time::Duration;
+//! bodies are reduced to their message. Every call goes through the egress
+//! guard ([`crate::egress`]); only known fields of a provider's answer are
+//! kept, so whatever a URL answers is never handed back whole.
 
 use serde_json::{Value, json};
 
 use super::ChannelsConfig;
 use crate::crypto::SecretBox;
+use crate::egress::{self, Egress, SendError};
 use crate::model::{Channel, ChannelType};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +33,13 @@ pub enum ProviderError {
     /// The channel lacks a setting or a secret cannot be read.
     #[error("channel is misconfigured: {0}")]
     Config(String),
+    /// The egress guard refused the call (an address inside the platform's
+    /// network, a redirect, an oversized answer).
+    #[error("{provider} cannot be called: {reason}")]
+    Refused {
+        provider: &'static str,
+        reason: String,
+    },
 }
 
 impl ProviderError {
@@ -109,11 +117,15 @@ impl Target {
                 "config.{token_field} cannot be decrypted (was DATA_ENCRYPTION_KEY changed?)"
             ))
         })?;
+        // A channel's own baseUrl counts only where the deployment allows
+        // overrides (CHANNEL_BASE_URL_OVERRIDES).
         let base = channel
             .config
             .get_str("baseUrl")
+            .ok()
+            .filter(|_| config.base_url_overrides)
             .map(|b| b.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|_| config.api_base(t).to_owned());
+            .unwrap_or_else(|| config.api_base(t).to_owned());
         let version = channel
             .config
             .get_str("apiVersion")
@@ -173,25 +185,18 @@ pub fn split_text(text: &str, max: usize) -> Vec<String> {
     out
 }
 
+/// Calls the providers through the platform's egress guard. Cheap to
+/// clone.
 #[derive(Clone, Debug)]
 pub struct ProviderClient {
-    http: reqwest::Client,
-}
-
-impl Default for ProviderClient {
-    fn default() -> Self {
-        Self::new()
-    }
+    http: Egress,
 }
 
 impl ProviderClient {
-    pub fn new() -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        Self { http }
+    pub fn new(egress: &Egress) -> Self {
+        Self {
+            http: egress.clone(),
+        }
     }
 
     async fn call(
@@ -199,23 +204,30 @@ impl ProviderClient {
         provider: &'static str,
         req: reqwest::RequestBuilder,
     ) -> Result<Value, ProviderError> {
-        let res = req.send().await.map_err(|e| ProviderError::Retryable {
-            provider,
-            reason: e.without_url().to_string(),
-        })?;
-        let status = res.status();
-        let text = res.text().await.unwrap_or_default();
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let res = self
+            .http
+            .send(req, egress::CHANNEL_MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| match e {
+                SendError::Refused(e) => ProviderError::Refused {
+                    provider,
+                    reason: e.to_string(),
+                },
+                other => ProviderError::Retryable {
+                    provider,
+                    reason: other.to_string(),
+                },
+            })?;
+        let status = res.status;
+        let body: Value = serde_json::from_slice(&res.body).unwrap_or(Value::Null);
         if status.is_success() && body.get("ok") != Some(&Value::Bool(false)) {
             return Ok(body);
         }
-        let message = error_message(&body).unwrap_or_else(|| {
-            let mut t: String = text.chars().take(200).collect();
-            if t.trim().is_empty() {
-                t = status.canonical_reason().unwrap_or("error").to_owned();
-            }
-            t
-        });
+        // Only a provider's own error shape is repeated, shortened; any
+        // other body could be some internal page's content.
+        let message = error_message(&body)
+            .map(|m| shorten(&m, MAX_ERROR_TEXT))
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
         let code = status.as_u16();
         if status.as_u16() == 429 || status.is_server_error() {
             Err(ProviderError::Retryable {
@@ -243,7 +255,10 @@ impl ProviderClient {
         let req = match target.channel_type {
             ChannelType::Whatsapp => self
                 .http
-                .post(target.graph(&format!("{}/messages", target.account_id)))
+                .request(
+                    reqwest::Method::POST,
+                    &target.graph(&format!("{}/messages", target.account_id)),
+                )
                 .bearer_auth(&target.token)
                 .json(&json!({
                     "messaging_product": "whatsapp",
@@ -254,7 +269,7 @@ impl ProviderClient {
                 })),
             ChannelType::Facebook => self
                 .http
-                .post(target.graph("me/messages"))
+                .request(reqwest::Method::POST, &target.graph("me/messages"))
                 .query(&[("access_token", target.token.as_str())])
                 .json(&json!({
                     "recipient": { "id": to },
@@ -263,7 +278,10 @@ impl ProviderClient {
                 })),
             ChannelType::Instagram => self
                 .http
-                .post(target.graph(&format!("{}/messages", target.account_id)))
+                .request(
+                    reqwest::Method::POST,
+                    &target.graph(&format!("{}/messages", target.account_id)),
+                )
                 .bearer_auth(&target.token)
                 .json(&json!({
                     "recipient": { "id": to },
@@ -275,7 +293,7 @@ impl ProviderClient {
                     .parse::<i64>()
                     .map_or_else(|_| Value::String(to.to_owned()), Value::from);
                 self.http
-                    .post(target.telegram("sendMessage"))
+                    .request(reqwest::Method::POST, &target.telegram("sendMessage"))
                     .json(&json!({ "chat_id": chat, "text": text }))
             }
             ChannelType::Website => {
@@ -305,30 +323,52 @@ impl ProviderClient {
         let req = match target.channel_type {
             ChannelType::Whatsapp => self
                 .http
-                .get(target.graph(&target.account_id))
+                .request(reqwest::Method::GET, &target.graph(&target.account_id))
                 .query(&[("fields", "display_phone_number,verified_name")])
                 .bearer_auth(&target.token),
             ChannelType::Facebook => self
                 .http
-                .get(target.graph(&target.account_id))
+                .request(reqwest::Method::GET, &target.graph(&target.account_id))
                 .query(&[("fields", "id,name")])
                 .bearer_auth(&target.token),
             ChannelType::Instagram => self
                 .http
-                .get(target.graph(&target.account_id))
+                .request(reqwest::Method::GET, &target.graph(&target.account_id))
                 .query(&[("fields", "id,username")])
                 .bearer_auth(&target.token),
-            ChannelType::Telegram => self.http.get(target.telegram("getMe")),
+            ChannelType::Telegram => self
+                .http
+                .request(reqwest::Method::GET, &target.telegram("getMe")),
             ChannelType::Website => return Ok(json!({})),
         };
         let body = self.call(p, req).await?;
+        // Only the fields asked for, as short strings: whatever else the URL
+        // answered is not handed back.
+        let pick = |v: &Value| match v {
+            Value::String(s) => Value::String(shorten(s, 100)),
+            Value::Number(n) => Value::String(n.to_string()),
+            _ => Value::Null,
+        };
         Ok(match target.channel_type {
             ChannelType::Telegram => json!({
-                "id": body["result"]["id"],
-                "username": body["result"]["username"],
-                "name": body["result"]["first_name"],
+                "id": pick(&body["result"]["id"]),
+                "username": pick(&body["result"]["username"]),
+                "name": pick(&body["result"]["first_name"]),
             }),
-            _ => body,
+            ChannelType::Whatsapp => json!({
+                "id": pick(&body["id"]),
+                "displayPhoneNumber": pick(&body["display_phone_number"]),
+                "verifiedName": pick(&body["verified_name"]),
+            }),
+            ChannelType::Facebook => json!({
+                "id": pick(&body["id"]),
+                "name": pick(&body["name"]),
+            }),
+            ChannelType::Instagram => json!({
+                "id": pick(&body["id"]),
+                "username": pick(&body["username"]),
+            }),
+            ChannelType::Website => json!({}),
         })
     }
 
@@ -340,13 +380,24 @@ impl ProviderClient {
         url: &str,
         secret_token: &str,
     ) -> Result<(), ProviderError> {
-        let req = self.http.post(target.telegram("setWebhook")).json(&json!({
-            "url": url,
-            "secret_token": secret_token,
-            "allowed_updates": ["message"],
-        }));
+        let req = self
+            .http
+            .request(reqwest::Method::POST, &target.telegram("setWebhook"))
+            .json(&json!({
+                "url": url,
+                "secret_token": secret_token,
+                "allowed_updates": ["message"],
+            }));
         self.call(target.provider(), req).await.map(|_| ())
     }
+}
+
+/// Longest provider error message kept.
+const MAX_ERROR_TEXT: usize = 300;
+
+/// At most `max` characters of `s`, without control characters.
+fn shorten(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 /// The human-readable error of a Graph API or Telegram error body.

@@ -34,6 +34,9 @@ pub struct ChannelsConfig {
     pub meta_api_version: String,
     /// `PUBLIC_BASE_URL`: where providers and widget visitors reach the api.
     pub public_base_url: String,
+    /// `CHANNEL_BASE_URL_OVERRIDES` (default false): whether a channel's own
+    /// `config.baseUrl` is accepted and used instead of its type's base.
+    pub base_url_overrides: bool,
 }
 
 impl Default for ChannelsConfig {
@@ -45,6 +48,7 @@ impl Default for ChannelsConfig {
             telegram_api_base: "https://api.telegram.org".to_owned(),
             meta_api_version: "21.0".to_owned(),
             public_base_url: "http://localhost:3000".to_owned(),
+            base_url_overrides: false,
         }
     }
 }
@@ -102,6 +106,10 @@ impl ChannelsConfig {
                 "PUBLIC_BASE_URL",
                 lookup("PUBLIC_BASE_URL"),
                 &d.public_base_url,
+            )?,
+            base_url_overrides: crate::config::flag(
+                "CHANNEL_BASE_URL_OVERRIDES",
+                lookup("CHANNEL_BASE_URL_OVERRIDES"),
             )?,
         })
     }

@@ -219,6 +219,40 @@ pub fn validate(
     Ok(out)
 }
 
+/// The egress rules of a channel's own `config.baseUrl` (`current_config`
+/// is `None` for a new channel): a new value is accepted only where the
+/// deployment allows overrides (`CHANNEL_BASE_URL_OVERRIDES`), and only
+/// with the provider token sent again, so that a stored token never
+/// follows a new address.
+pub fn check_base_url(
+    channel_type: ChannelType,
+    valid: &Settings,
+    current_config: Option<&Document>,
+    overrides_allowed: bool,
+) -> Result<(), SettingsError> {
+    let new = valid.config.get_str("baseUrl").ok();
+    let old = current_config.and_then(|c| c.get_str("baseUrl").ok());
+    if new.is_none() || new == old {
+        return Ok(());
+    }
+    if !overrides_allowed {
+        return Err(err(
+            "baseUrl",
+            "is not accepted on this deployment (CHANNEL_BASE_URL_OVERRIDES is off): the provider's API base is used",
+        ));
+    }
+    let token = match channel_type {
+        ChannelType::Whatsapp | ChannelType::Instagram => "accessToken",
+        ChannelType::Facebook => "pageAccessToken",
+        ChannelType::Telegram => "botToken",
+        ChannelType::Website => return Ok(()),
+    };
+    if !valid.new_secrets.contains_key(token) {
+        return Err(err(token, "must be entered again when baseUrl changes"));
+    }
+    Ok(())
+}
+
 fn check_secret(field: &Field, name: &str, value: &str) -> Result<(), SettingsError> {
     if value.len() > 4_096 || value.chars().any(char::is_whitespace) {
         return Err(err(

@@ -181,7 +181,12 @@ pub async fn query_vector(
     if provider.embedding_model() != Some(model) {
         return None;
     }
-    let client = match LlmClient::from_provider(&provider, &platform.secrets, config.timeout) {
+    let client = match LlmClient::from_provider(
+        &provider,
+        &platform.secrets,
+        &platform.egress,
+        config.timeout,
+    ) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(tenant_id = %tenant, provider_id = %provider.id, error = %e, "query embedding skipped");

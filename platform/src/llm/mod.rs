@@ -17,7 +17,7 @@ mod config;
 pub mod embedding;
 pub mod index;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_openai::Client;
@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::SecretBox;
 use crate::db::{Db, DbResult};
+use crate::egress::{self, Egress, EgressError};
 use crate::ids::TenantId;
 use crate::model::{AiProvider, AiProviderType};
 
@@ -133,6 +134,10 @@ pub enum LlmError {
     Timeout,
     #[error("could not reach the AI provider: {0}")]
     Network(String),
+    /// The egress guard refused the call: an address inside the
+    /// platform's network, a redirect, an oversized answer.
+    #[error("the AI provider cannot be called: {0}")]
+    NotAllowed(String),
     /// The provider's settings cannot work (missing base URL, key that
     /// cannot be decrypted, no embedding model, ...).
     #[error("the AI provider is misconfigured: {0}")]
@@ -164,8 +169,9 @@ impl LlmError {
     }
 }
 
-/// The readable part of an error body: OpenAI's `{"error": {"message"}}`,
-/// else the text itself, shortened.
+/// The readable part of an error body: OpenAI's `{"error": {"message"}}`
+/// (or a top-level `message`/`error` string), shortened. Anything else is
+/// never repeated: a raw body could be some internal page's content.
 fn error_text(body: &str) -> String {
     let message = serde_json::from_str::<serde_json::Value>(body)
         .ok()
@@ -175,8 +181,12 @@ fn error_text(body: &str) -> String {
                 .or_else(|| v.get("error"))
                 .and_then(|m| m.as_str().map(str::to_owned))
         })
-        .unwrap_or_else(|| body.trim().to_owned());
-    let mut text: String = message.chars().take(MAX_ERROR_TEXT).collect();
+        .unwrap_or_default();
+    let mut text: String = message
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_ERROR_TEXT)
+        .collect();
     if text.is_empty() {
         text = "no details".to_owned();
     }
@@ -214,25 +224,18 @@ struct HttpFailure {
 }
 
 /// The transport: one request, no retries; non-2xx answers become
-/// [`HttpFailure`].
+/// [`HttpFailure`]. Its HTTP client is the egress guard's: the URL is
+/// checked before the call, DNS answers are filtered, redirects are
+/// refused and bodies are read with a cap.
 #[derive(Clone)]
 struct SingleShot {
-    http: reqwest_oai::Client,
+    egress: Egress,
     timeout: Duration,
 }
 
-/// One connection pool for every provider call of the process: a client
-/// per `LlmClient` would redo DNS and TLS handshakes on every reply.
-fn shared_http() -> Result<reqwest_oai::Client, LlmError> {
-    static HTTP: OnceLock<Result<reqwest_oai::Client, String>> = OnceLock::new();
-    HTTP.get_or_init(|| {
-        reqwest_oai::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string())
-    })
-    .clone()
-    .map_err(|e| LlmError::Config(format!("cannot build the HTTP client: {e}")))
+/// A refusal by the egress guard, carried through async-openai.
+fn refused(e: EgressError) -> OpenAIError {
+    OpenAIError::Boxed(Box::new(e))
 }
 
 impl tower::Service<HttpRequestFactory> for SingleShot {
@@ -250,22 +253,43 @@ impl tower::Service<HttpRequestFactory> for SingleShot {
     }
 
     fn call(&mut self, factory: HttpRequestFactory) -> Self::Future {
-        let http = self.http.clone();
+        let egress = self.egress.clone();
         let timeout = self.timeout;
         Box::pin(async move {
             let mut request = factory.build().await?;
+            egress.policy().check_url(request.url()).map_err(refused)?;
             *request.timeout_mut() = Some(timeout);
-            let response = http.execute(request).await.map_err(OpenAIError::Reqwest)?;
+            let mut response = egress.llm_http().execute(request).await.map_err(|e| {
+                match EgressError::find(&e) {
+                    Some(r) => refused(r.clone()),
+                    None => OpenAIError::Reqwest(e),
+                }
+            })?;
             let status = response.status();
-            if status.is_success() {
-                return Ok(response);
+            if status.is_redirection() {
+                return Err(refused(EgressError::Redirect(status.as_u16())));
             }
-            let retry_after = parse_retry_after(response.headers());
-            let body = response.text().await.unwrap_or_default();
+            let cap = if status.is_success() {
+                egress::LLM_MAX_RESPONSE_BYTES
+            } else {
+                egress::ERROR_MAX_RESPONSE_BYTES
+            };
+            let body = match egress::read_capped_oai(&mut response, cap).await {
+                Ok(body) => body,
+                Err(egress::ReadError::TooLarge(e)) => return Err(refused(e)),
+                Err(egress::ReadError::Http(e)) => return Err(OpenAIError::Reqwest(e)),
+            };
+            if status.is_success() {
+                // async-openai reads the body again: hand it the capped copy.
+                let mut rebuilt = http::Response::new(body);
+                *rebuilt.status_mut() = status;
+                *rebuilt.headers_mut() = response.headers().clone();
+                return Ok(reqwest_oai::Response::from(rebuilt));
+            }
             Err(OpenAIError::Boxed(Box::new(HttpFailure {
                 status: status.as_u16(),
-                retry_after,
-                body,
+                retry_after: parse_retry_after(response.headers()),
+                body: String::from_utf8_lossy(&body).into_owned(),
             })))
         })
     }
@@ -275,7 +299,10 @@ fn classify(e: OpenAIError) -> LlmError {
     match e {
         OpenAIError::Boxed(inner) => match inner.downcast::<HttpFailure>() {
             Ok(f) => LlmError::from_status(f.status, &f.body, f.retry_after),
-            Err(other) => LlmError::Network(other.to_string()),
+            Err(other) => match other.downcast::<EgressError>() {
+                Ok(refusal) => LlmError::NotAllowed(refusal.to_string()),
+                Err(other) => LlmError::Network(other.to_string()),
+            },
         },
         OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout,
         OpenAIError::Reqwest(e) => {
@@ -303,7 +330,7 @@ fn classify(e: OpenAIError) -> LlmError {
 
 /// rustls needs a process-wide crypto provider; ring is the one the rest
 /// of the workspace already builds. Installing twice is harmless.
-fn ensure_crypto_provider() {
+pub(crate) fn ensure_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -336,12 +363,13 @@ impl std::fmt::Debug for LlmClient {
 }
 
 impl LlmClient {
+    /// A client for `p`, calling through `egress` (the platform's guard).
     pub fn from_provider(
         p: &AiProvider,
         secrets: &SecretBox,
+        egress: &Egress,
         timeout: Duration,
     ) -> Result<Self, LlmError> {
-        ensure_crypto_provider();
         let api_key = match p.api_key.as_deref().filter(|k| !k.is_empty()) {
             Some(sealed) => secrets
                 .open(sealed)
@@ -352,7 +380,7 @@ impl LlmClient {
             .effective_base_url()
             .ok_or_else(|| LlmError::Config("baseUrl is required for this provider".into()))?;
         let service = SingleShot {
-            http: shared_http()?,
+            egress: egress.clone(),
             timeout,
         };
         let make = |config: Box<dyn Config>| {
@@ -584,7 +612,11 @@ mod tests {
         );
         assert!(rl.is_retryable());
         assert!(
-            matches!(LlmError::from_status(503, "down", None), LlmError::Server(m) if m.contains("down"))
+            matches!(LlmError::from_status(503, r#"{"error":{"message":"down"}}"#, None), LlmError::Server(m) if m.contains("down"))
+        );
+        // A body that is not a provider's error is never repeated.
+        assert!(
+            matches!(LlmError::from_status(502, "<html>internal admin</html>", None), LlmError::Server(m) if m == "HTTP 502: no details")
         );
         let rejected = LlmError::from_status(
             401,

@@ -27,6 +27,7 @@ impl Handle for TestAiProvider {
         let client = match LlmClient::from_provider(
             &provider,
             &platform.secrets,
+            &platform.egress,
             platform.config.llm.timeout,
         ) {
             Ok(c) => c,
@@ -65,7 +66,8 @@ impl Handle for TestAiProvider {
                     "ok": true,
                     "providerId": provider.id,
                     "latencyMs": latency_ms,
-                    "model": out.model,
+                    // The provider names it: kept short.
+                    "model": out.model.chars().take(100).collect::<String>(),
                 }))
             }
             Err(e) => {

@@ -68,7 +68,7 @@ impl Handle for TestChannel {
         }
         let outcome =
             match Target::for_channel(&platform.config.channels, &platform.secrets, &channel) {
-                Ok(target) => provider_client().test(&target).await,
+                Ok(target) => provider_client(&ctx).test(&target).await,
                 Err(e) => Err(e),
             };
         match outcome {
@@ -125,7 +125,7 @@ impl Handle for RegisterWebhook {
         let outcome =
             match Target::for_channel(&platform.config.channels, &platform.secrets, &channel) {
                 Ok(target) => {
-                    provider_client()
+                    provider_client(&ctx)
                         .set_telegram_webhook(&target, &url, &secret)
                         .await
                 }

@@ -14,8 +14,6 @@
 //! `FAILED` with an explanation, and staff can resend. A duplicate customer
 //! message is worse than a visible failure.
 
-use std::sync::OnceLock;
-
 use bson::doc;
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -32,10 +30,10 @@ use aigentable_platform::model::{
 
 use crate::runner::{Handle, JobContext, JobError};
 
-/// One HTTP client (connection pool) per worker process.
-pub(crate) fn provider_client() -> &'static ProviderClient {
-    static CLIENT: OnceLock<ProviderClient> = OnceLock::new();
-    CLIENT.get_or_init(ProviderClient::new)
+/// The provider client over the platform's egress guard (its connection
+/// pool is shared by the whole process).
+pub(crate) fn provider_client(ctx: &JobContext) -> ProviderClient {
+    ProviderClient::new(&ctx.state.platform.egress)
 }
 
 /// A `SENDING` message older than this was left by an interrupted attempt.
@@ -237,7 +235,7 @@ async fn send(ctx: &JobContext, job: &DeliverMessage, message: &Message) -> Resu
     }
     let target = Target::for_channel(&platform.config.channels, &platform.secrets, &channel)
         .map_err(|e| Failure::Permanent(e.to_string()))?;
-    let client = provider_client();
+    let client = provider_client(ctx);
     let mut last_id = None;
     for (i, part) in split_text(&message.content, max_text_len(channel.channel_type))
         .iter()

@@ -177,9 +177,13 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
         None => (IndexedModel::sparse(), None),
         Some(p) => {
             let platform = &ctx.state.platform;
-            let client =
-                LlmClient::from_provider(p, &platform.secrets, platform.config.llm.timeout)
-                    .map_err(llm_error)?;
+            let client = LlmClient::from_provider(
+                p,
+                &platform.secrets,
+                &platform.egress,
+                platform.config.llm.timeout,
+            )
+            .map_err(llm_error)?;
             let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
             let doc_id = document.id.clone();
             let embedded = embedding::embed_all(

@@ -512,6 +512,7 @@ async fn compose(
     let client = match LlmClient::from_provider(
         &provider,
         &ctx.state.platform.secrets,
+        &ctx.state.platform.egress,
         LLM_CALL_TIMEOUT,
     ) {
         Ok(c) => c,
