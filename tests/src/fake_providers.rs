@@ -282,13 +282,14 @@ pub async fn create_channel(app: &crate::TestApp, s: &crate::Session, body: Valu
 /// finished job's record.
 pub async fn test_channel(app: &crate::TestApp, s: &crate::Session, channel_id: &str) -> Value {
     let r = app
-        .post(
-            &format!("/api/v1/channels/{channel_id}/test"),
-            s,
-            json!({}),
-        )
+        .post(&format!("/api/v1/channels/{channel_id}/test"), s, json!({}))
         .await;
-    assert_eq!(r.status, reqwest::StatusCode::ACCEPTED, "test: {:?}", r.body);
+    assert_eq!(
+        r.status,
+        reqwest::StatusCode::ACCEPTED,
+        "test: {:?}",
+        r.body
+    );
     job_done(app, s, r.body["jobId"].as_str().unwrap_or_default()).await
 }
 

@@ -20,8 +20,8 @@ use aigentable_platform::model::{
     MessageStatus, SenderType,
 };
 use aigentable_tests::fake_providers::{
-    FakeProviders, app_with_fake, create_agent, create_channel, job_done, post_meta,
-    test_channel, whatsapp_text,
+    FakeProviders, app_with_fake, create_agent, create_channel, job_done, post_meta, test_channel,
+    whatsapp_text,
 };
 use aigentable_tests::socket::connect;
 use aigentable_tests::{Session, TestApp};
@@ -447,7 +447,11 @@ async fn the_guides_bodies_are_accepted_for_every_type_with_what_is_missing() {
         })
         .await;
     assert!(live.is_some(), "the webhook registration makes it ACTIVE");
-    assert!(!fake.requests_to("/bot123456:AAE-guide_token/setWebhook").is_empty());
+    assert!(
+        !fake
+            .requests_to("/bot123456:AAE-guide_token/setWebhook")
+            .is_empty()
+    );
 
     let web = create_channel(
         &app,
@@ -464,16 +468,29 @@ async fn the_guides_bodies_are_accepted_for_every_type_with_what_is_missing() {
             .contains("any website"),
         "{web}"
     );
-    assert!(web["publicKey"].as_str().unwrap_or_default().starts_with("pk_"));
+    assert!(
+        web["publicKey"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("pk_")
+    );
 
     // Malformed values are still a 400 naming the field.
     let r = app
-        .post("/api/v1/channels", &admin, json!({"type": "TELEGRAM", "name": "x", "config": {"botToken": "not-a-token"}}))
+        .post(
+            "/api/v1/channels",
+            &admin,
+            json!({"type": "TELEGRAM", "name": "x", "config": {"botToken": "not-a-token"}}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["details"]["field"], "config.botToken");
     let r = app
-        .post("/api/v1/channels", &admin, json!({"type": "FACEBOOK", "name": "x", "config": {"pageId": "page 1"}}))
+        .post(
+            "/api/v1/channels",
+            &admin,
+            json!({"type": "FACEBOOK", "name": "x", "config": {"pageId": "page 1"}}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["details"]["field"], "config.pageId");
@@ -564,10 +581,7 @@ async fn setup_is_completed_by_put_and_resolved_by_the_test_job() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 
     // Messenger: the page id and name come from the page token.
-    fake.add_account(
-        "page-token-x",
-        json!({"id": "PAGE_X", "name": "Acme Page"}),
-    );
+    fake.add_account("page-token-x", json!({"id": "PAGE_X", "name": "Acme Page"}));
     let fb = create_channel(
         &app,
         &admin,
@@ -617,7 +631,9 @@ async fn setup_is_completed_by_put_and_resolved_by_the_test_job() {
     let wrong_id = wrong["id"].as_str().unwrap_or_default().to_owned();
     let job = test_channel(&app, &admin, &wrong_id).await;
     assert_eq!(job["result"]["status"], "ERROR", "{job}");
-    let ch = app.get(&format!("/api/v1/channels/{wrong_id}"), &admin).await;
+    let ch = app
+        .get(&format!("/api/v1/channels/{wrong_id}"), &admin)
+        .await;
     assert_eq!(ch.body["status"], "ERROR");
     assert!(
         ch.body["lastError"]

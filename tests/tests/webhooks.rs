@@ -364,7 +364,13 @@ async fn unconfirmed_ids_get_no_traffic_and_unverifiable_deliveries_are_counted(
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret-2")).await;
+    let r = post_meta(
+        &app,
+        "/api/v1/webhooks/whatsapp",
+        &body,
+        Some("wa-secret-2"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(events(&app, &admin).await.len(), 1);
     app.cleanup().await;

@@ -294,7 +294,10 @@ async fn a_widget_without_allowed_origins_works_on_any_site() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(r.body["setup"]["warnings"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        r.body["setup"]["warnings"].as_array().map(Vec::len),
+        Some(0)
+    );
     let r = call(
         &app,
         reqwest::Method::POST,

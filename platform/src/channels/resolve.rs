@@ -210,7 +210,11 @@ async fn instagram(
             target.with_base(&config.facebook_api_base)
         };
         let body = client
-            .graph_get(&on_facebook, page, "instagram_business_account{id,username}")
+            .graph_get(
+                &on_facebook,
+                page,
+                "instagram_business_account{id,username}",
+            )
             .await?;
         let account = body["instagram_business_account"].clone();
         let id = id_of(&account["id"]).ok_or_else(|| {

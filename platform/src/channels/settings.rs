@@ -213,12 +213,7 @@ pub fn validate(
     for field in fields(channel_type) {
         let given = std::iter::once(field.name)
             .chain(field.aliases.iter().copied())
-            .find_map(|name| {
-                input
-                    .get(name)
-                    .filter(|v| !is_blank(v))
-                    .map(|v| (name, v))
-            });
+            .find_map(|name| input.get(name).filter(|v| !is_blank(v)).map(|v| (name, v)));
         match given {
             // An explicit null clears an optional field; a needed one can
             // be replaced, not removed.

@@ -279,7 +279,8 @@ mod tests {
             ChannelStatus::NeedsSetup
         );
         c.config.insert("phoneNumberId", "123");
-        c.secrets.insert("appSecret".to_owned(), "sealed".to_owned());
+        c.secrets
+            .insert("appSecret".to_owned(), "sealed".to_owned());
         assert_eq!(
             status_after_save(&c, false, ChannelStatus::NeedsSetup),
             ChannelStatus::Pending

@@ -169,7 +169,16 @@ impl Handle for TestChannel {
             Err(e) => e.to_string(),
         };
         let guard = tested_settings(&channel);
-        match record(&ctx, &channel, ChannelStatus::Error, Some(&message), doc! {}, guard).await {
+        match record(
+            &ctx,
+            &channel,
+            ChannelStatus::Error,
+            Some(&message),
+            doc! {},
+            guard,
+        )
+        .await
+        {
             Ok(Some(_)) => {}
             Ok(None) => return Ok(changed_meanwhile(&channel)),
             Err(e) => return Err(JobError::transient(e)),
@@ -209,9 +218,16 @@ impl Handle for RegisterWebhook {
             };
         match outcome {
             Ok(()) => {
-                record(&ctx, &channel, ChannelStatus::Active, None, doc! {}, doc! {})
-                    .await
-                    .map_err(JobError::transient)?;
+                record(
+                    &ctx,
+                    &channel,
+                    ChannelStatus::Active,
+                    None,
+                    doc! {},
+                    doc! {},
+                )
+                .await
+                .map_err(JobError::transient)?;
                 tracing::info!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, channel_id = %channel.id, "telegram webhook registered");
                 Ok(json!({ "channelId": channel.id, "registered": true, "url": url }))
             }
@@ -222,9 +238,16 @@ impl Handle for RegisterWebhook {
             }
             Err(e) => {
                 let message = format!("could not register the webhook: {e}");
-                record(&ctx, &channel, ChannelStatus::Error, Some(&message), doc! {}, doc! {})
-                    .await
-                    .map_err(JobError::transient)?;
+                record(
+                    &ctx,
+                    &channel,
+                    ChannelStatus::Error,
+                    Some(&message),
+                    doc! {},
+                    doc! {},
+                )
+                .await
+                .map_err(JobError::transient)?;
                 Err(JobError::Permanent(message))
             }
         }
