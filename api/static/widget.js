@@ -20,7 +20,7 @@
     return fetch(api + path, { method: method, headers: h, body: body ? JSON.stringify(body) : undefined })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (j) {
-          if (r.status === 401 && session) { session = null; store.removeItem(sk + ":token"); }
+          if (r.status === 401 && session) { session = null; started = null; } // resumed with the stored token on the next open
           if (!r.ok) throw new Error(j.message || ("HTTP " + r.status));
           return j;
         });
@@ -120,11 +120,12 @@
 
   function start() {
     var body = {};
-    var vid = store.getItem(sk + ":visitor");
-    if (vid) body.visitorId = vid;
+    // The earlier token proves who we were; the server issues the id.
+    var prev = store.getItem(sk + ":token");
+    if (prev) body.visitorToken = prev;
     return req("POST", "/sessions", body).then(function (s) {
       session = s;
-      store.setItem(sk + ":visitor", s.visitorId);
+      store.setItem(sk + ":token", s.token);
       theme(s.settings);
       if (s.settings && s.settings.welcomeMessage && !list.childNodes.length) {
         add({ id: "welcome", from: "bot", content: s.settings.welcomeMessage });

@@ -14,6 +14,7 @@ pub mod names {
     pub const NEW_MESSAGE: &str = "new-message";
     pub const CONVERSATION_UPDATED: &str = "conversation-updated";
     pub const MESSAGE_UPDATED: &str = "message-updated";
+    pub const CHANNEL_UPDATED: &str = "channel-updated";
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -53,6 +54,20 @@ pub async fn document_updated(kv: &Kv, document: &aigentable_platform::model::Kn
     };
     if let Err(e) = publish(kv, &event).await {
         tracing::warn!(document_id = %document.id, error = %e, "could not publish document event");
+    }
+}
+
+/// `channel-updated`: a channel's status or setup changed (`data` from
+/// `platform::channels::setup::event_payload`, no secrets).
+pub async fn channel_updated(kv: &Kv, tenant_id: &str, channel_id: &str, data: Value) {
+    let event = RealtimeEvent {
+        tenant_id: tenant_id.to_owned(),
+        conversation_id: None,
+        event: names::CHANNEL_UPDATED.to_owned(),
+        data,
+    };
+    if let Err(e) = publish(kv, &event).await {
+        tracing::warn!(tenant_id = %tenant_id, channel_id = %channel_id, error = %e, "could not publish channel event");
     }
 }
 

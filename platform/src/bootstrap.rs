@@ -105,6 +105,9 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
         .await?;
     db.ensure_index("channels", doc! { "routingKey": 1 }, Some(unique_sparse()))
         .await?;
+    // Meta's public subscription check looks channels up by verify token.
+    db.ensure_index("channels", doc! { "webhookSecret": 1 }, None)
+        .await?;
     // Raw webhook payloads are kept 30 days for audit and replays.
     db.ensure_index(
         "webhook_events",

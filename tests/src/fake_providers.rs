@@ -1,7 +1,10 @@
 //! One local HTTP server on port 0 that plays the Graph API (WhatsApp,
 //! Messenger, Instagram) and the Telegram Bot API: it records every request
-//! and answers like the real APIs, or with scripted failures (400, 429, 500)
-//! for the next requests whose path contains a given text.
+//! and answers like the real APIs, or with scripted answers (failures such
+//! as 400, 429, 500, or lookups such as a business account's phone numbers)
+//! for the requests whose path contains a given text. `GET .../me` answers
+//! the account registered for the token ([`FakeProviders::add_account`]),
+//! and Meta's "Invalid OAuth access token" for any other token.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +46,8 @@ struct Scripted {
 struct Inner {
     requests: Mutex<Vec<Recorded>>,
     script: Mutex<Vec<Scripted>>,
+    /// Token → what `GET /me` answers for it.
+    accounts: Mutex<std::collections::HashMap<String, Value>>,
     counter: AtomicU64,
 }
 
@@ -85,8 +90,8 @@ impl Handler for Serve {
             .push(Recorded {
                 method: method.clone(),
                 path: path.clone(),
-                query,
-                authorization,
+                query: query.clone(),
+                authorization: authorization.clone(),
                 body: body.clone(),
             });
         let scripted = {
@@ -99,8 +104,30 @@ impl Handler for Serve {
                 (s.status, s.body.clone())
             })
         };
-        let (status, answer) =
-            scripted.unwrap_or_else(|| (200, default_answer(&method, &path, &body, n)));
+        let me = (method == "GET" && path.ends_with("/me")).then(|| {
+            let token = authorization
+                .as_deref()
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .map(str::to_owned)
+                .or_else(|| {
+                    query
+                        .iter()
+                        .find(|(k, _)| k == "access_token")
+                        .map(|(_, v)| v.clone())
+                })
+                .unwrap_or_default();
+            let accounts = self.0.accounts.lock().unwrap_or_else(|e| e.into_inner());
+            match accounts.get(&token) {
+                Some(account) => (200, account.clone()),
+                None => (
+                    400,
+                    json!({"error": {"message": "Invalid OAuth access token - Cannot parse access token", "type": "OAuthException", "code": 190}}),
+                ),
+            }
+        });
+        let (status, answer) = scripted
+            .or(me)
+            .unwrap_or_else(|| (200, default_answer(&method, &path, &body, n)));
         res.status_code(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
         res.render(Json(answer));
     }
@@ -164,6 +191,22 @@ impl FakeProviders {
                 status,
                 body,
             });
+    }
+
+    /// Answers every later request whose path contains `path_contains`
+    /// with `status` and `body` (e.g. a business account's phone numbers).
+    pub fn respond(&self, path_contains: &str, status: u16, body: Value) {
+        self.fail_next(path_contains, usize::MAX, status, body);
+    }
+
+    /// What `GET /me` answers for `token` (the page of a page token, the
+    /// Instagram account of an Instagram token).
+    pub fn add_account(&self, token: &str, account: Value) {
+        self.inner
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token.to_owned(), account);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -233,6 +276,33 @@ pub async fn create_channel(app: &crate::TestApp, s: &crate::Session, body: Valu
         r.body
     );
     r.body
+}
+
+/// Presses Test on a channel (`POST /channels/:id/test`) and answers the
+/// finished job's record.
+pub async fn test_channel(app: &crate::TestApp, s: &crate::Session, channel_id: &str) -> Value {
+    let r = app
+        .post(&format!("/api/v1/channels/{channel_id}/test"), s, json!({}))
+        .await;
+    assert_eq!(
+        r.status,
+        reqwest::StatusCode::ACCEPTED,
+        "test: {:?}",
+        r.body
+    );
+    job_done(app, s, r.body["jobId"].as_str().unwrap_or_default()).await
+}
+
+/// Creates a channel and tests it, so that the provider (the fake, which
+/// confirms any account id it is asked about) confirms its account and
+/// webhooks reach it; panics unless it ends `ACTIVE`. Page tokens must be
+/// registered first with [`FakeProviders::add_account`].
+pub async fn create_live_channel(app: &crate::TestApp, s: &crate::Session, body: Value) -> Value {
+    let created = create_channel(app, s, body).await;
+    let id = created["id"].as_str().unwrap_or_default();
+    let job = test_channel(app, s, id).await;
+    assert_eq!(job["result"]["status"], "ACTIVE", "test: {job}");
+    app.get(&format!("/api/v1/channels/{id}"), s).await.body
 }
 
 /// Creates an agent through the api; answers its id.

@@ -1,7 +1,9 @@
-//! Channels: CRUD with per-type validation, masked secrets, the routing id
-//! unique across tenants, provider tests and Telegram webhook
-//! registration against the fake provider server, and `deliver_message`
-//! (exactly once, in order, retries on 5xx only, dropped on takeover).
+//! Channels: the guide's bodies accepted with what is missing listed in
+//! `setup`, CRUD with per-type validation, masked secrets, completion by
+//! `PUT`, the test job resolving ids from the (fake) provider and claiming
+//! only the routing id the provider confirmed (unique across tenants),
+//! Telegram webhook registration, and `deliver_message` (exactly once, in
+//! order, retries on 5xx only, dropped on takeover).
 
 use std::time::Duration;
 
@@ -18,8 +20,10 @@ use aigentable_platform::model::{
     MessageStatus, SenderType,
 };
 use aigentable_tests::fake_providers::{
-    FakeProviders, app_with_fake, create_agent, create_channel, job_done,
+    FakeProviders, app_with_fake, create_agent, create_channel, job_done, post_meta, test_channel,
+    whatsapp_text,
 };
+use aigentable_tests::socket::connect;
 use aigentable_tests::{Session, TestApp};
 
 fn whatsapp_body(pnid: &str) -> Value {
@@ -37,9 +41,9 @@ async fn crud_validates_per_type_masks_secrets_and_keeps_routing_ids_unique() {
     let (app, _fake) = app_with_fake(&[]).await;
     let admin = app.register("Acme").await;
 
-    // Validation names the field.
+    // Malformed values are refused, naming the field.
     let r = app
-        .post("/api/v1/channels", &admin, json!({"type": "WHATSAPP", "name": "x", "config": {"accessToken": "t", "appSecret": "s"}}))
+        .post("/api/v1/channels", &admin, json!({"type": "WHATSAPP", "name": "x", "config": {"phoneNumberId": "12 34", "accessToken": "t", "appSecret": "s"}}))
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
     assert_eq!(r.body["details"]["field"], "config.phoneNumberId");
@@ -63,7 +67,7 @@ async fn crud_validates_per_type_masks_secrets_and_keeps_routing_ids_unique() {
         .post(
             "/api/v1/channels",
             &admin,
-            json!({"type": "WEBSITE", "name": "x", "config": {"allowedOrigins": []}}),
+            json!({"type": "WEBSITE", "name": "x", "config": {"allowedOrigins": "https://shop.example.com"}}),
         )
         .await;
     assert_eq!(r.body["details"]["field"], "config.allowedOrigins");
@@ -151,8 +155,16 @@ async fn crud_validates_per_type_masks_secrets_and_keeps_routing_ids_unique() {
         .await;
     assert_eq!(r.body["details"]["field"], "type");
 
-    // One provider account, one channel, across tenants.
+    // One provider account, one channel, across tenants; but an id typed
+    // into a channel claims nothing until the provider confirms the
+    // channel's token owns it, so the first to type it blocks nobody.
     let other = app.register("Other Co").await;
+    let squatter = create_channel(&app, &other, whatsapp_body("1234567890")).await;
+    let squatter_id = squatter["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(squatter["setup"]["accountConfirmed"], false);
+    let job = test_channel(&app, &admin, &id).await;
+    assert_eq!(job["result"]["status"], "ACTIVE", "{job}");
+    assert_eq!(job["result"]["accountConfirmed"], true, "{job}");
     let r = app
         .post("/api/v1/channels", &other, whatsapp_body("1234567890"))
         .await;
@@ -161,6 +173,16 @@ async fn crud_validates_per_type_masks_secrets_and_keeps_routing_ids_unique() {
         .post("/api/v1/channels", &admin, whatsapp_body("1234567890"))
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
+    // The unconfirmed copy cannot claim it either.
+    let job = test_channel(&app, &other, &squatter_id).await;
+    assert_eq!(job["result"]["status"], "ERROR", "{job}");
+    assert!(
+        job["result"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already connected to another channel"),
+        "{job}"
+    );
 
     // Tenancy and roles.
     let r = app.get(&format!("/api/v1/channels/{id}"), &other).await;
@@ -195,7 +217,8 @@ async fn crud_validates_per_type_masks_secrets_and_keeps_routing_ids_unique() {
         web["config"]["allowedOrigins"][0],
         "https://shop.example.com"
     );
-    assert_eq!(web["status"], "CONNECTED");
+    assert_eq!(web["status"], "ACTIVE");
+    assert_eq!(web["setup"]["warnings"].as_array().map(Vec::len), Some(0));
 
     // Delete; the provider id is free again.
     let r = app.delete(&format!("/api/v1/channels/{id}"), &admin).await;
@@ -210,6 +233,8 @@ async fn crud_validates_per_type_masks_secrets_and_keeps_routing_ids_unique() {
         .post("/api/v1/channels", &other, whatsapp_body("1234567890"))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let job = test_channel(&app, &other, &squatter_id).await;
+    assert_eq!(job["result"]["status"], "ACTIVE", "{job}");
     app.cleanup().await;
 }
 
@@ -253,13 +278,13 @@ async fn telegram_registers_its_webhook_and_tests_report_on_the_channel() {
     assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
     let job = job_done(&app, &admin, r.body["jobId"].as_str().unwrap_or_default()).await;
     assert_eq!(job["status"], "SUCCEEDED", "{job}");
-    assert_eq!(job["result"]["status"], "CONNECTED");
+    assert_eq!(job["result"]["status"], "ACTIVE");
     assert_eq!(
         fake.requests_to("/getMe")[0].path,
         format!("/bot{token}/getMe")
     );
     let ch = app.get(&format!("/api/v1/channels/{id}"), &admin).await;
-    assert_eq!(ch.body["status"], "CONNECTED");
+    assert_eq!(ch.body["status"], "ACTIVE");
     assert_eq!(ch.body["config"]["botUsername"], "fake_bot");
     assert!(ch.body["lastTestedAt"].is_string());
 
@@ -314,6 +339,327 @@ async fn telegram_registers_its_webhook_and_tests_report_on_the_channel() {
         })
         .await;
     assert!(again.is_some(), "re-activation registers the webhook");
+    app.cleanup().await;
+}
+
+/// The guide's example body, exactly as the frontend posts it (with a real
+/// agent id for its placeholder).
+fn guide_whatsapp(agent: &str) -> Value {
+    json!({
+      "type": "WHATSAPP",
+      "name": "WhatsApp Business",
+      "config": {
+        "phoneNumber": "+1234567890",
+        "accessToken": "token_here",
+        "webhookUrl": "https://your-domain.com/webhooks/whatsapp"
+      },
+      "agentId": agent,
+      "isActive": true
+    })
+}
+
+fn missing_fields(channel: &Value) -> Vec<String> {
+    channel["setup"]["missing"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|f| f["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_guides_bodies_are_accepted_for_every_type_with_what_is_missing() {
+    let (app, fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    let agent = create_agent(&app, &admin).await;
+
+    let wa = create_channel(&app, &admin, guide_whatsapp(&agent)).await;
+    assert_eq!(wa["status"], "NEEDS_SETUP", "{wa}");
+    assert_eq!(
+        missing_fields(&wa),
+        vec!["config.phoneNumberId", "config.appSecret"]
+    );
+    for m in wa["setup"]["missing"].as_array().into_iter().flatten() {
+        assert!(!m["why"].as_str().unwrap_or_default().is_empty(), "{m}");
+        assert!(
+            !m["whereToFindIt"].as_str().unwrap_or_default().is_empty(),
+            "{m}"
+        );
+    }
+    assert!(
+        wa["setup"]["missing"][1]["whereToFindIt"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("App secret")
+    );
+    // The form's webhook URL is ignored; the platform's own is shown and
+    // the steps say where to paste it.
+    assert!(wa["config"].get("webhookUrl").is_none(), "{wa}");
+    assert_eq!(
+        wa["webhookUrl"],
+        "https://bot.example.com/api/v1/webhooks/whatsapp"
+    );
+    let steps = wa["setup"]["steps"].to_string();
+    assert!(
+        steps.contains("https://bot.example.com/api/v1/webhooks/whatsapp"),
+        "{steps}"
+    );
+    assert_eq!(wa["setup"]["accountConfirmed"], false);
+    assert_eq!(wa["config"]["accessToken"], "****here");
+    assert_eq!(wa["agentId"], agent.as_str());
+
+    let fb = create_channel(
+        &app,
+        &admin,
+        json!({"type": "FACEBOOK", "name": "Facebook Page", "config": {"pageId": "PAGE_1", "accessToken": "page-token-1", "webhookUrl": "https://your-domain.com/webhooks/facebook"}, "isActive": true}),
+    )
+    .await;
+    assert_eq!(fb["status"], "NEEDS_SETUP");
+    assert_eq!(missing_fields(&fb), vec!["config.appSecret"]);
+    assert_eq!(fb["config"]["pageAccessToken"], "****en-1");
+
+    let ig = create_channel(
+        &app,
+        &admin,
+        json!({"type": "INSTAGRAM", "name": "Instagram", "config": {"accessToken": "ig-token-1"}, "isActive": true}),
+    )
+    .await;
+    assert_eq!(
+        missing_fields(&ig),
+        vec!["config.instagramAccountId", "config.appSecret"]
+    );
+
+    let tg = create_channel(
+        &app,
+        &admin,
+        json!({"type": "TELEGRAM", "name": "Telegram Bot", "config": {"botToken": "123456:AAE-guide_token"}, "isActive": true}),
+    )
+    .await;
+    assert_eq!(tg["status"], "PENDING");
+    assert!(missing_fields(&tg).is_empty());
+    let tg_id = tg["id"].as_str().unwrap_or_default().to_owned();
+    let live = app
+        .eventually(Duration::from_secs(30), || async {
+            let c = app.get(&format!("/api/v1/channels/{tg_id}"), &admin).await;
+            (c.body["status"] == "ACTIVE").then_some(c.body)
+        })
+        .await;
+    assert!(live.is_some(), "the webhook registration makes it ACTIVE");
+    assert!(
+        !fake
+            .requests_to("/bot123456:AAE-guide_token/setWebhook")
+            .is_empty()
+    );
+
+    let web = create_channel(
+        &app,
+        &admin,
+        json!({"type": "WEBSITE", "name": "Website chat", "config": {}, "agentId": agent, "isActive": true}),
+    )
+    .await;
+    assert_eq!(web["status"], "ACTIVE");
+    assert!(missing_fields(&web).is_empty());
+    assert!(
+        web["setup"]["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("any website"),
+        "{web}"
+    );
+    assert!(
+        web["publicKey"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("pk_")
+    );
+
+    // Malformed values are still a 400 naming the field.
+    let r = app
+        .post(
+            "/api/v1/channels",
+            &admin,
+            json!({"type": "TELEGRAM", "name": "x", "config": {"botToken": "not-a-token"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["details"]["field"], "config.botToken");
+    let r = app
+        .post(
+            "/api/v1/channels",
+            &admin,
+            json!({"type": "FACEBOOK", "name": "x", "config": {"pageId": "page 1"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["details"]["field"], "config.pageId");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn setup_is_completed_by_put_and_resolved_by_the_test_job() {
+    let (app, fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    let agent = create_agent(&app, &admin).await;
+    let mut socket = connect(
+        &app.base,
+        "/",
+        json!({ "token": admin.token, "tenantId": admin.tenant_id }),
+    )
+    .await;
+
+    // WhatsApp: the business account id lets the test find the number's id.
+    let wa = create_channel(&app, &admin, guide_whatsapp(&agent)).await;
+    let wa_id = wa["id"].as_str().unwrap_or_default().to_owned();
+    let r = app
+        .put(
+            &format!("/api/v1/channels/{wa_id}"),
+            &admin,
+            json!({"config": {"businessAccountId": "WABA1"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "NEEDS_SETUP");
+    fake.respond(
+        "/v21.0/WABA1/phone_numbers",
+        200,
+        json!({"data": [
+            {"id": "PN_OTHER", "display_phone_number": "+1 555-000-0000", "verified_name": "Other"},
+            {"id": "PN_GUIDE", "display_phone_number": "+1 234-567-890", "verified_name": "Acme Shop"}]}),
+    );
+    let job = test_channel(&app, &admin, &wa_id).await;
+    assert_eq!(job["status"], "SUCCEEDED", "{job}");
+    assert_eq!(job["result"]["status"], "NEEDS_SETUP", "{job}");
+    assert_eq!(job["result"]["accountConfirmed"], true, "{job}");
+    assert_eq!(job["result"]["missing"], json!(["config.appSecret"]));
+    let call = &fake.requests_to("/v21.0/WABA1/phone_numbers")[0];
+    assert_eq!(call.authorization.as_deref(), Some("Bearer token_here"));
+    // The PUT announced itself too; the test's event carries what it found.
+    let mut event = Value::Null;
+    while event["config"]["phoneNumberId"] != "PN_GUIDE" {
+        event = socket
+            .next_named("channel-updated", 15)
+            .await
+            .expect("the test emits channel-updated");
+    }
+    assert_eq!(event["id"], wa_id.as_str());
+    assert_eq!(event["status"], "NEEDS_SETUP");
+    assert!(
+        !event.to_string().contains("token_here"),
+        "no secrets in events"
+    );
+    let ch = app.get(&format!("/api/v1/channels/{wa_id}"), &admin).await;
+    assert_eq!(ch.body["config"]["phoneNumberId"], "PN_GUIDE");
+    assert_eq!(ch.body["config"]["verifiedName"], "Acme Shop");
+    assert_eq!(missing_fields(&ch.body), vec!["config.appSecret"]);
+    assert_eq!(ch.body["setup"]["accountConfirmed"], true);
+    // The last piece, then Test: live.
+    let r = app
+        .put(
+            &format!("/api/v1/channels/{wa_id}"),
+            &admin,
+            json!({"config": {"appSecret": "wa-app-secret"}}),
+        )
+        .await;
+    assert_eq!(r.body["status"], "PENDING", "{:?}", r.body);
+    assert!(missing_fields(&r.body).is_empty());
+    let job = test_channel(&app, &admin, &wa_id).await;
+    assert_eq!(job["result"]["status"], "ACTIVE", "{job}");
+    assert_eq!(
+        fake.requests_to("/v21.0/PN_GUIDE")[0].query("fields"),
+        Some("id,display_phone_number,verified_name")
+    );
+    // Meta's deliveries for the number now reach the channel.
+    let r = post_meta(
+        &app,
+        "/api/v1/webhooks/whatsapp",
+        &whatsapp_text("PN_GUIDE", "5511999990000", "wamid.G1", "hello"),
+        Some("wa-app-secret"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+
+    // Messenger: the page id and name come from the page token.
+    fake.add_account("page-token-x", json!({"id": "PAGE_X", "name": "Acme Page"}));
+    let fb = create_channel(
+        &app,
+        &admin,
+        json!({"type": "FACEBOOK", "name": "FB", "config": {"accessToken": "page-token-x", "appSecret": "fb-secret"}}),
+    )
+    .await;
+    assert_eq!(missing_fields(&fb), vec!["config.pageId"]);
+    let fb_id = fb["id"].as_str().unwrap_or_default().to_owned();
+    let job = test_channel(&app, &admin, &fb_id).await;
+    assert_eq!(job["result"]["status"], "ACTIVE", "{job}");
+    let ch = app.get(&format!("/api/v1/channels/{fb_id}"), &admin).await;
+    assert_eq!(ch.body["config"]["pageId"], "PAGE_X");
+    assert_eq!(ch.body["config"]["pageName"], "Acme Page");
+    assert_eq!(ch.body["status"], "ACTIVE");
+
+    // Instagram: the account linked to the page.
+    fake.respond(
+        "/v21.0/PAGE_IG",
+        200,
+        json!({"id": "PAGE_IG", "instagram_business_account": {"id": "IG_77", "username": "acme_ig"}}),
+    );
+    let ig = create_channel(
+        &app,
+        &admin,
+        json!({"type": "INSTAGRAM", "name": "IG", "config": {"pageId": "PAGE_IG", "accessToken": "ig-page-token", "appSecret": "ig-secret"}}),
+    )
+    .await;
+    let ig_id = ig["id"].as_str().unwrap_or_default().to_owned();
+    let job = test_channel(&app, &admin, &ig_id).await;
+    assert_eq!(job["result"]["status"], "ACTIVE", "{job}");
+    let ch = app.get(&format!("/api/v1/channels/{ig_id}"), &admin).await;
+    assert_eq!(ch.body["config"]["instagramAccountId"], "IG_77");
+    assert_eq!(ch.body["config"]["username"], "acme_ig");
+    assert_eq!(
+        fake.requests_to("/v21.0/PAGE_IG")[0].query("fields"),
+        Some("instagram_business_account{id,username}")
+    );
+
+    // A token of another page than the one typed: ERROR, nothing claimed.
+    fake.add_account("page-token-y", json!({"id": "PAGE_Y", "name": "Y"}));
+    let wrong = create_channel(
+        &app,
+        &admin,
+        json!({"type": "FACEBOOK", "name": "Wrong", "config": {"pageId": "PAGE_THEIRS", "accessToken": "page-token-y", "appSecret": "s"}}),
+    )
+    .await;
+    let wrong_id = wrong["id"].as_str().unwrap_or_default().to_owned();
+    let job = test_channel(&app, &admin, &wrong_id).await;
+    assert_eq!(job["result"]["status"], "ERROR", "{job}");
+    let ch = app
+        .get(&format!("/api/v1/channels/{wrong_id}"), &admin)
+        .await;
+    assert_eq!(ch.body["status"], "ERROR");
+    assert!(
+        ch.body["lastError"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("belongs to 'Y' (id PAGE_Y), not to page PAGE_THEIRS"),
+        "{:?}",
+        ch.body
+    );
+    assert_eq!(ch.body["setup"]["accountConfirmed"], false);
+    // A token the provider does not know: its words.
+    let unknown = create_channel(
+        &app,
+        &admin,
+        json!({"type": "FACEBOOK", "name": "Unknown", "config": {"accessToken": "expired-token", "appSecret": "s"}}),
+    )
+    .await;
+    let job = test_channel(&app, &admin, unknown["id"].as_str().unwrap_or_default()).await;
+    assert_eq!(job["result"]["status"], "ERROR", "{job}");
+    assert!(
+        job["result"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Invalid OAuth access token"),
+        "{job}"
+    );
     app.cleanup().await;
 }
 

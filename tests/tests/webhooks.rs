@@ -1,5 +1,8 @@
 //! Provider webhooks: Meta's subscription check, signatures checked on the
-//! raw body before anything is stored, routing by provider id, echoes and
+//! raw body before anything is stored, routing by provider id (only ids the
+//! provider confirmed to the channel's test), deliveries for a channel
+//! without its app secret refused and counted, a flood of entries refused
+//! at once while the api stays responsive, echoes and
 //! bots ignored, duplicates collapsed, one stored event and one
 //! `process_inbound` job per channel; and, through the conversation
 //! engineer's inbound and reply handlers, the bot's reply delivered back to
@@ -15,7 +18,8 @@ use aigentable_jobs::JobRecord;
 use aigentable_platform::ids::TenantId;
 use aigentable_platform::model::{InboundItem, Message, MessageStatus, WebhookEvent};
 use aigentable_tests::fake_providers::{
-    app_with_fake, create_agent, create_channel, post_meta, whatsapp_text,
+    app_with_fake, create_agent, create_channel, create_live_channel, post_meta, test_channel,
+    whatsapp_text,
 };
 use aigentable_tests::{Session, TestApp};
 
@@ -58,7 +62,7 @@ async fn whatsapp_channel(app: &TestApp, s: &Session, pnid: &str, agent: Option<
     if let Some(a) = agent {
         body["agentId"] = json!(a);
     }
-    create_channel(app, s, body).await
+    create_live_channel(app, s, body).await
 }
 
 #[tokio::test]
@@ -176,12 +180,16 @@ async fn signed_deliveries_are_stored_once_and_unsigned_ones_never() {
 
 #[tokio::test]
 async fn messenger_and_instagram_route_per_entry_and_ignore_echoes() {
-    let (app, _fake) = app_with_fake(&[]).await;
+    let (app, fake) = app_with_fake(&[]).await;
     let a = app.register("A").await;
     let b = app.register("B").await;
-    create_channel(&app, &a, json!({"type": "FACEBOOK", "name": "Page A", "config": {"pageId": "PAGE_A", "pageAccessToken": "tok-a", "appSecret": "meta-app"}})).await;
-    create_channel(&app, &b, json!({"type": "FACEBOOK", "name": "Page B", "config": {"pageId": "PAGE_B", "pageAccessToken": "tok-b", "appSecret": "meta-app"}})).await;
-    create_channel(&app, &a, json!({"type": "INSTAGRAM", "name": "IG", "config": {"instagramAccountId": "IG_A", "accessToken": "tok-ig", "appSecret": "ig-app"}})).await;
+    for page in ["PAGE_A", "PAGE_B", "PAGE_C"] {
+        let token = format!("tok-{}", page.to_lowercase());
+        fake.add_account(&token, json!({"id": page, "name": page}));
+    }
+    create_live_channel(&app, &a, json!({"type": "FACEBOOK", "name": "Page A", "config": {"pageId": "PAGE_A", "pageAccessToken": "tok-page_a", "appSecret": "meta-app"}})).await;
+    create_live_channel(&app, &b, json!({"type": "FACEBOOK", "name": "Page B", "config": {"pageId": "PAGE_B", "pageAccessToken": "tok-page_b", "appSecret": "meta-app"}})).await;
+    create_live_channel(&app, &a, json!({"type": "INSTAGRAM", "name": "IG", "config": {"instagramAccountId": "IG_A", "accessToken": "tok-ig", "appSecret": "ig-app"}})).await;
 
     // One delivery, two pages of two tenants: split per channel; the echo
     // of our own message is skipped.
@@ -210,7 +218,7 @@ async fn messenger_and_instagram_route_per_entry_and_ignore_echoes() {
 
     // A delivery signed with one app's secret speaks only for that app's
     // channels: the page with another app secret gets nothing.
-    create_channel(&app, &b, json!({"type": "FACEBOOK", "name": "Page C", "config": {"pageId": "PAGE_C", "pageAccessToken": "tok-c", "appSecret": "other-app"}})).await;
+    create_live_channel(&app, &b, json!({"type": "FACEBOOK", "name": "Page C", "config": {"pageId": "PAGE_C", "pageAccessToken": "tok-page_c", "appSecret": "other-app"}})).await;
     let mixed = json!({"object": "page", "entry": [
         {"id": "PAGE_A", "time": 2, "messaging": [{"sender": {"id": "PSID1"}, "recipient": {"id": "PAGE_A"}, "message": {"mid": "m_4", "text": "again A"}}]},
         {"id": "PAGE_C", "time": 2, "messaging": [{"sender": {"id": "PSID3"}, "recipient": {"id": "PAGE_C"}, "message": {"mid": "m_5", "text": "forged C"}}]}]});
@@ -305,6 +313,108 @@ async fn telegram_updates_need_the_secret_header_and_skip_bots_and_edits() {
         .await
         .expect("sent");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn unconfirmed_ids_get_no_traffic_and_unverifiable_deliveries_are_counted() {
+    let (app, _fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    let body = whatsapp_text("PN_NEW", "5511999990000", "wamid.N1", "hi");
+
+    // Typed but never confirmed by the provider: not routed here.
+    let typed = create_channel(
+        &app,
+        &admin,
+        json!({"type": "WHATSAPP", "name": "WA", "config": {"phoneNumberId": "PN_NEW", "accessToken": "wa-token-0002"}}),
+    )
+    .await;
+    let id = typed["id"].as_str().unwrap_or_default().to_owned();
+    let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("anything")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+
+    // Confirmed, but no app secret yet: deliveries cannot be verified, so
+    // they are refused, and counted where the admin sees them.
+    let job = test_channel(&app, &admin, &id).await;
+    assert_eq!(job["result"]["status"], "NEEDS_SETUP", "{job}");
+    assert_eq!(job["result"]["accountConfirmed"], true, "{job}");
+    for _ in 0..2 {
+        let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("anything")).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    }
+    assert!(events(&app, &admin).await.is_empty());
+    let ch = app.get(&format!("/api/v1/channels/{id}"), &admin).await;
+    assert_eq!(ch.body["unverifiedDeliveries"], 2, "{:?}", ch.body);
+    assert!(ch.body["lastUnverifiedDeliveryAt"].is_string());
+    assert_eq!(ch.body["setup"]["missing"][0]["field"], "config.appSecret");
+    assert!(
+        ch.body["setup"]["warnings"]
+            .to_string()
+            .contains("2 webhook deliveries"),
+        "{:?}",
+        ch.body
+    );
+
+    // With the app secret the same delivery goes through.
+    let r = app
+        .put(
+            &format!("/api/v1/channels/{id}"),
+            &admin,
+            json!({"config": {"appSecret": "wa-secret-2"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = post_meta(
+        &app,
+        "/api/v1/webhooks/whatsapp",
+        &body,
+        Some("wa-secret-2"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(events(&app, &admin).await.len(), 1);
+    app.cleanup().await;
+}
+
+/// The flood from the security report: one unsigned ~1 MB delivery with
+/// 68,000 tiny entries. Refused at Meta's 1,000-entry limit, before any
+/// lookup; `/healthz` keeps answering while floods are in flight.
+#[tokio::test]
+async fn a_flood_of_entries_is_refused_at_once_and_health_stays_responsive() {
+    let (app, _fake) = app_with_fake(&[]).await;
+    let entries: Vec<String> = (0..68_000).map(|i| format!(r#"{{"id":{i}}}"#)).collect();
+    let flood = format!(r#"{{"object":"page","entry":[{}]}}"#, entries.join(","));
+    assert!(flood.len() > 500_000 && flood.len() < 1024 * 1024);
+    let post = || {
+        app.http
+            .post(app.url("/api/v1/webhooks/facebook"))
+            .header("content-type", "application/json")
+            .body(flood.clone())
+            .send()
+    };
+    let health = async {
+        // Sent while the floods are being read and parsed.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        let r = app
+            .http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("healthz");
+        (r.status(), started.elapsed())
+    };
+    let (floods, (health_status, health_took)) =
+        tokio::join!(futures::future::join_all((0..4).map(|_| post())), health);
+    for r in floods {
+        let r = TestApp::reply(r.expect("flood sent")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+        assert!(r.message().contains("at most 1000 entries"), "{:?}", r.body);
+    }
+    assert_eq!(health_status, StatusCode::OK);
+    // Generous for a debug build on a loaded machine; the quadratic
+    // extraction held it for seconds.
+    assert!(health_took < Duration::from_secs(2), "{health_took:?}");
     app.cleanup().await;
 }
 

@@ -91,19 +91,51 @@ async fn origins_sessions_and_the_script() {
     assert_eq!(r.body["settings"]["welcomeMessage"], "Hi, how can we help?");
     assert_eq!(r.body["settings"]["theme"]["color"], "#0a7");
     let visitor = r.body["visitorId"].as_str().unwrap_or_default().to_owned();
-    assert!(!r.body["token"].as_str().unwrap_or_default().is_empty());
+    let token = r.body["token"].as_str().unwrap_or_default().to_owned();
+    assert!(!token.is_empty());
 
-    // A returning visitor keeps their id.
+    // A returning visitor proves their id with the earlier token.
     let r = call(
         &app,
         reqwest::Method::POST,
         &sessions,
         Some(SITE),
         None,
-        Some(json!({"visitorId": visitor})),
+        Some(json!({"visitorToken": token})),
     )
     .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["visitorId"], visitor.as_str());
+    // Naming someone's visitor id gets a new visitor, never theirs; so
+    // does a token that does not verify.
+    for body in [
+        json!({"visitorId": visitor}),
+        json!({"visitorToken": format!("{token}x")}),
+    ] {
+        let r = call(
+            &app,
+            reqwest::Method::POST,
+            &sessions,
+            Some(SITE),
+            None,
+            Some(body),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let issued = r.body["visitorId"].as_str().unwrap_or_default();
+        assert!(issued.starts_with("v_") && issued != visitor, "{issued}");
+    }
+    // Widget bodies are small.
+    let r = call(
+        &app,
+        reqwest::Method::POST,
+        &sessions,
+        Some(SITE),
+        None,
+        Some(json!({"visitorToken": "x".repeat(20_000)})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.body);
 
     // Other origins, no origin, unknown keys: refused, no CORS grant.
     let r = call(
@@ -205,6 +237,77 @@ async fn origins_sessions_and_the_script() {
     );
     let text = js.text().await.unwrap_or_default();
     assert!(text.contains("/api/v1/widget/") && text.contains("/widget"));
+    app.cleanup().await;
+}
+
+/// A website channel created with an empty config works on any site at
+/// once, and says so.
+#[tokio::test]
+async fn a_widget_without_allowed_origins_works_on_any_site() {
+    let (app, _fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    let c = create_channel(
+        &app,
+        &admin,
+        json!({"type": "WEBSITE", "name": "Website chat", "config": {}, "isActive": true}),
+    )
+    .await;
+    assert_eq!(c["status"], "ACTIVE");
+    assert!(c["setup"]["warnings"].to_string().contains("any website"));
+    let key = c["publicKey"].as_str().unwrap_or_default().to_owned();
+    for origin in ["https://anyone.example.org", "http://localhost:8080"] {
+        let r = call(
+            &app,
+            reqwest::Method::POST,
+            &format!("/api/v1/widget/{key}/sessions"),
+            Some(origin),
+            None,
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(
+            r.headers
+                .get("access-control-allow-origin")
+                .and_then(|v| v.to_str().ok()),
+            Some(origin)
+        );
+        let token = r.body["token"].as_str().unwrap_or_default().to_owned();
+        let r = call(
+            &app,
+            reqwest::Method::POST,
+            &format!("/api/v1/widget/{key}/messages"),
+            Some(origin),
+            Some(&token),
+            Some(json!({"text": "hello from anywhere"})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    }
+    // Restricting is one field away.
+    let id = c["id"].as_str().unwrap_or_default();
+    let r = app
+        .put(
+            &format!("/api/v1/channels/{id}"),
+            &admin,
+            json!({"config": {"allowedOrigins": [SITE]}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        r.body["setup"]["warnings"].as_array().map(Vec::len),
+        Some(0)
+    );
+    let r = call(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/widget/{key}/sessions"),
+        Some("https://anyone.example.org"),
+        None,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
     app.cleanup().await;
 }
 

@@ -1,10 +1,13 @@
 //! `/api/v1/channels`: where customers reach the tenant's agents.
 //!
-//! `config` is validated per type (see `platform::channels::settings`);
-//! secrets (tokens, app secrets) are sealed with `SecretBox` into `secrets`
-//! and shown masked (last four characters) in every answer. WhatsApp,
-//! Messenger and Instagram channels are routed on their provider id, which
-//! is unique across tenants (409 otherwise).
+//! `config` is validated per type (see `platform::channels::settings`): a
+//! malformed value is a 400 naming the field, a missing one makes the
+//! channel `NEEDS_SETUP` with `setup` saying what to add and where to find
+//! it. Secrets (tokens, app secrets) are sealed with `SecretBox` into
+//! `secrets` and shown masked (last four characters) in every answer.
+//! WhatsApp, Messenger and Instagram channels are routed on their provider
+//! id, claimed by the channel test only once the provider confirmed the
+//! token owns it; a claimed id is unique across tenants (409 otherwise).
 
 use std::collections::BTreeMap;
 
@@ -15,10 +18,10 @@ use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use aigentable_jobs::Requester;
 use aigentable_jobs::types::{RegisterWebhook, TestChannel};
+use aigentable_jobs::{Requester, events};
 use aigentable_platform::channels::settings::{self, SettingsError, secret_names};
-use aigentable_platform::channels::{RoutedChannel, channel_routing_key};
+use aigentable_platform::channels::setup::{self, MissingField, Setup};
 use aigentable_platform::crypto::{mask, random_token};
 use aigentable_platform::domain::Name;
 use aigentable_platform::ids::{looks_like_id, new_id};
@@ -42,10 +45,19 @@ pub struct ChannelView {
     pub name: String,
     pub agent_id: Option<String>,
     pub is_active: bool,
-    /// `PENDING` (not checked yet), `CONNECTED` or `ERROR`.
+    /// `NEEDS_SETUP` (something needed for traffic is missing: see
+    /// `setup`), `PENDING` (complete, not confirmed by the provider yet:
+    /// press Test), `ACTIVE` (confirmed; website widgets at once) or
+    /// `ERROR` (the provider refused: `lastError` has its words).
     pub status: String,
     pub last_error: Option<String>,
     pub last_tested_at: Option<DateTime<Utc>>,
+    /// What is still needed before the channel carries traffic, and how.
+    pub setup: ChannelSetup,
+    /// Meta deliveries refused because the channel has no app secret yet.
+    pub unverified_deliveries: u64,
+    /// When the last of those arrived.
+    pub last_unverified_delivery_at: Option<DateTime<Utc>>,
     /// Settings; secrets masked as `****1234`.
     #[salvo(schema(value_type = Object))]
     pub config: Value,
@@ -63,11 +75,49 @@ pub struct ChannelView {
     pub updated_at: DateTime<Utc>,
 }
 
-fn status_str(s: ChannelStatus) -> &'static str {
-    match s {
-        ChannelStatus::Pending => "PENDING",
-        ChannelStatus::Connected => "CONNECTED",
-        ChannelStatus::Error => "ERROR",
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelSetup {
+    /// Fields needed for traffic that the channel does not have yet.
+    pub missing: Vec<ChannelSetupField>,
+    /// What is left to do, in order (empty once the channel is live).
+    pub steps: Vec<String>,
+    /// How the channel behaves meanwhile (e.g. a widget open to any site,
+    /// deliveries refused for lack of an app secret).
+    pub warnings: Vec<String>,
+    /// Meta channels: the provider confirmed the token owns the phone
+    /// number, page or Instagram account, so its webhooks are routed here
+    /// (before that the channel receives nothing). Always true for Telegram
+    /// and website channels.
+    pub account_confirmed: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelSetupField {
+    /// Where to send it, e.g. `config.appSecret`.
+    pub field: String,
+    pub why: String,
+    /// Where the provider's dashboard shows it.
+    pub where_to_find_it: String,
+}
+
+impl From<Setup> for ChannelSetup {
+    fn from(s: Setup) -> Self {
+        Self {
+            missing: s
+                .missing
+                .into_iter()
+                .map(|m: MissingField| ChannelSetupField {
+                    field: m.field,
+                    why: m.why,
+                    where_to_find_it: m.where_to_find_it,
+                })
+                .collect(),
+            steps: s.steps,
+            warnings: s.warnings,
+            account_confirmed: s.account_confirmed,
+        }
     }
 }
 
@@ -87,6 +137,7 @@ pub fn view(state: &AppState, who: &Caller, c: &Channel) -> ChannelView {
         }
     }
     let channels = &platform.config.channels;
+    let webhook_url = channels.webhook_url(c.channel_type, &c.id);
     let embed_code = c.public_key.as_ref().map(|key| {
         format!(
             r#"<script src="{base}/widget.js" data-key="{key}" async></script>"#,
@@ -100,11 +151,14 @@ pub fn view(state: &AppState, who: &Caller, c: &Channel) -> ChannelView {
         name: c.name.clone(),
         agent_id: c.agent_id.clone(),
         is_active: c.is_active,
-        status: status_str(c.status).to_owned(),
+        status: c.status.as_str().to_owned(),
         last_error: c.last_error.clone(),
         last_tested_at: c.last_tested_at,
+        setup: setup::setup(c, webhook_url.as_deref()).into(),
+        unverified_deliveries: c.unverified_deliveries,
+        last_unverified_delivery_at: c.last_unverified_delivery_at,
         config,
-        webhook_url: channels.webhook_url(c.channel_type, &c.id),
+        webhook_url,
         verify_token: if who.is_admin() {
             c.webhook_secret.clone()
         } else {
@@ -123,9 +177,10 @@ pub struct ChannelList {
     pub pagination: Pagination,
 }
 
-/// `POST` requires `type`, `name` and the type's required `config` fields;
-/// `PUT` changes what is given (config is merged, secrets not re-sent are
-/// kept).
+/// `POST` requires `type` and `name`; `config` may be partial (what is
+/// missing for traffic is listed in the answer's `setup`, the channel is
+/// `NEEDS_SETUP` meanwhile). `PUT` changes what is given (config is merged;
+/// secrets not re-sent, sent back masked or sent empty are kept).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelInput {
@@ -133,11 +188,15 @@ pub struct ChannelInput {
     #[serde(rename = "type")]
     pub channel_type: Option<String>,
     pub name: Option<String>,
-    /// WHATSAPP: phoneNumberId, accessToken, appSecret (phoneNumber optional).
-    /// FACEBOOK: pageId, pageAccessToken (or accessToken), appSecret.
-    /// INSTAGRAM: instagramAccountId, accessToken, appSecret.
-    /// TELEGRAM: botToken. WEBSITE: allowedOrigins (welcomeMessage, title,
-    /// theme optional). Meta types also take apiVersion and baseUrl.
+    /// Needed for traffic (absent: listed in `setup.missing`):
+    /// WHATSAPP phoneNumberId (or businessAccountId + phoneNumber, looked
+    /// up by the test), accessToken, appSecret; FACEBOOK pageId (looked up
+    /// from the token by the test), pageAccessToken (or accessToken),
+    /// appSecret; INSTAGRAM instagramAccountId (looked up from the token or
+    /// from pageId), accessToken, appSecret; TELEGRAM botToken; WEBSITE
+    /// nothing (allowedOrigins restricts the widget to those origins;
+    /// welcomeMessage, title, theme). Meta types also take apiVersion and
+    /// baseUrl. `webhookUrl` is ignored: the answer shows the platform's.
     #[salvo(schema(value_type = Object))]
     pub config: Option<Map<String, Value>>,
     /// An agent of the tenant; `null` leaves conversations to staff.
@@ -185,7 +244,9 @@ async fn check_agent(state: &AppState, who: &Caller, id: &str) -> ApiResult<()> 
     }
 }
 
-/// 409 when another channel (of any tenant) already uses this provider id.
+/// 409 when another channel (of any tenant) has claimed this provider id,
+/// i.e. the provider confirmed that channel's token owns it. An id typed
+/// into a channel that was never confirmed blocks nobody.
 async fn check_routing(state: &AppState, key: &str, except: Option<&str>) -> ApiResult<()> {
     let mut filter = doc! { "routingKey": key };
     if let Some(id) = except {
@@ -212,13 +273,6 @@ fn routing_conflict() -> ApiError {
         "this provider account (phone number id, page id or Instagram account id) is already connected to a channel"
             .to_owned(),
     )
-}
-
-fn map_db(e: aigentable_platform::db::DbError) -> ApiError {
-    match e {
-        aigentable_platform::db::DbError::Duplicate => routing_conflict(),
-        other => other.into(),
-    }
 }
 
 fn seal_all(state: &AppState, plain: BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -281,8 +335,9 @@ pub async fn list(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Channe
     }))
 }
 
-/// Create a channel (administrators; 201). A Telegram channel registers its
-/// webhook with Telegram in the background.
+/// Create a channel (administrators; 201), complete or not: `setup` says
+/// what is still needed. A Telegram channel registers its webhook with
+/// Telegram in the background.
 #[endpoint(tags("channels"), security(("bearerAuth" = [])), request_body = ChannelInput, status_codes(201, 400, 403, 404, 409))]
 pub async fn create(
     req: &mut Request,
@@ -332,7 +387,7 @@ pub async fn create(
     }
     let now = Utc::now();
     let is_website = channel_type == ChannelType::Website;
-    let channel = Channel {
+    let mut channel = Channel {
         id: new_id(),
         tenant_id: who.tenant_id.clone(),
         channel_type,
@@ -345,34 +400,39 @@ pub async fn create(
         // within Telegram's `A-Za-z0-9_-`.
         webhook_secret: (!is_website).then(|| random_token(24)),
         public_key: is_website.then(|| format!("pk_{}", random_token(18))),
-        status: if is_website {
-            ChannelStatus::Connected
-        } else {
-            ChannelStatus::Pending
-        },
+        // Claimed by the channel test, once the provider confirmed it.
+        routing_key: None,
+        status: ChannelStatus::Pending,
         last_error: None,
+        unverified_deliveries: 0,
+        last_unverified_delivery_at: None,
         last_tested_at: None,
         created_at: now,
         updated_at: now,
     };
-    // Inserted with its routing key, so that the unique index settles a
-    // race between two tenants connecting the same account.
+    channel.status = setup::status_after_save(&channel, true, ChannelStatus::Pending);
     state
         .platform
         .db
-        .scoped::<RoutedChannel>(&who.tenant_id)
-        .insert(&RoutedChannel {
-            channel: channel.clone(),
-            routing_key: valid.routing_key,
-        })
-        .await
-        .map_err(map_db)?;
+        .scoped::<Channel>(&who.tenant_id)
+        .insert(&channel)
+        .await?;
     tracing::info!(tenant_id = %who.tenant_id, channel_id = %channel.id, channel_type = channel_type.as_str(), "channel created");
-    if channel_type == ChannelType::Telegram && channel.is_active {
+    if channel_type == ChannelType::Telegram
+        && channel.is_active
+        && channel.secrets.contains_key("botToken")
+    {
         register_webhook(state, who, &channel).await;
     }
     res.status_code(StatusCode::CREATED);
     Ok(Json(view(state, who, &channel)))
+}
+
+/// Whether the account id the config names (phone number id, page id,
+/// Instagram account id) is not the one stored.
+fn configured_id_changed(current: &Channel, config: &Document) -> bool {
+    settings::routing_field(current.channel_type)
+        .is_some_and(|f| config.get(f) != current.config.get(f))
 }
 
 async fn load(state: &AppState, who: &Caller, id: &str) -> ApiResult<Channel> {
@@ -429,6 +489,7 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Chan
         None => {}
     }
     let mut credentials_changed = false;
+    let mut after = current.clone();
     if let Some(config) = &input.config {
         let valid = settings::validate(
             current.channel_type,
@@ -444,33 +505,37 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Chan
             state.platform.config.channels.base_url_overrides,
         )
         .map_err(settings_error)?;
-        let current_key = channel_routing_key(&current);
-        if valid.routing_key != current_key {
-            match &valid.routing_key {
-                Some(key) => {
-                    check_routing(state, key, Some(&id)).await?;
-                    set.insert("routingKey", key.as_str());
-                }
-                None => {
-                    unset.insert("routingKey", "");
-                }
+        if valid.routing_key != current.routing_key {
+            if let Some(key) = &valid.routing_key {
+                check_routing(state, key, Some(&id)).await?;
+            }
+            // Another account id: the old claim goes, the new one waits for
+            // the provider's confirmation.
+            if current.routing_key.is_some() {
+                unset.insert("routingKey", "");
+                after.routing_key = None;
             }
         }
         credentials_changed = !valid.new_secrets.is_empty()
-            || valid.routing_key != current_key
+            || configured_id_changed(&current, &valid.config)
             || valid.config.get("baseUrl") != current.config.get("baseUrl");
+        for name in valid.new_secrets.keys() {
+            after.secrets.insert(name.clone(), String::new());
+        }
         for (k, v) in seal_all(state, valid.new_secrets) {
             set.insert(format!("secrets.{k}"), v);
         }
+        after.config = valid.config.clone();
         set.insert("config", valid.config);
     }
     let activated = input.is_active == Some(true) && !current.is_active;
     if let Some(active) = input.is_active {
         set.insert("isActive", active);
     }
-    if credentials_changed && current.channel_type != ChannelType::Website {
+    let status = setup::status_after_save(&after, credentials_changed, current.status);
+    if status != current.status || credentials_changed {
+        set.insert("status", status.as_str());
         // New credentials have not been checked yet.
-        set.insert("status", status_str(ChannelStatus::Pending));
         set.insert("lastError", bson::Bson::Null);
     }
     if set.is_empty() && unset.is_empty() {
@@ -486,15 +551,22 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Chan
         .db
         .scoped::<Channel>(&who.tenant_id)
         .update_by_id(&id, change)
-        .await
-        .map_err(map_db)?
+        .await?
         .ok_or(ApiError::NotFound("channel"))?;
-    tracing::info!(tenant_id = %who.tenant_id, channel_id = %id, "channel updated");
+    tracing::info!(tenant_id = %who.tenant_id, channel_id = %id, status = updated.status.as_str(), "channel updated");
+    events::channel_updated(
+        &state.platform.kv,
+        updated.tenant_id.as_str(),
+        &updated.id,
+        setup::event_payload(&updated, &state.platform.config.channels),
+    )
+    .await;
     if current.is_active && !updated.is_active {
         crate::realtime_sessions::revoke_channel(state, &id).await;
     }
     if updated.channel_type == ChannelType::Telegram
         && updated.is_active
+        && updated.secrets.contains_key("botToken")
         && (activated || credentials_changed)
     {
         register_webhook(state, who, &updated).await;
@@ -531,9 +603,14 @@ pub struct ChannelTestAccepted {
     pub job: JobView,
 }
 
-/// Check the channel's credentials with its provider (administrators; 202).
-/// The verdict lands on the channel (`status`, `lastError`, `lastTestedAt`)
-/// and in the job's result.
+/// Check the channel with its provider (administrators; 202): the token is
+/// checked, ids that can be looked up are filled in (Facebook page from the
+/// page token, Instagram account from the token or page, WhatsApp phone
+/// number id from `businessAccountId` + `phoneNumber`, Telegram bot from
+/// its token) and the account the provider confirmed is claimed for webhook
+/// routing. The verdict lands on the channel (`status` `ACTIVE`,
+/// `NEEDS_SETUP` or `ERROR` with the provider's words, `lastTestedAt`), in
+/// the job's result and in a `channel-updated` event.
 #[endpoint(tags("channels"), security(("bearerAuth" = [])), status_codes(202, 403, 404), parameters(("id" = String, Path, description = "Channel id")))]
 pub async fn test(
     req: &mut Request,

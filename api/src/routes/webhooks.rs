@@ -9,8 +9,14 @@
 //! or failed deliveries.
 //!
 //! Which app secret to check a Meta delivery with depends on the channel
-//! the payload names, so the routing ids (and nothing else) are read first;
-//! nothing is parsed further, stored or queued until the signature holds.
+//! the payload names, so the routing ids (and nothing else) are read first,
+//! in linear time and at most [`parse::MAX_META_ENTRIES`] of them (Meta's
+//! own batch limit; more is a 400): an unsigned request costs one bounded
+//! parse and one indexed lookup. Nothing is parsed further, stored or
+//! queued until the signature holds. Only channels whose account the
+//! provider confirmed (a claimed `routingKey`) are routed to.
+
+use std::collections::HashMap;
 
 use bson::doc;
 use chrono::Utc;
@@ -19,7 +25,7 @@ use salvo::prelude::*;
 
 use aigentable_jobs::Requester;
 use aigentable_jobs::types::ProcessInbound;
-use aigentable_platform::channels::{channel_routing_key, parse, routing_key, signature};
+use aigentable_platform::channels::{parse, routing_key, signature};
 use aigentable_platform::ids::{looks_like_id, new_id};
 use aigentable_platform::model::channel::COLLECTION as CHANNELS;
 use aigentable_platform::model::{Channel, ChannelType, InboundItem, WebhookEvent};
@@ -29,6 +35,10 @@ use crate::state::{AppState, app};
 
 /// Meta batches up to 1,000 updates per delivery; 1 MB covers that with room.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Distinct app secrets one delivery is checked against (a genuine one is
+/// signed by one Meta app).
+const MAX_APP_SECRETS_PER_DELIVERY: usize = 4;
 
 /// A retried delivery within this window enqueues nothing new.
 const DEDUP_TTL_SECS: u64 = 48 * 3600;
@@ -222,6 +232,27 @@ pub async fn facebook_verify(
     .await
 }
 
+/// Counts a delivery on channels that cannot verify it yet (no app secret),
+/// so their admins see that Meta is calling and what is missing. A failure
+/// to count never changes the answer.
+async fn count_unverified(state: &AppState, channel_ids: &[String]) {
+    let counted = state
+        .platform
+        .db
+        .unscoped::<bson::Document>(CHANNELS)
+        .update_many(
+            doc! { "_id": { "$in": channel_ids } },
+            doc! {
+                "$inc": { "unverifiedDeliveries": 1 },
+                "$set": { "lastUnverifiedDeliveryAt": bson::DateTime::now() },
+            },
+        )
+        .await;
+    if let Err(e) = counted {
+        tracing::warn!(error = %e, "could not count unverified deliveries");
+    }
+}
+
 /// A Meta delivery (WhatsApp, Messenger, Instagram).
 async fn meta_delivery(
     req: &mut Request,
@@ -231,8 +262,13 @@ async fn meta_delivery(
 ) -> ApiResult<()> {
     let state = app(depot);
     let body = raw_body(req).await?;
-    let (object, ids) = parse::meta_routing_ids(&body)
-        .map_err(|_| ApiError::bad_request("body is not a webhook payload"))?;
+    let (object, ids) = parse::meta_routing_ids(&body).map_err(|e| match e {
+        parse::RoutingError::TooMany => ApiError::bad_request(format!(
+            "a delivery carries at most {} entries",
+            parse::MAX_META_ENTRIES
+        )),
+        parse::RoutingError::Payload(_) => ApiError::bad_request("body is not a webhook payload"),
+    })?;
     let channel_type = match (whatsapp_route, object.as_str()) {
         (true, "whatsapp_business_account") => ChannelType::Whatsapp,
         (false, "page") => ChannelType::Facebook,
@@ -261,23 +297,40 @@ async fn meta_delivery(
     // channels whose secret verifies get their entries: a delivery signed
     // with one app's secret can never speak for another app's channel.
     let sig = header(req, "x-hub-signature-256");
+    let mut without_secret = Vec::new();
+    // One HMAC of the body per distinct app secret (a genuine delivery
+    // comes from one Meta app), and only a few: an unsigned body naming
+    // many channels must not cost one pass over 1 MB per channel.
+    let mut verdicts: HashMap<String, bool> = HashMap::new();
     let verified: Vec<&Channel> = channels
         .iter()
         .filter(|c| {
-            let secret = c
-                .secrets
-                .get("appSecret")
-                .and_then(|s| state.platform.secrets.open(s).ok());
-            let verdict = match &secret {
-                Some(secret) => signature::verify_meta(secret, &body, sig),
-                None => Err(signature::SignatureError::Mismatch),
+            let Some(sealed) = c.secrets.get("appSecret") else {
+                without_secret.push(c.id.clone());
+                tracing::warn!(tenant_id = %c.tenant_id, channel_id = %c.id, "webhook refused: the channel has no app secret to verify it with");
+                return false;
             };
-            if let Err(e) = &verdict {
-                tracing::warn!(tenant_id = %c.tenant_id, channel_id = %c.id, reason = %e, "webhook refused for this channel");
+            let Ok(secret) = state.platform.secrets.open(sealed) else {
+                tracing::warn!(tenant_id = %c.tenant_id, channel_id = %c.id, "webhook refused: the app secret cannot be decrypted");
+                return false;
+            };
+            match verdicts.get(&secret) {
+                Some(ok) => *ok,
+                None if verdicts.len() >= MAX_APP_SECRETS_PER_DELIVERY => false,
+                None => {
+                    let verdict = signature::verify_meta(&secret, &body, sig);
+                    if let Err(e) = &verdict {
+                        tracing::warn!(tenant_id = %c.tenant_id, channel_id = %c.id, reason = %e, "webhook refused for this channel");
+                    }
+                    verdicts.insert(secret, verdict.is_ok());
+                    verdict.is_ok()
+                }
             }
-            verdict.is_ok()
         })
         .collect();
+    if !without_secret.is_empty() {
+        count_unverified(state, &without_secret).await;
+    }
     if verified.is_empty() {
         return Err(bad_signature());
     }
@@ -293,7 +346,7 @@ async fn meta_delivery(
         let key = routing_key(channel_type, &routing_id);
         let Some(channel) = verified
             .iter()
-            .find(|c| channel_routing_key(c).as_deref() == Some(key.as_str()))
+            .find(|c| c.routing_key.as_deref() == Some(key.as_str()))
         else {
             continue;
         };
@@ -314,19 +367,19 @@ async fn meta_delivery(
 }
 
 /// WhatsApp Cloud API deliveries (signed with the app secret).
-#[endpoint(tags("webhooks"), status_codes(200, 400, 401, 404))]
+#[endpoint(tags("webhooks"), status_codes(200, 400, 401, 404, 413))]
 pub async fn whatsapp(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
     meta_delivery(req, depot, res, true).await
 }
 
 /// Messenger (`object: page`) and Instagram (`object: instagram`) deliveries.
-#[endpoint(tags("webhooks"), status_codes(200, 400, 401, 404))]
+#[endpoint(tags("webhooks"), status_codes(200, 400, 401, 404, 413))]
 pub async fn facebook(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
     meta_delivery(req, depot, res, false).await
 }
 
 /// Telegram updates for one channel (checked with the secret token header).
-#[endpoint(tags("webhooks"), status_codes(200, 401, 404), parameters(("channelId" = String, Path, description = "Channel id")))]
+#[endpoint(tags("webhooks"), status_codes(200, 400, 401, 404, 413), parameters(("channelId" = String, Path, description = "Channel id")))]
 pub async fn telegram(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
     let state = app(depot);
     let id: String = req.param("channelId").unwrap_or_default();

@@ -1,11 +1,14 @@
 //! The website widget's public endpoints, `/api/v1/widget/{publicKey}/...`,
 //! and the embeddable script at `/widget.js`.
 //!
-//! No tenant JWT here: a request is scoped by the channel's public key and
-//! must come from one of its `allowedOrigins` (the `Origin` header; CORS is
-//! answered for those origins on these routes only). A visitor gets an id
-//! and a signed token from `POST .../sessions`; messages are rate-limited
-//! per visitor and per IP. A visitor message goes the same way as any
+//! No tenant JWT here: a request is scoped by the channel's public key and,
+//! when the channel lists `allowedOrigins`, must come from one of them (the
+//! `Origin` header; CORS is answered for those origins on these routes
+//! only); without the list any site may embed the widget. A visitor gets a
+//! server-issued id and a signed token from `POST .../sessions` (a
+//! returning browser proves its id with its earlier token, never by naming
+//! it); messages are rate-limited per visitor and per IP. Bodies are small
+//! and capped ([`WIDGET_BODY_LIMIT`]). A visitor message goes the same way as any
 //! provider webhook: a stored `WebhookEvent` and a `process_inbound` job.
 //! Replies reach the visitor over Socket.IO (namespace `/widget`, see
 //! `realtime_widget.rs`), with `GET .../messages` as the fallback.
@@ -31,7 +34,7 @@ use aigentable_platform::model::{
 };
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::json_body;
+use crate::extract::parse_json;
 use crate::routes::webhooks::accept;
 use crate::state::{AppState, app};
 
@@ -43,6 +46,33 @@ const PER_VISITOR_PER_MINUTE: u32 = 20;
 /// Widget requests (sessions and messages) per IP address per minute.
 const PER_IP_PER_MINUTE: u32 = 120;
 const MAX_TEXT: usize = 2_000;
+/// A widget body is a message of at most [`MAX_TEXT`] characters or a
+/// session request: 16 KiB is plenty.
+pub const WIDGET_BODY_LIMIT: usize = 16 * 1024;
+
+/// The JSON body of a widget request, read up to [`WIDGET_BODY_LIMIT`].
+async fn widget_body<T: serde::de::DeserializeOwned>(req: &mut Request) -> ApiResult<T> {
+    let is_json = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
+            "request body must be JSON (Content-Type: application/json)".to_owned(),
+        ));
+    }
+    let bytes = req
+        .payload_with_max_size(WIDGET_BODY_LIMIT)
+        .await
+        .map_err(|e| match e {
+            salvo::http::ParseError::PayloadTooLarge => ApiError::PayloadTooLarge {
+                limit: WIDGET_BODY_LIMIT,
+            },
+            other => ApiError::bad_request(format!("could not read request body: {other}")),
+        })?;
+    parse_json(bytes)
+}
 
 fn limited(d: Decision) -> ApiResult<()> {
     match d {
@@ -82,7 +112,8 @@ fn allowed_origins(channel: &Channel) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The request's `Origin` when the channel allows it.
+/// The request's `Origin` when the channel allows it (a channel without
+/// `allowedOrigins` allows every origin).
 fn check_origin(req: &Request, channel: &Channel) -> ApiResult<String> {
     let origin = req
         .headers()
@@ -90,6 +121,9 @@ fn check_origin(req: &Request, channel: &Channel) -> ApiResult<String> {
         .and_then(|v| v.to_str().ok())
         .map(|o| o.trim_end_matches('/').to_ascii_lowercase());
     let allowed = allowed_origins(channel);
+    if allowed.is_empty() {
+        return Ok(origin.unwrap_or_else(|| "*".to_owned()));
+    }
     match origin {
         Some(o) if allowed.iter().any(|a| a == "*" || *a == o) => Ok(o),
         None if allowed.iter().any(|a| a == "*") => Ok("*".to_owned()),
@@ -191,8 +225,11 @@ fn settings(channel: &Channel) -> WidgetSettings {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInput {
-    /// A returning browser's visitor id (from an earlier session).
-    pub visitor_id: Option<String>,
+    /// A returning browser's earlier visitor token (even expired, up to 90
+    /// days after): the new session keeps that visitor id. Without it (or
+    /// when it does not verify) a new visitor id is issued; a visitor id
+    /// sent as such is ignored, since ids are never chosen by the client.
+    pub visitor_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -206,8 +243,8 @@ pub struct WidgetSession {
     pub settings: WidgetSettings,
 }
 
-/// Start (or resume) a visitor session.
-#[endpoint(tags("widget"), request_body = SessionInput, status_codes(200, 403, 404, 429), parameters(("publicKey" = String, Path, description = "Widget public key")))]
+/// Start (or resume, with the earlier `visitorToken`) a visitor session.
+#[endpoint(tags("widget"), request_body = SessionInput, status_codes(200, 400, 403, 404, 413, 415, 429), parameters(("publicKey" = String, Path, description = "Widget public key")))]
 pub async fn create_session(
     req: &mut Request,
     depot: &mut Depot,
@@ -230,20 +267,18 @@ pub async fn create_session(
         .get("content-type")
         .is_some_and(|v| v.to_str().is_ok_and(|s| s.starts_with("application/json")));
     let input: SessionInput = if has_body {
-        json_body(req).await?
+        widget_body(req).await?
     } else {
         SessionInput::default()
     };
-    let visitor_id = match input.visitor_id {
-        Some(v) if visitor::valid_visitor_id(&v) => v,
-        Some(_) => return Err(ApiError::field("visitorId", "is not a visitor id")),
-        None => format!("v_{}", uuid::Uuid::new_v4().simple()),
-    };
-    let token = visitor::issue(
-        state.platform.config.jwt.secret.expose(),
-        &channel.id,
-        &visitor_id,
-    );
+    let secret = state.platform.config.jwt.secret.expose();
+    let visitor_id = input
+        .visitor_token
+        .as_deref()
+        .and_then(|t| visitor::resumable(secret, t, &channel.id))
+        .map(|claims| claims.v)
+        .unwrap_or_else(|| format!("v_{}", uuid::Uuid::new_v4().simple()));
+    let token = visitor::issue(secret, &channel.id, &visitor_id);
     Ok(Json(WidgetSession {
         visitor_id,
         token,
@@ -273,7 +308,7 @@ pub struct VisitorMessageAccepted {
 
 /// A visitor writes (202; the reply arrives over the socket or the next
 /// `GET .../messages`).
-#[endpoint(tags("widget"), request_body = VisitorMessageInput, status_codes(202, 400, 401, 403, 404, 429), parameters(("publicKey" = String, Path, description = "Widget public key")))]
+#[endpoint(tags("widget"), request_body = VisitorMessageInput, status_codes(202, 400, 401, 403, 404, 413, 415, 429), parameters(("publicKey" = String, Path, description = "Widget public key")))]
 pub async fn send_message(
     req: &mut Request,
     depot: &mut Depot,
@@ -294,7 +329,7 @@ pub async fn send_message(
         )
         .await?,
     )?;
-    let input: VisitorMessageInput = json_body(req).await?;
+    let input: VisitorMessageInput = widget_body(req).await?;
     let text = input.text.trim();
     if text.is_empty() {
         return Err(ApiError::field("text", "must not be empty"));

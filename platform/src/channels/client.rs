@@ -88,6 +88,34 @@ impl Target {
         secrets: &SecretBox,
         channel: &Channel,
     ) -> Result<Self, ProviderError> {
+        Self::build(config, secrets, channel, true)
+    }
+
+    /// Like [`Target::for_channel`], but the account id may still be
+    /// missing (`account_id` empty): the channel test looks it up.
+    pub fn for_setup(
+        config: &ChannelsConfig,
+        secrets: &SecretBox,
+        channel: &Channel,
+    ) -> Result<Self, ProviderError> {
+        Self::build(config, secrets, channel, false)
+    }
+
+    /// The same credentials against another API base (Instagram accounts
+    /// are looked up from their Facebook page on the Facebook Graph API).
+    pub fn with_base(&self, base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            ..self.clone()
+        }
+    }
+
+    fn build(
+        config: &ChannelsConfig,
+        secrets: &SecretBox,
+        channel: &Channel,
+        require_account: bool,
+    ) -> Result<Self, ProviderError> {
         let t = channel.channel_type;
         let (account_field, token_field) = match t {
             ChannelType::Whatsapp => (Some("phoneNumberId"), "accessToken"),
@@ -101,11 +129,11 @@ impl Target {
             }
         };
         let account_id = match account_field {
-            Some(f) => channel
-                .config
-                .get_str(f)
-                .map_err(|_| ProviderError::Config(format!("config.{f} is missing")))?
-                .to_owned(),
+            Some(f) => match channel.config.get_str(f) {
+                Ok(id) => id.to_owned(),
+                Err(_) if !require_account => String::new(),
+                Err(_) => return Err(ProviderError::Config(format!("config.{f} is missing"))),
+            },
             None => String::new(),
         };
         let sealed = channel
@@ -370,6 +398,22 @@ impl ProviderClient {
             }),
             ChannelType::Website => json!({}),
         })
+    }
+
+    /// A read-only Graph API `GET {base}/v{version}/{path}?fields=...` with
+    /// the channel's token: what the channel test resolves ids with.
+    pub async fn graph_get(
+        &self,
+        target: &Target,
+        path: &str,
+        fields: &str,
+    ) -> Result<Value, ProviderError> {
+        let req = self
+            .http
+            .get(target.graph(path))
+            .query(&[("fields", fields)])
+            .bearer_auth(&target.token);
+        self.call(target.provider(), req).await
     }
 
     /// Registers `url` as the bot's webhook with our secret token. The

@@ -8,15 +8,13 @@
 
 pub mod client;
 pub mod parse;
+pub mod resolve;
 pub mod settings;
+pub mod setup;
 pub mod signature;
 pub mod widget;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::ConfigError;
-use crate::db::TenantOwned;
-use crate::ids::TenantId;
 use crate::model::{Channel, ChannelType};
 
 /// Deployment-wide provider endpoints and the public URL webhooks reach us at.
@@ -151,31 +149,12 @@ pub fn routing_key(channel_type: ChannelType, provider_id: &str) -> String {
     )
 }
 
-/// The routing key of a stored channel, from its config.
-pub fn channel_routing_key(channel: &Channel) -> Option<String> {
+/// The routing key a channel's config names (claimed or not: the claimed
+/// one is [`Channel::routing_key`]).
+pub fn configured_routing_key(channel: &Channel) -> Option<String> {
     let field = settings::routing_field(channel.channel_type)?;
     let id = channel.config.get_str(field).ok()?;
     Some(routing_key(channel.channel_type, id))
-}
-
-/// A channel as inserted: the model plus its `routingKey`, which the unique
-/// sparse index on `channels.routingKey` keeps unique across tenants (so
-/// two inserts of the same provider account cannot both succeed). Readers
-/// use [`Channel`] and derive the key from the config.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoutedChannel {
-    #[serde(flatten)]
-    pub channel: Channel,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routing_key: Option<String>,
-}
-
-impl TenantOwned for RoutedChannel {
-    const COLLECTION: &'static str = crate::model::channel::COLLECTION;
-    fn tenant_id(&self) -> &TenantId {
-        &self.channel.tenant_id
-    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,13 @@
 //! Only called on bodies whose signature was verified. Echoes of our own
 //! messages, edits, bots, channel posts and non-text messages are skipped.
 
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::marker::PhantomData;
+
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use crate::model::{InboundItem, MessageStatus};
 
@@ -13,13 +18,67 @@ use crate::model::{InboundItem, MessageStatus};
 #[error("payload is not a valid webhook body: {0}")]
 pub struct PayloadError(String);
 
+/// Meta batches at most 1,000 updates in one delivery; a body with more
+/// entries (or changes, or routing ids) is not Meta's and is refused before
+/// anything else is read.
+pub const MAX_META_ENTRIES: usize = 1_000;
+
+const TOO_MANY: &str = "too many entries";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    #[error("a delivery carries at most {MAX_META_ENTRIES} entries")]
+    TooMany,
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+}
+
+/// A list that stops deserialising past [`MAX_META_ENTRIES`] items, so a
+/// flood of tiny entries costs no more than Meta's largest batch.
+fn capped<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Capped<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Capped<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if out.len() == MAX_META_ENTRIES {
+                    return Err(de::Error::custom(TOO_MANY));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Capped(PhantomData))
+}
+
 /// Items of one delivery, per routing id, in payload order.
 pub type Routed = Vec<(String, Vec<InboundItem>)>;
 
-fn push(out: &mut Routed, routing_id: &str, item: InboundItem) {
-    match out.iter_mut().find(|(id, _)| id == routing_id) {
-        Some((_, items)) => items.push(item),
-        None => out.push((routing_id.to_owned(), vec![item])),
+/// Groups items per routing id in one pass.
+#[derive(Default)]
+struct Grouped {
+    out: Routed,
+    index: HashMap<String, usize>,
+}
+
+impl Grouped {
+    fn push(&mut self, routing_id: &str, item: InboundItem) {
+        match self.index.get(routing_id) {
+            Some(&i) => self.out[i].1.push(item),
+            None => {
+                self.index.insert(routing_id.to_owned(), self.out.len());
+                self.out.push((routing_id.to_owned(), vec![item]));
+            }
+        }
     }
 }
 
@@ -29,7 +88,7 @@ fn push(out: &mut Routed, routing_id: &str, item: InboundItem) {
 struct IdsEnvelope {
     #[serde(default)]
     object: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     entry: Vec<IdsEntry>,
 }
 
@@ -37,7 +96,7 @@ struct IdsEnvelope {
 struct IdsEntry {
     #[serde(default)]
     id: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped")]
     changes: Vec<IdsChange>,
 }
 
@@ -66,25 +125,40 @@ fn id_string(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// `object` and the distinct routing ids of a Meta delivery. Reads nothing
-/// but ids: this runs before the signature can be checked, because which
-/// app secret to check with depends on the channel the ids name.
-pub fn meta_routing_ids(body: &[u8]) -> Result<(String, Vec<String>), PayloadError> {
-    let env: IdsEnvelope = serde_json::from_slice(body).map_err(|e| PayloadError(e.to_string()))?;
+/// `object` and the distinct routing ids of a Meta delivery, in linear time
+/// and bounded: more than [`MAX_META_ENTRIES`] entries, changes or distinct
+/// ids is [`RoutingError::TooMany`]. Reads nothing but ids: this runs
+/// before the signature can be checked, because which app secret to check
+/// with depends on the channel the ids name.
+pub fn meta_routing_ids(body: &[u8]) -> Result<(String, Vec<String>), RoutingError> {
+    let env: IdsEnvelope = serde_json::from_slice(body).map_err(|e| {
+        if e.to_string().contains(TOO_MANY) {
+            RoutingError::TooMany
+        } else {
+            RoutingError::Payload(PayloadError(e.to_string()))
+        }
+    })?;
+    let mut seen: HashSet<String> = HashSet::new();
     let mut ids: Vec<String> = Vec::new();
-    for entry in &env.entry {
+    let mut add = |id: String| {
+        if seen.insert(id.clone()) {
+            ids.push(id);
+        }
+        if ids.len() > MAX_META_ENTRIES {
+            Err(RoutingError::TooMany)
+        } else {
+            Ok(())
+        }
+    };
+    for entry in env.entry {
         if env.object == "whatsapp_business_account" {
-            for change in &entry.changes {
-                if let Some(m) = &change.value.metadata
-                    && !ids.contains(&m.phone_number_id)
-                {
-                    ids.push(m.phone_number_id.clone());
+            for change in entry.changes {
+                if let Some(m) = change.value.metadata {
+                    add(m.phone_number_id)?;
                 }
             }
-        } else if let Some(id) = entry.id.as_ref().and_then(id_string)
-            && !ids.contains(&id)
-        {
-            ids.push(id);
+        } else if let Some(id) = entry.id.as_ref().and_then(id_string) {
+            add(id)?;
         }
     }
     Ok((env.object, ids))
@@ -205,7 +279,7 @@ fn unix_millis(ms: i64) -> Option<DateTime<Utc>> {
 /// Messages and status receipts of a WhatsApp delivery, by phone number id.
 pub fn whatsapp(body: &[u8]) -> Result<Routed, PayloadError> {
     let env: WaEnvelope = serde_json::from_slice(body).map_err(|e| PayloadError(e.to_string()))?;
-    let mut out = Routed::new();
+    let mut out = Grouped::default();
     for change in env.entry.iter().flat_map(|e| &e.changes) {
         if change.field != "messages" {
             continue;
@@ -227,8 +301,7 @@ pub fn whatsapp(body: &[u8]) -> Result<Routed, PayloadError> {
                 .iter()
                 .find(|c| c.wa_id == m.from)
                 .and_then(|c| c.profile.as_ref()?.name.clone());
-            push(
-                &mut out,
+            out.push(
                 pnid,
                 InboundItem::Message {
                     external_user_id: m.from.clone(),
@@ -260,8 +333,7 @@ pub fn whatsapp(body: &[u8]) -> Result<Routed, PayloadError> {
                     None => text,
                 }
             });
-            push(
-                &mut out,
+            out.push(
                 pnid,
                 InboundItem::Receipt {
                     external_message_id: s.id.clone(),
@@ -271,7 +343,7 @@ pub fn whatsapp(body: &[u8]) -> Result<Routed, PayloadError> {
             );
         }
     }
-    Ok(out)
+    Ok(out.out)
 }
 
 // ---- Messenger and Instagram ----
@@ -325,7 +397,7 @@ struct Delivery {
 pub fn page_or_instagram(body: &[u8]) -> Result<Routed, PayloadError> {
     let env: PageEnvelope =
         serde_json::from_slice(body).map_err(|e| PayloadError(e.to_string()))?;
-    let mut out = Routed::new();
+    let mut out = Grouped::default();
     for entry in &env.entry {
         let Some(account) = id_string(&entry.id) else {
             continue;
@@ -340,8 +412,7 @@ pub fn page_or_instagram(body: &[u8]) -> Result<Routed, PayloadError> {
                 let Some(text) = m.text.clone().filter(|t| !t.trim().is_empty()) else {
                     continue;
                 };
-                push(
-                    &mut out,
+                out.push(
                     &account,
                     InboundItem::Message {
                         external_user_id: ev.sender.id.clone(),
@@ -355,8 +426,7 @@ pub fn page_or_instagram(body: &[u8]) -> Result<Routed, PayloadError> {
                 );
             } else if let Some(d) = &ev.delivery {
                 for mid in &d.mids {
-                    push(
-                        &mut out,
+                    out.push(
                         &account,
                         InboundItem::Receipt {
                             external_message_id: mid.clone(),
@@ -368,7 +438,7 @@ pub fn page_or_instagram(body: &[u8]) -> Result<Routed, PayloadError> {
             }
         }
     }
-    Ok(out)
+    Ok(out.out)
 }
 
 // ---- Telegram ----
@@ -449,7 +519,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn whatsapp_messages_and_statuses_by_phone_number_id() -> Result<(), PayloadError> {
+    fn whatsapp_messages_and_statuses_by_phone_number_id() -> Result<(), RoutingError> {
         let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"W","changes":[{"field":"messages","value":{
  "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"PN1"},
  "contacts":[{"profile":{"name":"Ana"},"wa_id":"5511"}],
@@ -491,6 +561,50 @@ mod tests {
         assert_eq!(routed[0].0, "P1");
         assert_eq!(routed[0].1.len(), 1);
         assert_eq!(routed[1].0, "P2");
+        Ok(())
+    }
+
+    #[test]
+    fn routing_ids_are_read_in_linear_time_and_capped() -> Result<(), RoutingError> {
+        // The flood from the security report: 68,000 tiny distinct entries.
+        let flood = format!(
+            r#"{{"object":"page","entry":[{}]}}"#,
+            (0..68_000)
+                .map(|i| format!(r#"{{"id":{i}}}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            meta_routing_ids(flood.as_bytes()),
+            Err(RoutingError::TooMany)
+        ));
+        // Refused at entry 1,001 (a debug build parses that in well under
+        // a second; the quadratic version took seconds).
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // Meta's largest batch, with repeats, is fine and deduplicated.
+        let batch = format!(
+            r#"{{"object":"page","entry":[{}]}}"#,
+            (0..1_000)
+                .map(|i| format!(r#"{{"id":"P{}"}}"#, i % 400))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let (object, ids) = meta_routing_ids(batch.as_bytes())?;
+        assert_eq!((object.as_str(), ids.len()), ("page", 400));
+        assert_eq!(ids[0], "P0");
+        // WhatsApp changes count too.
+        let changes = format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"W","changes":[{}]}}]}}"#,
+            (0..1_001)
+                .map(|i| format!(r#"{{"value":{{"metadata":{{"phone_number_id":"{i}"}}}}}}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert!(matches!(
+            meta_routing_ids(changes.as_bytes()),
+            Err(RoutingError::TooMany)
+        ));
         Ok(())
     }
 

@@ -1,6 +1,11 @@
 //! Per-type channel settings: which `config` fields a channel type takes,
-//! which of them are secrets (stored encrypted, shown masked), and the
-//! provider id webhooks are routed on.
+//! which of them are secrets (stored encrypted, shown masked), which are
+//! needed before the channel can carry traffic, and the provider id
+//! webhooks are routed on.
+//!
+//! A field that is needed but absent never refuses the request: the channel
+//! is saved and its `setup` lists what is missing ([`missing`]). Malformed
+//! values are refused, naming the field.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::model::ChannelType;
 
-/// A field of `config` that is missing or malformed.
+/// A field of `config` that is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field} {reason}")]
 pub struct SettingsError {
@@ -34,7 +39,7 @@ enum Kind {
     Version,
     /// An http(s) URL without a trailing slash.
     Url,
-    /// Non-empty list of `scheme://host[:port]` origins (or `*`).
+    /// List of `scheme://host[:port]` origins (or `*`); empty means any.
     Origins,
     /// A small object of display settings (colours, position...).
     Object,
@@ -47,17 +52,19 @@ enum Kind {
 struct Field {
     name: &'static str,
     kind: Kind,
-    required: bool,
+    /// Needed before the channel can carry traffic (listed in
+    /// `setup.missing` while absent; never a reason to refuse a request).
+    needed: bool,
     /// Other names the same value may be sent under (the guide's
     /// `accessToken` for a page token).
     aliases: &'static [&'static str],
 }
 
-const fn f(name: &'static str, kind: Kind, required: bool) -> Field {
+const fn f(name: &'static str, kind: Kind, needed: bool) -> Field {
     Field {
         name,
         kind,
-        required,
+        needed,
         aliases: &[],
     }
 }
@@ -66,6 +73,7 @@ const WHATSAPP: &[Field] = &[
     f("phoneNumberId", Kind::Id, true),
     f("phoneNumber", Kind::Text(32), false),
     f("businessAccountId", Kind::Id, false),
+    f("verifiedName", Kind::Text(200), false),
     f("apiVersion", Kind::Version, false),
     f("baseUrl", Kind::Url, false),
     f("accessToken", Kind::Secret, true),
@@ -80,7 +88,7 @@ const FACEBOOK: &[Field] = &[
     Field {
         name: "pageAccessToken",
         kind: Kind::Secret,
-        required: true,
+        needed: true,
         aliases: &["accessToken"],
     },
     f("appSecret", Kind::Secret, true),
@@ -89,6 +97,9 @@ const FACEBOOK: &[Field] = &[
 const INSTAGRAM: &[Field] = &[
     f("instagramAccountId", Kind::Id, true),
     f("username", Kind::Text(100), false),
+    // The Facebook page the account is linked to: its Instagram account is
+    // looked up from it when `instagramAccountId` is not given.
+    f("pageId", Kind::Id, false),
     f("apiVersion", Kind::Version, false),
     f("baseUrl", Kind::Url, false),
     f("accessToken", Kind::Secret, true),
@@ -102,7 +113,7 @@ const TELEGRAM: &[Field] = &[
 ];
 
 const WEBSITE: &[Field] = &[
-    f("allowedOrigins", Kind::Origins, true),
+    f("allowedOrigins", Kind::Origins, false),
     f("welcomeMessage", Kind::Text(1_000), false),
     f("title", Kind::Text(100), false),
     f("theme", Kind::Object, false),
@@ -118,11 +129,15 @@ fn fields(channel_type: ChannelType) -> &'static [Field] {
     }
 }
 
+fn is_secret(field: &Field) -> bool {
+    matches!(field.kind, Kind::Secret | Kind::TelegramToken)
+}
+
 /// The names under `secrets` for a type (for masking in views).
 pub fn secret_names(channel_type: ChannelType) -> impl Iterator<Item = &'static str> {
     fields(channel_type)
         .iter()
-        .filter(|f| matches!(f.kind, Kind::Secret | Kind::TelegramToken))
+        .filter(|f| is_secret(f))
         .map(|f| f.name)
 }
 
@@ -136,6 +151,27 @@ pub fn routing_field(channel_type: ChannelType) -> Option<&'static str> {
     }
 }
 
+/// The fields needed for traffic that are neither in `config` nor in
+/// `secrets`, in the order a person fills them in.
+pub fn missing(
+    channel_type: ChannelType,
+    config: &Document,
+    secrets: &BTreeMap<String, String>,
+) -> Vec<&'static str> {
+    fields(channel_type)
+        .iter()
+        .filter(|f| f.needed)
+        .filter(|f| {
+            if is_secret(f) {
+                !secrets.contains_key(f.name)
+            } else {
+                !config.contains_key(f.name)
+            }
+        })
+        .map(|f| f.name)
+        .collect()
+}
+
 /// Validated settings, ready to store.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -144,7 +180,8 @@ pub struct Settings {
     /// Secrets sent in this request, in plain text (the caller seals them);
     /// secrets not sent stay as stored.
     pub new_secrets: BTreeMap<String, String>,
-    /// `routing_key(type, provider id)` for Meta channels.
+    /// `routing_key(type, provider id)` the config names (Meta channels). It
+    /// is claimed only once the provider confirms the token owns it.
     pub routing_key: Option<String>,
 }
 
@@ -154,9 +191,15 @@ fn is_masked(value: &str) -> bool {
     value.starts_with("****")
 }
 
+/// An empty form field: the same as not sending it.
+fn is_blank(value: &Value) -> bool {
+    value.as_str().is_some_and(|s| s.trim().is_empty())
+}
+
 /// Validates `input` for `channel_type`, merged over what is stored
 /// (`current_config`, names of `current_secrets`). Unknown keys (such as the
-/// guide's `webhookUrl`, which the api computes) are ignored.
+/// guide's `webhookUrl`, which the api computes) are ignored; absent or
+/// empty fields keep what is stored.
 pub fn validate(
     channel_type: ChannelType,
     input: &Map<String, Value>,
@@ -170,23 +213,23 @@ pub fn validate(
     for field in fields(channel_type) {
         let given = std::iter::once(field.name)
             .chain(field.aliases.iter().copied())
-            .find_map(|name| input.get(name).map(|v| (name, v)));
-        let is_secret = matches!(field.kind, Kind::Secret | Kind::TelegramToken);
+            .find_map(|name| input.get(name).filter(|v| !is_blank(v)).map(|v| (name, v)));
         match given {
-            // An explicit null clears an optional field.
+            // An explicit null clears an optional field; a needed one can
+            // be replaced, not removed.
             Some((name, Value::Null)) => {
-                if field.required {
-                    return Err(err(name, "is required"));
+                if field.needed {
+                    return Err(err(name, "cannot be removed; send a new value instead"));
                 }
             }
-            Some((name, Value::String(s))) if is_secret => {
+            Some((name, Value::String(s))) if is_secret(field) => {
                 let s = s.trim();
-                if s.is_empty() {
-                    return Err(err(name, "must not be empty"));
-                }
                 if is_masked(s) {
                     if !current_secrets.contains_key(field.name) {
-                        return Err(err(name, "is required"));
+                        return Err(err(
+                            name,
+                            "is a masked value but no secret is stored; paste the real one",
+                        ));
                     }
                 } else {
                     check_secret(field, name, s)?;
@@ -194,21 +237,20 @@ pub fn validate(
                 }
             }
             Some((name, value)) => {
-                let stored = check_value(field, name, value)?;
-                out.config.insert(field.name, stored);
-            }
-            None if is_secret => {
-                if field.required && !current_secrets.contains_key(field.name) {
-                    return Err(err(field.name, "is required"));
+                match check_value(field, name, value)? {
+                    // An empty origin list means "any origin": not stored.
+                    Bson::Array(a) if a.is_empty() => {}
+                    stored => {
+                        out.config.insert(field.name, stored);
+                    }
                 }
             }
-            None => match current_config.get(field.name) {
-                Some(v) => {
+            None if is_secret(field) => {}
+            None => {
+                if let Some(v) = current_config.get(field.name) {
                     out.config.insert(field.name, v.clone());
                 }
-                None if field.required => return Err(err(field.name, "is required")),
-                None => {}
-            },
+            }
         }
     }
     if let Some(name) = routing_field(channel_type)
@@ -335,8 +377,8 @@ fn check_value(field: &Field, name: &str, value: &Value) -> Result<Bson, Setting
             let list = value
                 .as_array()
                 .ok_or_else(|| err(name, "must be a list of origins"))?;
-            if list.is_empty() || list.len() > 50 {
-                return Err(err(name, "must list between 1 and 50 origins"));
+            if list.len() > 50 {
+                return Err(err(name, "must list at most 50 origins"));
             }
             let mut origins = Vec::with_capacity(list.len());
             for (i, item) in list.iter().enumerate() {
@@ -393,15 +435,37 @@ mod tests {
     }
 
     #[test]
-    fn required_fields_are_named() {
-        let e = validate(
+    fn missing_fields_are_listed_and_malformed_ones_named() {
+        // The guide's WhatsApp body: valid, with what is missing listed.
+        let wa = validate(
             ChannelType::Whatsapp,
-            &map(json!({"accessToken": "t", "appSecret": "s"})),
+            &map(
+                json!({"phoneNumber": "+1234567890", "accessToken": "token_here", "webhookUrl": "https://x"}),
+            ),
             &Document::new(),
             &BTreeMap::new(),
         )
-        .expect_err("missing id");
-        assert_eq!(e.field, "config.phoneNumberId");
+        .expect("the guide's body is accepted");
+        assert!(wa.config.get("webhookUrl").is_none());
+        assert!(wa.routing_key.is_none());
+        let secrets: BTreeMap<String, String> = wa
+            .new_secrets
+            .keys()
+            .map(|k| (k.clone(), "sealed".to_owned()))
+            .collect();
+        assert_eq!(
+            missing(ChannelType::Whatsapp, &wa.config, &secrets),
+            vec!["phoneNumberId", "appSecret"]
+        );
+        let web = validate(
+            ChannelType::Website,
+            &map(json!({"allowedOrigins": []})),
+            &Document::new(),
+            &BTreeMap::new(),
+        )
+        .expect("no origins: any origin");
+        assert!(web.config.is_empty());
+        assert!(missing(ChannelType::Website, &web.config, &BTreeMap::new()).is_empty());
         let e = validate(
             ChannelType::Telegram,
             &map(json!({"botToken": "nope"})),
@@ -418,6 +482,14 @@ mod tests {
         )
         .expect_err("bad origin");
         assert_eq!(e.field, "config.allowedOrigins[1]");
+        let e = validate(
+            ChannelType::Whatsapp,
+            &map(json!({"phoneNumberId": "12 34"})),
+            &Document::new(),
+            &BTreeMap::new(),
+        )
+        .expect_err("bad id");
+        assert_eq!(e.field, "config.phoneNumberId");
     }
 
     #[test]

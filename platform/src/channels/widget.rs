@@ -64,7 +64,30 @@ pub fn verify(secret: &[u8], token: &str) -> Option<VisitorClaims> {
     .map(|data| data.claims)
 }
 
-/// A visitor id sent back by a returning browser must look like one we made.
+/// How long after its expiry a visitor token still lets its browser resume
+/// the same visitor (and conversation) with a new session.
+pub const RESUME_WINDOW_SECS: i64 = 90 * 24 * 3600;
+
+/// The claims of a token this server issued for `channel_id`, expired or
+/// not (within [`RESUME_WINDOW_SECS`]): how a returning browser proves its
+/// visitor id, which is never taken from the client as such.
+pub fn resumable(secret: &[u8], token: &str, channel_id: &str) -> Option<VisitorClaims> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "aud"]);
+    validation.validate_exp = false;
+    let claims = jsonwebtoken::decode::<VisitorClaims>(
+        token,
+        &DecodingKey::from_secret(&key(secret)),
+        &validation,
+    )
+    .ok()?
+    .claims;
+    (claims.c == channel_id && claims.e + RESUME_WINDOW_SECS > Utc::now().timestamp())
+        .then_some(claims)
+}
+
+/// A client-chosen id (e.g. a widget message id) must look like one of ours.
 pub fn valid_visitor_id(id: &str) -> bool {
     (8..=64).contains(&id.len())
         && id
@@ -86,5 +109,11 @@ mod tests {
         let forged = format!("{}x.{s}", p);
         assert!(verify(b"k1", &forged).is_none());
         assert!(verify(b"k1", "garbage").is_none());
+        assert_eq!(
+            resumable(b"k1", &t, "chan").map(|c| c.v).as_deref(),
+            Some("visitor-1")
+        );
+        assert!(resumable(b"k1", &t, "other-chan").is_none());
+        assert!(resumable(b"k2", &t, "chan").is_none());
     }
 }

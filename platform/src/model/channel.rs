@@ -40,14 +40,30 @@ impl ChannelType {
     }
 }
 
-/// Whether the provider side is known to work.
+/// Where a channel stands on its way to live traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ChannelStatus {
-    /// Created, not checked against the provider yet.
+    /// Something needed for traffic is missing (see the channel's `setup`).
+    NeedsSetup,
+    /// Complete, but the provider has not confirmed it yet (press Test).
     Pending,
-    Connected,
+    /// Confirmed by the provider (or a website widget): traffic flows.
+    #[serde(alias = "CONNECTED")]
+    Active,
+    /// The provider refused; `lastError` has its words.
     Error,
+}
+
+impl ChannelStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelStatus::NeedsSetup => "NEEDS_SETUP",
+            ChannelStatus::Pending => "PENDING",
+            ChannelStatus::Active => "ACTIVE",
+            ChannelStatus::Error => "ERROR",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,9 +96,21 @@ pub struct Channel {
     /// sparse index skips missing fields, not nulls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// `routing_key(type, provider id)` of a Meta channel, set only once the
+    /// provider confirmed that the channel's token owns that account (the
+    /// unique sparse index keeps it unique across tenants). Webhooks are
+    /// routed on it; a channel without it receives no traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<String>,
     pub status: ChannelStatus,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Meta deliveries refused because the channel has no app secret to
+    /// verify them with: proof that Meta is calling, and what is missing.
+    #[serde(default)]
+    pub unverified_deliveries: u64,
+    #[serde(default, with = "crate::model::bson_datetime_opt")]
+    pub last_unverified_delivery_at: Option<DateTime<Utc>>,
     #[serde(default, with = "crate::model::bson_datetime_opt")]
     pub last_tested_at: Option<DateTime<Utc>>,
     #[serde(with = "crate::model::bson_datetime")]
