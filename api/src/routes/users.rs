@@ -178,8 +178,9 @@ pub async fn create(
 pub async fn get(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<UserView>> {
     let who = caller(depot)?;
     let id = path_id(req, "user")?;
-    if id != who.user_id().as_str() {
-        who.require_admin()?;
+    // Users see their own profile; other people's are administrators' to read.
+    if id != who.user_id().as_str() && !who.is_admin() {
+        return Err(ApiError::NotFound("user"));
     }
     let found = app(depot)
         .platform
