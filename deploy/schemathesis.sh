@@ -115,7 +115,7 @@ cd "$work"
     --header "Authorization: Bearer $token" \
     --exclude-path /api/v1/auth/logout \
     --max-examples "$MAX_EXAMPLES" \
-    --workers 2 \
+    --workers 1 \
     --request-timeout 30 \
     --seed "${ST_SEED:-20261130}" \
     --generation-database none \

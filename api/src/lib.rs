@@ -199,7 +199,7 @@ fn routes_channels_public() -> Router {
 
 /// Unknown routes, wrong methods and salvo's own errors as JSON bodies.
 #[handler]
-async fn json_catcher(res: &mut Response, ctrl: &mut FlowCtrl) {
+async fn json_catcher(req: &Request, res: &mut Response, ctrl: &mut FlowCtrl) {
     let code = res.status_code.unwrap_or(StatusCode::NOT_FOUND);
     let err = match code {
         StatusCode::NOT_FOUND => ApiError::NotFound("route"),
@@ -219,6 +219,12 @@ async fn json_catcher(res: &mut Response, ctrl: &mut FlowCtrl) {
     write_error(&err, res);
     // Keep the precise status (e.g. 405) that salvo chose.
     res.status_code(code);
+    if code == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(methods) = policy::allowed_methods(req.uri().path())
+        && let Ok(allow) = salvo::http::HeaderValue::from_str(&methods.join(", "))
+    {
+        res.headers_mut().insert(salvo::http::header::ALLOW, allow);
+    }
     ctrl.skip_rest();
 }
 

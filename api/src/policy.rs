@@ -90,9 +90,24 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("GET", "ai-providers", ADMIN, Some("ai-providers:read")),
     route("POST", "ai-providers", ADMIN, Some("ai-providers:write")),
     route("GET", "ai-providers/{id}", ADMIN, Some("ai-providers:read")),
-    route("PUT", "ai-providers/{id}", ADMIN, Some("ai-providers:write")),
-    route("DELETE", "ai-providers/{id}", ADMIN, Some("ai-providers:write")),
-    route("POST", "ai-providers/{id}/test", ADMIN, Some("ai-providers:write")),
+    route(
+        "PUT",
+        "ai-providers/{id}",
+        ADMIN,
+        Some("ai-providers:write"),
+    ),
+    route(
+        "DELETE",
+        "ai-providers/{id}",
+        ADMIN,
+        Some("ai-providers:write"),
+    ),
+    route(
+        "POST",
+        "ai-providers/{id}/test",
+        ADMIN,
+        Some("ai-providers:write"),
+    ),
     // Channels (secrets always masked)
     route("GET", "channels", USER, Some("channels:read")),
     route("POST", "channels", ADMIN, Some("channels:write")),
@@ -102,7 +117,12 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("POST", "channels/{id}/test", ADMIN, Some("channels:write")),
     // Conversations: the staff's daily work.
     route("GET", "conversations", USER, Some("conversations:read")),
-    route("GET", "conversations/{id}", USER, Some("conversations:read")),
+    route(
+        "GET",
+        "conversations/{id}",
+        USER,
+        Some("conversations:read"),
+    ),
     route(
         "POST",
         "conversations/{id}/messages",
@@ -132,7 +152,12 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("POST", "documents/upload", ADMIN, Some("documents:write")),
     route("GET", "documents/{id}", USER, Some("documents:read")),
     route("DELETE", "documents/{id}", ADMIN, Some("documents:write")),
-    route("POST", "documents/{id}/process", ADMIN, Some("documents:write")),
+    route(
+        "POST",
+        "documents/{id}/process",
+        ADMIN,
+        Some("documents:write"),
+    ),
     route("GET", "search/documents", USER, Some("documents:read")),
     // Jobs: each job is further checked against the route that made it.
     route("GET", "jobs", USER, Some("jobs:read")),
@@ -169,6 +194,44 @@ pub fn lookup(method: &Method, template: &str) -> Option<&'static RoutePolicy> {
     ROUTES
         .iter()
         .find(|r| r.path == template && r.method == method.as_str())
+}
+
+/// The methods the table serves on a concrete path, from the templates
+/// that match it most literally (salvo advertises every template's
+/// methods, e.g. `GET` on `documents/upload` through `documents/{id}`).
+pub fn allowed_methods(path: &str) -> Option<Vec<&'static str>> {
+    let path = path.trim_matches('/');
+    let path = path.strip_prefix(PREFIX).unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').collect();
+    let literal_matches = |template: &str| -> Option<usize> {
+        let parts: Vec<&str> = template.split('/').collect();
+        if parts.len() != segments.len() {
+            return None;
+        }
+        let mut literal = 0;
+        for (t, s) in parts.iter().zip(&segments) {
+            if t.starts_with('{') {
+                continue;
+            }
+            if t != s {
+                return None;
+            }
+            literal += 1;
+        }
+        Some(literal)
+    };
+    let best = ROUTES
+        .iter()
+        .filter_map(|r| literal_matches(r.path))
+        .max()?;
+    let mut methods: Vec<&'static str> = ROUTES
+        .iter()
+        .filter(|r| literal_matches(r.path) == Some(best))
+        .map(|r| r.method)
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    Some(methods)
 }
 
 fn rank(role: Role) -> u8 {
@@ -211,16 +274,28 @@ pub const JOB_ORIGINS: &[(&str, JobOrigin)] = &[
         "search_knowledge",
         JobOrigin::Route("GET", "search/documents"),
     ),
-    ("generate_reply", JobOrigin::Route("POST", "agents/{id}/test")),
+    (
+        "generate_reply",
+        JobOrigin::Route("POST", "agents/{id}/test"),
+    ),
     ("train_agent", JobOrigin::Route("POST", "agents/{id}/train")),
     ("register_webhook", JobOrigin::Route("POST", "channels")),
-    ("test_channel", JobOrigin::Route("POST", "channels/{id}/test")),
+    (
+        "test_channel",
+        JobOrigin::Route("POST", "channels/{id}/test"),
+    ),
     (
         "test_ai_provider",
         JobOrigin::Route("POST", "ai-providers/{id}/test"),
     ),
-    ("ingest_document", JobOrigin::Route("POST", "documents/upload")),
-    ("purge_document", JobOrigin::Route("DELETE", "documents/{id}")),
+    (
+        "ingest_document",
+        JobOrigin::Route("POST", "documents/upload"),
+    ),
+    (
+        "purge_document",
+        JobOrigin::Route("DELETE", "documents/{id}"),
+    ),
     // Inbound messages arrive by webhook; the tenant's admins may re-run one.
     ("process_inbound", JobOrigin::Role(Role::TenantAdmin)),
     ("export_analytics", JobOrigin::Role(Role::TenantAdmin)),
@@ -350,7 +425,9 @@ pub fn role_name(access: Access) -> &'static str {
 pub fn describe(policy: &RoutePolicy) -> String {
     match policy.access {
         Access::Public => "Access: public (no token).".to_owned(),
-        Access::Role(Role::TenantUser) => "Access: any signed-in user (TENANT_USER and up).".to_owned(),
+        Access::Role(Role::TenantUser) => {
+            "Access: any signed-in user (TENANT_USER and up).".to_owned()
+        }
         Access::Role(Role::TenantAdmin) => "Access: TENANT_ADMIN or SUPER_ADMIN.".to_owned(),
         Access::Role(Role::SuperAdmin) => "Access: SUPER_ADMIN only.".to_owned(),
     }

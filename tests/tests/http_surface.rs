@@ -64,9 +64,13 @@ async fn health_docs_metrics_and_errors() {
     // Platform health is for platform administrators only.
     let health = app.get("/api/v1/system/health", &admin).await;
     assert_eq!(health.status, StatusCode::FORBIDDEN, "{:?}", health.body);
-    aigentable_platform::bootstrap::create_super_admin(&app.platform, "root@aigentable.io", "rootPassword1")
-        .await
-        .expect("super admin");
+    aigentable_platform::bootstrap::create_super_admin(
+        &app.platform,
+        "root@aigentable.io",
+        "rootPassword1",
+    )
+    .await
+    .expect("super admin");
     let login = app.login("root@aigentable.io", "rootPassword1").await;
     let root = aigentable_tests::Session {
         token: login.body["token"].as_str().unwrap_or_default().to_owned(),

@@ -86,7 +86,9 @@ fn every_job_type_has_an_origin_in_the_table() {
     for (name, origin) in JOB_ORIGINS {
         if let JobOrigin::Route(method, path) = origin {
             assert!(
-                ROUTES.iter().any(|r| r.method == *method && r.path == *path),
+                ROUTES
+                    .iter()
+                    .any(|r| r.method == *method && r.path == *path),
                 "{name} names {method} {path}, which is not in the table"
             );
         }
@@ -270,9 +272,9 @@ struct Objects {
 
 impl Objects {
     fn id(&self, kind: &str) -> &str {
-        self.ids
-            .get(kind)
-            .unwrap_or_else(|| panic!("no {kind} fixture: add one to `objects()` in tests/tests/policy.rs"))
+        self.ids.get(kind).unwrap_or_else(|| {
+            panic!("no {kind} fixture: add one to `objects()` in tests/tests/policy.rs")
+        })
     }
 }
 
@@ -306,7 +308,10 @@ async fn objects(app: &TestApp, name: &str) -> Objects {
         )
         .await;
     assert_eq!(agent.status, StatusCode::CREATED, "{:?}", agent.body);
-    ids.insert("agents", agent.body["id"].as_str().unwrap_or_default().to_owned());
+    ids.insert(
+        "agents",
+        agent.body["id"].as_str().unwrap_or_default().to_owned(),
+    );
     let provider = app
         .post(
             "/api/v1/ai-providers",
@@ -436,11 +441,25 @@ async fn bola_matrix_every_route_with_an_id() {
     }
     assert!(checked >= 20, "only {checked} routes with ids");
     // Tenant A's objects are all still there, unchanged.
-    for kind in ["agents", "ai-providers", "channels", "documents", "conversations", "jobs", "users", "tenants"] {
+    for kind in [
+        "agents",
+        "ai-providers",
+        "channels",
+        "documents",
+        "conversations",
+        "jobs",
+        "users",
+        "tenants",
+    ] {
         let r = app
             .get(&api_path(&format!("{kind}/{}", a.id(kind))), &a.session)
             .await;
-        assert_eq!(r.status, StatusCode::OK, "{kind} of A after B's attempts: {:?}", r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{kind} of A after B's attempts: {:?}",
+            r.body
+        );
         assert_ne!(r.body["name"], "Mallory", "{kind} renamed by B");
         assert_ne!(r.body["firstName"], "Mallory", "{kind} renamed by B");
     }
@@ -463,7 +482,9 @@ fn resolve<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
 /// names objects; the BOLA test swaps each referencing field for A's id.
 fn field_base(method: &str, path: &str) -> Option<Value> {
     Some(match (method, path) {
-        ("POST", "channels") => json!({ "type": "WEBSITE", "name": "B site 2", "config": { "allowedOrigins": ["https://b.example"] } }),
+        ("POST", "channels") => {
+            json!({ "type": "WEBSITE", "name": "B site 2", "config": { "allowedOrigins": ["https://b.example"] } })
+        }
         ("POST", "agents") => json!({ "name": "B agent 2", "description": "answers" }),
         ("POST", "documents/upload") => json!({}),
         ("POST", "agents/{id}/train") => json!({}),
@@ -509,7 +530,11 @@ async fn bola_matrix_every_field_naming_an_object() {
                 }
                 let kind = kind_of_field(name)
                     .unwrap_or_else(|| panic!("query {name} of {method_up} {template}: unknown object kind; add it to kind_of_field"));
-                let search = if template.starts_with("search/") { "&q=hello" } else { "" };
+                let search = if template.starts_with("search/") {
+                    "&q=hello"
+                } else {
+                    ""
+                };
                 let url = format!("{}?{name}={}{search}", concrete(template, &b), a.id(kind));
                 let r = app.get(&url, &b.session).await;
                 queries_checked += 1;
@@ -564,7 +589,8 @@ async fn bola_matrix_every_field_naming_an_object() {
                         TestApp::reply(res).await
                     } else {
                         let method = Method::from_bytes(method_up.as_bytes()).expect("method");
-                        app.request(method, &url, Some(&b.session), Some(base)).await
+                        app.request(method, &url, Some(&b.session), Some(base))
+                            .await
                     };
                     fields_checked += 1;
                     if r.status != StatusCode::NOT_FOUND && r.status != StatusCode::BAD_REQUEST {
@@ -587,8 +613,14 @@ async fn bola_matrix_every_field_naming_an_object() {
             failures.push(format!("B's {kind} now reference {leak}"));
         }
     }
-    assert!(fields_checked >= 5, "only {fields_checked} referencing fields found");
-    assert!(queries_checked >= 3, "only {queries_checked} referencing query parameters found");
+    assert!(
+        fields_checked >= 5,
+        "only {fields_checked} referencing fields found"
+    );
+    assert!(
+        queries_checked >= 3,
+        "only {queries_checked} referencing query parameters found"
+    );
     let _ = &b.user;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     app.cleanup().await;
@@ -667,7 +699,9 @@ async fn jobs_and_their_events_follow_the_creating_route() {
     let doc = app
         .upload_text(&promoted, "faq.txt", "Refunds take five days.", None)
         .await;
-    let listed = app.get("/api/v1/jobs?type=ingest_document", &promoted).await;
+    let listed = app
+        .get("/api/v1/jobs?type=ingest_document", &promoted)
+        .await;
     let ingest = listed.body["jobs"][0]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("no ingest job: {:?}", listed.body))
@@ -701,8 +735,15 @@ async fn jobs_and_their_events_follow_the_creating_route() {
         (Method::POST, format!("/api/v1/jobs/{ingest}/retry")),
         (Method::POST, format!("/api/v1/jobs/{ingest}/cancel")),
     ] {
-        let r = app.request(method.clone(), &path, Some(demoted), None).await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {path}: {:?}", r.body);
+        let r = app
+            .request(method.clone(), &path, Some(demoted), None)
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {:?}",
+            r.body
+        );
     }
     let mine = app.get("/api/v1/jobs", demoted).await;
     assert_eq!(mine.status, StatusCode::OK);
@@ -720,19 +761,30 @@ async fn jobs_and_their_events_follow_the_creating_route() {
             break;
         }
     }
-    assert!(root_saw_backup, "the platform administrator gets the backup's events");
+    assert!(
+        root_saw_backup,
+        "the platform administrator gets the backup's events"
+    );
     let mut admin_saw_backup = false;
     while let Some(e) = admin_sock.next_named("job-updated", 2).await {
         admin_saw_backup |= e["type"] == "run_backup";
     }
-    assert!(!admin_saw_backup, "a tenant admin got a backup's job-updated event");
+    assert!(
+        !admin_saw_backup,
+        "a tenant admin got a backup's job-updated event"
+    );
     for (method, path) in [
         (Method::GET, format!("/api/v1/jobs/{backup_job}")),
         (Method::POST, format!("/api/v1/jobs/{backup_job}/retry")),
         (Method::POST, format!("/api/v1/jobs/{backup_job}/cancel")),
     ] {
         let r = app.request(method.clone(), &path, Some(&owner), None).await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {path}: {:?}", r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {:?}",
+            r.body
+        );
     }
     let listed = app.get("/api/v1/jobs?limit=100", &owner).await;
     assert!(
