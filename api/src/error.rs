@@ -67,7 +67,7 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             message: message.into(),
-            details: Value::Null,
+            details: json!({}),
         }
     }
 
@@ -119,7 +119,8 @@ impl ApiError {
             ApiError::TooManyRequests { retry_after_secs } => {
                 json!({ "retryAfter": retry_after_secs })
             }
-            _ => Value::Null,
+            // Always an object, as the spec says, so clients never check for null.
+            _ => json!({}),
         };
         let message = match self {
             ApiError::Internal(_) => {

@@ -38,22 +38,19 @@ impl Caller {
     pub fn is_super_admin(&self) -> bool {
         self.user.role == Role::SuperAdmin
     }
+    /// Object-level role checks inside a handler (e.g. a field only admins
+    /// may set); route-level roles come from [`crate::policy::ROUTES`].
     pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(
-                "this action requires an administrator".to_owned(),
-            ))
-        }
+        self.require(Role::TenantAdmin)
     }
     pub fn require_super_admin(&self) -> Result<(), ApiError> {
-        if self.is_super_admin() {
+        self.require(Role::SuperAdmin)
+    }
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if crate::policy::allows(self.role(), role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(
-                "this action requires a platform administrator".to_owned(),
-            ))
+            Err(ApiError::Forbidden(crate::policy::denial(role).to_owned()))
         }
     }
 }
@@ -159,7 +156,48 @@ pub async fn authenticate_token(
     })
 }
 
-/// Hoop for every protected route.
+/// The router's one access hoop: looks the matched route up in
+/// [`crate::policy::ROUTES`], refuses routes missing from it, authenticates
+/// non-public ones and checks the caller's role.
+#[handler]
+pub async fn enforce_policy(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+    ctrl: &mut FlowCtrl,
+) {
+    let Some(policy) = crate::policy::lookup(req.method(), req.matched_path()) else {
+        tracing::error!(method = %req.method(), route = req.matched_path(), "route has no access policy; refused");
+        write_error(
+            &ApiError::Forbidden("this route has no access policy".to_owned()),
+            res,
+        );
+        ctrl.skip_rest();
+        return;
+    };
+    let crate::policy::Access::Role(required) = policy.access else {
+        return;
+    };
+    let outcome = match authenticate(req, depot).await {
+        Ok(caller) if crate::policy::allows(caller.role(), required) => Ok(caller),
+        Ok(_) => Err(ApiError::Forbidden(
+            crate::policy::denial(required).to_owned(),
+        )),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(caller) => {
+            tracing::Span::current().record("tenant_id", caller.tenant_id.as_str());
+            depot.insert_typed(caller);
+        }
+        Err(e) => {
+            write_error(&e, res);
+            ctrl.skip_rest();
+        }
+    }
+}
+
+/// Authentication alone, for a router outside the policy table.
 #[handler]
 pub async fn require_auth(
     req: &mut Request,

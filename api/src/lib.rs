@@ -5,6 +5,8 @@ pub mod error;
 pub mod extract;
 pub mod guard;
 pub mod metrics;
+pub mod openapi;
+pub mod policy;
 pub mod realtime;
 pub mod realtime_sessions;
 pub mod realtime_widget;
@@ -56,7 +58,9 @@ impl AppState {
     }
 }
 
-fn api_router() -> Router {
+/// Every route under `/api/v1`; access comes from [`policy::ROUTES`] through
+/// one hoop, so a route missing from the table is refused.
+pub fn api_router() -> Router {
     use routes::{agents, auth, documents, health, jobs, search, system, tenants, users};
     let public = Router::new()
         .push(Router::with_path("auth/register").post(auth::register))
@@ -71,7 +75,6 @@ fn api_router() -> Router {
                 .options(routes::widget::preflight),
         );
     let protected = Router::new()
-        .hoop(guard::require_auth)
         .push(Router::with_path("auth/logout").post(auth::logout))
         .push(Router::with_path("auth/me").get(auth::me))
         .push(
@@ -146,7 +149,10 @@ fn api_router() -> Router {
                 .get(system::list_backups)
                 .post(system::create_backup),
         );
-    Router::with_path("api/v1").push(public).push(protected)
+    Router::with_path("api/v1")
+        .hoop(guard::enforce_policy)
+        .push(public)
+        .push(protected)
 }
 
 /// Channels (JWT), provider webhooks and the website widget (public).
@@ -213,13 +219,13 @@ fn routes_channels_public() -> Router {
 
 /// Unknown routes, wrong methods and salvo's own errors as JSON bodies.
 #[handler]
-async fn json_catcher(res: &mut Response, ctrl: &mut FlowCtrl) {
+async fn json_catcher(req: &Request, res: &mut Response, ctrl: &mut FlowCtrl) {
     let code = res.status_code.unwrap_or(StatusCode::NOT_FOUND);
     let err = match code {
         StatusCode::NOT_FOUND => ApiError::NotFound("route"),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::BadRequest {
             message: "method not allowed on this route".to_owned(),
-            details: serde_json::Value::Null,
+            details: serde_json::json!({}),
         },
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
             limit: extract::JSON_BODY_LIMIT,
@@ -227,12 +233,18 @@ async fn json_catcher(res: &mut Response, ctrl: &mut FlowCtrl) {
         c if c.is_server_error() => ApiError::Internal(format!("unhandled {c}")),
         c => ApiError::BadRequest {
             message: c.canonical_reason().unwrap_or("bad request").to_owned(),
-            details: serde_json::Value::Null,
+            details: serde_json::json!({}),
         },
     };
     write_error(&err, res);
     // Keep the precise status (e.g. 405) that salvo chose.
     res.status_code(code);
+    if code == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(methods) = policy::allowed_methods(req.uri().path())
+        && let Ok(allow) = salvo::http::HeaderValue::from_str(&methods.join(", "))
+    {
+        res.headers_mut().insert(salvo::http::header::ALLOW, allow);
+    }
     ctrl.skip_rest();
 }
 
@@ -291,7 +303,7 @@ pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
                 .hoop(socket_layer.compat())
                 .goal(socket_io_fallback),
         )
-        .push(doc.into_router("/api/v1/openapi.json"))
+        .push(Router::with_path("api/v1/openapi.json").get(openapi::Spec::new(&doc)))
         .push(SwaggerUi::new("/api/v1/openapi.json").into_router("/api/v1/docs"))
         .push(api);
     // With METRICS_PORT, /metrics is served there only (see `serve`).

@@ -193,6 +193,11 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
     let gone = Gone::default();
     socket.extensions.insert(gone.clone());
     sessions::expire_at(socket.clone(), caller.exp, gone);
+    socket.join(crate::policy::rooms_for(
+        caller.role(),
+        caller.tenant_id.as_str(),
+        caller.user.id.as_str(),
+    ));
     state.metrics.socket_connections.inc();
     tracing::debug!(tenant_id = %caller.tenant_id, user_id = %caller.user.id, ns = socket.ns(), "socket connected");
 
@@ -285,6 +290,14 @@ pub fn layer(state: AppState) -> (SocketIoLayer, SocketIo) {
 /// Emits one event to every namespace's tenant room (and conversation room).
 pub async fn relay(io: &SocketIo, event: &RealtimeEvent) {
     let mut rooms = vec![tenant_room(&event.tenant_id)];
+    // Jobs only reach those who may see them over REST.
+    if event.event == aigentable_jobs::events::names::JOB_UPDATED {
+        rooms = crate::policy::job_event_rooms(
+            &event.tenant_id,
+            event.data["type"].as_str().unwrap_or_default(),
+            event.data["createdBy"].as_str(),
+        );
+    }
     if let Some(c) = &event.conversation_id {
         rooms.push(conversation_room(c));
     }

@@ -219,10 +219,10 @@ async fn providers_crud_masking_validation_and_default() {
     let r = app.get(&format!("/api/v1/ai-providers/{spare}"), &s).await;
     assert_eq!(r.body["isDefault"], true, "{:?}", r.body);
 
-    // Users read but do not write; other tenants see nothing.
+    // AI providers are administrators' (keys, base URLs); other tenants see nothing.
     let user = app.add_user(&s, "TENANT_USER").await;
     let r = app.get("/api/v1/ai-providers", &user).await;
-    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = app
         .post("/api/v1/ai-providers", &user, compatible(&fake, "Nope"))
         .await;

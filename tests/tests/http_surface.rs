@@ -61,7 +61,22 @@ async fn health_docs_metrics_and_errors() {
     assert!(!missing.message().is_empty(), "{:?}", missing.body);
 
     let admin = app.register("Acme").await;
+    // Platform health is for platform administrators only.
     let health = app.get("/api/v1/system/health", &admin).await;
+    assert_eq!(health.status, StatusCode::FORBIDDEN, "{:?}", health.body);
+    aigentable_platform::bootstrap::create_super_admin(
+        &app.platform,
+        "root@aigentable.io",
+        "rootPassword1",
+    )
+    .await
+    .expect("super admin");
+    let login = app.login("root@aigentable.io", "rootPassword1").await;
+    let root = aigentable_tests::Session {
+        token: login.body["token"].as_str().unwrap_or_default().to_owned(),
+        ..admin.clone()
+    };
+    let health = app.get("/api/v1/system/health", &root).await;
     assert_eq!(health.status, StatusCode::OK, "{:?}", health.body);
     assert_eq!(health.body["status"], "healthy");
 

@@ -80,9 +80,15 @@ async fn only_admins_manage_users_and_the_last_admin_stays() {
     let admin = app.register("Acme").await;
     let member = app.add_user(&admin, "TENANT_USER").await;
 
-    // A member can read but not create, promote or delete.
+    // A member reads their own profile only, and cannot create, promote or delete.
     assert_eq!(
         app.get("/api/v1/users", &member).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/users/{}", member.user_id), &member)
+            .await
+            .status,
         StatusCode::OK
     );
     let r = app

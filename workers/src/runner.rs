@@ -64,6 +64,7 @@ pub(crate) async fn announce(state: &WorkerState, record: Option<JobRecord>) {
             "progress": record.progress,
             "attempts": record.attempts,
             "lastError": record.last_error,
+            "createdBy": record.created_by,
         }),
     };
     if let Err(e) = events::publish(&state.platform.kv, &event).await {

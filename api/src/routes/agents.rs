@@ -432,7 +432,6 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Agen
 #[endpoint(tags("agents"), security(("bearerAuth" = [])), status_codes(204, 403, 404), parameters(("id" = String, Path, description = "Agent id")))]
 pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
     let who = caller(depot)?;
-    who.require_admin()?;
     let id = path_id(req, "agent")?;
     let state = app(depot);
     if !state

@@ -457,7 +457,6 @@ pub async fn create(
 ) -> ApiResult<Json<AiProviderView>> {
     let input: AiProviderInput = json_body(req).await?;
     let who = caller(depot)?;
-    who.require_admin()?;
     let state = app(depot);
     if input.name.is_none() {
         return Err(ApiError::field("name", "is required"));
@@ -509,7 +508,6 @@ pub async fn create(
 pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<AiProviderView>> {
     let input: AiProviderInput = json_body(req).await?;
     let who = caller(depot)?;
-    who.require_admin()?;
     let id = path_id(req, "AI provider")?;
     let state = app(depot);
     let mut p = load(state, who, &id).await?;
@@ -560,7 +558,6 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<AiPr
 #[endpoint(tags("ai-providers"), security(("bearerAuth" = [])), status_codes(204, 403, 404), parameters(("id" = String, Path, description = "AI provider id")))]
 pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
     let who = caller(depot)?;
-    who.require_admin()?;
     let id = path_id(req, "AI provider")?;
     let state = app(depot);
     load(state, who, &id).await?;
@@ -597,7 +594,6 @@ pub async fn test(
     res: &mut Response,
 ) -> ApiResult<Json<ProviderTestAccepted>> {
     let who = caller(depot)?;
-    who.require_admin()?;
     let id = path_id(req, "AI provider")?;
     let state = app(depot);
     load(state, who, &id).await?;

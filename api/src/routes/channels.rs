@@ -346,7 +346,6 @@ pub async fn create(
 ) -> ApiResult<Json<ChannelView>> {
     let input: ChannelInput = json_body(req).await?;
     let who = caller(depot)?;
-    who.require_admin()?;
     let state = app(depot);
     let channel_type = parse_type(
         input
@@ -461,7 +460,6 @@ pub async fn get(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Channel
 pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<ChannelView>> {
     let input: ChannelInput = json_body(req).await?;
     let who = caller(depot)?;
-    who.require_admin()?;
     let id = path_id(req, "channel")?;
     let state = app(depot);
     let current = load(state, who, &id).await?;
@@ -579,7 +577,6 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Chan
 #[endpoint(tags("channels"), security(("bearerAuth" = [])), status_codes(204, 403, 404), parameters(("id" = String, Path, description = "Channel id")))]
 pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
     let who = caller(depot)?;
-    who.require_admin()?;
     let id = path_id(req, "channel")?;
     if !app(depot)
         .platform
@@ -618,7 +615,6 @@ pub async fn test(
     res: &mut Response,
 ) -> ApiResult<Json<ChannelTestAccepted>> {
     let who = caller(depot)?;
-    who.require_admin()?;
     let id = path_id(req, "channel")?;
     let state = app(depot);
     let channel = load(state, who, &id).await?;

@@ -418,6 +418,11 @@ pub async fn assign(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Valu
             if !exists {
                 return Err(ApiError::NotFound("user"));
             }
+            if !who.is_admin() && user_id != who.user_id().as_str() {
+                return Err(ApiError::Forbidden(
+                    "you can assign conversations only to yourself".to_owned(),
+                ));
+            }
             (ConversationStatus::Assigned, Some(user_id))
         }
         None => (ConversationStatus::Active, None),

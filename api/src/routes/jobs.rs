@@ -14,6 +14,7 @@ use aigentable_jobs::{JobStatus, types};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{pagination, path_id, query_enum, query_string};
 use crate::guard::{Caller, caller};
+use crate::policy;
 use crate::state::app;
 use crate::views::Pagination;
 
@@ -70,13 +71,23 @@ pub struct JobList {
     pub pagination: Pagination,
 }
 
-/// Admins see every job of the tenant; other users the jobs they started.
+/// A job is visible to whoever may call the route that created it
+/// ([`policy::job_role`]: platform jobs such as backups to platform
+/// administrators only); within that, admins see every job of the tenant
+/// and other users the jobs they started. Cancel and retry see the same.
 fn visibility(who: &Caller) -> Document {
-    if who.is_admin() {
+    let mut filter = if who.is_admin() {
         doc! {}
     } else {
         doc! { "createdBy": who.user_id().as_str() }
+    };
+    if !who.is_super_admin() {
+        filter.insert(
+            "type",
+            doc! { "$in": policy::visible_job_types(who.role()) },
+        );
     }
+    filter
 }
 
 async fn load(depot: &Depot, who: &Caller, id: &str) -> ApiResult<JobRecord> {

@@ -96,7 +96,6 @@ async fn load(depot: &Depot, id: &TenantId) -> ApiResult<Tenant> {
 ))]
 pub async fn list(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<TenantList>> {
     let who = caller(depot)?;
-    who.require_admin()?;
     let page = pagination(req)?;
     let (tenants, total) = if who.is_super_admin() {
         Tenants(&app(depot).platform.db).list_all(page).await?
@@ -133,7 +132,6 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Tena
     let body: UpdateTenantRequest = json_body(req).await?;
     let who = caller(depot)?;
     let id = target_tenant(req, who)?;
-    who.require_admin()?;
     let current = load(depot, &id).await?;
     let platform = &app(depot).platform;
 
@@ -244,7 +242,6 @@ pub async fn get_usage(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<U
 pub async fn get_billing(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<BillingView>> {
     let who = caller(depot)?;
     let id = target_tenant(req, who)?;
-    who.require_admin()?;
     let tenant = load(depot, &id).await?;
     let platform = &app(depot).platform;
     let plan = platform.config.plan(&tenant.plan).clone();
