@@ -63,6 +63,7 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("POST", "auth/login", PUBLIC, None),
     route("POST", "auth/forgot-password", PUBLIC, None),
     route("POST", "auth/reset-password", PUBLIC, None),
+    route("POST", "auth/verify-email", PUBLIC, None),
     route("POST", "auth/logout", USER, None),
     route("GET", "auth/me", USER, None),
     // Users: admins manage them; everyone reads and edits their own profile.
@@ -147,6 +148,29 @@ pub const ROUTES: &[RoutePolicy] = &[
         USER,
         Some("conversations:read"),
     ),
+    route(
+        "PUT",
+        "conversations/{id}/rating",
+        USER,
+        Some("conversations:write"),
+    ),
+    // Analytics: every user of the tenant reads and exports them.
+    route("GET", "analytics/overview", USER, Some("analytics:read")),
+    route(
+        "GET",
+        "analytics/conversations",
+        USER,
+        Some("analytics:read"),
+    ),
+    route("GET", "analytics/agents", USER, Some("analytics:read")),
+    route("GET", "analytics/channels", USER, Some("analytics:read")),
+    route("GET", "analytics/export", USER, Some("analytics:read")),
+    route(
+        "GET",
+        "analytics/exports/{id}/download",
+        USER,
+        Some("analytics:read"),
+    ),
     // Knowledge base
     route("GET", "documents", USER, Some("documents:read")),
     route("POST", "documents/upload", ADMIN, Some("documents:write")),
@@ -181,6 +205,8 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("OPTIONS", "widget/{publicKey}/messages", PUBLIC, None),
     route("GET", "widget/{publicKey}/settings", PUBLIC, None),
     route("OPTIONS", "widget/{publicKey}/settings", PUBLIC, None),
+    route("POST", "widget/{publicKey}/rating", PUBLIC, None),
+    route("OPTIONS", "widget/{publicKey}/rating", PUBLIC, None),
 ];
 
 /// The prefix every table path lives under.
@@ -298,7 +324,10 @@ pub const JOB_ORIGINS: &[(&str, JobOrigin)] = &[
     ),
     // Inbound messages arrive by webhook; the tenant's admins may re-run one.
     ("process_inbound", JobOrigin::Role(Role::TenantAdmin)),
-    ("export_analytics", JobOrigin::Role(Role::TenantAdmin)),
+    (
+        "export_analytics",
+        JobOrigin::Route("GET", "analytics/export"),
+    ),
     ("run_backup", JobOrigin::Route("POST", "system/backups")),
     // The tenant's own mail (resets, invitations); only its status is shown.
     ("send_email", JobOrigin::Role(Role::TenantAdmin)),

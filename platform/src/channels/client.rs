@@ -410,7 +410,7 @@ impl ProviderClient {
     ) -> Result<Value, ProviderError> {
         let req = self
             .http
-            .get(target.graph(path))
+            .request(reqwest::Method::GET, &target.graph(path))
             .query(&[("fields", fields)])
             .bearer_auth(&target.token);
         self.call(target.provider(), req).await

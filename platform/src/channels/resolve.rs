@@ -65,6 +65,43 @@ pub async fn resolve(
     secrets: &SecretBox,
     channel: &Channel,
 ) -> Result<Resolution, ResolveError> {
+    let mut found = ask(client, config, secrets, channel).await?;
+    found.provider = account_summary(&found.provider);
+    Ok(found)
+}
+
+/// Only the account fields we asked for, as short strings: whatever else
+/// the other end answered is never handed back to the tenant.
+fn account_summary(said: &Value) -> Value {
+    const FIELDS: [&str; 7] = [
+        "id",
+        "name",
+        "username",
+        "first_name",
+        "user_id",
+        "display_phone_number",
+        "verified_name",
+    ];
+    let kept: serde_json::Map<String, Value> = FIELDS
+        .iter()
+        .filter_map(|k| {
+            let v = match &said[*k] {
+                Value::String(s) => s.chars().take(100).collect::<String>(),
+                Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            Some(((*k).to_owned(), Value::String(v)))
+        })
+        .collect();
+    Value::Object(kept)
+}
+
+async fn ask(
+    client: &ProviderClient,
+    config: &ChannelsConfig,
+    secrets: &SecretBox,
+    channel: &Channel,
+) -> Result<Resolution, ResolveError> {
     let token_field = match channel.channel_type {
         ChannelType::Whatsapp | ChannelType::Instagram => "accessToken",
         ChannelType::Facebook => "pageAccessToken",
