@@ -106,7 +106,7 @@ impl Handle for TestChannel {
         let platform = &ctx.state.platform;
         let channel = load(&ctx, &self.channel_id).await?;
         let outcome = resolve(
-            provider_client(&ctx),
+            &provider_client(&ctx),
             &platform.config.channels,
             &platform.secrets,
             &channel,
