@@ -87,6 +87,18 @@ async fn channel_calls_never_reach_internal_addresses() {
         );
 
         // Delivery of a staff message into a conversation of that channel.
+        // The number was confirmed earlier at the real provider (the claim
+        // the test job makes); its base URL now points inside, and delivery
+        // must still be refused.
+        app.platform
+            .db
+            .unscoped::<bson::Document>(aigentable_platform::model::channel::COLLECTION)
+            .update_one(
+                bson::doc! { "_id": &channel_id },
+                bson::doc! { "$set": { "routingKey": format!("whatsapp:{pnid}") } },
+            )
+            .await
+            .expect("claim the number");
         let wamid = format!("wamid.{i}");
         let r = post_meta(
             &app,
@@ -313,7 +325,7 @@ async fn redirects_are_refused() {
 #[tokio::test]
 async fn allowed_private_networks_reach_the_server_but_answers_are_not_echoed() {
     let canary = Canary::start(
-        r#"{"id":"42","verified_name":"Acme","display_phone_number":"+1 555","internal":"db-password-hunter2"}"#,
+        r#"{"id":"990001","verified_name":"Acme","display_phone_number":"+1 555","internal":"db-password-hunter2"}"#,
     )
     .await;
     let app = spawn_app_with(&[
@@ -331,7 +343,7 @@ async fn allowed_private_networks_reach_the_server_but_answers_are_not_echoed() 
     )
     .await;
     let job = job_done(&app, &s, r["jobId"].as_str().unwrap_or_default()).await;
-    assert_eq!(job["result"]["status"], "CONNECTED", "{job}");
+    assert_eq!(job["result"]["status"], "ACTIVE", "{job}");
     assert_eq!(job["result"]["provider"]["verifiedName"], "Acme");
     assert!(!job.to_string().contains("hunter2"), "{job}");
     assert!(canary.hits() >= 1);

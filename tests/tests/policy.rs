@@ -353,6 +353,20 @@ async fn objects(app: &TestApp, name: &str) -> Objects {
         .unwrap_or_else(|| panic!("no conversation: {:?}", conversations.body))
         .to_owned();
     ids.insert("conversations", conversation);
+    let export = app
+        .get(
+            "/api/v1/analytics/export?format=csv&report=overview",
+            &admin,
+        )
+        .await;
+    assert_eq!(export.status, StatusCode::ACCEPTED, "{:?}", export.body);
+    ids.insert(
+        "analytics",
+        export.body["exportId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    );
     Objects {
         session: admin,
         user,
@@ -369,6 +383,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         "conversations/{id}/assign" => json!({ "userId": null }),
         "conversations/{id}/status" => json!({ "status": "RESOLVED" }),
         "conversations/{id}/messages" => json!({ "content": "hello" }),
+        "conversations/{id}/rating" => json!({ "rating": 5 }),
         "agents/{id}/test" => json!({ "message": "hello" }),
         "users/{id}" => json!({ "firstName": "Mallory" }),
         _ if method == "PUT" => json!({ "name": "Mallory" }),

@@ -73,24 +73,24 @@ pub async fn resolve(
 /// Only the account fields we asked for, as short strings: whatever else
 /// the other end answered is never handed back to the tenant.
 fn account_summary(said: &Value) -> Value {
-    const FIELDS: [&str; 7] = [
-        "id",
-        "name",
-        "username",
-        "first_name",
-        "user_id",
-        "display_phone_number",
-        "verified_name",
+    const FIELDS: [(&str, &str); 7] = [
+        ("id", "id"),
+        ("name", "name"),
+        ("username", "username"),
+        ("first_name", "firstName"),
+        ("user_id", "userId"),
+        ("display_phone_number", "displayPhoneNumber"),
+        ("verified_name", "verifiedName"),
     ];
     let kept: serde_json::Map<String, Value> = FIELDS
         .iter()
-        .filter_map(|k| {
-            let v = match &said[*k] {
+        .filter_map(|(from, to)| {
+            let v = match &said[*from] {
                 Value::String(s) => s.chars().take(100).collect::<String>(),
                 Value::Number(n) => n.to_string(),
                 _ => return None,
             };
-            Some(((*k).to_owned(), Value::String(v)))
+            Some(((*to).to_owned(), Value::String(v)))
         })
         .collect();
     Value::Object(kept)
