@@ -26,7 +26,8 @@ use aigentable_platform::model::{
 };
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::fake_providers::{
-    app_with_fake, create_agent, create_channel, job_done, post_meta, whatsapp_text,
+    app_with_fake, create_agent, create_channel, create_live_channel, job_done, post_meta,
+    whatsapp_text,
 };
 use aigentable_tests::{Reply, Session, TestApp};
 
@@ -254,7 +255,7 @@ async fn a_day_of_traffic_gives_the_hand_counted_numbers_before_and_after_the_ro
     set_timezone(&app, &admin, "Europe/Berlin").await;
     provider(&app, &admin, &openai).await;
     let agent = create_agent(&app, &admin).await;
-    let wa = create_channel(
+    let wa = create_live_channel(
         &app,
         &admin,
         json!({"type": "WHATSAPP", "name": "WA", "agentId": agent,
