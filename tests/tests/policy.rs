@@ -334,6 +334,17 @@ async fn objects(app: &TestApp, name: &str) -> Objects {
     assert_eq!(channel.status, StatusCode::CREATED, "{:?}", channel.body);
     let channel_id = channel.body["id"].as_str().unwrap_or_default().to_owned();
     ids.insert("channels", channel_id.clone());
+    let export = app
+        .get("/api/v1/analytics/export?format=xlsx", &admin)
+        .await;
+    assert_eq!(export.status, StatusCode::ACCEPTED, "{:?}", export.body);
+    ids.insert(
+        "analytics",
+        export.body["exportId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    );
     let document = app
         .upload_text(&admin, "faq.txt", "Refunds take five days.", None)
         .await;
@@ -369,6 +380,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         "conversations/{id}/assign" => json!({ "userId": null }),
         "conversations/{id}/status" => json!({ "status": "RESOLVED" }),
         "conversations/{id}/messages" => json!({ "content": "hello" }),
+        "conversations/{id}/rating" => json!({ "rating": 1 }),
         "agents/{id}/test" => json!({ "message": "hello" }),
         "users/{id}" => json!({ "firstName": "Mallory" }),
         _ if method == "PUT" => json!({ "name": "Mallory" }),
