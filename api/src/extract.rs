@@ -93,7 +93,7 @@ fn integral_floats(value: &mut serde_json::Value) -> bool {
             let f = n.as_f64().unwrap_or(f64::NAN);
             let whole = if f.fract() != 0.0 || !f.is_finite() {
                 None
-            } else if f < 0.0 && f >= -9_007_199_254_740_992.0 {
+            } else if (-9_007_199_254_740_992.0..0.0).contains(&f) {
                 Some(json!(f as i64))
             } else if (0.0..=18_446_744_073_709_549_568.0).contains(&f) {
                 Some(json!(f as u64))
@@ -237,5 +237,18 @@ mod tests {
         assert!(e.to_string().contains("not valid JSON"), "{e}");
         let e = err(r#"[1,2]"#);
         assert!(matches!(e, ApiError::BadRequest { .. }));
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        #[derive(Debug, Deserialize)]
+        struct Counts {
+            n: u32,
+            m: i64,
+        }
+        let c: Counts = parse_json(br#"{"n": 584.0, "m": -3.0}"#).expect("integral floats");
+        assert_eq!((c.n, c.m), (584, -3));
+        let err = parse_json::<Counts>(br#"{"n": 584.5, "m": 1}"#).expect_err("a fraction");
+        assert!(err.to_string().contains("n: invalid type"), "{err}");
     }
 }
