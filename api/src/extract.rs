@@ -44,7 +44,23 @@ pub async fn json_body<T: DeserializeOwned>(req: &mut Request) -> Result<T, ApiE
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let first = serde_path_to_error::deserialize(de);
+    // JSON has one number type: `584.0` is the integer 584 (as the spec's
+    // `type: integer` says), so integral floats get a second chance.
+    let first = match first {
+        Err(e) if e.inner().is_data() => match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(mut value) => {
+                if integral_floats(&mut value) {
+                    serde_json::from_value(value).map_err(|_| e)
+                } else {
+                    Err(e)
+                }
+            }
+            Err(_) => Err(e),
+        },
+        other => other,
+    };
+    first.map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
@@ -69,6 +85,35 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// Rewrites floats without a fraction (`584.0`) as integers; true if any was.
+fn integral_floats(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            let whole = if f.fract() != 0.0 || !f.is_finite() {
+                None
+            } else if (-9_007_199_254_740_992.0..0.0).contains(&f) {
+                Some(json!(f as i64))
+            } else if (0.0..=18_446_744_073_709_549_568.0).contains(&f) {
+                Some(json!(f as u64))
+            } else {
+                None
+            };
+            match whole {
+                Some(whole) => {
+                    *value = whole;
+                    true
+                }
+                None => false,
+            }
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |a, v| integral_floats(v) | a),
+        Value::Object(map) => map.values_mut().fold(false, |a, v| integral_floats(v) | a),
+        _ => false,
+    }
+}
+
 fn strip_position(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_owned(),
@@ -86,7 +131,7 @@ fn missing_field(reason: &str) -> Option<String> {
 pub fn query<T: std::str::FromStr>(req: &Request, name: &str) -> Result<Option<T>, ApiError> {
     match req.queries().get(name) {
         None => Ok(None),
-        Some(raw) if raw.trim().is_empty() => Ok(None),
+        Some(raw) if raw.trim().is_empty() => Err(ApiError::field(name, "must not be empty")),
         Some(raw) => raw
             .trim()
             .parse()
@@ -106,6 +151,15 @@ pub fn query_string(req: &Request, name: &str, max_len: usize) -> Result<Option<
     }
 }
 
+/// An optional query parameter with a fixed syntax (a date, a keyword):
+/// present but blank is a 400, as the spec's formats and enums say.
+pub fn query_token(req: &Request, name: &str, max_len: usize) -> Result<Option<String>, ApiError> {
+    match req.queries().get(name) {
+        Some(raw) if raw.trim().is_empty() => Err(ApiError::field(name, "must not be empty")),
+        _ => query_string(req, name, max_len),
+    }
+}
+
 /// An optional query parameter naming a variant of an upper-case enum
 /// (`status=ready` is `READY`); anything else is a 400 listing `expected`.
 pub fn query_enum<T: DeserializeOwned>(
@@ -113,7 +167,7 @@ pub fn query_enum<T: DeserializeOwned>(
     name: &str,
     expected: &str,
 ) -> Result<Option<T>, ApiError> {
-    match query_string(req, name, 64)? {
+    match query_token(req, name, 64)? {
         None => Ok(None),
         Some(raw) => serde_json::from_value(serde_json::Value::String(raw.to_uppercase()))
             .map(Some)
@@ -183,5 +237,18 @@ mod tests {
         assert!(e.to_string().contains("not valid JSON"), "{e}");
         let e = err(r#"[1,2]"#);
         assert!(matches!(e, ApiError::BadRequest { .. }));
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        #[derive(Debug, Deserialize)]
+        struct Counts {
+            n: u32,
+            m: i64,
+        }
+        let c: Counts = parse_json(br#"{"n": 584.0, "m": -3.0}"#).expect("integral floats");
+        assert_eq!((c.n, c.m), (584, -3));
+        let err = parse_json::<Counts>(br#"{"n": 584.5, "m": 1}"#).expect_err("a fraction");
+        assert!(err.to_string().contains("n: invalid type"), "{err}");
     }
 }

@@ -133,6 +133,8 @@ enum Rule {
     OneOf(&'static [&'static str]),
     /// Not empty and not only whitespace.
     NonBlank,
+    /// A name: not blank once trimmed, no control characters inside.
+    Name,
     Required,
     /// Required, and `null` is a meaningful value.
     RequiredNullable,
@@ -189,9 +191,20 @@ const FIELD_RULES: &[(&str, &str, &str, Rule)] = &[
     ("GET", "search/conversations", "q", Rule::NonBlank),
     ("GET", "search/documents", "q", Rule::NonBlank),
     ("POST", "agents", "name", Rule::Required),
-    ("POST", "agents", "name", Rule::NonBlank),
-    ("PUT", "agents/{id}", "name", Rule::NonBlank),
+    ("POST", "agents", "name", Rule::Name),
+    ("PUT", "agents/{id}", "name", Rule::Name),
     ("POST", "agents/{id}/test", "message", Rule::NonBlank),
+    ("POST", "agents", "category", Rule::Name),
+    ("PUT", "agents/{id}", "category", Rule::Name),
+    ("POST", "ai-providers", "name", Rule::Required),
+    ("POST", "ai-providers", "name", Rule::Name),
+    ("PUT", "ai-providers/{id}", "name", Rule::Name),
+    ("POST", "ai-providers", "chatModel", Rule::Name),
+    ("PUT", "ai-providers/{id}", "chatModel", Rule::Name),
+    ("POST", "channels", "name", Rule::Required),
+    ("POST", "channels", "name", Rule::Name),
+    ("PUT", "channels/{id}", "name", Rule::Name),
+    ("PUT", "tenants/{id}", "name", Rule::Name),
     ("POST", "ai-providers", "type", Rule::Required),
     ("POST", "ai-providers", "type", Rule::OneOf(PROVIDER_TYPES)),
     (
@@ -205,8 +218,9 @@ const FIELD_RULES: &[(&str, &str, &str, Rule)] = &[
     ("POST", "auth/login", "password", Rule::NonBlank),
     ("POST", "auth/register", "email", Rule::Email),
     ("POST", "auth/register", "password", Rule::Password),
-    ("POST", "auth/register", "firstName", Rule::NonBlank),
-    ("POST", "auth/register", "lastName", Rule::NonBlank),
+    ("POST", "auth/register", "firstName", Rule::Name),
+    ("POST", "auth/register", "lastName", Rule::Name),
+    ("POST", "auth/register", "tenantName", Rule::Name),
     ("POST", "auth/reset-password", "password", Rule::Password),
     ("POST", "channels", "type", Rule::Required),
     ("POST", "channels", "type", Rule::OneOf(CHANNEL_TYPES)),
@@ -219,9 +233,46 @@ const FIELD_RULES: &[(&str, &str, &str, Rule)] = &[
     ),
     ("GET", "conversations", "startDate", Rule::DateOrTime),
     ("GET", "conversations", "endDate", Rule::DateOrTime),
+    ("GET", "analytics/overview", "startDate", Rule::DateOrTime),
+    ("GET", "analytics/overview", "endDate", Rule::DateOrTime),
+    (
+        "GET",
+        "analytics/conversations",
+        "startDate",
+        Rule::DateOrTime,
+    ),
+    (
+        "GET",
+        "analytics/conversations",
+        "endDate",
+        Rule::DateOrTime,
+    ),
+    ("GET", "analytics/agents", "startDate", Rule::DateOrTime),
+    ("GET", "analytics/agents", "endDate", Rule::DateOrTime),
+    ("GET", "analytics/channels", "startDate", Rule::DateOrTime),
+    ("GET", "analytics/channels", "endDate", Rule::DateOrTime),
+    ("GET", "analytics/export", "startDate", Rule::DateOrTime),
+    ("GET", "analytics/export", "endDate", Rule::DateOrTime),
+    (
+        "GET",
+        "analytics/export",
+        "format",
+        Rule::OneOf(&["csv", "xlsx"]),
+    ),
+    ("GET", "analytics/export", "report", Rule::OneOf(REPORTS)),
+    ("GET", "analytics/overview", "groupBy", Rule::OneOf(GRAINS)),
+    (
+        "GET",
+        "analytics/conversations",
+        "groupBy",
+        Rule::OneOf(GRAINS),
+    ),
+    ("GET", "analytics/agents", "groupBy", Rule::OneOf(GRAINS)),
+    ("GET", "analytics/channels", "groupBy", Rule::OneOf(GRAINS)),
+    ("GET", "analytics/export", "groupBy", Rule::OneOf(GRAINS)),
     ("GET", "search/documents", "limit", Rule::Max(50)),
-    ("POST", "agents", "model", Rule::NonBlank),
-    ("PUT", "agents/{id}", "model", Rule::NonBlank),
+    ("POST", "agents", "model", Rule::Name),
+    ("PUT", "agents/{id}", "model", Rule::Name),
     (
         "POST",
         "conversations/{id}/messages",
@@ -242,14 +293,14 @@ const FIELD_RULES: &[(&str, &str, &str, Rule)] = &[
     ),
     ("POST", "users", "email", Rule::Email),
     ("POST", "users", "password", Rule::Password),
-    ("POST", "users", "firstName", Rule::NonBlank),
-    ("POST", "users", "lastName", Rule::NonBlank),
+    ("POST", "users", "firstName", Rule::Name),
+    ("POST", "users", "lastName", Rule::Name),
     ("POST", "users", "role", Rule::OneOf(ROLES)),
     ("POST", "users", "status", Rule::OneOf(USER_STATUSES)),
     ("PUT", "users/{id}", "email", Rule::Email),
     ("PUT", "users/{id}", "password", Rule::Password),
-    ("PUT", "users/{id}", "firstName", Rule::NonBlank),
-    ("PUT", "users/{id}", "lastName", Rule::NonBlank),
+    ("PUT", "users/{id}", "firstName", Rule::Name),
+    ("PUT", "users/{id}", "lastName", Rule::Name),
     ("PUT", "users/{id}", "role", Rule::OneOf(ROLES)),
     ("PUT", "users/{id}", "status", Rule::OneOf(USER_STATUSES)),
     (
@@ -259,6 +310,22 @@ const FIELD_RULES: &[(&str, &str, &str, Rule)] = &[
         Rule::NonBlank,
     ),
 ];
+
+/// Rules on nested bodies, by component schema (module path under
+/// `aigentable_api.routes`) and property.
+const COMPONENT_RULES: &[(&str, &str, Rule)] = &[
+    ("tenants.SettingsPatch", "businessHours", Rule::Name),
+    ("tenants.SettingsPatch", "supportEmail", Rule::Email),
+];
+
+/// `groupBy` of the analytics reports.
+const GRAINS: &[&str] = &["hour", "day", "week", "month"];
+/// `report` of `GET /analytics/export`.
+const REPORTS: &[&str] = &["overview", "conversations", "agents", "channels", "all"];
+
+/// What `str::trim` removes (Unicode `White_Space`), as a regex class body.
+const RUST_SPACE: &str =
+    "\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
 
 fn apply_rule(schema: &mut Value, rule: Rule) {
     let nullable = schema["type"]
@@ -277,10 +344,19 @@ fn apply_rule(schema: &mut Value, rule: Rule) {
         }
         Rule::NonBlank => {
             schema.insert("minLength".into(), json!(1));
-            // Something besides spaces, and no control characters.
+            // Something besides whitespace as Rust's `trim` sees it (Python's
+            // `\s` also counts U+001C..U+001F, so the class is spelled out).
+            schema.insert("pattern".into(), json!(format!("[^{RUST_SPACE}]")));
+        }
+        Rule::Name => {
+            schema.insert("minLength".into(), json!(1));
+            // `Name::parse`: trimmed, not empty, no control characters.
+            let edge = format!("[^{RUST_SPACE}\\u0000-\\u001f\\u007f-\\u009f]");
             schema.insert(
                 "pattern".into(),
-                json!("^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"),
+                json!(format!(
+                    "^[{RUST_SPACE}]*{edge}([^\\u0000-\\u001f\\u007f-\\u009f]*{edge})?[{RUST_SPACE}]*$"
+                )),
             );
         }
         Rule::Max(max) => {
@@ -402,6 +478,57 @@ const SUCCESS: &[(&str, &str, &str, &str)] = &[
     ),
     ("POST", "agents", "201", "The created agent"),
     ("DELETE", "agents/{id}", "204", "Deleted"),
+    ("POST", "users", "201", "The created user"),
+    ("POST", "ai-providers", "201", "The created AI provider"),
+    ("DELETE", "ai-providers/{id}", "204", "Deleted"),
+    (
+        "POST",
+        "ai-providers/{id}/test",
+        "202",
+        "Queued: the test job",
+    ),
+    (
+        "POST",
+        "conversations/{id}/messages",
+        "202",
+        "Stored; its delivery is queued",
+    ),
+    (
+        "POST",
+        "documents/upload",
+        "202",
+        "Stored; processing is queued",
+    ),
+    ("DELETE", "documents/{id}", "202", "Deletion is queued"),
+    (
+        "POST",
+        "documents/{id}/process",
+        "202",
+        "Queued: the processing job",
+    ),
+    ("POST", "jobs/{id}/retry", "202", "Queued again"),
+    ("POST", "system/backups", "202", "Queued: the backup job"),
+    (
+        "POST",
+        "widget/{publicKey}/messages",
+        "202",
+        "Stored; the answer is queued",
+    ),
+    ("POST", "channels", "201", "The created channel"),
+    ("DELETE", "channels/{id}", "204", "Deleted"),
+    (
+        "POST",
+        "channels/{id}/test",
+        "202",
+        "Queued: the test job (with `wait=true` 200 and its result)",
+    ),
+    (
+        "GET",
+        "analytics/export",
+        "202",
+        "Queued: the export job and where to download the file",
+    ),
+    ("DELETE", "users/{id}", "204", "Deleted"),
     (
         "POST",
         "agents/{id}/test",
@@ -418,12 +545,12 @@ const SUCCESS: &[(&str, &str, &str, &str)] = &[
 
 /// Meta webhook deliveries: the routing ids are read from this shape
 /// before the signature is checked.
-fn meta_webhook_schema() -> Value {
+fn meta_webhook_schema(objects: &[&str]) -> Value {
     json!({
         "type": "object",
         "required": ["object", "entry"],
         "properties": {
-            "object": { "type": "string", "minLength": 1 },
+            "object": { "type": "string", "enum": objects },
             "entry": {
                 "type": "array",
                 "minItems": 1,
@@ -435,6 +562,52 @@ fn meta_webhook_schema() -> Value {
                 }
             }
         }
+    })
+}
+
+/// `POST /conversations/{id}/messages`: `content`, or its alias `message`
+/// when `content` is absent or null; the one used must not be blank.
+fn require_content(op: &mut Map<String, Value>) {
+    let text = json!({ "type": "string", "minLength": 1, "pattern": format!("[^{RUST_SPACE}]") });
+    if let Some(content) = op
+        .get_mut("requestBody")
+        .and_then(|b| b.get_mut("content"))
+        .and_then(Value::as_object_mut)
+    {
+        for media in content.values_mut() {
+            if let Some(schema) = media["schema"].as_object_mut() {
+                schema.insert(
+                    "anyOf".into(),
+                    json!([
+                        { "required": ["content"], "properties": { "content": text } },
+                        {
+                            "required": ["message"],
+                            "properties": { "content": { "type": "null" }, "message": text }
+                        }
+                    ]),
+                );
+            }
+        }
+    }
+}
+
+/// `POST /documents/upload`: read as multipart by hand, so described here.
+fn upload_body() -> Value {
+    json!({
+        "required": true,
+        "content": { "multipart/form-data": { "schema": {
+            "type": "object",
+            "required": ["files"],
+            "properties": {
+                "files": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": { "type": "string", "format": "binary" }
+                },
+                "agentId": { "type": "string", "description": "Train this agent on the files" },
+                "category": { "type": "string", "maxLength": 50 }
+            }
+        } } }
     })
 }
 
@@ -462,6 +635,14 @@ pub fn finish(doc: &OpenApi) -> Value {
     let mut spec = serde_json::to_value(doc).unwrap_or_else(|_| json!({}));
     spec["components"]["schemas"]["ErrorBody"] = error_body_schema();
     bound_integers(&mut spec);
+    for (schema, field, rule) in COMPONENT_RULES {
+        let key = format!("aigentable_api.routes.{schema}");
+        if let Some(prop) =
+            spec["components"]["schemas"][key.as_str()]["properties"].get_mut(*field)
+        {
+            apply_rule(prop, *rule);
+        }
+    }
     let schemas = spec["components"]["schemas"].clone();
     let Some(paths) = spec["paths"].as_object_mut() else {
         return spec;
@@ -504,15 +685,38 @@ pub fn finish(doc: &OpenApi) -> Value {
                     }
                 }
             }
+            if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+                params.iter_mut().for_each(constrain_parameter);
+            }
+            // After the shared limits: a rule may tighten them.
             apply_field_rules(&template, method, op, &schemas);
             if method == "post"
                 && template.starts_with("webhooks/")
                 && template != "webhooks/telegram/{channelId}"
             {
+                // The `object` Meta sends for each kind of channel.
+                let objects: &[&str] = if template == "webhooks/whatsapp" {
+                    &["whatsapp_business_account"]
+                } else {
+                    &["page", "instagram"]
+                };
                 op.insert(
                     "requestBody".into(),
-                    json!({ "required": true, "content": { "application/json": { "schema": meta_webhook_schema() } } }),
+                    json!({ "required": true, "content": { "application/json": { "schema": meta_webhook_schema(objects) } } }),
                 );
+            }
+            if method == "post"
+                && template == "agents/{id}/train"
+                && let Some(body) = op.get_mut("requestBody").and_then(Value::as_object_mut)
+            {
+                // Without a body the agent is re-indexed on its documents.
+                body.insert("required".into(), json!(false));
+            }
+            if method == "post" && template == "conversations/{id}/messages" {
+                require_content(op);
+            }
+            if method == "post" && template == "documents/upload" {
+                op.insert("requestBody".into(), upload_body());
             }
             for (m, p, code, text) in SUCCESS {
                 if m.eq_ignore_ascii_case(method)
@@ -525,9 +729,6 @@ pub fn finish(doc: &OpenApi) -> Value {
                 }
             }
             let wanted = statuses(&template, method, op, access, &schemas);
-            if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
-                params.iter_mut().for_each(constrain_parameter);
-            }
             let responses = op
                 .entry("responses")
                 .or_insert_with(|| json!({}))

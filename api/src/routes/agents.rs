@@ -93,7 +93,9 @@ pub struct AgentList {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetrievalInput {
+    #[salvo(schema(minimum = 1, maximum = 20))]
     pub top_k: Option<u32>,
+    #[salvo(schema(minimum = 0, maximum = 1))]
     pub score_threshold: Option<f64>,
 }
 
@@ -108,8 +110,10 @@ pub struct AgentInput {
     /// Chat model, e.g. `gpt-4`.
     pub model: Option<String>,
     /// 0 to 2.
+    #[salvo(schema(minimum = 0, maximum = 2))]
     pub temperature: Option<f64>,
     /// 1 to 32000.
+    #[salvo(schema(minimum = 1, maximum = 32000))]
     pub max_tokens: Option<u32>,
     /// e.g. `CUSTOMER_SERVICE`.
     pub category: Option<String>,

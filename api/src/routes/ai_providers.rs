@@ -132,6 +132,7 @@ pub struct AiProviderInput {
     /// Requested embedding size (1 to 8192), for models that support it.
     #[serde(default, deserialize_with = "double_option_u32")]
     #[salvo(schema(value_type = Option<u32>))]
+    #[salvo(schema(minimum = 1, maximum = 8192))]
     pub embedding_dimensions: Option<Option<u32>>,
     pub is_default: Option<bool>,
     pub is_active: Option<bool>,

@@ -34,7 +34,7 @@ use aigentable_platform::model::tenant::Tenants;
 use aigentable_platform::model::{Agent, Channel, Conversation};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{json_body, path_id, query_string};
+use crate::extract::{json_body, path_id, query_string, query_token};
 use crate::guard::{Caller, caller};
 use crate::state::{AppState, app};
 
@@ -49,7 +49,8 @@ const DEFAULT_DAYS: i64 = 30;
 
 /// The numbers of a period, an agent, a channel.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+// No `deny_unknown_fields`: the agent and channel rows flatten it.
+#[serde(rename_all = "camelCase")]
 pub struct Summary {
     /// Conversations started (first customer message in the period).
     pub conversations: i64,
@@ -231,6 +232,7 @@ pub struct ExportAccepted {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RatingInput {
+    #[salvo(schema(minimum = 1, maximum = 5))]
     pub rating: i64,
 }
 
@@ -288,11 +290,11 @@ async fn tenant_tz(state: &AppState, tenant: &TenantId) -> ApiResult<Tz> {
 async fn report_query(req: &Request, state: &AppState, who: &Caller) -> ApiResult<ReportQuery> {
     let tz = tenant_tz(state, &who.tenant_id).await?;
     let now = Utc::now();
-    let end = match query_string(req, "endDate", 40)? {
+    let end = match query_token(req, "endDate", 40)? {
         Some(raw) => parse_instant("endDate", &raw, tz, true)?,
         None => now,
     };
-    let start = match query_string(req, "startDate", 40)? {
+    let start = match query_token(req, "startDate", 40)? {
         Some(raw) => parse_instant("startDate", &raw, tz, false)?,
         None => end - TimeDelta::days(DEFAULT_DAYS),
     };
@@ -312,7 +314,7 @@ async fn report_query(req: &Request, state: &AppState, who: &Caller) -> ApiResul
             format!("is too far from startDate: a period covers at most {MAX_DAYS} days"),
         ));
     }
-    let grain = match query_string(req, "groupBy", 10)? {
+    let grain = match query_token(req, "groupBy", 10)? {
         None => Grain::Day,
         Some(raw) => Grain::parse(&raw)
             .ok_or_else(|| ApiError::field("groupBy", "must be hour, day, week or month"))?,
@@ -485,13 +487,13 @@ pub async fn export(
 ) -> ApiResult<Json<ExportAccepted>> {
     let who = caller(depot)?;
     let state = app(depot);
-    let format = match query_string(req, "format", 10)?.as_deref() {
+    let format = match query_token(req, "format", 10)?.as_deref() {
         Some("csv") => ExportFormat::Csv,
         Some("xlsx") => ExportFormat::Xlsx,
         Some(_) => return Err(ApiError::field("format", "must be csv or xlsx")),
         None => return Err(ApiError::field("format", "is required (csv or xlsx)")),
     };
-    let report = match query_string(req, "report", 20)? {
+    let report = match query_token(req, "report", 20)? {
         Some(raw) => ExportReport::parse(&raw).ok_or_else(|| {
             ApiError::field(
                 "report",

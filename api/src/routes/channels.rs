@@ -197,7 +197,7 @@ pub struct ChannelInput {
     /// nothing (allowedOrigins restricts the widget to those origins;
     /// welcomeMessage, title, theme). Meta types also take apiVersion and
     /// baseUrl. `webhookUrl` is ignored: the answer shows the platform's.
-    #[salvo(schema(value_type = Object))]
+    #[salvo(schema(value_type = Option<Object>))]
     pub config: Option<Map<String, Value>>,
     /// An agent of the tenant; `null` leaves conversations to staff.
     #[serde(default, deserialize_with = "double_option")]

@@ -25,7 +25,7 @@ use aigentable_platform::model::{
 };
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{json_body, pagination, path_id, query_enum, query_string};
+use crate::extract::{json_body, pagination, path_id, query_enum, query_string, query_token};
 use crate::guard::{Caller, caller};
 use crate::state::{AppState, app};
 use crate::views::Pagination;
@@ -116,13 +116,13 @@ fn list_filter(req: &Request) -> ApiResult<Document> {
         filter.insert("status", status.as_str());
     }
     let mut range = Document::new();
-    if let Some(raw) = query_string(req, "startDate", 40)? {
+    if let Some(raw) = query_token(req, "startDate", 40)? {
         range.insert(
             "$gte",
             bson::DateTime::from_chrono(parse_date("startDate", &raw, false)?),
         );
     }
-    if let Some(raw) = query_string(req, "endDate", 40)? {
+    if let Some(raw) = query_token(req, "endDate", 40)? {
         range.insert(
             "$lte",
             bson::DateTime::from_chrono(parse_date("endDate", &raw, true)?),

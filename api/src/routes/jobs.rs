@@ -34,7 +34,7 @@ pub struct JobView {
     pub max_attempts: u32,
     /// Why the last attempt failed, in plain words.
     pub last_error: Option<String>,
-    #[salvo(schema(value_type = Object))]
+    #[salvo(schema(value_type = Option<Object>))]
     pub result: Option<Value>,
     /// User id, or `system`.
     pub created_by: String,

@@ -202,8 +202,9 @@ pub async fn preflight(req: &mut Request, depot: &mut Depot, res: &mut Response)
 pub struct WidgetSettings {
     pub title: Option<String>,
     pub welcome_message: Option<String>,
-    #[salvo(schema(value_type = Object))]
-    pub theme: Value,
+    /// `null` until a theme is set.
+    #[salvo(schema(value_type = Option<Object>))]
+    pub theme: Option<Value>,
 }
 
 fn settings(channel: &Channel) -> WidgetSettings {
@@ -217,8 +218,8 @@ fn settings(channel: &Channel) -> WidgetSettings {
         theme: channel
             .config
             .get_document("theme")
-            .map(|d| bson::Bson::Document(d.clone()).into_relaxed_extjson())
-            .unwrap_or(Value::Null),
+            .ok()
+            .map(|d| bson::Bson::Document(d.clone()).into_relaxed_extjson()),
     }
 }
 
