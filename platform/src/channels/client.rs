@@ -372,11 +372,7 @@ impl ProviderClient {
         let body = self.call(p, req).await?;
         // Only the fields asked for, as short strings: whatever else the URL
         // answered is not handed back.
-        let pick = |v: &Value| match v {
-            Value::String(s) => Value::String(shorten(s, 100)),
-            Value::Number(n) => Value::String(n.to_string()),
-            _ => Value::Null,
-        };
+        let pick = account_field;
         Ok(match target.channel_type {
             ChannelType::Telegram => json!({
                 "id": pick(&body["result"]["id"]),
@@ -440,6 +436,16 @@ impl ProviderClient {
 const MAX_ERROR_TEXT: usize = 300;
 
 /// At most `max` characters of `s`, without control characters.
+/// One field of what a provider said about an account, as a short string
+/// (`null` when it is not a string or number): never more of the answer.
+pub(crate) fn account_field(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(shorten(s, 100)),
+        Value::Number(n) => Value::String(n.to_string()),
+        _ => Value::Null,
+    }
+}
+
 fn shorten(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
 }

@@ -10,7 +10,7 @@ use bson::Document;
 use serde_json::Value;
 
 use super::ChannelsConfig;
-use super::client::{ProviderClient, ProviderError, Target};
+use super::client::{ProviderClient, ProviderError, Target, account_field};
 use crate::crypto::SecretBox;
 use crate::model::{Channel, ChannelType};
 
@@ -84,13 +84,9 @@ fn account_summary(said: &Value) -> Value {
     ];
     let kept: serde_json::Map<String, Value> = FIELDS
         .iter()
-        .filter_map(|(from, to)| {
-            let v = match &said[*from] {
-                Value::String(s) => s.chars().take(100).collect::<String>(),
-                Value::Number(n) => n.to_string(),
-                _ => return None,
-            };
-            Some(((*to).to_owned(), Value::String(v)))
+        .filter_map(|(from, to)| match account_field(&said[*from]) {
+            Value::Null => None,
+            v => Some(((*to).to_owned(), v)),
         })
         .collect();
     Value::Object(kept)
