@@ -102,7 +102,7 @@ impl JobClient {
             id: JobId::new().into_inner(),
             tenant_id: tenant.clone(),
             job_type: J::NAME.to_owned(),
-            queue: J::QUEUE.to_owned(),
+            queue: J::QUEUE.as_str().to_owned(),
             status: JobStatus::Queued,
             progress: 0,
             attempts: 0,

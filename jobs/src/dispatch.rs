@@ -5,33 +5,7 @@ use aigentable_platform::ids::TenantId;
 
 use crate::client::{EnqueueError, JobClient};
 use crate::record::JobRecord;
-use crate::types::*;
 use crate::{Job, JobStatus};
-
-/// Calls `$m!` with every job type: the one list that run-time dispatch on a
-/// stored type name uses.
-macro_rules! every_job_type {
-    ($m:ident) => {
-        $m!(
-            SendEmail,
-            IngestDocument,
-            TrainAgent,
-            GenerateReply,
-            DeliverMessage,
-            ProcessInbound,
-            PurgeDocument,
-            TestChannel,
-            RegisterWebhook,
-            TestAiProvider,
-            SearchKnowledge,
-            RunBackup,
-            ExportAnalytics,
-            RollupAnalytics,
-            Sweep,
-            Noop,
-        )
-    };
-}
 
 fn decode<J: Job>(record: &JobRecord) -> Result<J, EnqueueError> {
     bson::from_bson(record.payload.clone()).map_err(|e| {
@@ -43,27 +17,19 @@ fn decode<J: Job>(record: &JobRecord) -> Result<J, EnqueueError> {
 pub async fn push_record(client: &JobClient, record: &JobRecord) -> Result<(), EnqueueError> {
     let tenant: &TenantId = &record.tenant_id;
     macro_rules! by_type {
-        ($($t:ty),* $(,)?) => {
+        ($($t:path),* $(,)?) => {
             match record.job_type.as_str() {
                 $(<$t as Job>::NAME => client.push::<$t>(&record.id, tenant, decode::<$t>(record)?).await,)*
                 other => Err(EnqueueError::Encode(format!("unknown job type '{other}'"))),
             }
         };
     }
-    every_job_type!(by_type)
+    crate::for_each_job_type!(by_type)
 }
 
 /// The timeout of a job type, by its stored name.
 pub fn timeout_of(job_type: &str) -> Option<std::time::Duration> {
-    macro_rules! by_type {
-        ($($t:ty),* $(,)?) => {
-            match job_type {
-                $(<$t as Job>::NAME => Some(<$t as Job>::TIMEOUT),)*
-                _ => None,
-            }
-        };
-    }
-    every_job_type!(by_type)
+    crate::types::by_name(job_type).map(|k| k.timeout)
 }
 
 /// Whether a job in this status may be retried by a user.

@@ -11,23 +11,26 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub mod answer;
 pub mod client;
 pub mod dispatch;
 pub mod events;
 pub mod held;
 pub mod queue;
+pub mod queues;
 pub mod record;
 pub mod types;
 
 pub use client::{EnqueueError, JobClient, Requester};
+pub use queues::Queue;
 pub use record::{JobRecord, JobStatus};
 
 /// A kind of background work.
 pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
     /// Stable name, stored in job records (`type`) and shown to users.
     const NAME: &'static str;
-    /// Redis queue; several job types may share one.
-    const QUEUE: &'static str;
+    /// The queue it travels on; several job types may share one.
+    const QUEUE: Queue;
     const MAX_ATTEMPTS: u32;
     const TIMEOUT: Duration;
     /// Whether the job has a MongoDB status record. Only the benchmark's

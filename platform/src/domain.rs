@@ -119,6 +119,35 @@ impl Name {
     }
 }
 
+/// The text of a chat message (staff, visitor or agent test): trimmed, not
+/// empty, at most `max` characters; line breaks are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageText(String);
+
+impl MessageText {
+    pub fn parse(field: &'static str, raw: &str, max: usize) -> Result<Self, ParseError> {
+        let value = raw.trim();
+        if value.is_empty() {
+            return Err(ParseError::new(field, "must not be empty"));
+        }
+        if value.chars().count() > max {
+            return Err(ParseError::new(
+                field,
+                format!("must be at most {max} characters"),
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Role {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use aigentable_platform::{Config, Platform, bootstrap, metrics_server, telemetry};
-use aigentable_workers::registry::{Concurrency, validate_queues};
+use aigentable_workers::registry::{Concurrency, parse_queues};
 use aigentable_workers::{WorkerSetup, WorkerState, run_with};
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {
@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env().context("configuration")?;
     telemetry::init(config.log_format);
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let queues: Vec<String> = arg_value(&args, "--queues")
+    let queue_names: Vec<String> = arg_value(&args, "--queues")
         .or_else(|| std::env::var("WORKER_QUEUES").ok())
         .map(|v| {
             v.split(',')
@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?;
     let concurrency =
         Concurrency::from_lookup(default_concurrency, &|name| std::env::var(name).ok())?;
-    validate_queues(&queues)?;
+    let queues = parse_queues(&queue_names)?;
     let metrics_port: u16 = std::env::var("WORKER_METRICS_PORT")
         .ok()
         .map(|v| {

@@ -6,38 +6,29 @@ use std::time::Duration;
 use apalis::prelude::*;
 use redis::aio::ConnectionManager;
 
+use aigentable_jobs::Queue;
 use aigentable_jobs::queue::{self, QueueConfig, QueueKeys, RedisQueue, WakeHub};
-use aigentable_jobs::types::{
-    self, IngestDocument, Noop, PurgeDocument, RollupAnalytics, RunBackup, SearchKnowledge,
-    SendEmail, Sweep,
-};
 
 use crate::WorkerState;
 use crate::metrics::Metrics;
 use crate::runner::{Handle, run_job};
 
-/// Registers every job type that has a handler: one line per type.
-fn register_all(monitor: Monitor, setup: &WorkerSetup, wants: &dyn Fn(&str) -> bool) -> Registered {
+/// Registers a worker for every job type of [`aigentable_jobs::for_each_job_type!`]
+/// whose queue `wants` selects. A type without a [`Handle`] impl (its file
+/// in `handlers/`) does not build.
+fn register_all(
+    monitor: Monitor,
+    setup: &WorkerSetup,
+    wants: &dyn Fn(Queue) -> bool,
+) -> Registered {
     let mut r = Registered {
         monitor,
         keys: Vec::new(),
     };
-    r.add::<SendEmail>(setup, wants);
-    r.add::<Noop>(setup, wants);
-    r.add::<Sweep>(setup, wants);
-    r.add::<RollupAnalytics>(setup, wants);
-    r.add::<types::ExportAnalytics>(setup, wants);
-    r.add::<RunBackup>(setup, wants);
-    r.add::<IngestDocument>(setup, wants);
-    r.add::<PurgeDocument>(setup, wants);
-    r.add::<SearchKnowledge>(setup, wants);
-    r.add::<types::TestAiProvider>(setup, wants);
-    r.add::<types::TrainAgent>(setup, wants);
-    r.add::<types::ProcessInbound>(setup, wants);
-    r.add::<types::GenerateReply>(setup, wants);
-    r.add::<types::DeliverMessage>(setup, wants);
-    r.add::<types::TestChannel>(setup, wants);
-    r.add::<types::RegisterWebhook>(setup, wants);
+    macro_rules! add_each {
+        ($($t:path),* $(,)?) => { $( r.add::<$t>(setup, wants); )* };
+    }
+    aigentable_jobs::for_each_job_type!(add_each);
     r
 }
 
@@ -47,16 +38,16 @@ pub struct Concurrency {
     /// For every queue without its own setting (`--concurrency`, `WORKER_CONCURRENCY`).
     pub default: Option<usize>,
     /// Per queue (`WORKER_CONCURRENCY_<QUEUE>`).
-    pub per_queue: std::collections::HashMap<String, usize>,
+    pub per_queue: std::collections::HashMap<Queue, usize>,
 }
 
 impl Concurrency {
-    pub fn for_queue(&self, queue: &str) -> usize {
+    pub fn for_queue(&self, queue: Queue) -> usize {
         self.per_queue
-            .get(queue)
+            .get(&queue)
             .copied()
             .or(self.default)
-            .unwrap_or_else(|| types::default_concurrency(queue))
+            .unwrap_or_else(|| queue.default_concurrency())
             .max(1)
     }
 
@@ -66,15 +57,15 @@ impl Concurrency {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Self> {
         let mut per_queue = std::collections::HashMap::new();
-        for queue in types::ALL_QUEUES.iter().chain(types::OPT_IN_QUEUES) {
-            let name = format!("WORKER_CONCURRENCY_{}", queue.to_uppercase());
+        for queue in Queue::ALL {
+            let name = queue.concurrency_variable();
             if let Some(raw) = lookup(&name).filter(|v| !v.trim().is_empty()) {
                 let n: usize = raw.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                     anyhow::anyhow!(
                         "environment variable {name} must be a positive number, got '{raw}'"
                     )
                 })?;
-                per_queue.insert((*queue).to_owned(), n);
+                per_queue.insert(queue, n);
             }
         }
         Ok(Self { default, per_queue })
@@ -127,11 +118,11 @@ impl WorkerSetup {
 /// A monitor with its workers, and the keys of the queues they serve.
 pub struct Registered {
     pub monitor: Monitor,
-    pub keys: Vec<(&'static str, &'static str, QueueKeys)>,
+    pub keys: Vec<(Queue, &'static str, QueueKeys)>,
 }
 
 impl Registered {
-    fn add<J: Handle>(&mut self, setup: &WorkerSetup, wants: &dyn Fn(&str) -> bool) {
+    fn add<J: Handle>(&mut self, setup: &WorkerSetup, wants: &dyn Fn(Queue) -> bool) {
         if !wants(J::QUEUE) {
             return;
         }
@@ -174,7 +165,7 @@ fn restart_delay(restarts: usize) -> Duration {
 pub fn register<J: Handle>(monitor: Monitor, setup: &WorkerSetup) -> Monitor {
     let setup = Arc::new(setup.clone());
     let keys = QueueKeys::for_job::<J>(&setup.state.platform.config.redis_namespace);
-    let job_metrics = setup.metrics.for_job(J::QUEUE, J::NAME);
+    let job_metrics = setup.metrics.for_job(J::QUEUE.as_str(), J::NAME);
     monitor.register(move |restarts| {
         if restarts > 0 {
             job_metrics.restarts.inc();
@@ -200,35 +191,23 @@ pub fn register<J: Handle>(monitor: Monitor, setup: &WorkerSetup) -> Monitor {
     })
 }
 
-/// Checks `--queues`: every name must be a queue of [`types::ALL_QUEUES`]
-/// or [`types::OPT_IN_QUEUES`].
-pub fn validate_queues(queues: &[String]) -> anyhow::Result<()> {
-    for q in queues {
-        if !types::ALL_QUEUES.contains(&q.as_str()) && !types::OPT_IN_QUEUES.contains(&q.as_str()) {
-            anyhow::bail!(
-                "unknown queue '{q}'; known queues: {}",
-                types::ALL_QUEUES
-                    .iter()
-                    .chain(types::OPT_IN_QUEUES)
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(",")
-            );
-        }
-    }
-    Ok(())
+/// Parses `--queues`: every name must be one of [`Queue::ALL`].
+pub fn parse_queues(names: &[String]) -> anyhow::Result<Vec<Queue>> {
+    names
+        .iter()
+        .map(|n| n.parse::<Queue>().map_err(anyhow::Error::from))
+        .collect()
 }
 
 /// Runs workers for `queues` (all but the opt-in ones when empty) until
 /// `shutdown` resolves, then lets running jobs finish for up to `grace`.
 pub async fn run(
     state: WorkerState,
-    queues: &[String],
+    queues: &[Queue],
     concurrency: impl Into<Concurrency>,
     grace: Duration,
     shutdown: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 ) -> anyhow::Result<()> {
-    validate_queues(queues)?;
     let setup = WorkerSetup::connect(state, concurrency).await?;
     run_with(setup, queues, grace, shutdown).await
 }
@@ -236,16 +215,15 @@ pub async fn run(
 /// [`run`] with a prepared setup (its metrics, its queue tuning).
 pub async fn run_with(
     setup: WorkerSetup,
-    queues: &[String],
+    queues: &[Queue],
     grace: Duration,
     shutdown: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 ) -> anyhow::Result<()> {
-    validate_queues(queues)?;
-    let wants = |queue: &str| {
+    let wants = |queue: Queue| {
         if queues.is_empty() {
-            !types::OPT_IN_QUEUES.contains(&queue)
+            !queue.opt_in()
         } else {
-            queues.iter().any(|q| q == queue)
+            queues.contains(&queue)
         }
     };
     let Registered { monitor, keys } = register_all(Monitor::new(), &setup, &wants);
@@ -287,7 +265,7 @@ pub async fn supervise(
 async fn report_depth(
     mut conn: ConnectionManager,
     metrics: Metrics,
-    keys: Vec<(&'static str, &'static str, QueueKeys)>,
+    keys: Vec<(Queue, &'static str, QueueKeys)>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -305,7 +283,7 @@ async fn report_depth(
                     ] {
                         metrics
                             .depth
-                            .with_label_values(&[queue, job, state])
+                            .with_label_values(&[queue.as_str(), job, state])
                             .set(i64::try_from(n).unwrap_or(i64::MAX));
                     }
                 }
@@ -317,6 +295,8 @@ async fn report_depth(
 
 #[cfg(test)]
 mod tests {
+    use aigentable_jobs::Queue;
+
     use super::Concurrency;
 
     #[test]
@@ -324,18 +304,18 @@ mod tests {
         let c = Concurrency::from_lookup(None, &|n| {
             (n == "WORKER_CONCURRENCY_REPLIES").then(|| "5".to_owned())
         })?;
-        assert_eq!(c.for_queue("replies"), 5);
-        assert_eq!(c.for_queue("bench"), 64, "built-in default");
-        assert_eq!(c.for_queue("ingest"), 2, "built-in default");
+        assert_eq!(c.for_queue(Queue::Replies), 5);
+        assert_eq!(c.for_queue(Queue::Bench), 64, "built-in default");
+        assert_eq!(c.for_queue(Queue::Ingest), 2, "built-in default");
         let c = Concurrency::from_lookup(Some(3), &|n| {
             (n == "WORKER_CONCURRENCY_EMAILS").then(|| "7".to_owned())
         })?;
         assert_eq!(
-            c.for_queue("bench"),
+            c.for_queue(Queue::Bench),
             3,
             "WORKER_CONCURRENCY applies to every queue"
         );
-        assert_eq!(c.for_queue("emails"), 7, "a queue's own setting wins");
+        assert_eq!(c.for_queue(Queue::Emails), 7, "a queue's own setting wins");
         let bad = Concurrency::from_lookup(None, &|n| {
             (n == "WORKER_CONCURRENCY_EMAILS").then(|| "0".to_owned())
         });

@@ -131,7 +131,7 @@ async fn attempt_job<J: Handle>(
                 Err(e) => return (Outcome::Retried, Err(e.into())),
             }
         }
-        tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, job_type = J::NAME, attempt = attempt_no, "job dead after repeated interruptions");
+        tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), job_type = J::NAME, attempt = attempt_no, "job dead after repeated interruptions");
         return (
             Outcome::Dead,
             Err(AbortError::new(std::io::Error::other(message)).into()),
@@ -142,7 +142,7 @@ async fn attempt_job<J: Handle>(
         match record::mark_running(db, tenant, job_id, attempt_no).await {
             Ok(Some(running)) => announce(state, Some(running)).await,
             Ok(None) => {
-                tracing::info!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, "job skipped: cancelled, finished or unknown");
+                tracing::info!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), "job skipped: cancelled, finished or unknown");
                 return (Outcome::Skipped, Ok(()));
             }
             Err(e) => return (Outcome::Retried, Err(e.into())),
@@ -175,12 +175,12 @@ async fn attempt_job<J: Handle>(
                     // The work is done; a retry would redo it. The record
                     // stays RUNNING, which the error log explains.
                     Err(e) => {
-                        tracing::error!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, error = %e, "job succeeded but its record could not be updated")
+                        tracing::error!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), error = %e, "job succeeded but its record could not be updated")
                     }
                 }
-                tracing::info!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, job_type = J::NAME, attempt = attempt_no, elapsed_ms, "job succeeded");
+                tracing::info!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), job_type = J::NAME, attempt = attempt_no, elapsed_ms, "job succeeded");
             } else {
-                tracing::debug!(job_id = %job_id, queue = J::QUEUE, job_type = J::NAME, elapsed_ms, "job succeeded");
+                tracing::debug!(job_id = %job_id, queue = J::QUEUE.as_str(), job_type = J::NAME, elapsed_ms, "job succeeded");
             }
             (Outcome::Succeeded, Ok(()))
         }
@@ -188,7 +188,7 @@ async fn attempt_job<J: Handle>(
             if recorded {
                 record_failure(state, tenant, job_id, JobStatus::Failed, &message).await;
             }
-            tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, job_type = J::NAME, error = %message, "job failed permanently");
+            tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), job_type = J::NAME, error = %message, "job failed permanently");
             (
                 Outcome::Failed,
                 Err(AbortError::new(std::io::Error::other(message)).into()),
@@ -198,7 +198,7 @@ async fn attempt_job<J: Handle>(
             if recorded {
                 record_failure(state, tenant, job_id, JobStatus::Dead, &message).await;
             }
-            tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, job_type = J::NAME, attempt = attempt_no, error = %message, "job dead after its last attempt");
+            tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), job_type = J::NAME, attempt = attempt_no, error = %message, "job dead after its last attempt");
             (
                 Outcome::Dead,
                 Err(AbortError::new(std::io::Error::other(message)).into()),
@@ -208,7 +208,7 @@ async fn attempt_job<J: Handle>(
             if recorded {
                 record_failure(state, tenant, job_id, JobStatus::Queued, &message).await;
             }
-            tracing::info!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE, job_type = J::NAME, attempt = attempt_no, error = %message, "job attempt failed, will retry");
+            tracing::info!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), job_type = J::NAME, attempt = attempt_no, error = %message, "job attempt failed, will retry");
             (Outcome::Retried, Err(std::io::Error::other(message).into()))
         }
     }

@@ -118,7 +118,11 @@ impl QueueKeys {
     /// Each job type has its own keys (`{namespace}:queue:{QUEUE}:{NAME}`)
     /// because a worker decodes one payload type.
     pub fn for_job<J: Job>(namespace: &str) -> Self {
-        Self::new(&format!("{}:{}", queue_key(namespace, J::QUEUE), J::NAME))
+        Self::new(&format!(
+            "{}:{}",
+            queue_key(namespace, J::QUEUE.as_str()),
+            J::NAME
+        ))
     }
 
     pub fn new(prefix: &str) -> Self {

@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "outbound";
+use crate::{Job, Queue};
 
 /// Sends a stored outbound message through its channel's API, exactly once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,7 +18,7 @@ pub struct DeliverMessage {
 
 impl Job for DeliverMessage {
     const NAME: &'static str = "deliver_message";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Outbound;
     const MAX_ATTEMPTS: u32 = 6;
     const TIMEOUT: Duration = Duration::from_secs(60);
 

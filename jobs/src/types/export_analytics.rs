@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "maintenance";
+use crate::{Job, Queue};
 
 /// Builds an analytics export file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,7 +20,7 @@ pub struct ExportAnalytics {
 
 impl Job for ExportAnalytics {
     const NAME: &'static str = "export_analytics";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Maintenance;
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT: Duration = Duration::from_secs(600);
 

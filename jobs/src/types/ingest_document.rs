@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "ingest";
+use crate::{Job, Queue};
 
 /// Extracts, chunks, embeds and indexes one uploaded document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,7 +17,7 @@ pub struct IngestDocument {
 
 impl Job for IngestDocument {
     const NAME: &'static str = "ingest_document";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Ingest;
     const MAX_ATTEMPTS: u32 = 5;
     const TIMEOUT: Duration = Duration::from_secs(600);
 

@@ -1,6 +1,12 @@
-//! One module per job type: payload, pinned queue, attempts, timeout and
-//! idempotency key. Handlers live in the workers crate; a type whose
-//! feature is not built yet has its contract here already.
+//! One module per job type: payload, queue, attempts, timeout and
+//! idempotency key. Handlers live in the workers crate, one file per type
+//! named like its module here.
+//!
+//! Adding a job type: its module here (`pub mod` + `pub use`), one line in
+//! [`for_each_job_type!`], and its handler file in `workers/src/handlers/`.
+//! Dispatch by stored name, registration and the unit tests all read that
+//! one list, so a type left out of it, or without a handler, fails to build
+//! or fails a test.
 
 pub mod deliver_message;
 pub mod export_analytics;
@@ -36,35 +42,102 @@ pub use test_ai_provider::TestAiProvider;
 pub use test_channel::TestChannel;
 pub use train_agent::TrainAgent;
 
-/// Every queue a worker process serves by default (`bench` only on request).
-pub const ALL_QUEUES: &[&str] = &[
-    "outbound",
-    "maintenance",
-    "replies",
-    "ingest",
-    "inbound",
-    "search",
-    "emails",
-    "integrations",
-    "training",
-];
+/// Calls the macro `$m!` with every job type, as paths: the one list that
+/// run-time dispatch on a stored type name ([`crate::dispatch`]) and the
+/// workers' registration use.
+#[macro_export]
+macro_rules! for_each_job_type {
+    ($m:ident) => {
+        $m!(
+            $crate::types::SendEmail,
+            $crate::types::IngestDocument,
+            $crate::types::PurgeDocument,
+            $crate::types::SearchKnowledge,
+            $crate::types::TrainAgent,
+            $crate::types::ProcessInbound,
+            $crate::types::GenerateReply,
+            $crate::types::DeliverMessage,
+            $crate::types::TestChannel,
+            $crate::types::RegisterWebhook,
+            $crate::types::TestAiProvider,
+            $crate::types::RunBackup,
+            $crate::types::ExportAnalytics,
+            $crate::types::RollupAnalytics,
+            $crate::types::Sweep,
+            $crate::types::Noop,
+        )
+    };
+}
 
-/// Queues that exist but are served only when named (`--queues bench`).
-pub const OPT_IN_QUEUES: &[&str] = &["bench"];
+/// A job type as data: what the list knows about each one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobKind {
+    pub name: &'static str,
+    pub queue: crate::Queue,
+    pub max_attempts: u32,
+    pub timeout: std::time::Duration,
+    pub recorded: bool,
+}
 
-/// Jobs run at the same time per worker process and job type, unless
-/// configured (`WORKER_CONCURRENCY_<QUEUE>` or `WORKER_CONCURRENCY`). Waiting
-/// on providers is cheap, so those queues run wide; extraction and backups
-/// use the CPU and disk, so they run narrow.
-pub fn default_concurrency(queue: &str) -> usize {
-    match queue {
-        "replies" | "outbound" => 32,
-        "inbound" | "search" => 16,
-        "emails" | "integrations" => 8,
-        "ingest" | "maintenance" => 2,
-        "training" => 1,
-        // No-op jobs cost nothing; a wide window measures the queue itself.
-        "bench" => 64,
-        _ => 4,
+/// Every job type, in the list's order.
+pub fn all() -> Vec<JobKind> {
+    macro_rules! kinds {
+        ($($t:path),* $(,)?) => {
+            vec![$(JobKind {
+                name: <$t as crate::Job>::NAME,
+                queue: <$t as crate::Job>::QUEUE,
+                max_attempts: <$t as crate::Job>::MAX_ATTEMPTS,
+                timeout: <$t as crate::Job>::TIMEOUT,
+                recorded: <$t as crate::Job>::RECORDED,
+            }),*]
+        };
+    }
+    crate::for_each_job_type!(kinds)
+}
+
+/// The job type stored under `name`.
+pub fn by_name(name: &str) -> Option<JobKind> {
+    all().into_iter().find(|k| k.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_type_module_is_in_the_list_once_under_its_own_name() -> std::io::Result<()> {
+        let listed: Vec<&str> = super::all().iter().map(|k| k.name).collect();
+        let unique: BTreeSet<&str> = listed.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            listed.len(),
+            "a name is listed twice: {listed:?}"
+        );
+        // Each module file is named after its job (`send_email.rs` holds
+        // `send_email`), so a module missing from the list shows up here.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/types");
+        let mut modules = BTreeSet::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".rs").filter(|s| *s != "mod") {
+                modules.insert(stem.to_owned());
+            }
+        }
+        let listed: BTreeSet<String> = unique.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(
+            modules, listed,
+            "types/ modules and for_each_job_type! differ"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn stored_names_dispatch_to_their_type() {
+        for kind in super::all() {
+            assert_eq!(super::by_name(kind.name), Some(kind));
+            assert!(kind.max_attempts >= 1, "{} needs an attempt", kind.name);
+            assert!(!kind.timeout.is_zero(), "{} needs a timeout", kind.name);
+        }
+        assert_eq!(super::by_name("no_such_job"), None);
     }
 }

@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "bench";
+use crate::{Job, Queue};
 
 /// Does nothing: measures the queue's own overhead in benchmarks and tests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,7 +14,7 @@ pub struct Noop {
 
 impl Job for Noop {
     const NAME: &'static str = "noop";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Bench;
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT: Duration = Duration::from_secs(10);
     const RECORDED: bool = false;

@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "inbound";
+use crate::{Job, Queue};
 
 /// Turns a verified webhook event into contacts, conversations and messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,7 +16,7 @@ pub struct ProcessInbound {
 
 impl Job for ProcessInbound {
     const NAME: &'static str = "process_inbound";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Inbound;
     const MAX_ATTEMPTS: u32 = 5;
     const TIMEOUT: Duration = Duration::from_secs(60);
 

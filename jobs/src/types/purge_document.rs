@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "ingest";
+use crate::{Job, Queue};
 
 /// Removes a deleted document's vectors, its stored file and its record, so
 /// that nothing is left orphaned.
@@ -16,7 +14,7 @@ pub struct PurgeDocument {
 
 impl Job for PurgeDocument {
     const NAME: &'static str = "purge_document";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Ingest;
     const MAX_ATTEMPTS: u32 = 8;
     const TIMEOUT: Duration = Duration::from_secs(120);
 

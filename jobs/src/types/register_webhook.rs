@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "integrations";
+use crate::{Job, Queue};
 
 /// Registers the platform's webhook URL (and secret token) with the
 /// channel's provider, so that nobody has to call the provider by hand.
@@ -18,7 +16,7 @@ pub struct RegisterWebhook {
 
 impl Job for RegisterWebhook {
     const NAME: &'static str = "register_webhook";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Integrations;
     const MAX_ATTEMPTS: u32 = 5;
     const TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "maintenance";
+use crate::{Job, Queue};
 
 /// Aggregates one hour of conversations and messages into analytics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,7 +14,7 @@ pub struct RollupAnalytics {
 
 impl Job for RollupAnalytics {
     const NAME: &'static str = "rollup_analytics";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Maintenance;
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT: Duration = Duration::from_secs(600);
 

@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "maintenance";
+use crate::{Job, Queue};
 
 /// Dumps the tenant's (or the platform's) data to a backup archive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,7 +14,7 @@ pub struct RunBackup {
 
 impl Job for RunBackup {
     const NAME: &'static str = "run_backup";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Maintenance;
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT: Duration = Duration::from_secs(3600);
 

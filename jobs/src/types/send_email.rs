@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "emails";
+use crate::{Job, Queue};
 
 /// A transactional email (password reset, invitations...). Sent through SMTP
 /// when configured; always recorded in the `outbox` collection.
@@ -33,7 +31,7 @@ impl SendEmail {
 
 impl Job for SendEmail {
     const NAME: &'static str = "send_email";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Emails;
     const MAX_ATTEMPTS: u32 = 5;
     const TIMEOUT: Duration = Duration::from_secs(30);
 

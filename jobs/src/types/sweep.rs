@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "maintenance";
+use crate::{Job, Queue};
 
 /// Requeues or fails jobs stuck `RUNNING` past their timeout and removes expired tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,7 +14,7 @@ pub struct Sweep {
 
 impl Job for Sweep {
     const NAME: &'static str = "sweep";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Maintenance;
     const MAX_ATTEMPTS: u32 = 1;
     const TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "integrations";
+use crate::{Job, Queue};
 
 /// Makes one cheap call to an AI provider to check it works.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,7 +14,7 @@ pub struct TestAiProvider {
 
 impl Job for TestAiProvider {
     const NAME: &'static str = "test_ai_provider";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Integrations;
     const MAX_ATTEMPTS: u32 = 2;
     const TIMEOUT: Duration = Duration::from_secs(60);
 }

@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "integrations";
+use crate::{Job, Queue};
 
 /// Calls the channel's provider once to check its credentials.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,7 +14,7 @@ pub struct TestChannel {
 
 impl Job for TestChannel {
     const NAME: &'static str = "test_channel";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Integrations;
     const MAX_ATTEMPTS: u32 = 2;
     const TIMEOUT: Duration = Duration::from_secs(30);
 }

@@ -2,9 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Job;
-
-pub const QUEUE: &str = "training";
+use crate::{Job, Queue};
 
 /// (Re)indexes an agent's documents; the agent is `TRAINING` meanwhile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,7 +17,7 @@ pub struct TrainAgent {
 
 impl Job for TrainAgent {
     const NAME: &'static str = "train_agent";
-    const QUEUE: &'static str = QUEUE;
+    const QUEUE: Queue = Queue::Training;
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT: Duration = Duration::from_secs(3600);
 

@@ -223,6 +223,11 @@ impl ExtractError {
         matches!(self, Self::Unsupported { .. } | Self::Mismatch { .. })
     }
 
+    /// The file's content is not what its name says.
+    pub fn is_type_mismatch(&self) -> bool {
+        matches!(self, Self::Mismatch { .. })
+    }
+
     fn damaged(kind: DocKind, detail: impl fmt::Display) -> Self {
         Self::Damaged {
             kind,

@@ -1,15 +1,44 @@
-//! One handler module per job type.
+//! One handler file per job type, named like the type's module in
+//! `jobs/src/types/`; code two jobs share lives in a module beside them.
 
-pub mod ai_provider_test;
-pub mod backup;
-pub mod channel_jobs;
-pub mod delivery;
-pub mod export;
-pub mod inbound;
-pub mod knowledge;
+pub mod deliver_message;
+pub mod export_analytics;
+pub mod generate_reply;
+pub mod ingest_document;
 pub mod noop;
-pub mod reply;
-pub mod rollup;
+pub mod process_inbound;
+pub mod purge_document;
+pub mod register_webhook;
+pub mod rollup_analytics;
+pub mod run_backup;
+pub mod search_knowledge;
 pub mod send_email;
 pub mod sweep;
-pub mod training;
+pub mod test_ai_provider;
+pub mod test_channel;
+pub mod train_agent;
+
+// Shared by several jobs.
+pub mod channel_check;
+pub mod knowledge;
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// A job type's handler is found where a newcomer looks for it.
+    #[test]
+    fn every_job_type_has_a_handler_file_named_after_it() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/handlers");
+        for kind in aigentable_jobs::types::all() {
+            let file = dir.join(format!("{}.rs", kind.name));
+            let folder = dir.join(kind.name).join("mod.rs");
+            assert!(
+                file.is_file() || folder.is_file(),
+                "no handlers/{}.rs for job type {}",
+                kind.name,
+                kind.name
+            );
+        }
+    }
+}

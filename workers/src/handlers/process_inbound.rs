@@ -300,12 +300,7 @@ async fn request_reply(
         .enqueue(
             &ctx.tenant_id,
             Requester::System,
-            GenerateReply {
-                conversation_id: Some(conversation.id.clone()),
-                message_id: Some(message.id.clone()),
-                agent_id: agent_id.to_owned(),
-                ..GenerateReply::default()
-            },
+            GenerateReply::to_message(agent_id, &conversation.id, &message.id),
         )
         .await
         .map_err(JobError::transient)?;

@@ -1,81 +1,23 @@
-//! `test_channel` (asks the provider what it can confirm: checks the token,
+//! `test_channel`: asks the provider what it can confirm: checks the token,
 //! fills in the ids the form did not have, and claims the routing id the
-//! provider confirmed the token owns) and `register_webhook` (Telegram
-//! `setWebhook` with our URL and secret token). Both store what they
-//! learned on the channel (`status`, `lastError`, `lastTestedAt`) and
-//! announce it with `channel-updated`.
+//! provider confirmed the token owns. The verdict is stored on the channel
+//! (`status`, `lastError`, `lastTestedAt`) and announced with
+//! `channel-updated`.
 
 use bson::doc;
 use serde_json::{Value, json};
 
 use aigentable_jobs::Job;
-use aigentable_jobs::events;
-use aigentable_jobs::types::{RegisterWebhook, TestChannel};
-use aigentable_platform::channels::client::{ProviderError, Target};
+use aigentable_jobs::types::TestChannel;
+use aigentable_platform::channels::client::ProviderError;
 use aigentable_platform::channels::resolve::{ResolveError, resolve};
-use aigentable_platform::channels::{routing_key, settings, setup};
+use aigentable_platform::channels::{routing_key, settings};
 use aigentable_platform::db::DbError;
-use aigentable_platform::model::{Channel, ChannelStatus, ChannelType};
+use aigentable_platform::model::{Channel, ChannelStatus};
 
-use super::delivery::provider_client;
+use super::channel_check::{load, record};
+use super::deliver_message::provider_client;
 use crate::runner::{Handle, JobContext, JobError};
-
-async fn load(ctx: &JobContext, id: &str) -> Result<Channel, JobError> {
-    ctx.state
-        .platform
-        .db
-        .scoped::<Channel>(&ctx.tenant_id)
-        .find_by_id(id)
-        .await
-        .map_err(JobError::transient)?
-        .ok_or_else(|| JobError::permanent("the channel no longer exists"))
-}
-
-/// Stores the outcome of a provider check on the channel and announces it.
-/// `extra` may set `routingKey`: a duplicate means another channel already
-/// holds that account. `guard` narrows the update to the settings that were
-/// checked. Answers the channel as stored, or `None` when it changed (or
-/// vanished) since it was read.
-async fn record(
-    ctx: &JobContext,
-    channel: &Channel,
-    status: ChannelStatus,
-    error: Option<&str>,
-    extra: bson::Document,
-    guard: bson::Document,
-) -> Result<Option<Channel>, DbError> {
-    let mut set = doc! {
-        "status": status.as_str(),
-        "lastError": error.map_or(bson::Bson::Null, |e| bson::Bson::String(e.to_owned())),
-        "lastTestedAt": bson::DateTime::now(),
-        "updatedAt": bson::DateTime::now(),
-    };
-    set.extend(extra);
-    let mut filter = doc! { "_id": &channel.id };
-    filter.extend(guard);
-    let stored = ctx
-        .state
-        .platform
-        .db
-        .scoped::<Channel>(&ctx.tenant_id)
-        .update_one(filter, doc! { "$set": set })
-        .await?;
-    if let Some(c) = &stored {
-        announce(ctx, c).await;
-    }
-    Ok(stored)
-}
-
-async fn announce(ctx: &JobContext, channel: &Channel) {
-    let platform = &ctx.state.platform;
-    events::channel_updated(
-        &platform.kv,
-        channel.tenant_id.as_str(),
-        &channel.id,
-        setup::event_payload(channel, &platform.config.channels),
-    )
-    .await;
-}
 
 /// The test's verdict holds only for the token and account id it tested: a
 /// `PUT` that changed either in the meantime wins (and a claim never lands
@@ -186,70 +128,5 @@ impl Handle for TestChannel {
         tracing::info!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, channel_id = %channel.id, error = %message, "channel test failed");
         // The test itself ran: its verdict is the job's result.
         Ok(json!({ "channelId": channel.id, "status": "ERROR", "error": message }))
-    }
-}
-
-impl Handle for RegisterWebhook {
-    async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
-        let platform = &ctx.state.platform;
-        let channel = load(&ctx, &self.channel_id).await?;
-        if channel.channel_type != ChannelType::Telegram || !channel.is_active {
-            return Ok(
-                json!({ "channelId": channel.id, "registered": false, "reason": "not an active Telegram channel" }),
-            );
-        }
-        let secret = channel
-            .webhook_secret
-            .clone()
-            .ok_or_else(|| JobError::permanent("the channel has no webhook secret"))?;
-        let url = platform
-            .config
-            .channels
-            .webhook_url(ChannelType::Telegram, &channel.id)
-            .unwrap_or_default();
-        let outcome =
-            match Target::for_channel(&platform.config.channels, &platform.secrets, &channel) {
-                Ok(target) => {
-                    provider_client(&ctx)
-                        .set_telegram_webhook(&target, &url, &secret)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-        match outcome {
-            Ok(()) => {
-                record(
-                    &ctx,
-                    &channel,
-                    ChannelStatus::Active,
-                    None,
-                    doc! {},
-                    doc! {},
-                )
-                .await
-                .map_err(JobError::transient)?;
-                tracing::info!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, channel_id = %channel.id, "telegram webhook registered");
-                Ok(json!({ "channelId": channel.id, "registered": true, "url": url }))
-            }
-            Err(e @ ProviderError::Retryable { .. })
-                if ctx.attempt < RegisterWebhook::MAX_ATTEMPTS =>
-            {
-                Err(JobError::transient(e))
-            }
-            Err(e) => {
-                let message = format!("could not register the webhook: {e}");
-                record(
-                    &ctx,
-                    &channel,
-                    ChannelStatus::Error,
-                    Some(&message),
-                    doc! {},
-                    doc! {},
-                )
-                .await
-                .map_err(JobError::transient)?;
-                Err(JobError::Permanent(message))
-            }
-        }
     }
 }

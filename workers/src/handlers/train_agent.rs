@@ -14,7 +14,7 @@ use aigentable_jobs::types::{IngestDocument, TrainAgent};
 use aigentable_platform::db::PageRequest;
 use aigentable_platform::model::{Agent, AgentStatus, DocumentStatus, KnowledgeDocument};
 
-use super::knowledge;
+use super::{ingest_document, knowledge};
 use crate::runner::{Handle, JobContext, JobError};
 
 /// The status an agent returns to after training.
@@ -152,7 +152,7 @@ async fn train(job: &TrainAgent, ctx: &JobContext) -> Result<Value, JobError> {
             document_id: id.clone(),
             agent_id: Some(agent.id.clone()),
         };
-        match knowledge::ingest(&ingest, ctx).await {
+        match ingest_document::ingest(&ingest, ctx).await {
             Ok(result) => chunks += result["chunks"].as_u64().unwrap_or(0),
             // This document cannot be indexed (damaged file, no text): it
             // says why, and the others still train.

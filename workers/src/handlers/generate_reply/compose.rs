@@ -1,0 +1,195 @@
+//! Retrieval, then the provider's answer or the retrieval-only one, or the
+//! fallback with the reason.
+
+use std::time::Instant;
+
+use bson::doc;
+use serde_json::Value;
+
+use aigentable_jobs::Job;
+use aigentable_jobs::types::GenerateReply;
+use aigentable_jobs::types::generate_reply::TestAnswer;
+use aigentable_platform::llm::{self, ChatMessage, ChatRequest, LlmClient, TokenUsage};
+use aigentable_platform::model::Agent;
+use aigentable_vectors::Hit;
+
+use super::prompt::{retrieval_only, source_json, system_prompt};
+use super::provider::{LLM_CALL_TIMEOUT, chat_with_retries, record_usage};
+use crate::handlers::knowledge;
+use crate::runner::{JobContext, JobError};
+
+/// Where an answer came from.
+#[derive(Debug, Clone)]
+pub(super) struct Answer {
+    pub content: String,
+    pub sources: Vec<Value>,
+    pub usage: Option<TokenUsage>,
+    pub model: Option<String>,
+    pub provider_id: Option<String>,
+    pub latency_ms: u64,
+    pub retrieval_only: bool,
+    /// Why the fallback message was used, when it was.
+    pub fallback: Option<String>,
+}
+
+impl Answer {
+    pub(super) fn metadata(&self) -> bson::Document {
+        let mut m = doc! {
+            "sources": bson::to_bson(&self.sources).unwrap_or(bson::Bson::Array(Vec::new())),
+            "latencyMs": i64::try_from(self.latency_ms).unwrap_or(i64::MAX),
+        };
+        if let Some(u) = &self.usage {
+            m.insert(
+                "usage",
+                doc! {
+                    "promptTokens": i64::from(u.prompt_tokens),
+                    "completionTokens": i64::from(u.completion_tokens),
+                    "totalTokens": i64::from(u.total_tokens),
+                },
+            );
+        }
+        if let Some(model) = &self.model {
+            m.insert("model", model.as_str());
+        }
+        if let Some(p) = &self.provider_id {
+            m.insert("providerId", p.as_str());
+        }
+        if self.retrieval_only {
+            m.insert("retrievalOnly", true);
+        }
+        if let Some(reason) = &self.fallback {
+            m.insert("fallback", true);
+            m.insert("fallbackReason", reason.as_str());
+        }
+        m
+    }
+
+    pub(super) fn test_answer(&self) -> TestAnswer {
+        TestAnswer {
+            reply: self.content.clone(),
+            sources: self.sources.clone(),
+            usage: self
+                .usage
+                .as_ref()
+                .and_then(|u| serde_json::to_value(u).ok()),
+            model: self.model.clone(),
+            latency_ms: self.latency_ms,
+            retrieval_only: self.retrieval_only,
+            fallback: self.fallback.is_some(),
+            fallback_reason: self.fallback.clone(),
+        }
+    }
+
+    pub(super) fn result_json(&self) -> Value {
+        serde_json::to_value(self.test_answer()).unwrap_or(Value::Null)
+    }
+}
+
+/// Retrieval, then the provider's answer or the retrieval-only one, or
+/// the fallback with the reason.
+pub(super) async fn compose(
+    ctx: &JobContext,
+    agent: &Agent,
+    history: Vec<ChatMessage>,
+    question: &str,
+    purpose: &str,
+) -> Result<Answer, JobError> {
+    let started = Instant::now();
+    let top_k = usize::try_from(agent.retrieval.top_k)
+        .unwrap_or(5)
+        .clamp(1, 20);
+    let retrieved = knowledge::retrieve(
+        &ctx.state,
+        &ctx.tenant_id,
+        Some(agent.id.as_str()),
+        question,
+        top_k,
+    )
+    .await;
+    let hits: Vec<Hit> = match retrieved {
+        Ok(hits) => hits
+            .into_iter()
+            .filter(|h| f64::from(h.score) >= agent.retrieval.score_threshold)
+            .collect(),
+        // The job retries a failed search; on its last attempt the customer
+        // still gets an answer (the model admits what it does not know, or
+        // the fallback hands over) rather than silence.
+        Err(e) if ctx.attempt >= GenerateReply::MAX_ATTEMPTS => {
+            tracing::warn!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, agent_id = %agent.id, error = %e, "knowledge search failed on the last attempt, answering without passages");
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+
+    let provider = llm::resolve_provider(
+        &ctx.state.platform.db,
+        &ctx.tenant_id,
+        agent.ai_provider_id.as_deref(),
+    )
+    .await
+    .map_err(JobError::transient)?;
+    let Some(provider) = provider else {
+        return Ok(retrieval_only(agent, &hits, started));
+    };
+
+    let sources: Vec<Value> = hits.iter().map(source_json).collect();
+    let fallback = |reason: String| Answer {
+        content: agent.fallback_message.clone(),
+        sources: Vec::new(),
+        usage: None,
+        model: None,
+        provider_id: Some(provider.id.clone()),
+        latency_ms: elapsed_ms(started),
+        retrieval_only: false,
+        fallback: Some(reason),
+    };
+    let client = match LlmClient::from_provider(
+        &provider,
+        &ctx.state.platform.secrets,
+        &ctx.state.platform.egress,
+        LLM_CALL_TIMEOUT,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(tenant_id = %ctx.tenant_id, provider_id = %provider.id, error = %e, "ai provider unusable, answering with the fallback");
+            return Ok(fallback(e.to_string()));
+        }
+    };
+    let mut messages = Vec::with_capacity(history.len() + 2);
+    messages.push(ChatMessage::system(system_prompt(agent, &hits)));
+    messages.extend(history);
+    messages.push(ChatMessage::user(question.to_owned()));
+    let request = ChatRequest {
+        model: agent.model.clone(),
+        temperature: agent.temperature as f32,
+        max_tokens: agent.max_tokens,
+        messages,
+    };
+    match chat_with_retries(ctx, &client, &request).await {
+        Ok(output) => {
+            record_usage(ctx, agent, &provider, &output, purpose).await;
+            let content = output.content.trim().to_owned();
+            if content.is_empty() {
+                return Ok(fallback("the AI provider answered with no text".to_owned()));
+            }
+            Ok(Answer {
+                content,
+                sources,
+                usage: Some(output.usage),
+                model: Some(output.model),
+                provider_id: Some(provider.id.clone()),
+                latency_ms: elapsed_ms(started),
+                retrieval_only: false,
+                fallback: None,
+            })
+        }
+        Err(e) => {
+            tracing::warn!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, agent_id = %agent.id, provider_id = %provider.id, error = %e, "ai provider failed, answering with the fallback");
+            Ok(fallback(e.to_string()))
+        }
+    }
+}
+
+pub(super) fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

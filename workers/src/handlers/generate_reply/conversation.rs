@@ -1,0 +1,268 @@
+//! A customer's message: answered under the conversation's lock, stored
+//! once (dedup key), queued for delivery, handed to staff on the fallback.
+
+use std::time::Duration;
+
+use bson::doc;
+use serde_json::{Value, json};
+
+use aigentable_jobs::Requester;
+use aigentable_jobs::events;
+use aigentable_jobs::types::DeliverMessage;
+use aigentable_platform::conversations::{self, MoveExtras, RedisLock};
+use aigentable_platform::llm::ChatMessage;
+use aigentable_platform::model::conversation::reply_dedup_key;
+use aigentable_platform::model::{
+    Agent, Conversation, ConversationStatus, Message, MessageDirection, MessageStatus, SenderType,
+};
+
+use super::compose::compose;
+use super::prompt::{HISTORY_TOKEN_BUDGET, approx_tokens};
+use crate::runner::{JobContext, JobError};
+
+/// Messages read back to fill the history budget.
+const HISTORY_SCAN: u64 = 50;
+/// Longer than the job's timeout, so a crashed holder blocks the
+/// conversation only briefly and a live one never loses the lock.
+const REPLY_LOCK_TTL: Duration = Duration::from_secs(130);
+const REPLY_LOCK_WAIT: Duration = Duration::from_secs(20);
+
+/// Answers the customer message `message_id` in the conversation: skipped
+/// when the conversation left the bot, the message is gone, or it was
+/// answered already (then its delivery is made sure of).
+pub(super) async fn answer(
+    agent_id: &str,
+    conversation_id: &str,
+    message_id: Option<&str>,
+    ctx: &JobContext,
+) -> Result<Value, JobError> {
+    let platform = &ctx.state.platform;
+    let db = &platform.db;
+    let Some(message_id) = message_id else {
+        return Err(JobError::permanent("a reply needs the message it answers"));
+    };
+    let conversations_repo = db.scoped::<Conversation>(&ctx.tenant_id);
+    let Some(conversation) = conversations_repo
+        .find_by_id(conversation_id)
+        .await
+        .map_err(JobError::transient)?
+    else {
+        return Ok(json!({ "skipped": "the conversation no longer exists" }));
+    };
+    if !conversation.status.bot_answers() {
+        return Ok(
+            json!({ "skipped": format!("the conversation is {}", conversation.status.as_str()) }),
+        );
+    }
+    let messages = db.scoped::<Message>(&ctx.tenant_id);
+    let Some(question) = messages
+        .find_by_id(message_id)
+        .await
+        .map_err(JobError::transient)?
+    else {
+        return Ok(json!({ "skipped": "the message no longer exists" }));
+    };
+    if let Some(existing) = existing_reply(ctx, message_id).await? {
+        return ensure_delivery(ctx, &existing).await;
+    }
+
+    let lock_key = conversations::reply_lock_key(&platform.kv, conversation_id);
+    let lock = RedisLock::acquire(&platform.kv, &lock_key, REPLY_LOCK_TTL, REPLY_LOCK_WAIT)
+        .await
+        .map_err(JobError::transient)?
+        .ok_or_else(|| {
+            JobError::transient("another reply of this conversation is being generated")
+        })?;
+    let result = answer_locked(agent_id, ctx, &conversation, &question).await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!(tenant_id = %ctx.tenant_id, conversation_id = %conversation_id, error = %e, "reply lock not released; it expires on its own");
+    }
+    result
+}
+
+async fn existing_reply(ctx: &JobContext, message_id: &str) -> Result<Option<Message>, JobError> {
+    ctx.state
+        .platform
+        .db
+        .scoped::<Message>(&ctx.tenant_id)
+        .find_one(doc! { "dedupKey": reply_dedup_key(message_id) })
+        .await
+        .map_err(JobError::transient)
+}
+
+/// A reply stored by an earlier attempt that may not have been queued for
+/// delivery before it stopped. Delivery claims a message once, so queueing
+/// it again is harmless.
+async fn ensure_delivery(ctx: &JobContext, reply: &Message) -> Result<Value, JobError> {
+    if reply.status == MessageStatus::Queued {
+        enqueue_delivery(ctx, reply).await?;
+    }
+    Ok(json!({ "skipped": "already answered", "replyId": reply.id }))
+}
+
+async fn enqueue_delivery(ctx: &JobContext, message: &Message) -> Result<String, JobError> {
+    let job = ctx
+        .state
+        .jobs()
+        .await
+        .map_err(JobError::transient)?
+        .enqueue(
+            &ctx.tenant_id,
+            Requester::System,
+            DeliverMessage {
+                message_id: message.id.clone(),
+                conversation_id: message.conversation_id.clone(),
+                channel_id: message.channel_id.clone(),
+            },
+        )
+        .await
+        .map_err(JobError::transient)?;
+    Ok(job.id)
+}
+
+async fn answer_locked(
+    agent_id: &str,
+    ctx: &JobContext,
+    conversation: &Conversation,
+    question: &Message,
+) -> Result<Value, JobError> {
+    let platform = &ctx.state.platform;
+    let db = &platform.db;
+    // Decided again under the lock: the previous holder may have answered.
+    if let Some(existing) = existing_reply(ctx, &question.id).await? {
+        return ensure_delivery(ctx, &existing).await;
+    }
+    let newer = db
+        .scoped::<Message>(&ctx.tenant_id)
+        .find_one(doc! {
+            "conversationId": &conversation.id,
+            "direction": MessageDirection::Inbound.as_str(),
+            "createdAt": { "$gt": bson::DateTime::from_chrono(question.created_at) },
+        })
+        .await
+        .map_err(JobError::transient)?;
+    if let Some(newer) = newer {
+        // Its own job answers it, with this message in the history.
+        return Ok(
+            json!({ "skipped": "a newer customer message is answered instead", "newerMessageId": newer.id }),
+        );
+    }
+    let Some(agent) = db
+        .scoped::<Agent>(&ctx.tenant_id)
+        .find_by_id(agent_id)
+        .await
+        .map_err(JobError::transient)?
+    else {
+        return Ok(json!({ "skipped": "the agent no longer exists" }));
+    };
+
+    let recent = conversations::recent_messages(db, &ctx.tenant_id, &conversation.id, HISTORY_SCAN)
+        .await
+        .map_err(JobError::transient)?;
+    let history = conversation_history(&recent, question);
+    let answer = compose(ctx, &agent, history, &question.content, "reply").await?;
+
+    // A human may have taken over while the answer was generated.
+    let now = db
+        .scoped::<Conversation>(&ctx.tenant_id)
+        .find_by_id(&conversation.id)
+        .await
+        .map_err(JobError::transient)?;
+    let Some(now) = now.filter(|c| c.status.bot_answers()) else {
+        tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, "reply dropped: the conversation left the bot");
+        return Ok(json!({ "dropped": "the conversation is no longer answered by the bot" }));
+    };
+
+    // The fallback hands the conversation over; it is sent as a system
+    // notice so that delivery, which drops the bot's messages once a human
+    // owns the conversation, still sends it.
+    let sender = if answer.fallback.is_some() {
+        SenderType::System
+    } else {
+        SenderType::Agent
+    };
+    let mut reply = conversations::outbound_message(
+        &now,
+        sender,
+        Some(agent.id.clone()),
+        answer.content.clone(),
+    );
+    reply.reply_to = Some(question.id.clone());
+    reply.dedup_key = Some(reply_dedup_key(&question.id));
+    reply.metadata = answer.metadata();
+    if !conversations::insert_message(db, &reply)
+        .await
+        .map_err(JobError::transient)?
+    {
+        return Ok(json!({ "skipped": "already answered" }));
+    }
+    let updated = conversations::note_message(db, &reply)
+        .await
+        .map_err(JobError::transient)?;
+    events::new_message(&platform.kv, &reply).await;
+    let delivery_job = enqueue_delivery(ctx, &reply).await?;
+    let mut conversation_now = updated.unwrap_or(now);
+    if answer.fallback.is_some() {
+        match conversations::move_status(
+            db,
+            &ctx.tenant_id,
+            &conversation.id,
+            ConversationStatus::Waiting,
+            &MoveExtras::default(),
+        )
+        .await
+        {
+            Ok(c) => conversation_now = c,
+            Err(e) => {
+                tracing::warn!(tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, error = %e, "handoff after the fallback failed")
+            }
+        }
+    }
+    events::conversation_updated(&platform.kv, &conversation_now).await;
+    tracing::info!(
+        job_id = %ctx.job_id,
+        tenant_id = %ctx.tenant_id,
+        conversation_id = %conversation.id,
+        reply_id = %reply.id,
+        retrieval_only = answer.retrieval_only,
+        fallback = answer.fallback.is_some(),
+        latency_ms = answer.latency_ms,
+        "reply stored"
+    );
+    let mut result = answer.result_json();
+    if let Value::Object(map) = &mut result {
+        map.insert("replyId".into(), json!(reply.id));
+        map.insert("deliveryJobId".into(), json!(delivery_job));
+    }
+    Ok(result)
+}
+
+/// The conversation before `question`, oldest first, within the history
+/// budget (newest kept first). Messages customers never saw (dropped or
+/// failed replies) are left out.
+fn conversation_history(recent_newest_first: &[Message], question: &Message) -> Vec<ChatMessage> {
+    let mut budget = HISTORY_TOKEN_BUDGET.saturating_sub(approx_tokens(&question.content));
+    let mut kept = Vec::new();
+    for m in recent_newest_first {
+        if m.id == question.id || m.created_at > question.created_at {
+            continue;
+        }
+        if matches!(m.status, MessageStatus::Dropped | MessageStatus::Failed) {
+            continue;
+        }
+        let turn = match m.sender_type {
+            SenderType::Customer => ChatMessage::user(m.content.clone()),
+            SenderType::Agent | SenderType::Human | SenderType::System => {
+                ChatMessage::assistant(m.content.clone())
+            }
+        };
+        let cost = approx_tokens(&m.content);
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        kept.push(turn);
+    }
+    kept.reverse();
+    kept
+}

@@ -1,0 +1,62 @@
+//! `generate_reply`: answers a customer message, or an agent test, from
+//! the agent's knowledge.
+//!
+//! Replies in one conversation are generated one at a time (a Redis lock
+//! per conversation) and only for the latest customer message: when the
+//! customer sent several messages in a row, the last one is answered with
+//! the others in the history, so replies go out in order and never twice
+//! (the reply's dedup key `reply:{inboundId}` is unique as well).
+//!
+//! With an AI provider (the agent's, else the tenant's default) the answer
+//! comes from a chat completion grounded on the top passages; without one,
+//! the retrieval-only responder quotes the best passages. When neither can
+//! answer, the agent's fallback message goes out and the conversation is
+//! handed to a human (`WAITING`).
+//!
+//! - [`conversation`]: a customer's message, stored and delivered;
+//! - [`test_answer`]: an agent test, answered to the waiting api;
+//! - [`compose`]: retrieval, then the provider or the retrieval-only answer;
+//! - [`prompt`]: history budget, system prompt, quotes;
+//! - [`provider`]: provider calls with retries, token usage.
+
+mod compose;
+mod conversation;
+mod prompt;
+mod provider;
+mod test_answer;
+
+use serde_json::Value;
+
+use aigentable_jobs::types::GenerateReply;
+use aigentable_jobs::types::generate_reply::ReplyMode;
+
+use crate::runner::{Handle, JobContext, JobError};
+
+impl Handle for GenerateReply {
+    async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
+        match &self.mode {
+            ReplyMode::Conversation {
+                conversation_id,
+                message_id,
+            } => {
+                if aigentable_jobs::held::tenant_suspended(&ctx.state.platform.db, &ctx.tenant_id)
+                    .await
+                    .map_err(JobError::transient)?
+                {
+                    tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation_id, "reply held: the tenant is suspended");
+                    return Ok(aigentable_jobs::held::held_result());
+                }
+                conversation::answer(&self.agent_id, conversation_id, message_id.as_deref(), &ctx)
+                    .await
+            }
+            ReplyMode::Test {
+                test_input,
+                history,
+                reply_to,
+            } => {
+                test_answer::answer(&self.agent_id, test_input, history, reply_to.as_ref(), &ctx)
+                    .await
+            }
+        }
+    }
+}
