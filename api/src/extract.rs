@@ -232,7 +232,10 @@ mod tests {
         let e = err(r#"{"email": "a", "nested": {"count": -1}}"#);
         assert!(e.to_string().starts_with("nested.count:"), "{e}");
         let e = err(r#"{"firstName": "x"}"#);
-        assert_eq!(e.body().details, json!({"field": "email"}));
+        assert_eq!(
+            e.body().details,
+            json!({"field": "email", "reason": "invalid_field"})
+        );
         let e = err(r#"{"email": "#);
         assert!(e.to_string().contains("not valid JSON"), "{e}");
         let e = err(r#"[1,2]"#);

@@ -12,7 +12,7 @@ use aigentable_platform::ids::{TenantId, UserId, looks_like_id};
 use aigentable_platform::model::User;
 use aigentable_platform::model::tenant::Tenants;
 
-use crate::error::{ApiError, write_error};
+use crate::error::{ApiError, Reason, write_error};
 use crate::state::app;
 
 /// The authenticated caller, as stored now (role changes apply at once).
@@ -50,7 +50,10 @@ impl Caller {
         if crate::policy::allows(self.role(), role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(crate::policy::denial(role).to_owned()))
+            Err(ApiError::because(
+                Reason::RoleRequired,
+                crate::policy::denial(role),
+            ))
         }
     }
 }
@@ -92,13 +95,14 @@ pub async fn authenticate_token(
     let platform = &state.platform;
     let claims = platform.tokens.verify(token).map_err(|e| match e {
         JwtError::Expired => {
-            ApiError::Unauthorized("session expired, please log in again".to_owned())
+            ApiError::because(Reason::SessionEnded, "session expired, please log in again")
         }
         _ => ApiError::Unauthorized("invalid token".to_owned()),
     })?;
     if revocation::is_revoked(&platform.kv, &claims.jti).await? {
-        return Err(ApiError::Unauthorized(
-            "session has been logged out".to_owned(),
+        return Err(ApiError::because(
+            Reason::SessionEnded,
+            "session has been logged out",
         ));
     }
     let token_tenant = claims.tenant_id();
@@ -109,14 +113,18 @@ pub async fn authenticate_token(
         .await?
         .ok_or_else(|| ApiError::Unauthorized("account no longer exists".to_owned()))?;
     if user.status != UserStatus::Active {
-        return Err(ApiError::Unauthorized("account is not active".to_owned()));
+        return Err(ApiError::because(
+            Reason::SessionEnded,
+            "account is not active",
+        ));
     }
     // Tokens issued before a password change or reset are void.
     if let Some(changed) = user.password_changed_at
         && claims.iat_ms < changed.timestamp_millis()
     {
-        return Err(ApiError::Unauthorized(
-            "session expired, please log in again".to_owned(),
+        return Err(ApiError::because(
+            Reason::SessionEnded,
+            "session expired, please log in again",
         ));
     }
 
@@ -133,9 +141,9 @@ pub async fn authenticate_token(
             TenantId::from_trusted(requested)
         }
         Some(_) => {
-            return Err(ApiError::Forbidden(
-                "the requested tenant (X-Tenant-ID) does not match your account's tenant"
-                    .to_owned(),
+            return Err(ApiError::because(
+                Reason::WrongTenant,
+                "the requested tenant (X-Tenant-ID) does not match your account's tenant",
             ));
         }
     };
@@ -144,8 +152,9 @@ pub async fn authenticate_token(
         .await?
         .ok_or(ApiError::NotFound("tenant"))?;
     if tenant.status == TenantStatus::Suspended && user.role != Role::SuperAdmin {
-        return Err(ApiError::Forbidden(
-            "this workspace is suspended; contact support".to_owned(),
+        return Err(ApiError::because(
+            Reason::TenantSuspended,
+            "this workspace is suspended; contact support",
         ));
     }
     Ok(Caller {
@@ -180,8 +189,9 @@ pub async fn enforce_policy(
     };
     let outcome = match authenticate(req, depot).await {
         Ok(caller) if crate::policy::allows(caller.role(), required) => Ok(caller),
-        Ok(_) => Err(ApiError::Forbidden(
-            crate::policy::denial(required).to_owned(),
+        Ok(_) => Err(ApiError::because(
+            Reason::RoleRequired,
+            crate::policy::denial(required),
         )),
         Err(e) => Err(e),
     };

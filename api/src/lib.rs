@@ -1,6 +1,7 @@
 //! The AIgentable HTTP api: authenticates, validates and stores, and
 //! enqueues slow work as jobs.
 
+pub mod accepted;
 pub mod error;
 pub mod extract;
 pub mod guard;
@@ -58,163 +59,35 @@ impl AppState {
     }
 }
 
-/// Every route under `/api/v1`; access comes from [`policy::ROUTES`] through
-/// one hoop, so a route missing from the table is refused.
+/// Every route under `/api/v1`, by resource; access comes from
+/// [`policy::ROUTES`] through one hoop, so a route missing from the table
+/// is refused.
 pub fn api_router() -> Router {
-    use routes::{agents, auth, documents, health, jobs, search, system, tenants, users};
+    use routes::{
+        agents, ai_providers, analytics, auth, channels, conversations, documents, jobs, search,
+        system, tenants, users, webhooks, widget,
+    };
     let public = Router::new()
-        .push(Router::with_path("auth/register").post(auth::register))
-        .push(Router::with_path("auth/login").post(auth::login))
-        .push(Router::with_path("auth/forgot-password").post(auth::forgot_password))
-        .push(Router::with_path("auth/reset-password").post(auth::reset_password))
-        .push(Router::with_path("auth/verify-email").post(auth::verify_email))
-        .push(routes_channels_public())
-        .push(
-            Router::with_path("widget/{publicKey}/rating")
-                .post(routes::analytics::widget_rating)
-                .options(routes::widget::preflight),
-        );
+        .push(auth::public_router())
+        .push(webhooks::router())
+        .push(widget::router());
     let protected = Router::new()
-        .push(Router::with_path("auth/logout").post(auth::logout))
-        .push(Router::with_path("auth/me").get(auth::me))
-        .push(
-            Router::with_path("users")
-                .get(users::list)
-                .post(users::create),
-        )
-        .push(
-            Router::with_path("users/{id}")
-                .get(users::get)
-                .put(users::update)
-                .delete(users::delete),
-        )
-        .push(Router::with_path("tenants").get(tenants::list))
-        .push(
-            Router::with_path("tenants/{id}")
-                .get(tenants::get)
-                .put(tenants::update),
-        )
-        .push(Router::with_path("tenants/{id}/usage").get(tenants::get_usage))
-        .push(Router::with_path("tenants/{id}/billing").get(tenants::get_billing))
-        .push(
-            Router::with_path("agents")
-                .get(agents::list)
-                .post(agents::create),
-        )
-        .push(
-            Router::with_path("agents/{id}")
-                .get(agents::get)
-                .put(agents::update)
-                .delete(agents::delete),
-        )
-        .push(Router::with_path("agents/{id}/train").post(routes::agent_training::train))
-        .push(
-            Router::with_path("ai-providers")
-                .get(routes::ai_providers::list)
-                .post(routes::ai_providers::create),
-        )
-        .push(
-            Router::with_path("ai-providers/{id}")
-                .get(routes::ai_providers::get)
-                .put(routes::ai_providers::update)
-                .delete(routes::ai_providers::delete),
-        )
-        .push(Router::with_path("ai-providers/{id}/test").post(routes::ai_providers::test))
-        .push(Router::with_path("search/agents").get(agents::search))
-        .push(routes_channels_protected())
-        .push(Router::with_path("agents/{id}/test").post(routes::agent_test::test))
-        .push(Router::with_path("conversations").get(routes::conversations::list))
-        .push(Router::with_path("conversations/{id}").get(routes::conversations::get))
-        .push(Router::with_path("conversations/{id}/messages").post(routes::conversations::send))
-        .push(Router::with_path("conversations/{id}/assign").put(routes::conversations::assign))
-        .push(Router::with_path("conversations/{id}/status").put(routes::conversations::set_status))
-        .push(Router::with_path("search/conversations").get(routes::conversations::search))
-        .push(routes_analytics())
-        .push(Router::with_path("search/documents").get(search::documents))
-        .push(Router::with_path("documents").get(documents::list))
-        .push(Router::with_path("documents/upload").post(documents::upload))
-        .push(
-            Router::with_path("documents/{id}")
-                .get(documents::get)
-                .delete(documents::delete),
-        )
-        .push(Router::with_path("documents/{id}/process").post(documents::process))
-        .push(Router::with_path("jobs").get(jobs::list))
-        .push(Router::with_path("jobs/{id}").get(jobs::get))
-        .push(Router::with_path("jobs/{id}/cancel").post(jobs::cancel))
-        .push(Router::with_path("jobs/{id}/retry").post(jobs::retry))
-        .push(Router::with_path("system/health").get(health::system_health))
-        .push(
-            Router::with_path("system/backups")
-                .get(system::list_backups)
-                .post(system::create_backup),
-        );
+        .push(auth::router())
+        .push(users::router())
+        .push(tenants::router())
+        .push(agents::router())
+        .push(ai_providers::router())
+        .push(channels::router())
+        .push(conversations::router())
+        .push(analytics::router())
+        .push(documents::router())
+        .push(search::router())
+        .push(jobs::router())
+        .push(system::router());
     Router::with_path("api/v1")
         .hoop(guard::enforce_policy)
         .push(public)
         .push(protected)
-}
-
-/// Channels (JWT), provider webhooks and the website widget (public).
-fn routes_analytics() -> Router {
-    use routes::analytics;
-    Router::new()
-        .push(Router::with_path("analytics/overview").get(analytics::overview))
-        .push(Router::with_path("analytics/conversations").get(analytics::conversations))
-        .push(Router::with_path("analytics/agents").get(analytics::agents))
-        .push(Router::with_path("analytics/channels").get(analytics::channels))
-        .push(Router::with_path("analytics/export").get(analytics::export))
-        .push(Router::with_path("analytics/exports/{id}/download").get(analytics::download))
-        .push(Router::with_path("conversations/{id}/rating").put(analytics::rate_conversation))
-}
-
-fn routes_channels_protected() -> Router {
-    use routes::channels;
-    Router::new()
-        .push(
-            Router::with_path("channels")
-                .get(channels::list)
-                .post(channels::create),
-        )
-        .push(
-            Router::with_path("channels/{id}")
-                .get(channels::get)
-                .put(channels::update)
-                .delete(channels::delete),
-        )
-        .push(Router::with_path("channels/{id}/test").post(channels::test))
-}
-
-fn routes_channels_public() -> Router {
-    use routes::{webhooks, widget};
-    Router::new()
-        .push(
-            Router::with_path("webhooks/whatsapp")
-                .get(webhooks::whatsapp_verify)
-                .post(webhooks::whatsapp),
-        )
-        .push(
-            Router::with_path("webhooks/facebook")
-                .get(webhooks::facebook_verify)
-                .post(webhooks::facebook),
-        )
-        .push(Router::with_path("webhooks/telegram/{channelId}").post(webhooks::telegram))
-        .push(
-            Router::with_path("widget/{publicKey}/sessions")
-                .post(widget::create_session)
-                .options(widget::preflight),
-        )
-        .push(
-            Router::with_path("widget/{publicKey}/messages")
-                .get(widget::list_messages)
-                .post(widget::send_message)
-                .options(widget::preflight),
-        )
-        .push(
-            Router::with_path("widget/{publicKey}/settings")
-                .get(widget::get_settings)
-                .options(widget::preflight),
-        )
 }
 
 /// Unknown routes, wrong methods and salvo's own errors as JSON bodies.

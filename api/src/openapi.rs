@@ -31,7 +31,15 @@ fn error_body_schema() -> Value {
             "code": { "type": "string", "description": "Stable machine-readable code, e.g. `VALIDATION_ERROR`." },
             "details": {
                 "type": "object",
-                "description": "Extra information such as the offending `field`; `{}` when there is none.",
+                "description": "`reason`: the stable cause (one per row of the api's reason table); extra information such as the offending `field`, `limit` or `retryAfter`.",
+                "required": ["reason"],
+                "properties": {
+                    "reason": {
+                        "type": "string",
+                        "enum": crate::error::Reason::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>()
+                    },
+                    "field": { "type": "string" }
+                },
                 "additionalProperties": true
             }
         }

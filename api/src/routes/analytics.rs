@@ -33,6 +33,7 @@ use aigentable_platform::ids::{TenantId, looks_like_id};
 use aigentable_platform::model::tenant::Tenants;
 use aigentable_platform::model::{Agent, Channel, Conversation};
 
+use crate::accepted::AcceptedJob;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json_body, path_id, query_string, query_token};
 use crate::guard::{Caller, caller};
@@ -220,7 +221,8 @@ pub struct ChannelsReport {
 pub struct ExportAccepted {
     /// The `export_analytics` job: progress in `job-updated` events, the
     /// result (`downloadUrl`, `fileName`, `expiresAt`) at `GET /jobs/{jobId}`.
-    pub job_id: String,
+    #[serde(flatten)]
+    pub accepted: AcceptedJob,
     pub export_id: String,
     pub status: String,
     /// Where the file can be downloaded once the job succeeded.
@@ -566,7 +568,7 @@ pub async fn export(
     tracing::info!(tenant_id = %who.tenant_id, export_id = %id, job_id = %job.id, report = report.as_str(), format = format.as_str(), "analytics export queued");
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(ExportAccepted {
-        job_id: job.id,
+        accepted: (&job).into(),
         export_id: id.clone(),
         status: job.status.as_str().to_owned(),
         download_url: format!(
@@ -746,4 +748,17 @@ pub async fn widget_rating(
         )
         .await?,
     ))
+}
+
+/// The reports, exports and staff ratings (the widget's rating is with
+/// the widget's routes).
+pub fn router() -> Router {
+    Router::new()
+        .push(Router::with_path("analytics/overview").get(overview))
+        .push(Router::with_path("analytics/conversations").get(conversations))
+        .push(Router::with_path("analytics/agents").get(agents))
+        .push(Router::with_path("analytics/channels").get(channels))
+        .push(Router::with_path("analytics/export").get(export))
+        .push(Router::with_path("analytics/exports/{id}/download").get(download))
+        .push(Router::with_path("conversations/{id}/rating").put(rate_conversation))
 }

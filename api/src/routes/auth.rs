@@ -17,7 +17,7 @@ use aigentable_platform::model::tenant::Tenants;
 use aigentable_platform::model::{EmailVerification, PasswordReset, Tenant, User, user};
 use aigentable_platform::{Platform, db::DbError};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Reason};
 use crate::extract::json_body;
 use crate::guard::caller;
 use crate::state::app;
@@ -143,8 +143,9 @@ pub async fn register(
         .await?
         .is_some()
     {
-        return Err(ApiError::Conflict(
-            "an account with this email already exists".to_owned(),
+        return Err(ApiError::because(
+            Reason::Duplicate,
+            "an account with this email already exists",
         ));
     }
     let hash = platform.passwords.hash(password.expose()).await?;
@@ -167,9 +168,10 @@ pub async fn register(
         // Do not leave an empty tenant behind when the email raced another sign-up.
         let _ = Tenants(&platform.db).delete(&tenant.id).await;
         return Err(match e {
-            DbError::Duplicate => {
-                ApiError::Conflict("an account with this email already exists".to_owned())
-            }
+            DbError::Duplicate => ApiError::because(
+                Reason::Duplicate,
+                "an account with this email already exists",
+            ),
             other => other.into(),
         });
     }
@@ -226,7 +228,7 @@ pub async fn login(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Login
     limited(by_email)?;
     limited(by_ip)?;
 
-    let invalid = || ApiError::Unauthorized("invalid email or password".to_owned());
+    let invalid = || ApiError::because(Reason::BadCredentials, "invalid email or password");
     let found = match Email::parse("email", &email_raw) {
         Ok(email) => user::find_by_email_unscoped(&platform.db, &email).await?,
         Err(_) => None,
@@ -245,15 +247,19 @@ pub async fn login(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Login
     rate_limit::reset(&platform.kv, &email_bucket).await?;
     rate_limit::give_back(&platform.kv, &ip_bucket).await?;
     if account.status != UserStatus::Active {
-        return Err(ApiError::Forbidden("this account is not active".to_owned()));
+        return Err(ApiError::because(
+            Reason::AccountInactive,
+            "this account is not active",
+        ));
     }
     let tenant = Tenants(&platform.db)
         .get(&account.tenant_id)
         .await?
         .ok_or_else(|| ApiError::internal("user without tenant"))?;
     if tenant.status == TenantStatus::Suspended && account.role != Role::SuperAdmin {
-        return Err(ApiError::Forbidden(
-            "this workspace is suspended; contact support".to_owned(),
+        return Err(ApiError::because(
+            Reason::TenantSuspended,
+            "this workspace is suspended; contact support",
         ));
     }
     let (token, _) = platform
@@ -557,8 +563,9 @@ pub async fn verify_email(req: &mut Request, depot: &mut Depot) -> ApiResult<Jso
     if let Some(owner) = user::find_by_email_unscoped(&platform.db, &email).await?
         && owner.id != claimed.user_id
     {
-        return Err(ApiError::Conflict(
-            "an account with this email already exists".to_owned(),
+        return Err(ApiError::because(
+            Reason::Duplicate,
+            "an account with this email already exists",
         ));
     }
     // Only the address still pending: a later change replaced this one.
@@ -574,9 +581,10 @@ pub async fn verify_email(req: &mut Request, depot: &mut Depot) -> ApiResult<Jso
         )
         .await
         .map_err(|e| match e {
-            DbError::Duplicate => {
-                ApiError::Conflict("an account with this email already exists".to_owned())
-            }
+            DbError::Duplicate => ApiError::because(
+                Reason::Duplicate,
+                "an account with this email already exists",
+            ),
             other => other.into(),
         })?;
     if updated.is_none() {
@@ -586,4 +594,21 @@ pub async fn verify_email(req: &mut Request, depot: &mut Depot) -> ApiResult<Jso
     Ok(Json(MessageView::new(
         "Your email address is confirmed; use it to sign in from now on.",
     )))
+}
+
+/// The routes that need no session: sign up, log in, reset, verify.
+pub fn public_router() -> Router {
+    Router::new()
+        .push(Router::with_path("auth/register").post(register))
+        .push(Router::with_path("auth/login").post(login))
+        .push(Router::with_path("auth/forgot-password").post(forgot_password))
+        .push(Router::with_path("auth/reset-password").post(reset_password))
+        .push(Router::with_path("auth/verify-email").post(verify_email))
+}
+
+/// The routes of the signed-in session.
+pub fn router() -> Router {
+    Router::new()
+        .push(Router::with_path("auth/logout").post(logout))
+        .push(Router::with_path("auth/me").get(me))
 }

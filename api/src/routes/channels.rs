@@ -27,10 +27,10 @@ use aigentable_platform::domain::Name;
 use aigentable_platform::ids::{looks_like_id, new_id};
 use aigentable_platform::model::{Agent, Channel, ChannelStatus, ChannelType};
 
-use crate::error::{ApiError, ApiResult};
+use crate::accepted::AcceptedJob;
+use crate::error::{ApiError, ApiResult, Reason};
 use crate::extract::{json_body, pagination, path_id, query_enum};
 use crate::guard::{Caller, caller};
-use crate::routes::jobs::JobView;
 use crate::state::{AppState, app};
 use crate::views::Pagination;
 
@@ -269,9 +269,9 @@ async fn check_routing(state: &AppState, key: &str, except: Option<&str>) -> Api
 }
 
 fn routing_conflict() -> ApiError {
-    ApiError::Conflict(
-        "this provider account (phone number id, page id or Instagram account id) is already connected to a channel"
-            .to_owned(),
+    ApiError::because(
+        Reason::Duplicate,
+        "this provider account (phone number id, page id or Instagram account id) is already connected to a channel",
     )
 }
 
@@ -596,8 +596,8 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelTestAccepted {
-    pub job_id: String,
-    pub job: JobView,
+    #[serde(flatten)]
+    pub accepted: AcceptedJob,
 }
 
 /// Check the channel with its provider (administrators; 202): the token is
@@ -631,7 +631,19 @@ pub async fn test(
     tracing::info!(tenant_id = %who.tenant_id, channel_id = %id, job_id = %job.id, "channel test queued");
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(ChannelTestAccepted {
-        job_id: job.id.clone(),
-        job: (&job).into(),
+        accepted: (&job).into(),
     }))
+}
+
+/// Every route of a channel (webhooks and the widget have their own).
+pub fn router() -> Router {
+    Router::new()
+        .push(Router::with_path("channels").get(list).post(create))
+        .push(
+            Router::with_path("channels/{id}")
+                .get(get)
+                .put(update)
+                .delete(delete),
+        )
+        .push(Router::with_path("channels/{id}/test").post(test))
 }

@@ -18,13 +18,14 @@ use aigentable_jobs::types::DeliverMessage;
 use aigentable_jobs::{JobRecord, Requester, events};
 use aigentable_platform::conversations::{self as service, MoveError, MoveExtras};
 use aigentable_platform::db::PageRequest;
-use aigentable_platform::domain::regex_escape;
+use aigentable_platform::domain::{MessageText, regex_escape};
 use aigentable_platform::ids::looks_like_id;
 use aigentable_platform::model::{
     Channel, Contact, Conversation, ConversationStatus, Message, SenderType, User,
 };
 
-use crate::error::{ApiError, ApiResult};
+use crate::accepted::AcceptedJob;
+use crate::error::{ApiError, ApiResult, Reason};
 use crate::extract::{json_body, pagination, path_id, query_enum, query_string, query_token};
 use crate::guard::{Caller, caller};
 use crate::state::{AppState, app};
@@ -52,10 +53,11 @@ pub struct ConversationList {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageAccepted {
+    /// The `deliver_message` job.
+    #[serde(flatten)]
+    pub accepted: AcceptedJob,
     /// The stored message (`OUTBOUND`, `HUMAN`, `QUEUED`).
     pub message: Value,
-    /// The `deliver_message` job.
-    pub job_id: String,
 }
 
 /// `{content}` (or `{message}`, as the seed's socket sends it).
@@ -305,16 +307,8 @@ pub async fn send_staff_message(
     conversation_id: &str,
     content: &str,
 ) -> ApiResult<(Message, JobRecord)> {
-    let content = content.trim();
-    if content.is_empty() {
-        return Err(ApiError::field("content", "must not be empty"));
-    }
-    if content.chars().count() > MAX_MESSAGE_CHARS {
-        return Err(ApiError::field(
-            "content",
-            format!("must be at most {MAX_MESSAGE_CHARS} characters"),
-        ));
-    }
+    let content = MessageText::parse("content", content, MAX_MESSAGE_CHARS)?;
+    let content = content.as_str();
     if !looks_like_id(conversation_id) {
         return Err(ApiError::NotFound("conversation"));
     }
@@ -375,15 +369,15 @@ pub async fn send(
     let (message, job) = send_staff_message(app(depot), who, &id, &content).await?;
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(MessageAccepted {
+        accepted: (&job).into(),
         message: message.view(),
-        job_id: job.id,
     }))
 }
 
 fn move_error(e: MoveError) -> ApiError {
     match e {
         MoveError::NotFound => ApiError::NotFound("conversation"),
-        MoveError::NotAllowed { .. } => ApiError::Conflict(e.to_string()),
+        MoveError::NotAllowed { .. } => ApiError::because(Reason::InvalidTransition, e.to_string()),
         MoveError::Db(db) => db.into(),
     }
 }
@@ -560,4 +554,15 @@ pub async fn search(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Conv
         conversations: views,
         pagination: Pagination::new(page, total),
     }))
+}
+
+/// Every route of a conversation (its rating is with the analytics).
+pub fn router() -> Router {
+    Router::new()
+        .push(Router::with_path("conversations").get(list))
+        .push(Router::with_path("conversations/{id}").get(get))
+        .push(Router::with_path("conversations/{id}/messages").post(send))
+        .push(Router::with_path("conversations/{id}/assign").put(assign))
+        .push(Router::with_path("conversations/{id}/status").put(set_status))
+        .push(Router::with_path("search/conversations").get(search))
 }

@@ -11,14 +11,15 @@ use serde::Serialize;
 
 use aigentable_jobs::events;
 use aigentable_jobs::types::{IngestDocument, PurgeDocument};
-use aigentable_jobs::{JobStatus, Requester};
+use aigentable_jobs::{JobRecord, JobStatus, Requester};
 use aigentable_platform::domain::{Name, regex_escape};
 use aigentable_platform::extract::SniffStream;
 use aigentable_platform::ids::{looks_like_id, new_id};
 use aigentable_platform::model::{Agent, DocumentStatus, KnowledgeDocument};
 use aigentable_platform::{Platform, files};
 
-use crate::error::{ApiError, ApiResult};
+use crate::accepted::AcceptedJob;
+use crate::error::{ApiError, ApiResult, Reason};
 use crate::extract::{pagination, path_id, query_enum, query_string};
 use crate::guard::{Caller, caller};
 use crate::state::{AppState, app};
@@ -92,14 +93,18 @@ pub struct UploadAccepted {
     pub message: String,
     /// The created documents, each with the id of its `ingest_document` job.
     pub documents: Vec<DocumentView>,
+    /// One `ingest_document` job per document, in the same order: an
+    /// upload of several files is the one 202 that accepts several jobs.
+    pub jobs: Vec<AcceptedJob>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentJobAccepted {
+    #[serde(flatten)]
+    pub accepted: AcceptedJob,
+    /// Also follow it with `document-updated` events.
     pub document: DocumentView,
-    /// Poll `GET /jobs/{jobId}` or listen for `document-updated`.
-    pub job_id: String,
 }
 
 fn mime_of(kind: &str) -> &'static str {
@@ -191,6 +196,7 @@ pub async fn upload(
     let category = fields.category;
 
     let mut created = Vec::with_capacity(received.len());
+    let mut jobs = Vec::with_capacity(received.len());
     for file in received {
         let now = Utc::now();
         let mut document = KnowledgeDocument {
@@ -238,6 +244,7 @@ pub async fn upload(
         tracing::info!(document_id = %document.id, tenant_id = %who.tenant_id, job_id = %job.id, kind = %document.kind, size = document.size, "document uploaded");
         events::document_updated(&platform.kv, &document).await;
         created.push(DocumentView::from(&document));
+        jobs.push(AcceptedJob::from(&job));
     }
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(UploadAccepted {
@@ -246,6 +253,7 @@ pub async fn upload(
             created.len()
         ),
         documents: created,
+        jobs,
     }))
 }
 
@@ -418,7 +426,9 @@ impl Part<'_> {
                     Ok(kind) => kind,
                     Err(e) => {
                         gridfs.abort().await;
-                        return Err(if e.is_unsupported_type() {
+                        return Err(if e.is_type_mismatch() {
+                            ApiError::because(Reason::FileTypeMismatch, e.to_string())
+                        } else if e.is_unsupported_type() {
                             ApiError::UnsupportedMediaType(e.to_string())
                         } else {
                             ApiError::field("files", e)
@@ -543,14 +553,14 @@ pub async fn delete(
     let who = caller(depot)?;
     let id = path_id(req, "document")?;
     load(depot, who, &id).await?;
-    let (marked, job_id) = delete_and_purge(app(depot), who, &id)
+    let (marked, job) = delete_and_purge(app(depot), who, &id)
         .await?
         .ok_or(ApiError::NotFound("document"))?;
-    tracing::info!(document_id = %id, tenant_id = %who.tenant_id, job_id = %job_id, "document deleted");
+    tracing::info!(document_id = %id, tenant_id = %who.tenant_id, job_id = %job.id, "document deleted");
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(DocumentJobAccepted {
+        accepted: (&job).into(),
         document: (&marked).into(),
-        job_id,
     }))
 }
 
@@ -561,7 +571,7 @@ pub(crate) async fn delete_and_purge(
     state: &AppState,
     who: &Caller,
     id: &str,
-) -> ApiResult<Option<(KnowledgeDocument, String)>> {
+) -> ApiResult<Option<(KnowledgeDocument, JobRecord)>> {
     let Some(marked) = state
         .platform
         .db
@@ -585,7 +595,7 @@ pub(crate) async fn delete_and_purge(
         )
         .await?;
     events::document_updated(&state.platform.kv, &marked).await;
-    Ok(Some((marked, job.id)))
+    Ok(Some((marked, job)))
 }
 
 /// Re-index a document (202). Idempotent: its old vectors are replaced, and
@@ -628,7 +638,16 @@ pub async fn process(
     events::document_updated(&state.platform.kv, &updated).await;
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(DocumentJobAccepted {
+        accepted: (&job).into(),
         document: (&updated).into(),
-        job_id: job.id,
     }))
+}
+
+/// Every route of a knowledge document (`upload` before `{id}`).
+pub fn router() -> Router {
+    Router::new()
+        .push(Router::with_path("documents").get(list))
+        .push(Router::with_path("documents/upload").post(upload))
+        .push(Router::with_path("documents/{id}").get(get).delete(delete))
+        .push(Router::with_path("documents/{id}/process").post(process))
 }

@@ -7,10 +7,11 @@ use salvo::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
+use aigentable_jobs::JobStatus;
 use aigentable_jobs::dispatch::{push_record, retryable};
 use aigentable_jobs::record::{self, JobRecord};
-use aigentable_jobs::{JobStatus, types};
 
+use crate::accepted::AcceptedJob;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{pagination, path_id, query_enum, query_string};
 use crate::guard::{Caller, caller};
@@ -164,13 +165,22 @@ pub async fn cancel(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<JobV
     }
 }
 
+/// `202` of a retry: the accepted job, and the job as `GET /jobs/{id}` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobRetried {
+    #[serde(flatten)]
+    pub accepted: AcceptedJob,
+    #[serde(flatten)]
+    pub view: JobView,
+}
+
 /// Retry a failed or dead job from its stored payload (202; 409 otherwise).
 #[endpoint(tags("jobs"), security(("bearerAuth" = [])), status_codes(202, 404, 409), parameters(("id" = String, Path, description = "Job id")))]
 pub async fn retry(
     req: &mut Request,
     depot: &mut Depot,
     res: &mut Response,
-) -> ApiResult<Json<JobView>> {
+) -> ApiResult<Json<JobRetried>> {
     let who = caller(depot)?;
     let id = path_id(req, "job")?;
     let current = load(depot, who, &id).await?;
@@ -180,9 +190,7 @@ pub async fn retry(
             current.status.as_str()
         )));
     }
-    if !types::ALL_QUEUES.contains(&current.queue.as_str())
-        && !types::OPT_IN_QUEUES.contains(&current.queue.as_str())
-    {
+    if current.queue.parse::<aigentable_jobs::Queue>().is_err() {
         return Err(ApiError::Conflict(
             "this job's queue no longer exists".to_owned(),
         ));
@@ -204,5 +212,17 @@ pub async fn retry(
     }
     tracing::info!(job_id = %id, tenant_id = %who.tenant_id, "job retried");
     res.status_code(StatusCode::ACCEPTED);
-    Ok(Json((&reset).into()))
+    Ok(Json(JobRetried {
+        accepted: (&reset).into(),
+        view: (&reset).into(),
+    }))
+}
+
+/// Every route of a job.
+pub fn router() -> Router {
+    Router::new()
+        .push(Router::with_path("jobs").get(list))
+        .push(Router::with_path("jobs/{id}").get(get))
+        .push(Router::with_path("jobs/{id}/cancel").post(cancel))
+        .push(Router::with_path("jobs/{id}/retry").post(retry))
 }

@@ -1,5 +1,6 @@
-pub mod agent_test;
-pub mod agent_training;
+//! The `/api/v1` routes, one module (or folder) per resource, each with
+//! its `router()` listing its routes together.
+
 pub mod agents;
 pub mod ai_providers;
 pub mod analytics;

@@ -3,8 +3,8 @@
 //! How the api reaches the vectors: with `QDRANT_URL` it queries the Qdrant
 //! server directly; otherwise the vectors live in the workers' embedded
 //! store, so the api enqueues a `search_knowledge` job and waits (at most
-//! [`SEARCH_WAIT`]) for the worker's answer on a Redis list; no answer in
-//! time is a 504.
+//! [`SEARCH_WAIT`]) for the worker's answer on its [`ReplyTo`]; no answer
+//! in time is a 504.
 
 use std::time::Duration;
 
@@ -13,11 +13,12 @@ use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use aigentable_jobs::Requester;
+use aigentable_jobs::answer::ReplyTo;
 use aigentable_jobs::types::SearchKnowledge;
+use aigentable_jobs::types::search_knowledge::KnowledgeHit;
 use aigentable_platform::ids::looks_like_id;
 use aigentable_platform::llm::index;
 use aigentable_platform::model::Agent;
-use aigentable_vectors::Hit;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{query, query_string};
@@ -43,17 +44,16 @@ pub struct SearchHit {
     pub score: f32,
 }
 
-impl From<&Hit> for SearchHit {
-    fn from(hit: &Hit) -> Self {
-        let p = &hit.payload;
+impl From<KnowledgeHit> for SearchHit {
+    fn from(hit: KnowledgeHit) -> Self {
         Self {
-            document_id: p.document_id.clone(),
-            document_name: p.document_name.clone(),
-            agent_id: p.agent_id.clone(),
-            chunk_index: p.chunk_index,
-            page: p.page,
-            sheet: p.sheet.clone(),
-            snippet: p.text.clone(),
+            document_id: hit.document_id,
+            document_name: hit.document_name,
+            agent_id: hit.agent_id,
+            chunk_index: hit.chunk_index,
+            page: hit.page,
+            sheet: hit.sheet,
+            snippet: hit.snippet,
             score: hit.score,
         }
     }
@@ -63,15 +63,6 @@ impl From<&Hit> for SearchHit {
 pub struct SearchResults {
     pub query: String,
     pub results: Vec<SearchHit>,
-}
-
-#[derive(Debug, Deserialize)]
-struct WorkerAnswer {
-    ok: bool,
-    #[serde(default)]
-    results: Vec<SearchHit>,
-    #[serde(default)]
-    message: Option<String>,
 }
 
 /// Search the knowledge base (`q`, optional `agentId`, `limit` 1 to 50, default 5).
@@ -124,12 +115,15 @@ pub async fn documents(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<S
         })?;
         return Ok(Json(SearchResults {
             query: q,
-            results: hits.iter().map(SearchHit::from).collect(),
+            results: hits
+                .iter()
+                .map(|h| SearchHit::from(KnowledgeHit::from(h)))
+                .collect(),
         }));
     }
 
     let kv = &state.platform.kv;
-    let reply_key = kv.key(&["search-reply", &uuid::Uuid::new_v4().simple().to_string()]);
+    let reply_to = ReplyTo::new(kv, "search");
     state
         .jobs
         .enqueue(
@@ -139,40 +133,26 @@ pub async fn documents(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<S
                 query: q.clone(),
                 agent_id,
                 limit,
-                reply_key: reply_key.clone(),
+                reply_to: reply_to.clone(),
             },
         )
         .await?;
-    let answer = wait_for_reply(kv, &reply_key).await?;
-    let answer: WorkerAnswer = serde_json::from_str(&answer).map_err(ApiError::internal)?;
-    if !answer.ok {
-        return Err(ApiError::Unavailable(answer.message.unwrap_or_else(|| {
-            "the knowledge base could not be searched".to_owned()
-        })));
-    }
+    let answer = reply_to
+        .wait::<Vec<KnowledgeHit>>(kv, SEARCH_WAIT)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::Timeout(
+                "the knowledge base did not answer in time; are the workers running?".to_owned(),
+            )
+        })?;
+    let hits = answer.map_err(ApiError::Unavailable)?;
     Ok(Json(SearchResults {
         query: q,
-        results: answer.results,
+        results: hits.into_iter().map(SearchHit::from).collect(),
     }))
 }
 
-/// Polls the reply list with short, growing sleeps: a blocking pop would
-/// hold the shared multiplexed connection.
-async fn wait_for_reply(kv: &aigentable_platform::Kv, key: &str) -> ApiResult<String> {
-    let deadline = tokio::time::Instant::now() + SEARCH_WAIT;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        let mut conn = kv.conn();
-        let popped: Option<String> = redis::cmd("LPOP").arg(key).query_async(&mut conn).await?;
-        if let Some(answer) = popped {
-            return Ok(answer);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::Timeout(
-                "the knowledge base did not answer in time; are the workers running?".to_owned(),
-            ));
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(25));
-    }
+pub fn router() -> Router {
+    Router::new().push(Router::with_path("search/documents").get(documents))
 }

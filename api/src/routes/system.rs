@@ -11,6 +11,7 @@ use aigentable_jobs::Requester;
 use aigentable_jobs::types::RunBackup;
 use aigentable_platform::ids::new_id;
 
+use crate::accepted::AcceptedJob;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::pagination;
 use crate::guard::caller;
@@ -64,9 +65,9 @@ pub struct BackupList {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupAccepted {
+    #[serde(flatten)]
+    pub accepted: AcceptedJob,
     pub backup: BackupView,
-    /// Poll `GET /jobs/{jobId}` or listen for `job-updated`.
-    pub job_id: String,
 }
 
 /// Backups, newest first (platform administrators).
@@ -143,7 +144,18 @@ pub async fn create_backup(
     tracing::info!(backup_id, job_id = %job.id, "backup requested");
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(BackupAccepted {
+        accepted: (&job).into(),
         backup: (&stored).into(),
-        job_id: job.id,
     }))
+}
+
+/// The platform administrators' routes.
+pub fn router() -> Router {
+    Router::new()
+        .push(Router::with_path("system/health").get(super::health::system_health))
+        .push(
+            Router::with_path("system/backups")
+                .get(list_backups)
+                .post(create_backup),
+        )
 }

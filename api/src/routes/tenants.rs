@@ -272,3 +272,12 @@ pub async fn get_billing(req: &mut Request, depot: &mut Depot) -> ApiResult<Json
         over_limit,
     }))
 }
+
+/// Every route of a tenant.
+pub fn router() -> Router {
+    Router::new()
+        .push(Router::with_path("tenants").get(list))
+        .push(Router::with_path("tenants/{id}").get(get).put(update))
+        .push(Router::with_path("tenants/{id}/usage").get(get_usage))
+        .push(Router::with_path("tenants/{id}/billing").get(get_billing))
+}

@@ -11,7 +11,7 @@ use aigentable_platform::crypto::sha256_hex;
 use aigentable_platform::domain::{Email, Name, NewPassword, Role, UserStatus, regex_escape};
 use aigentable_platform::model::{User, user};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Reason};
 use crate::extract::{json_body, pagination, path_id, query_enum, query_string};
 use crate::guard::{Caller, caller};
 use crate::state::app;
@@ -145,8 +145,9 @@ pub async fn create(
         .await?
         .is_some()
     {
-        return Err(ApiError::Conflict(
-            "an account with this email already exists".to_owned(),
+        return Err(ApiError::because(
+            Reason::Duplicate,
+            "an account with this email already exists",
         ));
     }
     let hash = platform.passwords.hash(password.expose()).await?;
@@ -165,9 +166,10 @@ pub async fn create(
         .insert(&new_user)
         .await
         .map_err(|e| match e {
-            aigentable_platform::db::DbError::Duplicate => {
-                ApiError::Conflict("an account with this email already exists".to_owned())
-            }
+            aigentable_platform::db::DbError::Duplicate => ApiError::because(
+                Reason::Duplicate,
+                "an account with this email already exists",
+            ),
             other => other.into(),
         })?;
     tracing::info!(user_id = %new_user.id, tenant_id = %who.tenant_id, "user created");
@@ -268,8 +270,9 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<User
                 .await?
                 .is_some()
             {
-                return Err(ApiError::Conflict(
-                    "an account with this email already exists".to_owned(),
+                return Err(ApiError::because(
+                    Reason::Duplicate,
+                    "an account with this email already exists",
                 ));
             }
             set.insert("pendingEmail", email.as_str());
@@ -309,8 +312,9 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<User
         && (new_role.is_some_and(|r| !r.is_admin())
             || new_status.is_some_and(|s| s != UserStatus::Active));
     if loses_admin && other_active_admins(depot, who, target.id.as_str()).await? == 0 {
-        return Err(ApiError::Conflict(
-            "the tenant's last administrator cannot be demoted or deactivated".to_owned(),
+        return Err(ApiError::because(
+            Reason::LastAdmin,
+            "the tenant's last administrator cannot be demoted or deactivated",
         ));
     }
     if let Some(new_password) = &new_password {
@@ -377,8 +381,9 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
         && target.status == UserStatus::Active
         && other_active_admins(depot, who, target.id.as_str()).await? == 0
     {
-        return Err(ApiError::Conflict(
-            "the tenant's last administrator cannot be deleted".to_owned(),
+        return Err(ApiError::because(
+            Reason::LastAdmin,
+            "the tenant's last administrator cannot be deleted",
         ));
     }
     if !users.delete_by_id(&id).await? {
@@ -395,4 +400,16 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
     .await;
     res.status_code(StatusCode::NO_CONTENT);
     Ok(())
+}
+
+/// Every route of a tenant's users.
+pub fn router() -> Router {
+    Router::new()
+        .push(Router::with_path("users").get(list).post(create))
+        .push(
+            Router::with_path("users/{id}")
+                .get(get)
+                .put(update)
+                .delete(delete),
+        )
 }

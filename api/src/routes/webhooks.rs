@@ -30,7 +30,7 @@ use aigentable_platform::ids::{looks_like_id, new_id};
 use aigentable_platform::model::channel::COLLECTION as CHANNELS;
 use aigentable_platform::model::{Channel, ChannelType, InboundItem, WebhookEvent};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Reason};
 use crate::state::{AppState, app};
 
 /// Meta batches up to 1,000 updates per delivery; 1 MB covers that with room.
@@ -60,7 +60,7 @@ fn unknown_channel() -> ApiError {
 }
 
 fn bad_signature() -> ApiError {
-    ApiError::Unauthorized("invalid signature".to_owned())
+    ApiError::because(Reason::BadSignature, "invalid signature")
 }
 
 fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -418,4 +418,20 @@ pub async fn telegram(req: &mut Request, depot: &mut Depot, res: &mut Response) 
     }
     res.render(Json(serde_json::json!({})));
     Ok(())
+}
+
+/// The providers' webhooks (signed, no session).
+pub fn router() -> Router {
+    Router::new()
+        .push(
+            Router::with_path("webhooks/whatsapp")
+                .get(whatsapp_verify)
+                .post(whatsapp),
+        )
+        .push(
+            Router::with_path("webhooks/facebook")
+                .get(facebook_verify)
+                .post(facebook),
+        )
+        .push(Router::with_path("webhooks/telegram/{channelId}").post(telegram))
 }

@@ -28,12 +28,13 @@ use serde_json::{Value, json};
 use aigentable_platform::auth::rate_limit::{self, Decision};
 use aigentable_platform::channels::widget as visitor;
 use aigentable_platform::db::PageRequest;
+use aigentable_platform::domain::MessageText;
 use aigentable_platform::model::channel::COLLECTION as CHANNELS;
 use aigentable_platform::model::{
     Channel, ChannelType, Conversation, InboundItem, Message, MessageStatus, SenderType,
 };
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Reason};
 use crate::extract::parse_json;
 use crate::routes::webhooks::accept;
 use crate::state::{AppState, app};
@@ -127,8 +128,9 @@ fn check_origin(req: &Request, channel: &Channel) -> ApiResult<String> {
     match origin {
         Some(o) if allowed.iter().any(|a| a == "*" || *a == o) => Ok(o),
         None if allowed.iter().any(|a| a == "*") => Ok("*".to_owned()),
-        _ => Err(ApiError::Forbidden(
-            "this website is not allowed to use this widget".to_owned(),
+        _ => Err(ApiError::because(
+            Reason::OriginNotAllowed,
+            "this website is not allowed to use this widget",
         )),
     }
 }
@@ -331,16 +333,8 @@ pub async fn send_message(
         .await?,
     )?;
     let input: VisitorMessageInput = widget_body(req).await?;
-    let text = input.text.trim();
-    if text.is_empty() {
-        return Err(ApiError::field("text", "must not be empty"));
-    }
-    if text.chars().count() > MAX_TEXT {
-        return Err(ApiError::field(
-            "text",
-            format!("must be at most {MAX_TEXT} characters"),
-        ));
-    }
+    let text = MessageText::parse("text", &input.text, MAX_TEXT)?;
+    let text = text.as_str();
     let client_id = match input.client_message_id {
         Some(id) if visitor::valid_visitor_id(&id) => id,
         Some(_) => {
@@ -505,4 +499,30 @@ pub async fn script(res: &mut Response) {
     // Any page may load the script; what it can do is checked per request.
     h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     res.render(SCRIPT);
+}
+
+/// The website widget's routes (its own visitor sessions, no user session).
+pub fn router() -> Router {
+    Router::new()
+        .push(
+            Router::with_path("widget/{publicKey}/sessions")
+                .post(create_session)
+                .options(preflight),
+        )
+        .push(
+            Router::with_path("widget/{publicKey}/messages")
+                .get(list_messages)
+                .post(send_message)
+                .options(preflight),
+        )
+        .push(
+            Router::with_path("widget/{publicKey}/settings")
+                .get(get_settings)
+                .options(preflight),
+        )
+        .push(
+            Router::with_path("widget/{publicKey}/rating")
+                .post(super::analytics::widget_rating)
+                .options(preflight),
+        )
 }

@@ -12,7 +12,8 @@ use aigentable_jobs::types::TrainAgent;
 use aigentable_platform::ids::looks_like_id;
 use aigentable_platform::model::{Agent, DocumentStatus, KnowledgeDocument};
 
-use crate::error::{ApiError, ApiResult};
+use crate::accepted::AcceptedJob;
+use crate::error::{ApiError, ApiResult, Reason};
 use crate::extract::{JSON_BODY_LIMIT, parse_json, path_id};
 use crate::guard::caller;
 use crate::state::app;
@@ -33,7 +34,8 @@ pub struct TrainInput {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainAccepted {
-    pub job_id: String,
+    #[serde(flatten)]
+    pub accepted: AcceptedJob,
     /// The job's status (`QUEUED`, or `RUNNING` when a training of this
     /// agent is already under way: that job is returned).
     pub status: String,
@@ -127,15 +129,18 @@ pub async fn train(
         .map(|t| t.document_ids)
         .unwrap_or_default();
     if ids.iter().any(|d| !queued.contains(d)) {
-        return Err(ApiError::Conflict(format!(
-            "agent is already training (job {}); send these documents again when it finishes",
-            job.id
-        )));
+        return Err(ApiError::because(
+            Reason::AlreadyRunning,
+            format!(
+                "agent is already training (job {}); send these documents again when it finishes",
+                job.id
+            ),
+        ));
     }
     tracing::info!(tenant_id = %who.tenant_id, agent_id = %id, job_id = %job.id, documents = ids.len(), "agent training queued");
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(TrainAccepted {
-        job_id: job.id,
+        accepted: (&job).into(),
         status: job.status.as_str().to_owned(),
         agent_id: id,
         document_ids: ids,

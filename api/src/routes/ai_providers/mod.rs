@@ -13,287 +13,28 @@
 //!   collection; search switches over once they all are.
 
 use bson::doc;
-use chrono::{DateTime, Utc};
-use salvo::oapi::ToSchema;
+use chrono::Utc;
 use salvo::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use aigentable_jobs::Requester;
 use aigentable_jobs::types::{IngestDocument, TestAiProvider};
-use aigentable_platform::crypto::mask;
 use aigentable_platform::db::PageRequest;
-use aigentable_platform::domain::Name;
 use aigentable_platform::ids::{TenantId, new_id};
-use aigentable_platform::model::{
-    Agent, AiProvider, AiProviderType, DocumentStatus, KnowledgeDocument,
-};
+use aigentable_platform::model::{Agent, AiProvider, DocumentStatus, KnowledgeDocument};
+
+mod input;
+mod views;
+
+pub use input::AiProviderInput;
+pub use views::{AiProviderList, AiProviderView, ProviderTestAccepted};
+
+use input::apply;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json_body, pagination, path_id};
 use crate::guard::{Caller, caller};
 use crate::state::{AppState, app};
 use crate::views::Pagination;
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AiProviderView {
-    pub id: String,
-    pub tenant_id: String,
-    pub name: String,
-    /// `OPENAI`, `AZURE_OPENAI` or `OPENAI_COMPATIBLE`.
-    #[serde(rename = "type")]
-    pub provider_type: String,
-    pub base_url: Option<String>,
-    pub api_version: Option<String>,
-    pub has_api_key: bool,
-    pub api_key_last4: Option<String>,
-    /// `****` and the last four characters, for display.
-    pub api_key_masked: Option<String>,
-    pub chat_model: String,
-    pub embedding_model: Option<String>,
-    pub embedding_dimensions: Option<u32>,
-    pub is_default: bool,
-    pub is_active: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<&AiProvider> for AiProviderView {
-    fn from(p: &AiProvider) -> Self {
-        let has_key = p.api_key.as_deref().is_some_and(|k| !k.is_empty());
-        Self {
-            id: p.id.clone(),
-            tenant_id: p.tenant_id.to_string(),
-            name: p.name.clone(),
-            provider_type: p.provider_type.as_str().to_owned(),
-            base_url: p.base_url.clone(),
-            api_version: p.api_version.clone(),
-            has_api_key: has_key,
-            api_key_last4: if has_key {
-                p.api_key_last4.clone()
-            } else {
-                None
-            },
-            api_key_masked: if has_key {
-                p.api_key_last4.as_deref().map(mask)
-            } else {
-                None
-            },
-            chat_model: p.chat_model.clone(),
-            embedding_model: p.embedding_model.clone(),
-            embedding_dimensions: p.embedding_dimensions,
-            is_default: p.is_default,
-            is_active: p.is_active,
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AiProviderList {
-    pub providers: Vec<AiProviderView>,
-    pub pagination: Pagination,
-}
-
-/// Every field optional: `POST` requires `name`, `type` and `chatModel`
-/// (and per type: `baseUrl`, `apiVersion`, `apiKey`); `PUT` changes what is
-/// given and re-checks the result. Fields of the view (`id`, `hasApiKey`,
-/// ...) are ignored, so a form may send a provider back as it got it.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AiProviderInput {
-    pub name: Option<String>,
-    /// `OPENAI`, `AZURE_OPENAI` or `OPENAI_COMPATIBLE`.
-    #[serde(rename = "type")]
-    #[salvo(schema(value_type = Option<String>))]
-    pub provider_type: Option<AiProviderType>,
-    /// OpenAI / compatible: API root ending in `/v1` (OpenAI's default when
-    /// absent); Azure: the resource endpoint. `null` clears it.
-    #[serde(default, deserialize_with = "double_option")]
-    #[salvo(schema(value_type = Option<String>))]
-    pub base_url: Option<Option<String>>,
-    /// Azure OpenAI `api-version`, e.g. `2024-10-21`.
-    #[serde(default, deserialize_with = "double_option")]
-    #[salvo(schema(value_type = Option<String>))]
-    pub api_version: Option<Option<String>>,
-    /// Write-only. `null` or `""` removes it.
-    #[serde(default, deserialize_with = "double_option")]
-    #[salvo(schema(value_type = Option<String>))]
-    pub api_key: Option<Option<String>>,
-    /// Model for replies (Azure: the deployment name).
-    pub chat_model: Option<String>,
-    /// Model for dense embeddings (Azure: deployment); `null` keeps search
-    /// on BM25 alone.
-    #[serde(default, deserialize_with = "double_option")]
-    #[salvo(schema(value_type = Option<String>))]
-    pub embedding_model: Option<Option<String>>,
-    /// Requested embedding size (1 to 8192), for models that support it.
-    #[serde(default, deserialize_with = "double_option_u32")]
-    #[salvo(schema(value_type = Option<u32>))]
-    #[salvo(schema(minimum = 1, maximum = 8192))]
-    pub embedding_dimensions: Option<Option<u32>>,
-    pub is_default: Option<bool>,
-    pub is_active: Option<bool>,
-}
-
-fn double_option<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<String>>, D::Error> {
-    Ok(Some(Option::deserialize(d)?))
-}
-
-fn double_option_u32<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<u32>>, D::Error> {
-    Ok(Some(Option::deserialize(d)?))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProviderTestAccepted {
-    pub job_id: String,
-    /// The job's status; its result (`ok`, `latencyMs`, `error`) is at
-    /// `GET /jobs/{jobId}` and in its `job-updated` event.
-    pub status: String,
-}
-
-fn trimmed(v: &Option<String>) -> Option<String> {
-    v.as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
-fn check_url(field: &str, url: &str) -> ApiResult<()> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| ApiError::field(field, "must be an http(s) URL"))?;
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() || url.chars().any(char::is_whitespace) || url.len() > 500 {
-        return Err(ApiError::field(field, "must be an http(s) URL"));
-    }
-    Ok(())
-}
-
-/// Applies `input` to `p` (a new provider or the stored one) and checks
-/// the result for its type.
-fn apply(state: &AppState, p: &mut AiProvider, input: &AiProviderInput) -> ApiResult<()> {
-    let base_before = p.effective_base_url();
-    if let Some(name) = &input.name {
-        p.name = Name::parse("name", name, 100)?.into_inner();
-    }
-    if let Some(t) = input.provider_type {
-        p.provider_type = t;
-    }
-    if let Some(url) = &input.base_url {
-        p.base_url = trimmed(url).map(|u| u.trim_end_matches('/').to_owned());
-    }
-    if let Some(v) = &input.api_version {
-        p.api_version = trimmed(v);
-    }
-    if let Some(key) = &input.api_key {
-        match trimmed(key) {
-            Some(k) => {
-                if k.len() > 500 {
-                    return Err(ApiError::field("apiKey", "must be at most 500 characters"));
-                }
-                let last4: String = k
-                    .chars()
-                    .rev()
-                    .take(4)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                p.api_key = Some(state.platform.secrets.seal(&k));
-                p.api_key_last4 = Some(last4);
-            }
-            None => {
-                p.api_key = None;
-                p.api_key_last4 = None;
-            }
-        }
-    }
-    if let Some(m) = &input.chat_model {
-        p.chat_model = Name::parse("chatModel", m, 200)?.into_inner();
-    }
-    if let Some(m) = &input.embedding_model {
-        p.embedding_model = match trimmed(m) {
-            Some(m) => Some(Name::parse("embeddingModel", &m, 200)?.into_inner()),
-            None => None,
-        };
-    }
-    if let Some(d) = input.embedding_dimensions {
-        if let Some(d) = d
-            && !(1..=8192).contains(&d)
-        {
-            return Err(ApiError::field(
-                "embeddingDimensions",
-                "must be between 1 and 8192",
-            ));
-        }
-        p.embedding_dimensions = d;
-    }
-    if let Some(active) = input.is_active {
-        p.is_active = active;
-    }
-
-    if p.chat_model.trim().is_empty() {
-        return Err(ApiError::field("chatModel", "is required"));
-    }
-    if let Some(url) = &p.base_url {
-        check_url("baseUrl", url)?;
-    }
-    let has_key = p.api_key.is_some();
-    match p.provider_type {
-        AiProviderType::Openai => {
-            if !has_key {
-                return Err(ApiError::field("apiKey", "is required for OPENAI"));
-            }
-        }
-        AiProviderType::AzureOpenai => {
-            if p.base_url.is_none() {
-                return Err(ApiError::field(
-                    "baseUrl",
-                    "is required for AZURE_OPENAI (the resource endpoint, e.g. https://my-resource.openai.azure.com)",
-                ));
-            }
-            if p.api_version.is_none() {
-                return Err(ApiError::field(
-                    "apiVersion",
-                    "is required for AZURE_OPENAI (e.g. 2024-10-21)",
-                ));
-            }
-            if !has_key {
-                return Err(ApiError::field("apiKey", "is required for AZURE_OPENAI"));
-            }
-        }
-        AiProviderType::OpenaiCompatible => {
-            if p.base_url.is_none() {
-                return Err(ApiError::field(
-                    "baseUrl",
-                    "is required for OPENAI_COMPATIBLE (its API root, e.g. http://localhost:11434/v1)",
-                ));
-            }
-        }
-    }
-    if p.provider_type != AiProviderType::AzureOpenai {
-        p.api_version = None;
-    }
-    // A stored key never follows a new address: whoever points the
-    // provider elsewhere must know the key (or send a new one).
-    let key_sent = matches!(&input.api_key, Some(Some(k)) if !k.trim().is_empty());
-    if p.api_key.is_some() && !key_sent && p.effective_base_url() != base_before {
-        return Err(ApiError::field(
-            "apiKey",
-            "must be entered again when baseUrl (or type) changes",
-        ));
-    }
-    Ok(())
-}
 
 /// What decides the vector collection: the default provider's embedding
 /// model and requested dimensions.
@@ -610,7 +351,20 @@ pub async fn test(
         .await?;
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(ProviderTestAccepted {
-        job_id: job.id,
+        accepted: (&job).into(),
         status: job.status.as_str().to_owned(),
     }))
+}
+
+/// Every route of an AI provider.
+pub fn router() -> Router {
+    Router::new()
+        .push(Router::with_path("ai-providers").get(list).post(create))
+        .push(
+            Router::with_path("ai-providers/{id}")
+                .get(get)
+                .put(update)
+                .delete(delete),
+        )
+        .push(Router::with_path("ai-providers/{id}/test").post(test))
 }

@@ -483,12 +483,12 @@ async fn purge_documents(state: &AppState, who: &Caller, agent_id: &str) -> ApiR
             break;
         }
         for document in page {
-            let Some((marked, job_id)) =
-                super::documents::delete_and_purge(state, who, &document.id).await?
+            let Some((marked, job)) =
+                crate::routes::documents::delete_and_purge(state, who, &document.id).await?
             else {
                 continue;
             };
-            tracing::info!(document_id = %marked.id, tenant_id = %who.tenant_id, job_id = %job_id, "document of a deleted agent queued for purge");
+            tracing::info!(document_id = %marked.id, tenant_id = %who.tenant_id, job_id = %job.id, "document of a deleted agent queued for purge");
             purged += 1;
         }
     }
