@@ -253,17 +253,7 @@ pub async fn app_with_fake(extra: &[(&str, &str)]) -> (crate::TestApp, FakeProvi
 
 /// Waits for a job to finish; answers its record as the api shows it.
 pub async fn job_done(app: &crate::TestApp, s: &crate::Session, job_id: &str) -> Value {
-    app.eventually(std::time::Duration::from_secs(60), || async {
-        let r = app.get(&format!("/api/v1/jobs/{job_id}"), s).await;
-        let status = r.body["status"].as_str().unwrap_or_default().to_owned();
-        matches!(
-            status.as_str(),
-            "SUCCEEDED" | "FAILED" | "DEAD" | "CANCELLED"
-        )
-        .then_some(r.body)
-    })
-    .await
-    .unwrap_or_else(|| panic!("job {job_id} never finished"))
+    app.job_finished(s, job_id).await
 }
 
 /// Creates a channel through the api; panics unless it answers 201.

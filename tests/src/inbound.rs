@@ -2,8 +2,6 @@
 //! messages delivered the way every webhook delivers them (a stored
 //! `WebhookEvent` plus a `process_inbound` job), and job waiting.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use serde_json::Value;
 
@@ -118,17 +116,7 @@ pub async fn process(app: &TestApp, s: &Session, channel_id: &str, event_id: &st
 
 /// Waits for a job to finish and returns its record as the api shows it.
 pub async fn finished(app: &TestApp, s: &Session, job_id: &str) -> Value {
-    app.eventually(Duration::from_secs(30), || async {
-        let r = app.get(&format!("/api/v1/jobs/{job_id}"), s).await;
-        let status = r.body["status"].as_str().unwrap_or_default().to_owned();
-        matches!(
-            status.as_str(),
-            "SUCCEEDED" | "FAILED" | "DEAD" | "CANCELLED"
-        )
-        .then_some(r.body)
-    })
-    .await
-    .unwrap_or_else(|| panic!("job {job_id} never finished"))
+    app.job_finished(s, job_id).await
 }
 
 /// A conversation's messages, oldest first, straight from the database.
@@ -157,15 +145,4 @@ pub async fn jobs_of_type(app: &TestApp, s: &Session, job_type: &str) -> Vec<Val
         .get(&format!("/api/v1/jobs?type={job_type}&limit=100"), s)
         .await;
     r.body["jobs"].as_array().cloned().unwrap_or_default()
-}
-
-/// Drops the test's database and stops its api and workers, keeping the
-/// data directory: for tests that indexed documents. The workers' embedded
-/// vector store flushes into that directory when it is dropped, and a
-/// flush into a removed directory panics inside qdrant-edge's `Drop`,
-/// which aborts the whole test binary (`TestApp::cleanup` removes the
-/// directory while the workers may still be stopping).
-pub async fn finish(app: TestApp) {
-    let _ = app.platform.db.database().drop().await;
-    drop(app);
 }

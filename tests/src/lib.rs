@@ -1,6 +1,14 @@
 //! Test harness: `spawn_app()` starts the real api on port 0 and a worker in
 //! the same process, against the real Redis and MongoDB-wire server, with a
 //! fresh database and Redis namespace per test.
+//!
+//! `spawn_app_without_workers()` starts the api alone: jobs wait in Redis
+//! until the test runs them with [`TestApp::drain`] (crates.io's
+//! `run_pending_background_jobs`). Either way the teardown fails a test
+//! that leaves FAILED or DEAD jobs behind (unless it said it expects them,
+//! [`TestApp::allow_failed_jobs`]) or, without workers, jobs nobody ran.
+//! [`TestApp::cleanup`] is the teardown; a test that panics before it is
+//! still cleaned up on drop.
 
 pub mod canary;
 pub mod fake_openai;
@@ -11,6 +19,7 @@ pub mod socket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -18,6 +27,8 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use aigentable_api::{AppState, bind, serve};
+use aigentable_jobs::Queue;
+use aigentable_jobs::queue::{self as job_queue, QueueKeys};
 use aigentable_platform::{Config, Platform, bootstrap};
 use aigentable_workers::WorkerState;
 
@@ -46,6 +57,15 @@ pub struct TestApp {
     _stop_api: oneshot::Sender<()>,
     stop_worker: Option<oneshot::Sender<()>>,
     worker: Option<tokio::task::JoinHandle<()>>,
+    /// Whether this app owns the database and data directory (replicas
+    /// share the first app's).
+    owner: bool,
+    /// Workers run in this process; otherwise jobs wait for [`TestApp::drain`].
+    with_workers: bool,
+    /// The state [`TestApp::drain`] runs jobs with, opened on first use.
+    drain_state: tokio::sync::OnceCell<WorkerState>,
+    failed_jobs_expected: AtomicBool,
+    cleaned: bool,
 }
 
 /// Test-only configuration; `overrides` replace any variable.
@@ -98,6 +118,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    start(overrides, true).await
+}
+
+/// The api alone: enqueued jobs wait until [`TestApp::drain`] runs them.
+pub async fn spawn_app_without_workers(overrides: &[(&str, &str)]) -> TestApp {
+    start(overrides, false).await
+}
+
+async fn start(overrides: &[(&str, &str)], with_workers: bool) -> TestApp {
     let config = test_config(overrides);
     let platform = Platform::connect(config)
         .await
@@ -114,23 +143,28 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         let _ = api_rx.await;
     }));
 
-    let (stop_worker, worker_rx) = oneshot::channel::<()>();
-    let worker_state = WorkerState::new(platform.clone())
-        .expect("worker state")
-        .with_vectors()
-        .await
-        .expect("vector store");
-    let worker = tokio::spawn(async move {
-        let result =
-            aigentable_workers::run(worker_state, &[], 4, Duration::from_secs(2), async move {
-                let _ = worker_rx.await;
-                Ok(())
-            })
-            .await;
-        if let Err(e) = result {
-            eprintln!("worker stopped with an error: {e}");
-        }
-    });
+    let (stop_worker, worker) = if with_workers {
+        let (stop_worker, worker_rx) = oneshot::channel::<()>();
+        let worker_state = WorkerState::new(platform.clone())
+            .expect("worker state")
+            .with_vectors()
+            .await
+            .expect("vector store");
+        let worker = tokio::spawn(async move {
+            let result =
+                aigentable_workers::run(worker_state, &[], 4, Duration::from_secs(2), async move {
+                    let _ = worker_rx.await;
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = result {
+                eprintln!("worker stopped with an error: {e}");
+            }
+        });
+        (Some(stop_worker), Some(worker))
+    } else {
+        (None, None)
+    };
 
     TestApp {
         addr,
@@ -138,8 +172,13 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         http: reqwest::Client::new(),
         platform,
         _stop_api: stop_api,
-        stop_worker: Some(stop_worker),
-        worker: Some(worker),
+        stop_worker,
+        worker,
+        owner: true,
+        with_workers,
+        drain_state: tokio::sync::OnceCell::new(),
+        failed_jobs_expected: AtomicBool::new(false),
+        cleaned: false,
     }
 }
 
@@ -304,7 +343,156 @@ impl TestApp {
             _stop_api: stop_api,
             stop_worker: None,
             worker: None,
+            owner: false,
+            with_workers: false,
+            drain_state: tokio::sync::OnceCell::new(),
+            failed_jobs_expected: AtomicBool::new(false),
+            cleaned: false,
         }
+    }
+
+    /// A platform administrator (`SUPER_ADMIN`) acting on `acting_on`'s
+    /// tenant (`X-Tenant-ID`).
+    pub async fn super_admin(&self, acting_on: &Session) -> Session {
+        let email = format!("root-{}@aigentable.io", uuid::Uuid::new_v4().simple());
+        bootstrap::create_super_admin(&self.platform, &email, "rootPassword1")
+            .await
+            .expect("super admin created");
+        let login = self.login(&email, "rootPassword1").await;
+        assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+        Session {
+            token: login.body["token"].as_str().unwrap_or_default().to_owned(),
+            tenant_id: acting_on.tenant_id.clone(),
+            user_id: login.body["user"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            email,
+            password: "rootPassword1".to_owned(),
+        }
+    }
+
+    /// This test means to leave FAILED or DEAD jobs (it tests failures).
+    pub fn allow_failed_jobs(&self) {
+        self.failed_jobs_expected.store(true, Ordering::SeqCst);
+    }
+
+    /// The Redis keys of every job type of `queue` in this app's namespace.
+    fn queue_keys(&self, queue: Queue) -> Vec<(&'static str, QueueKeys)> {
+        let ns = &self.platform.config.redis_namespace;
+        aigentable_jobs::types::all()
+            .into_iter()
+            .filter(|k| k.queue == queue)
+            .map(|k| {
+                let prefix = format!(
+                    "{}:{}",
+                    aigentable_jobs::queue_key(ns, queue.as_str()),
+                    k.name
+                );
+                (k.name, QueueKeys::new(&prefix))
+            })
+            .collect()
+    }
+
+    /// Jobs still waiting or running in Redis, as `type: n`.
+    pub async fn pending_jobs(&self) -> Vec<String> {
+        let mut conn = self.platform.kv.conn();
+        let mut pending = Vec::new();
+        for queue in Queue::ALL {
+            for (name, keys) in self.queue_keys(queue) {
+                let d = job_queue::depth(&mut conn, &keys)
+                    .await
+                    .expect("queue depth readable");
+                let n = d.ready + d.delayed + d.inflight;
+                if n > 0 {
+                    pending.push(format!("{name}: {n}"));
+                }
+            }
+        }
+        pending
+    }
+
+    /// Runs the jobs waiting on `queue` with the real workers until none is
+    /// ready, delayed or running (follow-ups on the same queue included),
+    /// then stops them. Panics after a minute.
+    pub async fn drain(&self, queue: Queue) {
+        assert!(
+            !self.with_workers,
+            "drain is for apps without workers (spawn_app_without_workers)"
+        );
+        let state = self
+            .drain_state
+            .get_or_init(|| async {
+                WorkerState::new(self.platform.clone())
+                    .expect("worker state")
+                    .with_vectors()
+                    .await
+                    .expect("vector store")
+            })
+            .await
+            .clone();
+        let setup = aigentable_workers::WorkerSetup::connect(state, 4)
+            .await
+            .expect("worker setup");
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let workers = tokio::spawn(async move {
+            aigentable_workers::run_with(setup, &[queue], Duration::from_secs(5), async move {
+                let _ = stop_rx.await;
+                Ok(())
+            })
+            .await
+        });
+        let keys = self.queue_keys(queue);
+        let mut conn = self.platform.kv.conn();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut quiet = 0;
+        // Twice empty in a row: a job that just finished may enqueue another.
+        while quiet < 2 {
+            let mut busy = 0;
+            for (_, k) in &keys {
+                let d = job_queue::depth(&mut conn, k)
+                    .await
+                    .expect("queue depth readable");
+                busy += d.ready + d.delayed + d.inflight;
+            }
+            quiet = if busy == 0 { quiet + 1 } else { 0 };
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "queue {queue} did not drain within a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(());
+        match workers.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("draining {queue} failed: {e}"),
+            Err(e) => panic!("draining {queue} panicked: {e}"),
+        }
+    }
+
+    /// FAILED or DEAD job records, as `type (id): error`.
+    pub async fn failed_jobs(&self) -> Vec<String> {
+        use futures::TryStreamExt;
+        let coll = self
+            .platform
+            .db
+            .database()
+            .collection::<bson::Document>("jobs");
+        let cursor = coll
+            .find(bson::doc! { "status": { "$in": ["FAILED", "DEAD"] } })
+            .await
+            .expect("jobs readable");
+        let docs: Vec<bson::Document> = cursor.try_collect().await.expect("jobs readable");
+        docs.iter()
+            .map(|d| {
+                format!(
+                    "{} ({}): {}",
+                    d.get_str("type").unwrap_or("?"),
+                    d.get_str("_id").unwrap_or("?"),
+                    d.get_str("lastError").unwrap_or("")
+                )
+            })
+            .collect()
     }
 
     /// Polls `check` until it returns `Some` or `timeout` passes.
@@ -323,6 +511,21 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits (a minute at most) for a job to end (`SUCCEEDED`, `FAILED`,
+    /// `DEAD` or `CANCELLED`) and returns it as `GET /jobs/:id` shows it.
+    pub async fn job_finished(&self, s: &Session, job_id: &str) -> Value {
+        self.eventually(Duration::from_secs(60), || async {
+            let r = self.get(&format!("/api/v1/jobs/{job_id}"), s).await;
+            matches!(
+                r.body["status"].as_str(),
+                Some("SUCCEEDED" | "FAILED" | "DEAD" | "CANCELLED")
+            )
+            .then_some(r.body)
+        })
+        .await
+        .unwrap_or_else(|| panic!("job {job_id} never finished"))
     }
 
     /// `POST /documents/upload` with these files, for `agent_id` when given.
@@ -387,14 +590,32 @@ impl TestApp {
         .unwrap_or_else(|| panic!("document {id} never became READY"))
     }
 
-    /// Stops the workers, then drops this test's database and data
-    /// directory. The workers go first: their embedded vector store flushes
-    /// into the directory when dropped, and qdrant-edge panics in `Drop` (which
-    /// aborts the whole test binary) when the directory is already gone.
+    /// The teardown: stops the workers, fails the test on FAILED or DEAD
+    /// jobs it did not expect (and, without workers, on jobs it never ran),
+    /// then drops this test's database and data directory. The workers go
+    /// first: their embedded vector store flushes into the directory when
+    /// dropped, and qdrant-edge panics in `Drop` (which aborts the whole
+    /// test binary) when the directory is already gone. A replica's cleanup
+    /// only stops it: the first app owns the data.
     pub async fn cleanup(mut self) {
+        self.cleaned = true;
+        if !self.owner {
+            return;
+        }
+        let leftovers = if self.with_workers {
+            Vec::new()
+        } else {
+            self.pending_jobs().await
+        };
+        let failed = if self.failed_jobs_expected.load(Ordering::SeqCst) {
+            Vec::new()
+        } else {
+            self.failed_jobs().await
+        };
         if let Some(stop) = self.stop_worker.take() {
             let _ = stop.send(());
         }
+        let mut keep_dir = false;
         if let Some(worker) = self.worker.take() {
             // Bounded: a stuck job must not hang the suite; the directory is
             // then left behind in the temp dir rather than pulled from under it.
@@ -406,11 +627,58 @@ impl TestApp {
                     "workers did not stop within 20 s; keeping {}",
                     self.platform.config.data_dir
                 );
-                let _ = self.platform.db.database().drop().await;
-                return;
+                keep_dir = true;
             }
         }
+        // Closes the embedded store a drain opened, before its directory goes.
+        drop(self.drain_state.take());
         let _ = self.platform.db.database().drop().await;
-        let _ = std::fs::remove_dir_all(&self.platform.config.data_dir);
+        if !keep_dir {
+            let _ = std::fs::remove_dir_all(&self.platform.config.data_dir);
+        }
+        assert!(
+            leftovers.is_empty(),
+            "the test left jobs nobody ran (drain them): {leftovers:?}"
+        );
+        assert!(
+            failed.is_empty(),
+            "the test left failed jobs (or call allow_failed_jobs): {failed:?}"
+        );
+    }
+}
+
+/// A test that panicked or returned before [`TestApp::cleanup`]: stop the
+/// workers and drop its database all the same. The data directory stays
+/// (the workers' store may still be flushing into it); it is in the temp dir.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self.cleaned || !self.owner {
+            return;
+        }
+        if let Some(stop) = self.stop_worker.take() {
+            let _ = stop.send(());
+        }
+        let uri = self.platform.config.mongodb_uri.expose().clone();
+        let name = self.platform.config.mongodb_db.clone();
+        // Our own runtime and client on a thread of its own: the test's
+        // runtime may be shutting down, and Drop cannot await.
+        let dropped = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok(mut options) = mongodb::options::ClientOptions::parse(&uri).await else {
+                    return;
+                };
+                options.server_selection_timeout = Some(Duration::from_secs(5));
+                if let Ok(client) = mongodb::Client::with_options(options) {
+                    let _ = client.database(&name).drop().await;
+                }
+            });
+        });
+        let _ = dropped.join();
     }
 }

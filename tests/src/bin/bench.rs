@@ -41,7 +41,7 @@ fn parse_args() -> anyhow::Result<Args> {
         samples: 200,
         // The workers' built-in default for the bench queue, so that the
         // figures describe the shipped configuration.
-        concurrency: aigentable_jobs::types::default_concurrency(Noop::QUEUE),
+        concurrency: Noop::QUEUE.default_concurrency(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use aigentable_jobs::queue::{self, QueueConfig, QueueKeys};
 use aigentable_jobs::types::Noop;
-use aigentable_jobs::{Envelope, Job, JobClient, JobStatus, Requester};
+use aigentable_jobs::{Envelope, Job, JobClient, JobStatus, Queue, Requester};
 use aigentable_platform::Platform;
 use aigentable_platform::ids::TenantId;
 use aigentable_tests::test_config;
@@ -50,7 +50,7 @@ struct TestJob {
 
 impl Job for TestJob {
     const NAME: &'static str = "test_job";
-    const QUEUE: &'static str = "tests";
+    const QUEUE: Queue = Queue::Bench;
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT: Duration = Duration::from_secs(30);
     const RECORDED: bool = false;
@@ -82,7 +82,7 @@ struct RecordedJob {
 
 impl Job for RecordedJob {
     const NAME: &'static str = "recorded_job";
-    const QUEUE: &'static str = "tests";
+    const QUEUE: Queue = Queue::Bench;
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT: Duration = Duration::from_secs(30);
 }
@@ -317,19 +317,14 @@ async fn a_large_backlog_drains_without_errors() {
     }
 
     let setup = rig.setup.clone();
-    let metrics = setup.metrics.for_job(Noop::QUEUE, Noop::NAME);
+    let metrics = setup.metrics.for_job(Noop::QUEUE.as_str(), Noop::NAME);
     let (stop, rx) = oneshot::channel::<()>();
     let started_at = Instant::now();
     let task = tokio::spawn(async move {
-        run_with(
-            setup,
-            &["bench".to_owned()],
-            Duration::from_secs(2),
-            async move {
-                let _ = rx.await;
-                Ok(())
-            },
-        )
+        run_with(setup, &[Queue::Bench], Duration::from_secs(2), async move {
+            let _ = rx.await;
+            Ok(())
+        })
         .await
     });
     let total = (READY + DELAYED) as u64;
@@ -381,7 +376,10 @@ async fn a_worker_whose_redis_connection_dies_is_restarted() {
         .await
     );
 
-    let metrics = rig.setup.metrics.for_job(TestJob::QUEUE, TestJob::NAME);
+    let metrics = rig
+        .setup
+        .metrics
+        .for_job(TestJob::QUEUE.as_str(), TestJob::NAME);
     let mut conn = rig.conn();
     let mut admin = queue::connect(&aigentable_tests::redis_url())
         .await
@@ -658,15 +656,10 @@ async fn worker_metrics_count_jobs_by_queue_and_outcome() {
     let setup = rig.setup.clone();
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        run_with(
-            setup,
-            &["bench".to_owned()],
-            Duration::from_secs(2),
-            async move {
-                let _ = rx.await;
-                Ok(())
-            },
-        )
+        run_with(setup, &[Queue::Bench], Duration::from_secs(2), async move {
+            let _ = rx.await;
+            Ok(())
+        })
         .await
     });
     let keys = rig.keys::<Noop>();
@@ -685,7 +678,7 @@ async fn worker_metrics_count_jobs_by_queue_and_outcome() {
         .await
         .expect("push");
     let metrics = rig.setup.metrics.clone();
-    let job = metrics.for_job(Noop::QUEUE, Noop::NAME);
+    let job = metrics.for_job(Noop::QUEUE.as_str(), Noop::NAME);
     assert!(
         wait_for(Duration::from_secs(5), || async {
             job.count(Outcome::Succeeded) == 10

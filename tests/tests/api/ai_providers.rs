@@ -10,22 +10,9 @@ use aigentable_platform::ids::TenantId;
 use aigentable_platform::llm::{self, ChatMessage, ChatRequest, LlmClient, LlmError};
 use aigentable_platform::model::{AiProvider, AiProviderType};
 use aigentable_tests::fake_openai::FakeOpenAi;
-use aigentable_tests::{Session, TestApp, spawn_app};
+use aigentable_tests::spawn_app;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-async fn job_done(app: &TestApp, s: &Session, job_id: &str) -> Value {
-    app.eventually(Duration::from_secs(30), || async {
-        let r = app.get(&format!("/api/v1/jobs/{job_id}"), s).await;
-        matches!(
-            r.body["status"].as_str(),
-            Some("SUCCEEDED" | "FAILED" | "DEAD" | "CANCELLED")
-        )
-        .then_some(r.body)
-    })
-    .await
-    .unwrap_or_else(|| panic!("job {job_id} never finished"))
-}
 
 fn compatible(fake: &FakeOpenAi, name: &str) -> Value {
     json!({
@@ -277,7 +264,9 @@ async fn provider_test_job_reports_ok_and_failure() {
         .post(&format!("/api/v1/ai-providers/{id}/test"), &s, json!({}))
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
-    let job = job_done(&app, &s, r.body["jobId"].as_str().unwrap_or_default()).await;
+    let job = app
+        .job_finished(&s, r.body["jobId"].as_str().unwrap_or_default())
+        .await;
     assert_eq!(job["status"], "SUCCEEDED", "{job:?}");
     assert_eq!(job["type"], "test_ai_provider");
     assert_eq!(job["result"]["ok"], true, "{job:?}");
@@ -306,7 +295,9 @@ async fn provider_test_job_reports_ok_and_failure() {
     let r = app
         .post(&format!("/api/v1/ai-providers/{id}/test"), &s, json!({}))
         .await;
-    let job = job_done(&app, &s, r.body["jobId"].as_str().unwrap_or_default()).await;
+    let job = app
+        .job_finished(&s, r.body["jobId"].as_str().unwrap_or_default())
+        .await;
     assert_eq!(job["status"], "SUCCEEDED", "{job:?}");
     assert_eq!(job["result"]["ok"], false);
     assert_eq!(job["result"]["retryable"], false);

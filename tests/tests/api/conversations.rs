@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aigentable_platform::model::{Channel, Contact, Conversation, MessageStatus};
 use aigentable_tests::inbound::{
-    channel, deliver, finish, finished, process, receipt, said, stored_messages, tenant,
+    channel, deliver, finished, process, receipt, said, stored_messages, tenant,
 };
 use aigentable_tests::socket::connect;
 use aigentable_tests::spawn_app;
@@ -511,5 +511,5 @@ async fn deleting_an_agent_purges_its_documents_and_detaches_its_channels() {
         })
         .await;
     assert!(gone.is_some(), "the agent's documents are purged");
-    finish(app).await;
+    app.cleanup().await;
 }

@@ -12,7 +12,7 @@ use aigentable_platform::model::{
 };
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::inbound::{
-    channel, deliver, finish, finished, process, said, stored_messages, tenant,
+    channel, deliver, finished, process, said, stored_messages, tenant,
 };
 use aigentable_tests::socket::connect;
 use aigentable_tests::{Session, TestApp, spawn_app};
@@ -165,7 +165,7 @@ async fn without_a_provider_the_best_passage_answers_once() {
         })
         .await;
     assert!(waiting.is_some(), "the conversation is handed to a human");
-    finish(app).await;
+    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -218,7 +218,7 @@ async fn a_burst_gets_one_reply_and_staff_silence_the_bot() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let all = stored_messages(&app, &s, &id).await;
     assert_eq!(all.iter().filter(|m| is_reply(m)).count(), 1, "{all:?}");
-    finish(app).await;
+    app.cleanup().await;
 }
 
 /// The tenant's default AI provider, pointed at the fake.
@@ -382,7 +382,7 @@ async fn replies_are_grounded_on_passages_with_the_agents_model() {
             ("user".into(), "And returns?".into()),
         ]
     );
-    finish(app).await;
+    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -419,7 +419,7 @@ async fn a_rate_limited_provider_is_retried_and_answers_once() {
     assert_eq!(fake.chat_requests().len(), 2, "one 429, then the answer");
     let r = app.get(&format!("/api/v1/conversations/{id}"), &s).await;
     assert_eq!(r.body["status"], "ACTIVE");
-    finish(app).await;
+    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -486,7 +486,7 @@ async fn a_failing_provider_sends_the_fallback_and_hands_over() {
     let record = finished(&app, &s, &job).await;
     assert_eq!(record["result"]["replyJobs"], json!([]));
     assert_eq!(fake.chat_requests().len(), 3);
-    finish(app).await;
+    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -533,7 +533,7 @@ async fn a_reply_generated_while_staff_take_over_is_dropped() {
     assert!(record["result"]["dropped"].is_string(), "{record}");
     let all = stored_messages(&app, &s, &id).await;
     assert_eq!(all.iter().filter(|m| is_reply(m)).count(), 0, "{all:?}");
-    finish(app).await;
+    app.cleanup().await;
 }
 
 /// A worker killed after storing a customer message but before asking for
@@ -618,5 +618,5 @@ async fn a_retry_after_a_crash_asks_for_the_missing_reply_once() {
         .filter(is_reply)
         .collect();
     assert_eq!(all.len(), 1, "{all:?}");
-    finish(app).await;
+    app.cleanup().await;
 }

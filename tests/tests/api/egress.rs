@@ -270,7 +270,7 @@ async fn ai_provider_calls_never_reach_internal_addresses() {
     }
     assert!(reply_agents >= 9);
     assert_eq!(canary.hits(), 0, "the canary was contacted");
-    inbound::finish(app).await;
+    app.cleanup().await;
 }
 
 /// Redirects are never followed, even where private networks are allowed.

@@ -10,7 +10,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use aigentable_platform::auth::{TokenIssuer, revocation};
-use aigentable_platform::bootstrap::create_super_admin;
 use aigentable_platform::ids::{TenantId, UserId};
 use aigentable_platform::model::{Message, SenderType, WebhookEvent};
 use aigentable_tests::inbound::{channel, deliver, stored_messages, tenant};
@@ -71,25 +70,6 @@ async fn assert_still_connected(sock: &mut TestSocket) {
         .flatten()
         .unwrap_or_default();
     assert!(ack.contains("conversation not found"), "answered: {ack}");
-}
-
-async fn super_admin(app: &TestApp, acting_on: &Session) -> Session {
-    let email = format!("root-{}@aigentable.io", uuid::Uuid::new_v4().simple());
-    create_super_admin(&app.platform, &email, "rootPassword1")
-        .await
-        .expect("super admin created");
-    let login = app.login(&email, "rootPassword1").await;
-    assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
-    Session {
-        token: login.body["token"].as_str().unwrap_or_default().to_owned(),
-        tenant_id: acting_on.tenant_id.clone(),
-        user_id: login.body["user"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        email,
-        password: "rootPassword1".into(),
-    }
 }
 
 #[tokio::test]
@@ -219,7 +199,7 @@ async fn suspending_a_tenant_disconnects_its_users_but_not_platform_admins() {
     let app = spawn_app().await;
     let admin = app.register("Acme").await;
     let bystander = app.register("Other").await;
-    let root = super_admin(&app, &admin).await;
+    let root = app.super_admin(&admin).await;
     let mut sock = dashboard(&app, &admin).await;
     let mut roots = dashboard(&app, &root).await;
     let mut others = dashboard(&app, &bystander).await;
@@ -401,7 +381,7 @@ fn answers(messages: &[Message]) -> usize {
 async fn a_suspended_tenants_bot_holds_inbound_messages_until_reactivation() {
     let app = spawn_app().await;
     let admin = app.register("Acme").await;
-    let root = super_admin(&app, &admin).await;
+    let root = app.super_admin(&admin).await;
     let agent = aigentable_tests::fake_providers::create_agent(&app, &admin).await;
     let site = channel(&app, &admin, "Site", Some(&agent)).await;
 

@@ -11,9 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aigentable_api::policy::{self, Access, JOB_ORIGINS, JobOrigin, ROUTES};
-use aigentable_jobs::Job;
 use aigentable_jobs::types as jobs;
-use aigentable_platform::bootstrap::create_super_admin;
 use aigentable_platform::domain::Role;
 use aigentable_tests::socket::connect;
 use aigentable_tests::{Reply, Session, TestApp, inbound, spawn_app};
@@ -59,25 +57,7 @@ fn router_and_table_list_the_same_routes() {
 
 #[test]
 fn every_job_type_has_an_origin_in_the_table() {
-    let types = [
-        jobs::DeliverMessage::NAME,
-        jobs::ExportAnalytics::NAME,
-        jobs::GenerateReply::NAME,
-        jobs::IngestDocument::NAME,
-        jobs::Noop::NAME,
-        jobs::ProcessInbound::NAME,
-        jobs::PurgeDocument::NAME,
-        jobs::RegisterWebhook::NAME,
-        jobs::RollupAnalytics::NAME,
-        jobs::RunBackup::NAME,
-        jobs::SearchKnowledge::NAME,
-        jobs::SendEmail::NAME,
-        jobs::Sweep::NAME,
-        jobs::TestAiProvider::NAME,
-        jobs::TestChannel::NAME,
-        jobs::TrainAgent::NAME,
-    ];
-    for t in types {
+    for t in jobs::all().into_iter().map(|k| k.name) {
         assert!(
             JOB_ORIGINS.iter().any(|(name, _)| *name == t),
             "job type {t} has no origin in policy::JOB_ORIGINS"
@@ -118,25 +98,6 @@ async fn a_route_missing_from_the_table_is_refused() {
     assert_eq!(res.status_code, Some(StatusCode::FORBIDDEN));
     let body = res.take_string().await.unwrap_or_default();
     assert!(body.contains("no access policy"), "{body}");
-}
-
-async fn super_admin(app: &TestApp, acting_on: &Session) -> Session {
-    let email = format!("root-{}@aigentable.io", uuid::Uuid::new_v4().simple());
-    create_super_admin(&app.platform, &email, "rootPassword1")
-        .await
-        .expect("super admin created");
-    let login = app.login(&email, "rootPassword1").await;
-    assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
-    Session {
-        token: login.body["token"].as_str().unwrap_or_default().to_owned(),
-        tenant_id: acting_on.tenant_id.clone(),
-        user_id: login.body["user"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        email,
-        password: "rootPassword1".to_owned(),
-    }
 }
 
 fn rank(role: Option<Role>) -> u8 {
@@ -181,7 +142,7 @@ async fn role_matrix_every_route_by_every_role() {
     let app = spawn_app().await;
     let admin = app.register("Matrix").await;
     let user = app.add_user(&admin, "TENANT_USER").await;
-    let root = super_admin(&app, &admin).await;
+    let root = app.super_admin(&admin).await;
     let roles: [(Option<Role>, Option<&Session>); 4] = [
         (None, None),
         (Some(Role::TenantUser), Some(&user)),
@@ -665,19 +626,6 @@ async fn users_assign_conversations_to_themselves_only() {
     app.cleanup().await;
 }
 
-async fn wait_finished(app: &TestApp, who: &Session, job: &str) -> Value {
-    app.eventually(Duration::from_secs(60), || async {
-        let r = app.get(&format!("/api/v1/jobs/{job}"), who).await;
-        matches!(
-            r.body["status"].as_str(),
-            Some("SUCCEEDED" | "FAILED" | "DEAD" | "CANCELLED")
-        )
-        .then_some(r.body)
-    })
-    .await
-    .unwrap_or_else(|| panic!("job {job} never finished"))
-}
-
 /// Jobs follow the route that created them: a demoted user no longer sees,
 /// cancels or retries the ingestion they started as an administrator; a
 /// platform backup run on a tenant is never shown to that tenant; the
@@ -688,7 +636,7 @@ async fn jobs_and_their_events_follow_the_creating_route() {
     let owner = app.register("Jobs").await;
     let staff = app.add_user(&owner, "TENANT_USER").await;
     let promoted = app.add_user(&owner, "TENANT_ADMIN").await;
-    let root = super_admin(&app, &owner).await;
+    let root = app.super_admin(&owner).await;
 
     let mut admin_sock = connect(
         &app.base,
@@ -768,7 +716,7 @@ async fn jobs_and_their_events_follow_the_creating_route() {
     let backup = app.post("/api/v1/system/backups", &root, json!({})).await;
     assert_eq!(backup.status, StatusCode::ACCEPTED, "{:?}", backup.body);
     let backup_job = backup.body["jobId"].as_str().unwrap_or_default().to_owned();
-    wait_finished(&app, &root, &backup_job).await;
+    app.job_finished(&root, &backup_job).await;
     let mut root_saw_backup = false;
     while let Some(e) = root_sock.next_named("job-updated", 5).await {
         if e["type"] == "run_backup" {

@@ -110,7 +110,7 @@ async fn the_sweep_requeues_abandoned_jobs_and_buries_exhausted_ones() {
         id: id.to_owned(),
         tenant_id: tenant.clone(),
         job_type: SendEmail::NAME.to_owned(),
-        queue: SendEmail::QUEUE.to_owned(),
+        queue: SendEmail::QUEUE.as_str().to_owned(),
         status: JobStatus::Running,
         progress: 0,
         attempts,

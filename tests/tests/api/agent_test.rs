@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aigentable_platform::model::{AiProvider, AiProviderType, Conversation, Message};
 use aigentable_tests::fake_openai::FakeOpenAi;
-use aigentable_tests::inbound::{finish, finished, tenant};
+use aigentable_tests::inbound::{finished, tenant};
 use aigentable_tests::{Session, TestApp, spawn_app};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -144,7 +144,7 @@ async fn waiting_for_the_answer_returns_reply_sources_and_usage() {
         .await
         .unwrap_or(0);
     assert_eq!(usage, 1);
-    finish(app).await;
+    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -184,7 +184,7 @@ async fn without_waiting_the_test_is_a_job_and_without_a_provider_passages_answe
     assert_eq!(r.body["retrievalOnly"], true);
     assert!(r.body["usage"].is_null());
     assert_eq!(r.body["sources"][0]["documentName"], "delivery-faq.txt");
-    finish(app).await;
+    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -258,5 +258,5 @@ async fn waiting_too_long_answers_504_naming_the_job() {
         .to_owned();
     assert_eq!(job.len(), 24, "{:?}", jobs.body);
     assert!(r.message().contains(&job), "{}", r.message());
-    finish(app).await;
+    app.cleanup().await;
 }

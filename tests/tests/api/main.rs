@@ -1,0 +1,46 @@
+//! End-to-end tests through the api, one module per area, in one binary so
+//! that CI links once (zero2prod's `tests/api/main.rs`). The queue's own
+//! tests, which measure timing, are their own binary (`tests/queue/`).
+//!
+//! Where each job type is exercised:
+//!
+//! | job | modules |
+//! |---|---|
+//! | `ingest_document`, `purge_document` | `documents`, `embeddings`, `training` |
+//! | `search_knowledge` | `documents` |
+//! | `train_agent` | `training` |
+//! | `process_inbound` | `conversations`, `webhooks`, `widget` |
+//! | `generate_reply` | `replies`, `agent_test` |
+//! | `deliver_message` | `replies`, `conversations`, `channels` |
+//! | `test_channel`, `register_webhook` | `channels` |
+//! | `test_ai_provider` | `ai_providers` |
+//! | `send_email` | `auth`, `accounts` |
+//! | `sweep`, `rollup_analytics`, `run_backup` | `scheduler`, `analytics` |
+//! | `export_analytics` | `analytics` |
+//! | every 202 body | `accepted_jobs` |
+
+mod accepted_jobs;
+mod accounts;
+mod agent_test;
+mod agents;
+mod ai_providers;
+mod analytics;
+mod auth;
+mod channels;
+mod conversations;
+mod documents;
+mod egress;
+mod embeddings;
+mod http_surface;
+mod jobs_api;
+mod metrics;
+mod policy;
+mod realtime;
+mod replies;
+mod scheduler;
+mod seed_socket_client;
+mod sessions;
+mod training;
+mod users_tenants;
+mod webhooks;
+mod widget;
