@@ -467,6 +467,8 @@ async fn reset_email_goes_through_smtp_when_configured() {
 async fn a_refused_recipient_fails_the_email_job_without_retrying() {
     let smtp = aigentable_tests::fake_smtp::FakeSmtp::start(true).await;
     let app = spawn_app_with(&[("SMTP_URL", &smtp.url())]).await;
+    // It tests failures: the failed jobs are the point.
+    app.allow_failed_jobs();
     let s = app.register("Acme").await;
     app.request(
         Method::POST,

@@ -853,6 +853,8 @@ async fn delivery_speaks_each_providers_api() {
 #[tokio::test]
 async fn delivery_retries_5xx_fails_4xx_at_once_and_drops_after_takeover() {
     let (app, fake, admin) = setup(&[]).await;
+    // It tests failures: the failed jobs are the point.
+    app.allow_failed_jobs();
     let wa = create_channel(&app, &admin, whatsapp_body("PN2")).await;
     let t = thread(&app, &admin, &wa, "5511").await;
 

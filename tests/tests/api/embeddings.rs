@@ -238,6 +238,8 @@ async fn ingestion_embeds_in_batches_and_retries_rate_limits() {
 async fn a_provider_that_refuses_fails_the_document_with_the_reason() {
     let fake = FakeOpenAi::start().await;
     let app = spawn_app_with(&[]).await;
+    // It tests failures: the failed jobs are the point.
+    app.allow_failed_jobs();
     let s = app.register("Acme").await;
     app.post("/api/v1/ai-providers", &s, provider(&fake, "embed-a"))
         .await;

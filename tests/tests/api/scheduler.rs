@@ -103,6 +103,8 @@ async fn two_scheduler_replicas_enqueue_each_tick_once() {
 #[tokio::test]
 async fn the_sweep_requeues_abandoned_jobs_and_buries_exhausted_ones() {
     let app = spawn_app().await;
+    // It tests failures: the failed jobs are the point.
+    app.allow_failed_jobs();
     let s = app.register("Acme").await;
     let tenant = aigentable_platform::ids::TenantId::from_trusted(s.tenant_id.clone());
     let jobs = app.platform.db.scoped::<JobRecord>(&tenant);
