@@ -38,6 +38,13 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("too many requests, retry in {retry_after_secs} seconds")]
     TooManyRequests { retry_after_secs: u64 },
+    /// The tenant's plan allows no more (402; see `crate::plan_limits`).
+    #[error("your plan allows {value} {limit}; {usage} are in use")]
+    PlanLimit {
+        limit: &'static str,
+        value: u64,
+        usage: u64,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -89,6 +96,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::PlanLimit { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -106,6 +114,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::Unprocessable(_) => "UNPROCESSABLE",
             ApiError::TooManyRequests { .. } => "RATE_LIMITED",
+            ApiError::PlanLimit { .. } => "PLAN_LIMIT_EXCEEDED",
             ApiError::Unavailable(_) => "SERVICE_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
@@ -119,6 +128,11 @@ impl ApiError {
             ApiError::TooManyRequests { retry_after_secs } => {
                 json!({ "retryAfter": retry_after_secs })
             }
+            ApiError::PlanLimit {
+                limit,
+                value,
+                usage,
+            } => json!({ "limit": limit, "value": value, "usage": usage }),
             // Always an object, as the spec says, so clients never check for null.
             _ => json!({}),
         };

@@ -6,7 +6,9 @@ pub mod extract;
 pub mod guard;
 pub mod metrics;
 pub mod openapi;
+pub mod plan_limits;
 pub mod policy;
+pub mod rate_limit;
 pub mod realtime;
 pub mod realtime_sessions;
 pub mod realtime_widget;
@@ -143,7 +145,14 @@ pub fn api_router() -> Router {
         .push(Router::with_path("jobs/{id}").get(jobs::get))
         .push(Router::with_path("jobs/{id}/cancel").post(jobs::cancel))
         .push(Router::with_path("jobs/{id}/retry").post(jobs::retry))
+        .push(
+            Router::with_path("api-keys")
+                .get(routes::api_keys::list)
+                .post(routes::api_keys::create),
+        )
+        .push(Router::with_path("api-keys/{id}").delete(routes::api_keys::revoke))
         .push(Router::with_path("system/health").get(health::system_health))
+        .push(Router::with_path("system/metrics").get(routes::system_metrics::system_metrics))
         .push(
             Router::with_path("system/backups")
                 .get(system::list_backups)
@@ -268,8 +277,14 @@ fn cors(origins: &[String]) -> Cors {
         salvo::http::header::AUTHORIZATION,
         salvo::http::header::CONTENT_TYPE,
         salvo::http::HeaderName::from_static("x-tenant-id"),
+        salvo::http::HeaderName::from_static("x-api-key"),
     ]))
-    .expose_headers(vec!["retry-after"])
+    .expose_headers(vec![
+        "retry-after",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ])
     .max_age(600)
 }
 
@@ -291,6 +306,12 @@ pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
         .add_security_scheme(
             "bearerAuth",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer).bearer_format("JWT")),
+        )
+        .add_security_scheme(
+            "apiKeyAuth",
+            SecurityScheme::ApiKey(salvo::oapi::security::ApiKey::Header(
+                salvo::oapi::security::ApiKeyValue::new("X-API-Key"),
+            )),
         )
         .merge_router(&api);
     let router = Router::new()

@@ -8,6 +8,7 @@ pub mod export;
 pub mod inbound;
 pub mod knowledge;
 pub mod noop;
+pub mod plan_cap;
 pub mod reply;
 pub mod rollup;
 pub mod send_email;
