@@ -67,6 +67,11 @@ export PUBLIC_BASE_URL="$base" APP_BASE_URL="$base" CORS_ORIGINS="$base"
 export WORKER_METRICS_PORT="$(free_port)"
 # The run registers many tenants and fails logins on purpose.
 export REGISTER_MAX_PER_IP=100000 LOGIN_MAX_FAILURES_PER_IP=100000
+# One token makes every request: request rate and plan limits out of the way
+# (429 and 402 are in the spec; the limits have their own tests).
+export RATE_LIMIT_USER_PER_MINUTE=1000000 RATE_LIMIT_TENANT_PER_MINUTE=1000000
+export RATE_LIMIT_EXPENSIVE_PER_MINUTE=1000000
+export PLANS_JSON='[{"id":"free","name":"Free","priceCents":0,"currency":"USD","limits":{"users":100000,"agents":100000,"channels":100000,"documents":1000000,"storageBytes":1000000000000,"conversationsPerMonth":100000000,"messagesPerMonth":100000000,"llmTokensPerMonth":100000000000}}]'
 export LOG_FORMAT=json RUST_LOG="${RUST_LOG:-warn}"
 
 pids=()

@@ -69,6 +69,10 @@ reasons! {
     BadSignature => UNAUTHORIZED, "UNAUTHORIZED", "bad_signature";
     /// The caller's role may not do this.
     RoleRequired => FORBIDDEN, "FORBIDDEN", "role_required";
+    /// The API key does not hold the route's scope.
+    ScopeRequired => FORBIDDEN, "FORBIDDEN", "scope_required";
+    /// A route API keys can never call (users, keys, tenants, system).
+    KeyNotAllowed => FORBIDDEN, "FORBIDDEN", "key_not_allowed";
     /// `X-Tenant-ID` names another tenant.
     WrongTenant => FORBIDDEN, "FORBIDDEN", "wrong_tenant";
     AccountInactive => FORBIDDEN, "FORBIDDEN", "account_inactive";
@@ -93,6 +97,8 @@ reasons! {
     FileTypeMismatch => UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", "file_type_mismatch";
     Unprocessable => UNPROCESSABLE_ENTITY, "UNPROCESSABLE", "unprocessable";
     RateLimited => TOO_MANY_REQUESTS, "RATE_LIMITED", "rate_limited";
+    /// The tenant's plan allows no more: `details` names the limit, its value and the usage.
+    PlanLimit => PAYMENT_REQUIRED, "PLAN_LIMIT_EXCEEDED", "plan_limit";
     Internal => INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal";
     /// Redis did not take the job; retrying shortly works.
     QueueUnavailable => SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "queue_unavailable";
@@ -134,6 +140,13 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("too many requests, retry in {retry_after_secs} seconds")]
     TooManyRequests { retry_after_secs: u64 },
+    /// The tenant's plan allows no more (402; see `crate::plan_limits`).
+    #[error("your plan allows {value} {limit}; {usage} are in use")]
+    PlanLimit {
+        limit: &'static str,
+        value: u64,
+        usage: u64,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -201,6 +214,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => Reason::UnsupportedMediaType,
             ApiError::Unprocessable(_) => Reason::Unprocessable,
             ApiError::TooManyRequests { .. } => Reason::RateLimited,
+            ApiError::PlanLimit { .. } => Reason::PlanLimit,
             ApiError::Unavailable(_) => Reason::Unavailable,
             ApiError::Internal(_) => Reason::Internal,
         }
@@ -224,6 +238,11 @@ impl ApiError {
             ApiError::TooManyRequests { retry_after_secs } => {
                 json!({ "retryAfter": retry_after_secs })
             }
+            ApiError::PlanLimit {
+                limit,
+                value,
+                usage,
+            } => json!({ "limit": limit, "value": value, "usage": usage }),
             // Always an object, as the spec says, so clients never check for null.
             _ => json!({}),
         };
@@ -347,6 +366,9 @@ fn status_text(status: StatusCode) -> &'static str {
         404 => "Not found (also for ids of other tenants)",
         409 => "Conflict with the current state",
         413 => "Body or file too large; `details.limit` gives the limit in bytes",
+        402 => {
+            "The tenant's plan allows no more; `details` names the limit, its value and the usage"
+        }
         415 => "Content type or file type not accepted",
         422 => "Well-formed but cannot be processed",
         429 => "Rate limited; see the Retry-After header",

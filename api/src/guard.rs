@@ -23,6 +23,10 @@ pub struct Caller {
     pub tenant_id: TenantId,
     pub jti: String,
     pub exp: i64,
+    /// The tenant's plan (rate limits).
+    pub plan: String,
+    /// The API key the request came with (`None`: a user's session).
+    pub api_key: Option<crate::routes::api_keys::KeyGrant>,
 }
 
 impl Caller {
@@ -75,13 +79,17 @@ pub fn bearer_token(req: &Request) -> Option<&str> {
 
 async fn authenticate(req: &Request, depot: &Depot) -> Result<Caller, ApiError> {
     let state = app(depot);
-    let token = bearer_token(req)
-        .ok_or_else(|| ApiError::Unauthorized("authentication required".to_owned()))?;
     let raw = req.headers().get("x-tenant-id");
     let tenant_header = raw
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty());
+    if let Some(key) = crate::routes::api_keys::presented_key(req) {
+        return crate::routes::api_keys::authenticate_key(state, key, tenant_header, raw.is_some())
+            .await;
+    }
+    let token = bearer_token(req)
+        .ok_or_else(|| ApiError::Unauthorized("authentication required".to_owned()))?;
     authenticate_token(state, token, tenant_header, raw.is_some()).await
 }
 
@@ -162,6 +170,8 @@ pub async fn authenticate_token(
         tenant_id,
         jti: claims.jti,
         exp: claims.exp,
+        plan: tenant.plan,
+        api_key: None,
     })
 }
 
@@ -188,11 +198,25 @@ pub async fn enforce_policy(
         return;
     };
     let outcome = match authenticate(req, depot).await {
-        Ok(caller) if crate::policy::allows(caller.role(), required) => Ok(caller),
-        Ok(_) => Err(ApiError::because(
-            Reason::RoleRequired,
-            crate::policy::denial(required),
-        )),
+        Ok(caller) => crate::routes::api_keys::check_scope(&caller, policy)
+            .and_then(|()| {
+                if crate::policy::allows(caller.role(), required) {
+                    Ok(())
+                } else {
+                    Err(ApiError::because(
+                        Reason::RoleRequired,
+                        crate::policy::denial(required),
+                    ))
+                }
+            })
+            .map(|()| caller),
+        Err(e) => Err(e),
+    };
+    // Counted once the caller is known to be allowed (refusals cost nothing).
+    let outcome = match outcome {
+        Ok(caller) => crate::rate_limit::admit(app(depot), &caller, policy, res)
+            .await
+            .map(|()| caller),
         Err(e) => Err(e),
     };
     match outcome {

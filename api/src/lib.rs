@@ -7,7 +7,9 @@ pub mod extract;
 pub mod guard;
 pub mod metrics;
 pub mod openapi;
+pub mod plan_limits;
 pub mod policy;
+pub mod rate_limit;
 pub mod realtime;
 pub mod realtime_sessions;
 pub mod realtime_widget;
@@ -64,8 +66,8 @@ impl AppState {
 /// is refused.
 pub fn api_router() -> Router {
     use routes::{
-        agents, ai_providers, analytics, auth, channels, conversations, documents, jobs, search,
-        system, tenants, users, webhooks, widget,
+        agents, ai_providers, analytics, api_keys, auth, channels, conversations, documents, jobs,
+        search, system, tenants, users, webhooks, widget,
     };
     let public = Router::new()
         .push(auth::public_router())
@@ -83,6 +85,7 @@ pub fn api_router() -> Router {
         .push(documents::router())
         .push(search::router())
         .push(jobs::router())
+        .push(api_keys::router())
         .push(system::router());
     Router::with_path("api/v1")
         .hoop(guard::enforce_policy)
@@ -141,8 +144,14 @@ fn cors(origins: &[String]) -> Cors {
         salvo::http::header::AUTHORIZATION,
         salvo::http::header::CONTENT_TYPE,
         salvo::http::HeaderName::from_static("x-tenant-id"),
+        salvo::http::HeaderName::from_static("x-api-key"),
     ]))
-    .expose_headers(vec!["retry-after"])
+    .expose_headers(vec![
+        "retry-after",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ])
     .max_age(600)
 }
 
@@ -164,6 +173,12 @@ pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
         .add_security_scheme(
             "bearerAuth",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer).bearer_format("JWT")),
+        )
+        .add_security_scheme(
+            "apiKeyAuth",
+            SecurityScheme::ApiKey(salvo::oapi::security::ApiKey::Header(
+                salvo::oapi::security::ApiKeyValue::new("X-API-Key"),
+            )),
         )
         .merge_router(&api);
     let router = Router::new()

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub socket_connections: IntGauge,
+    /// Sampled gauges (round trips, queues, process) for `/system/metrics`.
+    pub sampled: crate::routes::system_metrics::Sampled,
 }
 
 impl Metrics {
@@ -39,7 +41,9 @@ impl Metrics {
         registry.register(Box::new(socket_connections.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        let sampled = crate::routes::system_metrics::Sampled::register(&registry)?;
         Ok(Self {
+            sampled,
             registry,
             http_requests,
             http_duration,
@@ -130,6 +134,7 @@ pub async fn expose(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         );
         return;
     }
+    crate::routes::system_metrics::refresh(state).await;
     res.add_header("content-type", "text/plain; version=0.0.4", true)
         .ok();
     res.render(state.metrics.render());

@@ -12,7 +12,8 @@ use crate::policy::{self, Access};
 
 const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "options", "head"];
 
-/// Routes whose callers are rate limited (429 with `Retry-After`).
+/// Routes whose callers are rate limited (429 with `Retry-After`): the
+/// public ones below, and every authenticated route (`crate::rate_limit`).
 fn rate_limited(path: &str) -> bool {
     path.starts_with("auth/") || path.starts_with("widget/")
 }
@@ -95,10 +96,13 @@ fn statuses(
     let mut out = vec![("500", "Internal error")];
     match access {
         Some(Access::Role(_)) => {
-            out.push(("401", "Missing, invalid, expired or revoked token"));
+            out.push((
+                "401",
+                "Missing, invalid, expired or revoked token or API key",
+            ));
             out.push((
                 "403",
-                "Not allowed for this role, or X-Tenant-ID names another tenant",
+                "Not allowed for this role, an API key without the route's scope (the message names it), or X-Tenant-ID names another tenant",
             ));
         }
         Some(Access::Public) => {}
@@ -119,7 +123,13 @@ fn statuses(
         out.push(("413", "Request body too large"));
         out.push(("415", "Wrong Content-Type for the body"));
     }
-    if rate_limited(path) {
+    if crate::plan_limits::limits_route(method, path) {
+        out.push((
+            "402",
+            "Over the tenant's plan: `details` has `limit`, `value` and `usage`",
+        ));
+    }
+    if rate_limited(path) || matches!(access, Some(Access::Role(_))) {
         out.push(("429", "Rate limited; see the Retry-After header"));
     }
     if method != "get" || waits_for_worker(path) {
@@ -213,6 +223,7 @@ const FIELD_RULES: &[(&str, &str, &str, Rule)] = &[
     ("POST", "channels", "name", Rule::Name),
     ("PUT", "channels/{id}", "name", Rule::Name),
     ("PUT", "tenants/{id}", "name", Rule::Name),
+    ("POST", "api-keys", "name", Rule::Name),
     ("POST", "ai-providers", "type", Rule::Required),
     ("POST", "ai-providers", "type", Rule::OneOf(PROVIDER_TYPES)),
     (
@@ -488,6 +499,13 @@ const SUCCESS: &[(&str, &str, &str, &str)] = &[
     ("DELETE", "agents/{id}", "204", "Deleted"),
     ("POST", "users", "201", "The created user"),
     ("POST", "ai-providers", "201", "The created AI provider"),
+    (
+        "POST",
+        "api-keys",
+        "201",
+        "The created API key with its secret `key` (shown once)",
+    ),
+    ("DELETE", "api-keys/{id}", "204", "Revoked"),
     ("DELETE", "ai-providers/{id}", "204", "Deleted"),
     (
         "POST",
@@ -685,6 +703,12 @@ pub fn finish(doc: &OpenApi) -> Value {
                 };
                 op.insert("description".into(), json!(description));
                 match route.access {
+                    Access::Role(_) if route.scope.is_some() => {
+                        op.insert(
+                            "security".into(),
+                            json!([{ "bearerAuth": [] }, { "apiKeyAuth": [] }]),
+                        );
+                    }
                     Access::Role(_) => {
                         op.insert("security".into(), json!([{ "bearerAuth": [] }]));
                     }

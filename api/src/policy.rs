@@ -6,8 +6,10 @@
 //! and this table list the same routes. Handlers keep only object-level
 //! checks (a user edits their own profile, sees the jobs they started).
 //!
-//! The `scope` column is what an API key will need for the route; keys do
-//! not exist yet, so nothing checks it today.
+//! The `scope` column is what an API key needs for the route (checked by
+//! the same hoop, see [`crate::routes::api_keys::check_scope`]); a route
+//! without a scope refuses every key. Accounts, users, API keys, tenants,
+//! AI providers (the tenant's provider secrets) and the platform have none.
 
 use salvo::http::Method;
 use serde_json::{Value, json};
@@ -30,7 +32,7 @@ pub struct RoutePolicy {
     /// Below `/api/v1/`, in the router's syntax (`agents/{id}`).
     pub path: &'static str,
     pub access: Access,
-    /// The API-key scope the route will need (`None`: sessions only).
+    /// The API-key scope the route needs (`None`: sessions only).
     pub scope: Option<&'static str>,
 }
 
@@ -67,17 +69,17 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("POST", "auth/logout", USER, None),
     route("GET", "auth/me", USER, None),
     // Users: admins manage them; everyone reads and edits their own profile.
-    route("GET", "users", ADMIN, Some("users:read")),
-    route("POST", "users", ADMIN, Some("users:write")),
-    route("GET", "users/{id}", USER, Some("users:read")),
-    route("PUT", "users/{id}", USER, Some("users:write")),
-    route("DELETE", "users/{id}", ADMIN, Some("users:write")),
+    route("GET", "users", ADMIN, None),
+    route("POST", "users", ADMIN, None),
+    route("GET", "users/{id}", USER, None),
+    route("PUT", "users/{id}", USER, None),
+    route("DELETE", "users/{id}", ADMIN, None),
     // Tenants: their own (every SUPER_ADMIN: all of them).
-    route("GET", "tenants", ADMIN, Some("tenant:read")),
-    route("GET", "tenants/{id}", USER, Some("tenant:read")),
-    route("PUT", "tenants/{id}", ADMIN, Some("tenant:write")),
-    route("GET", "tenants/{id}/usage", ADMIN, Some("tenant:read")),
-    route("GET", "tenants/{id}/billing", ADMIN, Some("tenant:read")),
+    route("GET", "tenants", ADMIN, None),
+    route("GET", "tenants/{id}", USER, None),
+    route("PUT", "tenants/{id}", ADMIN, None),
+    route("GET", "tenants/{id}/usage", ADMIN, None),
+    route("GET", "tenants/{id}/billing", ADMIN, None),
     // Agents
     route("GET", "agents", USER, Some("agents:read")),
     route("POST", "agents", ADMIN, Some("agents:write")),
@@ -88,27 +90,12 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("POST", "agents/{id}/test", ADMIN, Some("agents:write")),
     route("GET", "search/agents", USER, Some("agents:read")),
     // AI providers hold the tenant's keys and spend its money.
-    route("GET", "ai-providers", ADMIN, Some("ai-providers:read")),
-    route("POST", "ai-providers", ADMIN, Some("ai-providers:write")),
-    route("GET", "ai-providers/{id}", ADMIN, Some("ai-providers:read")),
-    route(
-        "PUT",
-        "ai-providers/{id}",
-        ADMIN,
-        Some("ai-providers:write"),
-    ),
-    route(
-        "DELETE",
-        "ai-providers/{id}",
-        ADMIN,
-        Some("ai-providers:write"),
-    ),
-    route(
-        "POST",
-        "ai-providers/{id}/test",
-        ADMIN,
-        Some("ai-providers:write"),
-    ),
+    route("GET", "ai-providers", ADMIN, None),
+    route("POST", "ai-providers", ADMIN, None),
+    route("GET", "ai-providers/{id}", ADMIN, None),
+    route("PUT", "ai-providers/{id}", ADMIN, None),
+    route("DELETE", "ai-providers/{id}", ADMIN, None),
+    route("POST", "ai-providers/{id}/test", ADMIN, None),
     // Channels (secrets always masked)
     route("GET", "channels", USER, Some("channels:read")),
     route("POST", "channels", ADMIN, Some("channels:write")),
@@ -128,7 +115,7 @@ pub const ROUTES: &[RoutePolicy] = &[
         "POST",
         "conversations/{id}/messages",
         USER,
-        Some("conversations:write"),
+        Some("messages:write"),
     ),
     route(
         "PUT",
@@ -188,8 +175,13 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("GET", "jobs/{id}", USER, Some("jobs:read")),
     route("POST", "jobs/{id}/cancel", USER, Some("jobs:write")),
     route("POST", "jobs/{id}/retry", USER, Some("jobs:write")),
+    // API keys: never reachable with a key.
+    route("GET", "api-keys", ADMIN, None),
+    route("POST", "api-keys", ADMIN, None),
+    route("DELETE", "api-keys/{id}", ADMIN, None),
     // Platform
     route("GET", "system/health", SUPER, None),
+    route("GET", "system/metrics", SUPER, None),
     route("GET", "system/backups", SUPER, None),
     route("POST", "system/backups", SUPER, None),
     // Provider webhooks (signed) and the website widget (visitor tokens)

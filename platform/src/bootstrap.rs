@@ -15,6 +15,7 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
     let unique = || IndexOptions::builder().unique(true).build();
     db.ensure_index("users", doc! { "email": 1 }, Some(unique()))
         .await?;
+    crate::api_keys::ensure_indexes(db).await?;
     db.ensure_index("users", doc! { "tenantId": 1, "createdAt": -1 }, None)
         .await?;
     db.ensure_index("tenants", doc! { "createdAt": -1 }, None)

@@ -122,6 +122,8 @@ pub struct Config {
     /// `METRICS_PORT`: when set, the api serves `/metrics` on this port
     /// (bound to `HOST`) instead of its main one.
     pub metrics_port: Option<u16>,
+    /// Request rate limits (`RATE_LIMIT_*`, `API_KEY_*_RATE_LIMIT`).
+    pub rate_limits: crate::rate_limits::RateLimits,
 }
 
 /// Where variables come from: the process environment, or a map in tests.
@@ -351,6 +353,7 @@ impl Config {
                 0 => None,
                 port => Some(port),
             },
+            rate_limits: crate::rate_limits::RateLimits::from_lookup(lookup)?,
         })
     }
 

@@ -2,6 +2,7 @@
 //! model, tenant-scoped MongoDB repositories, auth and shared clients.
 
 pub mod analytics;
+pub mod api_keys;
 pub mod auth;
 pub mod bootstrap;
 pub mod channels;
@@ -19,7 +20,9 @@ pub mod kv;
 pub mod llm;
 pub mod metrics_server;
 pub mod model;
+pub mod plan_caps;
 pub mod plans;
+pub mod rate_limits;
 pub mod shutdown;
 pub mod telemetry;
 pub mod usage;

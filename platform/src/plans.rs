@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 pub struct PlanLimits {
     pub users: u64,
     pub agents: u64,
+    /// Channels (WhatsApp numbers, pages, bots, websites); plans in
+    /// `PLANS_JSON` without it get 10.
+    #[serde(default = "default_channels")]
+    pub channels: u64,
     pub documents: u64,
     pub storage_bytes: u64,
     pub conversations_per_month: u64,
@@ -30,6 +34,10 @@ pub struct Plan {
 
 const MB: u64 = 1024 * 1024;
 
+fn default_channels() -> u64 {
+    10
+}
+
 pub fn default_plans() -> HashMap<String, Plan> {
     let plan = |id: &str, name: &str, price_cents, limits| Plan {
         id: id.to_owned(),
@@ -46,6 +54,7 @@ pub fn default_plans() -> HashMap<String, Plan> {
             PlanLimits {
                 users: 3,
                 agents: 2,
+                channels: 3,
                 documents: 50,
                 storage_bytes: 100 * MB,
                 conversations_per_month: 500,
@@ -60,6 +69,7 @@ pub fn default_plans() -> HashMap<String, Plan> {
             PlanLimits {
                 users: 20,
                 agents: 10,
+                channels: 20,
                 documents: 1_000,
                 storage_bytes: 5_000 * MB,
                 conversations_per_month: 10_000,
@@ -74,6 +84,7 @@ pub fn default_plans() -> HashMap<String, Plan> {
             PlanLimits {
                 users: 500,
                 agents: 100,
+                channels: 200,
                 documents: 50_000,
                 storage_bytes: 200_000 * MB,
                 conversations_per_month: 500_000,

@@ -68,6 +68,25 @@ pub struct TestApp {
     cleaned: bool,
 }
 
+/// The default plans' ids and names with limits no test reaches.
+fn roomy_plans() -> String {
+    let plans: Vec<Value> = ["free", "pro", "enterprise"]
+        .iter()
+        .map(|id| {
+            json!({
+                "id": id, "name": id, "priceCents": 0, "currency": "USD",
+                "limits": {
+                    "users": 100_000, "agents": 100_000, "channels": 100_000,
+                    "documents": 1_000_000, "storageBytes": 1_000_000_000_000_u64,
+                    "conversationsPerMonth": 100_000_000, "messagesPerMonth": 100_000_000,
+                    "llmTokensPerMonth": 100_000_000_000_u64,
+                },
+            })
+        })
+        .collect();
+    Value::Array(plans).to_string()
+}
+
 /// Test-only configuration; `overrides` replace any variable.
 pub fn test_config(overrides: &[(&str, &str)]) -> Config {
     let run = uuid::Uuid::new_v4().simple().to_string();
@@ -100,6 +119,12 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
         // The fake providers listen on 127.0.0.1; tests/tests/egress.rs runs
         // with the production default (false).
         ("OUTBOUND_ALLOW_PRIVATE_NETWORKS", "true".to_owned()),
+        // Tests poll quickly; tests/tests/rate_limits.rs sets its own limits.
+        ("RATE_LIMIT_USER_PER_MINUTE", "1000000".to_owned()),
+        ("RATE_LIMIT_TENANT_PER_MINUTE", "1000000".to_owned()),
+        ("RATE_LIMIT_EXPENSIVE_PER_MINUTE", "1000000".to_owned()),
+        // Plans with room for any test; tests/tests/plan_limits.rs sets its own.
+        ("PLANS_JSON", roomy_plans()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

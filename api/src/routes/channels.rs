@@ -347,6 +347,7 @@ pub async fn create(
     let input: ChannelInput = json_body(req).await?;
     let who = caller(depot)?;
     let state = app(depot);
+    crate::plan_limits::ensure_room(state, who, crate::plan_limits::Adding::Channels(1)).await?;
     let channel_type = parse_type(
         input
             .channel_type

@@ -366,6 +366,8 @@ pub async fn send(
         .content
         .or(input.message)
         .ok_or_else(|| ApiError::field("content", "is required"))?;
+    crate::plan_limits::ensure_room(app(depot), who, crate::plan_limits::Adding::Messages(1))
+        .await?;
     let (message, job) = send_staff_message(app(depot), who, &id, &content).await?;
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(MessageAccepted {

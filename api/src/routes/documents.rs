@@ -192,6 +192,14 @@ pub async fn upload(
             return Err(e);
         }
     };
+    let adding = crate::plan_limits::Adding::Documents {
+        count: u64::try_from(received.len()).unwrap_or(u64::MAX),
+        bytes: received.iter().map(|f| f.file.size).sum(),
+    };
+    if let Err(e) = crate::plan_limits::ensure_room(state, &who, adding).await {
+        unclaimed.discard().await;
+        return Err(e);
+    }
     let agent_id = fields.agent_id;
     let category = fields.category;
 

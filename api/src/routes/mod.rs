@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod ai_providers;
 pub mod analytics;
+pub mod api_keys;
 pub mod auth;
 pub mod channels;
 pub mod conversations;
@@ -12,6 +13,7 @@ pub mod health;
 pub mod jobs;
 pub mod search;
 pub mod system;
+pub mod system_metrics;
 pub mod tenants;
 pub mod users;
 pub mod webhooks;

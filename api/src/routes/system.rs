@@ -153,6 +153,7 @@ pub async fn create_backup(
 pub fn router() -> Router {
     Router::new()
         .push(Router::with_path("system/health").get(super::health::system_health))
+        .push(Router::with_path("system/metrics").get(super::system_metrics::system_metrics))
         .push(
             Router::with_path("system/backups")
                 .get(list_backups)

@@ -140,6 +140,7 @@ pub async fn create(
     let last_name = Name::parse("lastName", &body.last_name, 100)?.into_inner();
     let role = body.role.unwrap_or(Role::TenantUser);
     assignable(who, role)?;
+    crate::plan_limits::ensure_room(app(depot), who, crate::plan_limits::Adding::Users(1)).await?;
     let platform = &app(depot).platform;
     if user::find_by_email_unscoped(&platform.db, &email)
         .await?

@@ -118,10 +118,15 @@ impl QueueKeys {
     /// Each job type has its own keys (`{namespace}:queue:{QUEUE}:{NAME}`)
     /// because a worker decodes one payload type.
     pub fn for_job<J: Job>(namespace: &str) -> Self {
+        Self::for_kind(namespace, J::QUEUE, J::NAME)
+    }
+
+    /// [`Self::for_job`] for a job type known by name at run time.
+    pub fn for_kind(namespace: &str, queue: crate::Queue, name: &str) -> Self {
         Self::new(&format!(
             "{}:{}",
-            queue_key(namespace, J::QUEUE.as_str()),
-            J::NAME
+            queue_key(namespace, queue.as_str()),
+            name
         ))
     }
 

@@ -328,6 +328,18 @@ async fn objects(app: &TestApp, name: &str) -> Objects {
             .unwrap_or_default()
             .to_owned(),
     );
+    let key = app
+        .post(
+            "/api/v1/api-keys",
+            &admin,
+            json!({ "name": format!("{name} app"), "permissions": ["agents:read"] }),
+        )
+        .await;
+    assert_eq!(key.status, StatusCode::CREATED, "{:?}", key.body);
+    ids.insert(
+        "api-keys",
+        key.body["id"].as_str().unwrap_or_default().to_owned(),
+    );
     Objects {
         session: admin,
         user,
@@ -439,6 +451,12 @@ async fn bola_matrix_every_route_with_an_id() {
         assert_ne!(r.body["name"], "Mallory", "{kind} renamed by B");
         assert_ne!(r.body["firstName"], "Mallory", "{kind} renamed by B");
     }
+    let keys = app.get("/api/v1/api-keys", &a.session).await;
+    assert!(
+        keys.body.to_string().contains(a.id("api-keys")),
+        "A's API key after B's attempts: {:?}",
+        keys.body
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     app.cleanup().await;
 }
@@ -789,5 +807,99 @@ async fn jobs_and_their_events_follow_the_creating_route() {
     assert_eq!(event["id"], delivery.as_str());
     let r = app.get(&format!("/api/v1/jobs/{delivery}"), &staff).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    app.cleanup().await;
+}
+
+/// A key for `admin`'s tenant with these scopes (and room to make requests).
+async fn key_with(app: &TestApp, admin: &Session, scopes: &[&str]) -> String {
+    let r = app
+        .post(
+            "/api/v1/api-keys",
+            admin,
+            json!({ "name": "matrix", "permissions": scopes, "rateLimit": 100_000 }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{scopes:?}: {:?}", r.body);
+    r.body["key"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn call_with_key(app: &TestApp, method: &str, path: &str, key: &str) -> Reply {
+    let method = Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = app
+        .http
+        .request(method.clone(), app.url(path))
+        .header("X-API-Key", key);
+    if method == Method::POST || method == Method::PUT {
+        req = req.json(&json!({}));
+    }
+    TestApp::reply(req.send().await.expect("sent")).await
+}
+
+/// API keys, walked from the same table: a route without a scope refuses
+/// a key holding every scope; a route with one refuses a key holding every
+/// other scope (403 naming the missing one) and lets a key with it through
+/// the policy.
+#[tokio::test]
+async fn key_matrix_every_route_by_scope() {
+    let app = spawn_app().await;
+    let admin = app.register("Key matrix").await;
+    let scopes = aigentable_api::routes::api_keys::known_scopes();
+    let all: Vec<&str> = scopes.iter().copied().collect();
+    let full = key_with(&app, &admin, &all).await;
+    let mut all_but = BTreeMap::new();
+    for scope in &scopes {
+        let others: Vec<&str> = all.iter().copied().filter(|s| s != scope).collect();
+        all_but.insert(*scope, key_with(&app, &admin, &others).await);
+    }
+    let mut failures = Vec::new();
+    let mut scoped = 0;
+    let mut sessions_only = 0;
+    for route in ROUTES {
+        if route.access == Access::Public {
+            continue;
+        }
+        let path = nowhere(route.path);
+        let label = format!("{} {}", route.method, route.path);
+        match route.scope {
+            None => {
+                sessions_only += 1;
+                let r = call_with_key(&app, route.method, &path, &full).await;
+                if r.status != StatusCode::FORBIDDEN || !r.message().starts_with("API keys cannot")
+                {
+                    failures.push(format!(
+                        "{label}: a key reached a sessions-only route: {} {:?}",
+                        r.status, r.body
+                    ));
+                }
+            }
+            Some(scope) => {
+                scoped += 1;
+                let key = all_but.get(scope).expect("a key without the scope");
+                let r = call_with_key(&app, route.method, &path, key).await;
+                if r.status != StatusCode::FORBIDDEN || !r.message().contains(scope) {
+                    failures.push(format!(
+                        "{label}: a key without {scope}: {} {:?}",
+                        r.status, r.body
+                    ));
+                }
+                let r = call_with_key(&app, route.method, &path, &full).await;
+                if r.status == StatusCode::UNAUTHORIZED
+                    || r.status == StatusCode::FORBIDDEN
+                    || r.status.is_server_error()
+                {
+                    failures.push(format!(
+                        "{label}: a key with {scope} refused or failed: {} {:?}",
+                        r.status, r.body
+                    ));
+                }
+            }
+        }
+    }
+    assert!(scoped >= 30, "only {scoped} routes with a scope");
+    assert!(
+        sessions_only >= 15,
+        "only {sessions_only} sessions-only routes"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
     app.cleanup().await;
 }

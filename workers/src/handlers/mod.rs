@@ -21,6 +21,8 @@ pub mod train_agent;
 // Shared by several jobs.
 pub mod channel_check;
 pub mod knowledge;
+/// The monthly plan caps a reply checks before it is composed.
+pub mod plan_cap;
 
 #[cfg(test)]
 mod tests {

@@ -329,6 +329,7 @@ pub async fn create(
     }
     // Validate everything the way an update would, then build the agent.
     let set = changes(depot, who, &input).await?;
+    crate::plan_limits::ensure_room(app(depot), who, crate::plan_limits::Adding::Agents(1)).await?;
     let text = |k: &str, default: &str| {
         set.get_str(k)
             .map(str::to_owned)

@@ -100,7 +100,10 @@ async fn ensure_delivery(ctx: &JobContext, reply: &Message) -> Result<Value, Job
     Ok(json!({ "skipped": "already answered", "replyId": reply.id }))
 }
 
-async fn enqueue_delivery(ctx: &JobContext, message: &Message) -> Result<String, JobError> {
+pub(crate) async fn enqueue_delivery(
+    ctx: &JobContext,
+    message: &Message,
+) -> Result<String, JobError> {
     let job = ctx
         .state
         .jobs()
@@ -160,6 +163,10 @@ async fn answer_locked(
         .await
         .map_err(JobError::transient)?;
     let history = conversation_history(&recent, question);
+    if let Some(cap) = crate::handlers::plan_cap::reached(ctx).await? {
+        return crate::handlers::plan_cap::hand_over(ctx, conversation, question, &agent, cap)
+            .await;
+    }
     let answer = compose(ctx, &agent, history, &question.content, "reply").await?;
 
     // A human may have taken over while the answer was generated.

@@ -25,6 +25,8 @@ mod prompt;
 mod provider;
 mod test_answer;
 
+pub(crate) use conversation::enqueue_delivery;
+
 use serde_json::Value;
 
 use aigentable_jobs::types::GenerateReply;

@@ -1,0 +1,62 @@
+//! The monthly allowances of a tenant's plan that stop bot replies:
+//! `messagesPerMonth` and `llmTokensPerMonth`. Past either, the reply
+//! worker hands the conversation to a human with a system note instead of
+//! answering; inbound customer messages are always stored.
+
+use bson::doc;
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::db::{Db, DbResult};
+use crate::ids::TenantId;
+use crate::model::tenant::Tenants;
+use crate::usage::{collections, current_period};
+
+/// A monthly allowance used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapReached {
+    /// `messages` or `llmTokens`, as billing names them.
+    pub limit: &'static str,
+    pub value: u64,
+    pub usage: u64,
+}
+
+/// The first monthly allowance the tenant has used up, if any.
+pub async fn bot_cap_reached(
+    db: &Db,
+    config: &Config,
+    tenant: &TenantId,
+    now: DateTime<Utc>,
+) -> DbResult<Option<CapReached>> {
+    let Some(t) = Tenants(db).get(tenant).await? else {
+        return Ok(None);
+    };
+    let limits = &config.plan(&t.plan).limits;
+    let (start, end) = current_period(now);
+    let in_period = doc! {
+        "tenantId": tenant.as_str(),
+        "createdAt": { "$gte": bson::DateTime::from_chrono(start), "$lt": bson::DateTime::from_chrono(end) },
+    };
+    let messages = db
+        .unscoped::<bson::Document>(collections::MESSAGES)
+        .count_documents(in_period.clone())
+        .await?;
+    if messages >= limits.messages_per_month {
+        return Ok(Some(CapReached {
+            limit: "messages",
+            value: limits.messages_per_month,
+            usage: messages,
+        }));
+    }
+    let tokens = crate::usage::tenant_usage(db, tenant, now)
+        .await?
+        .llm_tokens;
+    if tokens >= limits.llm_tokens_per_month {
+        return Ok(Some(CapReached {
+            limit: "llmTokens",
+            value: limits.llm_tokens_per_month,
+            usage: tokens,
+        }));
+    }
+    Ok(None)
+}

@@ -1,0 +1,179 @@
+//! Plan limits from the plans billing shows: past a limit, creating is a
+//! 402 naming the limit, its value and the usage; inbound customer
+//! messages are never refused.
+
+use std::time::Duration;
+
+use aigentable_platform::model::SenderType;
+use aigentable_tests::{Reply, TestApp, inbound, spawn_app_with};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A free plan with room for one of everything (and two users).
+fn tiny_plans() -> String {
+    json!([{
+        "id": "free", "name": "Free", "priceCents": 0, "currency": "USD",
+        "limits": {
+            "users": 2, "agents": 1, "channels": 1, "documents": 1,
+            "storageBytes": 1000, "conversationsPerMonth": 10,
+            "messagesPerMonth": 1, "llmTokensPerMonth": 1000,
+        },
+    }])
+    .to_string()
+}
+
+fn assert_limit(r: &Reply, limit: &str, value: u64, usage: u64) {
+    assert_eq!(
+        r.status,
+        StatusCode::PAYMENT_REQUIRED,
+        "{limit}: {:?}",
+        r.body
+    );
+    assert_eq!(r.body["code"], "PLAN_LIMIT_EXCEEDED", "{:?}", r.body);
+    assert_eq!(
+        r.body["details"],
+        json!({ "limit": limit, "value": value, "usage": usage }),
+        "{:?}",
+        r.body
+    );
+    assert!(r.message().contains(limit), "{:?}", r.body);
+}
+
+async fn spawn() -> TestApp {
+    spawn_app_with(&[("PLANS_JSON", &tiny_plans())]).await
+}
+
+#[tokio::test]
+async fn agents_users_and_channels_stop_at_the_plan() {
+    let app = spawn().await;
+    let admin = app.register("Tiny").await;
+    let r = app
+        .post("/api/v1/agents", &admin, json!({ "name": "One" }))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = app
+        .post("/api/v1/agents", &admin, json!({ "name": "Two" }))
+        .await;
+    assert_limit(&r, "agents", 1, 1);
+
+    app.add_user(&admin, "TENANT_USER").await;
+    let r = app
+        .post(
+            "/api/v1/users",
+            &admin,
+            json!({ "email": "third@example.com", "password": "anotherPass456", "firstName": "T", "lastName": "H" }),
+        )
+        .await;
+    assert_limit(&r, "users", 2, 2);
+
+    let site = |name: &str| -> Value {
+        json!({ "type": "WEBSITE", "name": name, "config": { "allowedOrigins": ["https://shop.example"] } })
+    };
+    let r = app.post("/api/v1/channels", &admin, site("One")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = app.post("/api/v1/channels", &admin, site("Two")).await;
+    assert_limit(&r, "channels", 1, 1);
+
+    // Billing shows the same plan.
+    let billing = app
+        .get(
+            &format!("/api/v1/tenants/{}/billing", admin.tenant_id),
+            &admin,
+        )
+        .await;
+    assert_eq!(billing.body["limits"]["agents"], 1, "{:?}", billing.body);
+    assert_eq!(billing.body["limits"]["channels"], 1, "{:?}", billing.body);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn documents_stop_at_their_count_and_storage() {
+    let app = spawn().await;
+    let admin = app.register("Tiny docs").await;
+    let big = "x".repeat(2000);
+    let r = app
+        .upload(&admin, vec![("big.txt", big.into_bytes())], None)
+        .await;
+    assert_limit(&r, "storageBytes", 1000, 0);
+    let listed = app.get("/api/v1/documents", &admin).await;
+    assert_eq!(
+        listed.body["documents"],
+        json!([]),
+        "nothing stored: {:?}",
+        listed.body
+    );
+
+    app.upload_text(&admin, "faq.txt", "Refunds take five days.", None)
+        .await;
+    let r = app
+        .upload(&admin, vec![("more.txt", b"More.".to_vec())], None)
+        .await;
+    assert_limit(&r, "documents", 1, 1);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn over_the_monthly_cap_customers_are_kept_and_handed_to_a_human() {
+    let app = spawn().await;
+    let admin = app.register("Tiny messages").await;
+    let agent = app
+        .post("/api/v1/agents", &admin, json!({ "name": "Bot" }))
+        .await;
+    assert_eq!(agent.status, StatusCode::CREATED, "{:?}", agent.body);
+    let agent_id = agent.body["id"].as_str().unwrap_or_default().to_owned();
+    let channel = inbound::channel(&app, &admin, "Site", Some(&agent_id)).await;
+    let (_, job) = inbound::deliver(
+        &app,
+        &admin,
+        &channel,
+        vec![
+            inbound::said("cust-1", "m-1", "hello"),
+            inbound::said("cust-1", "m-2", "anyone there?"),
+        ],
+    )
+    .await;
+    inbound::finished(&app, &admin, &job).await;
+    let conversations = app.get("/api/v1/conversations", &admin).await;
+    let conversation = conversations.body["conversations"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no conversation: {:?}", conversations.body))
+        .to_owned();
+
+    // The bot does not answer: a human gets the conversation, with a note.
+    let waiting = app
+        .eventually(Duration::from_secs(30), || async {
+            let c = app
+                .get(&format!("/api/v1/conversations/{conversation}"), &admin)
+                .await;
+            (c.body["status"] == "WAITING").then_some(c.body)
+        })
+        .await;
+    assert!(waiting.is_some(), "the conversation was not handed over");
+    let stored = inbound::stored_messages(&app, &admin, &conversation).await;
+    let customer = stored
+        .iter()
+        .filter(|m| m.sender_type == SenderType::Customer)
+        .count();
+    assert_eq!(customer, 2, "both customer messages kept over a cap of 1");
+    assert!(
+        !stored.iter().any(|m| m.sender_type == SenderType::Agent),
+        "no bot reply past the cap"
+    );
+    let note = stored
+        .iter()
+        .find(|m| m.sender_type == SenderType::System)
+        .expect("a system note");
+    assert_eq!(note.metadata.get_str("planLimit"), Ok("messages"));
+    assert_eq!(note.metadata.get_str("handoff"), Ok("plan-limit"));
+
+    // Staff replies past the cap are refused with the figures.
+    let r = app
+        .post(
+            &format!("/api/v1/conversations/{conversation}/messages"),
+            &admin,
+            json!({ "content": "Hello!" }),
+        )
+        .await;
+    assert_limit(&r, "messages", 1, 3);
+    app.cleanup().await;
+}
