@@ -83,20 +83,34 @@ fn now() -> bson::DateTime {
     bson::DateTime::now()
 }
 
-/// Marks a job running unless it was cancelled meanwhile; returns the record
-/// as stored, or `None` when it must not run.
+/// Marks a job running under `claim` (the queue's claim token of this run)
+/// unless it was cancelled or finished meanwhile; returns the record as
+/// stored, or `None` when it must not run.
+///
+/// A record already RUNNING is taken over only by a later attempt: the queue
+/// counts an attempt at every claim, so a run whose lease expired (its
+/// worker died or stalled) is superseded by the next claim, but a second
+/// claim of the same attempt cannot start the job again.
 pub async fn mark_running(
     db: &Db,
     tenant: &TenantId,
     id: &str,
     attempt: u32,
+    claim: &str,
 ) -> DbResult<Option<JobRecord>> {
     db.scoped::<JobRecord>(tenant)
         .update_one(
-            doc! { "_id": id, "status": { "$in": ["QUEUED", "RUNNING"] } },
+            doc! {
+                "_id": id,
+                "$or": [
+                    { "status": "QUEUED" },
+                    { "status": "RUNNING", "attempts": { "$lt": i64::from(attempt) } },
+                ],
+            },
             doc! { "$set": {
                 "status": "RUNNING",
                 "attempts": i64::from(attempt),
+                "claim": claim,
                 "startedAt": now(),
                 "updatedAt": now(),
             } },
@@ -104,15 +118,19 @@ pub async fn mark_running(
         .await
 }
 
+/// Records success of the run that holds `claim`. `None` when the job was
+/// cancelled meanwhile or another claim took it over: a cancelled job never
+/// ends SUCCEEDED.
 pub async fn mark_succeeded(
     db: &Db,
     tenant: &TenantId,
     id: &str,
+    claim: &str,
     result: Bson,
 ) -> DbResult<Option<JobRecord>> {
     db.scoped::<JobRecord>(tenant)
-        .update_by_id(
-            id,
+        .update_one(
+            doc! { "_id": id, "status": "RUNNING", "claim": claim },
             doc! { "$set": {
                 "status": "SUCCEEDED",
                 "progress": 100,
@@ -121,6 +139,32 @@ pub async fn mark_succeeded(
                 "finishedAt": now(),
                 "updatedAt": now(),
             } },
+        )
+        .await
+}
+
+/// [`mark_failed`] for the run that holds `claim`: a run superseded by
+/// another claim (or a cancelled job) leaves the record alone.
+pub async fn mark_attempt_failed(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+    claim: &str,
+    status: JobStatus,
+    error: &str,
+) -> DbResult<Option<JobRecord>> {
+    let mut set = doc! {
+        "status": status.as_str(),
+        "lastError": error,
+        "updatedAt": now(),
+    };
+    if status.is_terminal() {
+        set.insert("finishedAt", now());
+    }
+    db.scoped::<JobRecord>(tenant)
+        .update_one(
+            doc! { "_id": id, "status": "RUNNING", "claim": claim },
+            doc! { "$set": set },
         )
         .await
 }

@@ -5,7 +5,7 @@
 //! what each step does in Redis. `RedisQueue` adds the idle wait: after an
 //! empty fetch it sleeps until a pub/sub wake-up or the fallback poll.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -22,7 +22,7 @@ use apalis_core::backend::persistence::{
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
-use super::{QueueConfig, QueueKeys, WakeHub, now_ms, scripts};
+use super::{Claim, QueueConfig, QueueKeys, Settlement, WakeHub, now_ms, scripts};
 use crate::{Envelope, Job};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +44,9 @@ const MAX_CHUNKS: usize = 20;
 
 #[derive(Default)]
 struct Shared {
-    /// Ids this worker claimed and has not settled: their leases are renewed.
-    held: Mutex<HashSet<String>>,
+    /// Ids this worker claimed and has not settled, with the token of their
+    /// claim: their leases are renewed, and settled, under that token.
+    held: Mutex<HashMap<String, String>>,
     last_trim: Mutex<Option<Instant>>,
 }
 
@@ -79,7 +80,7 @@ impl<J> std::fmt::Debug for QueuePersistence<J> {
 }
 
 impl<J: Job> QueuePersistence<J> {
-    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         // A poisoned set only means a panic elsewhere mid-update; the ids in
         // it are still the best knowledge of what this worker holds.
         self.shared
@@ -105,14 +106,7 @@ impl<J: Job> QueuePersistence<J> {
     async fn reap(&mut self) -> Result<usize, QueueError> {
         let mut total = 0;
         for _ in 0..MAX_CHUNKS {
-            let n: usize = scripts::REAP
-                .key(&self.keys.inflight)
-                .key(&self.keys.ready)
-                .arg(now_ms())
-                .arg(CHUNK)
-                .arg(&self.keys.wake)
-                .invoke_async(&mut self.conn)
-                .await?;
+            let n = super::reap(&mut self.conn, &self.keys, now_ms(), CHUNK).await?;
             total += n;
             if n < CHUNK {
                 break;
@@ -124,16 +118,21 @@ impl<J: Job> QueuePersistence<J> {
         Ok(total)
     }
 
+    /// Extends the leases this worker still holds under its claims. A lease
+    /// found lost (it expired and the job was requeued, maybe claimed again
+    /// elsewhere) is logged: the run here can no longer settle the job.
     async fn renew(&mut self) -> Result<(), QueueError> {
-        let ids: Vec<String> = self.held().iter().cloned().collect();
+        let held: Vec<(String, String)> = self
+            .held()
+            .iter()
+            .map(|(id, token)| (id.clone(), token.clone()))
+            .collect();
         let deadline = self.deadline();
-        for chunk in ids.chunks(CHUNK) {
-            let mut cmd = redis::cmd("ZADD");
-            cmd.arg(&self.keys.inflight).arg("XX");
-            for id in chunk {
-                cmd.arg(deadline).arg(id);
+        for chunk in held.chunks(CHUNK) {
+            let lost = super::renew(&mut self.conn, &self.keys, chunk, deadline).await?;
+            for id in lost {
+                tracing::warn!(queue = %self.keys.prefix, job_id = %id, "lease lost: the job was requeued after a stall, this run's outcome will not be settled");
             }
-            cmd.query_async::<()>(&mut self.conn).await?;
         }
         Ok(())
     }
@@ -171,32 +170,13 @@ impl<J: Job> QueuePersistence<J> {
     }
 
     async fn settle(&mut self, args: Vec<String>) -> Result<(), QueueError> {
-        if args.is_empty() {
-            return Ok(());
+        let expected = args.len() / 5;
+        let settled = super::settle_raw(&mut self.conn, &self.keys, &args).await?;
+        if settled < expected {
+            tracing::warn!(queue = %self.keys.prefix, stale = expected - settled, "outcomes of runs that no longer held their lease were ignored");
         }
-        let mut invocation = scripts::SETTLE.prepare_invoke();
-        invocation
-            .key(&self.keys.inflight)
-            .key(&self.keys.data)
-            .key(&self.keys.attempts)
-            .key(&self.keys.delayed)
-            .key(&self.keys.dead)
-            .key(&self.keys.errors)
-            .arg(now_ms());
-        for a in args {
-            invocation.arg(a);
-        }
-        invocation.invoke_async::<()>(&mut self.conn).await?;
         Ok(())
     }
-}
-
-/// Appends one (id, kind, due ms, error) quad for [`scripts::SETTLE`].
-fn settle_args(out: &mut Vec<String>, id: &str, kind: &str, due: u64, error: &str) {
-    out.push(id.to_owned());
-    out.push(kind.to_owned());
-    out.push(due.to_string());
-    out.push(error.to_owned());
 }
 
 impl<J: Job> Persistence for QueuePersistence<J> {
@@ -222,16 +202,21 @@ impl<J: Job> Persistence for QueuePersistence<J> {
         &mut self,
         _worker: &WorkerContext,
     ) -> Result<Vec<Task<Envelope<J>>>, QueueError> {
+        // Unique per fetch, and a fetch claims an id at most once: unique
+        // per claim.
+        let token = ulid::Ulid::generate().to_string();
         let reply: Vec<redis::Value> = scripts::FETCH
             .key(&self.keys.ready)
             .key(&self.keys.delayed)
             .key(&self.keys.inflight)
             .key(&self.keys.data)
             .key(&self.keys.attempts)
+            .key(&self.keys.owners)
             .arg(now_ms())
             .arg(self.deadline())
             .arg(self.claimable())
             .arg(self.config.batch_size.saturating_mul(5))
+            .arg(&token)
             .invoke_async(&mut self.conn)
             .await?;
         let mut tasks = Vec::with_capacity(reply.len() / 3);
@@ -252,19 +237,21 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(job_id = %id, queue = %self.keys.prefix, error = %e, "job payload could not be decoded, moved to dead");
-                    settle_args(
+                    super::settle_args(
                         &mut undecodable,
                         &id,
-                        "x",
-                        0,
-                        &format!("the payload could not be decoded: {e}"),
+                        &token,
+                        &Settlement::Dead {
+                            error: format!("the payload could not be decoded: {e}"),
+                        },
                     );
                     continue;
                 }
             };
-            if !self.held().insert(id.clone()) {
+            if self.held().insert(id.clone(), token.clone()).is_some() {
                 // Already running here (its lease lapsed during a stall and
-                // it was requeued): the running copy settles it.
+                // it was requeued): the running copy adopts the new claim
+                // and settles it.
                 continue;
             }
             let attempt = usize::try_from(attempt).unwrap_or(1).max(1);
@@ -275,6 +262,7 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                     // handlers see the attempt counted in Redis.
                     .attempt(attempt - 1)
                     .max_attempts(J::MAX_ATTEMPTS as usize)
+                    .data(Claim(token.clone()))
                     .build(),
             );
         }
@@ -287,29 +275,15 @@ impl<J: Job> Persistence for QueuePersistence<J> {
         tasks: Vec<Task<Envelope<J>>>,
         _worker: &WorkerContext,
     ) -> Result<u64, QueueError> {
-        let ids: Vec<String> = tasks
-            .iter()
-            .filter_map(|t| t.task_id().map(ToString::to_string))
-            .collect();
-        {
+        let held: Vec<(String, String)> = {
             let mut held = self.held();
-            for id in &ids {
-                held.remove(id);
-            }
-        }
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let mut invocation = scripts::RELEASE.prepare_invoke();
-        invocation
-            .key(&self.keys.inflight)
-            .key(&self.keys.attempts)
-            .key(&self.keys.ready)
-            .arg(&self.keys.wake);
-        for id in &ids {
-            invocation.arg(id);
-        }
-        Ok(invocation.invoke_async::<u64>(&mut self.conn).await?)
+            tasks
+                .iter()
+                .filter_map(|t| t.task_id().map(ToString::to_string))
+                .filter_map(|id| held.remove(&id).map(|token| (id, token)))
+                .collect()
+        };
+        super::release(&mut self.conn, &self.keys, &held).await
     }
 
     async fn handle_events(
@@ -317,27 +291,32 @@ impl<J: Job> Persistence for QueuePersistence<J> {
         events: Vec<TaskEvent<()>>,
         _worker: &WorkerContext,
     ) -> Result<(), QueueError> {
-        let mut args = Vec::with_capacity(events.len() * 4);
+        let mut args = Vec::with_capacity(events.len() * 5);
         let now = now_ms();
         for event in events {
             let TaskEvent::Complete(result) = event else {
                 continue;
             };
             let id = result.task_id.to_string();
-            self.held().remove(&id);
+            let Some(token) = self.held().remove(&id) else {
+                continue;
+            };
             let attempt = u32::try_from(result.attempt).unwrap_or(u32::MAX);
             let error = result.result.err().unwrap_or_default();
-            match result.status {
-                Status::Done => settle_args(&mut args, &id, "d", 0, ""),
+            let how = match result.status {
+                Status::Done => Settlement::Done,
                 // AbortError: the runner decided the job must not run again.
-                Status::Killed => settle_args(&mut args, &id, "x", 0, &error),
-                _ if attempt >= J::MAX_ATTEMPTS => settle_args(&mut args, &id, "x", 0, &error),
+                Status::Killed => Settlement::Dead { error },
+                _ if attempt >= J::MAX_ATTEMPTS => Settlement::Dead { error },
                 _ => {
                     let delay =
                         u64::try_from(self.config.backoff(attempt).as_millis()).unwrap_or(u64::MAX);
-                    settle_args(&mut args, &id, "r", now.saturating_add(delay), &error);
+                    Settlement::Retry {
+                        due_ms: now.saturating_add(delay),
+                    }
                 }
-            }
+            };
+            super::settle_args(&mut args, &id, &token, &how);
         }
         self.settle(args).await
     }

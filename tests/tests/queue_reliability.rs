@@ -1,0 +1,471 @@
+//! Reliability of the job queue (issue 16) against the real Redis and
+//! MongoDB: owned leases, Redis errors that must not drop running jobs,
+//! graceful drains and records that are never stranded. Each test has its
+//! own namespace and database.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use apalis::prelude::Monitor;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use aigentable_jobs::queue::{self, QueueConfig, QueueKeys, Settlement};
+use aigentable_jobs::record::{self, JobRecord};
+use aigentable_jobs::{Envelope, Job, JobClient, JobStatus, Requester};
+use aigentable_platform::Platform;
+use aigentable_platform::ids::TenantId;
+use aigentable_tests::test_config;
+use aigentable_workers::registry::{register, supervise};
+use aigentable_workers::runner::{Handle, JobContext, JobError};
+use aigentable_workers::{WorkerSetup, WorkerState};
+
+/// Per job id: when each run started and ended (shared by all tests; ids
+/// are unique).
+#[derive(Debug, Default, Clone)]
+struct Runs {
+    started: Vec<Instant>,
+    ended: Vec<Instant>,
+    /// Most runs of this id seen in progress at the same time.
+    max_parallel: usize,
+}
+
+static RUNS: LazyLock<Mutex<HashMap<String, Runs>>> = LazyLock::new(Default::default);
+
+fn runs(id: &str) -> Runs {
+    RUNS.lock()
+        .map(|m| m.get(id).cloned().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+fn run_started(id: &str) -> usize {
+    let Ok(mut m) = RUNS.lock() else { return 0 };
+    let r = m.entry(id.to_owned()).or_default();
+    r.started.push(Instant::now());
+    let parallel = r.started.len() - r.ended.len();
+    r.max_parallel = r.max_parallel.max(parallel);
+    r.started.len()
+}
+
+fn run_ended(id: &str) {
+    if let Ok(mut m) = RUNS.lock() {
+        m.entry(id.to_owned()).or_default().ended.push(Instant::now());
+    }
+}
+
+/// A job whose runs take the given times and then succeed, or fail with a
+/// transient error for the runs listed in `fail_runs` (1-based).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SlowJob {
+    run_ms: Vec<u64>,
+    #[serde(default)]
+    fail_runs: Vec<usize>,
+}
+
+impl Job for SlowJob {
+    const NAME: &'static str = "slow_job";
+    const QUEUE: &'static str = "tests";
+    const MAX_ATTEMPTS: u32 = 5;
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    const RECORDED: bool = false;
+}
+
+impl Handle for SlowJob {
+    async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
+        let run = run_started(&ctx.job_id);
+        let ms = self
+            .run_ms
+            .get(run - 1)
+            .or(self.run_ms.last())
+            .copied()
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        run_ended(&ctx.job_id);
+        if self.fail_runs.contains(&run) {
+            return Err(JobError::Transient(format!("run {run} fails on purpose")));
+        }
+        Ok(Value::Null)
+    }
+}
+
+/// [`SlowJob`] with a MongoDB record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RecordedSlowJob {
+    run_ms: Vec<u64>,
+}
+
+impl Job for RecordedSlowJob {
+    const NAME: &'static str = "recorded_slow_job";
+    const QUEUE: &'static str = "tests";
+    const MAX_ATTEMPTS: u32 = 3;
+    const TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+impl Handle for RecordedSlowJob {
+    async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
+        SlowJob {
+            run_ms: self.run_ms,
+            fail_runs: Vec::new(),
+        }
+        .handle(ctx)
+        .await
+    }
+}
+
+/// Timings short enough for tests.
+fn fast_config() -> QueueConfig {
+    QueueConfig {
+        lease: Duration::from_millis(400),
+        heartbeat: Duration::from_millis(100),
+        idle_poll: Duration::from_millis(50),
+        retry_base: Duration::from_millis(100),
+        trim_interval: Duration::from_millis(100),
+        ..QueueConfig::default()
+    }
+}
+
+struct Rig {
+    platform: Platform,
+    setup: WorkerSetup,
+}
+
+impl Rig {
+    async fn new(queue: QueueConfig) -> Self {
+        Self::with_config(test_config(&[]), queue).await
+    }
+
+    async fn with_config(config: aigentable_platform::Config, queue: QueueConfig) -> Self {
+        let platform = Platform::connect(config)
+            .await
+            .expect("services are reachable");
+        let state = WorkerState::new(platform.clone()).expect("worker state");
+        let mut setup = WorkerSetup::connect(state, 8).await.expect("queue setup");
+        setup.queue = queue;
+        Self { platform, setup }
+    }
+
+    fn namespace(&self) -> &str {
+        &self.platform.config.redis_namespace
+    }
+
+    fn keys<J: Job>(&self) -> QueueKeys {
+        QueueKeys::for_job::<J>(self.namespace())
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.setup.conn.clone()
+    }
+
+    async fn push<J: Job>(&self, id: &str, payload: J) {
+        let envelope = Envelope {
+            job_id: id.to_owned(),
+            tenant_id: "tenant".to_owned(),
+            payload,
+        };
+        let queued = queue::push(
+            &mut self.conn(),
+            &self.keys::<J>(),
+            &[(id.to_owned(), envelope)],
+        )
+        .await
+        .expect("push");
+        assert_eq!(queued, 1, "job {id} queued");
+    }
+
+    async fn cleanup(self) {
+        let pattern = format!("{}:*", self.namespace());
+        let mut conn = self.conn();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        for chunk in keys.chunks(100) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+        }
+        let _ = self.platform.db.database().drop().await;
+    }
+}
+
+/// Runs workers for `J` with `setup` until stopped or dropped.
+fn start<J: Handle>(setup: &WorkerSetup, grace: Duration) -> Running {
+    let monitor = register::<J>(Monitor::new(), setup);
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(supervise(monitor, grace, async move {
+        let _ = rx.await;
+        Ok(())
+    }));
+    Running {
+        stop: Some(stop),
+        task,
+    }
+}
+
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Graceful stop, as on SIGTERM; returns how long the stop took.
+    async fn stop(mut self) -> Duration {
+        let began = Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(20), &mut self.task).await;
+        assert!(result.is_ok(), "workers stop within their grace period");
+        began.elapsed()
+    }
+
+    /// Drops the workers mid-job without any cleanup, as `kill -9` would.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Polls `check` every 10 ms until it holds or `timeout` passes.
+async fn wait_for<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+fn new_id() -> String {
+    ulid::Ulid::generate().to_string()
+}
+
+async fn data_exists(conn: &mut ConnectionManager, keys: &QueueKeys, id: &str) -> bool {
+    redis::cmd("HEXISTS")
+        .arg(&keys.data)
+        .arg(id)
+        .query_async::<bool>(conn)
+        .await
+        .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------
+// 1. Owned leases
+// ---------------------------------------------------------------------------
+
+/// A claim whose lease expired and was requeued, then claimed again, can
+/// no longer renew, settle (done, retry or dead) or release the job: only
+/// the new claim can.
+#[tokio::test]
+async fn a_stale_claim_cannot_touch_the_new_owners_lease() {
+    let rig = Rig::new(fast_config()).await;
+    let keys = rig.keys::<SlowJob>();
+    let mut conn = rig.conn();
+    let id = new_id();
+    rig.push(
+        &id,
+        SlowJob {
+            run_ms: vec![0],
+            fail_runs: vec![],
+        },
+    )
+    .await;
+    let queue = queue::RedisQueue::<SlowJob>::new(conn.clone(), keys.clone(), fast_config(), None);
+    let claim_of = |tasks: &[apalis::prelude::Task<Envelope<SlowJob>>]| -> String {
+        assert_eq!(tasks.len(), 1, "one job claimed");
+        tasks[0]
+            .data()
+            .get::<queue::Claim>()
+            .map(|c| c.0.clone())
+            .expect("a claimed task carries its claim")
+    };
+    let stale = claim_of(&queue.claim_and_abandon().await.expect("first claim"));
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let reaped = queue::reap(&mut conn, &keys, u64::MAX / 2, 100)
+        .await
+        .expect("reap");
+    assert_eq!(reaped, 1, "the expired lease was requeued");
+    let owner = claim_of(&queue.claim_and_abandon().await.expect("second claim"));
+    assert_ne!(stale, owner, "each claim has its own token");
+
+    let far = u64::MAX / 2;
+    let lost = queue::renew(&mut conn, &keys, &[(id.clone(), stale.clone())], far)
+        .await
+        .expect("renew");
+    assert_eq!(lost, vec![id.clone()], "the stale claim's lease is lost");
+    for how in [
+        Settlement::Done,
+        Settlement::Retry { due_ms: 0 },
+        Settlement::Dead {
+            error: "stale".to_owned(),
+        },
+    ] {
+        let settled = queue::settle(&mut conn, &keys, &id, &stale, &how)
+            .await
+            .expect("settle");
+        assert!(!settled, "a stale claim cannot settle ({how:?})");
+    }
+    let released = queue::release(&mut conn, &keys, &[(id.clone(), stale.clone())])
+        .await
+        .expect("release");
+    assert_eq!(released, 0, "a stale claim cannot release");
+    let depth = queue::depth(&mut conn, &keys).await.expect("depth");
+    assert_eq!(
+        depth,
+        queue::Depth {
+            inflight: 1,
+            ..Default::default()
+        },
+        "the job is still leased by its owner, not queued, delayed or dead"
+    );
+    assert!(data_exists(&mut conn, &keys, &id).await);
+    assert_eq!(queue::attempts(&mut conn, &keys, &id).await.expect("n"), 2);
+
+    let lost = queue::renew(&mut conn, &keys, &[(id.clone(), owner.clone())], far)
+        .await
+        .expect("renew");
+    assert!(lost.is_empty(), "the owner renews its lease");
+    assert!(
+        queue::settle(&mut conn, &keys, &id, &owner, &Settlement::Done)
+            .await
+            .expect("settle"),
+        "the owner settles"
+    );
+    assert!(!data_exists(&mut conn, &keys, &id).await);
+    rig.cleanup().await;
+}
+
+/// A worker stalls past its lease (it does not renew: here its heartbeat
+/// is far longer than its lease) and its job is taken over by another
+/// worker. When the stalled run ends with a retryable error, it must not
+/// reschedule the job under the new owner: the job never runs twice at
+/// once and runs exactly twice in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_outlived_its_lease_cannot_reschedule_the_new_owners_job() {
+    let rig = Rig::new(fast_config()).await;
+    let keys = rig.keys::<SlowJob>();
+    let mut conn = rig.conn();
+    let mut stalled = rig.setup.clone();
+    stalled.concurrency = 1.into();
+    stalled.queue = QueueConfig {
+        lease: Duration::from_millis(300),
+        heartbeat: Duration::from_secs(30),
+        ..fast_config()
+    };
+    let stalled = start::<SlowJob>(&stalled, Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = new_id();
+    rig.push(
+        &id,
+        SlowJob {
+            // The stalled run fails after 1.2 s, while the second one runs.
+            run_ms: vec![1200, 2500],
+            fail_runs: vec![1],
+        },
+    )
+    .await;
+    assert!(
+        wait_for(Duration::from_secs(3), || async {
+            runs(&id).started.len() == 1
+        })
+        .await,
+        "the first run started"
+    );
+    let healthy = start::<SlowJob>(&rig.setup, Duration::from_secs(1));
+    assert!(
+        wait_for(Duration::from_secs(3), || async {
+            runs(&id).started.len() == 2
+        })
+        .await,
+        "the healthy worker took the expired lease over"
+    );
+    let settled = wait_for(Duration::from_secs(8), || {
+        let (mut conn, keys, id) = (conn.clone(), keys.clone(), id.clone());
+        async move { !data_exists(&mut conn, &keys, &id).await }
+    })
+    .await;
+    // Leave time for a wrongly rescheduled third run to show up.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = runs(&id);
+    assert!(settled, "the owner's run settled the job");
+    assert_eq!(r.started.len(), 2, "ran exactly twice: {r:?}");
+    assert!(
+        r.max_parallel <= 2,
+        "at most the stalled run and its successor overlapped: {r:?}"
+    );
+    let depth = queue::depth(&mut conn, &keys).await.expect("depth");
+    assert_eq!(depth, queue::Depth::default());
+    stalled.kill().await;
+    healthy.stop().await;
+    rig.cleanup().await;
+}
+
+/// The job record follows only its current claim: a second claim of the
+/// same attempt cannot mark it RUNNING again, a later attempt (after the
+/// lease was reaped) takes it over, and the superseded run can no longer
+/// finish it. A job cancelled while running never ends SUCCEEDED.
+#[tokio::test]
+async fn the_job_record_follows_only_its_current_claim() {
+    let rig = Rig::new(fast_config()).await;
+    let client = JobClient::connect(&rig.platform).await.expect("job client");
+    let tenant = TenantId::from_trusted("tenant-claims".to_owned());
+    let db = &rig.platform.db;
+    let job = client
+        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .await
+        .expect("enqueue");
+    let first = record::mark_running(db, &tenant, &job.id, 1, "claim-a")
+        .await
+        .expect("db");
+    assert_eq!(first.map(|r| r.status), Some(JobStatus::Running));
+    let second = record::mark_running(db, &tenant, &job.id, 1, "claim-b")
+        .await
+        .expect("db");
+    assert!(
+        second.is_none(),
+        "a second claim of the same attempt does not run it"
+    );
+    let takeover = record::mark_running(db, &tenant, &job.id, 2, "claim-c")
+        .await
+        .expect("db");
+    assert_eq!(takeover.map(|r| r.attempts), Some(2));
+    let stale = record::mark_succeeded(db, &tenant, &job.id, "claim-a", bson::Bson::Null)
+        .await
+        .expect("db");
+    assert!(stale.is_none(), "the superseded run cannot finish the job");
+    let stale = record::mark_attempt_failed(
+        db,
+        &tenant,
+        &job.id,
+        "claim-a",
+        JobStatus::Queued,
+        "stale failure",
+    )
+    .await
+    .expect("db");
+    assert!(stale.is_none(), "nor record a failure on it");
+
+    let cancelled = record::cancel(db, &tenant, &job.id).await.expect("db");
+    assert_eq!(cancelled.map(|r| r.status), Some(JobStatus::Cancelled));
+    let late = record::mark_succeeded(db, &tenant, &job.id, "claim-c", bson::Bson::Null)
+        .await
+        .expect("db");
+    assert!(late.is_none());
+    let stored = db
+        .scoped::<JobRecord>(&tenant)
+        .find_by_id(&job.id)
+        .await
+        .expect("find")
+        .expect("record");
+    assert_eq!(stored.status, JobStatus::Cancelled, "cancelled stays so");
+    rig.cleanup().await;
+}
