@@ -469,3 +469,235 @@ async fn the_job_record_follows_only_its_current_claim() {
     assert_eq!(stored.status, JobStatus::Cancelled, "cancelled stays so");
     rig.cleanup().await;
 }
+
+// ---------------------------------------------------------------------------
+// 2. Redis errors do not drop running jobs
+// ---------------------------------------------------------------------------
+
+/// Kills the queue connection `conn` uses right now (the workers share it).
+async fn kill_connection(conn: &mut ConnectionManager, admin: &mut ConnectionManager) {
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(conn)
+        .await
+        .unwrap_or(-1);
+    if id > 0 {
+        let _: Result<i64, _> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(admin)
+            .await;
+    }
+}
+
+/// The queue connection is killed again and again while a job runs: the
+/// worker is not restarted, the running job is neither dropped nor run a
+/// second time, its outcome is written, and new jobs run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_redis_connections_do_not_drop_running_jobs() {
+    let rig = Rig::new(fast_config()).await;
+    let keys = rig.keys::<SlowJob>();
+    let metrics = rig.setup.metrics.for_job(SlowJob::QUEUE, SlowJob::NAME);
+    let running = start::<SlowJob>(&rig.setup, Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = new_id();
+    rig.push(
+        &id,
+        SlowJob {
+            run_ms: vec![1500],
+            fail_runs: vec![],
+        },
+    )
+    .await;
+    assert!(
+        wait_for(Duration::from_secs(3), || async {
+            runs(&id).started.len() == 1
+        })
+        .await
+    );
+    let mut conn = rig.conn();
+    let mut admin = queue::connect(&aigentable_tests::redis_url())
+        .await
+        .expect("admin connection");
+    for _ in 0..8 {
+        kill_connection(&mut conn, &mut admin).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let settled = wait_for(Duration::from_secs(6), || {
+        let (mut conn, keys, id) = (conn.clone(), keys.clone(), id.clone());
+        async move { !data_exists(&mut conn, &keys, &id).await }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = runs(&id);
+    assert!(settled, "the job's outcome was written: {r:?}");
+    assert_eq!(r.started.len(), 1, "the running job was not dropped: {r:?}");
+    assert_eq!(metrics.restarts.get(), 0, "the worker was not restarted");
+
+    let after = new_id();
+    rig.push(
+        &after,
+        SlowJob {
+            run_ms: vec![0],
+            fail_runs: vec![],
+        },
+    )
+    .await;
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            runs(&after).started.len() == 1
+        })
+        .await,
+        "new jobs run"
+    );
+    running.stop().await;
+    rig.cleanup().await;
+}
+
+/// A redis-server of the test's own (the shared one must never be
+/// restarted), with AOF on every write, on a free port.
+struct OwnRedis {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl OwnRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(format!("aigentable-redis-{}", new_id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut redis = Self {
+            child: None,
+            port,
+            dir,
+        };
+        redis.up().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again, from its AOF) and waits until it answers.
+    async fn up(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--save", "", "--daemonize", "no", "--loglevel", "warning"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let url = self.url();
+        let answers = wait_for(Duration::from_secs(10), || {
+            let url = url.clone();
+            async move {
+                let Ok(client) = redis::Client::open(url) else {
+                    return false;
+                };
+                match client.get_multiplexed_async_connection().await {
+                    Ok(mut c) => redis::cmd("PING")
+                        .query_async::<String>(&mut c)
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        assert!(answers, "the test's redis-server answers");
+    }
+
+    /// Kills the server at once (its AOF is fsynced on every write).
+    fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.down();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Redis goes away for 2 s while a job runs and its outcome falls inside
+/// the outage: the worker keeps the job, writes the outcome once Redis is
+/// back, runs it only once, is never restarted, and fetches new jobs within
+/// 5 s of Redis' return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_costs_running_jobs_nothing() {
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    let rig = Rig::with_config(
+        test_config(&[("REDIS_URL", url.as_str())]),
+        QueueConfig {
+            lease: Duration::from_secs(5),
+            ..fast_config()
+        },
+    )
+    .await;
+    let keys = rig.keys::<SlowJob>();
+    let metrics = rig.setup.metrics.for_job(SlowJob::QUEUE, SlowJob::NAME);
+    let running = start::<SlowJob>(&rig.setup, Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = new_id();
+    rig.push(
+        &id,
+        SlowJob {
+            run_ms: vec![1000],
+            fail_runs: vec![],
+        },
+    )
+    .await;
+    assert!(
+        wait_for(Duration::from_secs(3), || async {
+            runs(&id).started.len() == 1
+        })
+        .await
+    );
+    redis.down();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(runs(&id).ended.len(), 1, "the job ended during the outage");
+    redis.up().await;
+
+    let conn = rig.conn();
+    let settled = wait_for(Duration::from_secs(10), || {
+        let (mut conn, keys, id) = (conn.clone(), keys.clone(), id.clone());
+        async move { !data_exists(&mut conn, &keys, &id).await }
+    })
+    .await;
+    assert!(settled, "the outcome was written once redis was back");
+    let after = new_id();
+    rig.push(
+        &after,
+        SlowJob {
+            run_ms: vec![0],
+            fail_runs: vec![],
+        },
+    )
+    .await;
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            runs(&after).started.len() == 1
+        })
+        .await,
+        "fetching resumed"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(runs(&id).started.len(), 1, "ran once: {:?}", runs(&id));
+    assert_eq!(metrics.restarts.get(), 0, "the worker was not restarted");
+    running.stop().await;
+    rig.cleanup().await;
+}

@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use apalis::prelude::{Backend, Codec, Status, Task, TaskBuilder, TaskId, WorkerContext};
 use apalis_core::backend::BackendConfig;
@@ -41,13 +42,33 @@ const CHUNK: usize = 500;
 /// Chunks per heartbeat and per kind of maintenance: bounds the time one
 /// heartbeat may take; the rest waits for the next one.
 const MAX_CHUNKS: usize = 20;
+/// Tries of a renewal, settle or release before it is left for later: a
+/// Redis error never stops the worker (that would drop every job it runs).
+const TRIES: u32 = 3;
+/// First pause between tries; doubled after each.
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+/// Longest pause of a worker's fetches while Redis does not answer.
+const MAX_FETCH_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Shared {
     /// Ids this worker claimed and has not settled, with the token of their
-    /// claim: their leases are renewed, and settled, under that token.
+    /// claim: their leases are renewed, and settled, under that token. An id
+    /// stays here until its outcome is written to Redis, so that its lease
+    /// is kept while the outcome waits for Redis.
     held: Mutex<HashMap<String, String>>,
+    /// Outcomes (SETTLE quintuples) Redis did not take yet: written, in
+    /// order, before any later outcome and at every heartbeat.
+    pending: Mutex<Vec<String>>,
+    /// Fetches that failed in a row: idle waits grow with it.
+    fetch_failures: AtomicU32,
     last_trim: Mutex<Option<Instant>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere mid-update; the data is
+    // still the best knowledge there is.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What the worker's steps do in Redis, for job type `J`.
@@ -81,12 +102,7 @@ impl<J> std::fmt::Debug for QueuePersistence<J> {
 
 impl<J: Job> QueuePersistence<J> {
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        // A poisoned set only means a panic elsewhere mid-update; the ids in
-        // it are still the best knowledge of what this worker holds.
-        self.shared
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.shared.held)
     }
 
     /// Free slots: jobs that could start as soon as they are fetched.
@@ -169,13 +185,85 @@ impl<J: Job> QueuePersistence<J> {
         Ok(())
     }
 
-    async fn settle(&mut self, args: Vec<String>) -> Result<(), QueueError> {
-        let expected = args.len() / 5;
-        let settled = super::settle_raw(&mut self.conn, &self.keys, &args).await?;
-        if settled < expected {
-            tracing::warn!(queue = %self.keys.prefix, stale = expected - settled, "outcomes of runs that no longer held their lease were ignored");
+    /// Writes outcomes to Redis: those left over from an outage first, then
+    /// `args`, in up to `tries` tries. When Redis does not answer they are
+    /// kept for the next heartbeat (their leases are renewed meanwhile):
+    /// a finished job is never dropped nor its worker stopped.
+    async fn settle(&mut self, args: Vec<String>, tries: u32) {
+        let mut all = std::mem::take(&mut *locked(&self.shared.pending));
+        all.extend(args);
+        if all.is_empty() {
+            return;
         }
-        Ok(())
+        let expected = all.len() / 5;
+        let mut pause = FIRST_PAUSE;
+        for attempt in 1..=tries.max(1) {
+            match super::settle_raw(&mut self.conn, &self.keys, &all).await {
+                Ok(settled) => {
+                    let mut held = self.held();
+                    for q in all.chunks(5) {
+                        if let [id, token, ..] = q
+                            && held.get(id) == Some(token)
+                        {
+                            held.remove(id);
+                        }
+                    }
+                    drop(held);
+                    if settled < expected {
+                        tracing::warn!(queue = %self.keys.prefix, stale = expected - settled, "outcomes of runs that no longer held their lease were ignored");
+                    }
+                    return;
+                }
+                Err(e) if attempt < tries => {
+                    tracing::warn!(queue = %self.keys.prefix, error = %e, attempt, "job outcomes not written yet, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(queue = %self.keys.prefix, error = %e, jobs = expected, "job outcomes kept until redis answers");
+                    let mut pending = locked(&self.shared.pending);
+                    // Outcomes that arrived meanwhile go after these.
+                    let later = std::mem::take(&mut *pending);
+                    *pending = all;
+                    pending.extend(later);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// [`Self::renew`] with retries: a lease must not lapse over one lost
+    /// reply.
+    async fn renew_retrying(&mut self) {
+        let mut pause = FIRST_PAUSE;
+        for attempt in 1..=TRIES {
+            match self.renew().await {
+                Ok(()) => return,
+                Err(e) if attempt < TRIES => {
+                    tracing::warn!(queue = %self.keys.prefix, error = %e, attempt, "lease renewal failed, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(queue = %self.keys.prefix, error = %e, "leases not renewed, next try at the next heartbeat");
+                }
+            }
+        }
+    }
+
+    /// How long an idle worker waits before fetching again: the idle poll,
+    /// growing while fetches fail (Redis unreachable).
+    fn fetch_pause(&self) -> Duration {
+        let failures = self.shared.fetch_failures.load(Ordering::Relaxed);
+        if failures == 0 {
+            return self.config.idle_poll;
+        }
+        let grown = self
+            .config
+            .idle_poll
+            .max(FIRST_PAUSE)
+            .saturating_mul(1 << failures.min(6));
+        grown.min(MAX_FETCH_PAUSE.max(self.config.idle_poll))
     }
 }
 
@@ -188,14 +276,25 @@ impl<J: Job> Persistence for QueuePersistence<J> {
         if !self.config.restart_delay.is_zero() {
             tokio::time::sleep(self.config.restart_delay).await;
         }
-        self.reap().await?;
+        if let Err(e) = self.reap().await {
+            tracing::warn!(queue = %self.keys.prefix, error = %e, "expired leases not recovered at start, next try at the next heartbeat");
+        }
         Ok(())
     }
 
+    /// Never fails: a Redis error here must not stop the worker and drop
+    /// the jobs it runs. What could not be done is retried at the next
+    /// heartbeat.
     async fn heartbeat(&mut self, _worker: &WorkerContext) -> Result<(), QueueError> {
-        self.renew().await?;
-        self.reap().await?;
-        self.trim_dead().await
+        self.settle(Vec::new(), 1).await;
+        self.renew_retrying().await;
+        if let Err(e) = self.reap().await {
+            tracing::warn!(queue = %self.keys.prefix, error = %e, "expired leases not recovered, next try at the next heartbeat");
+        }
+        if let Err(e) = self.trim_dead().await {
+            tracing::warn!(queue = %self.keys.prefix, error = %e, "dead jobs not trimmed, next try later");
+        }
+        Ok(())
     }
 
     async fn fetch_next(
@@ -218,7 +317,27 @@ impl<J: Job> Persistence for QueuePersistence<J> {
             .arg(self.config.batch_size.saturating_mul(5))
             .arg(&token)
             .invoke_async(&mut self.conn)
-            .await?;
+            .await;
+        // Only fetching pauses while Redis does not answer: the idle wait
+        // grows (see `fetch_pause`), running jobs go on.
+        let reply = match reply {
+            Ok(reply) => {
+                let failed = self.shared.fetch_failures.swap(0, Ordering::Relaxed);
+                if failed > 0 {
+                    tracing::info!(queue = %self.keys.prefix, failed, "fetching again after redis errors");
+                }
+                reply
+            }
+            Err(e) => {
+                let failed = self.shared.fetch_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failed == 1 {
+                    tracing::warn!(queue = %self.keys.prefix, error = %e, "fetch failed, pausing fetches until redis answers");
+                } else {
+                    tracing::debug!(queue = %self.keys.prefix, error = %e, failed, "fetch failed again");
+                }
+                return Ok(Vec::new());
+            }
+        };
         let mut tasks = Vec::with_capacity(reply.len() / 3);
         let mut undecodable = Vec::new();
         let mut iter = reply.into_iter();
@@ -251,7 +370,14 @@ impl<J: Job> Persistence for QueuePersistence<J> {
             if self.held().insert(id.clone(), token.clone()).is_some() {
                 // Already running here (its lease lapsed during a stall and
                 // it was requeued): the running copy adopts the new claim
-                // and settles it.
+                // and settles it; so does an outcome still waiting for Redis.
+                for q in locked(&self.shared.pending).chunks_mut(5) {
+                    if let [pending_id, pending_token, ..] = q
+                        && *pending_id == id
+                    {
+                        pending_token.clone_from(&token);
+                    }
+                }
                 continue;
             }
             let attempt = usize::try_from(attempt).unwrap_or(1).max(1);
@@ -266,7 +392,7 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                     .build(),
             );
         }
-        self.settle(undecodable).await?;
+        self.settle(undecodable, TRIES).await;
         Ok(tasks)
     }
 
@@ -283,7 +409,23 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                 .filter_map(|id| held.remove(&id).map(|token| (id, token)))
                 .collect()
         };
-        super::release(&mut self.conn, &self.keys, &held).await
+        let mut pause = FIRST_PAUSE;
+        for attempt in 1..=TRIES {
+            match super::release(&mut self.conn, &self.keys, &held).await {
+                Ok(n) => return Ok(n),
+                Err(e) if attempt < TRIES => {
+                    tracing::warn!(queue = %self.keys.prefix, error = %e, attempt, "unstarted jobs not released yet, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => {
+                    // Their leases expire and they are recovered then, with
+                    // an attempt counted.
+                    tracing::error!(queue = %self.keys.prefix, error = %e, jobs = held.len(), "unstarted jobs not released");
+                }
+            }
+        }
+        Ok(0)
     }
 
     async fn handle_events(
@@ -298,7 +440,8 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                 continue;
             };
             let id = result.task_id.to_string();
-            let Some(token) = self.held().remove(&id) else {
+            // Kept in `held` (its lease renewed) until the outcome is written.
+            let Some(token) = self.held().get(&id).cloned() else {
                 continue;
             };
             let attempt = u32::try_from(result.attempt).unwrap_or(u32::MAX);
@@ -318,7 +461,8 @@ impl<J: Job> Persistence for QueuePersistence<J> {
             };
             super::settle_args(&mut args, &id, &token, &how);
         }
-        self.settle(args).await
+        self.settle(args, TRIES).await;
+        Ok(())
     }
 
     async fn push_tasks(&mut self, tasks: Vec<Task<Envelope<J>>>) -> Result<(), QueueError> {
@@ -416,7 +560,7 @@ impl<J: Job> RedisQueue<J> {
     }
 
     fn idle_wait(&self) -> IdleWait {
-        let poll = self.config.idle_poll;
+        let poll = self.persist.fetch_pause();
         match self.wake.clone() {
             Some(notify) => Box::pin(async move {
                 let _ = tokio::time::timeout(poll, notify.notified()).await;
