@@ -195,6 +195,28 @@ pub async fn mark_failed(
         .await
 }
 
+/// Puts the record of a run given back by a draining worker (see
+/// [`crate::queue::Drain`]) back to QUEUED, if that run's claim still holds
+/// it: the job runs again without an attempt spent.
+pub async fn mark_released(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+    claim: &str,
+) -> DbResult<Option<JobRecord>> {
+    db.scoped::<JobRecord>(tenant)
+        .update_one(
+            doc! { "_id": id, "status": "RUNNING", "claim": claim },
+            doc! { "$set": {
+                "status": "QUEUED",
+                "claim": Bson::Null,
+                "lastError": "its worker shut down before it finished; it runs again",
+                "updatedAt": now(),
+            } },
+        )
+        .await
+}
+
 /// Cancels a queued or running job. A running handler is not interrupted,
 /// but its outcome is no longer recorded and it is not retried.
 pub async fn cancel(db: &Db, tenant: &TenantId, id: &str) -> DbResult<Option<JobRecord>> {

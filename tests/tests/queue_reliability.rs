@@ -20,7 +20,7 @@ use aigentable_jobs::{Envelope, Job, JobClient, JobStatus, Requester};
 use aigentable_platform::Platform;
 use aigentable_platform::ids::TenantId;
 use aigentable_tests::test_config;
-use aigentable_workers::registry::{register, supervise};
+use aigentable_workers::registry::{register, supervise, supervise_draining};
 use aigentable_workers::runner::{Handle, JobContext, JobError};
 use aigentable_workers::{WorkerSetup, WorkerState};
 
@@ -199,6 +199,26 @@ fn start<J: Handle>(setup: &WorkerSetup, grace: Duration) -> Running {
         let _ = rx.await;
         Ok(())
     }));
+    Running {
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// Runs workers for `J` with `setup` that drain on stop, as the workers
+/// binary does on SIGTERM. `setup` gets a drain of its own.
+fn start_draining<J: Handle>(setup: &WorkerSetup, grace: Duration) -> Running {
+    let mut setup = setup.clone();
+    setup.drain = queue::Drain::new();
+    let monitor = register::<J>(Monitor::new(), &setup);
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        supervise_draining(monitor, &setup, grace, async move {
+            let _ = rx.await;
+            Ok(())
+        })
+        .await
+    });
     Running {
         stop: Some(stop),
         task,
@@ -699,5 +719,146 @@ async fn a_redis_restart_costs_running_jobs_nothing() {
     assert_eq!(runs(&id).started.len(), 1, "ran once: {:?}", runs(&id));
     assert_eq!(metrics.restarts.get(), 0, "the worker was not restarted");
     running.stop().await;
+    rig.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------
+// 3. Graceful drain
+// ---------------------------------------------------------------------------
+
+/// A stopping worker takes no new job but lets a running one finish,
+/// renewing its lease meanwhile: the job, longer than its lease, is not
+/// taken over by another worker and runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_finishes_its_running_job_and_keeps_its_lease() {
+    let rig = Rig::new(fast_config()).await;
+    let keys = rig.keys::<SlowJob>();
+    let stopping = start_draining::<SlowJob>(&rig.setup, Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = new_id();
+    rig.push(
+        &id,
+        SlowJob {
+            run_ms: vec![1500],
+            fail_runs: vec![],
+        },
+    )
+    .await;
+    assert!(
+        wait_for(Duration::from_secs(3), || async {
+            runs(&id).started.len() == 1
+        })
+        .await
+    );
+    let mut other = rig.setup.clone();
+    other.drain = queue::Drain::new();
+    let healthy = start::<SlowJob>(&other, Duration::from_secs(1));
+    let took = stopping.stop().await;
+    let r = runs(&id);
+    assert_eq!(r.started.len(), 1, "not taken over while it ran: {r:?}");
+    assert_eq!(r.ended.len(), 1, "it finished before its worker stopped");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    let mut conn = rig.conn();
+    assert!(
+        !data_exists(&mut conn, &keys, &id).await,
+        "its outcome was written before the worker stopped"
+    );
+
+    // A job pushed now goes to the healthy worker.
+    let after = new_id();
+    rig.push(
+        &after,
+        SlowJob {
+            run_ms: vec![0],
+            fail_runs: vec![],
+        },
+    )
+    .await;
+    assert!(
+        wait_for(Duration::from_secs(3), || async {
+            runs(&after).started.len() == 1
+        })
+        .await
+    );
+    healthy.stop().await;
+    rig.cleanup().await;
+}
+
+/// A job still running when the grace period ends goes back to the front
+/// of its queue at once (not when its lease expires), without spending an
+/// attempt, with its record back to QUEUED; another worker then runs it to
+/// SUCCEEDED as its first counted attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_still_running_when_the_grace_ends_goes_back_without_spending_an_attempt() {
+    let rig = Rig::new(QueueConfig {
+        lease: Duration::from_secs(20),
+        ..fast_config()
+    })
+    .await;
+    let keys = rig.keys::<RecordedSlowJob>();
+    let client = JobClient::connect(&rig.platform).await.expect("job client");
+    let tenant = TenantId::from_trusted("tenant-drain".to_owned());
+    let stopping = start_draining::<RecordedSlowJob>(&rig.setup, Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let job = client
+        .enqueue(
+            &tenant,
+            Requester::System,
+            RecordedSlowJob {
+                run_ms: vec![10_000, 0],
+            },
+        )
+        .await
+        .expect("enqueue");
+    assert!(
+        wait_for(Duration::from_secs(3), || async {
+            runs(&job.id).started.len() == 1
+        })
+        .await
+    );
+    let took = stopping.stop().await;
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    let mut conn = rig.conn();
+    let depth = queue::depth(&mut conn, &keys).await.expect("depth");
+    assert_eq!(
+        depth,
+        queue::Depth {
+            ready: 1,
+            ..Default::default()
+        },
+        "given back at once, not left leased"
+    );
+    assert_eq!(
+        queue::attempts(&mut conn, &keys, &job.id)
+            .await
+            .expect("attempts"),
+        0,
+        "no attempt spent"
+    );
+    let find = || async {
+        rig.platform
+            .db
+            .scoped::<JobRecord>(&tenant)
+            .find_by_id(&job.id)
+            .await
+            .expect("find")
+            .expect("record")
+    };
+    assert_eq!(find().await.status, JobStatus::Queued);
+
+    let mut other = rig.setup.clone();
+    other.drain = queue::Drain::new();
+    let healthy = start::<RecordedSlowJob>(&other, Duration::from_secs(1));
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            find().await.status == JobStatus::Succeeded
+        })
+        .await,
+        "run again to success"
+    );
+    let stored = find().await;
+    assert_eq!(stored.attempts, 1, "the given-back run did not count");
+    assert_eq!(runs(&job.id).started.len(), 2);
+    healthy.stop().await;
     rig.cleanup().await;
 }

@@ -23,7 +23,7 @@ use apalis_core::backend::persistence::{
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
-use super::{Claim, QueueConfig, QueueKeys, Settlement, WakeHub, now_ms, scripts};
+use super::{Claim, Drain, QueueConfig, QueueKeys, Settlement, WakeHub, now_ms, scripts};
 use crate::{Envelope, Job};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,31 +44,134 @@ const CHUNK: usize = 500;
 const MAX_CHUNKS: usize = 20;
 /// Tries of a renewal, settle or release before it is left for later: a
 /// Redis error never stops the worker (that would drop every job it runs).
-const TRIES: u32 = 3;
+pub(crate) const TRIES: u32 = 3;
 /// First pause between tries; doubled after each.
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// Longest pause of a worker's fetches while Redis does not answer.
 const MAX_FETCH_PAUSE: Duration = Duration::from_secs(1);
 
+/// A lease this worker holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    /// Token of the claim: renewals and outcomes go under it.
+    pub(crate) token: String,
+    /// Tenant of the job, to find its record.
+    pub(crate) tenant: String,
+}
+
 #[derive(Default)]
-struct Shared {
-    /// Ids this worker claimed and has not settled, with the token of their
-    /// claim: their leases are renewed, and settled, under that token. An id
+pub(crate) struct Shared {
+    /// Ids this worker claimed and has not settled, with their lease. An id
     /// stays here until its outcome is written to Redis, so that its lease
     /// is kept while the outcome waits for Redis.
-    held: Mutex<HashMap<String, String>>,
+    held: Mutex<HashMap<String, Lease>>,
     /// Outcomes (SETTLE quintuples) Redis did not take yet: written, in
     /// order, before any later outcome and at every heartbeat.
     pending: Mutex<Vec<String>>,
+    /// Claimed jobs a draining worker will not start: (id, token) pairs the
+    /// drain gives back.
+    to_release: Mutex<Vec<(String, String)>>,
     /// Fetches that failed in a row: idle waits grow with it.
     fetch_failures: AtomicU32,
     last_trim: Mutex<Option<Instant>>,
 }
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means a panic elsewhere mid-update; the data is
     // still the best knowledge there is.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+        locked(&self.held)
+    }
+
+    pub(crate) fn take_to_release(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *locked(&self.to_release))
+    }
+
+    pub(crate) fn to_release_ids(&self) -> std::collections::HashSet<String> {
+        locked(&self.to_release)
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Claimed tasks that will not start: out of `held` (their outcome
+    /// would be ignored) and into `to_release`.
+    fn give_back<J>(&self, tasks: impl IntoIterator<Item = Task<Envelope<J>>>) {
+        let mut held = self.held();
+        let mut to_release = locked(&self.to_release);
+        for task in tasks {
+            if let Some(id) = task.task_id().map(ToString::to_string)
+                && let Some(lease) = held.remove(&id)
+            {
+                to_release.push((id, lease.token));
+            }
+        }
+    }
+
+    /// Ids whose outcome waits for Redis: finished, not to be released.
+    pub(crate) fn pending_ids(&self) -> std::collections::HashSet<String> {
+        locked(&self.pending)
+            .chunks(5)
+            .filter_map(|q| q.first().cloned())
+            .collect()
+    }
+
+    /// Writes outcomes to Redis: those left over from an outage first, then
+    /// `args`, in up to `tries` tries. When Redis does not answer they are
+    /// kept for the next heartbeat (their leases are renewed meanwhile):
+    /// a finished job is never dropped nor its worker stopped.
+    pub(crate) async fn settle(
+        &self,
+        conn: &mut ConnectionManager,
+        keys: &QueueKeys,
+        args: Vec<String>,
+        tries: u32,
+    ) {
+        let mut all = std::mem::take(&mut *locked(&self.pending));
+        all.extend(args);
+        if all.is_empty() {
+            return;
+        }
+        let expected = all.len() / 5;
+        let mut pause = FIRST_PAUSE;
+        for attempt in 1..=tries.max(1) {
+            match super::settle_raw(conn, keys, &all).await {
+                Ok(settled) => {
+                    let mut held = self.held();
+                    for q in all.chunks(5) {
+                        if let [id, token, ..] = q
+                            && held.get(id).is_some_and(|l| l.token == *token)
+                        {
+                            held.remove(id);
+                        }
+                    }
+                    drop(held);
+                    if settled < expected {
+                        tracing::warn!(queue = %keys.prefix, stale = expected - settled, "outcomes of runs that no longer held their lease were ignored");
+                    }
+                    return;
+                }
+                Err(e) if attempt < tries => {
+                    tracing::warn!(queue = %keys.prefix, error = %e, attempt, "job outcomes not written yet, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(queue = %keys.prefix, error = %e, jobs = expected, "job outcomes kept until redis answers");
+                    let mut pending = locked(&self.pending);
+                    // Outcomes that arrived meanwhile go after these.
+                    let later = std::mem::take(&mut *pending);
+                    *pending = all;
+                    pending.extend(later);
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// What the worker's steps do in Redis, for job type `J`.
@@ -77,6 +180,8 @@ pub struct QueuePersistence<J> {
     keys: Arc<QueueKeys>,
     config: Arc<QueueConfig>,
     shared: Arc<Shared>,
+    /// The process's drain, if it drains on shutdown.
+    drain: Option<Drain>,
     _job: PhantomData<fn() -> J>,
 }
 
@@ -87,6 +192,7 @@ impl<J> Clone for QueuePersistence<J> {
             keys: self.keys.clone(),
             config: self.config.clone(),
             shared: self.shared.clone(),
+            drain: self.drain.clone(),
             _job: PhantomData,
         }
     }
@@ -101,8 +207,8 @@ impl<J> std::fmt::Debug for QueuePersistence<J> {
 }
 
 impl<J: Job> QueuePersistence<J> {
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        locked(&self.shared.held)
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+        self.shared.held()
     }
 
     /// Free slots: jobs that could start as soon as they are fetched.
@@ -141,7 +247,7 @@ impl<J: Job> QueuePersistence<J> {
         let held: Vec<(String, String)> = self
             .held()
             .iter()
-            .map(|(id, token)| (id.clone(), token.clone()))
+            .map(|(id, lease)| (id.clone(), lease.token.clone()))
             .collect();
         let deadline = self.deadline();
         for chunk in held.chunks(CHUNK) {
@@ -185,51 +291,10 @@ impl<J: Job> QueuePersistence<J> {
         Ok(())
     }
 
-    /// Writes outcomes to Redis: those left over from an outage first, then
-    /// `args`, in up to `tries` tries. When Redis does not answer they are
-    /// kept for the next heartbeat (their leases are renewed meanwhile):
-    /// a finished job is never dropped nor its worker stopped.
     async fn settle(&mut self, args: Vec<String>, tries: u32) {
-        let mut all = std::mem::take(&mut *locked(&self.shared.pending));
-        all.extend(args);
-        if all.is_empty() {
-            return;
-        }
-        let expected = all.len() / 5;
-        let mut pause = FIRST_PAUSE;
-        for attempt in 1..=tries.max(1) {
-            match super::settle_raw(&mut self.conn, &self.keys, &all).await {
-                Ok(settled) => {
-                    let mut held = self.held();
-                    for q in all.chunks(5) {
-                        if let [id, token, ..] = q
-                            && held.get(id) == Some(token)
-                        {
-                            held.remove(id);
-                        }
-                    }
-                    drop(held);
-                    if settled < expected {
-                        tracing::warn!(queue = %self.keys.prefix, stale = expected - settled, "outcomes of runs that no longer held their lease were ignored");
-                    }
-                    return;
-                }
-                Err(e) if attempt < tries => {
-                    tracing::warn!(queue = %self.keys.prefix, error = %e, attempt, "job outcomes not written yet, retrying");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                Err(e) => {
-                    tracing::error!(queue = %self.keys.prefix, error = %e, jobs = expected, "job outcomes kept until redis answers");
-                    let mut pending = locked(&self.shared.pending);
-                    // Outcomes that arrived meanwhile go after these.
-                    let later = std::mem::take(&mut *pending);
-                    *pending = all;
-                    pending.extend(later);
-                    return;
-                }
-            }
-        }
+        self.shared
+            .settle(&mut self.conn, &self.keys, args, tries)
+            .await;
     }
 
     /// [`Self::renew`] with retries: a lease must not lapse over one lost
@@ -249,6 +314,10 @@ impl<J: Job> QueuePersistence<J> {
                 }
             }
         }
+    }
+
+    fn draining(&self) -> bool {
+        self.drain.as_ref().is_some_and(Drain::is_draining)
     }
 
     /// How long an idle worker waits before fetching again: the idle poll,
@@ -301,6 +370,9 @@ impl<J: Job> Persistence for QueuePersistence<J> {
         &mut self,
         _worker: &WorkerContext,
     ) -> Result<Vec<Task<Envelope<J>>>, QueueError> {
+        if self.draining() {
+            return Ok(Vec::new());
+        }
         // Unique per fetch, and a fetch claims an id at most once: unique
         // per claim.
         let token = ulid::Ulid::generate().to_string();
@@ -340,6 +412,7 @@ impl<J: Job> Persistence for QueuePersistence<J> {
         };
         let mut tasks = Vec::with_capacity(reply.len() / 3);
         let mut undecodable = Vec::new();
+        let mut drained = Vec::new();
         let mut iter = reply.into_iter();
         while let (Some(id), Some(attempt), Some(payload)) = (iter.next(), iter.next(), iter.next())
         {
@@ -367,7 +440,17 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                     continue;
                 }
             };
-            if self.held().insert(id.clone(), token.clone()).is_some() {
+            if self.draining() {
+                // Claimed by a fetch that raced the start of a drain: give
+                // it back at once.
+                drained.push((id, token.clone()));
+                continue;
+            }
+            let lease = Lease {
+                token: token.clone(),
+                tenant: envelope.tenant_id.clone(),
+            };
+            if self.held().insert(id.clone(), lease).is_some() {
                 // Already running here (its lease lapsed during a stall and
                 // it was requeued): the running copy adopts the new claim
                 // and settles it; so does an outcome still waiting for Redis.
@@ -393,6 +476,11 @@ impl<J: Job> Persistence for QueuePersistence<J> {
             );
         }
         self.settle(undecodable, TRIES).await;
+        if !drained.is_empty()
+            && let Err(e) = super::release(&mut self.conn, &self.keys, &drained).await
+        {
+            tracing::warn!(queue = %self.keys.prefix, error = %e, jobs = drained.len(), "jobs claimed as the drain began not released, their leases will expire");
+        }
         Ok(tasks)
     }
 
@@ -406,26 +494,10 @@ impl<J: Job> Persistence for QueuePersistence<J> {
             tasks
                 .iter()
                 .filter_map(|t| t.task_id().map(ToString::to_string))
-                .filter_map(|id| held.remove(&id).map(|token| (id, token)))
+                .filter_map(|id| held.remove(&id).map(|lease| (id, lease.token)))
                 .collect()
         };
-        let mut pause = FIRST_PAUSE;
-        for attempt in 1..=TRIES {
-            match super::release(&mut self.conn, &self.keys, &held).await {
-                Ok(n) => return Ok(n),
-                Err(e) if attempt < TRIES => {
-                    tracing::warn!(queue = %self.keys.prefix, error = %e, attempt, "unstarted jobs not released yet, retrying");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                Err(e) => {
-                    // Their leases expire and they are recovered then, with
-                    // an attempt counted.
-                    tracing::error!(queue = %self.keys.prefix, error = %e, jobs = held.len(), "unstarted jobs not released");
-                }
-            }
-        }
-        Ok(0)
+        Ok(release_retrying(&mut self.conn, &self.keys, &held).await)
     }
 
     async fn handle_events(
@@ -441,7 +513,7 @@ impl<J: Job> Persistence for QueuePersistence<J> {
             };
             let id = result.task_id.to_string();
             // Kept in `held` (its lease renewed) until the outcome is written.
-            let Some(token) = self.held().get(&id).cloned() else {
+            let Some(token) = self.held().get(&id).map(|l| l.token.clone()) else {
                 continue;
             };
             let attempt = u32::try_from(result.attempt).unwrap_or(u32::MAX);
@@ -480,6 +552,30 @@ impl<J: Job> Persistence for QueuePersistence<J> {
             .await
             .map(|_| ())
     }
+}
+
+/// [`super::release`] with retries. Jobs that cannot be released are
+/// recovered when their lease expires, with an attempt counted.
+pub(crate) async fn release_retrying(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    jobs: &[(String, String)],
+) -> u64 {
+    let mut pause = FIRST_PAUSE;
+    for attempt in 1..=TRIES {
+        match super::release(conn, keys, jobs).await {
+            Ok(n) => return n,
+            Err(e) if attempt < TRIES => {
+                tracing::warn!(queue = %keys.prefix, error = %e, attempt, "jobs not given back yet, retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e) => {
+                tracing::error!(queue = %keys.prefix, error = %e, jobs = jobs.len(), "jobs not given back, they will be recovered when their lease expires");
+            }
+        }
+    }
+    0
 }
 
 /// Results are not stored: the job record in MongoDB holds them.
@@ -537,12 +633,23 @@ impl<J: Job> RedisQueue<J> {
                 keys,
                 config: config.clone(),
                 shared: Arc::default(),
+                drain: None,
                 _job: PhantomData,
             }),
             config,
             wake,
             idle: None,
         }
+    }
+
+    /// Takes part in `drain`: once it begins, this worker fetches and starts
+    /// nothing more, keeps renewing and settling what it holds, and the
+    /// drain releases what is still unfinished when its grace runs out.
+    #[must_use]
+    pub fn with_drain(mut self, drain: &Drain) -> Self {
+        drain.register(&self.persist.shared, &self.persist.conn, &self.persist.keys);
+        self.persist.drain = Some(drain.clone());
+        self
     }
 
     pub fn keys(&self) -> &QueueKeys {
@@ -587,6 +694,22 @@ impl<J: Job> Backend for RedisQueue<J> {
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, QueueError>>> {
+        if self.persist.draining() {
+            // Nothing more starts: claimed tasks waiting in the buffer go
+            // back to the queue (by the drain), a fetch in flight finishes
+            // (and gives its claims back itself).
+            let unstarted = match self.persist.state_mut() {
+                State::Buffered(buffer) => std::mem::take(buffer),
+                _ => Default::default(),
+            };
+            self.persist.shared.give_back(unstarted);
+            if matches!(self.persist.state(), State::Fetch(_))
+                && let Poll::Ready(Some(Ok(task))) = self.persist.poll_next(cx, worker)
+            {
+                self.persist.shared.give_back([task]);
+            }
+            return Poll::Pending;
+        }
         loop {
             if let Some(idle) = self.idle.as_mut() {
                 match idle.as_mut().poll(cx) {

@@ -13,6 +13,7 @@
 //! (the process died) expires and the job goes back to `ready`.
 
 mod backend;
+mod drain;
 pub mod scripts;
 mod wake;
 
@@ -21,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::ConnectionManager;
 
 pub use backend::{QueueError, QueuePersistence, RedisQueue};
+pub use drain::{Drain, Unfinished};
 pub use wake::WakeHub;
 
 use crate::{Envelope, Job, queue_key};
