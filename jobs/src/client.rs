@@ -1,5 +1,11 @@
 //! Enqueueing: the MongoDB record first, then the Redis push, so a worker
-//! never picks up a job whose record does not exist.
+//! never picks up a job whose record does not exist. The record is the
+//! source of truth (an outbox): a job recorded but not pushed (Redis
+//! unreachable, a crash in between) stays QUEUED, is pushed again in the
+//! background while Redis comes back, and the sweep's reconciler pushes any
+//! that are still missing from Redis after a minute.
+
+use std::time::Duration;
 
 use bson::doc;
 use chrono::Utc;
@@ -10,7 +16,7 @@ use aigentable_platform::db::{Db, DbError};
 use aigentable_platform::ids::{JobId, TenantId, UserId};
 
 use crate::queue::{self, QueueKeys};
-use crate::record::{self, JobRecord, JobStatus};
+use crate::record::{JobRecord, JobStatus};
 use crate::{Envelope, Job};
 
 #[derive(Debug, thiserror::Error)]
@@ -124,20 +130,37 @@ impl JobClient {
         }
         jobs.insert(&record).await?;
 
-        if let Err(e) = self.push(&record.id, tenant, job).await {
-            tracing::error!(job_id = %record.id, tenant_id = %tenant, error = %e, "job could not be queued");
-            record::mark_failed(
-                &self.db,
-                tenant,
-                &record.id,
-                JobStatus::Failed,
-                "the job queue was unavailable",
-            )
-            .await?;
-            return Err(e);
+        if let Err(e) = self.push(&record.id, tenant, job.clone()).await {
+            // Recorded, so accepted: it is queued as soon as Redis answers.
+            tracing::warn!(job_id = %record.id, tenant_id = %tenant, job_type = J::NAME, error = %e, "job recorded but not queued yet, retrying in the background");
+            let (client, id, tenant) = (self.clone(), record.id.clone(), tenant.clone());
+            tokio::spawn(async move { client.push_later(&id, &tenant, job).await });
+            return Ok(record);
         }
         tracing::debug!(job_id = %record.id, tenant_id = %tenant, job_type = J::NAME, "job queued");
         Ok(record)
+    }
+
+    /// Retries the push of a recorded job for about a minute, with growing
+    /// pauses; past that the sweep's reconciler takes over.
+    async fn push_later<J: Job>(&self, job_id: &str, tenant: &TenantId, job: J) {
+        let mut pause = Duration::from_millis(250);
+        let mut waited = Duration::ZERO;
+        while waited < Duration::from_secs(60) {
+            tokio::time::sleep(pause).await;
+            waited += pause;
+            match self.push(job_id, tenant, job.clone()).await {
+                Ok(()) => {
+                    tracing::info!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, "job queued after redis came back");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(job_id = %job_id, tenant_id = %tenant, error = %e, "job still not queued");
+                }
+            }
+            pause = (pause * 2).min(Duration::from_secs(10));
+        }
+        tracing::warn!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, "job still not queued, the sweep will queue it");
     }
 
     /// Pushes an already recorded job (also used by retry). Pushing a job

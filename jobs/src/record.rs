@@ -195,6 +195,27 @@ pub async fn mark_failed(
         .await
 }
 
+/// Marks SUCCEEDED a RUNNING job that the queue saw finish but whose record
+/// update failed (the sweep finds it): the result itself is lost.
+pub async fn mark_finished_unrecorded(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+) -> DbResult<Option<JobRecord>> {
+    db.scoped::<JobRecord>(tenant)
+        .update_one(
+            doc! { "_id": id, "status": "RUNNING" },
+            doc! { "$set": {
+                "status": "SUCCEEDED",
+                "progress": 100,
+                "result": { "resultUnrecorded": true },
+                "finishedAt": now(),
+                "updatedAt": now(),
+            } },
+        )
+        .await
+}
+
 /// Puts the record of a run given back by a draining worker (see
 /// [`crate::queue::Drain`]) back to QUEUED, if that run's claim still holds
 /// it: the job runs again without an attempt spent.

@@ -862,3 +862,240 @@ async fn a_job_still_running_when_the_grace_ends_goes_back_without_spending_an_a
     healthy.stop().await;
     rig.cleanup().await;
 }
+
+// ---------------------------------------------------------------------------
+// 4. Nothing stranded
+// ---------------------------------------------------------------------------
+
+async fn find_record(platform: &Platform, tenant: &TenantId, id: &str) -> JobRecord {
+    platform
+        .db
+        .scoped::<JobRecord>(tenant)
+        .find_by_id(id)
+        .await
+        .expect("find")
+        .expect("record exists")
+}
+
+/// Runs the sweep once, as the scheduler's tick would, and answers its
+/// result.
+async fn sweep(rig: &Rig) -> Value {
+    use aigentable_jobs::types::Sweep;
+    let ctx = JobContext {
+        state: WorkerState::new(rig.platform.clone()).expect("worker state"),
+        job_id: new_id(),
+        tenant_id: record::system_tenant(),
+        attempt: 1,
+    };
+    Sweep {
+        tick: "2026-01-01T00:00:00Z".to_owned(),
+    }
+    .handle(ctx)
+    .await
+    .expect("the sweep ran")
+}
+
+/// Moves a record's `updatedAt` (and `startedAt`) into the past.
+async fn age_record(platform: &Platform, id: &str, by: chrono::Duration) {
+    let then = bson::DateTime::from_millis((chrono::Utc::now() - by).timestamp_millis());
+    platform
+        .db
+        .unscoped::<bson::Document>(record::COLLECTION)
+        .update_one(
+            bson::doc! { "_id": id },
+            bson::doc! { "$set": { "updatedAt": then, "startedAt": then } },
+        )
+        .await
+        .expect("aged");
+}
+
+/// An enqueue while Redis is down is accepted (the record is the source of
+/// truth): the record stays QUEUED, never FAILED, and the job is queued
+/// and run once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_while_redis_is_down_is_queued_once_it_returns() {
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    let rig = Rig::with_config(test_config(&[("REDIS_URL", url.as_str())]), fast_config()).await;
+    let client = JobClient::connect(&rig.platform).await.expect("job client");
+    let tenant = TenantId::from_trusted("tenant-outage".to_owned());
+    redis.down();
+    let job = client
+        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .await
+        .expect("accepted while redis is down");
+    assert_eq!(job.status, JobStatus::Queued);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = find_record(&rig.platform, &tenant, &job.id).await;
+    assert_eq!(stored.status, JobStatus::Queued, "{stored:?}");
+    redis.up().await;
+    let running = start::<RecordedSlowJob>(&rig.setup, Duration::from_secs(1));
+    assert!(
+        wait_for(Duration::from_secs(15), || async {
+            find_record(&rig.platform, &tenant, &job.id).await.status == JobStatus::Succeeded
+        })
+        .await,
+        "queued and run once redis was back"
+    );
+    assert_eq!(runs(&job.id).started.len(), 1);
+    running.stop().await;
+    rig.cleanup().await;
+}
+
+/// A job recorded QUEUED but unknown to Redis (a crash between the record
+/// and the push, Redis restarted without persistence) is queued again by
+/// the sweep once it has been missing for over a minute; a job Redis holds
+/// is left alone.
+#[tokio::test]
+async fn the_sweep_queues_again_what_redis_lost() {
+    let rig = Rig::new(fast_config()).await;
+    let client = JobClient::connect(&rig.platform).await.expect("job client");
+    let tenant = TenantId::from_trusted("tenant-reconcile".to_owned());
+    let keys = rig.keys::<RecordedSlowJob>();
+    let mut conn = rig.conn();
+    let lost = client
+        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .await
+        .expect("enqueue");
+    let kept = client
+        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .await
+        .expect("enqueue");
+    let fresh = client
+        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .await
+        .expect("enqueue");
+    // Redis forgets `lost` and `fresh`, as after a restart without AOF.
+    for id in [&lost.id, &fresh.id] {
+        let _: () = redis::pipe()
+            .hdel(&keys.data, id)
+            .lrem(&keys.ready, 0, id)
+            .query_async(&mut conn)
+            .await
+            .expect("forget");
+    }
+    for id in [&lost.id, &kept.id] {
+        age_record(&rig.platform, id, chrono::Duration::minutes(2)).await;
+    }
+    let result = sweep(&rig).await;
+    assert_eq!(result["reconciled"], 1, "{result}");
+    let presence = |id: String| {
+        let (mut conn, keys) = (conn.clone(), keys.clone());
+        async move { queue::presence(&mut conn, &keys, &id).await.expect("presence") }
+    };
+    assert_eq!(presence(lost.id.clone()).await, queue::Presence::Live);
+    assert_eq!(
+        presence(fresh.id.clone()).await,
+        queue::Presence::Absent,
+        "missing for under a minute: not yet"
+    );
+    let depth = queue::depth(&mut conn, &keys).await.expect("depth");
+    assert_eq!(depth.ready, 2, "the kept job was not queued twice");
+    rig.cleanup().await;
+}
+
+/// A job that finished but whose record was left RUNNING (its
+/// `mark_succeeded` failed) is not run again by the sweep as if it had
+/// hung: its record is closed as SUCCEEDED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_does_not_run_again_a_finished_job_whose_record_was_not_updated() {
+    let rig = Rig::new(fast_config()).await;
+    let client = JobClient::connect(&rig.platform).await.expect("job client");
+    let tenant = TenantId::from_trusted("tenant-unrecorded".to_owned());
+    let keys = rig.keys::<RecordedSlowJob>();
+    let running = start::<RecordedSlowJob>(&rig.setup, Duration::from_secs(1));
+    let job = client
+        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .await
+        .expect("enqueue");
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            find_record(&rig.platform, &tenant, &job.id).await.status == JobStatus::Succeeded
+        })
+        .await
+    );
+    running.stop().await;
+    // As if the success had not reached MongoDB, long ago.
+    rig.platform
+        .db
+        .unscoped::<bson::Document>(record::COLLECTION)
+        .update_one(
+            bson::doc! { "_id": &job.id },
+            bson::doc! { "$set": { "status": "RUNNING" } },
+        )
+        .await
+        .expect("set running");
+    age_record(&rig.platform, &job.id, chrono::Duration::hours(1)).await;
+
+    let result = sweep(&rig).await;
+    assert_eq!(result["requeued"], 0, "{result}");
+    assert_eq!(result["finishedUnrecorded"], 1, "{result}");
+    let mut conn = rig.conn();
+    assert_eq!(
+        queue::presence(&mut conn, &keys, &job.id)
+            .await
+            .expect("presence"),
+        queue::Presence::Done,
+        "not queued again"
+    );
+    let stored = find_record(&rig.platform, &tenant, &job.id).await;
+    assert_eq!(stored.status, JobStatus::Succeeded);
+    assert_eq!(runs(&job.id).started.len(), 1);
+    rig.cleanup().await;
+}
+
+/// A webhook that cannot be stored (Redis, which deduplicates deliveries,
+/// is down) answers 503 with Retry-After so that the provider delivers it
+/// again, never a 500; the redelivery once Redis is back is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_cannot_be_stored_answers_503_with_retry_after() {
+    use aigentable_tests::fake_providers::{app_with_fake, create_channel};
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    let (app, _fake) = app_with_fake(&[("REDIS_URL", url.as_str())]).await;
+    let admin = app.register("Acme").await;
+    let tg = create_channel(
+        &app,
+        &admin,
+        serde_json::json!({"type": "TELEGRAM", "name": "Bot", "config": {"botToken": "77:tg-secret-token"}}),
+    )
+    .await;
+    let id = tg["id"].as_str().unwrap_or_default().to_owned();
+    let secret = tg["verifyToken"].as_str().unwrap_or_default().to_owned();
+    let update = serde_json::json!({"update_id": 1, "message": {"message_id": 1,
+        "from": {"id": 111, "is_bot": false, "first_name": "Ana"},
+        "chat": {"id": 111, "type": "private"}, "date": 1717000000, "text": "hi"}});
+    let post = || {
+        app.http
+            .post(app.url(&format!("/api/v1/webhooks/telegram/{id}")))
+            .header("X-Telegram-Bot-Api-Secret-Token", &secret)
+            .json(&update)
+            .send()
+    };
+    redis.down();
+    let r = post().await.expect("sent");
+    assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(retry_after.is_some_and(|s| s > 0), "{:?}", r.headers());
+    redis.up().await;
+    let stored = wait_for(Duration::from_secs(10), || async {
+        post()
+            .await
+            .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+    })
+    .await;
+    assert!(stored, "the redelivery is accepted once redis is back");
+    let tenant = TenantId::from_trusted(admin.tenant_id.clone());
+    let events = app
+        .platform
+        .db
+        .scoped::<aigentable_platform::model::WebhookEvent>(&tenant)
+        .count(bson::doc! {})
+        .await
+        .expect("count");
+    assert_eq!(events, 1, "stored once");
+}

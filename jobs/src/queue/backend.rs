@@ -288,6 +288,14 @@ impl<J: Job> QueuePersistence<J> {
                 break;
             }
         }
+        let done_retention =
+            u64::try_from(self.config.done_retention.as_millis()).unwrap_or(u64::MAX);
+        redis::cmd("ZREMRANGEBYSCORE")
+            .arg(&self.keys.done)
+            .arg("-inf")
+            .arg(now_ms().saturating_sub(done_retention))
+            .query_async::<()>(&mut self.conn)
+            .await?;
         Ok(())
     }
 
@@ -436,6 +444,7 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                         &Settlement::Dead {
                             error: format!("the payload could not be decoded: {e}"),
                         },
+                        false,
                     );
                     continue;
                 }
@@ -531,7 +540,8 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                     }
                 }
             };
-            super::settle_args(&mut args, &id, &token, &how);
+            // Recorded jobs are remembered as done for the sweep.
+            super::settle_args(&mut args, &id, &token, &how, J::RECORDED);
         }
         self.settle(args, TRIES).await;
         Ok(())

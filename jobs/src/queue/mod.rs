@@ -56,6 +56,10 @@ pub struct QueueConfig {
     pub dead_max: usize,
     /// How often a worker trims dead jobs.
     pub trim_interval: Duration,
+    /// How long finished recorded jobs are remembered (`done`), so that the
+    /// sweep does not run again a job that finished but whose record could
+    /// not be updated. Longer than a job's timeout plus the sweep's slack.
+    pub done_retention: Duration,
     /// Delay before a restarted worker touches Redis again, so that a Redis
     /// outage does not turn restarts into a busy loop.
     pub restart_delay: Duration,
@@ -74,6 +78,7 @@ impl Default for QueueConfig {
             dead_retention: Duration::from_secs(7 * 24 * 3600),
             dead_max: 10_000,
             trim_interval: Duration::from_secs(60),
+            done_retention: Duration::from_secs(6 * 3600),
             restart_delay: Duration::ZERO,
         }
     }
@@ -114,6 +119,8 @@ pub struct QueueKeys {
     pub errors: String,
     /// Claim token of each leased job (see [`scripts`]).
     pub owners: String,
+    /// Recently finished jobs that have a record (see [`scripts`]).
+    pub done: String,
     /// Pub/sub channel: `ready` went from empty to non-empty.
     pub wake: String,
 }
@@ -123,6 +130,12 @@ impl QueueKeys {
     /// because a worker decodes one payload type.
     pub fn for_job<J: Job>(namespace: &str) -> Self {
         Self::new(&format!("{}:{}", queue_key(namespace, J::QUEUE), J::NAME))
+    }
+
+    /// The keys of a job type known by its stored names (a job record's
+    /// `queue` and `type`).
+    pub fn for_names(namespace: &str, queue: &str, job_type: &str) -> Self {
+        Self::new(&format!("{}:{job_type}", queue_key(namespace, queue)))
     }
 
     pub fn new(prefix: &str) -> Self {
@@ -137,6 +150,7 @@ impl QueueKeys {
             dead: key("dead"),
             errors: key("errors"),
             owners: key("owners"),
+            done: key("done"),
             wake: key("wake"),
         }
     }
@@ -185,6 +199,7 @@ pub async fn push<J: Job>(
         .key(&keys.errors)
         .key(&keys.ready)
         .key(&keys.owners)
+        .key(&keys.done)
         .arg(&keys.wake);
     for (id, envelope) in jobs {
         let payload = serde_json::to_vec(envelope).map_err(QueueError::Encode)?;
@@ -211,8 +226,15 @@ pub enum Settlement {
 }
 
 /// Appends one (id, token, kind, due ms, error) quintuple for [`scripts::SETTLE`].
-pub(crate) fn settle_args(out: &mut Vec<String>, id: &str, token: &str, how: &Settlement) {
+pub(crate) fn settle_args(
+    out: &mut Vec<String>,
+    id: &str,
+    token: &str,
+    how: &Settlement,
+    remember: bool,
+) {
     let (kind, due, error) = match how {
+        Settlement::Done if remember => ("D", 0, ""),
         Settlement::Done => ("d", 0, ""),
         Settlement::Retry { due_ms } => ("r", *due_ms, ""),
         Settlement::Dead { error } => ("x", 0, error.as_str()),
@@ -243,6 +265,7 @@ pub(crate) async fn settle_raw(
         .key(&keys.dead)
         .key(&keys.errors)
         .key(&keys.owners)
+        .key(&keys.done)
         .arg(now_ms());
     for a in args {
         invocation.arg(a);
@@ -260,7 +283,7 @@ pub async fn settle(
     how: &Settlement,
 ) -> Result<bool, QueueError> {
     let mut args = Vec::with_capacity(5);
-    settle_args(&mut args, id, token, how);
+    settle_args(&mut args, id, token, how, false);
     Ok(settle_raw(conn, keys, &args).await? == 1)
 }
 
@@ -326,6 +349,39 @@ pub async fn reap(
         .arg(&keys.wake)
         .invoke_async(conn)
         .await?)
+}
+
+/// Where a job stands in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Queued, waiting for a retry, or running.
+    Live,
+    /// Out of attempts, kept for inspection.
+    Dead,
+    /// Finished recently (recorded jobs only).
+    Done,
+    /// Unknown to Redis: never pushed, or lost (Redis restarted without
+    /// persistence, a failover), or finished long ago.
+    Absent,
+}
+
+pub async fn presence(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    id: &str,
+) -> Result<Presence, QueueError> {
+    let (data, dead, done): (bool, Option<f64>, Option<f64>) = redis::pipe()
+        .hexists(&keys.data, id)
+        .zscore(&keys.dead, id)
+        .zscore(&keys.done, id)
+        .query_async(conn)
+        .await?;
+    Ok(match (data, dead, done) {
+        (true, None, _) => Presence::Live,
+        (true, Some(_), _) => Presence::Dead,
+        (false, _, Some(_)) => Presence::Done,
+        (false, _, None) => Presence::Absent,
+    })
 }
 
 /// How many jobs of a type are in each state.

@@ -7,7 +7,10 @@
 //! `inflight` (ZSET id → lease deadline ms), `data` (HASH id → envelope JSON),
 //! `attempts` (HASH id → runs started), `dead` (ZSET id → died ms),
 //! `errors` (HASH id → last error of a dead job), `owners` (HASH id → token
-//! of the claim that holds the lease). `wake` is the pub/sub channel
+//! of the claim that holds the lease), `done` (ZSET id → finished ms, for
+//! jobs with a MongoDB record only, kept for a while so that the sweep can
+//! tell a finished job whose record update failed from a lost one). `wake`
+//! is the pub/sub channel
 //! announcing that `ready` stopped being empty.
 //!
 //! Leases are owned: every claim gets a token, and renewing, settling or
@@ -20,7 +23,7 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// KEYS: data, attempts, dead, errors, ready, owners. ARGV: wake channel, then
+/// KEYS: data, attempts, dead, errors, ready, owners, done. ARGV: wake channel, then
 /// (id, payload) pairs. An id that is already queued, delayed or running is
 /// left alone (pushing it again would run it twice); a dead one is revived
 /// with a fresh attempt count. Returns how many ids were queued.
@@ -39,6 +42,7 @@ for i = 2, #ARGV, 2 do
     redis.call('ZREM', KEYS[3], id)
     redis.call('HDEL', KEYS[4], id)
     redis.call('HDEL', KEYS[6], id)
+    redis.call('ZREM', KEYS[7], id)
     len = redis.call('LPUSH', KEYS[5], id)
     queued = queued + 1
   end
@@ -91,9 +95,9 @@ return out
     )
 });
 
-/// KEYS: inflight, data, attempts, delayed, dead, errors, owners. ARGV: now
-/// ms, then (id, token, kind, due ms, error) quintuples; kind `d` done, `r`
-/// retry at due, `x` dead. Only a job still leased under `token` is settled:
+/// KEYS: inflight, data, attempts, delayed, dead, errors, owners, done.
+/// ARGV: now ms, then (id, token, kind, due ms, error) quintuples; kind `d`
+/// done, `D` done and remembered in `done`, `r` retry at due, `x` dead. Only a job still leased under `token` is settled:
 /// a stale run (its lease expired, the job was requeued and maybe claimed
 /// again) changes nothing. Done jobs are deleted outright so Redis does not
 /// grow with completed work; dead ones are kept (and trimmed by
@@ -109,10 +113,13 @@ for i = 2, #ARGV, 5 do
     and redis.call('ZREM', KEYS[1], id) == 1 then
     redis.call('HDEL', KEYS[7], id)
     settled = settled + 1
-    if kind == 'd' then
+    if kind == 'd' or kind == 'D' then
       redis.call('HDEL', KEYS[2], id)
       redis.call('HDEL', KEYS[3], id)
       redis.call('ZREM', KEYS[4], id)
+      if kind == 'D' then
+        redis.call('ZADD', KEYS[8], ARGV[1], id)
+      end
     elseif kind == 'r' then
       redis.call('ZADD', KEYS[4], ARGV[i + 3], id)
     else
