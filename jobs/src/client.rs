@@ -16,7 +16,7 @@ use aigentable_platform::db::{Db, DbError};
 use aigentable_platform::ids::{JobId, TenantId, UserId};
 
 use crate::queue::{self, QueueKeys};
-use crate::record::{JobRecord, JobStatus};
+use crate::record::{self, JobRecord, JobStatus, NewJobRecord};
 use crate::{Envelope, Job};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +81,9 @@ impl JobClient {
     }
 
     /// Records and queues a job. With an idempotency key, a job of the same
-    /// type and key that is still queued or running is returned instead.
+    /// type and key that is still queued or running is returned instead;
+    /// this holds under concurrency: the record's unique `activeKey` lets
+    /// only one of two racing enqueues insert.
     pub async fn enqueue<J: Job>(
         &self,
         tenant: &TenantId,
@@ -90,17 +92,22 @@ impl JobClient {
     ) -> Result<JobRecord, EnqueueError> {
         let jobs = self.db.scoped::<JobRecord>(tenant);
         let key = job.idempotency_key();
-        if let Some(key) = &key {
-            let existing = jobs
-                .find_one(doc! {
-                    "type": J::NAME,
-                    "idempotencyKey": key,
-                    "status": { "$in": [JobStatus::Queued.as_str(), JobStatus::Running.as_str()] },
-                })
-                .await?;
-            if let Some(existing) = existing {
-                return Ok(existing);
+        let (jobs, key_ref) = (&jobs, &key);
+        let active = move || async move {
+            match key_ref {
+                Some(key) => {
+                    jobs.find_one(doc! {
+                        "type": J::NAME,
+                        "idempotencyKey": key,
+                        "status": { "$in": [JobStatus::Queued.as_str(), JobStatus::Running.as_str()] },
+                    })
+                    .await
+                }
+                None => Ok(None),
             }
+        };
+        if let Some(existing) = active().await? {
+            return Ok(existing);
         }
 
         let now = Utc::now();
@@ -116,7 +123,7 @@ impl JobClient {
             last_error: None,
             result: None,
             payload: bson::to_bson(&job).map_err(|e| EnqueueError::Encode(e.to_string()))?,
-            idempotency_key: key,
+            idempotency_key: key.clone(),
             created_by: requester.as_string(),
             created_at: now,
             updated_at: now,
@@ -128,7 +135,25 @@ impl JobClient {
             self.push(&record.id, tenant, job).await?;
             return Ok(record);
         }
-        jobs.insert(&record).await?;
+        let new = NewJobRecord {
+            active_key: key
+                .as_deref()
+                .map(|k| record::active_key(tenant, J::NAME, k)),
+            record,
+        };
+        match self.db.scoped::<NewJobRecord>(tenant).insert(&new).await {
+            Ok(()) => {}
+            // Another enqueue with this key won the race: its job is the one.
+            Err(DbError::Duplicate) if new.active_key.is_some() => {
+                if let Some(existing) = active().await? {
+                    return Ok(existing);
+                }
+                // It ended meanwhile: this one is inserted after all.
+                self.db.scoped::<NewJobRecord>(tenant).insert(&new).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let record = new.record;
 
         if let Err(e) = self.push(&record.id, tenant, job.clone()).await {
             // Recorded, so accepted: it is queued as soon as Redis answers.

@@ -83,6 +83,38 @@ fn now() -> bson::DateTime {
     bson::DateTime::now()
 }
 
+/// Field of an active (QUEUED or RUNNING) job with an idempotency key:
+/// `{tenant}:{type}:{key}`, under a unique sparse index, so that two
+/// concurrent enqueues with one key cannot both insert a job. Removed when
+/// the job ends.
+pub const ACTIVE_KEY: &str = "activeKey";
+
+pub fn active_key(tenant: &TenantId, job_type: &str, key: &str) -> String {
+    format!("{tenant}:{job_type}:{key}")
+}
+
+/// A job record as first inserted: with its [`ACTIVE_KEY`] when it has an
+/// idempotency key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewJobRecord {
+    #[serde(flatten)]
+    pub record: JobRecord,
+    #[serde(rename = "activeKey", default, skip_serializing_if = "Option::is_none")]
+    pub active_key: Option<String>,
+}
+
+impl TenantOwned for NewJobRecord {
+    const COLLECTION: &'static str = COLLECTION;
+    fn tenant_id(&self) -> &TenantId {
+        &self.record.tenant_id
+    }
+}
+
+/// `$unset` of the fields an ended job no longer has.
+fn ended() -> bson::Document {
+    doc! { ACTIVE_KEY: "" }
+}
+
 /// Marks a job running under `claim` (the queue's claim token of this run)
 /// unless it was cancelled or finished meanwhile; returns the record as
 /// stored, or `None` when it must not run.
@@ -138,7 +170,7 @@ pub async fn mark_succeeded(
                 "lastError": Bson::Null,
                 "finishedAt": now(),
                 "updatedAt": now(),
-            } },
+            }, "$unset": ended() },
         )
         .await
 }
@@ -158,13 +190,16 @@ pub async fn mark_attempt_failed(
         "lastError": error,
         "updatedAt": now(),
     };
+    let mut update = doc! {};
     if status.is_terminal() {
         set.insert("finishedAt", now());
+        update.insert("$unset", ended());
     }
+    update.insert("$set", set);
     db.scoped::<JobRecord>(tenant)
         .update_one(
             doc! { "_id": id, "status": "RUNNING", "claim": claim },
-            doc! { "$set": set },
+            update,
         )
         .await
 }
@@ -183,14 +218,17 @@ pub async fn mark_failed(
         "lastError": error,
         "updatedAt": now(),
     };
+    let mut update = doc! {};
     if status.is_terminal() {
         set.insert("finishedAt", now());
+        update.insert("$unset", ended());
     }
+    update.insert("$set", set);
     // A cancelled job stays cancelled whatever its last attempt did.
     db.scoped::<JobRecord>(tenant)
         .update_one(
             doc! { "_id": id, "status": { "$in": ["QUEUED", "RUNNING"] } },
-            doc! { "$set": set },
+            update,
         )
         .await
 }
@@ -211,7 +249,7 @@ pub async fn mark_finished_unrecorded(
                 "result": { "resultUnrecorded": true },
                 "finishedAt": now(),
                 "updatedAt": now(),
-            } },
+            }, "$unset": ended() },
         )
         .await
 }
@@ -238,34 +276,56 @@ pub async fn mark_released(
         .await
 }
 
-/// Cancels a queued or running job. A running handler is not interrupted,
-/// but its outcome is no longer recorded and it is not retried.
+/// Cancels a queued or running job: a queued one never starts; a running
+/// handler is not interrupted (it may check [`is_cancelled`]), but its
+/// outcome is no longer recorded (it never ends SUCCEEDED) and it is not
+/// retried.
 pub async fn cancel(db: &Db, tenant: &TenantId, id: &str) -> DbResult<Option<JobRecord>> {
     db.scoped::<JobRecord>(tenant)
         .update_one(
             doc! { "_id": id, "status": { "$in": ["QUEUED", "RUNNING"] } },
-            doc! { "$set": { "status": "CANCELLED", "finishedAt": now(), "updatedAt": now() } },
+            doc! {
+                "$set": { "status": "CANCELLED", "finishedAt": now(), "updatedAt": now() },
+                "$unset": ended(),
+            },
         )
         .await
 }
 
-/// Puts a failed or dead job back to `QUEUED` with fresh attempts.
+/// Whether the job was cancelled (for a running handler that checks).
+pub async fn is_cancelled(db: &Db, tenant: &TenantId, id: &str) -> DbResult<bool> {
+    Ok(db
+        .scoped::<JobRecord>(tenant)
+        .find_by_id(id)
+        .await?
+        .is_some_and(|r| r.status == JobStatus::Cancelled))
+}
+
+/// Puts a failed or dead job back to `QUEUED` with fresh attempts. Fails
+/// with a duplicate error when another job with its idempotency key is
+/// active.
 pub async fn reset_for_retry(db: &Db, tenant: &TenantId, id: &str) -> DbResult<Option<JobRecord>> {
-    db.scoped::<JobRecord>(tenant)
-        .update_one(
-            doc! { "_id": id, "status": { "$in": ["FAILED", "DEAD"] } },
-            doc! { "$set": {
-                "status": "QUEUED",
-                "attempts": 0,
-                "progress": 0,
-                "lastError": Bson::Null,
-                "result": Bson::Null,
-                "startedAt": Bson::Null,
-                "finishedAt": Bson::Null,
-                "updatedAt": now(),
-            } },
-        )
-        .await
+    let jobs = db.scoped::<JobRecord>(tenant);
+    let mut set = doc! {
+        "status": "QUEUED",
+        "attempts": 0,
+        "progress": 0,
+        "lastError": Bson::Null,
+        "result": Bson::Null,
+        "startedAt": Bson::Null,
+        "finishedAt": Bson::Null,
+        "updatedAt": now(),
+    };
+    if let Some(current) = jobs.find_by_id(id).await?
+        && let Some(key) = &current.idempotency_key
+    {
+        set.insert(ACTIVE_KEY, active_key(tenant, &current.job_type, key));
+    }
+    jobs.update_one(
+        doc! { "_id": id, "status": { "$in": ["FAILED", "DEAD"] } },
+        doc! { "$set": set },
+    )
+    .await
 }
 
 pub async fn set_progress(

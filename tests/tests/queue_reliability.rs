@@ -1099,3 +1099,142 @@ async fn a_webhook_that_cannot_be_stored_answers_503_with_retry_after() {
         .expect("count");
     assert_eq!(events, 1, "stored once");
 }
+
+// ---------------------------------------------------------------------------
+// 5. Idempotency under concurrency, cancel
+// ---------------------------------------------------------------------------
+
+/// A recorded job with an idempotency key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyedJob {
+    key: String,
+}
+
+impl Job for KeyedJob {
+    const NAME: &'static str = "keyed_job";
+    const QUEUE: &'static str = "tests";
+    const MAX_ATTEMPTS: u32 = 3;
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn idempotency_key(&self) -> Option<String> {
+        Some(self.key.clone())
+    }
+}
+
+/// Many enqueues with one key at the same moment make one job; once it has
+/// ended, the key is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enqueues_with_one_key_make_one_job() {
+    let rig = Rig::new(fast_config()).await;
+    aigentable_platform::bootstrap::ensure_indexes(&rig.platform.db)
+        .await
+        .expect("indexes");
+    let client = JobClient::connect(&rig.platform).await.expect("job client");
+    let tenant = TenantId::from_trusted("tenant-keys".to_owned());
+    let racing: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, tenant) = (client.clone(), tenant.clone());
+            tokio::spawn(async move {
+                client
+                    .enqueue(
+                        &tenant,
+                        Requester::System,
+                        KeyedJob {
+                            key: "same".to_owned(),
+                        },
+                    )
+                    .await
+                    .map(|r| r.id)
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in racing {
+        ids.push(task.await.expect("joined").expect("enqueued"));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every enqueue answered the same job: {ids:?}");
+    let count = rig
+        .platform
+        .db
+        .scoped::<JobRecord>(&tenant)
+        .count(bson::doc! { "type": KeyedJob::NAME })
+        .await
+        .expect("count");
+    assert_eq!(count, 1, "one job recorded");
+
+    record::cancel(&rig.platform.db, &tenant, &ids[0])
+        .await
+        .expect("cancel");
+    let next = client
+        .enqueue(
+            &tenant,
+            Requester::System,
+            KeyedJob {
+                key: "same".to_owned(),
+            },
+        )
+        .await
+        .expect("enqueue");
+    assert_ne!(next.id, ids[0], "the ended job's key is free again");
+    rig.cleanup().await;
+}
+
+/// A job cancelled before it starts never starts; one cancelled while it
+/// runs sees it (`JobContext::cancelled`) and never ends SUCCEEDED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_never_starts_nor_ends_succeeded() {
+    let rig = Rig::new(fast_config()).await;
+    let client = JobClient::connect(&rig.platform).await.expect("job client");
+    let tenant = TenantId::from_trusted("tenant-cancel".to_owned());
+    let db = &rig.platform.db;
+    let early = client
+        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .await
+        .expect("enqueue");
+    record::cancel(db, &tenant, &early.id).await.expect("cancel");
+    let running = start::<RecordedSlowJob>(&rig.setup, Duration::from_secs(1));
+    let late = client
+        .enqueue(
+            &tenant,
+            Requester::System,
+            RecordedSlowJob {
+                run_ms: vec![800],
+            },
+        )
+        .await
+        .expect("enqueue");
+    assert!(
+        wait_for(Duration::from_secs(3), || async {
+            runs(&late.id).started.len() == 1
+        })
+        .await
+    );
+    record::cancel(db, &tenant, &late.id).await.expect("cancel");
+    let ctx = JobContext {
+        state: WorkerState::new(rig.platform.clone()).expect("worker state"),
+        job_id: late.id.clone(),
+        tenant_id: tenant.clone(),
+        attempt: 1,
+    };
+    assert!(ctx.cancelled().await, "a running handler can see it");
+    let keys = rig.keys::<RecordedSlowJob>();
+    let settled = wait_for(Duration::from_secs(5), || {
+        let (mut conn, keys, id) = (rig.conn(), keys.clone(), late.id.clone());
+        async move { !data_exists(&mut conn, &keys, &id).await }
+    })
+    .await;
+    assert!(settled);
+    assert_eq!(runs(&late.id).ended.len(), 1, "the run went to its end");
+    assert_eq!(
+        find_record(&rig.platform, &tenant, &late.id).await.status,
+        JobStatus::Cancelled
+    );
+    assert!(runs(&early.id).started.is_empty(), "never started");
+    assert_eq!(
+        find_record(&rig.platform, &tenant, &early.id).await.status,
+        JobStatus::Cancelled
+    );
+    running.stop().await;
+    rig.cleanup().await;
+}

@@ -47,6 +47,17 @@ pub struct JobContext {
     pub attempt: u32,
 }
 
+impl JobContext {
+    /// Whether the job was cancelled while it runs: a long handler may
+    /// check between steps and stop early (its outcome is not recorded
+    /// either way). A record that cannot be read counts as not cancelled.
+    pub async fn cancelled(&self) -> bool {
+        record::is_cancelled(&self.state.platform.db, &self.tenant_id, &self.job_id)
+            .await
+            .unwrap_or(false)
+    }
+}
+
 /// A job type the workers know how to run.
 pub trait Handle: Job {
     fn handle(self, ctx: JobContext) -> impl Future<Output = Result<Value, JobError>> + Send;
