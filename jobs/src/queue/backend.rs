@@ -384,7 +384,7 @@ impl<J: Job> Persistence for QueuePersistence<J> {
         // Unique per fetch, and a fetch claims an id at most once: unique
         // per claim.
         let token = ulid::Ulid::generate().to_string();
-        let reply: Vec<redis::Value> = scripts::FETCH
+        let reply: Result<Vec<redis::Value>, redis::RedisError> = scripts::FETCH
             .key(&self.keys.ready)
             .key(&self.keys.delayed)
             .key(&self.keys.inflight)
