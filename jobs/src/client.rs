@@ -16,7 +16,7 @@ use aigentable_platform::db::{Db, DbError};
 use aigentable_platform::ids::{JobId, TenantId, UserId};
 
 use crate::queue::{self, QueueKeys};
-use crate::record::{self, JobRecord, JobStatus, NewJobRecord};
+use crate::record::{self, JobRecord, JobStatus, KeyClaim};
 use crate::{Envelope, Job};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +82,9 @@ impl JobClient {
 
     /// Records and queues a job. With an idempotency key, a job of the same
     /// type and key that is still queued or running is returned instead;
-    /// this holds under concurrency: the record's unique `activeKey` lets
-    /// only one of two racing enqueues insert.
+    /// this holds under concurrency: the key is claimed in
+    /// [`record::KEY_CLAIMS`] after the record is inserted, and the loser
+    /// of a race deletes its record and answers the winner's job.
     pub async fn enqueue<J: Job>(
         &self,
         tenant: &TenantId,
@@ -135,25 +136,14 @@ impl JobClient {
             self.push(&record.id, tenant, job).await?;
             return Ok(record);
         }
-        let new = NewJobRecord {
-            active_key: key
-                .as_deref()
-                .map(|k| record::active_key(tenant, J::NAME, k)),
-            record,
-        };
-        match self.db.scoped::<NewJobRecord>(tenant).insert(&new).await {
-            Ok(()) => {}
-            // Another enqueue with this key won the race: its job is the one.
-            Err(DbError::Duplicate) if new.active_key.is_some() => {
-                if let Some(existing) = active().await? {
-                    return Ok(existing);
-                }
-                // It ended meanwhile: this one is inserted after all.
-                self.db.scoped::<NewJobRecord>(tenant).insert(&new).await?;
-            }
-            Err(e) => return Err(e.into()),
+        jobs.insert(&record).await?;
+        if let Some(key) = &key
+            && let Some(existing) = self.claim_key(tenant, J::NAME, key, &record.id).await?
+        {
+            // Another enqueue with this key won: its job is the one.
+            jobs.delete_by_id(&record.id).await?;
+            return Ok(existing);
         }
-        let record = new.record;
 
         if let Err(e) = self.push(&record.id, tenant, job.clone()).await {
             // Recorded, so accepted: it is queued as soon as Redis answers.
@@ -164,6 +154,64 @@ impl JobClient {
         }
         tracing::debug!(job_id = %record.id, tenant_id = %tenant, job_type = J::NAME, "job queued");
         Ok(record)
+    }
+
+    /// Takes idempotency `key` for the recorded job `ours`. Answers the
+    /// active job that holds it instead, if any; a key whose job has ended
+    /// (or whose record is gone) is taken over. A job's record is always
+    /// inserted before its claim, so a claim never names a job that is
+    /// still to be recorded.
+    async fn claim_key(
+        &self,
+        tenant: &TenantId,
+        job_type: &str,
+        key: &str,
+        ours: &str,
+    ) -> Result<Option<JobRecord>, EnqueueError> {
+        let claims = self.db.scoped::<KeyClaim>(tenant);
+        let jobs = self.db.scoped::<JobRecord>(tenant);
+        let id = record::key_claim_id(tenant, job_type, key);
+        // Bounded: each round either decides or lost a race to a newer
+        // claim, which then holds an active job.
+        for _ in 0..5 {
+            let claim = KeyClaim {
+                id: id.clone(),
+                tenant_id: tenant.clone(),
+                job_id: ours.to_owned(),
+                updated_at: Utc::now(),
+            };
+            match claims.insert(&claim).await {
+                Ok(()) => return Ok(None),
+                Err(DbError::Duplicate) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let Some(current) = claims.find_by_id(&id).await? else {
+                continue;
+            };
+            if current.job_id == ours {
+                return Ok(None);
+            }
+            let holder = jobs
+                .find_one(doc! {
+                    "_id": &current.job_id,
+                    "status": { "$in": [JobStatus::Queued.as_str(), JobStatus::Running.as_str()] },
+                })
+                .await?;
+            if holder.is_some() {
+                return Ok(holder);
+            }
+            let taken = claims
+                .update_one(
+                    doc! { "_id": &id, "jobId": &current.job_id },
+                    doc! { "$set": { "jobId": ours, "updatedAt": bson::DateTime::now() } },
+                )
+                .await?;
+            if taken.is_some() {
+                return Ok(None);
+            }
+        }
+        tracing::warn!(tenant_id = %tenant, job_type, "idempotency key contended, job recorded without it");
+        Ok(None)
     }
 
     /// Retries the push of a recorded job for about a minute, with growing

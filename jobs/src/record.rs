@@ -83,36 +83,35 @@ fn now() -> bson::DateTime {
     bson::DateTime::now()
 }
 
-/// Field of an active (QUEUED or RUNNING) job with an idempotency key:
-/// `{tenant}:{type}:{key}`, under a unique sparse index, so that two
-/// concurrent enqueues with one key cannot both insert a job. Removed when
-/// the job ends.
-pub const ACTIVE_KEY: &str = "activeKey";
+/// Who holds an idempotency key: one document per tenant, job type and
+/// key (`_id`), naming the job that took it last. Its `_id` makes two
+/// concurrent enqueues with one key unable to both take it, on any
+/// MongoDB-wire server (secantusd-rs enforces unique indexes, but does not
+/// drop a document from a partial or sparse index when an update takes it
+/// out, so an index on the active jobs themselves would keep ended jobs'
+/// keys forever). A key whose job has ended is taken over.
+pub const KEY_CLAIMS: &str = "job_keys";
 
-pub fn active_key(tenant: &TenantId, job_type: &str, key: &str) -> String {
-    format!("{tenant}:{job_type}:{key}")
-}
-
-/// A job record as first inserted: with its [`ACTIVE_KEY`] when it has an
-/// idempotency key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NewJobRecord {
-    #[serde(flatten)]
-    pub record: JobRecord,
-    #[serde(rename = "activeKey", default, skip_serializing_if = "Option::is_none")]
-    pub active_key: Option<String>,
+#[serde(rename_all = "camelCase")]
+pub struct KeyClaim {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub job_id: String,
+    #[serde(with = "aigentable_platform::model::bson_datetime")]
+    pub updated_at: DateTime<Utc>,
 }
 
-impl TenantOwned for NewJobRecord {
-    const COLLECTION: &'static str = COLLECTION;
+impl TenantOwned for KeyClaim {
+    const COLLECTION: &'static str = KEY_CLAIMS;
     fn tenant_id(&self) -> &TenantId {
-        &self.record.tenant_id
+        &self.tenant_id
     }
 }
 
-/// `$unset` of the fields an ended job no longer has.
-fn ended() -> bson::Document {
-    doc! { ACTIVE_KEY: "" }
+pub fn key_claim_id(tenant: &TenantId, job_type: &str, key: &str) -> String {
+    format!("{tenant}:{job_type}:{key}")
 }
 
 /// Marks a job running under `claim` (the queue's claim token of this run)
@@ -170,7 +169,7 @@ pub async fn mark_succeeded(
                 "lastError": Bson::Null,
                 "finishedAt": now(),
                 "updatedAt": now(),
-            }, "$unset": ended() },
+            } },
         )
         .await
 }
@@ -190,16 +189,13 @@ pub async fn mark_attempt_failed(
         "lastError": error,
         "updatedAt": now(),
     };
-    let mut update = doc! {};
     if status.is_terminal() {
         set.insert("finishedAt", now());
-        update.insert("$unset", ended());
     }
-    update.insert("$set", set);
     db.scoped::<JobRecord>(tenant)
         .update_one(
             doc! { "_id": id, "status": "RUNNING", "claim": claim },
-            update,
+            doc! { "$set": set },
         )
         .await
 }
@@ -218,17 +214,14 @@ pub async fn mark_failed(
         "lastError": error,
         "updatedAt": now(),
     };
-    let mut update = doc! {};
     if status.is_terminal() {
         set.insert("finishedAt", now());
-        update.insert("$unset", ended());
     }
-    update.insert("$set", set);
     // A cancelled job stays cancelled whatever its last attempt did.
     db.scoped::<JobRecord>(tenant)
         .update_one(
             doc! { "_id": id, "status": { "$in": ["QUEUED", "RUNNING"] } },
-            update,
+            doc! { "$set": set },
         )
         .await
 }
@@ -249,7 +242,7 @@ pub async fn mark_finished_unrecorded(
                 "result": { "resultUnrecorded": true },
                 "finishedAt": now(),
                 "updatedAt": now(),
-            }, "$unset": ended() },
+            } },
         )
         .await
 }
@@ -284,10 +277,7 @@ pub async fn cancel(db: &Db, tenant: &TenantId, id: &str) -> DbResult<Option<Job
     db.scoped::<JobRecord>(tenant)
         .update_one(
             doc! { "_id": id, "status": { "$in": ["QUEUED", "RUNNING"] } },
-            doc! {
-                "$set": { "status": "CANCELLED", "finishedAt": now(), "updatedAt": now() },
-                "$unset": ended(),
-            },
+            doc! { "$set": { "status": "CANCELLED", "finishedAt": now(), "updatedAt": now() } },
         )
         .await
 }
@@ -301,31 +291,23 @@ pub async fn is_cancelled(db: &Db, tenant: &TenantId, id: &str) -> DbResult<bool
         .is_some_and(|r| r.status == JobStatus::Cancelled))
 }
 
-/// Puts a failed or dead job back to `QUEUED` with fresh attempts. Fails
-/// with a duplicate error when another job with its idempotency key is
-/// active.
+/// Puts a failed or dead job back to `QUEUED` with fresh attempts.
 pub async fn reset_for_retry(db: &Db, tenant: &TenantId, id: &str) -> DbResult<Option<JobRecord>> {
-    let jobs = db.scoped::<JobRecord>(tenant);
-    let mut set = doc! {
-        "status": "QUEUED",
-        "attempts": 0,
-        "progress": 0,
-        "lastError": Bson::Null,
-        "result": Bson::Null,
-        "startedAt": Bson::Null,
-        "finishedAt": Bson::Null,
-        "updatedAt": now(),
-    };
-    if let Some(current) = jobs.find_by_id(id).await?
-        && let Some(key) = &current.idempotency_key
-    {
-        set.insert(ACTIVE_KEY, active_key(tenant, &current.job_type, key));
-    }
-    jobs.update_one(
-        doc! { "_id": id, "status": { "$in": ["FAILED", "DEAD"] } },
-        doc! { "$set": set },
-    )
-    .await
+    db.scoped::<JobRecord>(tenant)
+        .update_one(
+            doc! { "_id": id, "status": { "$in": ["FAILED", "DEAD"] } },
+            doc! { "$set": {
+                "status": "QUEUED",
+                "attempts": 0,
+                "progress": 0,
+                "lastError": Bson::Null,
+                "result": Bson::Null,
+                "startedAt": Bson::Null,
+                "finishedAt": Bson::Null,
+                "updatedAt": now(),
+            } },
+        )
+        .await
 }
 
 pub async fn set_progress(

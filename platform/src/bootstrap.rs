@@ -62,14 +62,6 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
         .await?;
     db.ensure_index("jobs", doc! { "tenantId": 1, "status": 1, "type": 1 }, None)
         .await?;
-    // One active (QUEUED or RUNNING) job per tenant, type and idempotency
-    // key: only active jobs carry `activeKey` (see aigentable_jobs::record).
-    db.ensure_index(
-        "jobs",
-        doc! { "activeKey": 1 },
-        Some(IndexOptions::builder().unique(true).sparse(true).build()),
-    )
-    .await?;
     db.ensure_index("outbox", doc! { "tenantId": 1, "createdAt": -1 }, None)
         .await?;
     // Messaging. The sparse unique dedupKey makes a replayed webhook or a

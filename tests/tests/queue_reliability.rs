@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use aigentable_jobs::queue::{self, QueueConfig, QueueKeys, Settlement};
 use aigentable_jobs::record::{self, JobRecord};
+use aigentable_jobs::types::Sweep;
 use aigentable_jobs::{Envelope, Job, JobClient, JobStatus, Requester};
 use aigentable_platform::Platform;
 use aigentable_platform::ids::TenantId;
@@ -53,7 +54,10 @@ fn run_started(id: &str) -> usize {
 
 fn run_ended(id: &str) {
     if let Ok(mut m) = RUNS.lock() {
-        m.entry(id.to_owned()).or_default().ended.push(Instant::now());
+        m.entry(id.to_owned())
+            .or_default()
+            .ended
+            .push(Instant::now());
     }
 }
 
@@ -440,7 +444,11 @@ async fn the_job_record_follows_only_its_current_claim() {
     let tenant = TenantId::from_trusted("tenant-claims".to_owned());
     let db = &rig.platform.db;
     let job = client
-        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .enqueue(
+            &tenant,
+            Requester::System,
+            RecordedSlowJob { run_ms: vec![0] },
+        )
         .await
         .expect("enqueue");
     let first = record::mark_running(db, &tenant, &job.id, 1, "claim-a")
@@ -880,7 +888,6 @@ async fn find_record(platform: &Platform, tenant: &TenantId, id: &str) -> JobRec
 /// Runs the sweep once, as the scheduler's tick would, and answers its
 /// result.
 async fn sweep(rig: &Rig) -> Value {
-    use aigentable_jobs::types::Sweep;
     let ctx = JobContext {
         state: WorkerState::new(rig.platform.clone()).expect("worker state"),
         job_id: new_id(),
@@ -921,7 +928,11 @@ async fn an_enqueue_while_redis_is_down_is_queued_once_it_returns() {
     let tenant = TenantId::from_trusted("tenant-outage".to_owned());
     redis.down();
     let job = client
-        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .enqueue(
+            &tenant,
+            Requester::System,
+            RecordedSlowJob { run_ms: vec![0] },
+        )
         .await
         .expect("accepted while redis is down");
     assert_eq!(job.status, JobStatus::Queued);
@@ -951,18 +962,23 @@ async fn the_sweep_queues_again_what_redis_lost() {
     let rig = Rig::new(fast_config()).await;
     let client = JobClient::connect(&rig.platform).await.expect("job client");
     let tenant = TenantId::from_trusted("tenant-reconcile".to_owned());
-    let keys = rig.keys::<RecordedSlowJob>();
+    // A real job type: the sweep queues records by their stored type. No
+    // worker runs in this test.
+    let keys = rig.keys::<Sweep>();
     let mut conn = rig.conn();
+    let job = |tick: &str| Sweep {
+        tick: tick.to_owned(),
+    };
     let lost = client
-        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .enqueue(&tenant, Requester::System, job("lost"))
         .await
         .expect("enqueue");
     let kept = client
-        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .enqueue(&tenant, Requester::System, job("kept"))
         .await
         .expect("enqueue");
     let fresh = client
-        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .enqueue(&tenant, Requester::System, job("fresh"))
         .await
         .expect("enqueue");
     // Redis forgets `lost` and `fresh`, as after a restart without AOF.
@@ -981,7 +997,11 @@ async fn the_sweep_queues_again_what_redis_lost() {
     assert_eq!(result["reconciled"], 1, "{result}");
     let presence = |id: String| {
         let (mut conn, keys) = (conn.clone(), keys.clone());
-        async move { queue::presence(&mut conn, &keys, &id).await.expect("presence") }
+        async move {
+            queue::presence(&mut conn, &keys, &id)
+                .await
+                .expect("presence")
+        }
     };
     assert_eq!(presence(lost.id.clone()).await, queue::Presence::Live);
     assert_eq!(
@@ -1005,7 +1025,11 @@ async fn the_sweep_does_not_run_again_a_finished_job_whose_record_was_not_update
     let keys = rig.keys::<RecordedSlowJob>();
     let running = start::<RecordedSlowJob>(&rig.setup, Duration::from_secs(1));
     let job = client
-        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .enqueue(
+            &tenant,
+            Requester::System,
+            RecordedSlowJob { run_ms: vec![0] },
+        )
         .await
         .expect("enqueue");
     assert!(
@@ -1126,9 +1150,6 @@ impl Job for KeyedJob {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_enqueues_with_one_key_make_one_job() {
     let rig = Rig::new(fast_config()).await;
-    aigentable_platform::bootstrap::ensure_indexes(&rig.platform.db)
-        .await
-        .expect("indexes");
     let client = JobClient::connect(&rig.platform).await.expect("job client");
     let tenant = TenantId::from_trusted("tenant-keys".to_owned());
     let racing: Vec<_> = (0..16)
@@ -1189,18 +1210,22 @@ async fn a_cancelled_job_never_starts_nor_ends_succeeded() {
     let tenant = TenantId::from_trusted("tenant-cancel".to_owned());
     let db = &rig.platform.db;
     let early = client
-        .enqueue(&tenant, Requester::System, RecordedSlowJob { run_ms: vec![0] })
+        .enqueue(
+            &tenant,
+            Requester::System,
+            RecordedSlowJob { run_ms: vec![0] },
+        )
         .await
         .expect("enqueue");
-    record::cancel(db, &tenant, &early.id).await.expect("cancel");
+    record::cancel(db, &tenant, &early.id)
+        .await
+        .expect("cancel");
     let running = start::<RecordedSlowJob>(&rig.setup, Duration::from_secs(1));
     let late = client
         .enqueue(
             &tenant,
             Requester::System,
-            RecordedSlowJob {
-                run_ms: vec![800],
-            },
+            RecordedSlowJob { run_ms: vec![800] },
         )
         .await
         .expect("enqueue");

@@ -8,11 +8,11 @@ use redis::aio::ConnectionManager;
 
 use aigentable_jobs::queue::{self, Drain, QueueConfig, QueueKeys, RedisQueue, WakeHub};
 use aigentable_jobs::record;
-use aigentable_platform::ids::TenantId;
 use aigentable_jobs::types::{
     self, IngestDocument, Noop, PurgeDocument, RollupAnalytics, RunBackup, SearchKnowledge,
     SendEmail, Sweep,
 };
+use aigentable_platform::ids::TenantId;
 
 use crate::WorkerState;
 use crate::metrics::Metrics;
@@ -322,7 +322,11 @@ pub async fn supervise_draining(
         }
     }
     drain.begin();
-    tracing::info!(running = drain.running(), grace_secs = grace.as_secs_f64(), "stopping: no new jobs, waiting for running ones");
+    tracing::info!(
+        running = drain.running(),
+        grace_secs = grace.as_secs_f64(),
+        "stopping: no new jobs, waiting for running ones"
+    );
     let left = drain.wait(grace).await;
     if left > 0 {
         let unfinished = drain.take_unfinished().await;
@@ -333,7 +337,10 @@ pub async fn supervise_draining(
             }
         }
         let released = drain.release(&unfinished).await;
-        tracing::warn!(released, "jobs still running at the end of the grace period given back to the queue, no attempt spent");
+        tracing::warn!(
+            released,
+            "jobs still running at the end of the grace period given back to the queue, no attempt spent"
+        );
     }
     let _ = stop.send(());
     workers.await?

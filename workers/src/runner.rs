@@ -120,7 +120,7 @@ pub async fn run_job<J: Handle>(
     let job_id = envelope.job_id.clone();
     let attempt_no = u32::try_from(attempt.current()).unwrap_or(u32::MAX).max(1);
     let (outcome, result) =
-        attempt_job(&state, envelope, &tenant, &job_id, &claim.0, attempt_no).await;
+        attempt_job(&state, envelope, &tenant, &job_id, &claim.0.0, attempt_no).await;
     metrics.record(outcome, started.elapsed());
     result
 }

@@ -170,11 +170,16 @@ async fn reconcile_queued(
         if presence == Presence::Live {
             continue;
         }
-        push_record(client, &job)
-            .await
-            .map_err(JobError::transient)?;
-        tracing::warn!(job_id = %job.id, tenant_id = %job.tenant_id, job_type = %job.job_type, presence = ?presence, "queued job missing from redis queued again");
-        pushed += 1;
+        match push_record(client, &job).await {
+            Ok(()) => {
+                tracing::warn!(job_id = %job.id, tenant_id = %job.tenant_id, job_type = %job.job_type, presence = ?presence, "queued job missing from redis queued again");
+                pushed += 1;
+            }
+            // One unreadable record (an unknown type) must not stop the rest.
+            Err(e) => {
+                tracing::error!(job_id = %job.id, tenant_id = %job.tenant_id, job_type = %job.job_type, error = %e, "queued job missing from redis could not be queued again");
+            }
+        }
     }
     Ok(pushed)
 }
