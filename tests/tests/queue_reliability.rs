@@ -1263,3 +1263,72 @@ async fn a_cancelled_job_never_starts_nor_ends_succeeded() {
     running.stop().await;
     rig.cleanup().await;
 }
+
+// ---------------------------------------------------------------------------
+// 8. Retention
+// ---------------------------------------------------------------------------
+
+/// Finished job records are kept for `JOB_RETENTION_DAYS` (failed and dead
+/// ones for `JOB_FAILED_RETENTION_DAYS`), then removed by the sweep; active
+/// ones are never removed, however old.
+#[tokio::test]
+async fn the_sweep_removes_finished_job_records_past_their_retention() {
+    let rig = Rig::with_config(
+        test_config(&[
+            ("JOB_RETENTION_DAYS", "30"),
+            ("JOB_FAILED_RETENTION_DAYS", "90"),
+        ]),
+        fast_config(),
+    )
+    .await;
+    let client = JobClient::connect(&rig.platform).await.expect("job client");
+    let tenant = TenantId::from_trusted("tenant-retention".to_owned());
+    let mut ids = HashMap::new();
+    for (name, status, days) in [
+        ("succeeded_31", "SUCCEEDED", 31),
+        ("succeeded_29", "SUCCEEDED", 29),
+        ("cancelled_31", "CANCELLED", 31),
+        ("failed_31", "FAILED", 31),
+        ("dead_91", "DEAD", 91),
+        ("queued_200", "QUEUED", 200),
+    ] {
+        let job = client
+            .enqueue(
+                &tenant,
+                Requester::System,
+                Sweep {
+                    tick: name.to_owned(),
+                },
+            )
+            .await
+            .expect("enqueue");
+        let then = bson::DateTime::from_millis(
+            (chrono::Utc::now() - chrono::Duration::days(days)).timestamp_millis(),
+        );
+        rig.platform
+            .db
+            .unscoped::<bson::Document>(record::COLLECTION)
+            .update_one(
+                bson::doc! { "_id": &job.id },
+                bson::doc! { "$set": { "status": status, "finishedAt": then, "updatedAt": then } },
+            )
+            .await
+            .expect("aged");
+        ids.insert(name, job.id);
+    }
+    let result = sweep(&rig).await;
+    assert_eq!(result["purgedJobs"], 3, "{result}");
+    let jobs = rig.platform.db.scoped::<JobRecord>(&tenant);
+    for (name, kept) in [
+        ("succeeded_31", false),
+        ("succeeded_29", true),
+        ("cancelled_31", false),
+        ("failed_31", true),
+        ("dead_91", false),
+        ("queued_200", true),
+    ] {
+        let found = jobs.find_by_id(&ids[name]).await.expect("find").is_some();
+        assert_eq!(found, kept, "{name}");
+    }
+    rig.cleanup().await;
+}

@@ -108,6 +108,7 @@ impl Handle for Sweep {
             }
         }
         let reconciled = reconcile_queued(db, client, &mut conn).await?;
+        let purged = purge_finished(&ctx).await?;
         // TTL indexes do this on MongoDB; servers without them rely on the sweep.
         let expired = db
             .unscoped::<bson::Document>(password_reset::COLLECTION)
@@ -132,6 +133,7 @@ impl Handle for Sweep {
             "dead": dead,
             "finishedUnrecorded": finished,
             "reconciled": reconciled,
+            "purgedJobs": purged,
             "expiredResetTokens": expired,
             "expiredEmailVerifications": expired_verifications,
             "releasedHeld": released,
@@ -182,6 +184,47 @@ async fn reconcile_queued(
         }
     }
     Ok(pushed)
+}
+
+/// Removes finished job records past their retention (`JOB_RETENTION_DAYS`
+/// for SUCCEEDED and CANCELLED, `JOB_FAILED_RETENTION_DAYS` for FAILED and
+/// DEAD), and idempotency key claims as old as the longer of the two.
+async fn purge_finished(ctx: &JobContext) -> Result<u64, JobError> {
+    let config = &ctx.state.platform.config;
+    let db = &ctx.state.platform.db;
+    let before = |days: i64| {
+        bson::DateTime::from_millis((Utc::now() - chrono::Duration::days(days)).timestamp_millis())
+    };
+    let jobs = db.unscoped::<bson::Document>(record::COLLECTION);
+    let mut purged = 0;
+    for (statuses, days) in [
+        (
+            [JobStatus::Succeeded, JobStatus::Cancelled],
+            config.job_retention_days,
+        ),
+        (
+            [JobStatus::Failed, JobStatus::Dead],
+            config.job_failed_retention_days,
+        ),
+    ] {
+        let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        purged += jobs
+            .delete_many(doc! {
+                "status": { "$in": statuses },
+                "finishedAt": { "$lt": before(days) },
+            })
+            .await
+            .map_err(JobError::transient)?
+            .deleted_count;
+    }
+    let longest = config
+        .job_retention_days
+        .max(config.job_failed_retention_days);
+    db.unscoped::<bson::Document>(record::KEY_CLAIMS)
+        .delete_many(doc! { "updatedAt": { "$lt": before(longest) } })
+        .await
+        .map_err(JobError::transient)?;
+    Ok(purged)
 }
 
 /// Analytics exports past their 7 days: the file, then the record.
