@@ -311,12 +311,21 @@ impl From<aigentable_jobs::EnqueueError> for ApiError {
     }
 }
 
+/// `Retry-After` of a 503: a dependency (MongoDB, Redis) is briefly away.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
 pub fn write_error(err: &ApiError, res: &mut Response) {
     if let ApiError::Internal(cause) = err {
         tracing::error!(error = %cause, "request failed");
     }
-    if let ApiError::TooManyRequests { retry_after_secs } = err
-        && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+    let retry_after = match err {
+        ApiError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
+        // Webhook providers and clients retry a 503 after this.
+        ApiError::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+        _ => None,
+    };
+    if let Some(secs) = retry_after
+        && let Ok(value) = HeaderValue::from_str(&secs.to_string())
     {
         res.headers_mut().insert(RETRY_AFTER, value);
     }

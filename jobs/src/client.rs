@@ -1,5 +1,11 @@
 //! Enqueueing: the MongoDB record first, then the Redis push, so a worker
-//! never picks up a job whose record does not exist.
+//! never picks up a job whose record does not exist. The record is the
+//! source of truth (an outbox): a job recorded but not pushed (Redis
+//! unreachable, a crash in between) stays QUEUED, is pushed again in the
+//! background while Redis comes back, and the sweep's reconciler pushes any
+//! that are still missing from Redis after a minute.
+
+use std::time::Duration;
 
 use bson::doc;
 use chrono::Utc;
@@ -10,7 +16,7 @@ use aigentable_platform::db::{Db, DbError};
 use aigentable_platform::ids::{JobId, TenantId, UserId};
 
 use crate::queue::{self, QueueKeys};
-use crate::record::{self, JobRecord, JobStatus};
+use crate::record::{self, JobRecord, JobStatus, KeyClaim};
 use crate::{Envelope, Job};
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +81,10 @@ impl JobClient {
     }
 
     /// Records and queues a job. With an idempotency key, a job of the same
-    /// type and key that is still queued or running is returned instead.
+    /// type and key that is still queued or running is returned instead;
+    /// this holds under concurrency: the key is claimed in
+    /// [`record::KEY_CLAIMS`] after the record is inserted, and the loser
+    /// of a race deletes its record and answers the winner's job.
     pub async fn enqueue<J: Job>(
         &self,
         tenant: &TenantId,
@@ -84,17 +93,22 @@ impl JobClient {
     ) -> Result<JobRecord, EnqueueError> {
         let jobs = self.db.scoped::<JobRecord>(tenant);
         let key = job.idempotency_key();
-        if let Some(key) = &key {
-            let existing = jobs
-                .find_one(doc! {
-                    "type": J::NAME,
-                    "idempotencyKey": key,
-                    "status": { "$in": [JobStatus::Queued.as_str(), JobStatus::Running.as_str()] },
-                })
-                .await?;
-            if let Some(existing) = existing {
-                return Ok(existing);
+        let (jobs, key_ref) = (&jobs, &key);
+        let active = move || async move {
+            match key_ref {
+                Some(key) => {
+                    jobs.find_one(doc! {
+                        "type": J::NAME,
+                        "idempotencyKey": key,
+                        "status": { "$in": [JobStatus::Queued.as_str(), JobStatus::Running.as_str()] },
+                    })
+                    .await
+                }
+                None => Ok(None),
             }
+        };
+        if let Some(existing) = active().await? {
+            return Ok(existing);
         }
 
         let now = Utc::now();
@@ -110,7 +124,7 @@ impl JobClient {
             last_error: None,
             result: None,
             payload: bson::to_bson(&job).map_err(|e| EnqueueError::Encode(e.to_string()))?,
-            idempotency_key: key,
+            idempotency_key: key.clone(),
             created_by: requester.as_string(),
             created_at: now,
             updated_at: now,
@@ -123,21 +137,103 @@ impl JobClient {
             return Ok(record);
         }
         jobs.insert(&record).await?;
+        if let Some(key) = &key
+            && let Some(existing) = self.claim_key(tenant, J::NAME, key, &record.id).await?
+        {
+            // Another enqueue with this key won: its job is the one.
+            jobs.delete_by_id(&record.id).await?;
+            return Ok(existing);
+        }
 
-        if let Err(e) = self.push(&record.id, tenant, job).await {
-            tracing::error!(job_id = %record.id, tenant_id = %tenant, error = %e, "job could not be queued");
-            record::mark_failed(
-                &self.db,
-                tenant,
-                &record.id,
-                JobStatus::Failed,
-                "the job queue was unavailable",
-            )
-            .await?;
-            return Err(e);
+        if let Err(e) = self.push(&record.id, tenant, job.clone()).await {
+            // Recorded, so accepted: it is queued as soon as Redis answers.
+            tracing::warn!(job_id = %record.id, tenant_id = %tenant, job_type = J::NAME, error = %e, "job recorded but not queued yet, retrying in the background");
+            let (client, id, tenant) = (self.clone(), record.id.clone(), tenant.clone());
+            tokio::spawn(async move { client.push_later(&id, &tenant, job).await });
+            return Ok(record);
         }
         tracing::debug!(job_id = %record.id, tenant_id = %tenant, job_type = J::NAME, "job queued");
         Ok(record)
+    }
+
+    /// Takes idempotency `key` for the recorded job `ours`. Answers the
+    /// active job that holds it instead, if any; a key whose job has ended
+    /// (or whose record is gone) is taken over. A job's record is always
+    /// inserted before its claim, so a claim never names a job that is
+    /// still to be recorded.
+    async fn claim_key(
+        &self,
+        tenant: &TenantId,
+        job_type: &str,
+        key: &str,
+        ours: &str,
+    ) -> Result<Option<JobRecord>, EnqueueError> {
+        let claims = self.db.scoped::<KeyClaim>(tenant);
+        let jobs = self.db.scoped::<JobRecord>(tenant);
+        let id = record::key_claim_id(tenant, job_type, key);
+        // Bounded: each round either decides or lost a race to a newer
+        // claim, which then holds an active job.
+        for _ in 0..5 {
+            let claim = KeyClaim {
+                id: id.clone(),
+                tenant_id: tenant.clone(),
+                job_id: ours.to_owned(),
+                updated_at: Utc::now(),
+            };
+            match claims.insert(&claim).await {
+                Ok(()) => return Ok(None),
+                Err(DbError::Duplicate) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let Some(current) = claims.find_by_id(&id).await? else {
+                continue;
+            };
+            if current.job_id == ours {
+                return Ok(None);
+            }
+            let holder = jobs
+                .find_one(doc! {
+                    "_id": &current.job_id,
+                    "status": { "$in": [JobStatus::Queued.as_str(), JobStatus::Running.as_str()] },
+                })
+                .await?;
+            if holder.is_some() {
+                return Ok(holder);
+            }
+            let taken = claims
+                .update_one(
+                    doc! { "_id": &id, "jobId": &current.job_id },
+                    doc! { "$set": { "jobId": ours, "updatedAt": bson::DateTime::now() } },
+                )
+                .await?;
+            if taken.is_some() {
+                return Ok(None);
+            }
+        }
+        tracing::warn!(tenant_id = %tenant, job_type, "idempotency key contended, job recorded without it");
+        Ok(None)
+    }
+
+    /// Retries the push of a recorded job for about a minute, with growing
+    /// pauses; past that the sweep's reconciler takes over.
+    async fn push_later<J: Job>(&self, job_id: &str, tenant: &TenantId, job: J) {
+        let mut pause = Duration::from_millis(250);
+        let mut waited = Duration::ZERO;
+        while waited < Duration::from_secs(60) {
+            tokio::time::sleep(pause).await;
+            waited += pause;
+            match self.push(job_id, tenant, job.clone()).await {
+                Ok(()) => {
+                    tracing::info!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, "job queued after redis came back");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(job_id = %job_id, tenant_id = %tenant, error = %e, "job still not queued");
+                }
+            }
+            pause = (pause * 2).min(Duration::from_secs(10));
+        }
+        tracing::warn!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, "job still not queued, the sweep will queue it");
     }
 
     /// Pushes an already recorded job (also used by retry). Pushing a job

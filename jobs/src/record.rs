@@ -83,20 +83,65 @@ fn now() -> bson::DateTime {
     bson::DateTime::now()
 }
 
-/// Marks a job running unless it was cancelled meanwhile; returns the record
-/// as stored, or `None` when it must not run.
+/// Who holds an idempotency key: one document per tenant, job type and
+/// key (`_id`), naming the job that took it last. Its `_id` makes two
+/// concurrent enqueues with one key unable to both take it, on any
+/// MongoDB-wire server (secantusd-rs enforces unique indexes, but does not
+/// drop a document from a partial or sparse index when an update takes it
+/// out, so an index on the active jobs themselves would keep ended jobs'
+/// keys forever). A key whose job has ended is taken over.
+pub const KEY_CLAIMS: &str = "job_keys";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyClaim {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub job_id: String,
+    #[serde(with = "aigentable_platform::model::bson_datetime")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TenantOwned for KeyClaim {
+    const COLLECTION: &'static str = KEY_CLAIMS;
+    fn tenant_id(&self) -> &TenantId {
+        &self.tenant_id
+    }
+}
+
+pub fn key_claim_id(tenant: &TenantId, job_type: &str, key: &str) -> String {
+    format!("{tenant}:{job_type}:{key}")
+}
+
+/// Marks a job running under `claim` (the queue's claim token of this run)
+/// unless it was cancelled or finished meanwhile; returns the record as
+/// stored, or `None` when it must not run.
+///
+/// A record already RUNNING is taken over only by a later attempt: the queue
+/// counts an attempt at every claim, so a run whose lease expired (its
+/// worker died or stalled) is superseded by the next claim, but a second
+/// claim of the same attempt cannot start the job again.
 pub async fn mark_running(
     db: &Db,
     tenant: &TenantId,
     id: &str,
     attempt: u32,
+    claim: &str,
 ) -> DbResult<Option<JobRecord>> {
     db.scoped::<JobRecord>(tenant)
         .update_one(
-            doc! { "_id": id, "status": { "$in": ["QUEUED", "RUNNING"] } },
+            doc! {
+                "_id": id,
+                "$or": [
+                    { "status": "QUEUED" },
+                    { "status": "RUNNING", "attempts": { "$lt": i64::from(attempt) } },
+                ],
+            },
             doc! { "$set": {
                 "status": "RUNNING",
                 "attempts": i64::from(attempt),
+                "claim": claim,
                 "startedAt": now(),
                 "updatedAt": now(),
             } },
@@ -104,15 +149,19 @@ pub async fn mark_running(
         .await
 }
 
+/// Records success of the run that holds `claim`. `None` when the job was
+/// cancelled meanwhile or another claim took it over: a cancelled job never
+/// ends SUCCEEDED.
 pub async fn mark_succeeded(
     db: &Db,
     tenant: &TenantId,
     id: &str,
+    claim: &str,
     result: Bson,
 ) -> DbResult<Option<JobRecord>> {
     db.scoped::<JobRecord>(tenant)
-        .update_by_id(
-            id,
+        .update_one(
+            doc! { "_id": id, "status": "RUNNING", "claim": claim },
             doc! { "$set": {
                 "status": "SUCCEEDED",
                 "progress": 100,
@@ -121,6 +170,32 @@ pub async fn mark_succeeded(
                 "finishedAt": now(),
                 "updatedAt": now(),
             } },
+        )
+        .await
+}
+
+/// [`mark_failed`] for the run that holds `claim`: a run superseded by
+/// another claim (or a cancelled job) leaves the record alone.
+pub async fn mark_attempt_failed(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+    claim: &str,
+    status: JobStatus,
+    error: &str,
+) -> DbResult<Option<JobRecord>> {
+    let mut set = doc! {
+        "status": status.as_str(),
+        "lastError": error,
+        "updatedAt": now(),
+    };
+    if status.is_terminal() {
+        set.insert("finishedAt", now());
+    }
+    db.scoped::<JobRecord>(tenant)
+        .update_one(
+            doc! { "_id": id, "status": "RUNNING", "claim": claim },
+            doc! { "$set": set },
         )
         .await
 }
@@ -151,8 +226,53 @@ pub async fn mark_failed(
         .await
 }
 
-/// Cancels a queued or running job. A running handler is not interrupted,
-/// but its outcome is no longer recorded and it is not retried.
+/// Marks SUCCEEDED a RUNNING job that the queue saw finish but whose record
+/// update failed (the sweep finds it): the result itself is lost.
+pub async fn mark_finished_unrecorded(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+) -> DbResult<Option<JobRecord>> {
+    db.scoped::<JobRecord>(tenant)
+        .update_one(
+            doc! { "_id": id, "status": "RUNNING" },
+            doc! { "$set": {
+                "status": "SUCCEEDED",
+                "progress": 100,
+                "result": { "resultUnrecorded": true },
+                "finishedAt": now(),
+                "updatedAt": now(),
+            } },
+        )
+        .await
+}
+
+/// Puts the record of a run given back by a draining worker (see
+/// [`crate::queue::Drain`]) back to QUEUED, if that run's claim still holds
+/// it: the job runs again without an attempt spent.
+pub async fn mark_released(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+    claim: &str,
+) -> DbResult<Option<JobRecord>> {
+    db.scoped::<JobRecord>(tenant)
+        .update_one(
+            doc! { "_id": id, "status": "RUNNING", "claim": claim },
+            doc! { "$set": {
+                "status": "QUEUED",
+                "claim": Bson::Null,
+                "lastError": "its worker shut down before it finished; it runs again",
+                "updatedAt": now(),
+            } },
+        )
+        .await
+}
+
+/// Cancels a queued or running job: a queued one never starts; a running
+/// handler is not interrupted (it may check [`is_cancelled`]), but its
+/// outcome is no longer recorded (it never ends SUCCEEDED) and it is not
+/// retried.
 pub async fn cancel(db: &Db, tenant: &TenantId, id: &str) -> DbResult<Option<JobRecord>> {
     db.scoped::<JobRecord>(tenant)
         .update_one(
@@ -160,6 +280,15 @@ pub async fn cancel(db: &Db, tenant: &TenantId, id: &str) -> DbResult<Option<Job
             doc! { "$set": { "status": "CANCELLED", "finishedAt": now(), "updatedAt": now() } },
         )
         .await
+}
+
+/// Whether the job was cancelled (for a running handler that checks).
+pub async fn is_cancelled(db: &Db, tenant: &TenantId, id: &str) -> DbResult<bool> {
+    Ok(db
+        .scoped::<JobRecord>(tenant)
+        .find_by_id(id)
+        .await?
+        .is_some_and(|r| r.status == JobStatus::Cancelled))
 }
 
 /// Puts a failed or dead job back to `QUEUED` with fresh attempts.

@@ -63,6 +63,9 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
         .await?;
     db.ensure_index("jobs", doc! { "tenantId": 1, "status": 1, "type": 1 }, None)
         .await?;
+    // The sweep's retention purge of finished job records.
+    db.ensure_index("jobs", doc! { "status": 1, "finishedAt": 1 }, None)
+        .await?;
     db.ensure_index("outbox", doc! { "tenantId": 1, "createdAt": -1 }, None)
         .await?;
     // Messaging. The sparse unique dedupKey makes a replayed webhook or a

@@ -86,6 +86,11 @@ pub struct Config {
     pub log_format: LogFormat,
     pub login_limits: LoginLimits,
     pub password_reset_ttl_minutes: i64,
+    /// Days a finished job record is kept: SUCCEEDED and CANCELLED
+    /// (`JOB_RETENTION_DAYS`), FAILED and DEAD (`JOB_FAILED_RETENTION_DAYS`).
+    /// The minute sweep removes older ones.
+    pub job_retention_days: i64,
+    pub job_failed_retention_days: i64,
     pub app_base_url: String,
     pub smtp_url: Option<Secret<String>>,
     pub email_from: String,
@@ -319,6 +324,8 @@ impl Config {
                 window_seconds: vars.parsed("LOGIN_WINDOW_SECONDS", 900)?,
             },
             password_reset_ttl_minutes: vars.parsed("PASSWORD_RESET_TTL_MINUTES", 30)?,
+            job_retention_days: vars.parsed("JOB_RETENTION_DAYS", 30)?,
+            job_failed_retention_days: vars.parsed("JOB_FAILED_RETENTION_DAYS", 90)?,
             app_base_url: var("APP_BASE_URL").unwrap_or_else(|| "http://localhost:5173".to_owned()),
             smtp_url: var("SMTP_URL").map(Secret::new),
             email_from: var("EMAIL_FROM")

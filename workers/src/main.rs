@@ -60,6 +60,16 @@ async fn main() -> anyhow::Result<()> {
         })
         .transpose()?
         .unwrap_or(9101);
+    let grace_secs: u64 = std::env::var("WORKER_SHUTDOWN_GRACE_SECS")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            v.trim()
+                .parse()
+                .context("WORKER_SHUTDOWN_GRACE_SECS must be a number of seconds")
+        })
+        .transpose()?
+        .unwrap_or(30);
     let metrics_host = config.host.clone();
     let metrics_token = config.metrics_token.clone();
     let platform = Platform::connect(config)
@@ -87,11 +97,11 @@ async fn main() -> anyhow::Result<()> {
             metrics_token,
         ))
     });
-    tracing::info!(?queues, ?concurrency, "workers starting");
+    tracing::info!(?queues, ?concurrency, grace_secs, "workers starting");
     let result = run_with(
         setup,
         &queues,
-        Duration::from_secs(30),
+        Duration::from_secs(grace_secs),
         aigentable_platform::shutdown::signal(),
     )
     .await;

@@ -7,7 +7,9 @@ use apalis::prelude::*;
 use redis::aio::ConnectionManager;
 
 use aigentable_jobs::Queue;
-use aigentable_jobs::queue::{self, QueueConfig, QueueKeys, RedisQueue, WakeHub};
+use aigentable_jobs::queue::{self, Drain, QueueConfig, QueueKeys, RedisQueue, WakeHub};
+use aigentable_jobs::record;
+use aigentable_platform::ids::TenantId;
 
 use crate::WorkerState;
 use crate::metrics::Metrics;
@@ -92,6 +94,9 @@ pub struct WorkerSetup {
     /// Jobs run at the same time per job type, by queue.
     pub concurrency: Concurrency,
     pub queue: QueueConfig,
+    /// Shared by the workers registered with this setup; begun by
+    /// [`supervise_draining`] on shutdown.
+    pub drain: Drain,
 }
 
 impl WorkerSetup {
@@ -111,6 +116,7 @@ impl WorkerSetup {
             metrics: Metrics::new()?,
             concurrency: concurrency.into(),
             queue: QueueConfig::default(),
+            drain: Drain::new(),
         })
     }
 }
@@ -181,7 +187,8 @@ pub fn register<J: Handle>(monitor: Monitor, setup: &WorkerSetup) -> Monitor {
             keys.clone(),
             config,
             setup.wake.as_ref(),
-        );
+        )
+        .with_drain(&setup.drain);
         WorkerBuilder::new(unique_name(J::NAME, restarts))
             .backend(backend)
             .concurrency(concurrency)
@@ -235,7 +242,7 @@ pub async fn run_with(
         setup.metrics.clone(),
         keys,
     ));
-    let result = supervise(monitor, grace, shutdown).await;
+    let result = supervise_draining(monitor, &setup, grace, shutdown).await;
     depth.abort();
     result
 }
@@ -259,6 +266,62 @@ pub async fn supervise(
         .run_with_signal(shutdown)
         .await?;
     Ok(())
+}
+
+/// How long the workers get to stop once a drain has given back what they
+/// still ran: only the dropping of those runs is left.
+const FINAL_STOP: Duration = Duration::from_secs(1);
+
+/// [`supervise`] with a graceful drain on `shutdown`: the workers of
+/// `setup` stop fetching, running jobs get up to `grace` to finish (their
+/// leases renewed), claimed jobs that had not started go back to the queue
+/// at once, and jobs still running when the grace ends are given back to
+/// the front of their queue without spending an attempt (their records back
+/// to QUEUED), instead of waiting for their leases to expire.
+pub async fn supervise_draining(
+    monitor: Monitor,
+    setup: &WorkerSetup,
+    grace: Duration,
+    shutdown: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+) -> anyhow::Result<()> {
+    let drain = setup.drain.clone();
+    let db = setup.state.platform.db.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut workers = tokio::spawn(supervise(monitor, FINAL_STOP, async move {
+        let _ = stopped.await;
+        Ok(())
+    }));
+    tokio::select! {
+        result = &mut workers => return result?,
+        signal = shutdown => {
+            if let Err(e) = signal {
+                tracing::warn!(error = %e, "shutdown signal failed, stopping anyway");
+            }
+        }
+    }
+    drain.begin();
+    tracing::info!(
+        running = drain.running(),
+        grace_secs = grace.as_secs_f64(),
+        "stopping: no new jobs, waiting for running ones"
+    );
+    let left = drain.wait(grace).await;
+    if left > 0 {
+        let unfinished = drain.take_unfinished().await;
+        for job in &unfinished {
+            let tenant = TenantId::from_trusted(job.tenant_id.clone());
+            if let Err(e) = record::mark_released(&db, &tenant, &job.job_id, &job.claim).await {
+                tracing::error!(job_id = %job.job_id, tenant_id = %job.tenant_id, error = %e, "record of a job given back could not be reset; the sweep requeues it");
+            }
+        }
+        let released = drain.release(&unfinished).await;
+        tracing::warn!(
+            released,
+            "jobs still running at the end of the grace period given back to the queue, no attempt spent"
+        );
+    }
+    let _ = stop.send(());
+    workers.await?
 }
 
 /// Keeps the queue depth gauges current while the workers run.

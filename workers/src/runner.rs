@@ -10,6 +10,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 
 use aigentable_jobs::events::{self, RealtimeEvent, names};
+use aigentable_jobs::queue::Claim;
 use aigentable_jobs::record::{self, JobRecord, JobStatus};
 use aigentable_jobs::{Envelope, Job};
 use aigentable_platform::ids::TenantId;
@@ -46,6 +47,17 @@ pub struct JobContext {
     pub attempt: u32,
 }
 
+impl JobContext {
+    /// Whether the job was cancelled while it runs: a long handler may
+    /// check between steps and stop early (its outcome is not recorded
+    /// either way). A record that cannot be read counts as not cancelled.
+    pub async fn cancelled(&self) -> bool {
+        record::is_cancelled(&self.state.platform.db, &self.tenant_id, &self.job_id)
+            .await
+            .unwrap_or(false)
+    }
+}
+
 /// A job type the workers know how to run.
 pub trait Handle: Job {
     fn handle(self, ctx: JobContext) -> impl Future<Output = Result<Value, JobError>> + Send;
@@ -72,16 +84,20 @@ pub(crate) async fn announce(state: &WorkerState, record: Option<JobRecord>) {
     }
 }
 
-/// Records a failed attempt. A record that cannot be updated does not
-/// change what happens to the job (the queue decides that); it is logged.
+/// Records a failed attempt of the run holding `claim`. A record that
+/// cannot be updated does not change what happens to the job (the queue
+/// decides that); it is logged.
 async fn record_failure(
     state: &WorkerState,
     tenant: &TenantId,
     job_id: &str,
+    claim: &str,
     status: JobStatus,
     message: &str,
 ) {
-    match record::mark_failed(&state.platform.db, tenant, job_id, status, message).await {
+    match record::mark_attempt_failed(&state.platform.db, tenant, job_id, claim, status, message)
+        .await
+    {
         Ok(rec) => announce(state, rec).await,
         Err(e) => {
             tracing::error!(job_id = %job_id, tenant_id = %tenant, status = status.as_str(), error = %e, "job record could not be updated")
@@ -96,13 +112,15 @@ pub async fn run_job<J: Handle>(
     envelope: Envelope<J>,
     state: Data<WorkerState>,
     metrics: Data<JobMetrics>,
+    claim: Data<Claim>,
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
     let started = std::time::Instant::now();
     let tenant = TenantId::from_trusted(envelope.tenant_id.clone());
     let job_id = envelope.job_id.clone();
     let attempt_no = u32::try_from(attempt.current()).unwrap_or(u32::MAX).max(1);
-    let (outcome, result) = attempt_job(&state, envelope, &tenant, &job_id, attempt_no).await;
+    let (outcome, result) =
+        attempt_job(&state, envelope, &tenant, &job_id, &claim.0.0, attempt_no).await;
     metrics.record(outcome, started.elapsed());
     result
 }
@@ -112,6 +130,7 @@ async fn attempt_job<J: Handle>(
     envelope: Envelope<J>,
     tenant: &TenantId,
     job_id: &str,
+    claim: &str,
     attempt_no: u32,
 ) -> (Outcome, Result<(), BoxDynError>) {
     let db = &state.platform.db;
@@ -139,7 +158,7 @@ async fn attempt_job<J: Handle>(
     }
 
     if recorded {
-        match record::mark_running(db, tenant, job_id, attempt_no).await {
+        match record::mark_running(db, tenant, job_id, attempt_no, claim).await {
             Ok(Some(running)) => announce(state, Some(running)).await,
             Ok(None) => {
                 tracing::info!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), "job skipped: cancelled, finished or unknown");
@@ -170,8 +189,11 @@ async fn attempt_job<J: Handle>(
         Ok(result) => {
             if recorded {
                 let result = bson::to_bson(&result).unwrap_or(bson::Bson::Null);
-                match record::mark_succeeded(db, tenant, job_id, result).await {
-                    Ok(rec) => announce(state, rec).await,
+                match record::mark_succeeded(db, tenant, job_id, claim, result).await {
+                    Ok(Some(rec)) => announce(state, Some(rec)).await,
+                    Ok(None) => {
+                        tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), "job finished after it was cancelled or taken over by another run; its success is not recorded")
+                    }
                     // The work is done; a retry would redo it. The record
                     // stays RUNNING, which the error log explains.
                     Err(e) => {
@@ -186,7 +208,7 @@ async fn attempt_job<J: Handle>(
         }
         Err(JobError::Permanent(message)) => {
             if recorded {
-                record_failure(state, tenant, job_id, JobStatus::Failed, &message).await;
+                record_failure(state, tenant, job_id, claim, JobStatus::Failed, &message).await;
             }
             tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), job_type = J::NAME, error = %message, "job failed permanently");
             (
@@ -196,7 +218,7 @@ async fn attempt_job<J: Handle>(
         }
         Err(JobError::Transient(message)) if attempt_no >= J::MAX_ATTEMPTS => {
             if recorded {
-                record_failure(state, tenant, job_id, JobStatus::Dead, &message).await;
+                record_failure(state, tenant, job_id, claim, JobStatus::Dead, &message).await;
             }
             tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), job_type = J::NAME, attempt = attempt_no, error = %message, "job dead after its last attempt");
             (
@@ -206,7 +228,7 @@ async fn attempt_job<J: Handle>(
         }
         Err(JobError::Transient(message)) => {
             if recorded {
-                record_failure(state, tenant, job_id, JobStatus::Queued, &message).await;
+                record_failure(state, tenant, job_id, claim, JobStatus::Queued, &message).await;
             }
             tracing::info!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), job_type = J::NAME, attempt = attempt_no, error = %message, "job attempt failed, will retry");
             (Outcome::Retried, Err(std::io::Error::other(message).into()))

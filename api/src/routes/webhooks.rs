@@ -55,6 +55,12 @@ async fn raw_body(req: &mut Request) -> ApiResult<Vec<u8>> {
         })
 }
 
+/// The delivery could not be stored: 503 with `Retry-After`, so that the
+/// provider delivers it again (never a 500).
+fn not_durable() -> ApiError {
+    ApiError::Unavailable("the event could not be stored, please retry shortly".to_owned())
+}
+
 fn unknown_channel() -> ApiError {
     ApiError::NotFound("channel")
 }
@@ -106,7 +112,10 @@ pub async fn accept(
             .arg(DEDUP_TTL_SECS);
     }
     let mut conn = kv.conn();
-    let won: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+    let won: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(|e| {
+        tracing::warn!(tenant_id = %channel.tenant_id, channel_id = %channel.id, error = %e, "webhook not accepted: redis unavailable");
+        not_durable()
+    })?;
     let mut fresh = Vec::new();
     let mut claimed = Vec::new();
     for ((item, key), won) in items.into_iter().zip(keys).zip(won) {
@@ -155,7 +164,8 @@ pub async fn accept(
             .arg(&claimed)
             .query_async::<()>(&mut conn)
             .await;
-        return Err(e);
+        tracing::warn!(tenant_id = %channel.tenant_id, channel_id = %channel.id, error = %e, "webhook not accepted: it could not be stored");
+        return Err(not_durable());
     }
     tracing::info!(tenant_id = %channel.tenant_id, channel_id = %channel.id, event_id = %event.id, items = event.items.len(), "webhook event accepted");
     Ok(Some(event.id))

@@ -5,13 +5,14 @@
 //! what each step does in Redis. `RedisQueue` adds the idle wait: after an
 //! empty fetch it sleeps until a pub/sub wake-up or the fallback poll.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use apalis::prelude::{Backend, Codec, Status, Task, TaskBuilder, TaskId, WorkerContext};
 use apalis_core::backend::BackendConfig;
@@ -22,7 +23,7 @@ use apalis_core::backend::persistence::{
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
-use super::{QueueConfig, QueueKeys, WakeHub, now_ms, scripts};
+use super::{Claim, Drain, QueueConfig, QueueKeys, Settlement, WakeHub, now_ms, scripts};
 use crate::{Envelope, Job};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +42,136 @@ const CHUNK: usize = 500;
 /// Chunks per heartbeat and per kind of maintenance: bounds the time one
 /// heartbeat may take; the rest waits for the next one.
 const MAX_CHUNKS: usize = 20;
+/// Tries of a renewal, settle or release before it is left for later: a
+/// Redis error never stops the worker (that would drop every job it runs).
+pub(crate) const TRIES: u32 = 3;
+/// First pause between tries; doubled after each.
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+/// Longest pause of a worker's fetches while Redis does not answer.
+const MAX_FETCH_PAUSE: Duration = Duration::from_secs(1);
+
+/// A lease this worker holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    /// Token of the claim: renewals and outcomes go under it.
+    pub(crate) token: String,
+    /// Tenant of the job, to find its record.
+    pub(crate) tenant: String,
+}
 
 #[derive(Default)]
-struct Shared {
-    /// Ids this worker claimed and has not settled: their leases are renewed.
-    held: Mutex<HashSet<String>>,
+pub(crate) struct Shared {
+    /// Ids this worker claimed and has not settled, with their lease. An id
+    /// stays here until its outcome is written to Redis, so that its lease
+    /// is kept while the outcome waits for Redis.
+    held: Mutex<HashMap<String, Lease>>,
+    /// Outcomes (SETTLE quintuples) Redis did not take yet: written, in
+    /// order, before any later outcome and at every heartbeat.
+    pending: Mutex<Vec<String>>,
+    /// Claimed jobs a draining worker will not start: (id, token) pairs the
+    /// drain gives back.
+    to_release: Mutex<Vec<(String, String)>>,
+    /// Fetches that failed in a row: idle waits grow with it.
+    fetch_failures: AtomicU32,
     last_trim: Mutex<Option<Instant>>,
+}
+
+pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere mid-update; the data is
+    // still the best knowledge there is.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+        locked(&self.held)
+    }
+
+    pub(crate) fn take_to_release(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *locked(&self.to_release))
+    }
+
+    pub(crate) fn to_release_ids(&self) -> std::collections::HashSet<String> {
+        locked(&self.to_release)
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Claimed tasks that will not start: out of `held` (their outcome
+    /// would be ignored) and into `to_release`.
+    fn give_back<J>(&self, tasks: impl IntoIterator<Item = Task<Envelope<J>>>) {
+        let mut held = self.held();
+        let mut to_release = locked(&self.to_release);
+        for task in tasks {
+            if let Some(id) = task.task_id().map(ToString::to_string)
+                && let Some(lease) = held.remove(&id)
+            {
+                to_release.push((id, lease.token));
+            }
+        }
+    }
+
+    /// Ids whose outcome waits for Redis: finished, not to be released.
+    pub(crate) fn pending_ids(&self) -> std::collections::HashSet<String> {
+        locked(&self.pending)
+            .chunks(5)
+            .filter_map(|q| q.first().cloned())
+            .collect()
+    }
+
+    /// Writes outcomes to Redis: those left over from an outage first, then
+    /// `args`, in up to `tries` tries. When Redis does not answer they are
+    /// kept for the next heartbeat (their leases are renewed meanwhile):
+    /// a finished job is never dropped nor its worker stopped.
+    pub(crate) async fn settle(
+        &self,
+        conn: &mut ConnectionManager,
+        keys: &QueueKeys,
+        args: Vec<String>,
+        tries: u32,
+    ) {
+        let mut all = std::mem::take(&mut *locked(&self.pending));
+        all.extend(args);
+        if all.is_empty() {
+            return;
+        }
+        let expected = all.len() / 5;
+        let mut pause = FIRST_PAUSE;
+        for attempt in 1..=tries.max(1) {
+            match super::settle_raw(conn, keys, &all).await {
+                Ok(settled) => {
+                    let mut held = self.held();
+                    for q in all.chunks(5) {
+                        if let [id, token, ..] = q
+                            && held.get(id).is_some_and(|l| l.token == *token)
+                        {
+                            held.remove(id);
+                        }
+                    }
+                    drop(held);
+                    if settled < expected {
+                        tracing::warn!(queue = %keys.prefix, stale = expected - settled, "outcomes of runs that no longer held their lease were ignored");
+                    }
+                    return;
+                }
+                Err(e) if attempt < tries => {
+                    tracing::warn!(queue = %keys.prefix, error = %e, attempt, "job outcomes not written yet, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(queue = %keys.prefix, error = %e, jobs = expected, "job outcomes kept until redis answers");
+                    let mut pending = locked(&self.pending);
+                    // Outcomes that arrived meanwhile go after these.
+                    let later = std::mem::take(&mut *pending);
+                    *pending = all;
+                    pending.extend(later);
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// What the worker's steps do in Redis, for job type `J`.
@@ -55,6 +180,8 @@ pub struct QueuePersistence<J> {
     keys: Arc<QueueKeys>,
     config: Arc<QueueConfig>,
     shared: Arc<Shared>,
+    /// The process's drain, if it drains on shutdown.
+    drain: Option<Drain>,
     _job: PhantomData<fn() -> J>,
 }
 
@@ -65,6 +192,7 @@ impl<J> Clone for QueuePersistence<J> {
             keys: self.keys.clone(),
             config: self.config.clone(),
             shared: self.shared.clone(),
+            drain: self.drain.clone(),
             _job: PhantomData,
         }
     }
@@ -79,13 +207,8 @@ impl<J> std::fmt::Debug for QueuePersistence<J> {
 }
 
 impl<J: Job> QueuePersistence<J> {
-    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // A poisoned set only means a panic elsewhere mid-update; the ids in
-        // it are still the best knowledge of what this worker holds.
-        self.shared
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+        self.shared.held()
     }
 
     /// Free slots: jobs that could start as soon as they are fetched.
@@ -105,14 +228,7 @@ impl<J: Job> QueuePersistence<J> {
     async fn reap(&mut self) -> Result<usize, QueueError> {
         let mut total = 0;
         for _ in 0..MAX_CHUNKS {
-            let n: usize = scripts::REAP
-                .key(&self.keys.inflight)
-                .key(&self.keys.ready)
-                .arg(now_ms())
-                .arg(CHUNK)
-                .arg(&self.keys.wake)
-                .invoke_async(&mut self.conn)
-                .await?;
+            let n = super::reap(&mut self.conn, &self.keys, now_ms(), CHUNK).await?;
             total += n;
             if n < CHUNK {
                 break;
@@ -124,16 +240,21 @@ impl<J: Job> QueuePersistence<J> {
         Ok(total)
     }
 
+    /// Extends the leases this worker still holds under its claims. A lease
+    /// found lost (it expired and the job was requeued, maybe claimed again
+    /// elsewhere) is logged: the run here can no longer settle the job.
     async fn renew(&mut self) -> Result<(), QueueError> {
-        let ids: Vec<String> = self.held().iter().cloned().collect();
+        let held: Vec<(String, String)> = self
+            .held()
+            .iter()
+            .map(|(id, lease)| (id.clone(), lease.token.clone()))
+            .collect();
         let deadline = self.deadline();
-        for chunk in ids.chunks(CHUNK) {
-            let mut cmd = redis::cmd("ZADD");
-            cmd.arg(&self.keys.inflight).arg("XX");
-            for id in chunk {
-                cmd.arg(deadline).arg(id);
+        for chunk in held.chunks(CHUNK) {
+            let lost = super::renew(&mut self.conn, &self.keys, chunk, deadline).await?;
+            for id in lost {
+                tracing::warn!(queue = %self.keys.prefix, job_id = %id, "lease lost: the job was requeued after a stall, this run's outcome will not be settled");
             }
-            cmd.query_async::<()>(&mut self.conn).await?;
         }
         Ok(())
     }
@@ -167,36 +288,60 @@ impl<J: Job> QueuePersistence<J> {
                 break;
             }
         }
+        let done_retention =
+            u64::try_from(self.config.done_retention.as_millis()).unwrap_or(u64::MAX);
+        redis::cmd("ZREMRANGEBYSCORE")
+            .arg(&self.keys.done)
+            .arg("-inf")
+            .arg(now_ms().saturating_sub(done_retention))
+            .query_async::<()>(&mut self.conn)
+            .await?;
         Ok(())
     }
 
-    async fn settle(&mut self, args: Vec<String>) -> Result<(), QueueError> {
-        if args.is_empty() {
-            return Ok(());
-        }
-        let mut invocation = scripts::SETTLE.prepare_invoke();
-        invocation
-            .key(&self.keys.inflight)
-            .key(&self.keys.data)
-            .key(&self.keys.attempts)
-            .key(&self.keys.delayed)
-            .key(&self.keys.dead)
-            .key(&self.keys.errors)
-            .arg(now_ms());
-        for a in args {
-            invocation.arg(a);
-        }
-        invocation.invoke_async::<()>(&mut self.conn).await?;
-        Ok(())
+    async fn settle(&mut self, args: Vec<String>, tries: u32) {
+        self.shared
+            .settle(&mut self.conn, &self.keys, args, tries)
+            .await;
     }
-}
 
-/// Appends one (id, kind, due ms, error) quad for [`scripts::SETTLE`].
-fn settle_args(out: &mut Vec<String>, id: &str, kind: &str, due: u64, error: &str) {
-    out.push(id.to_owned());
-    out.push(kind.to_owned());
-    out.push(due.to_string());
-    out.push(error.to_owned());
+    /// [`Self::renew`] with retries: a lease must not lapse over one lost
+    /// reply.
+    async fn renew_retrying(&mut self) {
+        let mut pause = FIRST_PAUSE;
+        for attempt in 1..=TRIES {
+            match self.renew().await {
+                Ok(()) => return,
+                Err(e) if attempt < TRIES => {
+                    tracing::warn!(queue = %self.keys.prefix, error = %e, attempt, "lease renewal failed, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(queue = %self.keys.prefix, error = %e, "leases not renewed, next try at the next heartbeat");
+                }
+            }
+        }
+    }
+
+    fn draining(&self) -> bool {
+        self.drain.as_ref().is_some_and(Drain::is_draining)
+    }
+
+    /// How long an idle worker waits before fetching again: the idle poll,
+    /// growing while fetches fail (Redis unreachable).
+    fn fetch_pause(&self) -> Duration {
+        let failures = self.shared.fetch_failures.load(Ordering::Relaxed);
+        if failures == 0 {
+            return self.config.idle_poll;
+        }
+        let grown = self
+            .config
+            .idle_poll
+            .max(FIRST_PAUSE)
+            .saturating_mul(1 << failures.min(6));
+        grown.min(MAX_FETCH_PAUSE.max(self.config.idle_poll))
+    }
 }
 
 impl<J: Job> Persistence for QueuePersistence<J> {
@@ -208,34 +353,74 @@ impl<J: Job> Persistence for QueuePersistence<J> {
         if !self.config.restart_delay.is_zero() {
             tokio::time::sleep(self.config.restart_delay).await;
         }
-        self.reap().await?;
+        if let Err(e) = self.reap().await {
+            tracing::warn!(queue = %self.keys.prefix, error = %e, "expired leases not recovered at start, next try at the next heartbeat");
+        }
         Ok(())
     }
 
+    /// Never fails: a Redis error here must not stop the worker and drop
+    /// the jobs it runs. What could not be done is retried at the next
+    /// heartbeat.
     async fn heartbeat(&mut self, _worker: &WorkerContext) -> Result<(), QueueError> {
-        self.renew().await?;
-        self.reap().await?;
-        self.trim_dead().await
+        self.settle(Vec::new(), 1).await;
+        self.renew_retrying().await;
+        if let Err(e) = self.reap().await {
+            tracing::warn!(queue = %self.keys.prefix, error = %e, "expired leases not recovered, next try at the next heartbeat");
+        }
+        if let Err(e) = self.trim_dead().await {
+            tracing::warn!(queue = %self.keys.prefix, error = %e, "dead jobs not trimmed, next try later");
+        }
+        Ok(())
     }
 
     async fn fetch_next(
         &mut self,
         _worker: &WorkerContext,
     ) -> Result<Vec<Task<Envelope<J>>>, QueueError> {
-        let reply: Vec<redis::Value> = scripts::FETCH
+        if self.draining() {
+            return Ok(Vec::new());
+        }
+        // Unique per fetch, and a fetch claims an id at most once: unique
+        // per claim.
+        let token = ulid::Ulid::generate().to_string();
+        let reply: Result<Vec<redis::Value>, redis::RedisError> = scripts::FETCH
             .key(&self.keys.ready)
             .key(&self.keys.delayed)
             .key(&self.keys.inflight)
             .key(&self.keys.data)
             .key(&self.keys.attempts)
+            .key(&self.keys.owners)
             .arg(now_ms())
             .arg(self.deadline())
             .arg(self.claimable())
             .arg(self.config.batch_size.saturating_mul(5))
+            .arg(&token)
             .invoke_async(&mut self.conn)
-            .await?;
+            .await;
+        // Only fetching pauses while Redis does not answer: the idle wait
+        // grows (see `fetch_pause`), running jobs go on.
+        let reply = match reply {
+            Ok(reply) => {
+                let failed = self.shared.fetch_failures.swap(0, Ordering::Relaxed);
+                if failed > 0 {
+                    tracing::info!(queue = %self.keys.prefix, failed, "fetching again after redis errors");
+                }
+                reply
+            }
+            Err(e) => {
+                let failed = self.shared.fetch_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failed == 1 {
+                    tracing::warn!(queue = %self.keys.prefix, error = %e, "fetch failed, pausing fetches until redis answers");
+                } else {
+                    tracing::debug!(queue = %self.keys.prefix, error = %e, failed, "fetch failed again");
+                }
+                return Ok(Vec::new());
+            }
+        };
         let mut tasks = Vec::with_capacity(reply.len() / 3);
         let mut undecodable = Vec::new();
+        let mut drained = Vec::new();
         let mut iter = reply.into_iter();
         while let (Some(id), Some(attempt), Some(payload)) = (iter.next(), iter.next(), iter.next())
         {
@@ -252,19 +437,39 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(job_id = %id, queue = %self.keys.prefix, error = %e, "job payload could not be decoded, moved to dead");
-                    settle_args(
+                    super::settle_args(
                         &mut undecodable,
                         &id,
-                        "x",
-                        0,
-                        &format!("the payload could not be decoded: {e}"),
+                        &token,
+                        &Settlement::Dead {
+                            error: format!("the payload could not be decoded: {e}"),
+                        },
+                        false,
                     );
                     continue;
                 }
             };
-            if !self.held().insert(id.clone()) {
+            if self.draining() {
+                // Claimed by a fetch that raced the start of a drain: give
+                // it back at once.
+                drained.push((id, token.clone()));
+                continue;
+            }
+            let lease = Lease {
+                token: token.clone(),
+                tenant: envelope.tenant_id.clone(),
+            };
+            if self.held().insert(id.clone(), lease).is_some() {
                 // Already running here (its lease lapsed during a stall and
-                // it was requeued): the running copy settles it.
+                // it was requeued): the running copy adopts the new claim
+                // and settles it; so does an outcome still waiting for Redis.
+                for q in locked(&self.shared.pending).chunks_mut(5) {
+                    if let [pending_id, pending_token, ..] = q
+                        && *pending_id == id
+                    {
+                        pending_token.clone_from(&token);
+                    }
+                }
                 continue;
             }
             let attempt = usize::try_from(attempt).unwrap_or(1).max(1);
@@ -275,10 +480,16 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                     // handlers see the attempt counted in Redis.
                     .attempt(attempt - 1)
                     .max_attempts(J::MAX_ATTEMPTS as usize)
+                    .data(Claim(token.clone()))
                     .build(),
             );
         }
-        self.settle(undecodable).await?;
+        self.settle(undecodable, TRIES).await;
+        if !drained.is_empty()
+            && let Err(e) = super::release(&mut self.conn, &self.keys, &drained).await
+        {
+            tracing::warn!(queue = %self.keys.prefix, error = %e, jobs = drained.len(), "jobs claimed as the drain began not released, their leases will expire");
+        }
         Ok(tasks)
     }
 
@@ -287,29 +498,15 @@ impl<J: Job> Persistence for QueuePersistence<J> {
         tasks: Vec<Task<Envelope<J>>>,
         _worker: &WorkerContext,
     ) -> Result<u64, QueueError> {
-        let ids: Vec<String> = tasks
-            .iter()
-            .filter_map(|t| t.task_id().map(ToString::to_string))
-            .collect();
-        {
+        let held: Vec<(String, String)> = {
             let mut held = self.held();
-            for id in &ids {
-                held.remove(id);
-            }
-        }
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let mut invocation = scripts::RELEASE.prepare_invoke();
-        invocation
-            .key(&self.keys.inflight)
-            .key(&self.keys.attempts)
-            .key(&self.keys.ready)
-            .arg(&self.keys.wake);
-        for id in &ids {
-            invocation.arg(id);
-        }
-        Ok(invocation.invoke_async::<u64>(&mut self.conn).await?)
+            tasks
+                .iter()
+                .filter_map(|t| t.task_id().map(ToString::to_string))
+                .filter_map(|id| held.remove(&id).map(|lease| (id, lease.token)))
+                .collect()
+        };
+        Ok(release_retrying(&mut self.conn, &self.keys, &held).await)
     }
 
     async fn handle_events(
@@ -317,29 +514,37 @@ impl<J: Job> Persistence for QueuePersistence<J> {
         events: Vec<TaskEvent<()>>,
         _worker: &WorkerContext,
     ) -> Result<(), QueueError> {
-        let mut args = Vec::with_capacity(events.len() * 4);
+        let mut args = Vec::with_capacity(events.len() * 5);
         let now = now_ms();
         for event in events {
             let TaskEvent::Complete(result) = event else {
                 continue;
             };
             let id = result.task_id.to_string();
-            self.held().remove(&id);
+            // Kept in `held` (its lease renewed) until the outcome is written.
+            let Some(token) = self.held().get(&id).map(|l| l.token.clone()) else {
+                continue;
+            };
             let attempt = u32::try_from(result.attempt).unwrap_or(u32::MAX);
             let error = result.result.err().unwrap_or_default();
-            match result.status {
-                Status::Done => settle_args(&mut args, &id, "d", 0, ""),
+            let how = match result.status {
+                Status::Done => Settlement::Done,
                 // AbortError: the runner decided the job must not run again.
-                Status::Killed => settle_args(&mut args, &id, "x", 0, &error),
-                _ if attempt >= J::MAX_ATTEMPTS => settle_args(&mut args, &id, "x", 0, &error),
+                Status::Killed => Settlement::Dead { error },
+                _ if attempt >= J::MAX_ATTEMPTS => Settlement::Dead { error },
                 _ => {
                     let delay =
                         u64::try_from(self.config.backoff(attempt).as_millis()).unwrap_or(u64::MAX);
-                    settle_args(&mut args, &id, "r", now.saturating_add(delay), &error);
+                    Settlement::Retry {
+                        due_ms: now.saturating_add(delay),
+                    }
                 }
-            }
+            };
+            // Recorded jobs are remembered as done for the sweep.
+            super::settle_args(&mut args, &id, &token, &how, J::RECORDED);
         }
-        self.settle(args).await
+        self.settle(args, TRIES).await;
+        Ok(())
     }
 
     async fn push_tasks(&mut self, tasks: Vec<Task<Envelope<J>>>) -> Result<(), QueueError> {
@@ -357,6 +562,30 @@ impl<J: Job> Persistence for QueuePersistence<J> {
             .await
             .map(|_| ())
     }
+}
+
+/// [`super::release`] with retries. Jobs that cannot be released are
+/// recovered when their lease expires, with an attempt counted.
+pub(crate) async fn release_retrying(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    jobs: &[(String, String)],
+) -> u64 {
+    let mut pause = FIRST_PAUSE;
+    for attempt in 1..=TRIES {
+        match super::release(conn, keys, jobs).await {
+            Ok(n) => return n,
+            Err(e) if attempt < TRIES => {
+                tracing::warn!(queue = %keys.prefix, error = %e, attempt, "jobs not given back yet, retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e) => {
+                tracing::error!(queue = %keys.prefix, error = %e, jobs = jobs.len(), "jobs not given back, they will be recovered when their lease expires");
+            }
+        }
+    }
+    0
 }
 
 /// Results are not stored: the job record in MongoDB holds them.
@@ -414,12 +643,23 @@ impl<J: Job> RedisQueue<J> {
                 keys,
                 config: config.clone(),
                 shared: Arc::default(),
+                drain: None,
                 _job: PhantomData,
             }),
             config,
             wake,
             idle: None,
         }
+    }
+
+    /// Takes part in `drain`: once it begins, this worker fetches and starts
+    /// nothing more, keeps renewing and settling what it holds, and the
+    /// drain releases what is still unfinished when its grace runs out.
+    #[must_use]
+    pub fn with_drain(mut self, drain: &Drain) -> Self {
+        drain.register(&self.persist.shared, &self.persist.conn, &self.persist.keys);
+        self.persist.drain = Some(drain.clone());
+        self
     }
 
     pub fn keys(&self) -> &QueueKeys {
@@ -437,7 +677,7 @@ impl<J: Job> RedisQueue<J> {
     }
 
     fn idle_wait(&self) -> IdleWait {
-        let poll = self.config.idle_poll;
+        let poll = self.persist.fetch_pause();
         match self.wake.clone() {
             Some(notify) => Box::pin(async move {
                 let _ = tokio::time::timeout(poll, notify.notified()).await;
@@ -464,6 +704,22 @@ impl<J: Job> Backend for RedisQueue<J> {
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, QueueError>>> {
+        if self.persist.draining() {
+            // Nothing more starts: claimed tasks waiting in the buffer go
+            // back to the queue (by the drain), a fetch in flight finishes
+            // (and gives its claims back itself).
+            let unstarted = match self.persist.state_mut() {
+                State::Buffered(buffer) => std::mem::take(buffer),
+                _ => Default::default(),
+            };
+            self.persist.shared.give_back(unstarted);
+            if matches!(self.persist.state(), State::Fetch(_))
+                && let Poll::Ready(Some(Ok(task))) = self.persist.poll_next(cx, worker)
+            {
+                self.persist.shared.give_back([task]);
+            }
+            return Poll::Pending;
+        }
         loop {
             if let Some(idle) = self.idle.as_mut() {
                 match idle.as_mut().poll(cx) {

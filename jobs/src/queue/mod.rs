@@ -13,6 +13,7 @@
 //! (the process died) expires and the job goes back to `ready`.
 
 mod backend;
+mod drain;
 pub mod scripts;
 mod wake;
 
@@ -21,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::ConnectionManager;
 
 pub use backend::{QueueError, QueuePersistence, RedisQueue};
+pub use drain::{Drain, Unfinished};
 pub use wake::WakeHub;
 
 use crate::{Envelope, Job, queue_key};
@@ -54,6 +56,10 @@ pub struct QueueConfig {
     pub dead_max: usize,
     /// How often a worker trims dead jobs.
     pub trim_interval: Duration,
+    /// How long finished recorded jobs are remembered (`done`), so that the
+    /// sweep does not run again a job that finished but whose record could
+    /// not be updated. Longer than a job's timeout plus the sweep's slack.
+    pub done_retention: Duration,
     /// Delay before a restarted worker touches Redis again, so that a Redis
     /// outage does not turn restarts into a busy loop.
     pub restart_delay: Duration,
@@ -72,6 +78,7 @@ impl Default for QueueConfig {
             dead_retention: Duration::from_secs(7 * 24 * 3600),
             dead_max: 10_000,
             trim_interval: Duration::from_secs(60),
+            done_retention: Duration::from_secs(6 * 3600),
             restart_delay: Duration::ZERO,
         }
     }
@@ -110,6 +117,10 @@ pub struct QueueKeys {
     pub attempts: String,
     pub dead: String,
     pub errors: String,
+    /// Claim token of each leased job (see [`scripts`]).
+    pub owners: String,
+    /// Recently finished jobs that have a record (see [`scripts`]).
+    pub done: String,
     /// Pub/sub channel: `ready` went from empty to non-empty.
     pub wake: String,
 }
@@ -130,6 +141,12 @@ impl QueueKeys {
         ))
     }
 
+    /// The keys of a job type known by its stored names (a job record's
+    /// `queue` and `type`).
+    pub fn for_names(namespace: &str, queue: &str, job_type: &str) -> Self {
+        Self::new(&format!("{}:{job_type}", queue_key(namespace, queue)))
+    }
+
     pub fn new(prefix: &str) -> Self {
         let key = |suffix: &str| format!("{prefix}:{suffix}");
         Self {
@@ -141,6 +158,8 @@ impl QueueKeys {
             attempts: key("attempts"),
             dead: key("dead"),
             errors: key("errors"),
+            owners: key("owners"),
+            done: key("done"),
             wake: key("wake"),
         }
     }
@@ -188,12 +207,190 @@ pub async fn push<J: Job>(
         .key(&keys.dead)
         .key(&keys.errors)
         .key(&keys.ready)
+        .key(&keys.owners)
+        .key(&keys.done)
         .arg(&keys.wake);
     for (id, envelope) in jobs {
         let payload = serde_json::to_vec(envelope).map_err(QueueError::Encode)?;
         invocation.arg(id).arg(payload);
     }
     Ok(invocation.invoke_async::<usize>(conn).await?)
+}
+
+/// The claim under which a worker holds a job's lease, handed to the
+/// handler as task data (`Data<Claim>`): the job record is finished only
+/// under the claim that marked it running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim(pub String);
+
+/// How a held job is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Finished: forgotten by Redis.
+    Done,
+    /// To run again at this time (ms since the epoch).
+    Retry { due_ms: u64 },
+    /// Out of attempts (or not worth retrying): kept as dead with the error.
+    Dead { error: String },
+}
+
+/// Appends one (id, token, kind, due ms, error) quintuple for [`scripts::SETTLE`].
+pub(crate) fn settle_args(
+    out: &mut Vec<String>,
+    id: &str,
+    token: &str,
+    how: &Settlement,
+    remember: bool,
+) {
+    let (kind, due, error) = match how {
+        Settlement::Done if remember => ("D", 0, ""),
+        Settlement::Done => ("d", 0, ""),
+        Settlement::Retry { due_ms } => ("r", *due_ms, ""),
+        Settlement::Dead { error } => ("x", 0, error.as_str()),
+    };
+    out.push(id.to_owned());
+    out.push(token.to_owned());
+    out.push(kind.to_owned());
+    out.push(due.to_string());
+    out.push(error.to_owned());
+}
+
+/// Runs [`scripts::SETTLE`] over prepared quintuples; returns how many jobs
+/// were still held under their token (and so were settled).
+pub(crate) async fn settle_raw(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    args: &[String],
+) -> Result<usize, QueueError> {
+    if args.is_empty() {
+        return Ok(0);
+    }
+    let mut invocation = scripts::SETTLE.prepare_invoke();
+    invocation
+        .key(&keys.inflight)
+        .key(&keys.data)
+        .key(&keys.attempts)
+        .key(&keys.delayed)
+        .key(&keys.dead)
+        .key(&keys.errors)
+        .key(&keys.owners)
+        .key(&keys.done)
+        .arg(now_ms());
+    for a in args {
+        invocation.arg(a);
+    }
+    Ok(invocation.invoke_async::<usize>(conn).await?)
+}
+
+/// Settles one job held under `token`. Returns `false` (and changes
+/// nothing) when that claim no longer holds the job's lease.
+pub async fn settle(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    id: &str,
+    token: &str,
+    how: &Settlement,
+) -> Result<bool, QueueError> {
+    let mut args = Vec::with_capacity(5);
+    settle_args(&mut args, id, token, how, false);
+    Ok(settle_raw(conn, keys, &args).await? == 1)
+}
+
+/// Extends the leases of `(id, token)` pairs to `deadline_ms`. Returns the
+/// ids whose lease is no longer held under the given token.
+pub async fn renew(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    held: &[(String, String)],
+    deadline_ms: u64,
+) -> Result<Vec<String>, QueueError> {
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut invocation = scripts::RENEW.prepare_invoke();
+    invocation
+        .key(&keys.inflight)
+        .key(&keys.owners)
+        .arg(deadline_ms);
+    for (id, token) in held {
+        invocation.arg(id).arg(token);
+    }
+    Ok(invocation.invoke_async::<Vec<String>>(conn).await?)
+}
+
+/// Gives back `(id, token)` jobs to the front of the queue without
+/// counting an attempt. Returns how many were still held and released.
+pub async fn release(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    held: &[(String, String)],
+) -> Result<u64, QueueError> {
+    if held.is_empty() {
+        return Ok(0);
+    }
+    let mut invocation = scripts::RELEASE.prepare_invoke();
+    invocation
+        .key(&keys.inflight)
+        .key(&keys.attempts)
+        .key(&keys.ready)
+        .key(&keys.owners)
+        .arg(&keys.wake);
+    for (id, token) in held {
+        invocation.arg(id).arg(token);
+    }
+    Ok(invocation.invoke_async::<u64>(conn).await?)
+}
+
+/// Requeues up to `limit` jobs whose lease expired before `now_ms`,
+/// revoking their claims. Returns how many.
+pub async fn reap(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    now_ms: u64,
+    limit: usize,
+) -> Result<usize, QueueError> {
+    Ok(scripts::REAP
+        .key(&keys.inflight)
+        .key(&keys.ready)
+        .key(&keys.owners)
+        .arg(now_ms)
+        .arg(limit)
+        .arg(&keys.wake)
+        .invoke_async(conn)
+        .await?)
+}
+
+/// Where a job stands in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Queued, waiting for a retry, or running.
+    Live,
+    /// Out of attempts, kept for inspection.
+    Dead,
+    /// Finished recently (recorded jobs only).
+    Done,
+    /// Unknown to Redis: never pushed, or lost (Redis restarted without
+    /// persistence, a failover), or finished long ago.
+    Absent,
+}
+
+pub async fn presence(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    id: &str,
+) -> Result<Presence, QueueError> {
+    let (data, dead, done): (bool, Option<f64>, Option<f64>) = redis::pipe()
+        .hexists(&keys.data, id)
+        .zscore(&keys.dead, id)
+        .zscore(&keys.done, id)
+        .query_async(conn)
+        .await?;
+    Ok(match (data, dead, done) {
+        (true, None, _) => Presence::Live,
+        (true, Some(_), _) => Presence::Dead,
+        (false, _, Some(_)) => Presence::Done,
+        (false, _, None) => Presence::Absent,
+    })
 }
 
 /// How many jobs of a type are in each state.

@@ -6,14 +6,24 @@
 //! `ready` (LIST, pushed left, popped right), `delayed` (ZSET id → due ms),
 //! `inflight` (ZSET id → lease deadline ms), `data` (HASH id → envelope JSON),
 //! `attempts` (HASH id → runs started), `dead` (ZSET id → died ms),
-//! `errors` (HASH id → last error of a dead job). `wake` is the pub/sub
-//! channel announcing that `ready` stopped being empty.
+//! `errors` (HASH id → last error of a dead job), `owners` (HASH id → token
+//! of the claim that holds the lease), `done` (ZSET id → finished ms, for
+//! jobs with a MongoDB record only, kept for a while so that the sweep can
+//! tell a finished job whose record update failed from a lost one). `wake`
+//! is the pub/sub channel
+//! announcing that `ready` stopped being empty.
+//!
+//! Leases are owned: every claim gets a token, and renewing, settling or
+//! releasing a job only acts when the caller presents the token of the
+//! current claim. A run that stalled past its lease (and was requeued and
+//! claimed again elsewhere) can no longer renew, settle, reschedule or
+//! release the new owner's lease.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// KEYS: data, attempts, dead, errors, ready. ARGV: wake channel, then
+/// KEYS: data, attempts, dead, errors, ready, owners, done. ARGV: wake channel, then
 /// (id, payload) pairs. An id that is already queued, delayed or running is
 /// left alone (pushing it again would run it twice); a dead one is revived
 /// with a fresh attempt count. Returns how many ids were queued.
@@ -31,6 +41,8 @@ for i = 2, #ARGV, 2 do
     redis.call('HDEL', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
     redis.call('HDEL', KEYS[4], id)
+    redis.call('HDEL', KEYS[6], id)
+    redis.call('ZREM', KEYS[7], id)
     len = redis.call('LPUSH', KEYS[5], id)
     queued = queued + 1
   end
@@ -45,11 +57,13 @@ return queued
     )
 });
 
-/// KEYS: ready, delayed, inflight, data, attempts. ARGV: now ms, lease
-/// deadline ms, batch size, promote limit. Moves at most `promote limit` due
-/// delayed ids to the consuming end of `ready`, then claims up to `batch`
-/// ids: counts the attempt (here, because a crashed worker never reports
-/// back) and leases them. Returns flat (id, attempt, payload) triples.
+/// KEYS: ready, delayed, inflight, data, attempts, owners. ARGV: now ms,
+/// lease deadline ms, batch size, promote limit, claim token. Moves at most
+/// `promote limit` due delayed ids to the consuming end of `ready`, then
+/// claims up to `batch` ids: counts the attempt (here, because a crashed
+/// worker never reports back), leases them and records the claim token
+/// (unique per fetch, so per claim of an id). Returns flat (id, attempt,
+/// payload) triples.
 pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -70,6 +84,7 @@ for _, id in ipairs(ids) do
   if payload then
     local attempt = redis.call('HINCRBY', KEYS[5], id, 1)
     redis.call('ZADD', KEYS[3], ARGV[2], id)
+    redis.call('HSET', KEYS[6], id, ARGV[5])
     out[#out + 1] = id
     out[#out + 1] = attempt
     out[#out + 1] = payload
@@ -80,48 +95,80 @@ return out
     )
 });
 
-/// KEYS: inflight, data, attempts, delayed, dead, errors. ARGV: now ms,
-/// then (id, kind, due ms, error) quads; kind `d` done, `r` retry at due,
-/// `x` dead. Done jobs are deleted outright so Redis does not grow with
-/// completed work; dead ones are kept (and trimmed by `TRIM_DEAD`).
+/// KEYS: inflight, data, attempts, delayed, dead, errors, owners, done.
+/// ARGV: now ms, then (id, token, kind, due ms, error) quintuples; kind `d`
+/// done, `D` done and remembered in `done`, `r` retry at due, `x` dead. Only a job still leased under `token` is settled:
+/// a stale run (its lease expired, the job was requeued and maybe claimed
+/// again) changes nothing. Done jobs are deleted outright so Redis does not
+/// grow with completed work; dead ones are kept (and trimmed by
+/// `TRIM_DEAD`). Returns how many were settled.
 pub static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-for i = 2, #ARGV, 4 do
+local settled = 0
+for i = 2, #ARGV, 5 do
   local id = ARGV[i]
-  local kind = ARGV[i + 1]
-  local held = redis.call('ZREM', KEYS[1], id)
-  if kind == 'd' then
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('ZREM', KEYS[4], id)
-  elseif kind == 'r' then
-    -- Not held any more: the lease expired and the job was requeued, so
-    -- another run owns it now.
-    if held == 1 then
-      redis.call('ZADD', KEYS[4], ARGV[i + 2], id)
+  local kind = ARGV[i + 2]
+  if redis.call('HGET', KEYS[7], id) == ARGV[i + 1]
+    and redis.call('ZREM', KEYS[1], id) == 1 then
+    redis.call('HDEL', KEYS[7], id)
+    settled = settled + 1
+    if kind == 'd' or kind == 'D' then
+      redis.call('HDEL', KEYS[2], id)
+      redis.call('HDEL', KEYS[3], id)
+      redis.call('ZREM', KEYS[4], id)
+      if kind == 'D' then
+        redis.call('ZADD', KEYS[8], ARGV[1], id)
+      end
+    elseif kind == 'r' then
+      redis.call('ZADD', KEYS[4], ARGV[i + 3], id)
+    else
+      redis.call('ZADD', KEYS[5], ARGV[1], id)
+      redis.call('HSET', KEYS[6], id, ARGV[i + 4])
     end
-  else
-    redis.call('ZADD', KEYS[5], ARGV[1], id)
-    redis.call('HSET', KEYS[6], id, ARGV[i + 3])
   end
 end
-return 1
+return settled
 "#,
     )
 });
 
-/// KEYS: inflight, attempts, ready. ARGV: wake channel, ids. Gives back
-/// claimed jobs that never started (graceful shutdown) without counting an
-/// attempt, at the consuming end so they run next.
+/// KEYS: inflight, owners. ARGV: lease deadline ms, then (id, token) pairs.
+/// Extends the leases still held under their token. Returns the ids whose
+/// lease is lost (reaped, or claimed again by another run).
+pub static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local lost = {}
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call('HGET', KEYS[2], id) == ARGV[i + 1]
+    and redis.call('ZSCORE', KEYS[1], id) then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], id)
+  else
+    lost[#lost + 1] = id
+  end
+end
+return lost
+"#,
+    )
+});
+
+/// KEYS: inflight, attempts, ready, owners. ARGV: wake channel, then (id,
+/// token) pairs. Gives back jobs this claim holds (claimed but never
+/// started, or still running when a graceful shutdown's grace ran out)
+/// without counting an attempt, at the consuming end so they run next. A
+/// job whose lease is no longer held under `token` is left alone.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local n = 0
 local len = 0
-for i = 2, #ARGV do
+for i = 2, #ARGV, 2 do
   local id = ARGV[i]
-  if redis.call('ZREM', KEYS[1], id) == 1 then
+  if redis.call('HGET', KEYS[4], id) == ARGV[i + 1]
+    and redis.call('ZREM', KEYS[1], id) == 1 then
+    redis.call('HDEL', KEYS[4], id)
     redis.call('HINCRBY', KEYS[2], id, -1)
     len = redis.call('RPUSH', KEYS[3], id)
     n = n + 1
@@ -135,9 +182,10 @@ return n
     )
 });
 
-/// KEYS: inflight, ready. ARGV: now ms, limit, wake channel. Requeues up to
-/// `limit` jobs whose lease expired (their worker died or stalled). Their
-/// attempt was already counted when they were claimed.
+/// KEYS: inflight, ready, owners. ARGV: now ms, limit, wake channel.
+/// Requeues up to `limit` jobs whose lease expired (their worker died or
+/// stalled) and revokes their claim. Their attempt was already counted when
+/// they were claimed.
 pub static REAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -146,6 +194,7 @@ if #ids == 0 then
   return 0
 end
 redis.call('ZREM', KEYS[1], unpack(ids))
+redis.call('HDEL', KEYS[3], unpack(ids))
 local len = redis.call('RPUSH', KEYS[2], unpack(ids))
 if len == #ids then
   redis.call('PUBLISH', ARGV[3], '1')

@@ -2,6 +2,8 @@
 //! worker restarts after a Redis error, retries with backoff, crashed
 //! workers, dead letters and retention. Each test has its own namespace.
 
+mod reliability;
+
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -361,10 +363,11 @@ async fn a_large_backlog_drains_without_errors() {
 }
 
 /// The worker's queue connection is killed under it (as when Redis
-/// restarts): the worker stops on the error, is restarted and counted,
-/// and jobs keep flowing.
+/// restarts): the worker rides the errors out without stopping (a stop
+/// would drop its running jobs), and jobs keep flowing. Running jobs are
+/// followed in tests/tests/queue_reliability.rs.
 #[tokio::test]
-async fn a_worker_whose_redis_connection_dies_is_restarted() {
+async fn a_worker_whose_redis_connection_dies_keeps_working() {
     let rig = Rig::new(fast_config()).await;
     let running = rig.start::<TestJob>();
     let first = new_id();
@@ -385,7 +388,7 @@ async fn a_worker_whose_redis_connection_dies_is_restarted() {
         .await
         .expect("admin connection");
     // Bounded: each round kills the connection the worker uses right now.
-    for _ in 0..20 {
+    for _ in 0..5 {
         let id: i64 = redis::cmd("CLIENT")
             .arg("ID")
             .query_async(&mut conn)
@@ -399,18 +402,9 @@ async fn a_worker_whose_redis_connection_dies_is_restarted() {
                 .query_async(&mut admin)
                 .await;
         }
-        if wait_for(Duration::from_millis(500), || async {
-            metrics.restarts.get() > 0
-        })
-        .await
-        {
-            break;
-        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(
-        metrics.restarts.get() > 0,
-        "the worker was restarted and counted"
-    );
+    assert_eq!(metrics.restarts.get(), 0, "the worker was not restarted");
 
     let after = new_id();
     rig.push(&after, TestJob { act: Act::Succeed }).await;
@@ -419,7 +413,7 @@ async fn a_worker_whose_redis_connection_dies_is_restarted() {
             !started(&after).is_empty()
         })
         .await,
-        "the restarted worker runs new jobs"
+        "the worker runs new jobs"
     );
     running.stop().await;
     rig.cleanup().await;

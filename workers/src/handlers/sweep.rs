@@ -1,5 +1,6 @@
 //! Every minute: jobs whose worker died mid-run are requeued (or declared
-//! dead after their last attempt), and expired tokens are removed.
+//! dead after their last attempt), jobs recorded QUEUED that Redis does not
+//! hold are queued again, and expired tokens are removed.
 
 use bson::doc;
 use chrono::Utc;
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 
 use aigentable_jobs::JobStatus;
 use aigentable_jobs::dispatch::{push_record, timeout_of};
+use aigentable_jobs::queue::{self, Presence, QueueKeys};
 use aigentable_jobs::record::{self, JobRecord};
 use aigentable_jobs::types::Sweep;
 use aigentable_platform::model::password_reset;
@@ -17,6 +19,13 @@ use crate::runner::{Handle, JobContext, JobError};
 /// Slack past a job's own timeout before it counts as abandoned: the runner
 /// enforces the timeout itself, so a live worker never gets near this.
 const GRACE_SECS: i64 = 120;
+
+/// How long a QUEUED record may be missing from Redis before it is queued
+/// again (a crash between the record and the push, Redis restarted without
+/// persistence, a failover).
+const RECONCILE_AFTER_SECS: i64 = 60;
+/// Most QUEUED records checked per sweep, oldest first.
+const RECONCILE_BATCH: i64 = 1000;
 
 impl Handle for Sweep {
     async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
@@ -31,7 +40,8 @@ impl Handle for Sweep {
             .await
             .map_err(JobError::transient)?;
         let client = ctx.state.jobs().await.map_err(JobError::transient)?;
-        let (mut requeued, mut dead) = (0u32, 0u32);
+        let mut conn = client.connection();
+        let (mut requeued, mut dead, mut finished) = (0u32, 0u32, 0u32);
         for job in running {
             // The sweep itself is running right now.
             if job.id == ctx.job_id {
@@ -43,6 +53,37 @@ impl Handle for Sweep {
             };
             if (now - started).num_seconds() < timeout + GRACE_SECS {
                 continue;
+            }
+            let keys = QueueKeys::for_names(client.namespace(), &job.queue, &job.job_type);
+            match queue::presence(&mut conn, &keys, &job.id)
+                .await
+                .map_err(JobError::transient)?
+            {
+                // Still leased or queued: its lease decides, not the sweep.
+                Presence::Live => continue,
+                // Its queue gave up on it; only the record missed it.
+                Presence::Dead => {
+                    let message = "the job ran out of attempts (its record missed the last one)";
+                    record::mark_failed(db, &job.tenant_id, &job.id, JobStatus::Dead, message)
+                        .await
+                        .map_err(JobError::transient)?;
+                    dead += 1;
+                    continue;
+                }
+                // The work finished; only its record update failed. Running
+                // it again would redo it (an email, a reply).
+                Presence::Done => {
+                    if record::mark_finished_unrecorded(db, &job.tenant_id, &job.id)
+                        .await
+                        .map_err(JobError::transient)?
+                        .is_some()
+                    {
+                        tracing::warn!(job_id = %job.id, tenant_id = %job.tenant_id, job_type = %job.job_type, "job finished but its record was left RUNNING; marked SUCCEEDED");
+                        finished += 1;
+                    }
+                    continue;
+                }
+                Presence::Absent => {}
             }
             if job.attempts >= job.max_attempts {
                 let message = "the worker running it stopped responding on its last attempt";
@@ -66,6 +107,8 @@ impl Handle for Sweep {
                 }
             }
         }
+        let reconciled = reconcile_queued(db, client, &mut conn).await?;
+        let purged = purge_finished(&ctx).await?;
         // TTL indexes do this on MongoDB; servers without them rely on the sweep.
         let expired = db
             .unscoped::<bson::Document>(password_reset::COLLECTION)
@@ -88,12 +131,100 @@ impl Handle for Sweep {
         Ok(json!({
             "requeued": requeued,
             "dead": dead,
+            "finishedUnrecorded": finished,
+            "reconciled": reconciled,
+            "purgedJobs": purged,
             "expiredResetTokens": expired,
             "expiredEmailVerifications": expired_verifications,
             "releasedHeld": released,
             "expiredExports": exports,
         }))
     }
+}
+
+/// Queues again the jobs recorded QUEUED (new, or waiting for a retry) for
+/// over a minute that Redis does not hold: the record is the source of
+/// truth. Returns how many.
+async fn reconcile_queued(
+    db: &aigentable_platform::Db,
+    client: &aigentable_jobs::JobClient,
+    conn: &mut redis::aio::ConnectionManager,
+) -> Result<u32, JobError> {
+    let cutoff = bson::DateTime::from_millis(
+        (Utc::now() - chrono::Duration::seconds(RECONCILE_AFTER_SECS)).timestamp_millis(),
+    );
+    let queued: Vec<JobRecord> = db
+        .unscoped::<JobRecord>(record::COLLECTION)
+        .find(doc! { "status": JobStatus::Queued.as_str(), "updatedAt": { "$lt": cutoff } })
+        .sort(doc! { "updatedAt": 1 })
+        .limit(RECONCILE_BATCH)
+        .await
+        .map_err(JobError::transient)?
+        .try_collect()
+        .await
+        .map_err(JobError::transient)?;
+    let mut pushed = 0;
+    for job in queued {
+        let keys = QueueKeys::for_names(client.namespace(), &job.queue, &job.job_type);
+        let presence = queue::presence(conn, &keys, &job.id)
+            .await
+            .map_err(JobError::transient)?;
+        if presence == Presence::Live {
+            continue;
+        }
+        match push_record(client, &job).await {
+            Ok(()) => {
+                tracing::warn!(job_id = %job.id, tenant_id = %job.tenant_id, job_type = %job.job_type, presence = ?presence, "queued job missing from redis queued again");
+                pushed += 1;
+            }
+            // One unreadable record (an unknown type) must not stop the rest.
+            Err(e) => {
+                tracing::error!(job_id = %job.id, tenant_id = %job.tenant_id, job_type = %job.job_type, error = %e, "queued job missing from redis could not be queued again");
+            }
+        }
+    }
+    Ok(pushed)
+}
+
+/// Removes finished job records past their retention (`JOB_RETENTION_DAYS`
+/// for SUCCEEDED and CANCELLED, `JOB_FAILED_RETENTION_DAYS` for FAILED and
+/// DEAD), and idempotency key claims as old as the longer of the two.
+async fn purge_finished(ctx: &JobContext) -> Result<u64, JobError> {
+    let config = &ctx.state.platform.config;
+    let db = &ctx.state.platform.db;
+    let before = |days: i64| {
+        bson::DateTime::from_millis((Utc::now() - chrono::Duration::days(days)).timestamp_millis())
+    };
+    let jobs = db.unscoped::<bson::Document>(record::COLLECTION);
+    let mut purged = 0;
+    for (statuses, days) in [
+        (
+            [JobStatus::Succeeded, JobStatus::Cancelled],
+            config.job_retention_days,
+        ),
+        (
+            [JobStatus::Failed, JobStatus::Dead],
+            config.job_failed_retention_days,
+        ),
+    ] {
+        let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        purged += jobs
+            .delete_many(doc! {
+                "status": { "$in": statuses },
+                "finishedAt": { "$lt": before(days) },
+            })
+            .await
+            .map_err(JobError::transient)?
+            .deleted_count;
+    }
+    let longest = config
+        .job_retention_days
+        .max(config.job_failed_retention_days);
+    db.unscoped::<bson::Document>(record::KEY_CLAIMS)
+        .delete_many(doc! { "updatedAt": { "$lt": before(longest) } })
+        .await
+        .map_err(JobError::transient)?;
+    Ok(purged)
 }
 
 /// Analytics exports past their 7 days: the file, then the record.
