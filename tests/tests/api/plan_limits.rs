@@ -32,7 +32,7 @@ fn assert_limit(r: &Reply, limit: &str, value: u64, usage: u64) {
     assert_eq!(r.body["code"], "PLAN_LIMIT_EXCEEDED", "{:?}", r.body);
     assert_eq!(
         r.body["details"],
-        json!({ "limit": limit, "value": value, "usage": usage }),
+        json!({ "limit": limit, "value": value, "usage": usage, "reason": "plan_limit" }),
         "{:?}",
         r.body
     );
