@@ -19,6 +19,11 @@ use crate::queue::{self, QueueKeys};
 use crate::record::{self, JobRecord, JobStatus, KeyClaim};
 use crate::{Envelope, Job};
 
+/// Rounds of [`JobClient::claim_key`] before a job is recorded without its key.
+const CLAIM_ROUNDS: usize = 50;
+/// A claim younger than this always names a recorded job.
+const FRESH_CLAIM: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
     #[error("could not record the job: {0}")]
@@ -171,9 +176,10 @@ impl JobClient {
         let claims = self.db.scoped::<KeyClaim>(tenant);
         let jobs = self.db.scoped::<JobRecord>(tenant);
         let id = record::key_claim_id(tenant, job_type, key);
-        // Bounded: each round either decides or lost a race to a newer
-        // claim, which then holds an active job.
-        for _ in 0..5 {
+        // Bounded: each round either decides, lost a race to a newer claim
+        // (which then holds an active job), or waits for a fresh claim's
+        // record to be readable.
+        for _ in 0..CLAIM_ROUNDS {
             let claim = KeyClaim {
                 id: id.clone(),
                 tenant_id: tenant.clone(),
@@ -191,14 +197,20 @@ impl JobClient {
             if current.job_id == ours {
                 return Ok(None);
             }
-            let holder = jobs
-                .find_one(doc! {
-                    "_id": &current.job_id,
-                    "status": { "$in": [JobStatus::Queued.as_str(), JobStatus::Running.as_str()] },
-                })
-                .await?;
-            if holder.is_some() {
-                return Ok(holder);
+            match jobs.find_by_id(&current.job_id).await? {
+                Some(holder) if matches!(holder.status, JobStatus::Queued | JobStatus::Running) => {
+                    return Ok(Some(holder));
+                }
+                // A claim is written after its job's record, so a fresh
+                // claim whose record this read cannot see yet is a live job
+                // (seen under concurrent enqueues): look again rather than
+                // take it over and run the work twice.
+                None if Utc::now() - current.updated_at < FRESH_CLAIM => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                // Ended, or gone long ago: the key is free.
+                _ => {}
             }
             let taken = claims
                 .update_one(
