@@ -34,6 +34,9 @@ pub struct RoutePolicy {
     pub access: Access,
     /// The API-key scope the route needs (`None`: sessions only).
     pub scope: Option<&'static str>,
+    /// Costs real work (uploads, LLM calls, exports, searches): counted in
+    /// a stricter rate-limit bucket of its own.
+    pub expensive: bool,
 }
 
 const USER: Access = Access::Role(Role::TenantUser);
@@ -52,6 +55,16 @@ const fn route(
         path,
         access,
         scope,
+        expensive: false,
+    }
+}
+
+impl RoutePolicy {
+    const fn expensive(self) -> Self {
+        Self {
+            expensive: true,
+            ..self
+        }
     }
 }
 
@@ -86,9 +99,9 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("GET", "agents/{id}", USER, Some("agents:read")),
     route("PUT", "agents/{id}", ADMIN, Some("agents:write")),
     route("DELETE", "agents/{id}", ADMIN, Some("agents:write")),
-    route("POST", "agents/{id}/train", ADMIN, Some("agents:write")),
-    route("POST", "agents/{id}/test", ADMIN, Some("agents:write")),
-    route("GET", "search/agents", USER, Some("agents:read")),
+    route("POST", "agents/{id}/train", ADMIN, Some("agents:write")).expensive(),
+    route("POST", "agents/{id}/test", ADMIN, Some("agents:write")).expensive(),
+    route("GET", "search/agents", USER, Some("agents:read")).expensive(),
     // AI providers hold the tenant's keys and spend its money.
     route("GET", "ai-providers", ADMIN, None),
     route("POST", "ai-providers", ADMIN, None),
@@ -134,7 +147,8 @@ pub const ROUTES: &[RoutePolicy] = &[
         "search/conversations",
         USER,
         Some("conversations:read"),
-    ),
+    )
+    .expensive(),
     route(
         "PUT",
         "conversations/{id}/rating",
@@ -151,7 +165,7 @@ pub const ROUTES: &[RoutePolicy] = &[
     ),
     route("GET", "analytics/agents", USER, Some("analytics:read")),
     route("GET", "analytics/channels", USER, Some("analytics:read")),
-    route("GET", "analytics/export", USER, Some("analytics:read")),
+    route("GET", "analytics/export", USER, Some("analytics:read")).expensive(),
     route(
         "GET",
         "analytics/exports/{id}/download",
@@ -160,7 +174,7 @@ pub const ROUTES: &[RoutePolicy] = &[
     ),
     // Knowledge base
     route("GET", "documents", USER, Some("documents:read")),
-    route("POST", "documents/upload", ADMIN, Some("documents:write")),
+    route("POST", "documents/upload", ADMIN, Some("documents:write")).expensive(),
     route("GET", "documents/{id}", USER, Some("documents:read")),
     route("DELETE", "documents/{id}", ADMIN, Some("documents:write")),
     route(
@@ -169,7 +183,7 @@ pub const ROUTES: &[RoutePolicy] = &[
         ADMIN,
         Some("documents:write"),
     ),
-    route("GET", "search/documents", USER, Some("documents:read")),
+    route("GET", "search/documents", USER, Some("documents:read")).expensive(),
     // Jobs: each job is further checked against the route that made it.
     route("GET", "jobs", USER, Some("jobs:read")),
     route("GET", "jobs/{id}", USER, Some("jobs:read")),

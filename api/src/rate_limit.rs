@@ -4,7 +4,7 @@
 //! Every request is counted in: its API key's bucket (the key's
 //! `rateLimit` per hour) or its user's (`RATE_LIMIT_USER_PER_MINUTE`); its
 //! tenant's (`RATE_LIMIT_TENANT_PER_MINUTE`, by plan); and on the expensive
-//! routes below, a bucket of the caller on that route
+//! routes (`expensive` in the policy table), a bucket of the caller on that route
 //! (`RATE_LIMIT_EXPENSIVE_PER_MINUTE`). Every answer carries
 //! `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`
 //! (seconds until the tightest bucket is full again) of the tightest bucket;
@@ -19,21 +19,6 @@ use crate::error::ApiError;
 use crate::guard::Caller;
 use crate::policy::RoutePolicy;
 use crate::state::AppState;
-
-/// Routes that cost real work (uploads, LLM calls, exports, searches).
-pub const EXPENSIVE: &[(&str, &str)] = &[
-    ("POST", "documents/upload"),
-    ("POST", "agents/{id}/test"),
-    ("POST", "agents/{id}/train"),
-    ("GET", "analytics/export"),
-    ("GET", "search/documents"),
-    ("GET", "search/conversations"),
-    ("GET", "search/agents"),
-];
-
-pub fn is_expensive(method: &str, path: &str) -> bool {
-    EXPENSIVE.iter().any(|(m, p)| *m == method && *p == path)
-}
 
 /// The buckets a request of `caller` on `route` is counted in.
 pub fn buckets(limits: &RateLimits, caller: &Caller, route: &RoutePolicy) -> Vec<Bucket> {
@@ -54,7 +39,7 @@ pub fn buckets(limits: &RateLimits, caller: &Caller, route: &RoutePolicy) -> Vec
             limits.tenant_limit(&caller.plan),
         ),
     ];
-    if is_expensive(route.method, route.path) {
+    if route.expensive {
         out.push(Bucket::per_minute(
             format!("{who}:route:{}:{}", route.method, route.path),
             limits.expensive_per_minute,

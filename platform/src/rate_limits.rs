@@ -98,6 +98,10 @@ fn secs_ceil(ms: i64) -> u64 {
     u64::try_from(ms.max(0)).unwrap_or(0).div_ceil(1000)
 }
 
+/// Hashed once: every authenticated request runs it.
+static SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(GCRA));
+
 /// Counts one request in every bucket, or in none when any is exhausted.
 pub async fn admit(kv: &Kv, buckets: &[Bucket]) -> redis::RedisResult<Verdict> {
     if buckets.is_empty() {
@@ -109,8 +113,7 @@ pub async fn admit(kv: &Kv, buckets: &[Bucket]) -> redis::RedisResult<Verdict> {
             reset_secs: 0,
         });
     }
-    let script = redis::Script::new(GCRA);
-    let mut invocation = script.prepare_invoke();
+    let mut invocation = SCRIPT.prepare_invoke();
     for b in buckets {
         invocation
             .key(kv.key(&["ratelimit", "gcra", &b.name]))

@@ -421,20 +421,24 @@ impl TestApp {
 
     /// Jobs still waiting or running in Redis, as `type: n`.
     pub async fn pending_jobs(&self) -> Vec<String> {
-        let mut conn = self.platform.kv.conn();
         let mut pending = Vec::new();
         for queue in Queue::ALL {
             for (name, keys) in self.queue_keys(queue) {
-                let d = job_queue::depth(&mut conn, &keys)
-                    .await
-                    .expect("queue depth readable");
-                let n = d.ready + d.delayed + d.inflight;
+                let n = self.waiting_or_running(&keys).await;
                 if n > 0 {
                     pending.push(format!("{name}: {n}"));
                 }
             }
         }
         pending
+    }
+
+    /// Jobs of one type that are ready, delayed or in flight.
+    async fn waiting_or_running(&self, keys: &QueueKeys) -> u64 {
+        let d = job_queue::depth(&mut self.platform.kv.conn(), keys)
+            .await
+            .expect("queue depth readable");
+        d.ready + d.delayed + d.inflight
     }
 
     /// Runs the jobs waiting on `queue` with the real workers until none is
@@ -468,17 +472,13 @@ impl TestApp {
             .await
         });
         let keys = self.queue_keys(queue);
-        let mut conn = self.platform.kv.conn();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut quiet = 0;
         // Twice empty in a row: a job that just finished may enqueue another.
         while quiet < 2 {
             let mut busy = 0;
             for (_, k) in &keys {
-                let d = job_queue::depth(&mut conn, k)
-                    .await
-                    .expect("queue depth readable");
-                busy += d.ready + d.delayed + d.inflight;
+                busy += self.waiting_or_running(k).await;
             }
             quiet = if busy == 0 { quiet + 1 } else { 0 };
             assert!(

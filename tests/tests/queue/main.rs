@@ -114,7 +114,11 @@ struct Rig {
 
 impl Rig {
     async fn new(queue: QueueConfig) -> Self {
-        let platform = Platform::connect(test_config(&[]))
+        Self::with_config(test_config(&[]), queue).await
+    }
+
+    async fn with_config(config: aigentable_platform::Config, queue: QueueConfig) -> Self {
+        let platform = Platform::connect(config)
             .await
             .expect("services are reachable");
         let state = WorkerState::new(platform.clone()).expect("worker state");

@@ -25,6 +25,8 @@ use aigentable_workers::registry::{register, supervise, supervise_draining};
 use aigentable_workers::runner::{Handle, JobContext, JobError};
 use aigentable_workers::{WorkerSetup, WorkerState};
 
+use super::{Rig, fast_config, new_id, wait_for};
+
 /// Per job id: when each run started and ended (shared by all tests; ids
 /// are unique).
 #[derive(Debug, Default, Clone)]
@@ -120,81 +122,6 @@ impl Handle for RecordedSlowJob {
     }
 }
 
-/// Timings short enough for tests.
-fn fast_config() -> QueueConfig {
-    QueueConfig {
-        lease: Duration::from_millis(400),
-        heartbeat: Duration::from_millis(100),
-        idle_poll: Duration::from_millis(50),
-        retry_base: Duration::from_millis(100),
-        trim_interval: Duration::from_millis(100),
-        ..QueueConfig::default()
-    }
-}
-
-struct Rig {
-    platform: Platform,
-    setup: WorkerSetup,
-}
-
-impl Rig {
-    async fn new(queue: QueueConfig) -> Self {
-        Self::with_config(test_config(&[]), queue).await
-    }
-
-    async fn with_config(config: aigentable_platform::Config, queue: QueueConfig) -> Self {
-        let platform = Platform::connect(config)
-            .await
-            .expect("services are reachable");
-        let state = WorkerState::new(platform.clone()).expect("worker state");
-        let mut setup = WorkerSetup::connect(state, 8).await.expect("queue setup");
-        setup.queue = queue;
-        Self { platform, setup }
-    }
-
-    fn namespace(&self) -> &str {
-        &self.platform.config.redis_namespace
-    }
-
-    fn keys<J: Job>(&self) -> QueueKeys {
-        QueueKeys::for_job::<J>(self.namespace())
-    }
-
-    fn conn(&self) -> ConnectionManager {
-        self.setup.conn.clone()
-    }
-
-    async fn push<J: Job>(&self, id: &str, payload: J) {
-        let envelope = Envelope {
-            job_id: id.to_owned(),
-            tenant_id: "tenant".to_owned(),
-            payload,
-        };
-        let queued = queue::push(
-            &mut self.conn(),
-            &self.keys::<J>(),
-            &[(id.to_owned(), envelope)],
-        )
-        .await
-        .expect("push");
-        assert_eq!(queued, 1, "job {id} queued");
-    }
-
-    async fn cleanup(self) {
-        let pattern = format!("{}:*", self.namespace());
-        let mut conn = self.conn();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(&pattern)
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
-        for chunk in keys.chunks(100) {
-            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
-        }
-        let _ = self.platform.db.database().drop().await;
-    }
-}
-
 /// Runs workers for `J` with `setup` until stopped or dropped.
 fn start<J: Handle>(setup: &WorkerSetup, grace: Duration) -> Running {
     let monitor = register::<J>(Monitor::new(), setup);
@@ -251,26 +178,6 @@ impl Running {
         self.task.abort();
         let _ = self.task.await;
     }
-}
-
-/// Polls `check` every 10 ms until it holds or `timeout` passes.
-async fn wait_for<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
-}
-
-fn new_id() -> String {
-    ulid::Ulid::generate().to_string()
 }
 
 async fn data_exists(conn: &mut ConnectionManager, keys: &QueueKeys, id: &str) -> bool {
