@@ -179,6 +179,7 @@ impl JobClient {
         // Bounded: each round either decides, lost a race to a newer claim
         // (which then holds an active job), or waits for a fresh claim's
         // record to be readable.
+        let mut pause = Duration::from_millis(5);
         for _ in 0..CLAIM_ROUNDS {
             let claim = KeyClaim {
                 id: id.clone(),
@@ -206,7 +207,8 @@ impl JobClient {
                 // (seen under concurrent enqueues): look again rather than
                 // take it over and run the work twice.
                 None if Utc::now() - current.updated_at < FRESH_CLAIM => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
                     continue;
                 }
                 // Ended, or gone long ago: the key is free.
