@@ -42,6 +42,27 @@ pub async fn json_body<T: DeserializeOwned>(req: &mut Request) -> Result<T, ApiE
     parse_json(bytes)
 }
 
+/// An optional JSON body: empty is `T::default()`, anything else is parsed
+/// like [`json_body`] parses.
+pub async fn json_body_or_default<T: DeserializeOwned + Default>(
+    req: &mut Request,
+) -> Result<T, ApiError> {
+    let bytes = req
+        .payload_with_max_size(JSON_BODY_LIMIT)
+        .await
+        .map_err(|e| match e {
+            salvo::http::ParseError::PayloadTooLarge => ApiError::PayloadTooLarge {
+                limit: JSON_BODY_LIMIT,
+            },
+            other => ApiError::bad_request(format!("could not read request body: {other}")),
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(bytes)
+    }
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let first = serde_path_to_error::deserialize(de);

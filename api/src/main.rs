@@ -1,12 +1,15 @@
 //! `api`: serves the HTTP api. `api create-super-admin <email>` creates a
 //! platform administrator (password read from `SUPER_ADMIN_PASSWORD` or stdin).
+//! `api restore-backup <id> [--dry-run]` restores a backup from `DATA_DIR`
+//! in this process (for an operator whose api is down; the running platform
+//! restores through `POST /system/backups/:id/restore`).
 
 use std::io::BufRead;
 
 use anyhow::Context;
 
 use aigentable_api::{AppState, bind, serve};
-use aigentable_platform::{Config, Platform, bootstrap, telemetry};
+use aigentable_platform::{Config, Platform, backups, bootstrap, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -38,8 +41,35 @@ async fn main() -> anyhow::Result<()> {
             println!("created SUPER_ADMIN {} ({})", admin.email, admin.id);
             Ok(())
         }
+        Some("restore-backup") => {
+            let id = args
+                .get(1)
+                .context("usage: api restore-backup <id> [--dry-run]")?;
+            let dry_run = args.iter().any(|a| a == "--dry-run");
+            let dir = backups::dir(&platform.config.data_dir, id)?;
+            let report = backups::restore(&platform.db, &dir, id, dry_run).await?;
+            for c in &report.collections {
+                println!(
+                    "{:<28} {:>10} in the backup {:>10} before",
+                    c.name, c.documents, c.current
+                );
+            }
+            println!(
+                "{} backup {id}: {} collections{}",
+                if dry_run { "checked" } else { "restored" },
+                report.collections.len(),
+                if report.kept.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (left alone: {})", report.kept.join(", "))
+                }
+            );
+            Ok(())
+        }
         Some(other) => {
-            anyhow::bail!("unknown command '{other}'; try: api, api create-super-admin <email>")
+            anyhow::bail!(
+                "unknown command '{other}'; try: api, api create-super-admin <email>, api restore-backup <id> [--dry-run]"
+            )
         }
         None => {
             bootstrap::seed_super_admin(&platform).await?;

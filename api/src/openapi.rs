@@ -536,6 +536,12 @@ const SUCCESS: &[(&str, &str, &str, &str)] = &[
     ("POST", "system/backups", "202", "Queued: the backup job"),
     (
         "POST",
+        "system/backups/{id}/restore",
+        "202",
+        "Queued: the restore job (a dry run only counts)",
+    ),
+    (
+        "POST",
         "widget/{publicKey}/messages",
         "202",
         "Stored; the answer is queued",

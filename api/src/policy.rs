@@ -198,6 +198,7 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("GET", "system/metrics", SUPER, None),
     route("GET", "system/backups", SUPER, None),
     route("POST", "system/backups", SUPER, None),
+    route("POST", "system/backups/{id}/restore", SUPER, None),
     // Provider webhooks (signed) and the website widget (visitor tokens)
     route("GET", "webhooks/whatsapp", PUBLIC, None),
     route("POST", "webhooks/whatsapp", PUBLIC, None),
@@ -335,6 +336,10 @@ pub const JOB_ORIGINS: &[(&str, JobOrigin)] = &[
         JobOrigin::Route("GET", "analytics/export"),
     ),
     ("run_backup", JobOrigin::Route("POST", "system/backups")),
+    (
+        "restore_backup",
+        JobOrigin::Route("POST", "system/backups/{id}/restore"),
+    ),
     // The tenant's own mail (resets, invitations); only its status is shown.
     ("send_email", JobOrigin::Role(Role::TenantAdmin)),
     // Platform work.

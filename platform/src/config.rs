@@ -91,6 +91,10 @@ pub struct Config {
     /// The minute sweep removes older ones.
     pub job_retention_days: i64,
     pub job_failed_retention_days: i64,
+    /// Completed backups kept: the newest of each of the last
+    /// `BACKUP_KEEP_DAILY` days and of the last `BACKUP_KEEP_WEEKLY` weeks.
+    pub backup_keep_daily: usize,
+    pub backup_keep_weekly: usize,
     pub app_base_url: String,
     pub smtp_url: Option<Secret<String>>,
     pub email_from: String,
@@ -326,6 +330,8 @@ impl Config {
             password_reset_ttl_minutes: vars.parsed("PASSWORD_RESET_TTL_MINUTES", 30)?,
             job_retention_days: vars.parsed("JOB_RETENTION_DAYS", 30)?,
             job_failed_retention_days: vars.parsed("JOB_FAILED_RETENTION_DAYS", 90)?,
+            backup_keep_daily: vars.parsed("BACKUP_KEEP_DAILY", 7)?,
+            backup_keep_weekly: vars.parsed("BACKUP_KEEP_WEEKLY", 4)?,
             app_base_url: var("APP_BASE_URL").unwrap_or_else(|| "http://localhost:5173".to_owned()),
             smtp_url: var("SMTP_URL").map(Secret::new),
             email_from: var("EMAIL_FROM")

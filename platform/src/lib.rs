@@ -4,6 +4,7 @@
 pub mod analytics;
 pub mod api_keys;
 pub mod auth;
+pub mod backups;
 pub mod bootstrap;
 pub mod channels;
 pub mod chunking;

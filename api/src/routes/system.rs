@@ -5,15 +5,15 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use salvo::oapi::ToSchema;
 use salvo::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use aigentable_jobs::Requester;
-use aigentable_jobs::types::RunBackup;
+use aigentable_jobs::types::{RestoreBackup, RunBackup};
 use aigentable_platform::ids::new_id;
 
 use crate::accepted::AcceptedJob;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::pagination;
+use crate::error::{ApiError, ApiResult, Reason};
+use crate::extract::{json_body_or_default, pagination, path_id};
 use crate::guard::caller;
 use crate::state::app;
 use crate::views::Pagination;
@@ -149,6 +149,75 @@ pub async fn create_backup(
     }))
 }
 
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRequest {
+    /// Only count what the restore would replace, per collection.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreAccepted {
+    #[serde(flatten)]
+    pub accepted: AcceptedJob,
+    pub backup_id: String,
+    pub dry_run: bool,
+}
+
+/// Restore a completed backup (202 with the job). The job checks every
+/// file against the backup's checksums, then replaces each collection's
+/// documents with the backup's; `backups`, `jobs` and the `outbox` are left
+/// alone. With `dryRun`, the job's result counts per collection the
+/// documents in the backup and in the database, writing nothing. 404 for an
+/// unknown backup, 409 for one that did not complete.
+#[endpoint(tags("system"), security(("bearerAuth" = [])), request_body(content = RestoreRequest, description = "Optional"), status_codes(202, 400, 401, 403, 404, 409),
+    parameters(("id" = String, Path, description = "Backup id")))]
+pub async fn restore_backup(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<Json<RestoreAccepted>> {
+    let body: RestoreRequest = json_body_or_default(req).await?;
+    let who = caller(depot)?;
+    let backup_id = path_id(req, "backup")?;
+    let state = app(depot);
+    let backup = state
+        .platform
+        .db
+        .unscoped::<Document>(BACKUPS)
+        .find_one(doc! { "_id": &backup_id })
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or(ApiError::NotFound("backup"))?;
+    let status = backup.get_str("status").unwrap_or("QUEUED");
+    if status != "COMPLETED" {
+        return Err(ApiError::because(
+            Reason::InvalidTransition,
+            format!("backup {backup_id} is {status}: only a completed backup can be restored"),
+        ));
+    }
+    let job = state
+        .jobs
+        .enqueue(
+            &who.tenant_id,
+            Requester::User(who.user_id().clone()),
+            RestoreBackup {
+                backup_id: backup_id.clone(),
+                dry_run: body.dry_run,
+            },
+        )
+        .await?;
+    tracing::warn!(backup_id, job_id = %job.id, dry_run = body.dry_run, "backup restore requested");
+    res.status_code(StatusCode::ACCEPTED);
+    Ok(Json(RestoreAccepted {
+        accepted: (&job).into(),
+        backup_id,
+        dry_run: body.dry_run,
+    }))
+}
+
 /// The platform administrators' routes.
 pub fn router() -> Router {
     Router::new()
@@ -159,4 +228,5 @@ pub fn router() -> Router {
                 .get(list_backups)
                 .post(create_backup),
         )
+        .push(Router::with_path("system/backups/{id}/restore").post(restore_backup))
 }

@@ -16,6 +16,7 @@ pub mod noop;
 pub mod process_inbound;
 pub mod purge_document;
 pub mod register_webhook;
+pub mod restore_backup;
 pub mod rollup_analytics;
 pub mod run_backup;
 pub mod search_knowledge;
@@ -33,6 +34,7 @@ pub use noop::Noop;
 pub use process_inbound::ProcessInbound;
 pub use purge_document::PurgeDocument;
 pub use register_webhook::RegisterWebhook;
+pub use restore_backup::RestoreBackup;
 pub use rollup_analytics::RollupAnalytics;
 pub use run_backup::RunBackup;
 pub use search_knowledge::SearchKnowledge;
@@ -61,6 +63,7 @@ macro_rules! for_each_job_type {
             $crate::types::RegisterWebhook,
             $crate::types::TestAiProvider,
             $crate::types::RunBackup,
+            $crate::types::RestoreBackup,
             $crate::types::ExportAnalytics,
             $crate::types::RollupAnalytics,
             $crate::types::Sweep,

@@ -210,6 +210,21 @@ async fn every_route_that_enqueues_answers_the_same_202() {
     accepted("backup", &r, "run_backup", "maintenance");
     assert!(r.body["backup"]["id"].is_string(), "{:?}", r.body);
     cover("POST", "system/backups");
+    let backup_id = r.body["backup"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    app.drain(Queue::Maintenance).await;
+    let r = app
+        .post(
+            &format!("/api/v1/system/backups/{backup_id}/restore"),
+            &root,
+            json!({ "dryRun": true }),
+        )
+        .await;
+    accepted("restore", &r, "restore_backup", "maintenance");
+    assert_eq!(r.body["backupId"], backup_id.as_str(), "{:?}", r.body);
+    cover("POST", "system/backups/{id}/restore");
     app.drain(Queue::Maintenance).await;
 
     // A refused email fails for good; its retry is accepted like any job.

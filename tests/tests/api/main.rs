@@ -16,6 +16,7 @@
 //! | `test_ai_provider` | `ai_providers` |
 //! | `send_email` | `auth`, `accounts` |
 //! | `sweep`, `rollup_analytics`, `run_backup` | `scheduler`, `analytics` |
+//! | `restore_backup` | `backups` |
 //! | `export_analytics` | `analytics` |
 //! | every 202 body | `accepted_jobs` |
 
@@ -27,6 +28,7 @@ mod ai_providers;
 mod analytics;
 mod api_keys;
 mod auth;
+mod backups;
 mod channels;
 mod conversations;
 mod documents;

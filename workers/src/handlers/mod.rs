@@ -9,6 +9,7 @@ pub mod noop;
 pub mod process_inbound;
 pub mod purge_document;
 pub mod register_webhook;
+pub mod restore_backup;
 pub mod rollup_analytics;
 pub mod run_backup;
 pub mod search_knowledge;

@@ -128,6 +128,7 @@ impl Handle for Sweep {
             .await
             .map_err(JobError::transient)?;
         let exports = remove_expired_exports(db).await?;
+        let backups = remove_old_backups(&ctx).await?;
         Ok(json!({
             "requeued": requeued,
             "dead": dead,
@@ -138,6 +139,7 @@ impl Handle for Sweep {
             "expiredEmailVerifications": expired_verifications,
             "releasedHeld": released,
             "expiredExports": exports,
+            "removedBackups": backups,
         }))
     }
 }
@@ -217,14 +219,68 @@ async fn purge_finished(ctx: &JobContext) -> Result<u64, JobError> {
             .map_err(JobError::transient)?
             .deleted_count;
     }
-    let longest = config
-        .job_retention_days
-        .max(config.job_failed_retention_days);
-    db.unscoped::<bson::Document>(record::KEY_CLAIMS)
-        .delete_many(doc! { "updatedAt": { "$lt": before(longest) } })
+    Ok(purged)
+}
+
+/// Backups beyond the retention (`BACKUP_KEEP_DAILY`, `BACKUP_KEEP_WEEKLY`)
+/// and failed ones older than a week: the files, then the record.
+async fn remove_old_backups(ctx: &JobContext) -> Result<u64, JobError> {
+    use aigentable_platform::backups::{self, BACKUPS};
+    let platform = &ctx.state.platform;
+    let config = &platform.config;
+    let coll = platform.db.unscoped::<bson::Document>(BACKUPS);
+    let completed: Vec<(String, chrono::DateTime<chrono::Utc>)> = coll
+        .find(doc! { "status": "COMPLETED" })
+        .projection(doc! { "_id": 1, "completedAt": 1 })
+        .await
+        .map_err(JobError::transient)?
+        .try_collect::<Vec<bson::Document>>()
+        .await
+        .map_err(JobError::transient)?
+        .into_iter()
+        .filter_map(|d| {
+            Some((
+                d.get_str("_id").ok()?.to_owned(),
+                d.get_datetime("completedAt").ok()?.to_chrono(),
+            ))
+        })
+        .collect();
+    let mut doomed = backups::beyond_retention(
+        completed,
+        config.backup_keep_daily,
+        config.backup_keep_weekly,
+    );
+    let week_ago = bson::DateTime::from_chrono(chrono::Utc::now() - chrono::Duration::days(7));
+    let failed: Vec<bson::Document> = coll
+        .find(doc! { "status": "FAILED", "updatedAt": { "$lt": week_ago } })
+        .projection(doc! { "_id": 1 })
+        .await
+        .map_err(JobError::transient)?
+        .try_collect()
         .await
         .map_err(JobError::transient)?;
-    Ok(purged)
+    doomed.extend(
+        failed
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned)),
+    );
+    let mut removed = 0;
+    for id in doomed {
+        if let Ok(dir) = backups::dir(&config.data_dir, &id) {
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(JobError::transient(e)),
+            }
+        }
+        removed += coll
+            .delete_one(doc! { "_id": &id })
+            .await
+            .map_err(JobError::transient)?
+            .deleted_count;
+        tracing::info!(job_id = %ctx.job_id, backup_id = %id, "backup beyond retention removed");
+    }
+    Ok(removed)
 }
 
 /// Analytics exports past their 7 days: the file, then the record.

@@ -14,7 +14,7 @@ use aigentable_platform::model::{Agent, DocumentStatus, KnowledgeDocument};
 
 use crate::accepted::AcceptedJob;
 use crate::error::{ApiError, ApiResult, Reason};
-use crate::extract::{JSON_BODY_LIMIT, parse_json, path_id};
+use crate::extract::{json_body_or_default, path_id};
 use crate::guard::caller;
 use crate::state::app;
 
@@ -52,21 +52,7 @@ pub async fn train(
     res: &mut Response,
 ) -> ApiResult<Json<TrainAccepted>> {
     // The body is optional: an empty one re-indexes what the agent has.
-    let bytes = req
-        .payload_with_max_size(JSON_BODY_LIMIT)
-        .await
-        .map_err(|e| match e {
-            salvo::http::ParseError::PayloadTooLarge => ApiError::PayloadTooLarge {
-                limit: JSON_BODY_LIMIT,
-            },
-            other => ApiError::bad_request(format!("could not read request body: {other}")),
-        })?
-        .clone();
-    let input: TrainInput = if bytes.iter().all(u8::is_ascii_whitespace) {
-        TrainInput::default()
-    } else {
-        parse_json(&bytes)?
-    };
+    let input: TrainInput = json_body_or_default(req).await?;
     let who = caller(depot)?;
     let id = path_id(req, "agent")?;
     let state = app(depot);
