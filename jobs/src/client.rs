@@ -16,13 +16,18 @@ use aigentable_platform::db::{Db, DbError};
 use aigentable_platform::ids::{JobId, TenantId, UserId};
 
 use crate::queue::{self, QueueKeys};
-use crate::record::{self, JobRecord, JobStatus, KeyClaim};
+use crate::record::{JobRecord, JobStatus};
 use crate::{Envelope, Job};
 
-/// Rounds of [`JobClient::claim_key`] before a job is recorded without its key.
-const CLAIM_ROUNDS: usize = 50;
-/// A claim younger than this always names a recorded job.
-const FRESH_CLAIM: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+/// A claim is followed by its job's record within this time, unless its
+/// enqueue died in between (then the key is taken over).
+const FRESH_CLAIM: Duration = Duration::from_secs(15);
+
+/// The outcome of [`JobClient::claim_key`].
+enum Claim {
+    Ours,
+    Held(Box<JobRecord>),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
@@ -86,10 +91,10 @@ impl JobClient {
     }
 
     /// Records and queues a job. With an idempotency key, a job of the same
-    /// type and key that is still queued or running is returned instead;
-    /// this holds under concurrency: the key is claimed in
-    /// [`record::KEY_CLAIMS`] after the record is inserted, and the loser
-    /// of a race deletes its record and answers the winner's job.
+    /// type and key that is still queued or running is returned instead.
+    /// This holds under concurrency: the key is claimed in Redis by one
+    /// script before the record is written (see [`JobClient::claim_key`]),
+    /// so of two enqueues racing with one key exactly one records a job.
     pub async fn enqueue<J: Job>(
         &self,
         tenant: &TenantId,
@@ -97,25 +102,7 @@ impl JobClient {
         job: J,
     ) -> Result<JobRecord, EnqueueError> {
         let jobs = self.db.scoped::<JobRecord>(tenant);
-        let key = job.idempotency_key();
-        let (jobs, key_ref) = (&jobs, &key);
-        let active = move || async move {
-            match key_ref {
-                Some(key) => {
-                    jobs.find_one(doc! {
-                        "type": J::NAME,
-                        "idempotencyKey": key,
-                        "status": { "$in": [JobStatus::Queued.as_str(), JobStatus::Running.as_str()] },
-                    })
-                    .await
-                }
-                None => Ok(None),
-            }
-        };
-        if let Some(existing) = active().await? {
-            return Ok(existing);
-        }
-
+        let key = job.idempotency_key().filter(|_| J::RECORDED);
         let now = Utc::now();
         let record = JobRecord {
             id: JobId::new().into_inner(),
@@ -141,13 +128,39 @@ impl JobClient {
             self.push(&record.id, tenant, job).await?;
             return Ok(record);
         }
-        jobs.insert(&record).await?;
-        if let Some(key) = &key
-            && let Some(existing) = self.claim_key(tenant, J::NAME, key, &record.id).await?
-        {
-            // Another enqueue with this key won: its job is the one.
-            jobs.delete_by_id(&record.id).await?;
-            return Ok(existing);
+        let keys = QueueKeys::for_job::<J>(&self.namespace);
+        let field = key.as_ref().map(|key| format!("{tenant}:{key}"));
+        if let Some(field) = &field {
+            match self.claim_key(&keys, tenant, field, &record.id).await {
+                Ok(Claim::Ours) => {}
+                Ok(Claim::Held(holder)) => return Ok(*holder),
+                Err(EnqueueError::Queue(e)) => {
+                    // Redis is down, so the job cannot be queued now either;
+                    // it is recorded (the outbox) after the best check the
+                    // database alone can make.
+                    tracing::warn!(tenant_id = %tenant, job_type = J::NAME, error = %e, "idempotency key not claimed, checking the records only");
+                    if let Some(existing) = jobs
+                        .find_one(doc! {
+                            "type": J::NAME,
+                            "idempotencyKey": key.as_deref(),
+                            "status": { "$in": [JobStatus::Queued.as_str(), JobStatus::Running.as_str()] },
+                        })
+                        .await?
+                    {
+                        return Ok(existing);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Err(e) = jobs.insert(&record).await {
+            if let Some(field) = &field {
+                let mut conn = self.conn.clone();
+                if let Err(undo) = queue::unclaim_key(&mut conn, &keys, field, &record.id).await {
+                    tracing::warn!(tenant_id = %tenant, job_type = J::NAME, error = %undo, "idempotency key of an unrecorded job not given back");
+                }
+            }
+            return Err(e.into());
         }
 
         if let Err(e) = self.push(&record.id, tenant, job.clone()).await {
@@ -161,71 +174,44 @@ impl JobClient {
         Ok(record)
     }
 
-    /// Takes idempotency `key` for the recorded job `ours`. Answers the
-    /// active job that holds it instead, if any; a key whose job has ended
-    /// (or whose record is gone) is taken over. A job's record is always
-    /// inserted before its claim, so a claim never names a job that is
-    /// still to be recorded.
+    /// Takes the idempotency key `field` for the job `ours`, still to be
+    /// recorded, or answers the active job that holds it. A key whose job
+    /// has ended is taken over (settling a job frees its key too; this
+    /// covers jobs ended outside the queue, e.g. cancelled). A holder whose
+    /// record cannot be read yet has just claimed and is recording: it is
+    /// waited for, and taken over only once it has been silent for
+    /// [`FRESH_CLAIM`] (it died between its claim and its record).
     async fn claim_key(
         &self,
+        keys: &QueueKeys,
         tenant: &TenantId,
-        job_type: &str,
-        key: &str,
+        field: &str,
         ours: &str,
-    ) -> Result<Option<JobRecord>, EnqueueError> {
-        let claims = self.db.scoped::<KeyClaim>(tenant);
+    ) -> Result<Claim, EnqueueError> {
         let jobs = self.db.scoped::<JobRecord>(tenant);
-        let id = record::key_claim_id(tenant, job_type, key);
-        // Bounded: each round either decides, lost a race to a newer claim
-        // (which then holds an active job), or waits for a fresh claim's
-        // record to be readable.
-        let mut pause = Duration::from_millis(5);
-        for _ in 0..CLAIM_ROUNDS {
-            let claim = KeyClaim {
-                id: id.clone(),
-                tenant_id: tenant.clone(),
-                job_id: ours.to_owned(),
-                updated_at: Utc::now(),
-            };
-            match claims.insert(&claim).await {
-                Ok(()) => return Ok(None),
-                Err(DbError::Duplicate) => {}
-                Err(e) => return Err(e.into()),
+        let mut conn = self.conn.clone();
+        let mut ended: Option<String> = None;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let holder = queue::claim_key(&mut conn, keys, field, ours, ended.as_deref())
+                .await
+                .map_err(|e| EnqueueError::Queue(e.to_string()))?;
+            if holder.job_id == ours {
+                return Ok(Claim::Ours);
             }
-            let Some(current) = claims.find_by_id(&id).await? else {
-                continue;
-            };
-            if current.job_id == ours {
-                return Ok(None);
-            }
-            match jobs.find_by_id(&current.job_id).await? {
-                Some(holder) if matches!(holder.status, JobStatus::Queued | JobStatus::Running) => {
-                    return Ok(Some(holder));
+            match jobs.find_by_id(&holder.job_id).await? {
+                Some(record) if matches!(record.status, JobStatus::Queued | JobStatus::Running) => {
+                    return Ok(Claim::Held(Box::new(record)));
                 }
-                // A claim is written after its job's record, so a fresh
-                // claim whose record this read cannot see yet is a live job
-                // (seen under concurrent enqueues): look again rather than
-                // take it over and run the work twice.
-                None if Utc::now() - current.updated_at < FRESH_CLAIM => {
+                None if holder.age < FRESH_CLAIM => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
-                    continue;
+                    ended = None;
                 }
-                // Ended, or gone long ago: the key is free.
-                _ => {}
-            }
-            let taken = claims
-                .update_one(
-                    doc! { "_id": &id, "jobId": &current.job_id },
-                    doc! { "$set": { "jobId": ours, "updatedAt": bson::DateTime::now() } },
-                )
-                .await?;
-            if taken.is_some() {
-                return Ok(None);
+                // Ended, or claimed long ago and never recorded.
+                _ => ended = Some(holder.job_id),
             }
         }
-        tracing::warn!(tenant_id = %tenant, job_type, "idempotency key contended, job recorded without it");
-        Ok(None)
     }
 
     /// Retries the push of a recorded job for about a minute, with growing

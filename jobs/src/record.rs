@@ -83,37 +83,6 @@ fn now() -> bson::DateTime {
     bson::DateTime::now()
 }
 
-/// Who holds an idempotency key: one document per tenant, job type and
-/// key (`_id`), naming the job that took it last. Its `_id` makes two
-/// concurrent enqueues with one key unable to both take it, on any
-/// MongoDB-wire server (secantusd-rs enforces unique indexes, but does not
-/// drop a document from a partial or sparse index when an update takes it
-/// out, so an index on the active jobs themselves would keep ended jobs'
-/// keys forever). A key whose job has ended is taken over.
-pub const KEY_CLAIMS: &str = "job_keys";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyClaim {
-    #[serde(rename = "_id")]
-    pub id: String,
-    pub tenant_id: TenantId,
-    pub job_id: String,
-    #[serde(with = "aigentable_platform::model::bson_datetime")]
-    pub updated_at: DateTime<Utc>,
-}
-
-impl TenantOwned for KeyClaim {
-    const COLLECTION: &'static str = KEY_CLAIMS;
-    fn tenant_id(&self) -> &TenantId {
-        &self.tenant_id
-    }
-}
-
-pub fn key_claim_id(tenant: &TenantId, job_type: &str, key: &str) -> String {
-    format!("{tenant}:{job_type}:{key}")
-}
-
 /// Marks a job running under `claim` (the queue's claim token of this run)
 /// unless it was cancelled or finished meanwhile; returns the record as
 /// stored, or `None` when it must not run.
@@ -255,6 +224,7 @@ pub async fn mark_released(
     tenant: &TenantId,
     id: &str,
     claim: &str,
+    why: &str,
 ) -> DbResult<Option<JobRecord>> {
     db.scoped::<JobRecord>(tenant)
         .update_one(
@@ -262,7 +232,7 @@ pub async fn mark_released(
             doc! { "$set": {
                 "status": "QUEUED",
                 "claim": Bson::Null,
-                "lastError": "its worker shut down before it finished; it runs again",
+                "lastError": why,
                 "updatedAt": now(),
             } },
         )

@@ -21,6 +21,8 @@ pub enum Outcome {
     Dead,
     /// Not run: cancelled, already finished or unknown record.
     Skipped,
+    /// Gave its slot back to wait for other work; runs again later.
+    Deferred,
 }
 
 impl Outcome {
@@ -31,14 +33,16 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Dead => "dead",
             Outcome::Skipped => "skipped",
+            Outcome::Deferred => "deferred",
         }
     }
-    const ALL: [Outcome; 5] = [
+    const ALL: [Outcome; 6] = [
         Outcome::Succeeded,
         Outcome::Retried,
         Outcome::Failed,
         Outcome::Dead,
         Outcome::Skipped,
+        Outcome::Deferred,
     ];
 }
 
@@ -115,7 +119,7 @@ impl Metrics {
 /// Metrics of one job type.
 #[derive(Clone, Debug)]
 pub struct JobMetrics {
-    outcomes: [IntCounter; 5],
+    outcomes: [IntCounter; 6],
     duration: Histogram,
     pub restarts: IntCounter,
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use apalis::prelude::*;
 use redis::aio::ConnectionManager;
+use tokio_util::task::AbortOnDropHandle;
 
 use aigentable_jobs::Queue;
 use aigentable_jobs::queue::{self, Drain, QueueConfig, QueueKeys, RedisQueue, WakeHub};
@@ -192,6 +193,11 @@ pub fn register<J: Handle>(monitor: Monitor, setup: &WorkerSetup) -> Monitor {
         WorkerBuilder::new(unique_name(J::NAME, restarts))
             .backend(backend)
             .concurrency(concurrency)
+            // Each job on its own task: a handler busy on the CPU cannot
+            // hold up the heartbeats or the other jobs of this worker. A
+            // job whose worker is dropped is aborted with it, never left
+            // running after its lease was given back.
+            .parallelize(|job| AbortOnDropHandle::new(tokio::spawn(job)))
             .data(setup.state.clone())
             .data(job_metrics.clone())
             .build(run_job::<J>)
@@ -310,7 +316,15 @@ pub async fn supervise_draining(
         let unfinished = drain.take_unfinished().await;
         for job in &unfinished {
             let tenant = TenantId::from_trusted(job.tenant_id.clone());
-            if let Err(e) = record::mark_released(&db, &tenant, &job.job_id, &job.claim).await {
+            if let Err(e) = record::mark_released(
+                &db,
+                &tenant,
+                &job.job_id,
+                &job.claim,
+                "its worker shut down before it finished; it runs again",
+            )
+            .await
+            {
                 tracing::error!(job_id = %job.job_id, tenant_id = %job.tenant_id, error = %e, "record of a job given back could not be reset; the sweep requeues it");
             }
         }

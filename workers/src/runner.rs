@@ -4,13 +4,14 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 
 use apalis::prelude::{AbortError, Attempt, BoxDynError, Data};
 use futures::FutureExt;
 use serde_json::{Value, json};
 
 use aigentable_jobs::events::{self, RealtimeEvent, names};
-use aigentable_jobs::queue::Claim;
+use aigentable_jobs::queue::{Claim, Deferral};
 use aigentable_jobs::record::{self, JobRecord, JobStatus};
 use aigentable_jobs::{Envelope, Job};
 use aigentable_platform::ids::TenantId;
@@ -27,6 +28,10 @@ pub enum JobError {
     /// May succeed later (network, provider 5xx/429): retry with backoff.
     #[error("{0}")]
     Transient(String),
+    /// Must wait for other work (a lock another job holds): the worker slot
+    /// is given back and the job runs again `after`, no attempt spent.
+    #[error("{reason}")]
+    Defer { after: Duration, reason: String },
 }
 
 impl JobError {
@@ -205,6 +210,22 @@ async fn attempt_job<J: Handle>(
                 tracing::debug!(job_id = %job_id, queue = J::QUEUE.as_str(), job_type = J::NAME, elapsed_ms, "job succeeded");
             }
             (Outcome::Succeeded, Ok(()))
+        }
+        Err(JobError::Defer { after, reason }) => {
+            if recorded {
+                match record::mark_released(db, tenant, job_id, claim, &reason).await {
+                    Ok(rec) => announce(state, rec).await,
+                    Err(e) => {
+                        tracing::warn!(job_id = %job_id, tenant_id = %tenant, error = %e, "record of a deferred job not reset; it shows RUNNING until it runs again")
+                    }
+                }
+            }
+            tracing::debug!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), job_type = J::NAME, after_ms = after.as_millis(), reason = %reason, "job deferred");
+            let deferral = Deferral { after, reason };
+            (
+                Outcome::Deferred,
+                Err(std::io::Error::other(deferral.to_string()).into()),
+            )
         }
         Err(JobError::Permanent(message)) => {
             if recorded {

@@ -23,7 +23,7 @@ use apalis_core::backend::persistence::{
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
-use super::{Claim, Drain, QueueConfig, QueueKeys, Settlement, WakeHub, now_ms, scripts};
+use super::{Claim, Deferral, Drain, QueueConfig, QueueKeys, Settlement, WakeHub, now_ms, scripts};
 use crate::{Envelope, Job};
 
 #[derive(Debug, thiserror::Error)]
@@ -391,11 +391,14 @@ impl<J: Job> Persistence for QueuePersistence<J> {
             .key(&self.keys.data)
             .key(&self.keys.attempts)
             .key(&self.keys.owners)
+            .key(&self.keys.lanes)
+            .key(&self.keys.lane_of)
             .arg(now_ms())
             .arg(self.deadline())
             .arg(self.claimable())
             .arg(self.config.batch_size.saturating_mul(5))
             .arg(&token)
+            .arg(&self.keys.lane_prefix)
             .invoke_async(&mut self.conn)
             .await;
         // Only fetching pauses while Redis does not answer: the idle wait
@@ -527,10 +530,17 @@ impl<J: Job> Persistence for QueuePersistence<J> {
             };
             let attempt = u32::try_from(result.attempt).unwrap_or(u32::MAX);
             let error = result.result.err().unwrap_or_default();
-            let how = match result.status {
-                Status::Done => Settlement::Done,
+            let deferred = (result.status != Status::Done)
+                .then(|| Deferral::parse(&error))
+                .flatten();
+            let how = match (result.status, deferred) {
+                (Status::Done, _) => Settlement::Done,
+                (_, Some(after)) => Settlement::Defer {
+                    due_ms: now
+                        .saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)),
+                },
                 // AbortError: the runner decided the job must not run again.
-                Status::Killed => Settlement::Dead { error },
+                (Status::Killed, None) => Settlement::Dead { error },
                 _ if attempt >= J::MAX_ATTEMPTS => Settlement::Dead { error },
                 _ => {
                     let delay =

@@ -5,12 +5,13 @@
 //! counting attempts, retries at `now + attempt` seconds and completed jobs
 //! kept in Redis forever.
 //!
-//! How a job moves: [`push`] → `ready` (+ a pub/sub wake-up when the list was
-//! empty) → claimed by a worker's fetch (attempt counted, lease in
+//! How a job moves: [`push`] → its tenant's lane (+ a pub/sub wake-up when
+//! the queue was empty) → claimed by a worker's fetch, one tenant's job at
+//! a time in turn (attempt counted, lease in
 //! `inflight`) → settled: deleted when done, `delayed` with exponential
 //! backoff and jitter when it will be retried, `dead` after its last attempt
 //! (kept for [`QueueConfig::dead_retention`]). A lease that is not renewed
-//! (the process died) expires and the job goes back to `ready`.
+//! (the process died) expires and the job goes back to its lane.
 
 mod backend;
 mod drain;
@@ -110,7 +111,14 @@ impl QueueConfig {
 #[derive(Debug, Clone)]
 pub struct QueueKeys {
     pub prefix: String,
+    /// The single ready list of earlier versions, drained before the lanes.
     pub ready: String,
+    /// The ring of tenants with ready jobs (see [`scripts`]).
+    pub lanes: String,
+    /// Tenant of each queued or delayed job.
+    pub lane_of: String,
+    /// Prefix of the per-tenant ready lists: `{lane_prefix}{tenant}`.
+    pub lane_prefix: String,
     pub delayed: String,
     pub inflight: String,
     pub data: String,
@@ -121,6 +129,12 @@ pub struct QueueKeys {
     pub owners: String,
     /// Recently finished jobs that have a record (see [`scripts`]).
     pub done: String,
+    /// Idempotency claims: `{tenant}:{key}` → `{job id} {claimed ms}`
+    /// (see [`scripts::CLAIM_KEY`]).
+    pub claims: String,
+    /// The claim field of each job that holds one, so that settling the
+    /// job frees its key in the same script.
+    pub claim_of: String,
     /// Pub/sub channel: `ready` went from empty to non-empty.
     pub wake: String,
 }
@@ -147,11 +161,19 @@ impl QueueKeys {
         Self::new(&format!("{}:{job_type}", queue_key(namespace, queue)))
     }
 
+    /// The ready list of one tenant's jobs.
+    pub fn lane(&self, tenant: &str) -> String {
+        format!("{}{tenant}", self.lane_prefix)
+    }
+
     pub fn new(prefix: &str) -> Self {
         let key = |suffix: &str| format!("{prefix}:{suffix}");
         Self {
             prefix: prefix.to_owned(),
             ready: key("ready"),
+            lanes: key("lanes"),
+            lane_of: key("lane_of"),
+            lane_prefix: key("lane:"),
             delayed: key("delayed"),
             inflight: key("inflight"),
             data: key("data"),
@@ -160,6 +182,8 @@ impl QueueKeys {
             errors: key("errors"),
             owners: key("owners"),
             done: key("done"),
+            claims: key("claims"),
+            claim_of: key("claim_of"),
             wake: key("wake"),
         }
     }
@@ -206,15 +230,48 @@ pub async fn push<J: Job>(
         .key(&keys.attempts)
         .key(&keys.dead)
         .key(&keys.errors)
-        .key(&keys.ready)
+        .key(&keys.lanes)
         .key(&keys.owners)
         .key(&keys.done)
-        .arg(&keys.wake);
+        .key(&keys.lane_of)
+        .arg(&keys.wake)
+        .arg(&keys.lane_prefix);
     for (id, envelope) in jobs {
         let payload = serde_json::to_vec(envelope).map_err(QueueError::Encode)?;
-        invocation.arg(id).arg(payload);
+        invocation.arg(id).arg(&envelope.tenant_id).arg(payload);
     }
     Ok(invocation.invoke_async::<usize>(conn).await?)
+}
+
+/// A run that gives its worker slot back to wait (for a lock another job
+/// holds) and runs again `after`, without spending an attempt. The runner
+/// reports it as an error whose text is this value's display, which the
+/// backend reads back when it settles the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deferral {
+    pub after: Duration,
+    pub reason: String,
+}
+
+const DEFERRED: &str = "deferred for ";
+
+impl std::fmt::Display for Deferral {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{DEFERRED}{} ms: {}",
+            self.after.as_millis(),
+            self.reason
+        )
+    }
+}
+
+impl Deferral {
+    /// The wait of an outcome that is a deferral.
+    pub fn parse(error: &str) -> Option<Duration> {
+        let (ms, _) = error.strip_prefix(DEFERRED)?.split_once(" ms: ")?;
+        ms.parse().ok().map(Duration::from_millis)
+    }
 }
 
 /// The claim under which a worker holds a job's lease, handed to the
@@ -230,6 +287,9 @@ pub enum Settlement {
     Done,
     /// To run again at this time (ms since the epoch).
     Retry { due_ms: u64 },
+    /// To run at this time without the attempt being counted: it waited
+    /// (for a lock another job holds) instead of failing.
+    Defer { due_ms: u64 },
     /// Out of attempts (or not worth retrying): kept as dead with the error.
     Dead { error: String },
 }
@@ -246,6 +306,7 @@ pub(crate) fn settle_args(
         Settlement::Done if remember => ("D", 0, ""),
         Settlement::Done => ("d", 0, ""),
         Settlement::Retry { due_ms } => ("r", *due_ms, ""),
+        Settlement::Defer { due_ms } => ("w", *due_ms, ""),
         Settlement::Dead { error } => ("x", 0, error.as_str()),
     };
     out.push(id.to_owned());
@@ -275,11 +336,63 @@ pub(crate) async fn settle_raw(
         .key(&keys.errors)
         .key(&keys.owners)
         .key(&keys.done)
+        .key(&keys.claims)
+        .key(&keys.claim_of)
+        .key(&keys.lane_of)
         .arg(now_ms());
     for a in args {
         invocation.arg(a);
     }
     Ok(invocation.invoke_async::<usize>(conn).await?)
+}
+
+/// Who holds an idempotency key after [`claim_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHolder {
+    pub job_id: String,
+    /// How long ago the holder claimed the key (0 when it is ours now).
+    pub age: Duration,
+}
+
+/// Claims idempotency key `field` for job `ours` when it is free, ours, or
+/// still held by `ended` (a holder the caller found finished); answers the
+/// holder otherwise. Atomic: of concurrent claims, exactly one wins.
+pub async fn claim_key(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    field: &str,
+    ours: &str,
+    ended: Option<&str>,
+) -> Result<KeyHolder, QueueError> {
+    let (job_id, age_ms): (String, i64) = scripts::CLAIM_KEY
+        .key(&keys.claims)
+        .key(&keys.claim_of)
+        .arg(field)
+        .arg(ours)
+        .arg(ended.unwrap_or(""))
+        .invoke_async(conn)
+        .await?;
+    Ok(KeyHolder {
+        job_id,
+        age: Duration::from_millis(u64::try_from(age_ms).unwrap_or(0)),
+    })
+}
+
+/// Gives back key `field` claimed by job `ours`, which was not recorded.
+pub async fn unclaim_key(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    field: &str,
+    ours: &str,
+) -> Result<(), QueueError> {
+    scripts::UNCLAIM_KEY
+        .key(&keys.claims)
+        .key(&keys.claim_of)
+        .arg(field)
+        .arg(ours)
+        .invoke_async::<i64>(conn)
+        .await?;
+    Ok(())
 }
 
 /// Settles one job held under `token`. Returns `false` (and changes
@@ -332,9 +445,11 @@ pub async fn release(
     invocation
         .key(&keys.inflight)
         .key(&keys.attempts)
-        .key(&keys.ready)
+        .key(&keys.lanes)
         .key(&keys.owners)
-        .arg(&keys.wake);
+        .key(&keys.lane_of)
+        .arg(&keys.wake)
+        .arg(&keys.lane_prefix);
     for (id, token) in held {
         invocation.arg(id).arg(token);
     }
@@ -351,11 +466,13 @@ pub async fn reap(
 ) -> Result<usize, QueueError> {
     Ok(scripts::REAP
         .key(&keys.inflight)
-        .key(&keys.ready)
+        .key(&keys.lanes)
         .key(&keys.owners)
+        .key(&keys.lane_of)
         .arg(now_ms)
         .arg(limit)
         .arg(&keys.wake)
+        .arg(&keys.lane_prefix)
         .invoke_async(conn)
         .await?)
 }
@@ -403,8 +520,13 @@ pub struct Depth {
 }
 
 pub async fn depth(conn: &mut ConnectionManager, keys: &QueueKeys) -> Result<Depth, QueueError> {
-    let (ready, delayed, inflight, dead): (u64, u64, u64, u64) = redis::pipe()
-        .llen(&keys.ready)
+    let ready: u64 = scripts::READY_COUNT
+        .key(&keys.ready)
+        .key(&keys.lanes)
+        .arg(&keys.lane_prefix)
+        .invoke_async(conn)
+        .await?;
+    let (delayed, inflight, dead): (u64, u64, u64) = redis::pipe()
         .zcard(&keys.delayed)
         .zcard(&keys.inflight)
         .zcard(&keys.dead)

@@ -3,13 +3,20 @@
 //! unpacks every due id at once and fails for good past ~8,000 of them.
 //!
 //! Keys of a job type, all under `{namespace}:queue:{QUEUE}:{NAME}`:
-//! `ready` (LIST, pushed left, popped right), `delayed` (ZSET id → due ms),
+//! `lane:{tenant}` (LIST per tenant, pushed left, popped right), `lanes`
+//! (LIST: the ring of tenants that have ready jobs; a fetch takes one job
+//! per tenant in turn, so one tenant's flood delays another tenant's job
+//! by at most one job per tenant with work), `lane_of` (HASH id → tenant),
+//! `ready` (LIST, the single list of earlier versions, still drained first),
+//! `delayed` (ZSET id → due ms),
 //! `inflight` (ZSET id → lease deadline ms), `data` (HASH id → envelope JSON),
 //! `attempts` (HASH id → runs started), `dead` (ZSET id → died ms),
 //! `errors` (HASH id → last error of a dead job), `owners` (HASH id → token
 //! of the claim that holds the lease), `done` (ZSET id → finished ms, for
 //! jobs with a MongoDB record only, kept for a while so that the sweep can
-//! tell a finished job whose record update failed from a lost one). `wake`
+//! tell a finished job whose record update failed from a lost one),
+//! `claims` (HASH `{tenant}:{idempotency key}` → `{job id} {claimed ms}`)
+//! and `claim_of` (HASH job id → its claim field). `wake`
 //! is the pub/sub channel
 //! announcing that `ready` stopped being empty.
 //!
@@ -23,33 +30,65 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// KEYS: data, attempts, dead, errors, ready, owners, done. ARGV: wake channel, then
-/// (id, payload) pairs. An id that is already queued, delayed or running is
-/// left alone (pushing it again would run it twice); a dead one is revived
-/// with a fresh attempt count. Returns how many ids were queued.
+/// Lua shared by the scripts that put ids back in line. `lane_of`,
+/// `lanes` and the lane prefix are the first three arguments of `requeue`.
+/// `front` puts the id at the consuming end of its lane and a new lane at
+/// the consuming end of the ring (it runs next); otherwise at the back.
+/// Returns 1 when the tenant's lane was empty (it joined the ring).
+const REQUEUE: &str = r#"
+local function requeue(lane_of, lanes, prefix, id, front)
+  local tenant = redis.call('HGET', lane_of, id) or ''
+  local len
+  if front then
+    len = redis.call('RPUSH', prefix .. tenant, id)
+  else
+    len = redis.call('LPUSH', prefix .. tenant, id)
+  end
+  if len == 1 then
+    if front then
+      redis.call('RPUSH', lanes, tenant)
+    else
+      redis.call('LPUSH', lanes, tenant)
+    end
+    return 1
+  end
+  return 0
+end
+"#;
+
+fn with_requeue(body: &str) -> Script {
+    Script::new(&format!("{REQUEUE}\n{body}"))
+}
+
+/// KEYS: data, attempts, dead, errors, lanes, owners, done, lane_of. ARGV:
+/// wake channel, lane prefix, then (id, tenant, payload) triples. An id
+/// that is already queued, delayed or running is left alone (pushing it
+/// again would run it twice); a dead one is revived with a fresh attempt
+/// count. Returns how many ids were queued.
 pub static PUSH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_requeue(
         r#"
 local queued = 0
-local len = 0
-for i = 2, #ARGV, 2 do
+local joined = 0
+for i = 3, #ARGV, 3 do
   local id = ARGV[i]
   local live = redis.call('HEXISTS', KEYS[1], id) == 1
     and redis.call('ZSCORE', KEYS[3], id) == false
   if not live then
-    redis.call('HSET', KEYS[1], id, ARGV[i + 1])
+    redis.call('HSET', KEYS[1], id, ARGV[i + 2])
     redis.call('HDEL', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
     redis.call('HDEL', KEYS[4], id)
     redis.call('HDEL', KEYS[6], id)
     redis.call('ZREM', KEYS[7], id)
-    len = redis.call('LPUSH', KEYS[5], id)
+    redis.call('HSET', KEYS[8], id, ARGV[i + 1])
+    joined = joined + requeue(KEYS[8], KEYS[5], ARGV[2], id, false)
     queued = queued + 1
   end
 end
--- Only an empty list can have idle workers waiting on it: busy workers
+-- Only an empty queue can have idle workers waiting on it: busy workers
 -- fetch again by themselves until they see it empty.
-if queued > 0 and len == queued then
+if joined > 0 and redis.call('LLEN', KEYS[5]) == joined then
   redis.call('PUBLISH', ARGV[1], '1')
 end
 return queued
@@ -57,27 +96,28 @@ return queued
     )
 });
 
-/// KEYS: ready, delayed, inflight, data, attempts, owners. ARGV: now ms,
-/// lease deadline ms, batch size, promote limit, claim token. Moves at most
-/// `promote limit` due delayed ids to the consuming end of `ready`, then
-/// claims up to `batch` ids: counts the attempt (here, because a crashed
-/// worker never reports back), leases them and records the claim token
-/// (unique per fetch, so per claim of an id). Returns flat (id, attempt,
-/// payload) triples.
+/// KEYS: ready (earlier versions' list), delayed, inflight, data, attempts,
+/// owners, lanes, lane_of. ARGV: now ms, lease deadline ms, batch size,
+/// promote limit, claim token, lane prefix. Moves at most `promote limit`
+/// due delayed ids to the consuming end of their lanes, then claims up to
+/// `batch` ids, one per tenant in turn: counts the attempt (here, because a
+/// crashed worker never reports back), leases them and records the claim
+/// token (unique per fetch, so per claim of an id). Returns flat (id,
+/// attempt, payload) triples.
 pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_requeue(
         r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
 if #due > 0 then
   redis.call('ZREM', KEYS[2], unpack(due))
-  redis.call('RPUSH', KEYS[1], unpack(due))
+  for _, id in ipairs(due) do
+    requeue(KEYS[8], KEYS[7], ARGV[6], id, true)
+  end
 end
-local ids = redis.call('RPOP', KEYS[1], tonumber(ARGV[3]))
-if not ids then
-  return {}
-end
+local want = tonumber(ARGV[3])
+local claimed = 0
 local out = {}
-for _, id in ipairs(ids) do
+local function claim(id)
   local payload = redis.call('HGET', KEYS[4], id)
   -- No payload: the job finished elsewhere (e.g. it was reclaimed after a
   -- stall and its first run completed); drop the stale id.
@@ -88,16 +128,53 @@ for _, id in ipairs(ids) do
     out[#out + 1] = id
     out[#out + 1] = attempt
     out[#out + 1] = payload
+    claimed = claimed + 1
   end
+end
+if redis.call('LLEN', KEYS[1]) > 0 then
+  local legacy = redis.call('RPOP', KEYS[1], want)
+  if legacy then
+    for _, id in ipairs(legacy) do claim(id) end
+  end
+end
+-- Each turn takes one id from the tenant at the consuming end of the ring
+-- and moves that tenant to the back; an emptied lane leaves the ring.
+while claimed < want do
+  local tenant = redis.call('RPOPLPUSH', KEYS[7], KEYS[7])
+  if not tenant then break end
+  local lane = ARGV[6] .. tenant
+  local id = redis.call('RPOP', lane)
+  if redis.call('LLEN', lane) == 0 then
+    redis.call('LREM', KEYS[7], 1, tenant)
+  end
+  if id then claim(id) end
 end
 return out
 "#,
     )
 });
 
-/// KEYS: inflight, data, attempts, delayed, dead, errors, owners, done.
+/// KEYS: ready (earlier versions' list), lanes. ARGV: lane prefix. How
+/// many jobs wait in line.
+pub static READY_COUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('LLEN', KEYS[1])
+for _, tenant in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  n = n + redis.call('LLEN', ARGV[1] .. tenant)
+end
+return n
+"#,
+    )
+});
+
+/// KEYS: inflight, data, attempts, delayed, dead, errors, owners, done,
+/// claims, claim_of, lane_of.
 /// ARGV: now ms, then (id, token, kind, due ms, error) quintuples; kind `d`
-/// done, `D` done and remembered in `done`, `r` retry at due, `x` dead. Only a job still leased under `token` is settled:
+/// done, `D` done and remembered in `done`, `r` retry at due, `w` run
+/// again at due without counting the attempt, `x` dead.
+/// A job that ends (done or dead) frees its idempotency key, if it holds
+/// one. Only a job still leased under `token` is settled:
 /// a stale run (its lease expired, the job was requeued and maybe claimed
 /// again) changes nothing. Done jobs are deleted outright so Redis does not
 /// grow with completed work; dead ones are kept (and trimmed by
@@ -113,6 +190,17 @@ for i = 2, #ARGV, 5 do
     and redis.call('ZREM', KEYS[1], id) == 1 then
     redis.call('HDEL', KEYS[7], id)
     settled = settled + 1
+    if kind ~= 'r' and kind ~= 'w' then
+      redis.call('HDEL', KEYS[11], id)
+      local field = redis.call('HGET', KEYS[10], id)
+      if field then
+        redis.call('HDEL', KEYS[10], id)
+        local holder = redis.call('HGET', KEYS[9], field)
+        if holder and string.sub(holder, 1, #id + 1) == id .. ' ' then
+          redis.call('HDEL', KEYS[9], field)
+        end
+      end
+    end
     if kind == 'd' or kind == 'D' then
       redis.call('HDEL', KEYS[2], id)
       redis.call('HDEL', KEYS[3], id)
@@ -120,8 +208,11 @@ for i = 2, #ARGV, 5 do
       if kind == 'D' then
         redis.call('ZADD', KEYS[8], ARGV[1], id)
       end
-    elseif kind == 'r' then
+    elseif kind == 'r' or kind == 'w' then
       redis.call('ZADD', KEYS[4], ARGV[i + 3], id)
+      if kind == 'w' then
+        redis.call('HINCRBY', KEYS[3], id, -1)
+      end
     else
       redis.call('ZADD', KEYS[5], ARGV[1], id)
       redis.call('HSET', KEYS[6], id, ARGV[i + 4])
@@ -154,27 +245,28 @@ return lost
     )
 });
 
-/// KEYS: inflight, attempts, ready, owners. ARGV: wake channel, then (id,
-/// token) pairs. Gives back jobs this claim holds (claimed but never
-/// started, or still running when a graceful shutdown's grace ran out)
-/// without counting an attempt, at the consuming end so they run next. A
-/// job whose lease is no longer held under `token` is left alone.
+/// KEYS: inflight, attempts, lanes, owners, lane_of. ARGV: wake channel,
+/// lane prefix, then (id, token) pairs. Gives back jobs this claim holds
+/// (claimed but never started, or still running when a graceful
+/// shutdown's grace ran out) without counting an attempt, at the consuming
+/// end so they run next. A job whose lease is no longer held under `token`
+/// is left alone.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_requeue(
         r#"
 local n = 0
-local len = 0
-for i = 2, #ARGV, 2 do
+local joined = 0
+for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   if redis.call('HGET', KEYS[4], id) == ARGV[i + 1]
     and redis.call('ZREM', KEYS[1], id) == 1 then
     redis.call('HDEL', KEYS[4], id)
     redis.call('HINCRBY', KEYS[2], id, -1)
-    len = redis.call('RPUSH', KEYS[3], id)
+    joined = joined + requeue(KEYS[5], KEYS[3], ARGV[2], id, true)
     n = n + 1
   end
 end
-if n > 0 and len == n then
+if joined > 0 and redis.call('LLEN', KEYS[3]) == joined then
   redis.call('PUBLISH', ARGV[1], '1')
 end
 return n
@@ -182,12 +274,12 @@ return n
     )
 });
 
-/// KEYS: inflight, ready, owners. ARGV: now ms, limit, wake channel.
-/// Requeues up to `limit` jobs whose lease expired (their worker died or
-/// stalled) and revokes their claim. Their attempt was already counted when
-/// they were claimed.
+/// KEYS: inflight, lanes, owners, lane_of. ARGV: now ms, limit, wake
+/// channel, lane prefix. Requeues up to `limit` jobs whose lease expired
+/// (their worker died or stalled) and revokes their claim. Their attempt
+/// was already counted when they were claimed.
 pub static REAP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_requeue(
         r#"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 if #ids == 0 then
@@ -195,8 +287,11 @@ if #ids == 0 then
 end
 redis.call('ZREM', KEYS[1], unpack(ids))
 redis.call('HDEL', KEYS[3], unpack(ids))
-local len = redis.call('RPUSH', KEYS[2], unpack(ids))
-if len == #ids then
+local joined = 0
+for _, id in ipairs(ids) do
+  joined = joined + requeue(KEYS[4], KEYS[2], ARGV[4], id, true)
+end
+if joined > 0 and redis.call('LLEN', KEYS[2]) == joined then
   redis.call('PUBLISH', ARGV[3], '1')
 end
 return #ids
@@ -230,6 +325,51 @@ redis.call('HDEL', KEYS[2], unpack(ids))
 redis.call('HDEL', KEYS[3], unpack(ids))
 redis.call('HDEL', KEYS[4], unpack(ids))
 return #ids
+"#,
+    )
+});
+
+/// KEYS: claims, claim_of. ARGV: field (`{tenant}:{key}`), our job id, the
+/// holder we saw ended (or empty). Takes the idempotency key for our job
+/// when it is free, already ours, or still held by the ended holder we
+/// name; otherwise leaves it alone. Returns `{holder, age ms}`: ourselves
+/// with age 0 when taken, else the current holder and how long ago it
+/// claimed (Redis TIME, so every process agrees on the age). Deciding in
+/// one script is what makes concurrent enqueues with one key agree.
+pub static CLAIM_KEY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current then
+  local space = string.find(current, ' ', 1, true)
+  local holder = string.sub(current, 1, space - 1)
+  if holder ~= ARGV[2] and holder ~= ARGV[3] then
+    return {holder, now - tonumber(string.sub(current, space + 1))}
+  end
+  if holder ~= ARGV[2] then
+    redis.call('HDEL', KEYS[2], holder)
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. now)
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+return {ARGV[2], 0}
+"#,
+    )
+});
+
+/// KEYS: claims, claim_of. ARGV: field, job id. Gives back a key the job
+/// claimed but could not record.
+pub static UNCLAIM_KEY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and string.sub(current, 1, #ARGV[2] + 1) == ARGV[2] .. ' ' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+redis.call('HDEL', KEYS[2], ARGV[2])
+return 1
 "#,
     )
 });

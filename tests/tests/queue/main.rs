@@ -2,6 +2,7 @@
 //! worker restarts after a Redis error, retries with backoff, crashed
 //! workers, dead letters and retention. Each test has its own namespace.
 
+mod faults;
 mod reliability;
 
 use std::collections::HashMap;

@@ -63,7 +63,7 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
         .await
         .map_err(JobError::transient)?;
     let kind = sniff(&document.name, &bytes).map_err(JobError::permanent)?;
-    let extracted = extract_isolated(kind, bytes, ctx.state.platform.config.extract)
+    let mut extracted = extract_isolated(kind, bytes, ctx.state.platform.config.extract)
         .await
         .map_err(JobError::permanent)?;
 
@@ -75,7 +75,12 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
         set.insert("sheets", i64::from(sheets));
     }
     update(ctx, &document.id, set).await?;
-    let chunks = chunk(&extracted.sections, ChunkOptions::default());
+    // Chunking and BM25 are CPU work: on the blocking pool, so that they do
+    // not hold up the heartbeats and the other jobs of this process.
+    let sections = std::mem::take(&mut extracted.sections);
+    let chunks = tokio::task::spawn_blocking(move || chunk(&sections, ChunkOptions::default()))
+        .await
+        .map_err(JobError::transient)?;
     let total = chunks.len();
     let total_u32 = u32::try_from(total).unwrap_or(u32::MAX);
 
@@ -160,25 +165,35 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
         .await
         .map_err(JobError::transient)?;
     let mut dense = dense.map(Vec::into_iter);
-    let points: Vec<Point> = chunks
-        .into_iter()
-        .map(|c| {
-            let vector = dense.as_mut().and_then(Iterator::next);
-            Point::new(
-                PointPayload {
-                    tenant_id: ctx.tenant_id.to_string(),
-                    agent_id: document.agent_id.clone(),
-                    document_id: document.id.clone(),
-                    document_name: document.name.clone(),
-                    chunk_index: u32::try_from(c.index).unwrap_or(u32::MAX),
-                    page: c.page,
-                    sheet: c.sheet,
-                    text: c.text,
-                },
-                vector,
-            )
-        })
-        .collect();
+    let (tenant_id, agent_id, document_id, document_name) = (
+        ctx.tenant_id.to_string(),
+        document.agent_id.clone(),
+        document.id.clone(),
+        document.name.clone(),
+    );
+    let points: Vec<Point> = tokio::task::spawn_blocking(move || {
+        chunks
+            .into_iter()
+            .map(|c| {
+                let vector = dense.as_mut().and_then(Iterator::next);
+                Point::new(
+                    PointPayload {
+                        tenant_id: tenant_id.clone(),
+                        agent_id: agent_id.clone(),
+                        document_id: document_id.clone(),
+                        document_name: document_name.clone(),
+                        chunk_index: u32::try_from(c.index).unwrap_or(u32::MAX),
+                        page: c.page,
+                        sheet: c.sheet,
+                        text: c.text,
+                    },
+                    vector,
+                )
+            })
+            .collect()
+    })
+    .await
+    .map_err(JobError::transient)?;
 
     if !stage(ctx, &document.id, DocumentStatus::Indexing, 70).await? {
         return Ok(json!({ "skipped": "the document is being deleted" }));
