@@ -52,6 +52,10 @@ pub struct TenantSettingsView {
     pub default_language: String,
     pub business_hours: Option<String>,
     pub support_email: Option<String>,
+    /// `atLeastOnce` (default): a reply interrupted around its send is sent
+    /// again; `atMostOnce`: it is marked failed and the conversation handed
+    /// to staff.
+    pub delivery_guarantee: String,
 }
 
 impl From<&TenantSettings> for TenantSettingsView {
@@ -61,6 +65,7 @@ impl From<&TenantSettings> for TenantSettingsView {
             default_language: s.default_language.clone(),
             business_hours: s.business_hours.clone(),
             support_email: s.support_email.clone(),
+            delivery_guarantee: s.delivery_guarantee.as_str().to_owned(),
         }
     }
 }

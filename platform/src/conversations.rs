@@ -19,6 +19,7 @@ use crate::analytics::facts::{self, FactKind, Tracking};
 use crate::db::{Db, DbError, DbResult, PageRequest};
 use crate::ids::{TenantId, new_id};
 use crate::model::conversation::CONVERSATIONS;
+use crate::model::conversation::Handoff;
 use crate::model::{
     Channel, Contact, Conversation, ConversationStatus, Message, MessageDirection, MessageStatus,
     SenderType,
@@ -176,6 +177,7 @@ pub async fn open_conversation(
         unread_count: 0,
         message_count: 0,
         resolved_at: None,
+        handoff: None,
         created_at: now,
         updated_at: now,
     };
@@ -375,6 +377,8 @@ pub enum MoveError {
 pub struct MoveExtras {
     /// `Some(Some(user))` assigns, `Some(None)` unassigns, `None` keeps.
     pub assigned_to: Option<Option<String>>,
+    /// Why the platform hands the conversation over (moves to `WAITING`).
+    pub handoff: Option<Handoff>,
 }
 
 /// Moves a conversation to `to` if the state machine allows it from its
@@ -431,6 +435,15 @@ pub async fn move_status(
         if facts::is_handoff(current.status, to) {
             set.insert("handedOff", true);
         }
+        if let Some(handoff) = &extras.handoff {
+            set.insert(
+                "handoff",
+                bson::to_bson(handoff).map_err(|e| DbError::Codec(e.to_string()))?,
+            );
+        } else if to == ConversationStatus::Active {
+            // Back with the bot: the last handoff's note no longer applies.
+            set.insert("handoff", Bson::Null);
+        }
         if let Some(updated) = conversations
             .update_one(
                 doc! { "_id": id, "status": current.status.as_str() },
@@ -448,6 +461,43 @@ pub async fn move_status(
     Err(MoveError::Db(DbError::Codec(
         "the conversation kept changing; please retry".into(),
     )))
+}
+
+/// Hands a conversation to staff with `handoff`'s note: to `WAITING` when
+/// the bot was answering it; a conversation already with staff only gets
+/// the note. Returns it as stored, or `None` when it is resolved or closed
+/// (nobody to hand it to).
+pub async fn hand_to_staff(
+    db: &Db,
+    tenant: &TenantId,
+    id: &str,
+    handoff: Handoff,
+) -> Result<Option<Conversation>, MoveError> {
+    let conversations = db.scoped::<Conversation>(tenant);
+    let Some(current) = conversations.find_by_id(id).await? else {
+        return Ok(None);
+    };
+    match current.status {
+        ConversationStatus::Active => {
+            let extras = MoveExtras {
+                handoff: Some(handoff),
+                ..MoveExtras::default()
+            };
+            move_status(db, tenant, id, ConversationStatus::Waiting, &extras)
+                .await
+                .map(Some)
+        }
+        ConversationStatus::Waiting | ConversationStatus::Assigned => {
+            let note = bson::to_bson(&handoff).map_err(|e| DbError::Codec(e.to_string()))?;
+            Ok(conversations
+                .update_one(
+                    doc! { "_id": id, "status": current.status.as_str() },
+                    doc! { "$set": { "handoff": note, "updatedAt": bson::DateTime::now() } },
+                )
+                .await?)
+        }
+        ConversationStatus::Resolved | ConversationStatus::Closed => Ok(None),
+    }
 }
 
 /// Staff opened the conversation: nothing is unread any more.
@@ -515,6 +565,40 @@ impl RedisLock {
         }
     }
 
+    /// Keeps the lock for as long as the returned guard lives, renewing it
+    /// to `ttl` every third of it: a short `ttl` then frees the lock soon
+    /// after its holder dies, however long the work under it takes.
+    pub fn keep_alive(&self, ttl: Duration) -> KeepAlive {
+        let (kv, key, token) = (self.kv.clone(), self.key.clone(), self.token.clone());
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let task = tokio::spawn(async move {
+            let script = redis::Script::new(
+                r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+            );
+            let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(10)));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let mut conn = kv.conn();
+                match script
+                    .key(&key)
+                    .arg(&token)
+                    .arg(ttl_ms)
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                {
+                    Ok(1) => {}
+                    // Lost (expired and taken): nothing left to renew.
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::debug!(key = %key, error = %e, "lock not renewed, trying again")
+                    }
+                }
+            }
+        });
+        KeepAlive(task)
+    }
+
     /// Releases the lock if it is still ours (it may have expired and been
     /// taken by someone else meanwhile).
     pub async fn release(self) -> redis::RedisResult<()> {
@@ -528,6 +612,16 @@ impl RedisLock {
             .invoke_async::<i64>(&mut conn)
             .await
             .map(|_| ())
+    }
+}
+
+/// Renews a [`RedisLock`] until dropped.
+#[derive(Debug)]
+pub struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

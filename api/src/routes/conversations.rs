@@ -430,6 +430,7 @@ pub async fn assign(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Valu
         to,
         &MoveExtras {
             assigned_to: Some(assigned),
+            ..MoveExtras::default()
         },
     )
     .await
@@ -468,6 +469,7 @@ pub async fn set_status(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<
         assigned_to: (input.status == ConversationStatus::Assigned
             && current.assigned_to.is_none())
         .then(|| Some(who.user_id().to_string())),
+        ..MoveExtras::default()
     };
     let updated = service::move_status(
         &state.platform.db,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use aigentable_platform::domain::{Name, TenantStatus};
 use aigentable_platform::ids::TenantId;
 use aigentable_platform::model::Tenant;
-use aigentable_platform::model::tenant::Tenants;
+use aigentable_platform::model::tenant::{DeliveryGuarantee, Tenants};
 use aigentable_platform::plans::{Plan, PlanLimits};
 use aigentable_platform::usage::{Usage, tenant_usage};
 
@@ -35,6 +35,9 @@ pub struct SettingsPatch {
     pub default_language: Option<String>,
     pub business_hours: Option<String>,
     pub support_email: Option<String>,
+    /// `atLeastOnce` or `atMostOnce`: what a reply whose send was
+    /// interrupted becomes (sent again, or failed and handed to staff).
+    pub delivery_guarantee: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -169,6 +172,15 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Tena
         if let Some(email) = &settings.support_email {
             let email = aigentable_platform::domain::Email::parse("settings.supportEmail", email)?;
             set.insert("settings.supportEmail", email.as_str());
+        }
+        if let Some(raw) = &settings.delivery_guarantee {
+            let Some(guarantee) = DeliveryGuarantee::parse(raw.trim()) else {
+                return Err(ApiError::field(
+                    "settings.deliveryGuarantee",
+                    format!("'{raw}' is not atLeastOnce or atMostOnce"),
+                ));
+            };
+            set.insert("settings.deliveryGuarantee", guarantee.as_str());
         }
     }
     if body.plan.is_some() || body.status.is_some() {

@@ -133,10 +133,57 @@ pub struct Conversation {
     pub message_count: i64,
     #[serde(default, with = "crate::model::bson_datetime_opt")]
     pub resolved_at: Option<DateTime<Utc>>,
+    /// Why the platform last handed the conversation to staff; cleared when
+    /// it goes back to the bot.
+    #[serde(default)]
+    pub handoff: Option<Handoff>,
     #[serde(with = "crate::model::bson_datetime")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "crate::model::bson_datetime")]
     pub updated_at: DateTime<Utc>,
+}
+
+/// Why the platform (not a person) handed a conversation to staff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoffReason {
+    /// The plan's monthly allowance of bot replies is used up.
+    MonthlyCap,
+    /// A bot reply could not be delivered to the customer.
+    DeliveryFailed,
+}
+
+impl HandoffReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MonthlyCap => "monthly_cap",
+            Self::DeliveryFailed => "delivery_failed",
+        }
+    }
+}
+
+/// A handoff and the note staff see with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Handoff {
+    pub reason: HandoffReason,
+    pub note: String,
+    /// The message concerned, when there is one.
+    #[serde(default)]
+    pub message_id: Option<String>,
+    #[serde(with = "crate::model::bson_datetime")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl Handoff {
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "reason": self.reason.as_str(),
+            "note": self.note,
+            "messageId": self.message_id,
+            "createdAt": self.created_at,
+        })
+    }
 }
 
 impl TenantOwned for Conversation {
@@ -324,6 +371,7 @@ impl Conversation {
             "unreadCount": self.unread_count,
             "messageCount": self.message_count,
             "resolvedAt": self.resolved_at,
+            "handoff": self.handoff.as_ref().map(Handoff::view),
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
         })

@@ -18,6 +18,39 @@ pub struct TenantSettings {
     pub business_hours: Option<String>,
     #[serde(default)]
     pub support_email: Option<String>,
+    /// What a reply left in doubt by a crash becomes.
+    #[serde(default)]
+    pub delivery_guarantee: DeliveryGuarantee,
+}
+
+/// A reply whose send was interrupted (the worker died around the provider
+/// call) may or may not have reached the customer; none of the providers
+/// takes an idempotency key, so the platform must pick a side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeliveryGuarantee {
+    /// Sent again: a rare duplicate beats a customer left unanswered.
+    #[default]
+    AtLeastOnce,
+    /// Never sent again: marked failed and handed to staff.
+    AtMostOnce,
+}
+
+impl DeliveryGuarantee {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AtLeastOnce => "atLeastOnce",
+            Self::AtMostOnce => "atMostOnce",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "atLeastOnce" => Some(Self::AtLeastOnce),
+            "atMostOnce" => Some(Self::AtMostOnce),
+            _ => None,
+        }
+    }
 }
 
 impl Default for TenantSettings {
@@ -27,6 +60,7 @@ impl Default for TenantSettings {
             default_language: "en".to_owned(),
             business_hours: None,
             support_email: None,
+            delivery_guarantee: DeliveryGuarantee::default(),
         }
     }
 }

@@ -353,6 +353,12 @@ async fn forgot_and_reset_password_through_the_email_job() {
         .flatten()
         .expect("job record");
     assert_eq!(job.get_str("status").unwrap_or_default(), "SUCCEEDED");
+    // The reset link is never in the job record: its token travels sealed.
+    let stored = serde_json::to_string(&job).unwrap_or_default();
+    assert!(
+        !stored.contains(token),
+        "the job record holds the token in clear: {stored}"
+    );
 
     let weak = app
         .request(

@@ -712,6 +712,7 @@ async fn thread(app: &TestApp, s: &Session, channel: &Value, external_user: &str
         unread_count: 0,
         message_count: 0,
         resolved_at: None,
+        handoff: None,
         created_at: now,
         updated_at: now,
     };
@@ -986,16 +987,16 @@ async fn delivery_keeps_conversation_order_when_an_earlier_message_is_retried() 
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_message_left_sending_by_a_crash_is_not_sent_again() {
-    let (app, fake, admin) = setup(&[]).await;
-    let wa = create_channel(&app, &admin, whatsapp_body("PN9")).await;
-    let t = thread(&app, &admin, &wa, "5599").await;
-    // A worker died mid-call five minutes ago: the message stayed SENDING.
-    let (mid, job) = outbound(&app, &t, SenderType::Human, "maybe sent").await;
-    job_done(&app, &admin, &job).await;
-    let before = fake.requests_to("/PN9/messages").len();
-    assert_eq!(before, 1);
+/// A message a crashed worker left `SENDING` long ago (after its provider
+/// call), and the retry of its delivery job, as the queue would run it.
+async fn left_in_doubt(
+    app: &TestApp,
+    s: &Session,
+    t: &Thread,
+    sender: SenderType,
+) -> (String, String) {
+    let (mid, job) = outbound(app, t, sender, "maybe sent").await;
+    job_done(app, s, &job).await;
     let stale = bson::DateTime::from_chrono(Utc::now() - chrono::Duration::minutes(5));
     app.platform
         .db
@@ -1005,7 +1006,7 @@ async fn a_message_left_sending_by_a_crash_is_not_sent_again() {
             doc! { "$set": { "status": "SENDING", "updatedAt": stale } },
         )
         .await
-        .expect("reset");
+        .expect("left sending");
     let jobs = JobClient::connect(&app.platform).await.expect("client");
     let retry = jobs
         .enqueue(
@@ -1019,7 +1020,54 @@ async fn a_message_left_sending_by_a_crash_is_not_sent_again() {
         )
         .await
         .expect("queued");
-    let done = job_done(&app, &admin, &retry.id).await;
+    (mid, retry.id)
+}
+
+#[tokio::test]
+async fn a_reply_left_sending_by_a_crash_is_sent_again_by_default() {
+    let (app, fake, admin) = setup(&[]).await;
+    let wa = create_channel(&app, &admin, whatsapp_body("PN9")).await;
+    let t = thread(&app, &admin, &wa, "5599").await;
+    let (mid, retry) = left_in_doubt(&app, &admin, &t, SenderType::Agent).await;
+    let done = job_done(&app, &admin, &retry).await;
+    assert_eq!(done["result"]["status"], "SENT", "{done}");
+    assert_eq!(done["result"]["resent"], true, "{done}");
+    let m = message(&app, &t, &mid).await;
+    assert_eq!(m.status, MessageStatus::Sent);
+    assert_eq!(
+        fake.requests_to("/PN9/messages").len(),
+        2,
+        "sent (again): a rare duplicate beats a customer left unanswered"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn at_most_once_fails_an_interrupted_reply_and_hands_the_customer_to_staff() {
+    let (app, fake, admin) = setup(&[]).await;
+    let r = app
+        .put(
+            &format!("/api/v1/tenants/{}", admin.tenant_id),
+            &admin,
+            json!({ "settings": { "deliveryGuarantee": "atMostOnce" } }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["settings"]["deliveryGuarantee"], "atMostOnce");
+    let r = app
+        .put(
+            &format!("/api/v1/tenants/{}", admin.tenant_id),
+            &admin,
+            json!({ "settings": { "deliveryGuarantee": "sometimes" } }),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.body["details"]["field"], "settings.deliveryGuarantee");
+
+    let wa = create_channel(&app, &admin, whatsapp_body("PN9")).await;
+    let t = thread(&app, &admin, &wa, "5599").await;
+    let (mid, retry) = left_in_doubt(&app, &admin, &t, SenderType::Agent).await;
+    let done = job_done(&app, &admin, &retry).await;
     assert_eq!(done["result"]["status"], "FAILED", "{done}");
     let m = message(&app, &t, &mid).await;
     assert_eq!(m.status, MessageStatus::Failed);
@@ -1027,13 +1075,41 @@ async fn a_message_left_sending_by_a_crash_is_not_sent_again() {
         m.error
             .as_deref()
             .unwrap_or_default()
-            .contains("not resent"),
+            .contains("at most once"),
         "{m:?}"
     );
     assert_eq!(
         fake.requests_to("/PN9/messages").len(),
-        before,
+        1,
         "never sent twice"
+    );
+
+    let c = app
+        .get(
+            &format!("/api/v1/conversations/{}", t.conversation_id),
+            &admin,
+        )
+        .await;
+    assert_eq!(c.status, 200, "{:?}", c.body);
+    let conversation = if c.body["conversation"].is_object() {
+        &c.body["conversation"]
+    } else {
+        &c.body
+    };
+    assert_eq!(conversation["status"], "WAITING", "{}", c.body);
+    assert_eq!(
+        conversation["handoff"]["reason"], "delivery_failed",
+        "{}",
+        c.body
+    );
+    assert_eq!(conversation["handoff"]["messageId"], mid.as_str());
+    assert!(
+        conversation["handoff"]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("could not be delivered"),
+        "{}",
+        c.body
     );
     app.cleanup().await;
 }

@@ -1,18 +1,22 @@
 //! `deliver_message`: sends one stored outbound message through its
-//! channel, at most once, in conversation order.
+//! channel, in conversation order, without leaving a customer in silence.
 //!
 //! The message itself is the lock: a run claims it `QUEUED → SENDING` with
 //! one conditional update, so two jobs for the same message (a duplicate
-//! enqueue, a retry racing a slow attempt) cannot both send it. After the
-//! provider call the outcome is stored with a filter on `SENDING`.
+//! enqueue, a retry racing a slow attempt) cannot both send it. Everything
+//! that can be read beforehand is read before the claim, so between the
+//! claim and the stored outcome there is only the provider call, bounded
+//! by [`SEND_WINDOW`].
 //!
-//! A message found `SENDING` by a later attempt means an earlier attempt
-//! was interrupted (worker crash or job timeout) somewhere around the
-//! provider call. Whether the provider got it is unknown, and none of the
-//! providers takes an idempotency key, so it is **not** sent again: once the
-//! attempt is surely over (older than the job timeout) it is marked
-//! `FAILED` with an explanation, and staff can resend. A duplicate customer
-//! message is worse than a visible failure.
+//! A message found `SENDING` past [`stale_after`] was left by an attempt
+//! that died around the provider call (the worker was killed): whether the
+//! customer got it is unknown, and none of the providers takes an
+//! idempotency key. By default it is sent again (a rare duplicate beats an
+//! unanswered customer); a tenant whose `deliveryGuarantee` is `atMostOnce`
+//! gets it marked `FAILED` instead. A bot reply that fails for good hands
+//! the conversation to staff with a note saying so (`conversation-updated`).
+
+use std::time::Duration;
 
 use bson::doc;
 use chrono::Utc;
@@ -24,6 +28,9 @@ use aigentable_jobs::types::DeliverMessage;
 use aigentable_platform::channels::client::{
     ProviderClient, ProviderError, Target, max_text_len, split_text,
 };
+use aigentable_platform::conversations;
+use aigentable_platform::model::conversation::{Handoff, HandoffReason};
+use aigentable_platform::model::tenant::{DeliveryGuarantee, Tenants};
 use aigentable_platform::model::{
     Channel, ChannelType, Conversation, Message, MessageDirection, MessageStatus, SenderType,
 };
@@ -36,11 +43,20 @@ pub(crate) fn provider_client(ctx: &JobContext) -> ProviderClient {
     ProviderClient::new(&ctx.state.platform.egress)
 }
 
-/// A `SENDING` message older than this was left by an interrupted attempt.
+/// The longest a run may spend between claiming a message and storing the
+/// provider's answer: every part of a long message, each bounded by the
+/// egress guard's own timeout.
+const SEND_WINDOW: Duration = Duration::from_secs(45);
+
+/// A `SENDING` message older than this was left by an attempt that is
+/// surely over: its send was bounded by [`SEND_WINDOW`] (plus slack for
+/// storing the outcome and for clocks that differ between machines).
 fn stale_after() -> chrono::Duration {
-    chrono::Duration::from_std(DeliverMessage::TIMEOUT).unwrap_or(chrono::Duration::seconds(60))
-        + chrono::Duration::seconds(30)
+    chrono::Duration::from_std(SEND_WINDOW + Duration::from_secs(15))
+        .unwrap_or(chrono::Duration::seconds(60))
 }
+
+const IN_DOUBT: &str = "delivery was interrupted and may or may not have reached the customer; it was not sent again (this workspace delivers at most once)";
 
 fn result(m: &Message) -> Value {
     json!({
@@ -48,6 +64,7 @@ fn result(m: &Message) -> Value {
         "status": m.status.as_str(),
         "externalMessageId": m.external_message_id,
         "error": m.error,
+        "resent": m.metadata.get_bool("resent").unwrap_or(false),
     })
 }
 
@@ -64,8 +81,8 @@ impl Handle for DeliverMessage {
             return Err(JobError::permanent("only outbound messages are delivered"));
         }
 
-        match message.status {
-            MessageStatus::Queued => {}
+        let resend = match message.status {
+            MessageStatus::Queued => false,
             // Done by an earlier run (a duplicate job): nothing to do.
             MessageStatus::Sent
             | MessageStatus::Delivered
@@ -74,24 +91,27 @@ impl Handle for DeliverMessage {
             | MessageStatus::Dropped
             | MessageStatus::Received => return Ok(result(&message)),
             MessageStatus::Sending => {
-                if Utc::now() - message.updated_at < stale_after() {
-                    // Another attempt is sending it right now.
-                    return Err(JobError::transient(
-                        "the message is being sent by another attempt",
-                    ));
+                let age = Utc::now() - message.updated_at;
+                if age < stale_after() {
+                    // Another attempt may be sending it right now: wait
+                    // until it surely is not, without spending attempts
+                    // (they could run out first and leave it unsent).
+                    let left = (stale_after() - age).to_std().unwrap_or_default();
+                    return Err(JobError::Defer {
+                        after: left.max(Duration::from_millis(200)),
+                        reason: "the message is being sent by another attempt".to_owned(),
+                    });
                 }
-                let failed = finish(
-                    &ctx,
-                    &message.id,
-                    MessageStatus::Failed,
-                    None,
-                    Some("delivery was interrupted and may or may not have reached the customer; it was not resent to avoid a duplicate"),
-                )
-                .await?;
-                tracing::warn!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, message_id = %message.id, "interrupted delivery marked failed, not resent");
-                return Ok(failed.as_ref().map_or_else(|| result(&message), result));
+                if guarantee(&ctx).await? == DeliveryGuarantee::AtMostOnce {
+                    let failed =
+                        finish(&ctx, &message, MessageStatus::Failed, None, Some(IN_DOUBT)).await?;
+                    tracing::warn!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, message_id = %message.id, "interrupted delivery marked failed, not sent again (at most once)");
+                    return Ok(failed.as_ref().map_or_else(|| result(&message), result));
+                }
+                tracing::warn!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, message_id = %message.id, "interrupted delivery sent again (at least once)");
+                true
             }
-        }
+        };
 
         // Conversation order: an earlier outbound message still on its way
         // goes first. On the last attempt we send anyway rather than never.
@@ -117,12 +137,23 @@ impl Handle for DeliverMessage {
             )));
         }
 
-        // Claim it: only one run gets past this line.
-        let Some(claimed) = messages
-            .update_one(
-                doc! { "_id": &message.id, "status": "QUEUED" },
-                doc! { "$set": { "status": "SENDING", "updatedAt": bson::DateTime::now() } },
+        let prepared = prepare(&ctx, &self, &message).await;
+
+        // Claim it: only one run gets past this line. A resend takes over
+        // exactly the stale claim it saw.
+        let (filter, set) = if resend {
+            (
+                doc! { "_id": &message.id, "status": "SENDING", "updatedAt": bson::DateTime::from_chrono(message.updated_at) },
+                doc! { "updatedAt": bson::DateTime::now(), "metadata.resent": true },
             )
+        } else {
+            (
+                doc! { "_id": &message.id, "status": "QUEUED" },
+                doc! { "status": "SENDING", "updatedAt": bson::DateTime::now() },
+            )
+        };
+        let Some(claimed) = messages
+            .update_one(filter, doc! { "$set": set })
             .await
             .map_err(JobError::transient)?
         else {
@@ -130,19 +161,40 @@ impl Handle for DeliverMessage {
                 "the message was claimed by another attempt",
             ));
         };
-        events::message_updated(&platform.kv, &claimed).await;
 
-        match send(&ctx, &self, &claimed).await {
+        let outcome = match prepared {
+            Err(failure) => Err(failure),
+            Ok(Prepared::Dropped) => Ok(Sent::Dropped),
+            // The platform is the provider: the visitor's widget receives
+            // the message over its socket (or its next poll).
+            Ok(Prepared::Widget) => Ok(Sent::Delivered(None)),
+            Ok(Prepared::Provider {
+                target,
+                to,
+                max_len,
+            }) => {
+                match tokio::time::timeout(
+                    SEND_WINDOW,
+                    transmit(&ctx, &target, &to, &claimed.content, max_len),
+                )
+                .await
+                {
+                    Ok(sent) => sent,
+                    Err(_) => Err(Failure::InDoubt),
+                }
+            }
+        };
+
+        match outcome {
             Ok(Sent::Delivered(external_id)) => {
-                let sent =
-                    finish(&ctx, &claimed.id, MessageStatus::Sent, external_id, None).await?;
+                let sent = finish(&ctx, &claimed, MessageStatus::Sent, external_id, None).await?;
                 tracing::info!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, message_id = %claimed.id, "message delivered to the provider");
                 Ok(sent.as_ref().map_or_else(|| result(&claimed), result))
             }
             Ok(Sent::Dropped) => {
                 let dropped = finish(
                     &ctx,
-                    &claimed.id,
+                    &claimed,
                     MessageStatus::Dropped,
                     None,
                     Some("not sent: a person took over the conversation"),
@@ -152,26 +204,23 @@ impl Handle for DeliverMessage {
                 Ok(dropped.as_ref().map_or_else(|| result(&claimed), result))
             }
             Err(Failure::Permanent(reason)) => {
-                finish(
-                    &ctx,
-                    &claimed.id,
-                    MessageStatus::Failed,
-                    None,
-                    Some(&reason),
-                )
-                .await?;
+                finish(&ctx, &claimed, MessageStatus::Failed, None, Some(&reason)).await?;
                 Err(JobError::Permanent(reason))
             }
-            Err(Failure::Retry(reason)) => {
+            Err(Failure::InDoubt) if guarantee(&ctx).await? == DeliveryGuarantee::AtMostOnce => {
+                finish(&ctx, &claimed, MessageStatus::Failed, None, Some(IN_DOUBT)).await?;
+                Err(JobError::Permanent(IN_DOUBT.to_owned()))
+            }
+            Err(failure @ (Failure::Retry(_) | Failure::InDoubt)) => {
+                let reason = match failure {
+                    Failure::Retry(reason) => reason,
+                    _ => format!(
+                        "the provider did not answer within {} s; sending again",
+                        SEND_WINDOW.as_secs()
+                    ),
+                };
                 if ctx.attempt >= DeliverMessage::MAX_ATTEMPTS {
-                    finish(
-                        &ctx,
-                        &claimed.id,
-                        MessageStatus::Failed,
-                        None,
-                        Some(&reason),
-                    )
-                    .await?;
+                    finish(&ctx, &claimed, MessageStatus::Failed, None, Some(&reason)).await?;
                 } else {
                     // Back to QUEUED so that the retry can claim it again.
                     if let Some(m) = messages
@@ -191,6 +240,16 @@ impl Handle for DeliverMessage {
     }
 }
 
+/// The tenant's choice for messages left in doubt (default when unknown).
+async fn guarantee(ctx: &JobContext) -> Result<DeliveryGuarantee, JobError> {
+    Ok(Tenants(&ctx.state.platform.db)
+        .get(&ctx.tenant_id)
+        .await
+        .map_err(JobError::transient)?
+        .map(|t| t.settings.delivery_guarantee)
+        .unwrap_or_default())
+}
+
 enum Sent {
     /// Accepted by the provider (or shown to the widget visitor), with the
     /// provider's message id.
@@ -201,13 +260,30 @@ enum Sent {
 enum Failure {
     Permanent(String),
     Retry(String),
+    /// The send did not end within [`SEND_WINDOW`]: it may have reached the
+    /// customer or not.
+    InDoubt,
 }
 
-async fn send(ctx: &JobContext, job: &DeliverMessage, message: &Message) -> Result<Sent, Failure> {
+/// Where a message goes, read before it is claimed.
+enum Prepared {
+    /// A staff member took over since the bot wrote it.
+    Dropped,
+    Widget,
+    Provider {
+        target: Target,
+        to: String,
+        max_len: usize,
+    },
+}
+
+async fn prepare(
+    ctx: &JobContext,
+    job: &DeliverMessage,
+    message: &Message,
+) -> Result<Prepared, Failure> {
     let platform = &ctx.state.platform;
     let transient = |e: aigentable_platform::db::DbError| Failure::Retry(e.to_string());
-    // Re-read right before sending: staff may have taken over since the
-    // reply was generated.
     let conversation = platform
         .db
         .scoped::<Conversation>(&ctx.tenant_id)
@@ -216,7 +292,7 @@ async fn send(ctx: &JobContext, job: &DeliverMessage, message: &Message) -> Resu
         .map_err(transient)?
         .ok_or_else(|| Failure::Permanent("the conversation no longer exists".to_owned()))?;
     if message.sender_type == SenderType::Agent && !conversation.status.bot_answers() {
-        return Ok(Sent::Dropped);
+        return Ok(Prepared::Dropped);
     }
     let channel = platform
         .db
@@ -229,22 +305,29 @@ async fn send(ctx: &JobContext, job: &DeliverMessage, message: &Message) -> Resu
         return Err(Failure::Permanent("the channel is inactive".to_owned()));
     }
     if channel.channel_type == ChannelType::Website {
-        // The platform is the provider: the visitor's widget receives the
-        // message over its socket (or its next poll).
-        return Ok(Sent::Delivered(None));
+        return Ok(Prepared::Widget);
     }
     let target = Target::for_channel(&platform.config.channels, &platform.secrets, &channel)
         .map_err(|e| Failure::Permanent(e.to_string()))?;
+    Ok(Prepared::Provider {
+        target,
+        to: conversation.external_user_id,
+        max_len: max_text_len(channel.channel_type),
+    })
+}
+
+/// The provider calls, part by part; nothing else.
+async fn transmit(
+    ctx: &JobContext,
+    target: &Target,
+    to: &str,
+    content: &str,
+    max_len: usize,
+) -> Result<Sent, Failure> {
     let client = provider_client(ctx);
     let mut last_id = None;
-    for (i, part) in split_text(&message.content, max_text_len(channel.channel_type))
-        .iter()
-        .enumerate()
-    {
-        match client
-            .send_text(&target, &conversation.external_user_id, part)
-            .await
-        {
+    for (i, part) in split_text(content, max_len).iter().enumerate() {
+        match client.send_text(target, to, part).await {
             Ok(id) => last_id = Some(id).filter(|s| !s.is_empty()),
             // A later part failing after an earlier one went out: retrying
             // would repeat the earlier part, so it fails for good.
@@ -260,10 +343,11 @@ async fn send(ctx: &JobContext, job: &DeliverMessage, message: &Message) -> Resu
     Ok(Sent::Delivered(last_id))
 }
 
-/// Stores the outcome (only over `SENDING`) and announces it.
+/// Stores the outcome (only over `SENDING`) and announces it. A bot
+/// reply that failed for good hands its conversation to staff.
 async fn finish(
     ctx: &JobContext,
-    message_id: &str,
+    message: &Message,
     status: MessageStatus,
     external_id: Option<String>,
     error: Option<&str>,
@@ -281,7 +365,7 @@ async fn finish(
         .db
         .scoped::<Message>(&ctx.tenant_id)
         .update_one(
-            doc! { "_id": message_id, "status": "SENDING" },
+            doc! { "_id": &message.id, "status": "SENDING" },
             doc! { "$set": set },
         )
         .await
@@ -290,7 +374,41 @@ async fn finish(
         events::message_updated(&platform.kv, m).await;
         if status == MessageStatus::Failed {
             aigentable_platform::analytics::facts::delivery_failed(&platform.db, m).await;
+            if matches!(m.sender_type, SenderType::Agent | SenderType::System) {
+                hand_to_staff(ctx, m).await;
+            }
         }
     }
     Ok(updated)
+}
+
+/// Nobody is left in silence: staff get the conversation and the reason.
+async fn hand_to_staff(ctx: &JobContext, failed: &Message) {
+    let platform = &ctx.state.platform;
+    let handoff = Handoff {
+        reason: HandoffReason::DeliveryFailed,
+        note: format!(
+            "The bot's reply could not be delivered to the customer ({}). Please answer them.",
+            failed.error.as_deref().unwrap_or("unknown error")
+        ),
+        message_id: Some(failed.id.clone()),
+        created_at: Utc::now(),
+    };
+    match conversations::hand_to_staff(
+        &platform.db,
+        &ctx.tenant_id,
+        &failed.conversation_id,
+        handoff,
+    )
+    .await
+    {
+        Ok(Some(conversation)) => {
+            events::conversation_updated(&platform.kv, &conversation).await;
+            tracing::info!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, conversation_id = %failed.conversation_id, message_id = %failed.id, "conversation handed to staff: a bot reply could not be delivered");
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, conversation_id = %failed.conversation_id, error = %e, "a bot reply failed and the conversation could not be handed to staff");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use aigentable_jobs::events;
 use aigentable_platform::conversations::{self, MoveExtras};
-use aigentable_platform::model::conversation::reply_dedup_key;
+use aigentable_platform::model::conversation::{Handoff, HandoffReason, reply_dedup_key};
 use aigentable_platform::model::{Agent, Conversation, ConversationStatus, Message, SenderType};
 use aigentable_platform::plan_caps::{self, CapReached};
 
@@ -65,7 +65,18 @@ pub async fn hand_over(
         &ctx.tenant_id,
         &conversation.id,
         ConversationStatus::Waiting,
-        &MoveExtras::default(),
+        &MoveExtras {
+            handoff: Some(Handoff {
+                reason: HandoffReason::MonthlyCap,
+                note: format!(
+                    "The plan's monthly {} allowance ({}) is used up: the bot stopped answering.",
+                    cap.limit, cap.value
+                ),
+                message_id: Some(question.id.clone()),
+                created_at: Utc::now(),
+            }),
+            ..MoveExtras::default()
+        },
     )
     .await
     {

@@ -29,7 +29,8 @@ use crate::runner::{Handle, JobContext, JobError};
 
 /// How long one customer's message may hold the inbound lock, and how long
 /// another message of the same customer waits for it.
-const INBOUND_LOCK_TTL: Duration = Duration::from_secs(30);
+/// Renewed while the message is stored (see `RedisLock::keep_alive`).
+const INBOUND_LOCK_TTL: Duration = Duration::from_secs(5);
 const INBOUND_LOCK_WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Default)]
@@ -212,7 +213,9 @@ async fn process_message(
         .await
         .map_err(JobError::transient)?
         .ok_or_else(|| JobError::transient("another message of this customer is being stored"))?;
+    let alive = lock.keep_alive(INBOUND_LOCK_TTL);
     let stored = store_locked(ctx, channel, incoming, text, dedup_key).await;
+    drop(alive);
     if let Err(e) = lock.release().await {
         tracing::warn!(tenant_id = %ctx.tenant_id, error = %e, "inbound lock not released; it expires on its own");
     }

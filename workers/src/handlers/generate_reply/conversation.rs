@@ -24,8 +24,14 @@ use crate::runner::{JobContext, JobError};
 const HISTORY_SCAN: u64 = 50;
 /// Longer than the job's timeout, so a crashed holder blocks the
 /// conversation only briefly and a live one never loses the lock.
-const REPLY_LOCK_TTL: Duration = Duration::from_secs(130);
-const REPLY_LOCK_WAIT: Duration = Duration::from_secs(20);
+/// Renewed while the reply is generated: a worker that dies holding it
+/// blocks its conversation for this long at most.
+const REPLY_LOCK_TTL: Duration = Duration::from_secs(10);
+/// A reply waits this long for the one before it in place; past that it
+/// gives its worker slot back (a reply can take a whole LLM call) and runs
+/// again after [`REPLY_LOCK_RETRY`], no attempt spent.
+const REPLY_LOCK_WAIT: Duration = Duration::from_millis(300);
+const REPLY_LOCK_RETRY: Duration = Duration::from_millis(500);
 
 /// Answers the customer message `message_id` in the conversation: skipped
 /// when the conversation left the bot, the message is gone, or it was
@@ -70,10 +76,13 @@ pub(super) async fn answer(
     let lock = RedisLock::acquire(&platform.kv, &lock_key, REPLY_LOCK_TTL, REPLY_LOCK_WAIT)
         .await
         .map_err(JobError::transient)?
-        .ok_or_else(|| {
-            JobError::transient("another reply of this conversation is being generated")
+        .ok_or_else(|| JobError::Defer {
+            after: REPLY_LOCK_RETRY,
+            reason: "another reply of this conversation is being generated".to_owned(),
         })?;
+    let alive = lock.keep_alive(REPLY_LOCK_TTL);
     let result = answer_locked(agent_id, ctx, &conversation, &question).await;
+    drop(alive);
     if let Err(e) = lock.release().await {
         tracing::warn!(tenant_id = %ctx.tenant_id, conversation_id = %conversation_id, error = %e, "reply lock not released; it expires on its own");
     }
