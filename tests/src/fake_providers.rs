@@ -242,12 +242,24 @@ impl FakeProviders {
 
 /// The real api and workers with every provider pointed at a fresh fake.
 pub async fn app_with_fake(extra: &[(&str, &str)]) -> (crate::TestApp, FakeProviders) {
+    app_with_fake_and(extra, true).await
+}
+
+/// [`app_with_fake`], with or without in-process workers.
+pub async fn app_with_fake_and(
+    extra: &[(&str, &str)],
+    with_workers: bool,
+) -> (crate::TestApp, FakeProviders) {
     let fake = FakeProviders::start().await;
     let env = fake.env();
     let mut overrides: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     overrides.push(("PUBLIC_BASE_URL", "https://bot.example.com"));
     overrides.extend_from_slice(extra);
-    let app = crate::spawn_app_with(&overrides).await;
+    let app = if with_workers {
+        crate::spawn_app_with(&overrides).await
+    } else {
+        crate::spawn_app_without_workers(&overrides).await
+    };
     (app, fake)
 }
 

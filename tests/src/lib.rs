@@ -54,6 +54,9 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub platform: Platform,
+    /// The variables its configuration came from: another process (a
+    /// worker in a fault test) reads the same database and namespace.
+    pub env: HashMap<String, String>,
     _stop_api: oneshot::Sender<()>,
     stop_worker: Option<oneshot::Sender<()>>,
     worker: Option<tokio::task::JoinHandle<()>>,
@@ -89,6 +92,20 @@ fn roomy_plans() -> String {
 
 /// Test-only configuration; `overrides` replace any variable.
 pub fn test_config(overrides: &[(&str, &str)]) -> Config {
+    config_from(&test_env(overrides))
+}
+
+/// A configuration from environment-style variables.
+pub fn config_from(vars: &HashMap<String, String>) -> Config {
+    match Config::from_lookup(&|name| vars.get(name).cloned()) {
+        Ok(c) => c,
+        Err(e) => panic!("test configuration is invalid: {e}"),
+    }
+}
+
+/// The variables of a fresh test configuration (own database, Redis
+/// namespace and data directory), with `overrides`.
+pub fn test_env(overrides: &[(&str, &str)]) -> HashMap<String, String> {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let mut vars: HashMap<String, String> = [
         ("MONGODB_URI", mongodb_uri()),
@@ -132,10 +149,7 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
     for (k, v) in overrides {
         vars.insert((*k).to_owned(), (*v).to_owned());
     }
-    match Config::from_lookup(&|name| vars.get(name).cloned()) {
-        Ok(c) => c,
-        Err(e) => panic!("test configuration is invalid: {e}"),
-    }
+    vars
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -152,7 +166,8 @@ pub async fn spawn_app_without_workers(overrides: &[(&str, &str)]) -> TestApp {
 }
 
 async fn start(overrides: &[(&str, &str)], with_workers: bool) -> TestApp {
-    let config = test_config(overrides);
+    let env = test_env(overrides);
+    let config = config_from(&env);
     let platform = Platform::connect(config)
         .await
         .expect("services are reachable");
@@ -196,6 +211,7 @@ async fn start(overrides: &[(&str, &str)], with_workers: bool) -> TestApp {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
         platform,
+        env,
         _stop_api: stop_api,
         stop_worker,
         worker,
@@ -365,6 +381,7 @@ impl TestApp {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             platform: self.platform.clone(),
+            env: self.env.clone(),
             _stop_api: stop_api,
             stop_worker: None,
             worker: None,

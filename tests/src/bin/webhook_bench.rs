@@ -24,7 +24,7 @@ use serde_json::json;
 use aigentable_platform::channels::signature::sign_meta;
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::fake_providers::{
-    app_with_fake, create_agent, create_channel, whatsapp_text,
+    app_with_fake, create_agent, create_live_channel, whatsapp_text,
 };
 
 struct Args {
@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let agent = create_agent(&app, &admin).await;
     let pnid = "BENCH_PN";
-    create_channel(
+    create_live_channel(
         &app,
         &admin,
         json!({"type": "WHATSAPP", "name": "bench", "agentId": agent,

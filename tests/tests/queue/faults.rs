@@ -1,0 +1,297 @@
+//! Fault tests with real processes (issue 16): the workers run in a child
+//! process (this test binary started again on [`child_workers_process`]),
+//! which is killed with SIGKILL in the middle of the work, as a crash or an
+//! OOM kill would, while the api in this process keeps accepting webhooks.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bson::doc;
+use futures::TryStreamExt;
+use serde_json::json;
+
+use aigentable_jobs::queue::QueueConfig;
+use aigentable_jobs::record::JobRecord;
+use aigentable_platform::Platform;
+use aigentable_platform::channels::signature::sign_meta;
+use aigentable_platform::model::Message;
+use aigentable_tests::config_from;
+use aigentable_tests::fake_openai::FakeOpenAi;
+use aigentable_tests::fake_providers::{
+    app_with_fake_and, create_agent, create_live_channel, whatsapp_text,
+};
+use aigentable_workers::{WorkerSetup, WorkerState, run_with};
+
+/// The parent's configuration variables, for the child.
+const CHILD_ENV: &str = "AIGENTABLE_FAULT_CHILD_ENV";
+
+/// The body of a workers process of a fault test: every default queue,
+/// against the parent's database and namespace, with short leases so that
+/// a killed process's jobs are taken over within seconds, until killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the workers process of a fault test: it runs only as that test's child"]
+async fn child_workers_process() {
+    let Ok(raw) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let vars: HashMap<String, String> = serde_json::from_str(&raw).expect("the parent's variables");
+    let platform = Platform::connect(config_from(&vars))
+        .await
+        .expect("services are reachable");
+    let state = WorkerState::new(platform)
+        .expect("worker state")
+        .with_vectors()
+        .await
+        .expect("vector store");
+    let mut setup = WorkerSetup::connect(state, 8).await.expect("queue setup");
+    setup.queue = QueueConfig {
+        lease: Duration::from_secs(2),
+        heartbeat: Duration::from_millis(400),
+        idle_poll: Duration::from_millis(100),
+        retry_base: Duration::from_millis(200),
+        retry_cap: Duration::from_secs(2),
+        ..QueueConfig::default()
+    };
+    run_with(
+        setup,
+        &[],
+        Duration::from_secs(2),
+        std::future::pending::<std::io::Result<()>>(),
+    )
+    .await
+    .expect("workers ran");
+}
+
+/// A workers process; killed (SIGKILL) when dropped.
+struct WorkersProcess(Child);
+
+impl WorkersProcess {
+    fn spawn(env: &HashMap<String, String>) -> Self {
+        let exe = std::env::current_exe().expect("the test binary");
+        let child = Command::new(exe)
+            .args([
+                "faults::child_workers_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, serde_json::to_string(env).expect("variables"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("workers process started");
+        Self(child)
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL: no drain, no release, leases left to expire.
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for WorkersProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A workers process is killed with SIGKILL while replies are being
+/// generated and sent; another one takes over. Every customer gets an
+/// answer, a customer answered twice only when the first send was in doubt
+/// (the reply says `resent`), and every job ends once, none failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_process_leaves_no_customer_unanswered() {
+    const CUSTOMERS: usize = 30;
+    let (app, fake) = app_with_fake_and(&[], false).await;
+    let admin = app.register("Faults").await;
+    // Replies take a while, so that many are in flight when the kill comes.
+    let llm = FakeOpenAi::start().await;
+    llm.set_delay(Duration::from_millis(300));
+    let r = app
+        .post(
+            "/api/v1/ai-providers",
+            &admin,
+            json!({"name": "fake", "type": "OPENAI_COMPATIBLE", "baseUrl": llm.base_url(),
+                   "apiKey": "sk-fault-0000", "chatModel": "fault-model", "isDefault": true}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    let agent = create_agent(&app, &admin).await;
+    let mut first = WorkersProcess::spawn(&app.env);
+    let pnid = "FAULT_PN";
+    // Tested by the first workers process: Meta (the fake) confirms the
+    // account, and webhooks reach the channel.
+    create_live_channel(
+        &app,
+        &admin,
+        json!({"type": "WHATSAPP", "name": "faults", "agentId": agent,
+               "config": {"phoneNumberId": pnid, "accessToken": "fault-token", "appSecret": "fault-secret"}}),
+    )
+    .await;
+
+    let url = app.url("/api/v1/webhooks/whatsapp");
+    let customers: Vec<String> = (0..CUSTOMERS).map(|i| format!("5577{i:04}")).collect();
+    for (i, customer) in customers.iter().enumerate() {
+        let raw = serde_json::to_vec(&whatsapp_text(
+            pnid,
+            customer,
+            &format!("wamid.fault{i}"),
+            "where is my order?",
+        ))
+        .expect("body");
+        let r = app
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sign_meta("fault-secret", &raw))
+            .body(raw)
+            .send()
+            .await
+            .expect("webhook sent");
+        assert!(r.status().is_success(), "webhook {i}: {}", r.status());
+    }
+    let sends = |fake: &aigentable_tests::fake_providers::FakeProviders| {
+        let mut per: HashMap<String, usize> = HashMap::new();
+        for r in fake.requests_to(&format!("/{pnid}/messages")) {
+            if let Some(to) = r.body["to"].as_str() {
+                *per.entry(to.to_owned()).or_default() += 1;
+            }
+        }
+        per
+    };
+    let some = app
+        .eventually(Duration::from_secs(60), || async {
+            (sends(&fake).len() >= 3).then_some(())
+        })
+        .await;
+    assert!(some.is_some(), "the first workers process answered some");
+    assert!(
+        first.alive(),
+        "the first workers process ran until the kill"
+    );
+    let answered_before_kill = sends(&fake).len();
+    first.kill();
+    let killed_at = std::time::Instant::now();
+
+    let mut second = WorkersProcess::spawn(&app.env);
+    let all = app
+        .eventually(Duration::from_secs(240), || async {
+            (sends(&fake).len() >= CUSTOMERS).then_some(())
+        })
+        .await;
+    let per = sends(&fake);
+    if all.is_none() {
+        dump_state(&app).await;
+    }
+    eprintln!(
+        "all answered {:?} after the kill ({answered_before_kill} before it)",
+        killed_at.elapsed()
+    );
+    assert!(
+        all.is_some(),
+        "every customer was answered: {} of {CUSTOMERS} ({answered_before_kill} before the kill)",
+        per.len()
+    );
+    assert!(
+        second.alive(),
+        "the second workers process is still running"
+    );
+
+    // A customer answered twice: only a reply whose send was in doubt.
+    let tenant = aigentable_platform::ids::TenantId::from_trusted(admin.tenant_id.clone());
+    let replies: Vec<Message> = app
+        .platform
+        .db
+        .unscoped::<Message>("messages")
+        .find(doc! { "tenantId": tenant.as_str(), "direction": "OUTBOUND" })
+        .await
+        .expect("replies")
+        .try_collect()
+        .await
+        .expect("replies");
+    assert_eq!(replies.len(), CUSTOMERS, "one reply stored per customer");
+    let doubled = per.values().filter(|n| **n > 1).count();
+    let resent = replies
+        .iter()
+        .filter(|m| m.metadata.get_bool("resent").unwrap_or(false))
+        .count();
+    assert!(
+        doubled <= resent,
+        "{doubled} customers answered twice, {resent} replies were in doubt and sent again"
+    );
+
+    // Every job ends once: none left queued or running, none failed.
+    let settled = app
+        .eventually(Duration::from_secs(90), || async {
+            let open = app
+                .platform
+                .db
+                .unscoped::<JobRecord>("jobs")
+                .count_documents(doc! { "status": { "$in": ["QUEUED", "RUNNING"] } })
+                .await
+                .unwrap_or(1);
+            (open == 0).then_some(())
+        })
+        .await;
+    eprintln!("jobs settled {:?} after the kill", killed_at.elapsed());
+    assert!(settled.is_some(), "every job record reached an outcome");
+    let failed = app
+        .platform
+        .db
+        .unscoped::<JobRecord>("jobs")
+        .count_documents(doc! { "status": { "$in": ["FAILED", "DEAD"] } })
+        .await
+        .expect("count");
+    assert_eq!(failed, 0, "no job failed");
+    second.kill();
+    app.cleanup().await;
+}
+
+/// What is left unfinished, printed when the test is about to fail.
+async fn dump_state(app: &aigentable_tests::TestApp) {
+    let db = &app.platform.db;
+    let jobs: Vec<bson::Document> = db
+        .unscoped::<bson::Document>("jobs")
+        .find(doc! { "status": { "$ne": "SUCCEEDED" } })
+        .await
+        .expect("jobs")
+        .try_collect()
+        .await
+        .expect("jobs");
+    for j in jobs {
+        eprintln!(
+            "unfinished job {} {} {} attempts {:?} last error {:?} updated {:?}",
+            j.get_str("type").unwrap_or_default(),
+            j.get_str("_id").unwrap_or_default(),
+            j.get_str("status").unwrap_or_default(),
+            j.get("attempts"),
+            j.get_str("lastError").ok(),
+            j.get("updatedAt")
+        );
+    }
+    let messages: Vec<bson::Document> = db
+        .unscoped::<bson::Document>("messages")
+        .find(doc! { "direction": "OUTBOUND", "status": { "$ne": "SENT" } })
+        .await
+        .expect("messages")
+        .try_collect()
+        .await
+        .expect("messages");
+    for m in messages {
+        eprintln!(
+            "unsent message {} {} updated {:?}",
+            m.get_str("_id").unwrap_or_default(),
+            m.get_str("status").unwrap_or_default(),
+            m.get("updatedAt")
+        );
+    }
+}
