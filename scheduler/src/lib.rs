@@ -1,13 +1,23 @@
 //! Cron schedules that enqueue platform jobs. Safe to run as several
-//! replicas: every replica sees every tick, and a `SET NX` on the tick's key
-//! in Redis lets exactly one of them enqueue it.
+//! replicas: every replica sees every tick, and a claim on the tick's key in
+//! Redis lets exactly one of them enqueue it.
+//!
+//! A claim is `pending` (expiring after [`PENDING`], by Redis's clock) until
+//! its job is enqueued; then it names the job and the schedule's `last`
+//! tick moves on. A replica that dies between its claim and its enqueue, or
+//! an enqueue that fails, leaves the tick unclaimed again, and a tick
+//! missed while no scheduler ran is fired late: at start and at every tick,
+//! the latest scheduled time after `last` that nobody fired is caught up,
+//! once (not every missed one).
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use apalis::prelude::*;
 use apalis_cron::{CronScheduler, Tick};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use redis::Script;
 
 use aigentable_jobs::record::system_tenant;
 use aigentable_jobs::types::{RollupAnalytics, RunBackup, Sweep};
@@ -76,7 +86,8 @@ pub fn schedules_from(
 #[derive(Clone, Debug)]
 pub struct SchedulerMetrics {
     pub registry: prometheus::Registry,
-    /// Ticks by schedule and outcome: `enqueued`, `claimed_elsewhere`, `failed`.
+    /// Ticks by schedule and outcome: `enqueued`, `claimed_elsewhere`,
+    /// `caught_up` (a missed tick fired late), `failed`.
     pub ticks: prometheus::IntCounterVec,
     pub restarts: prometheus::IntCounter,
 }
@@ -107,24 +118,72 @@ impl SchedulerMetrics {
 
 #[derive(Clone)]
 struct Entry {
-    task: Task,
+    schedule: Schedule,
     client: JobClient,
     kv: Kv,
     metrics: SchedulerMetrics,
 }
 
-/// Claims a tick for this replica; false when another replica already has it.
+/// How long a claimed tick may wait for its enqueue before another replica
+/// may fire it.
+pub const PENDING: Duration = Duration::from_secs(30);
+/// How long a fired tick is remembered (longer than any schedule's period
+/// that catching up looks back over).
+const KEEP_SECS: u64 = 8 * 24 * 3600;
+/// Catching up looks back at most this far.
+const LOOK_BACK: TimeDelta = TimeDelta::days(8);
+
+/// KEYS: tick. ARGV: pending ms. Takes a tick nobody holds.
+static CLAIM_TICK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[1]) then return 1 end
+return 0
+",
+    )
+});
+
+/// KEYS: tick, last. ARGV: tick, job id, keep s. The tick's job is queued:
+/// the claim names it for good and `last` moves on.
+static SETTLE_TICK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) > last then redis.call('SET', KEYS[2], ARGV[1]) end
+return 1
+",
+    )
+});
+
+/// KEYS: tick. Gives back a claim whose enqueue failed.
+static RELEASE_TICK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == 'pending' then redis.call('DEL', KEYS[1]) end
+return 1
+",
+    )
+});
+
+fn tick_key(kv: &Kv, task: Task, tick: u64) -> String {
+    kv.key(&["cron", task.name(), &tick.to_string()])
+}
+
+fn last_key(kv: &Kv, task: Task) -> String {
+    kv.key(&["cron", task.name(), "last"])
+}
+
+/// Claims a tick for this replica; false when another replica holds it
+/// (firing it now, or done).
 pub async fn claim(kv: &Kv, task: Task, tick: u64) -> redis::RedisResult<bool> {
-    let mut conn = kv.conn();
-    let claimed: Option<String> = redis::cmd("SET")
-        .arg(kv.key(&["cron", task.name(), &tick.to_string()]))
-        .arg(1)
-        .arg("NX")
-        .arg("EX")
-        .arg(7 * 24 * 3600)
-        .query_async(&mut conn)
+    let pending_ms = u64::try_from(PENDING.as_millis()).unwrap_or(u64::MAX);
+    let claimed: i64 = CLAIM_TICK
+        .key(tick_key(kv, task, tick))
+        .arg(pending_ms)
+        .invoke_async(&mut kv.conn())
         .await?;
-    Ok(claimed.is_some())
+    Ok(claimed == 1)
 }
 
 async fn enqueue<J: Job>(client: &JobClient, job: J) -> Result<String, BoxDynError> {
@@ -149,9 +208,80 @@ pub async fn fire(
         );
         return Ok(None);
     }
+    let id = match enqueue_tick(client, task, tick).await {
+        Ok(id) => id,
+        Err(e) => {
+            // Unclaimed again: the next tick's catch-up fires it.
+            if let Err(undo) = RELEASE_TICK
+                .key(tick_key(kv, task, tick))
+                .invoke_async::<i64>(&mut kv.conn())
+                .await
+            {
+                tracing::warn!(schedule = task.name(), tick, error = %undo, "claim of a tick not enqueued was not given back; it expires");
+            }
+            return Err(e);
+        }
+    };
+    SETTLE_TICK
+        .key(tick_key(kv, task, tick))
+        .key(last_key(kv, task))
+        .arg(tick)
+        .arg(&id)
+        .arg(KEEP_SECS)
+        .invoke_async::<i64>(&mut kv.conn())
+        .await?;
+    tracing::info!(schedule = task.name(), tick, job_id = %id, "scheduled job enqueued");
+    Ok(Some(id))
+}
+
+/// Fires the latest tick of `schedule` before `before` that nobody fired
+/// since the schedule's `last` one (no scheduler ran then, or the replica
+/// that claimed it died before enqueueing), once. The first run of a
+/// schedule only records where it starts: a fresh install does not fire
+/// what was "missed" before it existed.
+pub async fn catch_up(
+    client: &JobClient,
+    kv: &Kv,
+    schedule: &Schedule,
+    before: DateTime<Utc>,
+) -> Result<Option<String>, BoxDynError> {
+    let task = schedule.task;
+    let mut conn = kv.conn();
+    let last: Option<i64> = redis::cmd("GET")
+        .arg(last_key(kv, task))
+        .query_async(&mut conn)
+        .await?;
+    let Some(last) = last.and_then(|t| DateTime::from_timestamp(t, 0)) else {
+        redis::cmd("SET")
+            .arg(last_key(kv, task))
+            .arg(before.timestamp())
+            .arg("NX")
+            .query_async::<()>(&mut conn)
+            .await?;
+        return Ok(None);
+    };
+    let from = last.max(before - LOOK_BACK);
+    let Some(missed) = schedule
+        .cron
+        .after(&from)
+        .take_while(|t| *t < before)
+        .last()
+    else {
+        return Ok(None);
+    };
+    let tick = u64::try_from(missed.timestamp()).unwrap_or(0);
+    let fired = fire(client, kv, task, tick).await?;
+    if let Some(id) = &fired {
+        tracing::warn!(schedule = task.name(), tick, job_id = %id, "missed tick caught up");
+    }
+    Ok(fired)
+}
+
+/// The job of one tick.
+async fn enqueue_tick(client: &JobClient, task: Task, tick: u64) -> Result<String, BoxDynError> {
     let at: DateTime<Utc> =
         DateTime::from_timestamp(i64::try_from(tick).unwrap_or(0), 0).unwrap_or_else(Utc::now);
-    let id = match task {
+    match task {
         Task::Sweep => {
             enqueue(
                 client,
@@ -159,7 +289,7 @@ pub async fn fire(
                     tick: at.to_rfc3339(),
                 },
             )
-            .await?
+            .await
         }
         Task::Rollup => {
             // Roll up the last complete hour.
@@ -170,32 +300,42 @@ pub async fn fire(
                     hour: hour.to_rfc3339(),
                 },
             )
-            .await?
+            .await
         }
         Task::Backup => {
             let backup_id = aigentable_platform::ids::new_id();
-            enqueue(client, RunBackup { backup_id }).await?
+            enqueue(client, RunBackup { backup_id }).await
         }
-    };
-    tracing::info!(schedule = task.name(), tick, job_id = %id, "scheduled job enqueued");
-    Ok(Some(id))
+    }
 }
 
 async fn on_tick(tick: Tick, entry: Data<Entry>) -> Result<(), BoxDynError> {
-    let outcome = fire(&entry.client, &entry.kv, entry.task, tick.get_timestamp()).await;
-    let label = match &outcome {
+    let task = entry.schedule.task;
+    let count = |label: &str| {
+        entry
+            .metrics
+            .ticks
+            .with_label_values(&[task.name(), label])
+            .inc();
+    };
+    let at = DateTime::from_timestamp(i64::try_from(tick.get_timestamp()).unwrap_or(0), 0)
+        .unwrap_or_else(Utc::now);
+    match catch_up(&entry.client, &entry.kv, &entry.schedule, at).await {
+        Ok(Some(_)) => count("caught_up"),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(schedule = task.name(), error = %e, "missed ticks could not be checked");
+        }
+    }
+    let outcome = fire(&entry.client, &entry.kv, task, tick.get_timestamp()).await;
+    count(match &outcome {
         Ok(Some(_)) => "enqueued",
         Ok(None) => "claimed_elsewhere",
         Err(e) => {
-            tracing::error!(schedule = entry.task.name(), error = %e, "scheduled job could not be enqueued");
+            tracing::error!(schedule = task.name(), error = %e, "scheduled job could not be enqueued");
             "failed"
         }
-    };
-    entry
-        .metrics
-        .ticks
-        .with_label_values(&[entry.task.name(), label])
-        .inc();
+    });
     outcome.map(|_| ())
 }
 
@@ -209,26 +349,27 @@ pub async fn run(
     let client = JobClient::connect(&platform).await?;
     let mut monitor = Monitor::new();
     for schedule in schedules {
+        // A tick missed while no scheduler ran is fired now, once.
+        if let Err(e) = catch_up(&client, &platform.kv, &schedule, Utc::now()).await {
+            tracing::warn!(schedule = schedule.task.name(), error = %e, "missed ticks could not be checked");
+        }
+        let name = schedule.task.name();
+        let cron = schedule.cron.clone();
+        tracing::info!(schedule = name, cron = %schedule.cron, "schedule registered");
         let entry = Entry {
-            task: schedule.task,
+            schedule,
             client: client.clone(),
             kv: platform.kv.clone(),
             metrics: metrics.clone(),
         };
-        let cron = schedule.cron.clone();
-        tracing::info!(schedule = schedule.task.name(), cron = %schedule.cron, "schedule registered");
         monitor = monitor.register(move |restarts| {
             if restarts > 0 {
                 entry.metrics.restarts.inc();
             }
-            WorkerBuilder::new(format!(
-                "cron-{}-{}-{restarts}",
-                entry.task.name(),
-                std::process::id()
-            ))
-            .backend(CronScheduler::new(cron.clone()))
-            .data(entry.clone())
-            .build(on_tick)
+            WorkerBuilder::new(format!("cron-{name}-{}-{restarts}", std::process::id()))
+                .backend(CronScheduler::new(cron.clone()))
+                .data(entry.clone())
+                .build(on_tick)
         });
     }
     monitor

@@ -5,7 +5,7 @@ use std::time::Duration;
 use aigentable_jobs::record::{JobRecord, JobStatus, system_tenant};
 use aigentable_jobs::types::{RunBackup, SendEmail};
 use aigentable_jobs::{Job, JobClient, Requester};
-use aigentable_scheduler::{Task, fire, schedules_from};
+use aigentable_scheduler::{Task, catch_up, fire, schedules_from};
 use aigentable_tests::{TestApp, spawn_app, spawn_app_with};
 use bson::doc;
 use chrono::{Duration as TimeDelta, Utc};
@@ -177,6 +177,65 @@ async fn the_sweep_requeues_abandoned_jobs_and_buries_exhausted_ones() {
     );
     let sweep = records(&app, "sweep").await;
     assert_eq!(sweep.len(), 1);
+    app.cleanup().await;
+}
+
+/// A tick missed while no scheduler ran is fired late, once: the latest
+/// one, not every missed one; a fresh install fires nothing it "missed".
+#[tokio::test]
+async fn a_tick_missed_while_no_scheduler_ran_is_caught_up_once() {
+    let app = spawn_app().await;
+    let kv = &app.platform.kv;
+    let client = JobClient::connect(&app.platform).await.expect("client");
+    let schedule = schedules_from(&|name| match name {
+        "SCHEDULE_SWEEP" => Some("0 * * * * *".to_owned()),
+        _ => Some(String::new()),
+    })
+    .expect("schedules")
+    .remove(0);
+    let now = Utc::now();
+    assert!(
+        catch_up(&client, kv, &schedule, now)
+            .await
+            .expect("first look")
+            .is_none(),
+        "the first run only records where the schedule starts"
+    );
+
+    // The schedulers were down for ten minutes.
+    let minute = |t: chrono::DateTime<Utc>| t.timestamp() - t.timestamp() % 60;
+    let mut conn = kv.conn();
+    redis::cmd("SET")
+        .arg(kv.key(&["cron", "sweep", "last"]))
+        .arg(minute(now) - 600)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("set last");
+    let latest = u64::try_from(minute(now)).expect("positive");
+    let caught = catch_up(&client, kv, &schedule, now)
+        .await
+        .expect("catch up")
+        .expect("the latest missed tick is fired");
+    assert!(
+        catch_up(&client, kv, &schedule, now)
+            .await
+            .expect("again")
+            .is_none(),
+        "caught up once"
+    );
+    let sweeps = records(&app, "sweep").await;
+    assert_eq!(sweeps.len(), 1, "one tick caught up, not ten");
+    assert_eq!(sweeps[0].id, caught);
+    let tick = chrono::DateTime::from_timestamp(i64::try_from(latest).expect("fits"), 0)
+        .expect("time")
+        .to_rfc3339();
+    assert_eq!(
+        sweeps[0]
+            .payload
+            .as_document()
+            .and_then(|d| d.get_str("tick").ok()),
+        Some(tick.as_str())
+    );
     app.cleanup().await;
 }
 
