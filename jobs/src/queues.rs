@@ -59,6 +59,31 @@ impl Queue {
         }
     }
 
+    /// The queues whose jobs search or write the vector store.
+    pub const KNOWLEDGE: [Queue; 4] = [
+        Queue::Replies,
+        Queue::Search,
+        Queue::Ingest,
+        Queue::Training,
+    ];
+
+    pub const fn needs_vectors(self) -> bool {
+        matches!(
+            self,
+            Queue::Replies | Queue::Search | Queue::Ingest | Queue::Training
+        )
+    }
+
+    /// Whether a process serving `queues` (every default one when empty)
+    /// needs the vector store.
+    pub fn needs_vectors_any(queues: &[Queue]) -> bool {
+        if queues.is_empty() {
+            Self::served_by_default().any(Queue::needs_vectors)
+        } else {
+            queues.iter().any(|q| q.needs_vectors())
+        }
+    }
+
     /// Served only when a process names it (`--queues bench`).
     pub const fn opt_in(self) -> bool {
         matches!(self, Queue::Bench)
@@ -122,6 +147,22 @@ impl FromStr for Queue {
 #[cfg(test)]
 mod tests {
     use super::Queue;
+
+    #[test]
+    fn only_the_knowledge_queues_open_the_vector_store() {
+        assert!(!Queue::needs_vectors_any(&[Queue::Bench]));
+        assert!(!Queue::needs_vectors_any(&[
+            Queue::Inbound,
+            Queue::Outbound,
+            Queue::Emails,
+            Queue::Integrations,
+            Queue::Maintenance,
+        ]));
+        assert!(Queue::needs_vectors_any(&[]), "every default queue");
+        for q in Queue::ALL {
+            assert_eq!(q.needs_vectors(), Queue::KNOWLEDGE.contains(&q), "{q}");
+        }
+    }
 
     #[test]
     fn names_round_trip_and_unknown_names_list_the_known_ones() {

@@ -1,11 +1,12 @@
-//! `workers [--queues emails,...] [--concurrency N]`: runs background jobs.
-//! Prometheus metrics at `GET /metrics` on `WORKER_METRICS_PORT` (default
-//! 9101, 0 disables).
+//! `workers [--queues emails,...] [--concurrency N] [--metrics-port N]`:
+//! runs background jobs. Prometheus metrics at `GET /metrics` on
+//! `--metrics-port` or `WORKER_METRICS_PORT` (default 9101, 0 disables).
 
 use std::time::Duration;
 
 use anyhow::Context;
 
+use aigentable_jobs::Queue;
 use aigentable_platform::{Config, Platform, bootstrap, metrics_server, telemetry};
 use aigentable_workers::registry::{Concurrency, parse_queues};
 use aigentable_workers::{WorkerSetup, WorkerState, run_with};
@@ -51,12 +52,12 @@ async fn main() -> anyhow::Result<()> {
     let concurrency =
         Concurrency::from_lookup(default_concurrency, &|name| std::env::var(name).ok())?;
     let queues = parse_queues(&queue_names)?;
-    let metrics_port: u16 = std::env::var("WORKER_METRICS_PORT")
-        .ok()
+    let metrics_port: u16 = arg_value(&args, "--metrics-port")
+        .or_else(|| std::env::var("WORKER_METRICS_PORT").ok())
         .map(|v| {
             v.trim()
                 .parse()
-                .context("WORKER_METRICS_PORT must be a port number (0 disables)")
+                .context("--metrics-port / WORKER_METRICS_PORT must be a port number (0 disables)")
         })
         .transpose()?
         .unwrap_or(9101);
@@ -78,15 +79,26 @@ async fn main() -> anyhow::Result<()> {
     bootstrap::ensure_indexes(&platform.db)
         .await
         .context("creating indexes")?;
-    let setup = WorkerSetup::connect(
-        WorkerState::new(platform)?
-            .with_vectors()
-            .await
-            .context("opening the vector store")?,
-        concurrency.clone(),
-    )
-    .await
-    .context("connecting to the job queue")?;
+    // Only the knowledge queues search or write vectors; a process serving
+    // none of them never opens the store (the embedded one has one owner).
+    let state = WorkerState::new(platform)?;
+    let state = if Queue::needs_vectors_any(&queues) {
+        state.with_vectors().await.with_context(|| {
+            format!(
+                "opening the vector store for the queues {}: with the embedded store, run them \
+                 in one workers process only (e.g. --queues {}) and the others elsewhere, or \
+                 set QDRANT_URL so that several processes share a Qdrant server",
+                Queue::KNOWLEDGE.map(Queue::as_str).join(","),
+                Queue::KNOWLEDGE.map(Queue::as_str).join(",")
+            )
+        })?
+    } else {
+        tracing::info!("no knowledge queue served: the vector store is not opened");
+        state
+    };
+    let setup = WorkerSetup::connect(state, concurrency.clone())
+        .await
+        .context("connecting to the job queue")?;
     let listener = metrics_server::bind(&metrics_host, metrics_port)
         .await
         .with_context(|| format!("binding the metrics port {metrics_port}"))?;
