@@ -261,7 +261,7 @@ pub fn beyond_retention(
     weekly: usize,
 ) -> Vec<String> {
     use chrono::Datelike;
-    completed.sort_by(|a, b| b.1.cmp(&a.1));
+    completed.sort_by_key(|b| std::cmp::Reverse(b.1));
     let mut days = Vec::new();
     let mut weeks = Vec::new();
     let mut drop = Vec::new();

@@ -15,6 +15,7 @@ use crate::ids::TenantId;
 pub mod collections {
     pub const USERS: &str = "users";
     pub const AGENTS: &str = "agents";
+    pub const CHANNELS: &str = "channels";
     pub const DOCUMENTS: &str = "documents";
     pub const CONVERSATIONS: &str = "conversations";
     pub const MESSAGES: &str = "messages";
@@ -29,6 +30,7 @@ pub struct Usage {
     pub period_end: DateTime<Utc>,
     pub users: u64,
     pub agents: u64,
+    pub channels: u64,
     pub documents: u64,
     pub storage_bytes: u64,
     pub conversations: u64,
@@ -116,20 +118,23 @@ pub async fn tenant_usage(db: &Db, tenant: &TenantId, now: DateTime<Utc>) -> DbR
         "tenantId": t,
         "createdAt": { "$gte": bson::DateTime::from_chrono(start), "$lt": bson::DateTime::from_chrono(end) },
     };
-    let (users, agents, documents, storage_bytes, conversations, messages, llm_tokens) = tokio::try_join!(
-        count(db, USERS, doc! { "tenantId": t }),
-        count(db, AGENTS, doc! { "tenantId": t }),
-        count(db, DOCUMENTS, doc! { "tenantId": t }),
-        sum(db, DOCUMENTS, doc! { "tenantId": t }, "size"),
-        count(db, CONVERSATIONS, in_period.clone()),
-        count(db, MESSAGES, in_period.clone()),
-        sum(db, TOKEN_USAGE, in_period, "totalTokens"),
-    )?;
+    let (users, agents, channels, documents, storage_bytes, conversations, messages, llm_tokens) =
+        tokio::try_join!(
+            count(db, USERS, doc! { "tenantId": t }),
+            count(db, AGENTS, doc! { "tenantId": t }),
+            count(db, CHANNELS, doc! { "tenantId": t }),
+            count(db, DOCUMENTS, doc! { "tenantId": t }),
+            sum(db, DOCUMENTS, doc! { "tenantId": t }, "size"),
+            count(db, CONVERSATIONS, in_period.clone()),
+            count(db, MESSAGES, in_period.clone()),
+            sum(db, TOKEN_USAGE, in_period, "totalTokens"),
+        )?;
     Ok(Usage {
         period_start: start,
         period_end: end,
         users,
         agents,
+        channels,
         documents,
         storage_bytes,
         conversations,

@@ -8,7 +8,7 @@ use redis::aio::ConnectionManager;
 use tokio_util::task::AbortOnDropHandle;
 
 use aigentable_jobs::Queue;
-use aigentable_jobs::queue::{self, Drain, QueueConfig, QueueKeys, RedisQueue, WakeHub};
+use aigentable_jobs::queue::{self, Drain, QueueConfig, QueueKeys, RedisQueue, WakeHub, heartbeat};
 use aigentable_jobs::record;
 use aigentable_platform::ids::TenantId;
 
@@ -248,9 +248,45 @@ pub async fn run_with(
         setup.metrics.clone(),
         keys,
     ));
+    let served: Vec<&'static str> = Queue::ALL
+        .into_iter()
+        .filter(|q| wants(*q))
+        .map(Queue::as_str)
+        .collect();
+    let namespace = setup.state.platform.config.redis_namespace.clone();
+    let process = unique_name("workers", 0);
+    let beats = tokio::spawn(beat(
+        setup.conn.clone(),
+        namespace.clone(),
+        process.clone(),
+        served,
+    ));
     let result = supervise_draining(monitor, &setup, grace, shutdown).await;
     depth.abort();
+    beats.abort();
+    let mut conn = setup.conn.clone();
+    if let Err(e) = heartbeat::leave(&mut conn, &namespace, &process).await {
+        tracing::debug!(error = %e, "leaving the live workers failed; the entry expires");
+    }
     result
+}
+
+/// Tells the platform this process is alive and what it serves
+/// (`GET /system/metrics` counts it), until aborted.
+async fn beat(
+    mut conn: ConnectionManager,
+    namespace: String,
+    process: String,
+    served: Vec<&'static str>,
+) {
+    let mut tick = tokio::time::interval(heartbeat::EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = heartbeat::beat(&mut conn, &namespace, &process, &served).await {
+            tracing::debug!(error = %e, "worker heartbeat not written");
+        }
+    }
 }
 
 /// Runs `monitor` until `shutdown`, restarting any worker that stops on an

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Gauge, GaugeVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, IntGauge, IntGaugeVec, Opts, Registry};
 use salvo::oapi::ToSchema;
 use salvo::prelude::*;
 use serde::Serialize;
 
-use aigentable_jobs::queue::{self, QueueKeys};
+use aigentable_jobs::Queue;
+use aigentable_jobs::queue::{self, QueueKeys, heartbeat};
 
 use crate::error::ApiResult;
 use crate::state::{AppState, app};
@@ -33,6 +34,12 @@ pub struct Sampled {
     pub queue_jobs: IntGaugeVec,
     pub resident_memory: Gauge,
     pub cpu_seconds: Gauge,
+    /// `queue`, `job`: recorded jobs finished in the last minute.
+    pub finished_last_minute: IntGaugeVec,
+    /// `queue`: worker processes alive (heartbeat) serving it.
+    pub worker_processes: IntGaugeVec,
+    /// Worker processes alive.
+    pub workers_alive: IntGauge,
     last: Arc<Mutex<Option<Snapshot>>>,
 }
 
@@ -64,6 +71,27 @@ impl Sampled {
             "api_process_cpu_seconds",
             "CPU time (user + system) used by the api process",
         )?;
+        let finished_last_minute = IntGaugeVec::new(
+            Opts::new(
+                "api_queue_finished_last_minute",
+                "Recorded jobs finished in the last minute, per queue and type",
+            ),
+            &["queue", "job"],
+        )?;
+        let worker_processes = IntGaugeVec::new(
+            Opts::new(
+                "api_worker_processes",
+                "Worker processes alive (heartbeat within 15 s) serving each queue",
+            ),
+            &["queue"],
+        )?;
+        let workers_alive = IntGauge::new(
+            "api_worker_processes_alive",
+            "Worker processes alive (heartbeat within 15 s)",
+        )?;
+        registry.register(Box::new(finished_last_minute.clone()))?;
+        registry.register(Box::new(worker_processes.clone()))?;
+        registry.register(Box::new(workers_alive.clone()))?;
         registry.register(Box::new(round_trip.clone()))?;
         registry.register(Box::new(queue_jobs.clone()))?;
         registry.register(Box::new(resident_memory.clone()))?;
@@ -73,6 +101,9 @@ impl Sampled {
             queue_jobs,
             resident_memory,
             cpu_seconds,
+            finished_last_minute,
+            worker_processes,
+            workers_alive,
             last: Arc::new(Mutex::new(None)),
         })
     }
@@ -149,6 +180,33 @@ pub async fn refresh(state: &AppState) {
             }
             Err(e) => tracing::debug!(queue = queue_name, error = %e, "queue depth unavailable"),
         }
+        match queue::finished_within(&mut conn, &keys, Duration::from_secs(60)).await {
+            Ok(n) => sampled
+                .finished_last_minute
+                .with_label_values(&[queue_name, job])
+                .set(i64::try_from(n).unwrap_or(i64::MAX)),
+            Err(e) => {
+                tracing::debug!(queue = queue_name, error = %e, "queue throughput unavailable")
+            }
+        }
+    }
+    match heartbeat::alive(&mut conn, state.platform.kv.namespace()).await {
+        Ok(live) => {
+            sampled
+                .workers_alive
+                .set(i64::try_from(live.len()).unwrap_or(i64::MAX));
+            for q in Queue::ALL {
+                let serving = live
+                    .iter()
+                    .filter(|w| w.queues.iter().any(|s| s == q.as_str()))
+                    .count();
+                sampled
+                    .worker_processes
+                    .with_label_values(&[q.as_str()])
+                    .set(i64::try_from(serving).unwrap_or(i64::MAX));
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "live workers unavailable"),
     }
     if let Some((memory, cpu)) = process_usage() {
         sampled.resident_memory.set(memory);
@@ -183,6 +241,12 @@ pub struct QueueFigures {
     pub delayed: i64,
     pub running: i64,
     pub dead: i64,
+    /// Recorded jobs finished in the last minute.
+    pub finished_last_minute: i64,
+    /// `finishedLastMinute` per second.
+    pub throughput_per_second: f64,
+    /// Worker processes alive serving this queue.
+    pub worker_processes: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -202,6 +266,8 @@ pub struct SystemMetrics {
     pub http: HttpFigures,
     pub jobs: Vec<QueueFigures>,
     pub socket_connections: i64,
+    /// Worker processes alive (a heartbeat within the last 15 s).
+    pub worker_processes: i64,
     /// `-1` when the dependency did not answer within 2 s.
     pub mongodb_round_trip_ms: f64,
     pub redis_round_trip_ms: f64,
@@ -291,6 +357,9 @@ pub fn read(state: &AppState) -> SystemMetrics {
                 delayed: 0,
                 running: 0,
                 dead: 0,
+                finished_last_minute: 0,
+                throughput_per_second: 0.0,
+                worker_processes: 0,
             });
             let n = m.get_gauge().value() as i64;
             match label(m, "state") {
@@ -301,6 +370,18 @@ pub fn read(state: &AppState) -> SystemMetrics {
                 _ => {}
             }
         }
+    }
+    if let Some(f) = families(&all, &prefixed("api_queue_finished_last_minute")) {
+        for m in f.get_metric() {
+            if let Some(entry) = queues.get_mut(label(m, "queue")) {
+                entry.finished_last_minute += m.get_gauge().value() as i64;
+                entry.throughput_per_second = round(entry.finished_last_minute as f64 / 60.0, 3);
+            }
+        }
+    }
+    for entry in queues.values_mut() {
+        entry.worker_processes =
+            gauge("api_worker_processes", &[("queue", entry.queue.as_str())]).unwrap_or(0.0) as i64;
     }
     let memory = gauge("api_process_resident_memory_bytes", &[]).unwrap_or(0.0);
     let cpu = gauge("api_process_cpu_seconds", &[]).unwrap_or(0.0);
@@ -343,6 +424,7 @@ pub fn read(state: &AppState) -> SystemMetrics {
         },
         jobs: queues.into_values().collect(),
         socket_connections: state.metrics.socket_connections.get(),
+        worker_processes: gauge("api_worker_processes_alive", &[]).unwrap_or(0.0) as i64,
         mongodb_round_trip_ms: ms(gauge(
             "dependency_round_trip_seconds",
             &[("dependency", "mongodb")],

@@ -262,6 +262,7 @@ pub async fn get_billing(req: &mut Request, depot: &mut Depot) -> ApiResult<Json
     let over_limit = [
         ("users", usage.users, l.users),
         ("agents", usage.agents, l.agents),
+        ("channels", usage.channels, l.channels),
         ("documents", usage.documents, l.documents),
         ("storageBytes", usage.storage_bytes, l.storage_bytes),
         (

@@ -15,6 +15,7 @@
 
 mod backend;
 mod drain;
+pub mod heartbeat;
 pub mod scripts;
 mod wake;
 
@@ -538,6 +539,21 @@ pub async fn depth(conn: &mut ConnectionManager, keys: &QueueKeys) -> Result<Dep
         inflight,
         dead,
     })
+}
+
+/// How many recorded jobs of a type finished within the last `window`.
+pub async fn finished_within(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    window: Duration,
+) -> Result<u64, QueueError> {
+    let since = now_ms().saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+    Ok(redis::cmd("ZCOUNT")
+        .arg(&keys.done)
+        .arg(since)
+        .arg("+inf")
+        .query_async(conn)
+        .await?)
 }
 
 /// The attempts counted so far for a job (0 when unknown or finished).

@@ -83,6 +83,7 @@ async fn agents_users_and_channels_stop_at_the_plan() {
         .await;
     assert_eq!(billing.body["limits"]["agents"], 1, "{:?}", billing.body);
     assert_eq!(billing.body["limits"]["channels"], 1, "{:?}", billing.body);
+    assert_eq!(billing.body["usage"]["channels"], 1, "{:?}", billing.body);
     app.cleanup().await;
 }
 
@@ -148,7 +149,8 @@ async fn over_the_monthly_cap_customers_are_kept_and_handed_to_a_human() {
             (c.body["status"] == "WAITING").then_some(c.body)
         })
         .await;
-    assert!(waiting.is_some(), "the conversation was not handed over");
+    let waiting = waiting.expect("the conversation was handed over");
+    assert_eq!(waiting["handoff"]["reason"], "monthly_cap", "{waiting}");
     let stored = inbound::stored_messages(&app, &admin, &conversation).await;
     let customer = stored
         .iter()

@@ -29,6 +29,11 @@ async fn platform_admins_see_live_figures_from_the_registry() {
         let r = app.get("/api/v1/agents", &admin).await;
         assert_eq!(r.status, StatusCode::OK);
     }
+    // A finished job for the throughput: a document ingested.
+    let document = app
+        .upload_text(&admin, "faq.txt", "Refunds take five days.", None)
+        .await;
+    app.wait_document_ready(&admin, &document).await;
     let r = app.get("/api/v1/system/metrics", &admin).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
 
@@ -62,6 +67,24 @@ async fn platform_admins_see_live_figures_from_the_registry() {
         assert!(queues.contains(&q), "{q} missing: {queues:?}");
     }
     assert_eq!(m["socketConnections"], 0, "{m}");
+    // The in-process workers beat: one process, serving every default queue.
+    assert_eq!(m["workerProcesses"], 1, "{m}");
+    let ingest = m["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|q| q["queue"] == "ingest")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ingest["workerProcesses"], 1, "{m}");
+    assert!(
+        ingest["finishedLastMinute"].as_i64().unwrap_or(0) >= 1,
+        "{m}"
+    );
+    assert!(
+        ingest["throughputPerSecond"].as_f64().unwrap_or(0.0) > 0.0,
+        "{m}"
+    );
 
     // The same registry: what /metrics shows matches.
     let text = app
@@ -77,6 +100,10 @@ async fn platform_admins_see_live_figures_from_the_registry() {
     assert!(memory > 1_000_000.0, "{text}");
     assert!(text.contains("aigentable_dependency_round_trip_seconds{dependency=\"mongodb\"}"));
     assert!(text.contains("aigentable_api_queue_jobs{"), "{text}");
+    assert_eq!(
+        series(&text, "aigentable_api_worker_processes_alive"),
+        Some(1.0)
+    );
     assert_eq!(series(&text, "aigentable_socketio_connections"), Some(0.0));
     app.cleanup().await;
 }
