@@ -53,11 +53,12 @@ async fn child_workers_process() {
         retry_cap: Duration::from_secs(2),
         ..QueueConfig::default()
     };
+    // SIGTERM drains, as in production; the grace is short for the test.
     run_with(
         setup,
         &[],
         Duration::from_secs(2),
-        std::future::pending::<std::io::Result<()>>(),
+        aigentable_platform::shutdown::signal(),
     )
     .await
     .expect("workers ran");
@@ -88,6 +89,21 @@ impl WorkersProcess {
 
     fn alive(&mut self) -> bool {
         matches!(self.0.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then the exit status once it stopped (within `within`).
+    fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// SIGKILL: no drain, no release, leases left to expire.
@@ -253,6 +269,101 @@ async fn a_killed_workers_process_leaves_no_customer_unanswered() {
         .expect("count");
     assert_eq!(failed, 0, "no job failed");
     second.kill();
+    app.cleanup().await;
+}
+
+/// A workers process gets SIGTERM while a reply is being generated (a slow
+/// model): it stops taking jobs, waits its grace period, hands the reply
+/// back and exits; another process answers the customer once, and the
+/// reply's job has spent one attempt only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_workers_process_hands_its_reply_back_without_spending_an_attempt() {
+    let (app, fake) = app_with_fake_and(&[], false).await;
+    let admin = app.register("Drains").await;
+    let llm = FakeOpenAi::start().await;
+    let r = app
+        .post(
+            "/api/v1/ai-providers",
+            &admin,
+            json!({"name": "fake", "type": "OPENAI_COMPATIBLE", "baseUrl": llm.base_url(),
+                   "apiKey": "sk-drain-0000", "chatModel": "drain-model", "isDefault": true}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    let agent = create_agent(&app, &admin).await;
+    let mut first = WorkersProcess::spawn(&app.env);
+    let pnid = "DRAIN_PN";
+    create_live_channel(
+        &app,
+        &admin,
+        json!({"type": "WHATSAPP", "name": "drains", "agentId": agent,
+               "config": {"phoneNumberId": pnid, "accessToken": "drain-token", "appSecret": "drain-secret"}}),
+    )
+    .await;
+    // Longer than the grace period: the reply cannot finish in time.
+    llm.set_delay(Duration::from_secs(20));
+    let raw = serde_json::to_vec(&whatsapp_text(pnid, "5566001", "wamid.drain1", "hello?"))
+        .expect("body");
+    let r = app
+        .http
+        .post(app.url("/api/v1/webhooks/whatsapp"))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sign_meta("drain-secret", &raw))
+        .body(raw)
+        .send()
+        .await
+        .expect("webhook sent");
+    assert!(r.status().is_success(), "{}", r.status());
+    let asked = app
+        .eventually(Duration::from_secs(30), || async {
+            (!llm.chat_requests().is_empty()).then_some(())
+        })
+        .await;
+    assert!(asked.is_some(), "the reply is being generated");
+
+    let status = first.terminate(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the workers process drained and exited: {status:?}"
+    );
+    llm.set_delay(Duration::ZERO);
+    let _second = WorkersProcess::spawn(&app.env);
+    let sent = app
+        .eventually(Duration::from_secs(60), || async {
+            (!fake.requests_to(&format!("/{pnid}/messages")).is_empty()).then_some(())
+        })
+        .await;
+    if sent.is_none() {
+        dump_state(&app).await;
+    }
+    assert!(sent.is_some(), "the customer was answered");
+    let reply = app
+        .eventually(Duration::from_secs(30), || async {
+            app.platform
+                .db
+                .unscoped::<JobRecord>("jobs")
+                .find_one(doc! { "type": "generate_reply", "status": "SUCCEEDED" })
+                .await
+                .ok()
+                .flatten()
+        })
+        .await
+        .expect("the reply job succeeded");
+    assert_eq!(
+        reply.attempts, 1,
+        "the hand-back spent no attempt: {reply:?}"
+    );
+    assert_eq!(
+        llm.chat_requests().len(),
+        2,
+        "asked twice: the interrupted run and the one that answered"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        fake.requests_to(&format!("/{pnid}/messages")).len(),
+        1,
+        "answered once"
+    );
     app.cleanup().await;
 }
 
