@@ -133,7 +133,10 @@ impl JobClient {
         if let Some(field) = &field {
             match self.claim_key(&keys, tenant, field, &record.id).await {
                 Ok(Claim::Ours) => {}
-                Ok(Claim::Held(holder)) => return Ok(*holder),
+                Ok(Claim::Held(holder)) => {
+                    self.ensure_queued::<J>(&holder).await;
+                    return Ok(*holder);
+                }
                 Err(EnqueueError::Queue(e)) => {
                     // Redis is down, so the job cannot be queued now either;
                     // it is recorded (the outbox) after the best check the
@@ -211,6 +214,26 @@ impl JobClient {
                 // Ended, or claimed long ago and never recorded.
                 _ => ended = Some(holder.job_id),
             }
+        }
+    }
+
+    /// Pushes a QUEUED job found under an idempotency key again: its
+    /// enqueue may have died between the record and the push, and the
+    /// caller asking again must not wait for the sweep. Pushing a job Redis
+    /// already holds (queued, waiting for a retry or running) does nothing.
+    async fn ensure_queued<J: Job>(&self, holder: &JobRecord) {
+        if holder.status != JobStatus::Queued {
+            return;
+        }
+        let payload = match bson::from_bson::<J>(holder.payload.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(job_id = %holder.id, job_type = J::NAME, error = %e, "stored payload not readable, left to the sweep");
+                return;
+            }
+        };
+        if let Err(e) = self.push(&holder.id, &holder.tenant_id, payload).await {
+            tracing::debug!(job_id = %holder.id, error = %e, "queued job not pushed again, the sweep will");
         }
     }
 

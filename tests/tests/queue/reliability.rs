@@ -1536,3 +1536,47 @@ async fn a_deferred_job_runs_again_without_spending_an_attempt() {
     assert_eq!(done.attempts, 1, "{done:?}");
     rig.cleanup().await;
 }
+
+/// An enqueue that died between its record and its push (its job is QUEUED
+/// but unknown to Redis) is healed by the next enqueue with the same key,
+/// without waiting for the sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_again_for_a_job_whose_push_was_lost_queues_it() {
+    let rig = Rig::new(fast_config()).await;
+    let client = JobClient::connect(&rig.platform).await.expect("job client");
+    let tenant = TenantId::from_trusted("tenant-heal".to_owned());
+    let job = || KeyedRecordedJob {
+        key: "once".to_owned(),
+    };
+    let first = client
+        .enqueue(&tenant, Requester::System, job())
+        .await
+        .expect("enqueue");
+    let keys = rig.keys::<KeyedRecordedJob>();
+    let mut conn = rig.conn();
+    let _: () = redis::pipe()
+        .hdel(&keys.data, &first.id)
+        .lrem(keys.lane(tenant.as_str()), 0, &first.id)
+        .query_async(&mut conn)
+        .await
+        .expect("forget");
+    assert!(!data_exists(&mut conn, &keys, &first.id).await);
+    let again = client
+        .enqueue(&tenant, Requester::System, job())
+        .await
+        .expect("enqueue again");
+    assert_eq!(again.id, first.id, "the same job answers");
+    assert!(
+        data_exists(&mut conn, &keys, &first.id).await,
+        "and it is queued again"
+    );
+    let running = start::<KeyedRecordedJob>(&rig.setup, Duration::from_secs(1));
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            find_record(&rig.platform, &tenant, &first.id).await.status == JobStatus::Succeeded
+        })
+        .await
+    );
+    running.stop().await;
+    rig.cleanup().await;
+}
