@@ -242,6 +242,7 @@ pub async fn upload(
                 IngestDocument {
                     document_id: document.id.clone(),
                     agent_id: agent_id.clone(),
+                    reindex_for: None,
                 },
             )
             .await?;
@@ -626,6 +627,7 @@ pub async fn process(
             IngestDocument {
                 document_id: id.clone(),
                 agent_id: current.agent_id.clone(),
+                reindex_for: None,
             },
         )
         .await?;

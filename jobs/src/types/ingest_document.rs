@@ -13,6 +13,11 @@ pub struct IngestDocument {
     /// Agent whose knowledge base receives it.
     #[serde(default)]
     pub agent_id: Option<String>,
+    /// Set when the tenant's embedding model changed (`model/dims`, or
+    /// `bm25`): part of the idempotency key, so a re-index for the new
+    /// model is never folded into an ingestion still running for the old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reindex_for: Option<String>,
 }
 
 impl Job for IngestDocument {
@@ -22,6 +27,9 @@ impl Job for IngestDocument {
     const TIMEOUT: Duration = Duration::from_secs(600);
 
     fn idempotency_key(&self) -> Option<String> {
-        Some(format!("ingest:{}", self.document_id))
+        Some(match &self.reindex_for {
+            Some(model) => format!("ingest:{}:{model}", self.document_id),
+            None => format!("ingest:{}", self.document_id),
+        })
     }
 }

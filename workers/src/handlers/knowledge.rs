@@ -106,6 +106,16 @@ pub(crate) async fn reconcile(
     written: &IndexedModel,
 ) -> Result<(), JobError> {
     let db = &state.platform.db;
+    // A write for a model that is no longer the tenant's (an ingestion
+    // that started before the model changed) must not move the index: it
+    // would end the switch to the new model.
+    let current = index::embedding_provider(db, tenant)
+        .await
+        .map_err(JobError::transient)?;
+    if written.model.as_deref() != current.as_ref().and_then(|p| p.embedding_model()) {
+        tracing::debug!(tenant_id = %tenant, collection = %written.collection, "write for a former embedding model, index left alone");
+        return Ok(());
+    }
     let (active, target) = tenant_index(state, tenant).await?;
     if &active == written {
         // A switch that was abandoned (the model changed back) is over.

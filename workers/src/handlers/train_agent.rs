@@ -151,6 +151,7 @@ async fn train(job: &TrainAgent, ctx: &JobContext) -> Result<Value, JobError> {
         let ingest = IngestDocument {
             document_id: id.clone(),
             agent_id: Some(agent.id.clone()),
+            reindex_for: None,
         };
         match ingest_document::ingest(&ingest, ctx).await {
             Ok(result) => chunks += result["chunks"].as_u64().unwrap_or(0),

@@ -96,6 +96,11 @@ pub async fn reindex_tenant(state: &AppState, who: &Caller) -> ApiResult<u64> {
         .platform
         .db
         .scoped::<KnowledgeDocument>(&who.tenant_id);
+    let model = match embedding_signature(default_provider(state, &who.tenant_id).await?.as_ref()) {
+        Some((name, Some(dims))) => format!("{name}/{dims}"),
+        Some((name, None)) => name,
+        None => "bm25".to_owned(),
+    };
     let mut page = 1;
     let mut queued = 0u64;
     loop {
@@ -118,6 +123,7 @@ pub async fn reindex_tenant(state: &AppState, who: &Caller) -> ApiResult<u64> {
                     IngestDocument {
                         document_id: d.id.clone(),
                         agent_id: d.agent_id.clone(),
+                        reindex_for: Some(model.clone()),
                     },
                 )
                 .await?;
