@@ -40,6 +40,8 @@ pub struct Sampled {
     pub worker_processes: IntGaugeVec,
     /// Worker processes alive.
     pub workers_alive: IntGauge,
+    /// `queue`: jobs that ended FAILED or DEAD in the last 24 hours.
+    pub failed_last_day: IntGaugeVec,
     last: Arc<Mutex<Option<Snapshot>>>,
 }
 
@@ -89,6 +91,14 @@ impl Sampled {
             "api_worker_processes_alive",
             "Worker processes alive (heartbeat within 15 s)",
         )?;
+        let failed_last_day = IntGaugeVec::new(
+            Opts::new(
+                "api_queue_failed_last_day",
+                "Jobs that ended FAILED or DEAD in the last 24 hours, per queue",
+            ),
+            &["queue"],
+        )?;
+        registry.register(Box::new(failed_last_day.clone()))?;
         registry.register(Box::new(finished_last_minute.clone()))?;
         registry.register(Box::new(worker_processes.clone()))?;
         registry.register(Box::new(workers_alive.clone()))?;
@@ -104,6 +114,7 @@ impl Sampled {
             finished_last_minute,
             worker_processes,
             workers_alive,
+            failed_last_day,
             last: Arc::new(Mutex::new(None)),
         })
     }
@@ -146,6 +157,36 @@ where
         Ok(Ok(())) => Some(start.elapsed().as_secs_f64()),
         _ => None,
     }
+}
+
+/// Jobs that ended FAILED or DEAD in the last 24 hours, per queue.
+async fn failed_by_queue(
+    state: &AppState,
+) -> Result<std::collections::HashMap<String, i64>, mongodb::error::Error> {
+    use futures::TryStreamExt;
+    let since = bson::DateTime::from_chrono(Utc::now() - chrono::Duration::hours(24));
+    let rows: Vec<bson::Document> = state
+        .platform
+        .db
+        .unscoped::<bson::Document>(aigentable_jobs::record::COLLECTION)
+        .aggregate(vec![
+            bson::doc! { "$match": { "status": { "$in": ["FAILED", "DEAD"] }, "finishedAt": { "$gte": since } } },
+            bson::doc! { "$group": { "_id": "$queue", "n": { "$sum": 1 } } },
+        ])
+        .await?
+        .try_collect()
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let n = r
+                .get_i32("n")
+                .map(i64::from)
+                .or_else(|_| r.get_i64("n"))
+                .ok()?;
+            Some((r.get_str("_id").ok()?.to_owned(), n))
+        })
+        .collect())
 }
 
 /// Refreshes the sampled gauges.
@@ -208,6 +249,18 @@ pub async fn refresh(state: &AppState) {
         }
         Err(e) => tracing::debug!(error = %e, "live workers unavailable"),
     }
+    match failed_by_queue(state).await {
+        Ok(failed) => {
+            for q in Queue::ALL {
+                let n = failed.get(q.as_str()).copied().unwrap_or(0);
+                sampled
+                    .failed_last_day
+                    .with_label_values(&[q.as_str()])
+                    .set(n);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "failed job counts unavailable"),
+    }
     if let Some((memory, cpu)) = process_usage() {
         sampled.resident_memory.set(memory);
         sampled.cpu_seconds.set(cpu);
@@ -247,6 +300,8 @@ pub struct QueueFigures {
     pub throughput_per_second: f64,
     /// Worker processes alive serving this queue.
     pub worker_processes: i64,
+    /// Jobs that ended FAILED or DEAD in the last 24 hours.
+    pub failed_last_day: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -360,6 +415,7 @@ pub fn read(state: &AppState) -> SystemMetrics {
                 finished_last_minute: 0,
                 throughput_per_second: 0.0,
                 worker_processes: 0,
+                failed_last_day: 0,
             });
             let n = m.get_gauge().value() as i64;
             match label(m, "state") {
@@ -380,6 +436,11 @@ pub fn read(state: &AppState) -> SystemMetrics {
         }
     }
     for entry in queues.values_mut() {
+        entry.failed_last_day = gauge(
+            "api_queue_failed_last_day",
+            &[("queue", entry.queue.as_str())],
+        )
+        .unwrap_or(0.0) as i64;
         entry.worker_processes =
             gauge("api_worker_processes", &[("queue", entry.queue.as_str())]).unwrap_or(0.0) as i64;
     }

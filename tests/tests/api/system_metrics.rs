@@ -36,6 +36,20 @@ async fn platform_admins_see_live_figures_from_the_registry() {
     app.wait_document_ready(&admin, &document).await;
     let r = app.get("/api/v1/system/metrics", &admin).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    // An email that failed for good an hour ago counts among the failures.
+    app.allow_failed_jobs();
+    let now = bson::DateTime::now();
+    app.platform
+        .db
+        .unscoped::<bson::Document>("jobs")
+        .insert_one(bson::doc! {
+            "_id": aigentable_platform::ids::new_id(), "tenantId": &admin.tenant_id,
+            "type": "send_email", "queue": "emails", "status": "FAILED", "progress": 0,
+            "attempts": 1, "maxAttempts": 5, "lastError": "refused", "payload": {},
+            "createdBy": "system", "createdAt": now, "updatedAt": now, "finishedAt": now,
+        })
+        .await
+        .expect("failed job");
 
     let r = app.get("/api/v1/system/metrics", &root).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
@@ -77,6 +91,15 @@ async fn platform_admins_see_live_figures_from_the_registry() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(ingest["workerProcesses"], 1, "{m}");
+    let emails = m["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|q| q["queue"] == "emails")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(emails["failedLastDay"], 1, "{m}");
+    assert_eq!(ingest["failedLastDay"], 0, "{m}");
     assert!(
         ingest["finishedLastMinute"].as_i64().unwrap_or(0) >= 1,
         "{m}"
