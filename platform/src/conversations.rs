@@ -19,7 +19,7 @@ use crate::analytics::facts::{self, FactKind, Tracking};
 use crate::db::{Db, DbError, DbResult, PageRequest};
 use crate::ids::{TenantId, new_id};
 use crate::model::conversation::CONVERSATIONS;
-use crate::model::conversation::Handoff;
+use crate::model::conversation::{Handoff, HandoffReason};
 use crate::model::{
     Channel, Contact, Conversation, ConversationStatus, Message, MessageDirection, MessageStatus,
     SenderType,
@@ -435,7 +435,19 @@ pub async fn move_status(
         if facts::is_handoff(current.status, to) {
             set.insert("handedOff", true);
         }
-        if let Some(handoff) = &extras.handoff {
+        // The platform's own handoffs say why; any other taking of the
+        // conversation from the bot is staff's.
+        let staff = Handoff {
+            reason: HandoffReason::StaffTakeover,
+            note: "A member of staff took over the conversation.".to_owned(),
+            message_id: None,
+            created_at: Utc::now(),
+        };
+        let handoff = extras
+            .handoff
+            .as_ref()
+            .or_else(|| facts::is_handoff(current.status, to).then_some(&staff));
+        if let Some(handoff) = handoff {
             set.insert(
                 "handoff",
                 bson::to_bson(handoff).map_err(|e| DbError::Codec(e.to_string()))?,

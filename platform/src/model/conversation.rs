@@ -147,6 +147,12 @@ pub struct Conversation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HandoffReason {
+    /// A member of staff took the conversation from the bot.
+    StaffTakeover,
+    /// The AI provider failed (errors, timeouts, an empty answer).
+    ProviderFailure,
+    /// Nothing in the knowledge base matched the question.
+    LowConfidence,
     /// The plan's monthly allowance of bot replies is used up.
     MonthlyCap,
     /// A bot reply could not be delivered to the customer.
@@ -156,6 +162,9 @@ pub enum HandoffReason {
 impl HandoffReason {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::StaffTakeover => "staff_takeover",
+            Self::ProviderFailure => "provider_failure",
+            Self::LowConfidence => "low_confidence",
             Self::MonthlyCap => "monthly_cap",
             Self::DeliveryFailed => "delivery_failed",
         }

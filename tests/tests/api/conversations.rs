@@ -213,6 +213,18 @@ async fn status_machine_assignment_and_reopening() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["status"], "ACTIVE");
     assert!(r.body["assignedTo"].is_null());
+    // Taken from the bot by staff: the handoff says so; back to the bot, it
+    // is cleared.
+    let r = app
+        .put(&assign, &s, json!({ "userId": member.user_id }))
+        .await;
+    assert_eq!(
+        r.body["handoff"]["reason"], "staff_takeover",
+        "{:?}",
+        r.body
+    );
+    let r = app.put(&assign, &s, json!({ "userId": null })).await;
+    assert!(r.body["handoff"].is_null(), "{:?}", r.body);
 
     let r = app.put(&path, &s, status("RESOLVED")).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);

@@ -161,10 +161,16 @@ async fn without_a_provider_the_best_passage_answers_once() {
     let waiting = app
         .eventually(Duration::from_secs(10), || async {
             let r = app.get(&format!("/api/v1/conversations/{id}"), &s).await;
-            (r.body["status"] == "WAITING").then_some(())
+            (r.body["status"] == "WAITING").then_some(r.body)
         })
-        .await;
-    assert!(waiting.is_some(), "the conversation is handed to a human");
+        .await
+        .expect("the conversation is handed to a human");
+    // Nothing matched: staff see why.
+    assert_eq!(waiting["handoff"]["reason"], "low_confidence", "{waiting}");
+    assert_eq!(
+        waiting["handoff"]["messageId"],
+        now[1].reply_to.as_deref().unwrap_or("?")
+    );
     app.cleanup().await;
 }
 
@@ -480,6 +486,11 @@ async fn a_failing_provider_sends_the_fallback_and_hands_over() {
     assert!(waiting.is_some(), "browsers learn of the handoff");
     let r = app.get(&format!("/api/v1/conversations/{id}"), &s).await;
     assert_eq!(r.body["status"], "WAITING");
+    assert_eq!(
+        r.body["handoff"]["reason"], "provider_failure",
+        "{}",
+        r.body
+    );
 
     // Waiting for a human: the bot does not answer the next message.
     let (_, job) = deliver(&app, &s, &ch, vec![said("ana", "m2", "Hello?")]).await;

@@ -11,7 +11,7 @@ use aigentable_jobs::events;
 use aigentable_jobs::types::DeliverMessage;
 use aigentable_platform::conversations::{self, MoveExtras, RedisLock};
 use aigentable_platform::llm::ChatMessage;
-use aigentable_platform::model::conversation::reply_dedup_key;
+use aigentable_platform::model::conversation::{Handoff, HandoffReason, reply_dedup_key};
 use aigentable_platform::model::{
     Agent, Conversation, ConversationStatus, Message, MessageDirection, MessageStatus, SenderType,
 };
@@ -218,13 +218,27 @@ async fn answer_locked(
     events::new_message(&platform.kv, &reply).await;
     let delivery_job = enqueue_delivery(ctx, &reply).await?;
     let mut conversation_now = updated.unwrap_or(now);
-    if answer.fallback.is_some() {
+    if let Some(why) = &answer.fallback {
+        let handoff = Handoff {
+            // Without a provider, the fallback means nothing matched.
+            reason: if answer.retrieval_only {
+                HandoffReason::LowConfidence
+            } else {
+                HandoffReason::ProviderFailure
+            },
+            note: format!("The bot could not answer ({why}) and sent the fallback message."),
+            message_id: Some(question.id.clone()),
+            created_at: chrono::Utc::now(),
+        };
         match conversations::move_status(
             db,
             &ctx.tenant_id,
             &conversation.id,
             ConversationStatus::Waiting,
-            &MoveExtras::default(),
+            &MoveExtras {
+                handoff: Some(handoff),
+                ..MoveExtras::default()
+            },
         )
         .await
         {
