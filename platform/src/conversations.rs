@@ -7,6 +7,7 @@
 //! Publishing events and enqueueing jobs stays with the callers (the jobs
 //! crate depends on this one, not the other way round).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use bson::{Bson, Document, doc};
@@ -432,22 +433,23 @@ pub async fn move_status(
                 assigned.as_deref().map_or(Bson::Null, Bson::from),
             );
         }
-        if facts::is_handoff(current.status, to) {
+        let handed_off = facts::is_handoff(current.status, to);
+        if handed_off {
             set.insert("handedOff", true);
         }
         // The platform's own handoffs say why; any other taking of the
         // conversation from the bot is staff's.
-        let staff = Handoff {
-            reason: HandoffReason::StaffTakeover,
-            note: "A member of staff took over the conversation.".to_owned(),
-            message_id: None,
-            created_at: Utc::now(),
+        let handoff = match &extras.handoff {
+            Some(h) => Some(h.clone()),
+            None if handed_off => Some(Handoff {
+                reason: HandoffReason::StaffTakeover,
+                note: "A member of staff took over the conversation.".to_owned(),
+                message_id: None,
+                created_at: Utc::now(),
+            }),
+            None => None,
         };
-        let handoff = extras
-            .handoff
-            .as_ref()
-            .or_else(|| facts::is_handoff(current.status, to).then_some(&staff));
-        if let Some(handoff) = handoff {
+        if let Some(handoff) = &handoff {
             set.insert(
                 "handoff",
                 bson::to_bson(handoff).map_err(|e| DbError::Codec(e.to_string()))?,
@@ -531,7 +533,22 @@ pub struct RedisLock {
     kv: Kv,
     key: String,
     token: String,
+    ttl: Duration,
 }
+
+/// KEYS: lock. ARGV: token, ttl ms. Extends the lock if it is still ours.
+static RENEW_LOCK: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+    )
+});
+
+/// KEYS: lock. ARGV: token. Deletes the lock if it is still ours.
+static RELEASE_LOCK: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    )
+});
 
 impl RedisLock {
     pub async fn try_acquire(
@@ -553,6 +570,7 @@ impl RedisLock {
             kv: kv.clone(),
             key: key.to_owned(),
             token,
+            ttl,
         }))
     }
 
@@ -578,21 +596,20 @@ impl RedisLock {
     }
 
     /// Keeps the lock for as long as the returned guard lives, renewing it
-    /// to `ttl` every third of it: a short `ttl` then frees the lock soon
+    /// to its TTL every third of it: a short TTL then frees the lock soon
     /// after its holder dies, however long the work under it takes.
-    pub fn keep_alive(&self, ttl: Duration) -> KeepAlive {
+    pub fn keep_alive(&self) -> KeepAlive {
         let (kv, key, token) = (self.kv.clone(), self.key.clone(), self.token.clone());
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ttl_ms = u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut tick = tokio::time::interval((self.ttl / 3).max(Duration::from_millis(10)));
         let task = tokio::spawn(async move {
-            let script = redis::Script::new(
-                r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
-            );
-            let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(10)));
             tick.tick().await;
             loop {
                 tick.tick().await;
                 let mut conn = kv.conn();
-                match script
+                match RENEW_LOCK
                     .key(&key)
                     .arg(&token)
                     .arg(ttl_ms)
@@ -614,11 +631,8 @@ impl RedisLock {
     /// Releases the lock if it is still ours (it may have expired and been
     /// taken by someone else meanwhile).
     pub async fn release(self) -> redis::RedisResult<()> {
-        let script = redis::Script::new(
-            r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
-        );
         let mut conn = self.kv.conn();
-        script
+        RELEASE_LOCK
             .key(&self.key)
             .arg(&self.token)
             .invoke_async::<i64>(&mut conn)

@@ -133,16 +133,6 @@ const KEEP_SECS: u64 = 8 * 24 * 3600;
 /// Catching up looks back at most this far.
 const LOOK_BACK: TimeDelta = TimeDelta::days(8);
 
-/// KEYS: tick. ARGV: pending ms. Takes a tick nobody holds.
-static CLAIM_TICK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[1]) then return 1 end
-return 0
-",
-    )
-});
-
 /// KEYS: tick, last. ARGV: tick, job id, keep s. The tick's job is queued:
 /// the claim names it for good and `last` moves on.
 static SETTLE_TICK: LazyLock<Script> = LazyLock::new(|| {
@@ -177,13 +167,15 @@ fn last_key(kv: &Kv, task: Task) -> String {
 /// Claims a tick for this replica; false when another replica holds it
 /// (firing it now, or done).
 pub async fn claim(kv: &Kv, task: Task, tick: u64) -> redis::RedisResult<bool> {
-    let pending_ms = u64::try_from(PENDING.as_millis()).unwrap_or(u64::MAX);
-    let claimed: i64 = CLAIM_TICK
-        .key(tick_key(kv, task, tick))
-        .arg(pending_ms)
-        .invoke_async(&mut kv.conn())
+    let claimed: Option<String> = redis::cmd("SET")
+        .arg(tick_key(kv, task, tick))
+        .arg("pending")
+        .arg("NX")
+        .arg("PX")
+        .arg(u64::try_from(PENDING.as_millis()).unwrap_or(u64::MAX))
+        .query_async(&mut kv.conn())
         .await?;
-    Ok(claimed == 1)
+    Ok(claimed.is_some())
 }
 
 async fn enqueue<J: Job>(client: &JobClient, job: J) -> Result<String, BoxDynError> {

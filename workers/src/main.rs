@@ -84,12 +84,11 @@ async fn main() -> anyhow::Result<()> {
     let state = WorkerState::new(platform)?;
     let state = if Queue::needs_vectors_any(&queues) {
         state.with_vectors().await.with_context(|| {
+            let knowledge = Queue::KNOWLEDGE.map(Queue::as_str).join(",");
             format!(
-                "opening the vector store for the queues {}: with the embedded store, run them \
-                 in one workers process only (e.g. --queues {}) and the others elsewhere, or \
-                 set QDRANT_URL so that several processes share a Qdrant server",
-                Queue::KNOWLEDGE.map(Queue::as_str).join(","),
-                Queue::KNOWLEDGE.map(Queue::as_str).join(",")
+                "opening the vector store for the queues {knowledge}: with the embedded store, \
+                 run them in one workers process only (--queues {knowledge}) and the others \
+                 elsewhere, or set QDRANT_URL so that several processes share a Qdrant server"
             )
         })?
     } else {

@@ -42,18 +42,16 @@ return 1
     )
 });
 
-/// KEYS: workers, queues. ARGV: alive within ms. Flat (id, queues, age ms).
+/// KEYS: workers, queues. ARGV: alive within ms. Flat (id, queues) pairs.
 static ALIVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf', 'WITHSCORES')
-for i = 1, #live, 2 do
-  out[#out + 1] = live[i]
-  out[#out + 1] = redis.call('HGET', KEYS[2], live[i]) or ''
-  out[#out + 1] = now - tonumber(live[i + 1])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
 end
 return out
 "#,
@@ -98,7 +96,6 @@ pub async fn leave(
 pub struct LiveWorker {
     pub id: String,
     pub queues: Vec<String>,
-    pub last_beat: Duration,
 }
 
 pub async fn alive(
@@ -106,28 +103,22 @@ pub async fn alive(
     namespace: &str,
 ) -> Result<Vec<LiveWorker>, QueueError> {
     let (workers, served) = keys(namespace);
-    let flat: Vec<redis::Value> = ALIVE
+    let flat: Vec<String> = ALIVE
         .key(workers)
         .key(served)
         .arg(u64::try_from(ALIVE_WITHIN.as_millis()).unwrap_or(u64::MAX))
         .invoke_async(conn)
         .await?;
-    let text = |v: &redis::Value| match v {
-        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        redis::Value::SimpleString(s) => s.clone(),
-        _ => String::new(),
-    };
     Ok(flat
-        .chunks(3)
-        .filter_map(|c| match c {
-            [id, queues, redis::Value::Int(age)] => Some(LiveWorker {
-                id: text(id),
-                queues: text(queues)
+        .chunks_exact(2)
+        .filter_map(|pair| match pair {
+            [id, queues] => Some(LiveWorker {
+                id: id.clone(),
+                queues: queues
                     .split(',')
                     .filter(|q| !q.is_empty())
                     .map(str::to_owned)
                     .collect(),
-                last_beat: Duration::from_millis(u64::try_from(*age).unwrap_or(0)),
             }),
             _ => None,
         })

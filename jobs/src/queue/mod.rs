@@ -521,17 +521,14 @@ pub struct Depth {
 }
 
 pub async fn depth(conn: &mut ConnectionManager, keys: &QueueKeys) -> Result<Depth, QueueError> {
-    let ready: u64 = scripts::READY_COUNT
+    let (ready, delayed, inflight, dead): (u64, u64, u64, u64) = scripts::DEPTH
         .key(&keys.ready)
         .key(&keys.lanes)
+        .key(&keys.delayed)
+        .key(&keys.inflight)
+        .key(&keys.dead)
         .arg(&keys.lane_prefix)
         .invoke_async(conn)
-        .await?;
-    let (delayed, inflight, dead): (u64, u64, u64) = redis::pipe()
-        .zcard(&keys.delayed)
-        .zcard(&keys.inflight)
-        .zcard(&keys.dead)
-        .query_async(conn)
         .await?;
     Ok(Depth {
         ready,

@@ -154,16 +154,17 @@ return out
     )
 });
 
-/// KEYS: ready (earlier versions' list), lanes. ARGV: lane prefix. How
-/// many jobs wait in line.
-pub static READY_COUNT: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: ready (earlier versions' list), lanes, delayed, inflight, dead.
+/// ARGV: lane prefix. Jobs per state in one round trip: `{ready, delayed,
+/// inflight, dead}`, ready summed over every tenant's lane.
+pub static DEPTH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local n = redis.call('LLEN', KEYS[1])
+local ready = redis.call('LLEN', KEYS[1])
 for _, tenant in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-  n = n + redis.call('LLEN', ARGV[1] .. tenant)
+  ready = ready + redis.call('LLEN', ARGV[1] .. tenant)
 end
-return n
+return {ready, redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[5])}
 "#,
     )
 });

@@ -14,13 +14,13 @@ use serde_json::json;
 use aigentable_jobs::queue::QueueConfig;
 use aigentable_jobs::record::JobRecord;
 use aigentable_platform::Platform;
-use aigentable_platform::channels::signature::sign_meta;
 use aigentable_platform::model::Message;
 use aigentable_tests::config_from;
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::fake_providers::{
-    app_with_fake_and, create_agent, create_live_channel, whatsapp_text,
+    FakeProviders, app_with_fake_and, create_agent, create_live_channel, post_meta, whatsapp_text,
 };
+use aigentable_tests::{Session, TestApp};
 use aigentable_workers::{WorkerSetup, WorkerState, run_with};
 
 /// The parent's configuration variables, for the child.
@@ -107,7 +107,7 @@ impl WorkersProcess {
     }
 
     /// SIGKILL: no drain, no release, leases left to expire.
-    fn kill(mut self) {
+    fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -120,6 +120,80 @@ impl Drop for WorkersProcess {
     }
 }
 
+/// The WhatsApp number every fault test's channel answers on.
+const PNID: &str = "FAULT_PN";
+const APP_SECRET: &str = "fault-secret";
+
+/// An api without workers, a tenant whose default AI provider is a fake
+/// OpenAI server, an agent, and a live WhatsApp channel tested by the first
+/// workers process (returned running).
+struct Scene {
+    app: TestApp,
+    fake: FakeProviders,
+    llm: FakeOpenAi,
+    admin: Session,
+    first: WorkersProcess,
+}
+
+impl Scene {
+    async fn start() -> Self {
+        let (app, fake) = app_with_fake_and(&[], false).await;
+        let admin = app.register("Faults").await;
+        let llm = FakeOpenAi::start().await;
+        let r = app
+            .post(
+                "/api/v1/ai-providers",
+                &admin,
+                json!({"name": "fake", "type": "OPENAI_COMPATIBLE", "baseUrl": llm.base_url(),
+                       "apiKey": "sk-fault-0000", "chatModel": "fault-model", "isDefault": true}),
+            )
+            .await;
+        assert!(r.status.is_success(), "{:?}", r.body);
+        let agent = create_agent(&app, &admin).await;
+        let first = WorkersProcess::spawn(&app.env);
+        // Tested by the first workers process: Meta (the fake) confirms the
+        // account, and webhooks reach the channel.
+        create_live_channel(
+            &app,
+            &admin,
+            json!({"type": "WHATSAPP", "name": "faults", "agentId": agent,
+                   "config": {"phoneNumberId": PNID, "accessToken": "fault-token", "appSecret": APP_SECRET}}),
+        )
+        .await;
+        Self {
+            app,
+            fake,
+            llm,
+            admin,
+            first,
+        }
+    }
+
+    /// A signed webhook: `customer` says something.
+    async fn customer_says(&self, customer: &str, wamid: &str) {
+        let body = whatsapp_text(PNID, customer, wamid, "where is my order?");
+        let r = post_meta(
+            &self.app,
+            "/api/v1/webhooks/whatsapp",
+            &body,
+            Some(APP_SECRET),
+        )
+        .await;
+        assert!(r.status.is_success(), "webhook {wamid}: {}", r.status);
+    }
+
+    /// Sends to customers at the fake WhatsApp API, per customer.
+    fn sends(&self) -> HashMap<String, usize> {
+        let mut per: HashMap<String, usize> = HashMap::new();
+        for r in self.fake.requests_to(&format!("/{PNID}/messages")) {
+            if let Some(to) = r.body["to"].as_str() {
+                *per.entry(to.to_owned()).or_default() += 1;
+            }
+        }
+        per
+    }
+}
+
 /// A workers process is killed with SIGKILL while replies are being
 /// generated and sent; another one takes over. Every customer gets an
 /// answer, a customer answered twice only when the first send was in doubt
@@ -127,86 +201,38 @@ impl Drop for WorkersProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_process_leaves_no_customer_unanswered() {
     const CUSTOMERS: usize = 30;
-    let (app, fake) = app_with_fake_and(&[], false).await;
-    let admin = app.register("Faults").await;
+    let mut scene = Scene::start().await;
     // Replies take a while, so that many are in flight when the kill comes.
-    let llm = FakeOpenAi::start().await;
-    llm.set_delay(Duration::from_millis(300));
-    let r = app
-        .post(
-            "/api/v1/ai-providers",
-            &admin,
-            json!({"name": "fake", "type": "OPENAI_COMPATIBLE", "baseUrl": llm.base_url(),
-                   "apiKey": "sk-fault-0000", "chatModel": "fault-model", "isDefault": true}),
-        )
-        .await;
-    assert!(r.status.is_success(), "{:?}", r.body);
-    let agent = create_agent(&app, &admin).await;
-    let mut first = WorkersProcess::spawn(&app.env);
-    let pnid = "FAULT_PN";
-    // Tested by the first workers process: Meta (the fake) confirms the
-    // account, and webhooks reach the channel.
-    create_live_channel(
-        &app,
-        &admin,
-        json!({"type": "WHATSAPP", "name": "faults", "agentId": agent,
-               "config": {"phoneNumberId": pnid, "accessToken": "fault-token", "appSecret": "fault-secret"}}),
-    )
-    .await;
-
-    let url = app.url("/api/v1/webhooks/whatsapp");
-    let customers: Vec<String> = (0..CUSTOMERS).map(|i| format!("5577{i:04}")).collect();
-    for (i, customer) in customers.iter().enumerate() {
-        let raw = serde_json::to_vec(&whatsapp_text(
-            pnid,
-            customer,
-            &format!("wamid.fault{i}"),
-            "where is my order?",
-        ))
-        .expect("body");
-        let r = app
-            .http
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("x-hub-signature-256", sign_meta("fault-secret", &raw))
-            .body(raw)
-            .send()
-            .await
-            .expect("webhook sent");
-        assert!(r.status().is_success(), "webhook {i}: {}", r.status());
+    scene.llm.set_delay(Duration::from_millis(300));
+    for i in 0..CUSTOMERS {
+        scene
+            .customer_says(&format!("5577{i:04}"), &format!("wamid.fault{i}"))
+            .await;
     }
-    let sends = |fake: &aigentable_tests::fake_providers::FakeProviders| {
-        let mut per: HashMap<String, usize> = HashMap::new();
-        for r in fake.requests_to(&format!("/{pnid}/messages")) {
-            if let Some(to) = r.body["to"].as_str() {
-                *per.entry(to.to_owned()).or_default() += 1;
-            }
-        }
-        per
-    };
+    let app = &scene.app;
     let some = app
         .eventually(Duration::from_secs(60), || async {
-            (sends(&fake).len() >= 3).then_some(())
+            (scene.sends().len() >= 3).then_some(())
         })
         .await;
     assert!(some.is_some(), "the first workers process answered some");
     assert!(
-        first.alive(),
+        scene.first.alive(),
         "the first workers process ran until the kill"
     );
-    let answered_before_kill = sends(&fake).len();
-    first.kill();
+    let answered_before_kill = scene.sends().len();
+    scene.first.kill();
     let killed_at = std::time::Instant::now();
 
     let mut second = WorkersProcess::spawn(&app.env);
     let all = app
         .eventually(Duration::from_secs(240), || async {
-            (sends(&fake).len() >= CUSTOMERS).then_some(())
+            (scene.sends().len() >= CUSTOMERS).then_some(())
         })
         .await;
-    let per = sends(&fake);
+    let per = scene.sends();
     if all.is_none() {
-        dump_state(&app).await;
+        dump_state(app).await;
     }
     eprintln!(
         "all answered {:?} after the kill ({answered_before_kill} before it)",
@@ -223,7 +249,7 @@ async fn a_killed_workers_process_leaves_no_customer_unanswered() {
     );
 
     // A customer answered twice: only a reply whose send was in doubt.
-    let tenant = aigentable_platform::ids::TenantId::from_trusted(admin.tenant_id.clone());
+    let tenant = aigentable_platform::ids::TenantId::from_trusted(scene.admin.tenant_id.clone());
     let replies: Vec<Message> = app
         .platform
         .db
@@ -258,7 +284,6 @@ async fn a_killed_workers_process_leaves_no_customer_unanswered() {
             (open == 0).then_some(())
         })
         .await;
-    eprintln!("jobs settled {:?} after the kill", killed_at.elapsed());
     assert!(settled.is_some(), "every job record reached an outcome");
     let failed = app
         .platform
@@ -269,7 +294,7 @@ async fn a_killed_workers_process_leaves_no_customer_unanswered() {
         .expect("count");
     assert_eq!(failed, 0, "no job failed");
     second.kill();
-    app.cleanup().await;
+    scene.app.cleanup().await;
 }
 
 /// A workers process gets SIGTERM while a reply is being generated (a slow
@@ -278,42 +303,11 @@ async fn a_killed_workers_process_leaves_no_customer_unanswered() {
 /// reply's job has spent one attempt only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_workers_process_hands_its_reply_back_without_spending_an_attempt() {
-    let (app, fake) = app_with_fake_and(&[], false).await;
-    let admin = app.register("Drains").await;
-    let llm = FakeOpenAi::start().await;
-    let r = app
-        .post(
-            "/api/v1/ai-providers",
-            &admin,
-            json!({"name": "fake", "type": "OPENAI_COMPATIBLE", "baseUrl": llm.base_url(),
-                   "apiKey": "sk-drain-0000", "chatModel": "drain-model", "isDefault": true}),
-        )
-        .await;
-    assert!(r.status.is_success(), "{:?}", r.body);
-    let agent = create_agent(&app, &admin).await;
-    let mut first = WorkersProcess::spawn(&app.env);
-    let pnid = "DRAIN_PN";
-    create_live_channel(
-        &app,
-        &admin,
-        json!({"type": "WHATSAPP", "name": "drains", "agentId": agent,
-               "config": {"phoneNumberId": pnid, "accessToken": "drain-token", "appSecret": "drain-secret"}}),
-    )
-    .await;
+    let mut scene = Scene::start().await;
+    let (app, llm) = (&scene.app, &scene.llm);
     // Longer than the grace period: the reply cannot finish in time.
     llm.set_delay(Duration::from_secs(20));
-    let raw = serde_json::to_vec(&whatsapp_text(pnid, "5566001", "wamid.drain1", "hello?"))
-        .expect("body");
-    let r = app
-        .http
-        .post(app.url("/api/v1/webhooks/whatsapp"))
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", sign_meta("drain-secret", &raw))
-        .body(raw)
-        .send()
-        .await
-        .expect("webhook sent");
-    assert!(r.status().is_success(), "{}", r.status());
+    scene.customer_says("5566001", "wamid.drain1").await;
     let asked = app
         .eventually(Duration::from_secs(30), || async {
             (!llm.chat_requests().is_empty()).then_some(())
@@ -321,20 +315,20 @@ async fn a_stopped_workers_process_hands_its_reply_back_without_spending_an_atte
         .await;
     assert!(asked.is_some(), "the reply is being generated");
 
-    let status = first.terminate(Duration::from_secs(15));
+    let status = scene.first.terminate(Duration::from_secs(15));
     assert!(
         status.is_some_and(|s| s.success()),
         "the workers process drained and exited: {status:?}"
     );
     llm.set_delay(Duration::ZERO);
-    let _second = WorkersProcess::spawn(&app.env);
+    let second = WorkersProcess::spawn(&app.env);
     let sent = app
         .eventually(Duration::from_secs(60), || async {
-            (!fake.requests_to(&format!("/{pnid}/messages")).is_empty()).then_some(())
+            (!scene.sends().is_empty()).then_some(())
         })
         .await;
     if sent.is_none() {
-        dump_state(&app).await;
+        dump_state(app).await;
     }
     assert!(sent.is_some(), "the customer was answered");
     let reply = app
@@ -359,12 +353,9 @@ async fn a_stopped_workers_process_hands_its_reply_back_without_spending_an_atte
         "asked twice: the interrupted run and the one that answered"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        fake.requests_to(&format!("/{pnid}/messages")).len(),
-        1,
-        "answered once"
-    );
-    app.cleanup().await;
+    assert_eq!(scene.sends().values().sum::<usize>(), 1, "answered once");
+    drop(second);
+    scene.app.cleanup().await;
 }
 
 /// What is left unfinished, printed when the test is about to fail.

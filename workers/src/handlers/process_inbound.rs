@@ -213,7 +213,7 @@ async fn process_message(
         .await
         .map_err(JobError::transient)?
         .ok_or_else(|| JobError::transient("another message of this customer is being stored"))?;
-    let alive = lock.keep_alive(INBOUND_LOCK_TTL);
+    let alive = lock.keep_alive();
     let stored = store_locked(ctx, channel, incoming, text, dedup_key).await;
     drop(alive);
     if let Err(e) = lock.release().await {

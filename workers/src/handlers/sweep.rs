@@ -229,41 +229,30 @@ async fn remove_old_backups(ctx: &JobContext) -> Result<u64, JobError> {
     let platform = &ctx.state.platform;
     let config = &platform.config;
     let coll = platform.db.unscoped::<bson::Document>(BACKUPS);
-    let completed: Vec<(String, chrono::DateTime<chrono::Utc>)> = coll
-        .find(doc! { "status": "COMPLETED" })
-        .projection(doc! { "_id": 1, "completedAt": 1 })
-        .await
-        .map_err(JobError::transient)?
-        .try_collect::<Vec<bson::Document>>()
-        .await
-        .map_err(JobError::transient)?
-        .into_iter()
-        .filter_map(|d| {
-            Some((
-                d.get_str("_id").ok()?.to_owned(),
-                d.get_datetime("completedAt").ok()?.to_chrono(),
-            ))
-        })
-        .collect();
-    let mut doomed = backups::beyond_retention(
-        completed,
-        config.backup_keep_daily,
-        config.backup_keep_weekly,
-    );
-    let week_ago = bson::DateTime::from_chrono(chrono::Utc::now() - chrono::Duration::days(7));
-    let failed: Vec<bson::Document> = coll
-        .find(doc! { "status": "FAILED", "updatedAt": { "$lt": week_ago } })
-        .projection(doc! { "_id": 1 })
+    let ended: Vec<bson::Document> = coll
+        .find(doc! { "status": { "$in": ["COMPLETED", "FAILED"] } })
+        .projection(doc! { "_id": 1, "status": 1, "completedAt": 1, "updatedAt": 1 })
         .await
         .map_err(JobError::transient)?
         .try_collect()
         .await
         .map_err(JobError::transient)?;
-    doomed.extend(
-        failed
-            .iter()
-            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned)),
-    );
+    let week_ago = chrono::Utc::now() - chrono::Duration::days(7);
+    let (mut completed, mut doomed) = (Vec::new(), Vec::new());
+    for d in &ended {
+        let Ok(id) = d.get_str("_id") else { continue };
+        let at = |field: &str| d.get_datetime(field).ok().map(|t| t.to_chrono());
+        match d.get_str("status") {
+            Ok("COMPLETED") => completed.extend(at("completedAt").map(|t| (id.to_owned(), t))),
+            _ if at("updatedAt").is_some_and(|t| t < week_ago) => doomed.push(id.to_owned()),
+            _ => {}
+        }
+    }
+    doomed.extend(backups::beyond_retention(
+        completed,
+        config.backup_keep_daily,
+        config.backup_keep_weekly,
+    ));
     let mut removed = 0;
     for id in doomed {
         if let Ok(dir) = backups::dir(&config.data_dir, &id) {

@@ -80,7 +80,7 @@ pub(super) async fn answer(
             after: REPLY_LOCK_RETRY,
             reason: "another reply of this conversation is being generated".to_owned(),
         })?;
-    let alive = lock.keep_alive(REPLY_LOCK_TTL);
+    let alive = lock.keep_alive();
     let result = answer_locked(agent_id, ctx, &conversation, &question).await;
     drop(alive);
     if let Err(e) = lock.release().await {
