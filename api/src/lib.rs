@@ -2,6 +2,7 @@
 //! enqueues slow work as jobs.
 
 pub mod accepted;
+pub mod cli;
 pub mod error;
 pub mod extract;
 pub mod guard;

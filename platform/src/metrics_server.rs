@@ -1,5 +1,10 @@
 //! `GET /metrics` for processes that have no api of their own (workers,
-//! scheduler): a Prometheus registry served by salvo.
+//! scheduler): a Prometheus registry served by salvo, with the probes an
+//! orchestrator needs: `GET /healthz` (the process answers) and
+//! `GET /readyz` (200 while it takes work, 503 once it drains).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus::{Encoder, Registry, TextEncoder};
 use salvo::conn::tcp::TcpAcceptor;
@@ -11,6 +16,41 @@ use crate::config::Secret;
 
 #[derive(Clone)]
 struct Exposed(Registry, Option<Secret<String>>);
+
+/// Whether a process takes work: false until it has started and again from
+/// the moment it begins to drain, so that a load balancer or an autoscaler
+/// stops counting it while it finishes what it holds.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[handler]
+async fn healthz(res: &mut Response) {
+    res.render(Json(serde_json::json!({ "status": "ok" })));
+}
+
+#[handler]
+async fn readyz(depot: &mut Depot, res: &mut Response) {
+    let ready = depot
+        .get_typed::<Readiness>()
+        .map(Readiness::is_ready)
+        .unwrap_or(false);
+    if !ready {
+        res.status_code(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    res.render(Json(serde_json::json!({
+        "status": if ready { "ready" } else { "draining" }
+    })));
+}
 
 /// Whether `req` may read metrics: always without a `METRICS_TOKEN`,
 /// otherwise only with `Authorization: Bearer <token>` (compared in
@@ -70,17 +110,33 @@ pub async fn serve(listener: TcpAcceptor, registry: Registry) {
     serve_with_token(listener, registry, None).await;
 }
 
-/// [`serve`], requiring `token` as a bearer token when given.
+/// [`serve`], requiring `token` as a bearer token when given; ready for
+/// as long as the process lives.
 pub async fn serve_with_token(
     listener: TcpAcceptor,
     registry: Registry,
     token: Option<Secret<String>>,
+) {
+    let ready = Readiness::default();
+    ready.set(true);
+    serve_with_readiness(listener, registry, token, ready).await;
+}
+
+/// [`serve_with_token`], with `/readyz` following `ready`.
+pub async fn serve_with_readiness(
+    listener: TcpAcceptor,
+    registry: Registry,
+    token: Option<Secret<String>>,
+    ready: Readiness,
 ) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "metrics listening");
     }
     let router = Router::new()
         .hoop(salvo::affix_state::inject(Exposed(registry, token)))
-        .push(Router::with_path("metrics").get(expose));
+        .hoop(salvo::affix_state::inject(ready))
+        .push(Router::with_path("metrics").get(expose))
+        .push(Router::with_path("healthz").get(healthz))
+        .push(Router::with_path("readyz").get(readyz));
     Server::new(listener).serve(router).await;
 }

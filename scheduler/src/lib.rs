@@ -10,6 +10,8 @@
 //! the latest scheduled time after `last` that nobody fired is caught up,
 //! once (not every missed one).
 
+pub mod cli;
+
 use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;

@@ -393,6 +393,32 @@ impl TestApp {
         }
     }
 
+    /// A client of another api process at `base` (a real `api` binary in a
+    /// scale-out test) on this app's database: every request helper goes
+    /// there. Never `cleanup` it (this app owns the data).
+    pub fn client_for(&self, base: &str) -> TestApp {
+        let (stop_api, _) = oneshot::channel::<()>();
+        let addr = base
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap_or(self.addr);
+        TestApp {
+            addr,
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+            platform: self.platform.clone(),
+            env: self.env.clone(),
+            _stop_api: stop_api,
+            stop_worker: None,
+            worker: None,
+            owner: false,
+            with_workers: false,
+            drain_state: tokio::sync::OnceCell::new(),
+            failed_jobs_expected: AtomicBool::new(false),
+            cleaned: false,
+        }
+    }
+
     /// A platform administrator (`SUPER_ADMIN`) acting on `acting_on`'s
     /// tenant (`X-Tenant-ID`).
     pub async fn super_admin(&self, acting_on: &Session) -> Session {
@@ -452,10 +478,17 @@ impl TestApp {
 
     /// Jobs of one type that are ready, delayed or in flight.
     async fn waiting_or_running(&self, keys: &QueueKeys) -> u64 {
-        let d = job_queue::depth(&mut self.platform.kv.conn(), keys)
-            .await
-            .expect("queue depth readable");
-        d.ready + d.delayed + d.inflight
+        // A connection that was idle across a Redis restart fails its first
+        // command and reconnects: one more try.
+        let mut last = None;
+        for _ in 0..3 {
+            match job_queue::depth(&mut self.platform.kv.conn(), keys).await {
+                Ok(d) => return d.ready + d.delayed + d.inflight,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("queue depth readable: {last:?}")
     }
 
     /// Runs the jobs waiting on `queue` with the real workers until none is

@@ -1,6 +1,7 @@
 //! Worker processes: run jobs from the Redis queues against MongoDB and the
 //! outside world, keeping each job's record and realtime events truthful.
 
+pub mod cli;
 pub mod handlers;
 pub mod mailer;
 pub mod metrics;

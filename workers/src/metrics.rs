@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Outcome of one job run, the `outcome` label of `jobs_total`.
@@ -52,6 +52,8 @@ pub struct Metrics {
     pub jobs: IntCounterVec,
     pub duration: HistogramVec,
     pub depth: IntGaugeVec,
+    /// `queue`, `job`: how long the job that has waited longest has waited.
+    pub oldest_wait: GaugeVec,
     pub restarts: IntCounterVec,
 }
 
@@ -76,6 +78,13 @@ impl Metrics {
             ),
             &["queue", "job", "state"],
         )?;
+        let oldest_wait = GaugeVec::new(
+            Opts::new(
+                "queue_oldest_job_age_seconds",
+                "How long the job that has waited longest for a worker has waited (0 when none waits)",
+            ),
+            &["queue", "job"],
+        )?;
         let restarts = IntCounterVec::new(
             Opts::new(
                 "worker_restarts_total",
@@ -86,12 +95,14 @@ impl Metrics {
         registry.register(Box::new(jobs.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(depth.clone()))?;
+        registry.register(Box::new(oldest_wait.clone()))?;
         registry.register(Box::new(restarts.clone()))?;
         Ok(Self {
             registry,
             jobs,
             duration,
             depth,
+            oldest_wait,
             restarts,
         })
     }

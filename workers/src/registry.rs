@@ -399,6 +399,10 @@ async fn report_depth(
                             .with_label_values(&[queue.as_str(), job, state])
                             .set(i64::try_from(n).unwrap_or(i64::MAX));
                     }
+                    metrics
+                        .oldest_wait
+                        .with_label_values(&[queue.as_str(), job])
+                        .set(d.oldest_wait.as_secs_f64());
                 }
                 Err(e) => tracing::debug!(queue = %queue, error = %e, "queue depth unavailable"),
             }

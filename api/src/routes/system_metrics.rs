@@ -42,6 +42,9 @@ pub struct Sampled {
     pub workers_alive: IntGauge,
     /// `queue`: jobs that ended FAILED or DEAD in the last 24 hours.
     pub failed_last_day: IntGaugeVec,
+    /// `queue`, `job`: how long the job that has waited longest for a
+    /// worker has waited.
+    pub oldest_wait: GaugeVec,
     last: Arc<Mutex<Option<Snapshot>>>,
 }
 
@@ -98,6 +101,14 @@ impl Sampled {
             ),
             &["queue"],
         )?;
+        let oldest_wait = GaugeVec::new(
+            Opts::new(
+                "api_queue_oldest_job_age_seconds",
+                "How long the job that has waited longest for a worker has waited, per queue and type (0 when none waits)",
+            ),
+            &["queue", "job"],
+        )?;
+        registry.register(Box::new(oldest_wait.clone()))?;
         registry.register(Box::new(failed_last_day.clone()))?;
         registry.register(Box::new(finished_last_minute.clone()))?;
         registry.register(Box::new(worker_processes.clone()))?;
@@ -115,6 +126,7 @@ impl Sampled {
             worker_processes,
             workers_alive,
             failed_last_day,
+            oldest_wait,
             last: Arc::new(Mutex::new(None)),
         })
     }
@@ -218,6 +230,10 @@ pub async fn refresh(state: &AppState) {
                         .with_label_values(&[queue_name, job, s])
                         .set(i64::try_from(n).unwrap_or(i64::MAX));
                 }
+                sampled
+                    .oldest_wait
+                    .with_label_values(&[queue_name, job])
+                    .set(d.oldest_wait.as_secs_f64());
             }
             Err(e) => tracing::debug!(queue = queue_name, error = %e, "queue depth unavailable"),
         }
@@ -302,6 +318,10 @@ pub struct QueueFigures {
     pub worker_processes: i64,
     /// Jobs that ended FAILED or DEAD in the last 24 hours.
     pub failed_last_day: i64,
+    /// How long the job that has waited longest for a worker in this queue
+    /// has waited, in seconds (0 when none waits): what to scale workers
+    /// or alert on.
+    pub oldest_job_age_seconds: f64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -416,6 +436,7 @@ pub fn read(state: &AppState) -> SystemMetrics {
                 throughput_per_second: 0.0,
                 worker_processes: 0,
                 failed_last_day: 0,
+                oldest_job_age_seconds: 0.0,
             });
             let n = m.get_gauge().value() as i64;
             match label(m, "state") {
@@ -424,6 +445,16 @@ pub fn read(state: &AppState) -> SystemMetrics {
                 "inflight" => entry.running += n,
                 "dead" => entry.dead += n,
                 _ => {}
+            }
+        }
+    }
+    if let Some(f) = families(&all, &prefixed("api_queue_oldest_job_age_seconds")) {
+        for m in f.get_metric() {
+            if let Some(entry) = queues.get_mut(label(m, "queue")) {
+                let age = round(m.get_gauge().value(), 3);
+                if age > entry.oldest_job_age_seconds {
+                    entry.oldest_job_age_seconds = age;
+                }
             }
         }
     }

@@ -393,6 +393,7 @@ impl<J: Job> Persistence for QueuePersistence<J> {
             .key(&self.keys.owners)
             .key(&self.keys.lanes)
             .key(&self.keys.lane_of)
+            .key(&self.keys.since)
             .arg(now_ms())
             .arg(self.deadline())
             .arg(self.claimable())

@@ -136,6 +136,8 @@ pub struct QueueKeys {
     /// The claim field of each job that holds one, so that settling the
     /// job frees its key in the same script.
     pub claim_of: String,
+    /// When each queued job entered its lane (see [`scripts`]).
+    pub since: String,
     /// Pub/sub channel: `ready` went from empty to non-empty.
     pub wake: String,
 }
@@ -185,6 +187,7 @@ impl QueueKeys {
             done: key("done"),
             claims: key("claims"),
             claim_of: key("claim_of"),
+            since: key("since"),
             wake: key("wake"),
         }
     }
@@ -235,6 +238,7 @@ pub async fn push<J: Job>(
         .key(&keys.owners)
         .key(&keys.done)
         .key(&keys.lane_of)
+        .key(&keys.since)
         .arg(&keys.wake)
         .arg(&keys.lane_prefix);
     for (id, envelope) in jobs {
@@ -449,6 +453,7 @@ pub async fn release(
         .key(&keys.lanes)
         .key(&keys.owners)
         .key(&keys.lane_of)
+        .key(&keys.since)
         .arg(&keys.wake)
         .arg(&keys.lane_prefix);
     for (id, token) in held {
@@ -470,6 +475,7 @@ pub async fn reap(
         .key(&keys.lanes)
         .key(&keys.owners)
         .key(&keys.lane_of)
+        .key(&keys.since)
         .arg(now_ms)
         .arg(limit)
         .arg(&keys.wake)
@@ -518,15 +524,21 @@ pub struct Depth {
     pub delayed: u64,
     pub inflight: u64,
     pub dead: u64,
+    /// How long the job that has waited longest for a worker has waited
+    /// (zero when none waits): what an autoscaler or an alert watches, as
+    /// a long queue that drains fast is healthy and a short one that does
+    /// not move is not.
+    pub oldest_wait: Duration,
 }
 
 pub async fn depth(conn: &mut ConnectionManager, keys: &QueueKeys) -> Result<Depth, QueueError> {
-    let (ready, delayed, inflight, dead): (u64, u64, u64, u64) = scripts::DEPTH
+    let (ready, delayed, inflight, dead, waited_ms): (u64, u64, u64, u64, u64) = scripts::DEPTH
         .key(&keys.ready)
         .key(&keys.lanes)
         .key(&keys.delayed)
         .key(&keys.inflight)
         .key(&keys.dead)
+        .key(&keys.since)
         .arg(&keys.lane_prefix)
         .invoke_async(conn)
         .await?;
@@ -535,6 +547,7 @@ pub async fn depth(conn: &mut ConnectionManager, keys: &QueueKeys) -> Result<Dep
         delayed,
         inflight,
         dead,
+        oldest_wait: Duration::from_millis(waited_ms),
     })
 }
 

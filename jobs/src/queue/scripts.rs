@@ -16,9 +16,11 @@
 //! jobs with a MongoDB record only, kept for a while so that the sweep can
 //! tell a finished job whose record update failed from a lost one),
 //! `claims` (HASH `{tenant}:{idempotency key}` → `{job id} {claimed ms}`)
-//! and `claim_of` (HASH job id → its claim field). `wake`
-//! is the pub/sub channel
-//! announcing that `ready` stopped being empty.
+//! and `claim_of` (HASH job id → its claim field), `since` (HASH id → ms
+//! it entered its lane, by Redis's clock: how long the head of each lane has
+//! waited, the age of the oldest job that an autoscaler or an alert
+//! watches). `wake` is the pub/sub channel announcing that `ready` stopped
+//! being empty.
 //!
 //! Leases are owned: every claim gets a token, and renewing, settling or
 //! releasing a job only acts when the caller presents the token of the
@@ -31,13 +33,17 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Lua shared by the scripts that put ids back in line. `lane_of`,
-/// `lanes` and the lane prefix are the first three arguments of `requeue`.
-/// `front` puts the id at the consuming end of its lane and a new lane at
-/// the consuming end of the ring (it runs next); otherwise at the back.
-/// Returns 1 when the tenant's lane was empty (it joined the ring).
+/// `lanes` and the lane prefix are the first three arguments of `requeue`,
+/// `since` the fourth. `front` puts the id at the consuming end of its lane
+/// and a new lane at the consuming end of the ring (it runs next);
+/// otherwise at the back. Returns 1 when the tenant's lane was empty (it
+/// joined the ring).
 const REQUEUE: &str = r#"
-local function requeue(lane_of, lanes, prefix, id, front)
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local function requeue(lane_of, lanes, prefix, since, id, front)
   local tenant = redis.call('HGET', lane_of, id) or ''
+  redis.call('HSET', since, id, now_ms)
   local len
   if front then
     len = redis.call('RPUSH', prefix .. tenant, id)
@@ -60,8 +66,8 @@ fn with_requeue(body: &str) -> Script {
     Script::new(&format!("{REQUEUE}\n{body}"))
 }
 
-/// KEYS: data, attempts, dead, errors, lanes, owners, done, lane_of. ARGV:
-/// wake channel, lane prefix, then (id, tenant, payload) triples. An id
+/// KEYS: data, attempts, dead, errors, lanes, owners, done, lane_of,
+/// since. ARGV: wake channel, lane prefix, then (id, tenant, payload) triples. An id
 /// that is already queued, delayed or running is left alone (pushing it
 /// again would run it twice); a dead one is revived with a fresh attempt
 /// count. Returns how many ids were queued.
@@ -82,7 +88,7 @@ for i = 3, #ARGV, 3 do
     redis.call('HDEL', KEYS[6], id)
     redis.call('ZREM', KEYS[7], id)
     redis.call('HSET', KEYS[8], id, ARGV[i + 1])
-    joined = joined + requeue(KEYS[8], KEYS[5], ARGV[2], id, false)
+    joined = joined + requeue(KEYS[8], KEYS[5], ARGV[2], KEYS[9], id, false)
     queued = queued + 1
   end
 end
@@ -97,7 +103,7 @@ return queued
 });
 
 /// KEYS: ready (earlier versions' list), delayed, inflight, data, attempts,
-/// owners, lanes, lane_of. ARGV: now ms, lease deadline ms, batch size,
+/// owners, lanes, lane_of, since. ARGV: now ms, lease deadline ms, batch size,
 /// promote limit, claim token, lane prefix. Moves at most `promote limit`
 /// due delayed ids to the consuming end of their lanes, then claims up to
 /// `batch` ids, one per tenant in turn: counts the attempt (here, because a
@@ -111,13 +117,14 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, to
 if #due > 0 then
   redis.call('ZREM', KEYS[2], unpack(due))
   for _, id in ipairs(due) do
-    requeue(KEYS[8], KEYS[7], ARGV[6], id, true)
+    requeue(KEYS[8], KEYS[7], ARGV[6], KEYS[9], id, true)
   end
 end
 local want = tonumber(ARGV[3])
 local claimed = 0
 local out = {}
 local function claim(id)
+  redis.call('HDEL', KEYS[9], id)
   local payload = redis.call('HGET', KEYS[4], id)
   -- No payload: the job finished elsewhere (e.g. it was reclaimed after a
   -- stall and its first run completed); drop the stale id.
@@ -154,17 +161,35 @@ return out
     )
 });
 
-/// KEYS: ready (earlier versions' list), lanes, delayed, inflight, dead.
-/// ARGV: lane prefix. Jobs per state in one round trip: `{ready, delayed,
-/// inflight, dead}`, ready summed over every tenant's lane.
+/// KEYS: ready (earlier versions' list), lanes, delayed, inflight, dead,
+/// since. ARGV: lane prefix. Jobs per state in one round trip: `{ready,
+/// delayed, inflight, dead, waited}`, ready summed over every tenant's
+/// lane; `waited` is how long (ms, by Redis's clock) the job that has waited
+/// longest for a worker has waited: the heads of the lanes, and delayed
+/// jobs already due (they wait in `delayed` until a fetch promotes them),
+/// counted from their due time. 0 when nothing waits.
 pub static DEPTH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local ready = redis.call('LLEN', KEYS[1])
-for _, tenant in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-  ready = ready + redis.call('LLEN', ARGV[1] .. tenant)
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local oldest = now
+local function waiting(id)
+  if id then
+    local since = tonumber(redis.call('HGET', KEYS[6], id))
+    if since and since < oldest then oldest = since end
+  end
 end
-return {ready, redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[5])}
+local ready = redis.call('LLEN', KEYS[1])
+waiting(redis.call('LINDEX', KEYS[1], -1))
+for _, tenant in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  local lane = ARGV[1] .. tenant
+  ready = ready + redis.call('LLEN', lane)
+  waiting(redis.call('LINDEX', lane, -1))
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+if #due == 2 and tonumber(due[2]) < oldest then oldest = tonumber(due[2]) end
+return {ready, redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[5]), now - oldest}
 "#,
     )
 });
@@ -246,7 +271,8 @@ return lost
     )
 });
 
-/// KEYS: inflight, attempts, lanes, owners, lane_of. ARGV: wake channel,
+/// KEYS: inflight, attempts, lanes, owners, lane_of, since. ARGV: wake
+/// channel,
 /// lane prefix, then (id, token) pairs. Gives back jobs this claim holds
 /// (claimed but never started, or still running when a graceful
 /// shutdown's grace ran out) without counting an attempt, at the consuming
@@ -263,7 +289,7 @@ for i = 3, #ARGV, 2 do
     and redis.call('ZREM', KEYS[1], id) == 1 then
     redis.call('HDEL', KEYS[4], id)
     redis.call('HINCRBY', KEYS[2], id, -1)
-    joined = joined + requeue(KEYS[5], KEYS[3], ARGV[2], id, true)
+    joined = joined + requeue(KEYS[5], KEYS[3], ARGV[2], KEYS[6], id, true)
     n = n + 1
   end
 end
@@ -275,7 +301,7 @@ return n
     )
 });
 
-/// KEYS: inflight, lanes, owners, lane_of. ARGV: now ms, limit, wake
+/// KEYS: inflight, lanes, owners, lane_of, since. ARGV: now ms, limit, wake
 /// channel, lane prefix. Requeues up to `limit` jobs whose lease expired
 /// (their worker died or stalled) and revokes their claim. Their attempt
 /// was already counted when they were claimed.
@@ -290,7 +316,7 @@ redis.call('ZREM', KEYS[1], unpack(ids))
 redis.call('HDEL', KEYS[3], unpack(ids))
 local joined = 0
 for _, id in ipairs(ids) do
-  joined = joined + requeue(KEYS[4], KEYS[2], ARGV[4], id, true)
+  joined = joined + requeue(KEYS[4], KEYS[2], ARGV[4], KEYS[5], id, true)
 end
 if joined > 0 and redis.call('LLEN', KEYS[2]) == joined then
   redis.call('PUBLISH', ARGV[3], '1')

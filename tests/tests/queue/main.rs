@@ -4,6 +4,7 @@
 
 mod faults;
 mod reliability;
+mod scale_out;
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};

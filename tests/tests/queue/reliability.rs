@@ -280,6 +280,64 @@ async fn a_stale_claim_cannot_touch_the_new_owners_lease() {
 /// worker. When the stalled run ends with a retryable error, it must not
 /// reschedule the job under the new owner: the job never runs twice at
 /// once and runs exactly twice in all.
+/// The age of the job that has waited longest, what an autoscaler watches:
+/// it grows while a job waits in its lane, counts a due retry from its due
+/// time, and is zero once every job is claimed.
+#[tokio::test]
+async fn the_oldest_waiting_job_is_measured_until_it_is_claimed() {
+    let rig = Rig::new(fast_config()).await;
+    let keys = rig.keys::<SlowJob>();
+    let mut conn = rig.conn();
+    let empty = queue::depth(&mut conn, &keys).await.expect("depth");
+    assert_eq!(empty.oldest_wait, Duration::ZERO, "nothing waits");
+    let job = || SlowJob {
+        run_ms: vec![0],
+        fail_runs: vec![],
+    };
+    let (first, second) = (new_id(), new_id());
+    rig.push(&first, job()).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    rig.push(&second, job()).await;
+    let waiting = queue::depth(&mut conn, &keys).await.expect("depth");
+    assert_eq!(waiting.ready, 2);
+    assert!(
+        waiting.oldest_wait >= Duration::from_millis(400)
+            && waiting.oldest_wait < Duration::from_secs(5),
+        "the first job has waited since its push: {waiting:?}"
+    );
+
+    let queue = queue::RedisQueue::<SlowJob>::new(conn.clone(), keys.clone(), fast_config(), None);
+    let mut claimed = 0;
+    for _ in 0..3 {
+        if claimed < 2 {
+            claimed += queue.claim_and_abandon().await.expect("claim").len();
+        }
+    }
+    assert_eq!(claimed, 2, "both jobs claimed");
+    let none = queue::depth(&mut conn, &keys).await.expect("depth");
+    assert_eq!(
+        (none.ready, none.inflight, none.oldest_wait),
+        (0, 2, Duration::ZERO),
+        "claimed jobs no longer wait: {none:?}"
+    );
+
+    // A retry due a second ago waits in `delayed` until a fetch promotes it.
+    let mut due = rig.conn();
+    let past = chrono::Utc::now().timestamp_millis() - 1_000;
+    let _: () = redis::cmd("ZADD")
+        .arg(&keys.delayed)
+        .arg(past)
+        .arg(&first)
+        .query_async(&mut due)
+        .await
+        .expect("zadd");
+    let overdue = queue::depth(&mut conn, &keys).await.expect("depth");
+    assert!(
+        overdue.oldest_wait >= Duration::from_millis(900),
+        "an overdue retry counts from its due time: {overdue:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_outlived_its_lease_cannot_reschedule_the_new_owners_job() {
     let rig = Rig::new(fast_config()).await;
@@ -495,14 +553,14 @@ async fn killed_redis_connections_do_not_drop_running_jobs() {
 
 /// A redis-server of the test's own (the shared one must never be
 /// restarted), with AOF on every write, on a free port.
-struct OwnRedis {
+pub(crate) struct OwnRedis {
     child: Option<std::process::Child>,
     port: u16,
     dir: std::path::PathBuf,
 }
 
 impl OwnRedis {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -518,12 +576,12 @@ impl OwnRedis {
         redis
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Starts the server (again, from its AOF) and waits until it answers.
-    async fn up(&mut self) {
+    pub(crate) async fn up(&mut self) {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
@@ -555,7 +613,7 @@ impl OwnRedis {
     }
 
     /// Kills the server at once (its AOF is fsynced on every write).
-    fn down(&mut self) {
+    pub(crate) fn down(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -745,9 +803,14 @@ async fn a_job_still_running_when_the_grace_ends_goes_back_without_spending_an_a
         depth,
         queue::Depth {
             ready: 1,
+            oldest_wait: depth.oldest_wait,
             ..Default::default()
         },
         "given back at once, not left leased"
+    );
+    assert!(
+        depth.oldest_wait < Duration::from_secs(2),
+        "it waits from its hand-back: {depth:?}"
     );
     assert_eq!(
         queue::attempts(&mut conn, &keys, &job.id)
