@@ -143,6 +143,12 @@ pub const ROUTES: &[RoutePolicy] = &[
         Some("conversations:write"),
     ),
     route(
+        "POST",
+        "conversations/{id}/handoff/brief",
+        USER,
+        Some("conversations:write"),
+    ),
+    route(
         "GET",
         "search/conversations",
         USER,
@@ -310,6 +316,10 @@ pub const JOB_ORIGINS: &[(&str, JobOrigin)] = &[
     (
         "generate_reply",
         JobOrigin::Route("POST", "agents/{id}/test"),
+    ),
+    (
+        "summarize_handoff",
+        JobOrigin::Route("POST", "conversations/{id}/handoff/brief"),
     ),
     ("train_agent", JobOrigin::Route("POST", "agents/{id}/train")),
     ("register_webhook", JobOrigin::Route("POST", "channels")),

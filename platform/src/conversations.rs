@@ -446,6 +446,7 @@ pub async fn move_status(
                 note: "A member of staff took over the conversation.".to_owned(),
                 message_id: None,
                 created_at: Utc::now(),
+                brief: None,
             }),
             None => None,
         };

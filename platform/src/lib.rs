@@ -16,6 +16,7 @@ pub mod domain;
 pub mod egress;
 pub mod extract;
 pub mod files;
+pub mod handoff_brief;
 pub mod ids;
 pub mod kv;
 pub mod llm;

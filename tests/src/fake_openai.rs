@@ -62,6 +62,13 @@ impl OpenAiRequest {
         self.path.ends_with("/chat/completions")
     }
 
+    /// A handoff brief's completion (its system prompt is the brief's).
+    pub fn is_brief(&self) -> bool {
+        self.is_chat()
+            && self.body["messages"][0]["content"].as_str()
+                == Some(aigentable_platform::handoff_brief::INSTRUCTIONS)
+    }
+
     pub fn is_embeddings(&self) -> bool {
         self.path.ends_with("/embeddings")
     }
@@ -92,6 +99,7 @@ struct Inner {
     requests: Mutex<Vec<OpenAiRequest>>,
     failures: Mutex<Vec<Failure>>,
     replies: Mutex<VecDeque<String>>,
+    briefs: Mutex<VecDeque<String>>,
     delay: Mutex<Duration>,
 }
 
@@ -182,7 +190,11 @@ impl Handler for Serve {
             return;
         }
         if recorded.is_chat() {
-            let canned = lock(&self.0.replies).pop_front();
+            let canned = if recorded.is_brief() {
+                lock(&self.0.briefs).pop_front()
+            } else {
+                lock(&self.0.replies).pop_front()
+            };
             res.render(Json(chat_answer(&body, canned)));
         } else if recorded.is_embeddings() {
             res.render(Json(embeddings_answer(&recorded)));
@@ -360,11 +372,26 @@ impl FakeOpenAi {
         lock(&self.inner.requests).clone()
     }
 
+    /// Chat completions for replies and agent tests (not handoff briefs).
     pub fn chat_requests(&self) -> Vec<OpenAiRequest> {
         self.requests()
             .into_iter()
-            .filter(|r| r.is_chat())
+            .filter(|r| r.is_chat() && !r.is_brief())
             .collect()
+    }
+
+    /// Chat completions that wrote handoff briefs.
+    pub fn brief_requests(&self) -> Vec<OpenAiRequest> {
+        self.requests()
+            .into_iter()
+            .filter(OpenAiRequest::is_brief)
+            .collect()
+    }
+
+    /// The answer to the next handoff brief's completion (replies have
+    /// their own script, [`Self::push_reply`]).
+    pub fn push_brief(&self, text: &str) {
+        lock(&self.inner.briefs).push_back(text.to_owned());
     }
 
     pub fn embedding_requests(&self) -> Vec<OpenAiRequest> {

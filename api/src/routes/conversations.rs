@@ -14,7 +14,7 @@ use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use aigentable_jobs::types::DeliverMessage;
+use aigentable_jobs::types::{DeliverMessage, SummarizeHandoff};
 use aigentable_jobs::{JobRecord, Requester, events};
 use aigentable_platform::conversations::{self as service, MoveError, MoveExtras};
 use aigentable_platform::db::PageRequest;
@@ -435,9 +435,71 @@ pub async fn assign(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Valu
     )
     .await
     .map_err(move_error)?;
+    brief_new_handoff(state, who, &updated).await;
     events::conversation_updated(&state.platform.kv, &updated).await;
     tracing::info!(tenant_id = %who.tenant_id, conversation_id = %id, status = to.as_str(), "conversation assignment changed");
     respond(state, who, &updated).await
+}
+
+/// Queues the brief of a handoff that has none yet (staff just took the
+/// conversation from the bot). The move already happened: a queue that
+/// cannot take the job costs the brief, not the move; staff can ask again.
+async fn brief_new_handoff(state: &AppState, who: &Caller, c: &Conversation) {
+    if c.handoff.as_ref().is_none_or(|h| h.brief.is_some()) {
+        return;
+    }
+    let Some(job) = SummarizeHandoff::for_conversation(c) else {
+        return;
+    };
+    if let Err(e) = state
+        .jobs
+        .enqueue(&who.tenant_id, Requester::User(who.user_id().clone()), job)
+        .await
+    {
+        tracing::warn!(tenant_id = %who.tenant_id, conversation_id = %c.id, error = %e, "handoff brief not queued");
+    }
+}
+
+/// Write the handoff's brief again (the summary, intent, sentiment and
+/// sources staff see on the conversation's `handoff`), for the staff member
+/// the conversation is assigned to or an administrator. 202 with the
+/// `summarize_handoff` job; the brief arrives on the conversation with
+/// `conversation-updated`. 409 when the conversation has no handoff.
+#[endpoint(
+    tags("conversations"),
+    security(("bearerAuth" = [])),
+    status_codes(202, 403, 404, 409),
+    parameters(("id" = String, Path, description = "Conversation id"))
+)]
+pub async fn regenerate_brief(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<Json<AcceptedJob>> {
+    let who = caller(depot)?;
+    let id = path_id(req, "conversation")?;
+    let state = app(depot);
+    let conversation = load(state, who, &id).await?;
+    if !who.is_admin() && conversation.assigned_to.as_deref() != Some(who.user_id().as_str()) {
+        return Err(ApiError::Forbidden(
+            "only the staff member the conversation is assigned to, or an administrator, can regenerate its brief"
+                .to_owned(),
+        ));
+    }
+    let Some(mut job) = SummarizeHandoff::for_conversation(&conversation) else {
+        return Err(ApiError::because(
+            Reason::InvalidTransition,
+            "the conversation has no handoff to brief: it is answered by the bot".to_owned(),
+        ));
+    };
+    job.regenerate = Some(aigentable_platform::ids::new_id());
+    let record = state
+        .jobs
+        .enqueue(&who.tenant_id, Requester::User(who.user_id().clone()), job)
+        .await?;
+    tracing::info!(tenant_id = %who.tenant_id, conversation_id = %id, job_id = %record.id, "handoff brief queued again");
+    res.status_code(StatusCode::ACCEPTED);
+    Ok(Json((&record).into()))
 }
 
 async fn respond(state: &AppState, who: &Caller, c: &Conversation) -> ApiResult<Json<Value>> {
@@ -480,6 +542,7 @@ pub async fn set_status(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<
     )
     .await
     .map_err(move_error)?;
+    brief_new_handoff(state, who, &updated).await;
     events::conversation_updated(&state.platform.kv, &updated).await;
     tracing::info!(tenant_id = %who.tenant_id, conversation_id = %id, from = current.status.as_str(), to = input.status.as_str(), "conversation status changed");
     respond(state, who, &updated).await
@@ -568,5 +631,6 @@ pub fn router() -> Router {
         .push(Router::with_path("conversations/{id}/messages").post(send))
         .push(Router::with_path("conversations/{id}/assign").put(assign))
         .push(Router::with_path("conversations/{id}/status").put(set_status))
+        .push(Router::with_path("conversations/{id}/handoff/brief").post(regenerate_brief))
         .push(Router::with_path("search/conversations").get(search))
 }

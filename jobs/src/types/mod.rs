@@ -21,6 +21,7 @@ pub mod rollup_analytics;
 pub mod run_backup;
 pub mod search_knowledge;
 pub mod send_email;
+pub mod summarize_handoff;
 pub mod sweep;
 pub mod test_ai_provider;
 pub mod test_channel;
@@ -39,6 +40,7 @@ pub use rollup_analytics::RollupAnalytics;
 pub use run_backup::RunBackup;
 pub use search_knowledge::SearchKnowledge;
 pub use send_email::SendEmail;
+pub use summarize_handoff::SummarizeHandoff;
 pub use sweep::Sweep;
 pub use test_ai_provider::TestAiProvider;
 pub use test_channel::TestChannel;
@@ -58,6 +60,7 @@ macro_rules! for_each_job_type {
             $crate::types::TrainAgent,
             $crate::types::ProcessInbound,
             $crate::types::GenerateReply,
+            $crate::types::SummarizeHandoff,
             $crate::types::DeliverMessage,
             $crate::types::TestChannel,
             $crate::types::RegisterWebhook,

@@ -147,6 +147,8 @@ pub struct Conversation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HandoffReason {
+    /// The customer asked for a person.
+    CustomerRequest,
     /// A member of staff took the conversation from the bot.
     StaffTakeover,
     /// The AI provider failed (errors, timeouts, an empty answer).
@@ -162,6 +164,7 @@ pub enum HandoffReason {
 impl HandoffReason {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::CustomerRequest => "customer_request",
             Self::StaffTakeover => "staff_takeover",
             Self::ProviderFailure => "provider_failure",
             Self::LowConfidence => "low_confidence",
@@ -171,7 +174,8 @@ impl HandoffReason {
     }
 }
 
-/// A handoff and the note staff see with it.
+/// A handoff and the note staff see with it, then the brief written for
+/// whoever picks it up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Handoff {
@@ -182,15 +186,92 @@ pub struct Handoff {
     pub message_id: Option<String>,
     #[serde(with = "crate::model::bson_datetime")]
     pub created_at: DateTime<Utc>,
+    /// Written by the `summarize_handoff` job shortly after the handoff.
+    #[serde(default)]
+    pub brief: Option<HandoffBrief>,
+}
+
+/// The customer's mood over their recent messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sentiment {
+    Positive,
+    Neutral,
+    Negative,
+}
+
+impl Sentiment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Positive => "positive",
+            Self::Neutral => "neutral",
+            Self::Negative => "negative",
+        }
+    }
+}
+
+/// How a brief was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BriefMethod {
+    /// By the tenant's AI provider.
+    Llm,
+    /// From the conversation's own words (no provider, or it failed).
+    Extractive,
+}
+
+/// A document the bot drew on in the conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BriefSource {
+    pub document_id: String,
+    pub document_name: String,
+}
+
+/// What the person taking over needs first: what the customer wants, what
+/// the bot already said, how the customer feels, and the documents involved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffBrief {
+    pub summary: String,
+    pub intent: String,
+    pub sentiment: Sentiment,
+    pub sources: Vec<BriefSource>,
+    pub method: BriefMethod,
+    #[serde(with = "crate::model::bson_datetime")]
+    pub created_at: DateTime<Utc>,
 }
 
 impl Handoff {
+    /// A handoff now, its brief still to be written.
+    pub fn new(reason: HandoffReason, note: String, message_id: Option<String>) -> Self {
+        Self {
+            reason,
+            note,
+            message_id,
+            created_at: Utc::now(),
+            brief: None,
+        }
+    }
+
+    /// The handoff as the api shows it: the brief's fields are null until
+    /// the brief is written.
     pub fn view(&self) -> serde_json::Value {
+        let brief = self.brief.as_ref();
         serde_json::json!({
             "reason": self.reason.as_str(),
             "note": self.note,
             "messageId": self.message_id,
             "createdAt": self.created_at,
+            "summary": brief.map(|b| b.summary.as_str()),
+            "intent": brief.map(|b| b.intent.as_str()),
+            "sentiment": brief.map(|b| b.sentiment.as_str()),
+            "sources": brief.map(|b| &b.sources),
+            "briefMethod": brief.map(|b| match b.method {
+                BriefMethod::Llm => "llm",
+                BriefMethod::Extractive => "extractive",
+            }),
+            "briefAt": brief.map(|b| b.created_at),
         })
     }
 }

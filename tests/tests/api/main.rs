@@ -11,6 +11,7 @@
 //! | `train_agent` | `training` |
 //! | `process_inbound` | `conversations`, `webhooks`, `widget` |
 //! | `generate_reply` | `replies`, `agent_test` |
+//! | `summarize_handoff` | `handoff_briefs` |
 //! | `deliver_message` | `replies`, `conversations`, `channels` |
 //! | `test_channel`, `register_webhook` | `channels` |
 //! | `test_ai_provider` | `ai_providers` |
@@ -34,6 +35,7 @@ mod conversations;
 mod documents;
 mod egress;
 mod embeddings;
+mod handoff_briefs;
 mod http_surface;
 mod jobs_api;
 mod metrics;

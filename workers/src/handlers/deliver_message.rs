@@ -393,6 +393,7 @@ async fn hand_to_staff(ctx: &JobContext, failed: &Message) {
         ),
         message_id: Some(failed.id.clone()),
         created_at: Utc::now(),
+        brief: None,
     };
     match conversations::hand_to_staff(
         &platform.db,
@@ -404,6 +405,7 @@ async fn hand_to_staff(ctx: &JobContext, failed: &Message) {
     {
         Ok(Some(conversation)) => {
             events::conversation_updated(&platform.kv, &conversation).await;
+            crate::handlers::summarize_handoff::queue_brief(ctx, &conversation).await;
             tracing::info!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, conversation_id = %failed.conversation_id, message_id = %failed.id, "conversation handed to staff: a bot reply could not be delivered");
         }
         Ok(None) => {}

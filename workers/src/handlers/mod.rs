@@ -14,6 +14,7 @@ pub mod rollup_analytics;
 pub mod run_backup;
 pub mod search_knowledge;
 pub mod send_email;
+pub mod summarize_handoff;
 pub mod sweep;
 pub mod test_ai_provider;
 pub mod test_channel;

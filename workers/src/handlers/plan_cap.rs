@@ -74,13 +74,17 @@ pub async fn hand_over(
                 ),
                 message_id: Some(question.id.clone()),
                 created_at: Utc::now(),
+                brief: None,
             }),
             ..MoveExtras::default()
         },
     )
     .await
     {
-        Ok(c) => events::conversation_updated(&platform.kv, &c).await,
+        Ok(c) => {
+            events::conversation_updated(&platform.kv, &c).await;
+            crate::handlers::summarize_handoff::queue_brief(ctx, &c).await;
+        }
         Err(e) => {
             tracing::warn!(tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, error = %e, "handoff at the plan limit failed")
         }

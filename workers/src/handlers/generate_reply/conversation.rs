@@ -10,6 +10,7 @@ use aigentable_jobs::Requester;
 use aigentable_jobs::events;
 use aigentable_jobs::types::DeliverMessage;
 use aigentable_platform::conversations::{self, MoveExtras, RedisLock};
+use aigentable_platform::handoff_brief;
 use aigentable_platform::llm::ChatMessage;
 use aigentable_platform::model::conversation::{Handoff, HandoffReason, reply_dedup_key};
 use aigentable_platform::model::{
@@ -172,6 +173,9 @@ async fn answer_locked(
         .await
         .map_err(JobError::transient)?;
     let history = conversation_history(&recent, question);
+    if handoff_brief::asks_for_a_person(&question.content) {
+        return hand_to_a_person(ctx, conversation, question, &agent).await;
+    }
     if let Some(cap) = crate::handlers::plan_cap::reached(ctx).await? {
         return crate::handlers::plan_cap::hand_over(ctx, conversation, question, &agent, cap)
             .await;
@@ -229,6 +233,7 @@ async fn answer_locked(
             note: format!("The bot could not answer ({why}) and sent the fallback message."),
             message_id: Some(question.id.clone()),
             created_at: chrono::Utc::now(),
+            brief: None,
         };
         match conversations::move_status(
             db,
@@ -242,7 +247,10 @@ async fn answer_locked(
         )
         .await
         {
-            Ok(c) => conversation_now = c,
+            Ok(c) => {
+                crate::handlers::summarize_handoff::queue_brief(ctx, &c).await;
+                conversation_now = c;
+            }
             Err(e) => {
                 tracing::warn!(tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, error = %e, "handoff after the fallback failed")
             }
@@ -295,4 +303,71 @@ fn conversation_history(recent_newest_first: &[Message], question: &Message) -> 
     }
     kept.reverse();
     kept
+}
+
+/// What the customer reads when they ask for a person.
+pub const PERSON_NOTE: &str =
+    "Of course. A member of our team will take over this conversation and answer you here shortly.";
+
+/// The customer asked for a person: the bot says a person will answer, and
+/// the conversation goes to staff (`WAITING`) with the reason and a brief.
+async fn hand_to_a_person(
+    ctx: &JobContext,
+    conversation: &Conversation,
+    question: &Message,
+    agent: &Agent,
+) -> Result<Value, JobError> {
+    let platform = &ctx.state.platform;
+    let db = &platform.db;
+    let mut note = conversations::outbound_message(
+        conversation,
+        SenderType::System,
+        Some(agent.id.clone()),
+        PERSON_NOTE.to_owned(),
+    );
+    note.reply_to = Some(question.id.clone());
+    note.dedup_key = Some(reply_dedup_key(&question.id));
+    note.metadata = doc! { "handoff": "customer-request" };
+    if !conversations::insert_message(db, &note)
+        .await
+        .map_err(JobError::transient)?
+    {
+        return Ok(json!({ "skipped": "already answered" }));
+    }
+    conversations::note_message(db, &note)
+        .await
+        .map_err(JobError::transient)?;
+    events::new_message(&platform.kv, &note).await;
+    let delivery_job = enqueue_delivery(ctx, &note).await?;
+    let handoff = Handoff::new(
+        HandoffReason::CustomerRequest,
+        "The customer asked to talk to a person.".to_owned(),
+        Some(question.id.clone()),
+    );
+    match conversations::move_status(
+        db,
+        &ctx.tenant_id,
+        &conversation.id,
+        ConversationStatus::Waiting,
+        &MoveExtras {
+            handoff: Some(handoff),
+            ..MoveExtras::default()
+        },
+    )
+    .await
+    {
+        Ok(c) => {
+            events::conversation_updated(&platform.kv, &c).await;
+            crate::handlers::summarize_handoff::queue_brief(ctx, &c).await;
+        }
+        Err(e) => {
+            tracing::warn!(tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, error = %e, "handoff at the customer's request failed");
+        }
+    }
+    tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, "conversation handed to staff at the customer's request");
+    Ok(json!({
+        "handedOver": "the customer asked for a person",
+        "noteId": note.id,
+        "deliveryJobId": delivery_job,
+    }))
 }
