@@ -137,7 +137,13 @@ struct Scene {
 
 impl Scene {
     async fn start() -> Self {
-        let (app, fake) = app_with_fake_and(&[], false).await;
+        Self::start_with(&[]).await
+    }
+
+    /// [`Self::start`] with configuration `overrides` (for the api and the
+    /// workers processes alike).
+    async fn start_with(overrides: &[(&str, &str)]) -> Self {
+        let (app, fake) = app_with_fake_and(overrides, false).await;
         let admin = app.register("Faults").await;
         let llm = FakeOpenAi::start().await;
         let r = app
@@ -355,6 +361,100 @@ async fn a_stopped_workers_process_hands_its_reply_back_without_spending_an_atte
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(scene.sends().values().sum::<usize>(), 1, "answered once");
     drop(second);
+    scene.app.cleanup().await;
+}
+
+/// Redis (its own instance, AOF on every write) is killed and restarted
+/// 2 s later while 20 customers' replies are being generated and sent:
+/// the api and the workers process stay up, every customer is answered
+/// (twice only after a send in doubt), and every job ends once, none
+/// failed: an enqueue or a settle that met the outage waited for Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_under_load_leaves_no_customer_unanswered() {
+    const CUSTOMERS: usize = 20;
+    let mut redis = super::reliability::OwnRedis::start().await;
+    let url = redis.url();
+    let mut scene = Scene::start_with(&[("REDIS_URL", url.as_str())]).await;
+    scene.llm.set_delay(Duration::from_millis(300));
+    for i in 0..CUSTOMERS {
+        scene
+            .customer_says(&format!("5599{i:04}"), &format!("wamid.redis{i}"))
+            .await;
+    }
+    let app = &scene.app;
+    let some = app
+        .eventually(Duration::from_secs(60), || async {
+            (scene.sends().len() >= 3).then_some(())
+        })
+        .await;
+    assert!(some.is_some(), "the first replies went out");
+    redis.down();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.up().await;
+    let back = std::time::Instant::now();
+
+    let all = app
+        .eventually(Duration::from_secs(120), || async {
+            (scene.sends().len() >= CUSTOMERS).then_some(())
+        })
+        .await;
+    if all.is_none() {
+        dump_state(app).await;
+    }
+    assert!(
+        all.is_some(),
+        "every customer was answered: {} of {CUSTOMERS}",
+        scene.sends().len()
+    );
+    eprintln!("all answered {:?} after redis was back", back.elapsed());
+    assert!(scene.first.alive(), "the workers process rode it out");
+
+    let tenant = aigentable_platform::ids::TenantId::from_trusted(scene.admin.tenant_id.clone());
+    let replies: Vec<Message> = app
+        .platform
+        .db
+        .unscoped::<Message>("messages")
+        .find(doc! { "tenantId": tenant.as_str(), "direction": "OUTBOUND" })
+        .await
+        .expect("replies")
+        .try_collect()
+        .await
+        .expect("replies");
+    assert_eq!(replies.len(), CUSTOMERS, "one reply stored per customer");
+    let doubled = scene.sends().values().filter(|n| **n > 1).count();
+    let resent = replies
+        .iter()
+        .filter(|m| m.metadata.get_bool("resent").unwrap_or(false))
+        .count();
+    assert!(
+        doubled <= resent,
+        "{doubled} answered twice, {resent} in doubt"
+    );
+    let settled = app
+        .eventually(Duration::from_secs(90), || async {
+            let open = app
+                .platform
+                .db
+                .unscoped::<JobRecord>("jobs")
+                .count_documents(doc! { "status": { "$in": ["QUEUED", "RUNNING"] } })
+                .await
+                .unwrap_or(1);
+            (open == 0).then_some(())
+        })
+        .await;
+    if settled.is_none() {
+        dump_state(app).await;
+    }
+    assert!(settled.is_some(), "every job record reached an outcome");
+    let failed = app
+        .platform
+        .db
+        .unscoped::<JobRecord>("jobs")
+        .count_documents(doc! { "status": { "$in": ["FAILED", "DEAD"] } })
+        .await
+        .expect("count");
+    assert_eq!(failed, 0, "no job failed");
+    scene.first.kill();
     scene.app.cleanup().await;
 }
 
