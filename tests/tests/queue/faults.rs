@@ -458,6 +458,186 @@ async fn a_redis_restart_under_load_leaves_no_customer_unanswered() {
     scene.app.cleanup().await;
 }
 
+/// A MongoDB-wire server of the test's own (secantusd-rs, as
+/// `deploy/lib.sh` installs it) on a free port, with its own storage:
+/// the shared one must never be restarted.
+struct OwnMongo {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl OwnMongo {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(format!(
+            "aigentable-mongo-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("storage dir");
+        std::fs::write(dir.join("secantusd.toml"), "").expect("empty config");
+        let mut mongo = Self {
+            child: None,
+            port,
+            dir,
+        };
+        mongo.up().await;
+        mongo
+    }
+
+    fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again, on its storage) and waits until it listens.
+    async fn up(&mut self) {
+        let child = Command::new("secantusd-rs")
+            .arg("--config")
+            .arg(self.dir.join("secantusd.toml"))
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .arg("--storage-path")
+            .arg(self.dir.join("data"))
+            .args(["--cache-size", "128M", "--log-level", "ERROR"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("secantusd-rs starts (deploy/lib.sh installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the test's secantusd-rs listens"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the server as a restart does (SIGTERM, then waits for it).
+    fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnMongo {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// MongoDB (its own secantusd-rs) is restarted while 20 customers' replies
+/// are being generated and sent: the driver waits for the server to come
+/// back rather than failing, the workers process stays up, every customer
+/// is answered (twice only after a send in doubt) and every job ends once,
+/// none failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mongodb_restart_under_load_leaves_no_customer_unanswered() {
+    const CUSTOMERS: usize = 20;
+    let mut mongo = OwnMongo::start().await;
+    let uri = mongo.uri();
+    let mut scene = Scene::start_with(&[("MONGODB_URI", uri.as_str())]).await;
+    scene.llm.set_delay(Duration::from_millis(300));
+    for i in 0..CUSTOMERS {
+        scene
+            .customer_says(&format!("5598{i:04}"), &format!("wamid.mongo{i}"))
+            .await;
+    }
+    let app = &scene.app;
+    let some = app
+        .eventually(Duration::from_secs(60), || async {
+            (scene.sends().len() >= 3).then_some(())
+        })
+        .await;
+    assert!(some.is_some(), "the first replies went out");
+    let stopped = std::time::Instant::now();
+    mongo.down();
+    mongo.up().await;
+    let back = std::time::Instant::now();
+    eprintln!("mongodb was down {:?}", back - stopped);
+
+    let all = app
+        .eventually(Duration::from_secs(120), || async {
+            (scene.sends().len() >= CUSTOMERS).then_some(())
+        })
+        .await;
+    if all.is_none() {
+        dump_state(app).await;
+    }
+    assert!(
+        all.is_some(),
+        "every customer was answered: {} of {CUSTOMERS}",
+        scene.sends().len()
+    );
+    eprintln!("all answered {:?} after mongodb was back", back.elapsed());
+    assert!(scene.first.alive(), "the workers process rode it out");
+    let replies: Vec<Message> = app
+        .platform
+        .db
+        .unscoped::<Message>("messages")
+        .find(doc! { "tenantId": &scene.admin.tenant_id, "direction": "OUTBOUND" })
+        .await
+        .expect("replies")
+        .try_collect()
+        .await
+        .expect("replies");
+    assert_eq!(replies.len(), CUSTOMERS, "one reply stored per customer");
+    let doubled = scene.sends().values().filter(|n| **n > 1).count();
+    let resent = replies
+        .iter()
+        .filter(|m| m.metadata.get_bool("resent").unwrap_or(false))
+        .count();
+    assert!(
+        doubled <= resent,
+        "{doubled} answered twice, {resent} in doubt"
+    );
+    let settled = app
+        .eventually(Duration::from_secs(90), || async {
+            let open = app
+                .platform
+                .db
+                .unscoped::<JobRecord>("jobs")
+                .count_documents(doc! { "status": { "$in": ["QUEUED", "RUNNING"] } })
+                .await
+                .unwrap_or(1);
+            (open == 0).then_some(())
+        })
+        .await;
+    if settled.is_none() {
+        dump_state(app).await;
+    }
+    assert!(settled.is_some(), "every job record reached an outcome");
+    let failed = app
+        .platform
+        .db
+        .unscoped::<JobRecord>("jobs")
+        .count_documents(doc! { "status": { "$in": ["FAILED", "DEAD"] } })
+        .await
+        .expect("count");
+    assert_eq!(failed, 0, "no job failed");
+    scene.first.kill();
+    scene.app.cleanup().await;
+}
+
 /// What is left unfinished, printed when the test is about to fail.
 async fn dump_state(app: &aigentable_tests::TestApp) {
     let db = &app.platform.db;
