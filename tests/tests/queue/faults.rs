@@ -458,6 +458,96 @@ async fn a_redis_restart_under_load_leaves_no_customer_unanswered() {
     scene.app.cleanup().await;
 }
 
+/// A workers process is killed with SIGKILL while documents are being
+/// ingested, and the next one finishes them: every document ends READY
+/// with one SUCCEEDED ingestion job (none failed), and each document's own
+/// sentence is found once in a search, not twice (the interrupted run left
+/// no duplicate passages behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_process_leaves_every_document_indexed_once() {
+    const DOCS: usize = 10;
+    let mut scene = Scene::start().await;
+    let app = &scene.app;
+    let admin = &scene.admin;
+    let mut ids = Vec::new();
+    for i in 0..DOCS {
+        let mut text = String::with_capacity(160_000);
+        for p in 0..1_500 {
+            text.push_str(&format!(
+                "Paragraph {p} of manual {i}: care instructions, spare parts and warranty notes.\n\n"
+            ));
+        }
+        text.push_str(&format!("The service code of manual {i} is zebra{i}quartz."));
+        ids.push(
+            app.upload_text(admin, &format!("manual-{i}.txt"), &text, None)
+                .await,
+        );
+    }
+    let ready = || async {
+        let mut n = 0;
+        for id in &ids {
+            let r = app.get(&format!("/api/v1/documents/{id}"), admin).await;
+            n += usize::from(r.body["status"] == "READY");
+        }
+        n
+    };
+    let some = app
+        .eventually(Duration::from_secs(120), || async {
+            (ready().await >= 1).then_some(())
+        })
+        .await;
+    assert!(some.is_some(), "the first document was indexed");
+    scene.first.kill();
+    let at_kill = ready().await;
+    eprintln!("{at_kill} of {DOCS} documents READY at the kill");
+    let second = WorkersProcess::spawn(&app.env);
+    for id in &ids {
+        let doc = app
+            .eventually(Duration::from_secs(120), || async {
+                let r = app.get(&format!("/api/v1/documents/{id}"), admin).await;
+                (r.body["status"] == "READY").then_some(r.body)
+            })
+            .await;
+        assert!(doc.is_some(), "document {id} was indexed");
+    }
+    let jobs: Vec<JobRecord> = app
+        .platform
+        .db
+        .unscoped::<JobRecord>("jobs")
+        .find(doc! { "type": "ingest_document" })
+        .await
+        .expect("jobs")
+        .try_collect()
+        .await
+        .expect("jobs");
+    assert_eq!(jobs.len(), DOCS, "one ingestion job per document");
+    assert!(
+        jobs.iter()
+            .all(|j| j.status == aigentable_jobs::JobStatus::Succeeded),
+        "every ingestion succeeded: {:?}",
+        jobs.iter()
+            .map(|j| (j.status, j.attempts, j.last_error.clone()))
+            .collect::<Vec<_>>()
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let code = format!("zebra{i}quartz");
+        let r = app
+            .get(&format!("/api/v1/search/documents?q={code}&limit=20"), admin)
+            .await;
+        assert!(r.status.is_success(), "{:?}", r.body);
+        let found: Vec<&serde_json::Value> = r.body["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| h["snippet"].as_str().is_some_and(|t| t.contains(&code)))
+            .collect();
+        assert_eq!(found.len(), 1, "manual {i}'s passage is indexed once: {found:?}");
+        assert_eq!(found[0]["documentId"], id.as_str());
+    }
+    drop(second);
+    scene.app.cleanup().await;
+}
+
 /// A MongoDB-wire server of the test's own (secantusd-rs, as
 /// `deploy/lib.sh` installs it) on a free port, with its own storage:
 /// the shared one must never be restarted.
