@@ -441,13 +441,11 @@ pub async fn move_status(
         // conversation from the bot is staff's.
         let handoff = match &extras.handoff {
             Some(h) => Some(h.clone()),
-            None if handed_off => Some(Handoff {
-                reason: HandoffReason::StaffTakeover,
-                note: "A member of staff took over the conversation.".to_owned(),
-                message_id: None,
-                created_at: Utc::now(),
-                brief: None,
-            }),
+            None if handed_off => Some(Handoff::new(
+                HandoffReason::StaffTakeover,
+                "A member of staff took over the conversation.".to_owned(),
+                None,
+            )),
             None => None,
         };
         if let Some(handoff) = &handoff {

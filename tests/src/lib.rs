@@ -376,6 +376,11 @@ impl TestApp {
         tokio::spawn(serve(state, listener, async move {
             let _ = api_rx.await;
         }));
+        self.sibling(addr, stop_api)
+    }
+
+    /// A non-owning app on this one's data, for the api at `addr`.
+    fn sibling(&self, addr: SocketAddr, stop_api: oneshot::Sender<()>) -> TestApp {
         TestApp {
             addr,
             base: format!("http://{addr}"),
@@ -400,23 +405,10 @@ impl TestApp {
         let (stop_api, _) = oneshot::channel::<()>();
         let addr = base
             .trim_start_matches("http://")
+            .trim_end_matches('/')
             .parse()
             .unwrap_or(self.addr);
-        TestApp {
-            addr,
-            base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
-            platform: self.platform.clone(),
-            env: self.env.clone(),
-            _stop_api: stop_api,
-            stop_worker: None,
-            worker: None,
-            owner: false,
-            with_workers: false,
-            drain_state: tokio::sync::OnceCell::new(),
-            failed_jobs_expected: AtomicBool::new(false),
-            cleaned: false,
-        }
+        self.sibling(addr, stop_api)
     }
 
     /// A platform administrator (`SUPER_ADMIN`) acting on `acting_on`'s

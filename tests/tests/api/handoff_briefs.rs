@@ -17,17 +17,11 @@ use aigentable_tests::{Session, TestApp, spawn_app};
 
 use crate::replies::{agent_with_document, default_provider};
 
-async fn conversation_of(app: &TestApp, s: &Session, user: &str) -> String {
-    app.eventually(Duration::from_secs(15), || async {
-        let r = app.get("/api/v1/conversations?limit=100", s).await;
-        r.body["conversations"].as_array().and_then(|l| {
-            l.iter()
-                .find(|c| c["externalUserId"] == user)
-                .and_then(|c| c["id"].as_str().map(str::to_owned))
-        })
-    })
-    .await
-    .unwrap_or_else(|| panic!("no conversation for {user}"))
+async fn conversation_id(app: &TestApp, s: &Session, user: &str) -> String {
+    crate::replies::conversation_of(app, s, user).await["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Waits until the conversation's handoff has a brief written after
@@ -74,7 +68,7 @@ async fn a_customer_asking_for_a_person_is_handed_over_with_an_extractive_brief(
     )
     .await;
     finished(&app, &s, &job).await;
-    let id = conversation_of(&app, &s, "ana").await;
+    let id = conversation_id(&app, &s, "ana").await;
     let answered = app
         .eventually(Duration::from_secs(30), || async {
             let n = stored_messages(&app, &s, &id)
@@ -168,7 +162,7 @@ async fn staff_taking_over_get_the_providers_brief_and_can_regenerate_it() {
     )
     .await;
     finished(&app, &s, &job).await;
-    let id = conversation_of(&app, &s, "bo").await;
+    let id = conversation_id(&app, &s, "bo").await;
 
     // A conversation the bot answers has no handoff to brief.
     let r = app
@@ -257,7 +251,7 @@ async fn a_failing_provider_still_leaves_a_brief() {
     )
     .await;
     finished(&app, &s, &job).await;
-    let id = conversation_of(&app, &s, "cy").await;
+    let id = conversation_id(&app, &s, "cy").await;
     let handoff = brief(&app, &s, &id, None).await;
     assert_eq!(handoff["reason"], "provider_failure", "{handoff}");
     assert_eq!(handoff["briefMethod"], "extractive", "{handoff}");

@@ -59,7 +59,7 @@ async fn replies(app: &TestApp, s: &Session, conversation: &str, n: usize) -> Ve
     .unwrap_or_else(|| panic!("conversation {conversation} never had {n} replies"))
 }
 
-async fn conversation_of(app: &TestApp, s: &Session, user: &str) -> Value {
+pub async fn conversation_of(app: &TestApp, s: &Session, user: &str) -> Value {
     app.eventually(Duration::from_secs(10), || async {
         let r = app.get("/api/v1/conversations?limit=100", s).await;
         r.body["conversations"]

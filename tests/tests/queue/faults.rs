@@ -255,50 +255,11 @@ async fn a_killed_workers_process_leaves_no_customer_unanswered() {
     );
 
     // A customer answered twice: only a reply whose send was in doubt.
-    let tenant = aigentable_platform::ids::TenantId::from_trusted(scene.admin.tenant_id.clone());
-    let replies: Vec<Message> = app
-        .platform
-        .db
-        .unscoped::<Message>("messages")
-        .find(doc! { "tenantId": tenant.as_str(), "direction": "OUTBOUND" })
-        .await
-        .expect("replies")
-        .try_collect()
-        .await
-        .expect("replies");
-    assert_eq!(replies.len(), CUSTOMERS, "one reply stored per customer");
-    let doubled = per.values().filter(|n| **n > 1).count();
-    let resent = replies
-        .iter()
-        .filter(|m| m.metadata.get_bool("resent").unwrap_or(false))
-        .count();
-    assert!(
-        doubled <= resent,
-        "{doubled} customers answered twice, {resent} replies were in doubt and sent again"
-    );
+    assert_answered_once(app, &scene.admin.tenant_id, CUSTOMERS, &scene.sends()).await;
 
     // Every job ends once: none left queued or running, none failed.
-    let settled = app
-        .eventually(Duration::from_secs(90), || async {
-            let open = app
-                .platform
-                .db
-                .unscoped::<JobRecord>("jobs")
-                .count_documents(doc! { "status": { "$in": ["QUEUED", "RUNNING"] } })
-                .await
-                .unwrap_or(1);
-            (open == 0).then_some(())
-        })
-        .await;
-    assert!(settled.is_some(), "every job record reached an outcome");
-    let failed = app
-        .platform
-        .db
-        .unscoped::<JobRecord>("jobs")
-        .count_documents(doc! { "status": { "$in": ["FAILED", "DEAD"] } })
-        .await
-        .expect("count");
-    assert_eq!(failed, 0, "no job failed");
+    assert_jobs_ended(app).await;
+    assert_no_job_failed(app).await;
     second.kill();
     scene.app.cleanup().await;
 }
@@ -371,91 +332,16 @@ async fn a_stopped_workers_process_hands_its_reply_back_without_spending_an_atte
 /// failed: an enqueue or a settle that met the outage waited for Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_under_load_leaves_no_customer_unanswered() {
-    const CUSTOMERS: usize = 20;
     let mut redis = super::reliability::OwnRedis::start().await;
     let url = redis.url();
-    let mut scene = Scene::start_with(&[("REDIS_URL", url.as_str())]).await;
-    scene.llm.set_delay(Duration::from_millis(300));
-    for i in 0..CUSTOMERS {
-        scene
-            .customer_says(&format!("5599{i:04}"), &format!("wamid.redis{i}"))
-            .await;
-    }
-    let app = &scene.app;
-    let some = app
-        .eventually(Duration::from_secs(60), || async {
-            (scene.sends().len() >= 3).then_some(())
-        })
-        .await;
-    assert!(some.is_some(), "the first replies went out");
-    redis.down();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    redis.up().await;
-    let back = std::time::Instant::now();
-
-    let all = app
-        .eventually(Duration::from_secs(120), || async {
-            (scene.sends().len() >= CUSTOMERS).then_some(())
-        })
-        .await;
-    if all.is_none() {
-        dump_state(app).await;
-    }
-    assert!(
-        all.is_some(),
-        "every customer was answered: {} of {CUSTOMERS}",
-        scene.sends().len()
-    );
-    eprintln!("all answered {:?} after redis was back", back.elapsed());
-    assert!(scene.first.alive(), "the workers process rode it out");
-
-    let tenant = aigentable_platform::ids::TenantId::from_trusted(scene.admin.tenant_id.clone());
-    let replies: Vec<Message> = app
-        .platform
-        .db
-        .unscoped::<Message>("messages")
-        .find(doc! { "tenantId": tenant.as_str(), "direction": "OUTBOUND" })
-        .await
-        .expect("replies")
-        .try_collect()
-        .await
-        .expect("replies");
-    assert_eq!(replies.len(), CUSTOMERS, "one reply stored per customer");
-    let doubled = scene.sends().values().filter(|n| **n > 1).count();
-    let resent = replies
-        .iter()
-        .filter(|m| m.metadata.get_bool("resent").unwrap_or(false))
-        .count();
-    assert!(
-        doubled <= resent,
-        "{doubled} answered twice, {resent} in doubt"
-    );
-    let settled = app
-        .eventually(Duration::from_secs(90), || async {
-            let open = app
-                .platform
-                .db
-                .unscoped::<JobRecord>("jobs")
-                .count_documents(doc! { "status": { "$in": ["QUEUED", "RUNNING"] } })
-                .await
-                .unwrap_or(1);
-            (open == 0).then_some(())
-        })
-        .await;
-    if settled.is_none() {
-        dump_state(app).await;
-    }
-    assert!(settled.is_some(), "every job record reached an outcome");
-    let failed = app
-        .platform
-        .db
-        .unscoped::<JobRecord>("jobs")
-        .count_documents(doc! { "status": { "$in": ["FAILED", "DEAD"] } })
-        .await
-        .expect("count");
-    assert_eq!(failed, 0, "no job failed");
-    scene.first.kill();
-    scene.app.cleanup().await;
+    let scene = Scene::start_with(&[("REDIS_URL", url.as_str())]).await;
+    ride_out(scene, "redis", || async move {
+        redis.down();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        redis.up().await;
+        redis
+    })
+    .await;
 }
 
 /// A workers process is killed with SIGKILL while documents are being
@@ -477,7 +363,9 @@ async fn a_killed_workers_process_leaves_every_document_indexed_once() {
                 "Paragraph {p} of manual {i}: care instructions, spare parts and warranty notes.\n\n"
             ));
         }
-        text.push_str(&format!("The service code of manual {i} is zebra{i}quartz."));
+        text.push_str(&format!(
+            "The service code of manual {i} is zebra{i}quartz."
+        ));
         ids.push(
             app.upload_text(admin, &format!("manual-{i}.txt"), &text, None)
                 .await,
@@ -532,7 +420,10 @@ async fn a_killed_workers_process_leaves_every_document_indexed_once() {
     for (i, id) in ids.iter().enumerate() {
         let code = format!("zebra{i}quartz");
         let r = app
-            .get(&format!("/api/v1/search/documents?q={code}&limit=20"), admin)
+            .get(
+                &format!("/api/v1/search/documents?q={code}&limit=20"),
+                admin,
+            )
             .await;
         assert!(r.status.is_success(), "{:?}", r.body);
         let found: Vec<&serde_json::Value> = r.body["results"]
@@ -541,7 +432,11 @@ async fn a_killed_workers_process_leaves_every_document_indexed_once() {
             .flatten()
             .filter(|h| h["snippet"].as_str().is_some_and(|t| t.contains(&code)))
             .collect();
-        assert_eq!(found.len(), 1, "manual {i}'s passage is indexed once: {found:?}");
+        assert_eq!(
+            found.len(),
+            1,
+            "manual {i}'s passage is indexed once: {found:?}"
+        );
         assert_eq!(found[0]["documentId"], id.as_str());
     }
     drop(second);
@@ -642,14 +537,33 @@ impl Drop for OwnMongo {
 /// none failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mongodb_restart_under_load_leaves_no_customer_unanswered() {
-    const CUSTOMERS: usize = 20;
     let mut mongo = OwnMongo::start().await;
     let uri = mongo.uri();
-    let mut scene = Scene::start_with(&[("MONGODB_URI", uri.as_str())]).await;
+    let scene = Scene::start_with(&[("MONGODB_URI", uri.as_str())]).await;
+    // Dropped after the scene's cleanup, which needs the database.
+    let _mongo = ride_out(scene, "mongodb", || async move {
+        mongo.down();
+        mongo.up().await;
+        mongo
+    })
+    .await;
+}
+
+/// 20 customers write while replies are slow; `outage` takes a service
+/// down and brings it back once the first replies went out; then every
+/// customer is answered once, every job ends, none failed, and the workers
+/// process rode it out. Answers what `outage` answered (the service, kept
+/// alive until the scene's cleanup is done).
+async fn ride_out<S, F, Fut>(mut scene: Scene, service: &str, outage: F) -> S
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    const CUSTOMERS: usize = 20;
     scene.llm.set_delay(Duration::from_millis(300));
     for i in 0..CUSTOMERS {
         scene
-            .customer_says(&format!("5598{i:04}"), &format!("wamid.mongo{i}"))
+            .customer_says(&format!("5599{i:04}"), &format!("wamid.{service}{i}"))
             .await;
     }
     let app = &scene.app;
@@ -660,11 +574,9 @@ async fn a_mongodb_restart_under_load_leaves_no_customer_unanswered() {
         .await;
     assert!(some.is_some(), "the first replies went out");
     let stopped = std::time::Instant::now();
-    mongo.down();
-    mongo.up().await;
+    let kept = outage().await;
     let back = std::time::Instant::now();
-    eprintln!("mongodb was down {:?}", back - stopped);
-
+    eprintln!("{service} was away {:?}", back - stopped);
     let all = app
         .eventually(Duration::from_secs(120), || async {
             (scene.sends().len() >= CUSTOMERS).then_some(())
@@ -678,28 +590,50 @@ async fn a_mongodb_restart_under_load_leaves_no_customer_unanswered() {
         "every customer was answered: {} of {CUSTOMERS}",
         scene.sends().len()
     );
-    eprintln!("all answered {:?} after mongodb was back", back.elapsed());
+    eprintln!("all answered {:?} after {service} was back", back.elapsed());
     assert!(scene.first.alive(), "the workers process rode it out");
+    assert_answered_once(app, &scene.admin.tenant_id, CUSTOMERS, &scene.sends()).await;
+    assert_jobs_ended(app).await;
+    assert_no_job_failed(app).await;
+    scene.first.kill();
+    scene.app.cleanup().await;
+    kept
+}
+
+/// One reply stored per customer of the tenant, and a customer answered
+/// twice (`sends`: sends per customer at the fake provider) only when the
+/// first send was in doubt: the reply says `resent`.
+pub(crate) async fn assert_answered_once(
+    app: &TestApp,
+    tenant_id: &str,
+    customers: usize,
+    sends: &HashMap<String, usize>,
+) {
     let replies: Vec<Message> = app
         .platform
         .db
         .unscoped::<Message>("messages")
-        .find(doc! { "tenantId": &scene.admin.tenant_id, "direction": "OUTBOUND" })
+        .find(doc! { "tenantId": tenant_id, "direction": "OUTBOUND" })
         .await
         .expect("replies")
         .try_collect()
         .await
         .expect("replies");
-    assert_eq!(replies.len(), CUSTOMERS, "one reply stored per customer");
-    let doubled = scene.sends().values().filter(|n| **n > 1).count();
+    assert_eq!(replies.len(), customers, "one reply stored per customer");
+    let doubled = sends.values().filter(|n| **n > 1).count();
     let resent = replies
         .iter()
         .filter(|m| m.metadata.get_bool("resent").unwrap_or(false))
         .count();
     assert!(
         doubled <= resent,
-        "{doubled} answered twice, {resent} in doubt"
+        "{doubled} customers answered twice, {resent} replies were in doubt and sent again"
     );
+}
+
+/// Every job record reaches an outcome (none left QUEUED or RUNNING)
+/// within 90 s; what is left is printed otherwise.
+pub(crate) async fn assert_jobs_ended(app: &TestApp) {
     let settled = app
         .eventually(Duration::from_secs(90), || async {
             let open = app
@@ -716,6 +650,9 @@ async fn a_mongodb_restart_under_load_leaves_no_customer_unanswered() {
         dump_state(app).await;
     }
     assert!(settled.is_some(), "every job record reached an outcome");
+}
+
+async fn assert_no_job_failed(app: &TestApp) {
     let failed = app
         .platform
         .db
@@ -724,12 +661,10 @@ async fn a_mongodb_restart_under_load_leaves_no_customer_unanswered() {
         .await
         .expect("count");
     assert_eq!(failed, 0, "no job failed");
-    scene.first.kill();
-    scene.app.cleanup().await;
 }
 
 /// What is left unfinished, printed when the test is about to fail.
-async fn dump_state(app: &aigentable_tests::TestApp) {
+async fn dump_state(app: &TestApp) {
     let db = &app.platform.db;
     let jobs: Vec<bson::Document> = db
         .unscoped::<bson::Document>("jobs")

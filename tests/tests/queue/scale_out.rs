@@ -17,13 +17,14 @@ use serde_json::json;
 
 use aigentable_jobs::JobStatus;
 use aigentable_jobs::record::JobRecord;
-use aigentable_platform::model::Message;
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::fake_providers::{
     FakeProviders, app_with_fake_and, create_agent, create_live_channel, post_meta, whatsapp_text,
 };
 use aigentable_tests::socket::connect;
 use aigentable_tests::{Session, TestApp};
+
+use super::faults::{assert_answered_once, assert_jobs_ended};
 
 /// Which binary a child process is, and its command line (JSON).
 const CHILD_BINARY: &str = "AIGENTABLE_SCALE_CHILD_BINARY";
@@ -556,29 +557,8 @@ async fn many_processes_of_each_kind_share_the_work_and_survive_a_kill_of_each()
         answered.is_some(),
         "the replacement answered the last customer"
     );
-    let per = sends(&fake);
-
     // Twice only after a send in doubt.
-    let replies: Vec<Message> = app
-        .platform
-        .db
-        .unscoped::<Message>("messages")
-        .find(doc! { "tenantId": &admin.tenant_id, "direction": "OUTBOUND" })
-        .await
-        .expect("replies")
-        .try_collect()
-        .await
-        .expect("replies");
-    assert_eq!(replies.len(), customers, "one reply stored per customer");
-    let doubled = per.values().filter(|n| **n > 1).count();
-    let resent = replies
-        .iter()
-        .filter(|m| m.metadata.get_bool("resent").unwrap_or(false))
-        .count();
-    assert!(
-        doubled <= resent,
-        "{doubled} customers answered twice, {resent} replies were in doubt and sent again"
-    );
+    assert_answered_once(&app, &admin.tenant_id, customers, &sends(&fake)).await;
 
     // The schedulers stop; then every job ends once.
     let sched_stop = fleet.schedulers[1].terminate(Duration::from_secs(10));
@@ -586,19 +566,7 @@ async fn many_processes_of_each_kind_share_the_work_and_survive_a_kill_of_each()
         sched_stop.is_some_and(|s| s.success()),
         "the scheduler stopped cleanly: {sched_stop:?}"
     );
-    let settled = app
-        .eventually(Duration::from_secs(60), || async {
-            let open = app
-                .platform
-                .db
-                .unscoped::<JobRecord>("jobs")
-                .count_documents(doc! { "status": { "$in": ["QUEUED", "RUNNING"] } })
-                .await
-                .unwrap_or(1);
-            (open == 0).then_some(())
-        })
-        .await;
-    assert!(settled.is_some(), "every job record reached an outcome");
+    assert_jobs_ended(&app).await;
     let jobs: Vec<JobRecord> = app
         .platform
         .db

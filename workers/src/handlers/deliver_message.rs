@@ -385,16 +385,14 @@ async fn finish(
 /// Nobody is left in silence: staff get the conversation and the reason.
 async fn hand_to_staff(ctx: &JobContext, failed: &Message) {
     let platform = &ctx.state.platform;
-    let handoff = Handoff {
-        reason: HandoffReason::DeliveryFailed,
-        note: format!(
+    let handoff = Handoff::new(
+        HandoffReason::DeliveryFailed,
+        format!(
             "The bot's reply could not be delivered to the customer ({}). Please answer them.",
             failed.error.as_deref().unwrap_or("unknown error")
         ),
-        message_id: Some(failed.id.clone()),
-        created_at: Utc::now(),
-        brief: None,
-    };
+        Some(failed.id.clone()),
+    );
     match conversations::hand_to_staff(
         &platform.db,
         &ctx.tenant_id,

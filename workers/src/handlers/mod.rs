@@ -22,6 +22,8 @@ pub mod train_agent;
 
 // Shared by several jobs.
 pub mod channel_check;
+/// Handing a conversation to staff, with its notice and brief.
+pub mod handoff;
 pub mod knowledge;
 /// The monthly plan caps a reply checks before it is composed.
 pub mod plan_cap;

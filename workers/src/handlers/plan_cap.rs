@@ -7,10 +7,8 @@
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use aigentable_jobs::events;
-use aigentable_platform::conversations::{self, MoveExtras};
-use aigentable_platform::model::conversation::{Handoff, HandoffReason, reply_dedup_key};
-use aigentable_platform::model::{Agent, Conversation, ConversationStatus, Message, SenderType};
+use aigentable_platform::model::conversation::{Handoff, HandoffReason};
+use aigentable_platform::model::{Agent, Conversation, Message};
 use aigentable_platform::plan_caps::{self, CapReached};
 
 use crate::runner::{JobContext, JobError};
@@ -33,77 +31,44 @@ pub async fn hand_over(
     agent: &Agent,
     cap: CapReached,
 ) -> Result<Value, JobError> {
-    let platform = &ctx.state.platform;
-    let db = &platform.db;
-    let mut note = conversations::outbound_message(
-        conversation,
-        SenderType::System,
-        Some(agent.id.clone()),
-        NOTE.to_owned(),
+    let handoff = Handoff::new(
+        HandoffReason::MonthlyCap,
+        format!(
+            "The plan's monthly {} allowance ({}) is used up: the bot stopped answering.",
+            cap.limit, cap.value
+        ),
+        Some(question.id.clone()),
     );
-    note.reply_to = Some(question.id.clone());
-    note.dedup_key = Some(reply_dedup_key(&question.id));
-    note.metadata = bson::doc! {
+    let metadata = bson::doc! {
         "handoff": "plan-limit",
         "planLimit": cap.limit,
         "planLimitValue": i64::try_from(cap.value).unwrap_or(i64::MAX),
         "planLimitUsage": i64::try_from(cap.usage).unwrap_or(i64::MAX),
     };
-    if !conversations::insert_message(db, &note)
-        .await
-        .map_err(JobError::transient)?
-    {
-        return Ok(json!({ "skipped": "already answered" }));
-    }
-    conversations::note_message(db, &note)
-        .await
-        .map_err(JobError::transient)?;
-    events::new_message(&platform.kv, &note).await;
-    let delivery_job = crate::handlers::generate_reply::enqueue_delivery(ctx, &note).await?;
-    match conversations::move_status(
-        db,
-        &ctx.tenant_id,
-        &conversation.id,
-        ConversationStatus::Waiting,
-        &MoveExtras {
-            handoff: Some(Handoff {
-                reason: HandoffReason::MonthlyCap,
-                note: format!(
-                    "The plan's monthly {} allowance ({}) is used up: the bot stopped answering.",
-                    cap.limit, cap.value
-                ),
-                message_id: Some(question.id.clone()),
-                created_at: Utc::now(),
-                brief: None,
-            }),
-            ..MoveExtras::default()
-        },
+    let mut result = crate::handlers::handoff::instead_of_a_reply(
+        ctx,
+        conversation,
+        question,
+        agent,
+        NOTE,
+        metadata,
+        handoff,
     )
-    .await
-    {
-        Ok(c) => {
-            events::conversation_updated(&platform.kv, &c).await;
-            crate::handlers::summarize_handoff::queue_brief(ctx, &c).await;
-        }
-        Err(e) => {
-            tracing::warn!(tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, error = %e, "handoff at the plan limit failed")
-        }
+    .await?;
+    if result.get("skipped").is_none() {
+        tracing::info!(
+            job_id = %ctx.job_id,
+            tenant_id = %ctx.tenant_id,
+            conversation_id = %conversation.id,
+            limit = cap.limit,
+            value = cap.value,
+            usage = cap.usage,
+            "bot reply replaced by a handoff: plan limit reached"
+        );
+        result["handedOver"] = json!("plan limit reached");
+        result["limit"] = json!(cap.limit);
+        result["value"] = json!(cap.value);
+        result["usage"] = json!(cap.usage);
     }
-    tracing::info!(
-        job_id = %ctx.job_id,
-        tenant_id = %ctx.tenant_id,
-        conversation_id = %conversation.id,
-        limit = cap.limit,
-        value = cap.value,
-        usage = cap.usage,
-        "bot reply replaced by a handoff: plan limit reached"
-    );
-    Ok(json!({
-        "handedOver": "plan limit reached",
-        "limit": cap.limit,
-        "value": cap.value,
-        "usage": cap.usage,
-        "noteId": note.id,
-        "deliveryJobId": delivery_job,
-    }))
+    Ok(result)
 }

@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 use aigentable_jobs::Requester;
 use aigentable_jobs::events;
 use aigentable_jobs::types::DeliverMessage;
-use aigentable_platform::conversations::{self, MoveExtras, RedisLock};
+use aigentable_platform::conversations::{self, RedisLock};
 use aigentable_platform::handoff_brief;
 use aigentable_platform::llm::ChatMessage;
 use aigentable_platform::model::conversation::{Handoff, HandoffReason, reply_dedup_key};
 use aigentable_platform::model::{
-    Agent, Conversation, ConversationStatus, Message, MessageDirection, MessageStatus, SenderType,
+    Agent, Conversation, Message, MessageDirection, MessageStatus, SenderType,
 };
 
 use super::compose::compose;
@@ -223,37 +223,18 @@ async fn answer_locked(
     let delivery_job = enqueue_delivery(ctx, &reply).await?;
     let mut conversation_now = updated.unwrap_or(now);
     if let Some(why) = &answer.fallback {
-        let handoff = Handoff {
+        let handoff = Handoff::new(
             // Without a provider, the fallback means nothing matched.
-            reason: if answer.retrieval_only {
+            if answer.retrieval_only {
                 HandoffReason::LowConfidence
             } else {
                 HandoffReason::ProviderFailure
             },
-            note: format!("The bot could not answer ({why}) and sent the fallback message."),
-            message_id: Some(question.id.clone()),
-            created_at: chrono::Utc::now(),
-            brief: None,
-        };
-        match conversations::move_status(
-            db,
-            &ctx.tenant_id,
-            &conversation.id,
-            ConversationStatus::Waiting,
-            &MoveExtras {
-                handoff: Some(handoff),
-                ..MoveExtras::default()
-            },
-        )
-        .await
-        {
-            Ok(c) => {
-                crate::handlers::summarize_handoff::queue_brief(ctx, &c).await;
-                conversation_now = c;
-            }
-            Err(e) => {
-                tracing::warn!(tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, error = %e, "handoff after the fallback failed")
-            }
+            format!("The bot could not answer ({why}) and sent the fallback message."),
+            Some(question.id.clone()),
+        );
+        if let Some(c) = crate::handlers::handoff::to_staff(ctx, &conversation.id, handoff).await {
+            conversation_now = c;
         }
     }
     events::conversation_updated(&platform.kv, &conversation_now).await;
@@ -317,57 +298,24 @@ async fn hand_to_a_person(
     question: &Message,
     agent: &Agent,
 ) -> Result<Value, JobError> {
-    let platform = &ctx.state.platform;
-    let db = &platform.db;
-    let mut note = conversations::outbound_message(
-        conversation,
-        SenderType::System,
-        Some(agent.id.clone()),
-        PERSON_NOTE.to_owned(),
-    );
-    note.reply_to = Some(question.id.clone());
-    note.dedup_key = Some(reply_dedup_key(&question.id));
-    note.metadata = doc! { "handoff": "customer-request" };
-    if !conversations::insert_message(db, &note)
-        .await
-        .map_err(JobError::transient)?
-    {
-        return Ok(json!({ "skipped": "already answered" }));
-    }
-    conversations::note_message(db, &note)
-        .await
-        .map_err(JobError::transient)?;
-    events::new_message(&platform.kv, &note).await;
-    let delivery_job = enqueue_delivery(ctx, &note).await?;
     let handoff = Handoff::new(
         HandoffReason::CustomerRequest,
         "The customer asked to talk to a person.".to_owned(),
         Some(question.id.clone()),
     );
-    match conversations::move_status(
-        db,
-        &ctx.tenant_id,
-        &conversation.id,
-        ConversationStatus::Waiting,
-        &MoveExtras {
-            handoff: Some(handoff),
-            ..MoveExtras::default()
-        },
+    let mut result = crate::handlers::handoff::instead_of_a_reply(
+        ctx,
+        conversation,
+        question,
+        agent,
+        PERSON_NOTE,
+        doc! { "handoff": "customer-request" },
+        handoff,
     )
-    .await
-    {
-        Ok(c) => {
-            events::conversation_updated(&platform.kv, &c).await;
-            crate::handlers::summarize_handoff::queue_brief(ctx, &c).await;
-        }
-        Err(e) => {
-            tracing::warn!(tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, error = %e, "handoff at the customer's request failed");
-        }
+    .await?;
+    if result.get("skipped").is_none() {
+        result["handedOver"] = json!("the customer asked for a person");
+        tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, "conversation handed to staff at the customer's request");
     }
-    tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, "conversation handed to staff at the customer's request");
-    Ok(json!({
-        "handedOver": "the customer asked for a person",
-        "noteId": note.id,
-        "deliveryJobId": delivery_job,
-    }))
+    Ok(result)
 }
