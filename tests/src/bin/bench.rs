@@ -219,6 +219,7 @@ impl Bench {
             if Instant::now() > deadline {
                 bail!("the backlog did not drain within 300 s");
             }
+            ensure_running(&mut children)?;
             let d = queue::depth(&mut conn, &self.keys).await?;
             let now = Instant::now();
             if first_taken.is_none() && d.ready < full {
@@ -233,33 +234,50 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
-        let succeeded = self.scrape_succeeded(processes).await;
+        ensure_running(&mut children)?;
+        let per_process = self.scrape_succeeded(processes).await;
         for mut child in children {
             stop(&mut child).await;
         }
+        let per_process = per_process?;
+        // A process that ran nothing was not measured, whatever it says.
+        if let Some(idle) = per_process.iter().position(|n| *n == 0) {
+            bail!(
+                "workers process {} ran no job: the figure would be for {} process(es), not {processes}",
+                idle + 1,
+                processes - 1
+            );
+        }
         let elapsed = finished - first_taken.unwrap_or(finished);
-        Ok((elapsed, succeeded))
+        Ok((elapsed, per_process.iter().sum()))
     }
 
-    /// Sums `jobs_total{outcome="succeeded"}` over the processes' metrics.
-    async fn scrape_succeeded(&self, processes: u16) -> u64 {
+    /// `jobs_total{outcome="succeeded"}` of each process, from its metrics;
+    /// an error when one does not answer.
+    async fn scrape_succeeded(&self, processes: u16) -> anyhow::Result<Vec<u64>> {
         let http = reqwest::Client::new();
-        let mut total = 0;
+        let mut out = Vec::new();
         for p in 0..processes {
             let url = format!("http://127.0.0.1:{}/metrics", 19_101 + p);
-            let Ok(res) = http.get(&url).send().await else {
-                continue;
-            };
-            let body = res.text().await.unwrap_or_default();
-            total += body
-                .lines()
-                .filter(|l| {
-                    l.starts_with("aigentable_jobs_total") && l.contains("outcome=\"succeeded\"")
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum::<u64>();
+            let body = http
+                .get(&url)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .with_context(|| format!("workers process {} did not answer {url}", p + 1))?
+                .text()
+                .await?;
+            out.push(
+                body.lines()
+                    .filter(|l| {
+                        l.starts_with("aigentable_jobs_total")
+                            && l.contains("outcome=\"succeeded\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum::<u64>(),
+            );
         }
-        total
+        Ok(out)
     }
 
     async fn cleanup(&self) {
@@ -276,6 +294,21 @@ impl Bench {
             let _ = client.database(&self.database).drop().await;
         }
     }
+}
+
+/// Fails when a workers process this bench started has exited: a figure
+/// taken without it would not be what it says (one was, once: the second
+/// process had stopped at start).
+fn ensure_running(children: &mut [Child]) -> anyhow::Result<()> {
+    for (i, child) in children.iter_mut().enumerate() {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "workers process {} exited ({status}) during the measurement",
+                i + 1
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn stop(child: &mut Child) {
@@ -341,8 +374,17 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM")
 }
 
-/// Builds the release `workers` binary next to this one.
+/// Builds the release `workers` binary next to this one, or takes the one
+/// `BENCH_WORKERS_BIN` names (a quick check of the bench itself; the
+/// README's figures come from the release build).
 async fn build_workers() -> anyhow::Result<PathBuf> {
+    if let Ok(given) = std::env::var("BENCH_WORKERS_BIN") {
+        let bin = PathBuf::from(given);
+        if !bin.is_file() {
+            bail!("BENCH_WORKERS_BIN: {} is not a file", bin.display());
+        }
+        return Ok(bin);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(cargo)
         .args([
@@ -398,6 +440,7 @@ async fn run_all(bench: &Bench, args: &Args) -> anyhow::Result<()> {
     let mut worker = bench.spawn_worker(19_100)?;
     let measured = async {
         bench.warm_up().await?;
+        ensure_running(std::slice::from_mut(&mut worker))?;
         report_latency(
             "enqueue-to-start, idle queue",
             bench.latency(args.samples, 0).await?,
@@ -409,14 +452,16 @@ async fn run_all(bench: &Bench, args: &Args) -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
+    let still = ensure_running(std::slice::from_mut(&mut worker));
     stop(&mut worker).await;
     measured?;
+    still?;
 
     for processes in [1u16, 2] {
         let (elapsed, succeeded) = bench.drain(args.jobs, processes).await?;
         let rate = args.jobs as f64 / elapsed.as_secs_f64();
         println!(
-            "backlog of {} no-op jobs, {processes} worker process(es): drained in {:.2} s = {:.0} jobs/s ({:.0} per process); {succeeded} succeeded per their metrics",
+            "backlog of {} no-op jobs, {processes} worker process(es), each running to the end and each ran jobs: drained in {:.2} s = {:.0} jobs/s ({:.0} per process); {succeeded} succeeded per their metrics",
             args.jobs,
             elapsed.as_secs_f64(),
             rate,
