@@ -164,6 +164,18 @@ impl Transcript {
         out
     }
 
+    /// The brief a provider wrote, with the sources the bot cited.
+    pub fn written(&self, by: LlmBrief) -> HandoffBrief {
+        HandoffBrief {
+            summary: by.summary,
+            intent: by.intent,
+            sentiment: by.sentiment,
+            sources: self.sources(),
+            method: BriefMethod::Llm,
+            created_at: Utc::now(),
+        }
+    }
+
     /// A brief from the conversation's own words.
     pub fn extractive(&self, handoff: &Handoff) -> HandoffBrief {
         let customer: Vec<&Message> = self.customer().collect();

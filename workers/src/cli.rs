@@ -24,6 +24,25 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
         })
 }
 
+/// A number of seconds from the environment variable `name` (unset or
+/// blank: `None`), within `range`.
+fn env_number(name: &str, range: std::ops::RangeInclusive<u64>) -> anyhow::Result<Option<u64>> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            v.trim()
+                .parse()
+                .ok()
+                .filter(|n| range.contains(n))
+                .with_context(|| match (range.start(), range.end()) {
+                    (0, &u64::MAX) => format!("{name} must be a number of seconds"),
+                    (lo, hi) => format!("{name} must be a number of seconds from {lo} to {hi}"),
+                })
+        })
+        .transpose()
+}
+
 pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     let config = Config::from_env().context("configuration")?;
     telemetry::init(config.log_format);
@@ -62,28 +81,8 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         })
         .transpose()?
         .unwrap_or(9101);
-    let grace_secs: u64 = std::env::var("WORKER_SHUTDOWN_GRACE_SECS")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .map(|v| {
-            v.trim()
-                .parse()
-                .context("WORKER_SHUTDOWN_GRACE_SECS must be a number of seconds")
-        })
-        .transpose()?
-        .unwrap_or(30);
-    let lease_secs: u64 = std::env::var("WORKER_LEASE_SECS")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .map(|v| {
-            v.trim()
-                .parse()
-                .ok()
-                .filter(|n| (2..=3600).contains(n))
-                .context("WORKER_LEASE_SECS must be a number of seconds from 2 to 3600")
-        })
-        .transpose()?
-        .unwrap_or(60);
+    let grace_secs: u64 = env_number("WORKER_SHUTDOWN_GRACE_SECS", 0..=u64::MAX)?.unwrap_or(30);
+    let lease_secs: u64 = env_number("WORKER_LEASE_SECS", 2..=3600)?.unwrap_or(60);
     let metrics_host = config.host.clone();
     let metrics_token = config.metrics_token.clone();
     let platform = Platform::connect(config)

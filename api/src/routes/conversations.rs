@@ -445,12 +445,12 @@ pub async fn assign(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Valu
 /// conversation from the bot). The move already happened: a queue that
 /// cannot take the job costs the brief, not the move; staff can ask again.
 async fn brief_new_handoff(state: &AppState, who: &Caller, c: &Conversation) {
-    if c.handoff.as_ref().is_none_or(|h| h.brief.is_some()) {
-        return;
-    }
     let Some(job) = SummarizeHandoff::for_conversation(c) else {
         return;
     };
+    if c.handoff.as_ref().is_some_and(|h| h.brief.is_some()) {
+        return;
+    }
     if let Err(e) = state
         .jobs
         .enqueue(&who.tenant_id, Requester::User(who.user_id().clone()), job)
@@ -492,7 +492,7 @@ pub async fn regenerate_brief(
             "the conversation has no handoff to brief: it is answered by the bot".to_owned(),
         ));
     };
-    job.regenerate = Some(aigentable_platform::ids::new_id());
+    job.regenerate = true;
     let record = state
         .jobs
         .enqueue(&who.tenant_id, Requester::User(who.user_id().clone()), job)

@@ -16,10 +16,10 @@ pub struct SummarizeHandoff {
     /// The handoff this brief is for: a brief for a handoff that was
     /// replaced or cleared meanwhile is not stored.
     pub handoff_at: DateTime<Utc>,
-    /// Set when staff ask for the brief again: a new key, so the request is
-    /// not folded into the first brief's job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub regenerate: Option<String>,
+    /// Staff asked for the brief again: no idempotency key, so the request
+    /// is not folded into the first brief's job.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub regenerate: bool,
 }
 
 impl SummarizeHandoff {
@@ -28,7 +28,7 @@ impl SummarizeHandoff {
         conversation.handoff.as_ref().map(|h| Self {
             conversation_id: conversation.id.clone(),
             handoff_at: h.created_at,
-            regenerate: None,
+            regenerate: false,
         })
     }
 }
@@ -41,10 +41,12 @@ impl Job for SummarizeHandoff {
     const TIMEOUT: Duration = Duration::from_secs(90);
 
     fn idempotency_key(&self) -> Option<String> {
-        let at = self.handoff_at.timestamp_millis();
-        Some(match &self.regenerate {
-            Some(nonce) => format!("handoff-brief:{}:{at}:{nonce}", self.conversation_id),
-            None => format!("handoff-brief:{}:{at}", self.conversation_id),
+        (!self.regenerate).then(|| {
+            format!(
+                "handoff-brief:{}:{}",
+                self.conversation_id,
+                self.handoff_at.timestamp_millis()
+            )
         })
     }
 }

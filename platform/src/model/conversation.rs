@@ -220,6 +220,15 @@ pub enum BriefMethod {
     Extractive,
 }
 
+impl BriefMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Llm => "llm",
+            Self::Extractive => "extractive",
+        }
+    }
+}
+
 /// A document the bot drew on in the conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -267,10 +276,7 @@ impl Handoff {
             "intent": brief.map(|b| b.intent.as_str()),
             "sentiment": brief.map(|b| b.sentiment.as_str()),
             "sources": brief.map(|b| &b.sources),
-            "briefMethod": brief.map(|b| match b.method {
-                BriefMethod::Llm => "llm",
-                BriefMethod::Extractive => "extractive",
-            }),
+            "briefMethod": brief.map(|b| b.method.as_str()),
             "briefAt": brief.map(|b| b.created_at),
         })
     }

@@ -24,6 +24,19 @@ async fn conversation_id(app: &TestApp, s: &Session, user: &str) -> String {
         .to_owned()
 }
 
+/// An app, a tenant admin and a website channel answered by an agent with
+/// the store-hours document; `provider` becomes the tenant's default.
+async fn tenant(provider: Option<&FakeOpenAi>) -> (TestApp, Session, String) {
+    let app = spawn_app().await;
+    let s = app.register("Acme").await;
+    let agent = agent_with_document(&app, &s, json!({})).await;
+    if let Some(fake) = provider {
+        default_provider(&app, &s, fake).await;
+    }
+    let ch = channel(&app, &s, "Chat", Some(&agent)).await;
+    (app, s, ch)
+}
+
 /// Waits until the conversation's handoff has a brief written after
 /// `after` (any, when `None`); answers the handoff.
 async fn brief(app: &TestApp, s: &Session, id: &str, after: Option<&str>) -> Value {
@@ -44,10 +57,7 @@ async fn brief(app: &TestApp, s: &Session, id: &str, after: Option<&str>) -> Val
 /// quoted.
 #[tokio::test]
 async fn a_customer_asking_for_a_person_is_handed_over_with_an_extractive_brief() {
-    let app = spawn_app().await;
-    let s = app.register("Acme").await;
-    let agent = agent_with_document(&app, &s, json!({})).await;
-    let ch = channel(&app, &s, "Chat", Some(&agent)).await;
+    let (app, s, ch) = tenant(None).await;
     let mut sock = connect(
         &app.base,
         "/",
@@ -147,12 +157,8 @@ async fn a_customer_asking_for_a_person_is_handed_over_with_an_extractive_brief(
 /// still answers has no brief to write.
 #[tokio::test]
 async fn staff_taking_over_get_the_providers_brief_and_can_regenerate_it() {
-    let app = spawn_app().await;
     let fake = FakeOpenAi::start().await;
-    let s = app.register("Acme").await;
-    let agent = agent_with_document(&app, &s, json!({})).await;
-    default_provider(&app, &s, &fake).await;
-    let ch = channel(&app, &s, "Chat", Some(&agent)).await;
+    let (app, s, ch) = tenant(Some(&fake)).await;
     fake.push_reply("The Rotterdam shop opens at nine.");
     let (_, job) = deliver(
         &app,
@@ -236,12 +242,8 @@ async fn staff_taking_over_get_the_providers_brief_and_can_regenerate_it() {
 /// the conversation's words, with the provider's failure in the job's result.
 #[tokio::test]
 async fn a_failing_provider_still_leaves_a_brief() {
-    let app = spawn_app().await;
     let fake = FakeOpenAi::start().await;
-    let s = app.register("Acme").await;
-    let agent = agent_with_document(&app, &s, json!({})).await;
-    default_provider(&app, &s, &fake).await;
-    let ch = channel(&app, &s, "Chat", Some(&agent)).await;
+    let (app, s, ch) = tenant(Some(&fake)).await;
     fake.fail_always(500);
     let (_, job) = deliver(
         &app,

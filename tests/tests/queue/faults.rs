@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
+
+use super::ChildTest;
 use std::time::Duration;
 
 use bson::doc;
@@ -65,59 +67,16 @@ async fn child_workers_process() {
 }
 
 /// A workers process; killed (SIGKILL) when dropped.
-struct WorkersProcess(Child);
+type WorkersProcess = ChildTest;
 
-impl WorkersProcess {
-    fn spawn(env: &HashMap<String, String>) -> Self {
-        let exe = std::env::current_exe().expect("the test binary");
-        let child = Command::new(exe)
-            .args([
-                "faults::child_workers_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, serde_json::to_string(env).expect("variables"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("workers process started");
-        Self(child)
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.0.try_wait(), Ok(None))
-    }
-
-    /// SIGTERM, then the exit status once it stopped (within `within`).
-    fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + within;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-
-    /// SIGKILL: no drain, no release, leases left to expire.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for WorkersProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn spawn_workers(env: &HashMap<String, String>) -> WorkersProcess {
+    let mut command = ChildTest::command();
+    command
+        .env(CHILD_ENV, serde_json::to_string(env).expect("variables"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    ChildTest::spawn("faults::child_workers_process", command).expect("workers process started")
 }
 
 /// The WhatsApp number every fault test's channel answers on.
@@ -156,7 +115,7 @@ impl Scene {
             .await;
         assert!(r.status.is_success(), "{:?}", r.body);
         let agent = create_agent(&app, &admin).await;
-        let first = WorkersProcess::spawn(&app.env);
+        let first = spawn_workers(&app.env);
         // Tested by the first workers process: Meta (the fake) confirms the
         // account, and webhooks reach the channel.
         create_live_channel(
@@ -188,6 +147,24 @@ impl Scene {
         assert!(r.status.is_success(), "webhook {wamid}: {}", r.status);
     }
 
+    /// `customers` write (numbers `{prefix}0000`, ...) while each reply
+    /// takes 300 ms, so that many are in flight; returns once the first
+    /// three were sent.
+    async fn keep_busy(&self, customers: usize, prefix: &str) {
+        self.llm.set_delay(Duration::from_millis(300));
+        for i in 0..customers {
+            self.customer_says(&format!("{prefix}{i:04}"), &format!("wamid.{prefix}{i}"))
+                .await;
+        }
+        let some = self
+            .app
+            .eventually(Duration::from_secs(60), || async {
+                (self.sends().len() >= 3).then_some(())
+            })
+            .await;
+        assert!(some.is_some(), "the first replies went out");
+    }
+
     /// Sends to customers at the fake WhatsApp API, per customer.
     fn sends(&self) -> HashMap<String, usize> {
         let mut per: HashMap<String, usize> = HashMap::new();
@@ -208,20 +185,8 @@ impl Scene {
 async fn a_killed_workers_process_leaves_no_customer_unanswered() {
     const CUSTOMERS: usize = 30;
     let mut scene = Scene::start().await;
-    // Replies take a while, so that many are in flight when the kill comes.
-    scene.llm.set_delay(Duration::from_millis(300));
-    for i in 0..CUSTOMERS {
-        scene
-            .customer_says(&format!("5577{i:04}"), &format!("wamid.fault{i}"))
-            .await;
-    }
+    scene.keep_busy(CUSTOMERS, "5577").await;
     let app = &scene.app;
-    let some = app
-        .eventually(Duration::from_secs(60), || async {
-            (scene.sends().len() >= 3).then_some(())
-        })
-        .await;
-    assert!(some.is_some(), "the first workers process answered some");
     assert!(
         scene.first.alive(),
         "the first workers process ran until the kill"
@@ -230,7 +195,7 @@ async fn a_killed_workers_process_leaves_no_customer_unanswered() {
     scene.first.kill();
     let killed_at = std::time::Instant::now();
 
-    let mut second = WorkersProcess::spawn(&app.env);
+    let mut second = spawn_workers(&app.env);
     let all = app
         .eventually(Duration::from_secs(240), || async {
             (scene.sends().len() >= CUSTOMERS).then_some(())
@@ -288,7 +253,7 @@ async fn a_stopped_workers_process_hands_its_reply_back_without_spending_an_atte
         "the workers process drained and exited: {status:?}"
     );
     llm.set_delay(Duration::ZERO);
-    let second = WorkersProcess::spawn(&app.env);
+    let second = spawn_workers(&app.env);
     let sent = app
         .eventually(Duration::from_secs(60), || async {
             (!scene.sends().is_empty()).then_some(())
@@ -388,7 +353,7 @@ async fn a_killed_workers_process_leaves_every_document_indexed_once() {
     scene.first.kill();
     let at_kill = ready().await;
     eprintln!("{at_kill} of {DOCS} documents READY at the kill");
-    let second = WorkersProcess::spawn(&app.env);
+    let second = spawn_workers(&app.env);
     for id in &ids {
         let doc = app
             .eventually(Duration::from_secs(120), || async {
@@ -560,19 +525,8 @@ where
     Fut: std::future::Future<Output = S>,
 {
     const CUSTOMERS: usize = 20;
-    scene.llm.set_delay(Duration::from_millis(300));
-    for i in 0..CUSTOMERS {
-        scene
-            .customer_says(&format!("5599{i:04}"), &format!("wamid.{service}{i}"))
-            .await;
-    }
+    scene.keep_busy(CUSTOMERS, "5599").await;
     let app = &scene.app;
-    let some = app
-        .eventually(Duration::from_secs(60), || async {
-            (scene.sends().len() >= 3).then_some(())
-        })
-        .await;
-    assert!(some.is_some(), "the first replies went out");
     let stopped = std::time::Instant::now();
     let kept = outage().await;
     let back = std::time::Instant::now();

@@ -709,3 +709,76 @@ async fn worker_metrics_count_jobs_by_queue_and_outcome() {
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     rig.cleanup().await;
 }
+
+/// This test binary started again on one ignored test (`test`, its full
+/// name): a child process of a fault or scale-out test. Killed (SIGKILL)
+/// when dropped.
+struct ChildTest(std::process::Child);
+
+impl ChildTest {
+    /// Starts `test` with `command`'s environment, directory and output
+    /// (set by the caller) added to.
+    fn spawn(test: &str, mut command: std::process::Command) -> std::io::Result<Self> {
+        command
+            .args([
+                test,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map(Self)
+    }
+
+    /// A command for this test binary, to hand to [`ChildTest::spawn`].
+    fn command() -> std::process::Command {
+        std::process::Command::new(std::env::current_exe().expect("the test binary"))
+    }
+
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` (`-TERM`, `-STOP`, ...) without waiting.
+    fn signal(&self, signal: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status();
+    }
+
+    /// The exit status once the process stopped, within `within`.
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// SIGTERM, then [`Self::wait_exit`].
+    fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        self.signal("-TERM");
+        self.wait_exit(within)
+    }
+
+    /// SIGKILL: no drain, no release, leases left to expire.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildTest {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bson::doc;
@@ -24,6 +23,7 @@ use aigentable_tests::fake_providers::{
 use aigentable_tests::socket::connect;
 use aigentable_tests::{Session, TestApp};
 
+use super::ChildTest;
 use super::faults::{assert_answered_once, assert_jobs_ended};
 
 /// Which binary a child process is, and its command line (JSON).
@@ -68,7 +68,7 @@ fn free_port() -> u16 {
 /// killed (SIGKILL) when dropped.
 struct Proc {
     name: String,
-    child: Child,
+    child: ChildTest,
     log: PathBuf,
     /// The port its probes answer on (`/readyz`, `/healthz`).
     probe_port: u16,
@@ -87,15 +87,8 @@ impl Proc {
         let log = logs.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let exe = std::env::current_exe().expect("the test binary");
-        let child = Command::new(exe)
-            .args([
-                "scale_out::child_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut command = ChildTest::command();
+        command
             .env(CHILD_BINARY, binary)
             .env(CHILD_ARGS, serde_json::to_string(args).expect("arguments"))
             // No stray .env: the configuration is exactly `env`.
@@ -103,10 +96,9 @@ impl Proc {
             .envs(env)
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
+            .stderr(err);
+        let child = ChildTest::spawn("scale_out::child_process", command)
             .unwrap_or_else(|e| panic!("{name} started: {e}"));
         Self {
             name: name.to_owned(),
@@ -117,7 +109,7 @@ impl Proc {
     }
 
     fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.child.alive()
     }
 
     fn log_tail(&self) -> String {
@@ -153,34 +145,6 @@ impl Proc {
         }
     }
 
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn signal_term(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-    }
-
-    /// SIGTERM; the exit status once it stopped within `within`.
-    fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
-        self.signal_term();
-        self.wait_exit(within)
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-
     /// Resident memory (MiB) and CPU time used so far (s), from /proc.
     fn usage(&self) -> Option<(f64, f64)> {
         let pid = self.child.id();
@@ -202,12 +166,6 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 const PNID: &str = "SCALE_PN";
 const APP_SECRET: &str = "scale-secret";
 const SWEEP_EVERY_SECS: i64 = 2;
@@ -215,6 +173,25 @@ const SWEEP_EVERY_SECS: i64 = 2;
 /// The queues of each workers role, as in the Procfile.
 const FAST_QUEUES: &str = "inbound,outbound,emails,integrations,maintenance";
 const KNOWLEDGE_QUEUES: &str = "replies,search,ingest,training";
+
+/// A `workers` process on `queues`, with its own metrics port; a killed
+/// one's jobs are taken over within seconds, a stopped one drains for 2 s.
+fn workers_process(name: &str, queues: &str, env: &HashMap<String, String>, logs: &Path) -> Proc {
+    let port = free_port();
+    Proc::spawn(
+        name,
+        "workers",
+        &["--queues", queues],
+        env,
+        &[
+            ("WORKER_METRICS_PORT", port.to_string()),
+            ("WORKER_LEASE_SECS", "3".to_owned()),
+            ("WORKER_SHUTDOWN_GRACE_SECS", "2".to_owned()),
+        ],
+        logs,
+        port,
+    )
+}
 
 struct Fleet {
     apis: Vec<Proc>,
@@ -236,23 +213,7 @@ impl Fleet {
                 port,
             )
         };
-        let workers = |name: &str, queues: &str| {
-            let port = free_port();
-            Proc::spawn(
-                name,
-                "workers",
-                &["--queues", queues],
-                env,
-                &[
-                    ("WORKER_METRICS_PORT", port.to_string()),
-                    // A killed process's jobs are taken over within seconds.
-                    ("WORKER_LEASE_SECS", "3".to_owned()),
-                    ("WORKER_SHUTDOWN_GRACE_SECS", "2".to_owned()),
-                ],
-                logs,
-                port,
-            )
-        };
+        let workers = |name: &str, queues: &str| workers_process(name, queues, env, logs);
         let scheduler = |name: &str| {
             let port = free_port();
             Proc::spawn(
@@ -447,9 +408,9 @@ async fn many_processes_of_each_kind_share_the_work_and_survive_a_kill_of_each()
         "scheduler-2",
     ]);
     let before_kill = sends(&fake).len();
-    fleet.apis[1].kill();
-    fleet.workers[0].kill();
-    fleet.schedulers[0].kill();
+    fleet.apis[1].child.kill();
+    fleet.workers[0].child.kill();
+    fleet.schedulers[0].child.kill();
     let killed_at = Instant::now();
 
     // Wave two through the api left, and the rest of the traffic.
@@ -511,7 +472,7 @@ async fn many_processes_of_each_kind_share_the_work_and_survive_a_kill_of_each()
     let http = reqwest::Client::new();
     let knowledge = &mut fleet.workers[2];
     let readyz = format!("http://127.0.0.1:{}/readyz", knowledge.probe_port);
-    knowledge.signal_term();
+    knowledge.child.signal("-TERM");
     let mut draining_seen = false;
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline && !draining_seen {
@@ -524,27 +485,14 @@ async fn many_processes_of_each_kind_share_the_work_and_survive_a_kill_of_each()
         draining_seen,
         "/readyz answered 503 while the process drained"
     );
-    let drained = knowledge.wait_exit(Duration::from_secs(15));
+    let drained = knowledge.child.wait_exit(Duration::from_secs(15));
     assert!(
         drained.is_some_and(|s| s.success()),
         "the knowledge workers drained and exited: {drained:?}\n{}",
         knowledge.log_tail()
     );
     llm.set_delay(Duration::ZERO);
-    let port = free_port();
-    let mut replacement = Proc::spawn(
-        "workers-knowledge-2",
-        "workers",
-        &["--queues", KNOWLEDGE_QUEUES],
-        &app.env,
-        &[
-            ("WORKER_METRICS_PORT", port.to_string()),
-            ("WORKER_LEASE_SECS", "3".to_owned()),
-            ("WORKER_SHUTDOWN_GRACE_SECS", "2".to_owned()),
-        ],
-        &logs,
-        port,
-    );
+    let mut replacement = workers_process("workers-knowledge-2", KNOWLEDGE_QUEUES, &app.env, &logs);
     replacement.wait_ready(&http).await;
     fleet.workers.push(replacement);
     let customers = 2 * PER_WAVE + 1;
@@ -561,7 +509,7 @@ async fn many_processes_of_each_kind_share_the_work_and_survive_a_kill_of_each()
     assert_answered_once(&app, &admin.tenant_id, customers, &sends(&fake)).await;
 
     // The schedulers stop; then every job ends once.
-    let sched_stop = fleet.schedulers[1].terminate(Duration::from_secs(10));
+    let sched_stop = fleet.schedulers[1].child.terminate(Duration::from_secs(10));
     assert!(
         sched_stop.is_some_and(|s| s.success()),
         "the scheduler stopped cleanly: {sched_stop:?}"
@@ -629,7 +577,7 @@ async fn many_processes_of_each_kind_share_the_work_and_survive_a_kill_of_each()
     // The survivors drain and exit cleanly.
     for p in fleet.all_mut().filter(|p| p.name.starts_with("workers")) {
         if p.alive() {
-            let status = p.terminate(Duration::from_secs(15));
+            let status = p.child.terminate(Duration::from_secs(15));
             assert!(
                 status.is_some_and(|s| s.success()),
                 "{} drained and exited: {status:?}\n{}",

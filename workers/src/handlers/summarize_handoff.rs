@@ -11,8 +11,8 @@ use aigentable_jobs::types::SummarizeHandoff;
 use aigentable_jobs::{Requester, events};
 use aigentable_platform::handoff_brief::{self, RECENT_MESSAGES, Transcript};
 use aigentable_platform::llm::{self, ChatRequest, LlmClient};
-use aigentable_platform::model::Conversation;
-use aigentable_platform::model::conversation::{BriefMethod, HandoffBrief};
+use aigentable_platform::model::conversation::{Handoff, HandoffBrief};
+use aigentable_platform::model::{Agent, Conversation};
 use aigentable_platform::{conversations, usage};
 
 use crate::runner::{Handle, JobContext, JobError};
@@ -46,21 +46,16 @@ impl Handle for SummarizeHandoff {
                 .await
                 .map_err(JobError::transient)?;
         let transcript = Transcript::new(recent);
-        let mut brief = transcript.extractive(handoff);
-        let mut provider_error = None;
-        match from_provider(&ctx, &conversation, &transcript, handoff).await {
-            Ok(Some(written)) => {
-                brief.summary = written.summary;
-                brief.intent = written.intent;
-                brief.sentiment = written.sentiment;
-                brief.method = BriefMethod::Llm;
-            }
-            Ok(None) => {}
+        let (brief, provider_error) = match from_provider(&ctx, &conversation, &transcript, handoff)
+            .await
+        {
+            Ok(Some(written)) => (transcript.written(written), None),
+            Ok(None) => (transcript.extractive(handoff), None),
             Err(e) => {
                 tracing::warn!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, error = %e, "handoff brief: provider failed, written from the conversation instead");
-                provider_error = Some(e);
+                (transcript.extractive(handoff), Some(e))
             }
-        }
+        };
         let Some(updated) = handoff_brief::store(
             db,
             &ctx.tenant_id,
@@ -80,10 +75,7 @@ impl Handle for SummarizeHandoff {
 
 fn result(brief: &HandoffBrief, provider_error: Option<String>) -> Value {
     json!({
-        "method": match brief.method {
-            BriefMethod::Llm => "llm",
-            BriefMethod::Extractive => "extractive",
-        },
+        "method": brief.method.as_str(),
         "sentiment": brief.sentiment.as_str(),
         "sources": brief.sources.len(),
         "providerError": provider_error,
@@ -96,13 +88,13 @@ async fn from_provider(
     ctx: &JobContext,
     conversation: &Conversation,
     transcript: &Transcript,
-    handoff: &aigentable_platform::model::conversation::Handoff,
+    handoff: &Handoff,
 ) -> Result<Option<handoff_brief::LlmBrief>, String> {
     let platform = &ctx.state.platform;
     let agent = match &conversation.agent_id {
         Some(id) => platform
             .db
-            .scoped::<aigentable_platform::model::Agent>(&ctx.tenant_id)
+            .scoped::<Agent>(&ctx.tenant_id)
             .find_by_id(id)
             .await
             .map_err(|e| e.to_string())?,
