@@ -356,6 +356,7 @@ pub const JOB_ORIGINS: &[(&str, JobOrigin)] = &[
     ("rollup_analytics", JobOrigin::Role(Role::SuperAdmin)),
     ("sweep", JobOrigin::Role(Role::SuperAdmin)),
     ("noop", JobOrigin::Role(Role::SuperAdmin)),
+    ("chaos_probe", JobOrigin::Role(Role::SuperAdmin)),
 ];
 
 /// The role needed to see, cancel or retry a job of this type; unknown

@@ -36,7 +36,8 @@ impl DbError {
     }
 }
 
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+/// Whether `e` is a unique index refusing a second document.
+pub fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};
     match e.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,

@@ -19,6 +19,10 @@
 //! - scripted failures first: `n` × 429 with `Retry-After`, `n` × 500, or
 //!   any status ([`FakeOpenAi::fail_next`]), each optionally limited to
 //!   paths containing a text; a delay before every answer.
+//!
+//! It also tracks how many chat completions are being answered at once
+//! ([`FakeOpenAi::max_chat_in_flight`]): a request whose client hung up
+//! stops counting when the server drops it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -101,6 +105,28 @@ struct Inner {
     replies: Mutex<VecDeque<String>>,
     briefs: Mutex<VecDeque<String>>,
     delay: Mutex<Duration>,
+    /// Chat completions being answered now, and the most seen at once.
+    chats_in_flight: Mutex<(usize, usize)>,
+}
+
+/// Counts one chat completion in flight until dropped (answered, or
+/// dropped by the server when its client hung up).
+struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn enter(inner: &Arc<Inner>) -> Self {
+        let mut n = lock(&inner.chats_in_flight);
+        n.0 += 1;
+        n.1 = n.1.max(n.0);
+        Self(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut n = lock(&self.0.chats_in_flight);
+        n.0 = n.0.saturating_sub(1);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -149,6 +175,8 @@ impl Handler for Serve {
             body: body.clone(),
         };
         lock(&self.0.requests).push(recorded.clone());
+        let _in_flight =
+            (recorded.is_chat() && !recorded.is_brief()).then(|| InFlight::enter(&self.0));
 
         let delay = *lock(&self.0.delay);
         if !delay.is_zero() {
@@ -366,6 +394,16 @@ impl FakeOpenAi {
     /// Waits `delay` before answering each request.
     pub fn set_delay(&self, delay: Duration) {
         *lock(&self.inner.delay) = delay;
+    }
+
+    /// The most chat completions (replies, agent tests) answered at once.
+    pub fn max_chat_in_flight(&self) -> usize {
+        lock(&self.inner.chats_in_flight).1
+    }
+
+    /// Chat completions being answered now.
+    pub fn chats_in_flight(&self) -> usize {
+        lock(&self.inner.chats_in_flight).0
     }
 
     pub fn requests(&self) -> Vec<OpenAiRequest> {

@@ -15,6 +15,8 @@ pub mod fake_openai;
 pub mod fake_providers;
 pub mod fake_smtp;
 pub mod inbound;
+pub mod partition;
+pub mod services;
 pub mod socket;
 
 use std::collections::HashMap;
@@ -748,4 +750,32 @@ impl Drop for TestApp {
         });
         let _ = dropped.join();
     }
+}
+
+/// The machine a benchmark ran on: cores, CPU model and memory.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown cpu".to_owned());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let kb: HashMap<&str, u64> = s
+                .lines()
+                .filter_map(|l| {
+                    let mut parts = l.split_whitespace();
+                    Some((parts.next()?, parts.next()?.parse().ok()?))
+                })
+                .collect();
+            kb.get("MemTotal:").copied()
+        })
+        .map_or(0.0, |kb| kb as f64 / 1024.0 / 1024.0);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM")
 }

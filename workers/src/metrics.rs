@@ -23,6 +23,8 @@ pub enum Outcome {
     Skipped,
     /// Gave its slot back to wait for other work; runs again later.
     Deferred,
+    /// Stopped because its lease lapsed; runs again.
+    Stopped,
 }
 
 impl Outcome {
@@ -34,15 +36,17 @@ impl Outcome {
             Outcome::Dead => "dead",
             Outcome::Skipped => "skipped",
             Outcome::Deferred => "deferred",
+            Outcome::Stopped => "stopped",
         }
     }
-    const ALL: [Outcome; 6] = [
+    const ALL: [Outcome; 7] = [
         Outcome::Succeeded,
         Outcome::Retried,
         Outcome::Failed,
         Outcome::Dead,
         Outcome::Skipped,
         Outcome::Deferred,
+        Outcome::Stopped,
     ];
 }
 
@@ -130,7 +134,7 @@ impl Metrics {
 /// Metrics of one job type.
 #[derive(Clone, Debug)]
 pub struct JobMetrics {
-    outcomes: [IntCounter; 6],
+    outcomes: [IntCounter; 7],
     duration: Histogram,
     pub restarts: IntCounter,
 }

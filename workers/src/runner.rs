@@ -125,7 +125,7 @@ pub async fn run_job<J: Handle>(
     let job_id = envelope.job_id.clone();
     let attempt_no = u32::try_from(attempt.current()).unwrap_or(u32::MAX).max(1);
     let (outcome, result) =
-        attempt_job(&state, envelope, &tenant, &job_id, &claim.0.0, attempt_no).await;
+        attempt_job(&state, envelope, &tenant, &job_id, &claim, attempt_no).await;
     metrics.record(outcome, started.elapsed());
     result
 }
@@ -135,9 +135,11 @@ async fn attempt_job<J: Handle>(
     envelope: Envelope<J>,
     tenant: &TenantId,
     job_id: &str,
-    claim: &str,
+    claim: &Claim,
     attempt_no: u32,
 ) -> (Outcome, Result<(), BoxDynError>) {
+    let lease = &claim.lease;
+    let claim = claim.token.as_str();
     let db = &state.platform.db;
     let recorded = J::RECORDED;
 
@@ -180,13 +182,19 @@ async fn attempt_job<J: Handle>(
     };
     let started = std::time::Instant::now();
     let work = AssertUnwindSafe(envelope.payload.handle(ctx)).catch_unwind();
-    let outcome = match tokio::time::timeout(J::TIMEOUT, work).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_panic)) => Err(JobError::Transient("the job crashed".to_owned())),
-        Err(_) => Err(JobError::Transient(format!(
-            "the job timed out after {} s",
-            J::TIMEOUT.as_secs()
-        ))),
+    let outcome = tokio::select! {
+        biased;
+        () = lease.lapsed() => {
+            return stop_unleased::<J>(state, tenant, job_id, claim).await;
+        }
+        finished = tokio::time::timeout(J::TIMEOUT, work) => match finished {
+            Ok(Ok(result)) => result,
+            Ok(Err(_panic)) => Err(JobError::Transient("the job crashed".to_owned())),
+            Err(_) => Err(JobError::Transient(format!(
+                "the job timed out after {} s",
+                J::TIMEOUT.as_secs()
+            ))),
+        },
     };
     let elapsed_ms = started.elapsed().as_millis();
 
@@ -255,4 +263,35 @@ async fn attempt_job<J: Handle>(
             (Outcome::Retried, Err(std::io::Error::other(message).into()))
         }
     }
+}
+
+/// The run's lease lapsed (its worker could not renew it: cut off from
+/// Redis, or stalled) or was reaped: another worker may run the job now, so
+/// this run was dropped where it stood, as a crash would. The job goes back
+/// to the queue without spending an attempt; under a lease already reaped
+/// the queue ignores this outcome and the record is the new run's.
+async fn stop_unleased<J: Handle>(
+    state: &WorkerState,
+    tenant: &TenantId,
+    job_id: &str,
+    claim: &str,
+) -> (Outcome, Result<(), BoxDynError>) {
+    const REASON: &str = "the worker could not renew its lease on the job; the run was stopped so that it never runs twice at once";
+    if J::RECORDED {
+        match record::mark_released(&state.platform.db, tenant, job_id, claim, REASON).await {
+            Ok(rec) => announce(state, rec).await,
+            Err(e) => {
+                tracing::warn!(job_id = %job_id, tenant_id = %tenant, error = %e, "record of a stopped run not reset; the next run takes it over")
+            }
+        }
+    }
+    tracing::warn!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), job_type = J::NAME, "run stopped: its lease lapsed");
+    let deferral = Deferral {
+        after: Duration::ZERO,
+        reason: REASON.to_owned(),
+    };
+    (
+        Outcome::Stopped,
+        Err(std::io::Error::other(deferral.to_string()).into()),
+    )
 }

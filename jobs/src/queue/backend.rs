@@ -23,6 +23,7 @@ use apalis_core::backend::persistence::{
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
+use super::lease::{LeaseWatch, valid_until};
 use super::{Claim, Deferral, Drain, QueueConfig, QueueKeys, Settlement, WakeHub, now_ms, scripts};
 use crate::{Envelope, Job};
 
@@ -57,6 +58,8 @@ pub(crate) struct Lease {
     pub(crate) token: String,
     /// Tenant of the job, to find its record.
     pub(crate) tenant: String,
+    /// What the run under this claim knows of the lease.
+    pub(crate) watch: LeaseWatch,
 }
 
 #[derive(Default)]
@@ -244,16 +247,27 @@ impl<J: Job> QueuePersistence<J> {
     /// found lost (it expired and the job was requeued, maybe claimed again
     /// elsewhere) is logged: the run here can no longer settle the job.
     async fn renew(&mut self) -> Result<(), QueueError> {
-        let held: Vec<(String, String)> = self
+        let held: Vec<(String, String, LeaseWatch)> = self
             .held()
             .iter()
-            .map(|(id, lease)| (id.clone(), lease.token.clone()))
+            .map(|(id, lease)| (id.clone(), lease.token.clone(), lease.watch.clone()))
             .collect();
-        let deadline = self.deadline();
         for chunk in held.chunks(CHUNK) {
-            let lost = super::renew(&mut self.conn, &self.keys, chunk, deadline).await?;
-            for id in lost {
-                tracing::warn!(queue = %self.keys.prefix, job_id = %id, "lease lost: the job was requeued after a stall, this run's outcome will not be settled");
+            let sent = tokio::time::Instant::now();
+            let deadline = self.deadline();
+            let pairs: Vec<(String, String)> = chunk
+                .iter()
+                .map(|(id, token, _)| (id.clone(), token.clone()))
+                .collect();
+            let lost = super::renew(&mut self.conn, &self.keys, &pairs, deadline).await?;
+            let until = valid_until(sent, self.config.lease);
+            for (id, _, watch) in chunk {
+                if lost.contains(id) {
+                    tracing::warn!(queue = %self.keys.prefix, job_id = %id, "lease lost: the job was requeued after a stall, this run stops");
+                    watch.lose();
+                } else {
+                    watch.extend(until);
+                }
             }
         }
         Ok(())
@@ -384,6 +398,7 @@ impl<J: Job> Persistence for QueuePersistence<J> {
         // Unique per fetch, and a fetch claims an id at most once: unique
         // per claim.
         let token = ulid::Ulid::generate().to_string();
+        let sent = tokio::time::Instant::now();
         let reply: Result<Vec<redis::Value>, redis::RedisError> = scripts::FETCH
             .key(&self.keys.ready)
             .key(&self.keys.delayed)
@@ -459,14 +474,21 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                 drained.push((id, token.clone()));
                 continue;
             }
+            let watch = LeaseWatch::new(valid_until(sent, self.config.lease));
             let lease = Lease {
                 token: token.clone(),
                 tenant: envelope.tenant_id.clone(),
+                watch: watch.clone(),
             };
-            if self.held().insert(id.clone(), lease).is_some() {
-                // Already running here (its lease lapsed during a stall and
-                // it was requeued): the running copy adopts the new claim
-                // and settles it; so does an outcome still waiting for Redis.
+            if let Some(before) = self.held().insert(id.clone(), lease) {
+                // Already here (its lease lapsed during a stall and it was
+                // requeued): the run there, if it has not stopped yet,
+                // adopts the new claim and settles it; so does an outcome
+                // still waiting for Redis.
+                if let Some(now) = self.held().get_mut(&id) {
+                    now.watch = before.watch;
+                    now.watch.extend(valid_until(sent, self.config.lease));
+                }
                 for q in locked(&self.shared.pending).chunks_mut(5) {
                     if let [pending_id, pending_token, ..] = q
                         && *pending_id == id
@@ -484,7 +506,10 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                     // handlers see the attempt counted in Redis.
                     .attempt(attempt - 1)
                     .max_attempts(J::MAX_ATTEMPTS as usize)
-                    .data(Claim(token.clone()))
+                    .data(Claim {
+                        token: token.clone(),
+                        lease: watch,
+                    })
                     .build(),
             );
         }

@@ -16,6 +16,7 @@
 mod backend;
 mod drain;
 pub mod heartbeat;
+mod lease;
 pub mod scripts;
 mod wake;
 
@@ -25,6 +26,7 @@ use redis::aio::ConnectionManager;
 
 pub use backend::{QueueError, QueuePersistence, RedisQueue};
 pub use drain::{Drain, Unfinished};
+pub use lease::LeaseWatch;
 pub use wake::WakeHub;
 
 use crate::{Envelope, Job, queue_key};
@@ -281,9 +283,13 @@ impl Deferral {
 
 /// The claim under which a worker holds a job's lease, handed to the
 /// handler as task data (`Data<Claim>`): the job record is finished only
-/// under the claim that marked it running.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim(pub String);
+/// under the claim that marked it running. The run stops when `lease`
+/// lapses.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub token: String,
+    pub lease: LeaseWatch,
+}
 
 /// How a held job is settled.
 #[derive(Debug, Clone, PartialEq, Eq)]

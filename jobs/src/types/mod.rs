@@ -8,6 +8,7 @@
 //! one list, so a type left out of it, or without a handler, fails to build
 //! or fails a test.
 
+pub mod chaos_probe;
 pub mod deliver_message;
 pub mod export_analytics;
 pub mod generate_reply;
@@ -27,6 +28,7 @@ pub mod test_ai_provider;
 pub mod test_channel;
 pub mod train_agent;
 
+pub use chaos_probe::ChaosProbe;
 pub use deliver_message::DeliverMessage;
 pub use export_analytics::ExportAnalytics;
 pub use generate_reply::GenerateReply;
@@ -71,6 +73,7 @@ macro_rules! for_each_job_type {
             $crate::types::RollupAnalytics,
             $crate::types::Sweep,
             $crate::types::Noop,
+            $crate::types::ChaosProbe,
         )
     };
 }

@@ -13,7 +13,6 @@
 //! Everything runs under a fresh Redis namespace and MongoDB database that
 //! are removed at the end; only loopback services are used.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -347,33 +346,6 @@ fn report_latency(label: &str, mut samples: Vec<Duration>) {
     );
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown cpu".to_owned());
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            let kb: HashMap<&str, u64> = s
-                .lines()
-                .filter_map(|l| {
-                    let mut parts = l.split_whitespace();
-                    Some((parts.next()?, parts.next()?.parse().ok()?))
-                })
-                .collect();
-            kb.get("MemTotal:").copied()
-        })
-        .map_or(0.0, |kb| kb as f64 / 1024.0 / 1024.0);
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB RAM")
-}
-
 /// Builds the release `workers` binary next to this one, or takes the one
 /// `BENCH_WORKERS_BIN` names (a quick check of the bench itself; the
 /// README's figures come from the release build).
@@ -424,7 +396,7 @@ async fn main() -> anyhow::Result<()> {
         workers_bin,
         concurrency: args.concurrency,
     };
-    println!("machine: {}", machine());
+    println!("machine: {}", aigentable_tests::machine());
     println!(
         "queue: {} ({}), worker concurrency {}",
         Noop::QUEUE,

@@ -4,7 +4,7 @@
 //! OOM kill would, while the api in this process keeps accepting webhooks.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 use super::ChildTest;
 use std::time::Duration;
@@ -22,6 +22,8 @@ use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::fake_providers::{
     FakeProviders, app_with_fake_and, create_agent, create_live_channel, post_meta, whatsapp_text,
 };
+use aigentable_tests::partition::{Partition, host_port};
+use aigentable_tests::services::{OwnMongo, OwnRedis};
 use aigentable_tests::{Session, TestApp};
 use aigentable_workers::{WorkerSetup, WorkerState, run_with};
 
@@ -102,6 +104,15 @@ impl Scene {
     /// [`Self::start`] with configuration `overrides` (for the api and the
     /// workers processes alike).
     async fn start_with(overrides: &[(&str, &str)]) -> Self {
+        Self::start_routed(overrides, |_| {}).await
+    }
+
+    /// [`Self::start_with`], the first workers process's configuration
+    /// changed by `first`.
+    async fn start_routed(
+        overrides: &[(&str, &str)],
+        first: impl FnOnce(&mut HashMap<String, String>),
+    ) -> Self {
         let (app, fake) = app_with_fake_and(overrides, false).await;
         let admin = app.register("Faults").await;
         let llm = FakeOpenAi::start().await;
@@ -115,7 +126,9 @@ impl Scene {
             .await;
         assert!(r.status.is_success(), "{:?}", r.body);
         let agent = create_agent(&app, &admin).await;
-        let first = spawn_workers(&app.env);
+        let mut first_env = app.env.clone();
+        first(&mut first_env);
+        let first = spawn_workers(&first_env);
         // Tested by the first workers process: Meta (the fake) confirms the
         // account, and webhooks reach the channel.
         create_live_channel(
@@ -297,7 +310,7 @@ async fn a_stopped_workers_process_hands_its_reply_back_without_spending_an_atte
 /// failed: an enqueue or a settle that met the outage waited for Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_under_load_leaves_no_customer_unanswered() {
-    let mut redis = super::reliability::OwnRedis::start().await;
+    let mut redis = OwnRedis::start().await;
     let url = redis.url();
     let scene = Scene::start_with(&[("REDIS_URL", url.as_str())]).await;
     ride_out(scene, "redis", || async move {
@@ -408,93 +421,6 @@ async fn a_killed_workers_process_leaves_every_document_indexed_once() {
     scene.app.cleanup().await;
 }
 
-/// A MongoDB-wire server of the test's own (secantusd-rs, as
-/// `deploy/lib.sh` installs it) on a free port, with its own storage:
-/// the shared one must never be restarted.
-struct OwnMongo {
-    child: Option<Child>,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl OwnMongo {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let dir = std::env::temp_dir().join(format!(
-            "aigentable-mongo-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).expect("storage dir");
-        std::fs::write(dir.join("secantusd.toml"), "").expect("empty config");
-        let mut mongo = Self {
-            child: None,
-            port,
-            dir,
-        };
-        mongo.up().await;
-        mongo
-    }
-
-    fn uri(&self) -> String {
-        format!("mongodb://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again, on its storage) and waits until it listens.
-    async fn up(&mut self) {
-        let child = Command::new("secantusd-rs")
-            .arg("--config")
-            .arg(self.dir.join("secantusd.toml"))
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .arg("--storage-path")
-            .arg(self.dir.join("data"))
-            .args(["--cache-size", "128M", "--log-level", "ERROR"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("secantusd-rs starts (deploy/lib.sh installs it)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the test's secantusd-rs listens"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Stops the server as a restart does (SIGTERM, then waits for it).
-    fn down(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while std::time::Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnMongo {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// MongoDB (its own secantusd-rs) is restarted while 20 customers' replies
 /// are being generated and sent: the driver waits for the server to come
 /// back rather than failing, the workers process stays up, every customer
@@ -512,6 +438,81 @@ async fn a_mongodb_restart_under_load_leaves_no_customer_unanswered() {
         mongo
     })
     .await;
+}
+
+/// A workers process is cut off from Redis (a network partition: its
+/// requests get no answer, while MongoDB, the AI provider and WhatsApp stay
+/// reachable) in the middle of a reply that takes longer than its lease.
+/// Another workers process takes the reply over once the lease lapses; the
+/// cut-off run stopped itself before that, so the provider never generates
+/// the reply twice at once, and the customer gets one answer, also after
+/// the link heals and the cut-off process catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_process_cut_off_from_redis_never_runs_a_reply_twice_at_once() {
+    let link = Partition::start(host_port(&aigentable_tests::redis_url())).await;
+    // Each process has its own embedded vector store (the tenant has no
+    // documents), so that both can serve replies.
+    let own_store = tempfile_dir("cut-off-store");
+    let mut scene = Scene::start_routed(&[], |env| {
+        if let Some(url) = env.get("REDIS_URL").cloned() {
+            env.insert("REDIS_URL".to_owned(), link.route(&url));
+        }
+        env.insert("DATA_DIR".to_owned(), own_store.clone());
+    })
+    .await;
+    let app = &scene.app;
+    // Longer than the conversation's reply lock (10 s), which the cut-off
+    // run holds and cannot release: without the stop, the successor's
+    // generation would start while the cut-off one still runs.
+    scene.llm.set_delay(Duration::from_secs(14));
+    scene.customer_says("55660001", "wamid.cut.1").await;
+    let generating = app
+        .eventually(Duration::from_secs(30), || async {
+            (scene.llm.chats_in_flight() == 1).then_some(())
+        })
+        .await;
+    assert!(generating.is_some(), "the reply is being generated");
+    link.cut();
+    let cut_at = std::time::Instant::now();
+    let _second = spawn_workers(&app.env);
+    let answered = app
+        .eventually(Duration::from_secs(60), || async {
+            (!scene.sends().is_empty()).then_some(())
+        })
+        .await;
+    if answered.is_none() {
+        dump_state(app).await;
+    }
+    assert!(answered.is_some(), "the customer was answered");
+    eprintln!("answered {:?} after the cut", cut_at.elapsed());
+    link.heal();
+    // The cut-off process catches up: its stale outcomes are ignored.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        scene.llm.chat_requests().len(),
+        2,
+        "the cut-off run and its successor each asked once"
+    );
+    assert_eq!(
+        scene.llm.max_chat_in_flight(),
+        1,
+        "never two generations of the reply at once"
+    );
+    assert_eq!(scene.sends().get("55660001"), Some(&1), "one answer");
+    assert_answered_once(app, &scene.admin.tenant_id, 1, &scene.sends()).await;
+    assert_jobs_ended(app).await;
+    assert_no_job_failed(app).await;
+    assert!(scene.first.alive(), "the cut-off process rode it out");
+    scene.first.kill();
+    scene.app.cleanup().await;
+    let _ = std::fs::remove_dir_all(&own_store);
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("aigentable-{name}-{}", ulid::Ulid::generate()));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    dir.to_string_lossy().into_owned()
 }
 
 /// 20 customers write while replies are slow; `outage` takes a service
