@@ -68,6 +68,13 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
         .await?;
     db.ensure_index("outbox", doc! { "tenantId": 1, "createdAt": -1 }, None)
         .await?;
+    // The monthly token allowance every bot reply checks.
+    db.ensure_index(
+        crate::usage::collections::TOKEN_USAGE,
+        doc! { "tenantId": 1, "createdAt": 1 },
+        None,
+    )
+    .await?;
     // Messaging. The sparse unique dedupKey makes a replayed webhook or a
     // retried reply job unable to store a second copy.
     let unique_sparse = || IndexOptions::builder().unique(true).sparse(true).build();

@@ -17,7 +17,7 @@ use mongodb::options::ReturnDocument;
 
 use crate::Kv;
 use crate::analytics::facts::{self, FactKind, Tracking};
-use crate::db::{Db, DbError, DbResult, PageRequest};
+use crate::db::{Db, DbError, DbResult};
 use crate::ids::{TenantId, new_id};
 use crate::model::conversation::CONVERSATIONS;
 use crate::model::conversation::{Handoff, HandoffReason};
@@ -121,15 +121,15 @@ pub async fn open_conversation(
     contact: &Contact,
 ) -> DbResult<(Conversation, bool)> {
     let conversations = db.scoped::<Conversation>(&channel.tenant_id);
-    let (mut open, _) = conversations
-        .find_page(
+    let mut open = conversations
+        .find_sorted(
             doc! {
                 "channelId": &channel.id,
                 "externalUserId": &contact.external_id,
                 "status": { "$ne": ConversationStatus::Closed.as_str() },
             },
             doc! { "createdAt": -1 },
-            PageRequest { page: 1, limit: 1 },
+            1,
         )
         .await?;
     if let Some(current) = open.pop() {
@@ -349,15 +349,13 @@ pub async fn recent_messages(
     conversation_id: &str,
     limit: u64,
 ) -> DbResult<Vec<Message>> {
-    let (messages, _) = db
-        .scoped::<Message>(tenant)
-        .find_page(
+    db.scoped::<Message>(tenant)
+        .find_sorted(
             doc! { "conversationId": conversation_id },
             doc! { "createdAt": -1, "_id": -1 },
-            PageRequest { page: 1, limit },
+            limit,
         )
-        .await?;
-    Ok(messages)
+        .await
 }
 
 #[derive(Debug, thiserror::Error)]

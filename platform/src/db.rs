@@ -89,6 +89,9 @@ impl Db {
         options
             .connect_timeout
             .get_or_insert(Duration::from_secs(5));
+        if command_log::enabled() {
+            options.command_event_handler = Some(command_log::handler());
+        }
         let client = Client::with_options(options)?;
         let db = client.database(name);
         Ok(Self { client, db })
@@ -166,6 +169,27 @@ impl<T: TenantOwned> Scoped<T> {
         Ok(self.coll.count_documents(self.scope(filter)).await?)
     }
 
+    /// The first `limit` documents in `sort` order, without counting the
+    /// rest (one round trip, where [`Self::find_page`] takes two).
+    pub async fn find_sorted(
+        &self,
+        filter: Document,
+        sort: Document,
+        limit: u64,
+    ) -> DbResult<Vec<T>> {
+        let options = FindOptions::builder()
+            .sort(sort)
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .build();
+        Ok(self
+            .coll
+            .find(self.scope(filter))
+            .with_options(options)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
     pub async fn find_page(
         &self,
         filter: Document,
@@ -235,4 +259,98 @@ impl<T: TenantOwned> Scoped<T> {
 /// Serialises a value into a BSON document, for `$set` updates.
 pub fn to_document<T: Serialize>(value: &T) -> DbResult<Document> {
     bson::to_document(value).map_err(|e| DbError::Codec(e.to_string()))
+}
+
+/// The commands a process sends to its databases, recorded for the tests
+/// and benchmarks that count round trips and check every query's plan.
+/// Off unless [`enable`](command_log::enable) was called before the client
+/// connected: the driver then builds an event per command, which
+/// production has no use for.
+pub mod command_log {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
+    use bson::Document;
+    use mongodb::event::EventHandler;
+    use mongodb::event::command::CommandEvent;
+
+    /// A command as sent: its name (`find`, `update`, ...), the collection
+    /// it names and the whole command document.
+    #[derive(Debug, Clone)]
+    pub struct Command {
+        pub name: String,
+        pub collection: String,
+        pub body: Document,
+    }
+
+    type Log = Arc<Mutex<Vec<Command>>>;
+
+    static ENABLED: AtomicBool = AtomicBool::new(false);
+    static LOGS: LazyLock<Mutex<HashMap<String, Log>>> = LazyLock::new(Default::default);
+
+    fn logs() -> std::sync::MutexGuard<'static, HashMap<String, Log>> {
+        LOGS.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Clients connected from now on report their commands.
+    pub fn enable() {
+        ENABLED.store(true, Ordering::SeqCst);
+    }
+
+    pub(super) fn enabled() -> bool {
+        ENABLED.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn handler() -> EventHandler<CommandEvent> {
+        EventHandler::callback(|event| {
+            let CommandEvent::Started(started) = event else {
+                return;
+            };
+            let Some(log) = logs().get(&started.db).cloned() else {
+                return;
+            };
+            let collection = started
+                .command
+                .get_str(&started.command_name)
+                .unwrap_or_default()
+                .to_owned();
+            log.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Command {
+                    name: started.command_name,
+                    collection,
+                    body: started.command,
+                });
+        })
+    }
+
+    /// Records the commands sent to `database` until dropped.
+    pub struct Recording {
+        database: String,
+        log: Log,
+    }
+
+    impl Recording {
+        pub fn start(database: &str) -> Self {
+            let log = Log::default();
+            logs().insert(database.to_owned(), log.clone());
+            Self {
+                database: database.to_owned(),
+                log,
+            }
+        }
+
+        /// The commands recorded so far, in the order they were sent; the
+        /// recording goes on empty.
+        pub fn take(&self) -> Vec<Command> {
+            std::mem::take(&mut *self.log.lock().unwrap_or_else(PoisonError::into_inner))
+        }
+    }
+
+    impl Drop for Recording {
+        fn drop(&mut self) {
+            logs().remove(&self.database);
+        }
+    }
 }

@@ -3,14 +3,13 @@
 //! worker hands the conversation to a human with a system note instead of
 //! answering; inbound customer messages are always stored.
 
-use bson::doc;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::db::{Db, DbResult};
 use crate::ids::TenantId;
 use crate::model::tenant::Tenants;
-use crate::usage::{collections, current_period};
+use crate::usage::current_period;
 
 /// A monthly allowance used up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,15 +31,8 @@ pub async fn bot_cap_reached(
         return Ok(None);
     };
     let limits = &config.plan(&t.plan).limits;
-    let (start, end) = current_period(now);
-    let in_period = doc! {
-        "tenantId": tenant.as_str(),
-        "createdAt": { "$gte": bson::DateTime::from_chrono(start), "$lt": bson::DateTime::from_chrono(end) },
-    };
-    let messages = db
-        .unscoped::<bson::Document>(collections::MESSAGES)
-        .count_documents(in_period.clone())
-        .await?;
+    let (messages, tokens) =
+        crate::usage::period_messages_and_tokens(db, tenant, current_period(now)).await?;
     if messages >= limits.messages_per_month {
         return Ok(Some(CapReached {
             limit: "messages",
@@ -48,9 +40,6 @@ pub async fn bot_cap_reached(
             usage: messages,
         }));
     }
-    let tokens = crate::usage::tenant_usage(db, tenant, now)
-        .await?
-        .llm_tokens;
     if tokens >= limits.llm_tokens_per_month {
         return Ok(Some(CapReached {
             limit: "llmTokens",

@@ -110,6 +110,23 @@ pub async fn record_tokens(
     Ok(())
 }
 
+/// The tenant's messages and LLM tokens of the period `(start, end)`: the
+/// two monthly allowances a bot reply checks, in two concurrent round trips.
+pub async fn period_messages_and_tokens(
+    db: &Db,
+    tenant: &TenantId,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+) -> DbResult<(u64, u64)> {
+    let in_period = doc! {
+        "tenantId": tenant.as_str(),
+        "createdAt": { "$gte": bson::DateTime::from_chrono(start), "$lt": bson::DateTime::from_chrono(end) },
+    };
+    tokio::try_join!(
+        count(db, collections::MESSAGES, in_period.clone()),
+        sum(db, collections::TOKEN_USAGE, in_period, "totalTokens"),
+    )
+}
+
 pub async fn tenant_usage(db: &Db, tenant: &TenantId, now: DateTime<Utc>) -> DbResult<Usage> {
     use collections::*;
     let (start, end) = current_period(now);

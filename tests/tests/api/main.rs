@@ -41,6 +41,7 @@ mod jobs_api;
 mod metrics;
 mod plan_limits;
 mod policy;
+mod query_plans;
 mod rate_limits;
 mod realtime;
 mod replies;

@@ -26,6 +26,7 @@ impl Handle for ChaosProbe {
                 "jobId": &ctx.job_id,
                 "seq": i64::try_from(self.seq).unwrap_or(i64::MAX),
                 "attempt": i64::from(ctx.attempt),
+                "pid": i64::from(std::process::id()),
                 "startedAt": started,
                 "endedAt": bson::DateTime::now(),
             })

@@ -69,10 +69,6 @@ pub(super) async fn answer(
     else {
         return Ok(json!({ "skipped": "the message no longer exists" }));
     };
-    if let Some(existing) = existing_reply(ctx, message_id).await? {
-        return ensure_delivery(ctx, &existing).await;
-    }
-
     let lock_key = conversations::reply_lock_key(&platform.kv, conversation_id);
     let lock = RedisLock::acquire(&platform.kv, &lock_key, REPLY_LOCK_TTL, REPLY_LOCK_WAIT)
         .await
@@ -141,19 +137,18 @@ async fn answer_locked(
 ) -> Result<Value, JobError> {
     let platform = &ctx.state.platform;
     let db = &platform.db;
-    // Decided again under the lock: the previous holder may have answered.
+    // Decided under the lock: the previous holder may have answered.
     if let Some(existing) = existing_reply(ctx, &question.id).await? {
         return ensure_delivery(ctx, &existing).await;
     }
-    let newer = db
-        .scoped::<Message>(&ctx.tenant_id)
-        .find_one(doc! {
-            "conversationId": &conversation.id,
-            "direction": MessageDirection::Inbound.as_str(),
-            "createdAt": { "$gt": bson::DateTime::from_chrono(question.created_at) },
-        })
+    // The newest messages, read once: the history, and whether the customer
+    // wrote again since (a newer message is among the newest).
+    let recent = conversations::recent_messages(db, &ctx.tenant_id, &conversation.id, HISTORY_SCAN)
         .await
         .map_err(JobError::transient)?;
+    let newer = recent
+        .iter()
+        .find(|m| m.direction == MessageDirection::Inbound && m.created_at > question.created_at);
     if let Some(newer) = newer {
         // Its own job answers it, with this message in the history.
         return Ok(
@@ -169,9 +164,6 @@ async fn answer_locked(
         return Ok(json!({ "skipped": "the agent no longer exists" }));
     };
 
-    let recent = conversations::recent_messages(db, &ctx.tenant_id, &conversation.id, HISTORY_SCAN)
-        .await
-        .map_err(JobError::transient)?;
     let history = conversation_history(&recent, question);
     if handoff_brief::asks_for_a_person(&question.content) {
         return hand_to_a_person(ctx, conversation, question, &agent).await;
