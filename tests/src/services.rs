@@ -13,7 +13,8 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn fresh_dir(kind: &str) -> PathBuf {
+/// A fresh directory under the system's temporary directory.
+pub fn fresh_dir(kind: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("aigentable-{kind}-{}", ulid::Ulid::generate()));
     std::fs::create_dir_all(&dir).expect("storage directory");
     dir

@@ -23,7 +23,7 @@ use aigentable_tests::fake_providers::{
     FakeProviders, app_with_fake_and, create_agent, create_live_channel, post_meta, whatsapp_text,
 };
 use aigentable_tests::partition::{Partition, host_port};
-use aigentable_tests::services::{OwnMongo, OwnRedis};
+use aigentable_tests::services::{OwnMongo, OwnRedis, fresh_dir};
 use aigentable_tests::{Session, TestApp};
 use aigentable_workers::{WorkerSetup, WorkerState, run_with};
 
@@ -452,7 +452,7 @@ async fn a_workers_process_cut_off_from_redis_never_runs_a_reply_twice_at_once()
     let link = Partition::start(host_port(&aigentable_tests::redis_url())).await;
     // Each process has its own embedded vector store (the tenant has no
     // documents), so that both can serve replies.
-    let own_store = tempfile_dir("cut-off-store");
+    let own_store = fresh_dir("cut-off-store").to_string_lossy().into_owned();
     let mut scene = Scene::start_routed(&[], |env| {
         if let Some(url) = env.get("REDIS_URL").cloned() {
             env.insert("REDIS_URL".to_owned(), link.route(&url));
@@ -506,13 +506,6 @@ async fn a_workers_process_cut_off_from_redis_never_runs_a_reply_twice_at_once()
     scene.first.kill();
     scene.app.cleanup().await;
     let _ = std::fs::remove_dir_all(&own_store);
-}
-
-/// A fresh directory under the system's temporary directory.
-fn tempfile_dir(name: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("aigentable-{name}-{}", ulid::Ulid::generate()));
-    std::fs::create_dir_all(&dir).expect("temporary directory");
-    dir.to_string_lossy().into_owned()
 }
 
 /// 20 customers write while replies are slow; `outage` takes a service
