@@ -28,6 +28,7 @@ pub async fn connect(base: &str, namespace: &str, auth: Value) -> TestSocket {
     let any_tx = tx.clone();
     let err_tx = tx.clone();
     let close_tx = tx.clone();
+    let open_tx = tx.clone();
     let client = ClientBuilder::new(base)
         .namespace(namespace)
         .auth(auth)
@@ -38,6 +39,10 @@ pub async fn connect(base: &str, namespace: &str, auth: Value) -> TestSocket {
         })
         .on("error", move |payload: Payload, _c: Client| {
             let _ = err_tx.send(("error".to_owned(), first_value(payload)));
+            async {}.boxed()
+        })
+        .on(Event::Connect, move |_payload: Payload, _c: Client| {
+            let _ = open_tx.send(("connect".to_owned(), Value::Null));
             async {}.boxed()
         })
         .on(Event::Close, move |_payload: Payload, _c: Client| {
@@ -62,5 +67,41 @@ impl TestSocket {
                 _ => return None,
             }
         }
+    }
+
+    /// Waits until the server has run its connect handler (rooms joined):
+    /// the client's `connect` returns once the transport is up, before the
+    /// server has authenticated the socket, so an event emitted in between
+    /// would be missed. First the server's namespace `connect` (an event
+    /// sent before it would end the connection), then any acknowledgement
+    /// of `join-conversation`, which proves the handler ran, since it
+    /// registers that listener after the joins; one sent before finds no
+    /// listener, so it is asked again.
+    pub async fn joined(mut self) -> Self {
+        assert!(
+            self.next_named("connect", 15).await.is_some(),
+            "the server never accepted the socket"
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for _ in 0..50 {
+            let tx = tx.clone();
+            self.client
+                .emit_with_ack(
+                    "join-conversation",
+                    serde_json::json!("000000000000000000000000"),
+                    std::time::Duration::from_secs(15),
+                    move |payload: Payload, _c: Client| {
+                        let _ = tx.send(first_value(payload));
+                        async {}.boxed()
+                    },
+                )
+                .await
+                .expect("join-conversation is sent");
+            let wait = std::time::Duration::from_millis(300);
+            if let Ok(Some(_)) = tokio::time::timeout(wait, rx.recv()).await {
+                return self;
+            }
+        }
+        panic!("the server never acknowledged the socket's join-conversation");
     }
 }

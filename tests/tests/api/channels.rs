@@ -507,6 +507,8 @@ async fn setup_is_completed_by_put_and_resolved_by_the_test_job() {
         "/",
         json!({ "token": admin.token, "tenantId": admin.tenant_id }),
     )
+    .await
+    .joined()
     .await;
 
     // WhatsApp: the business account id lets the test find the number's id.

@@ -378,6 +378,8 @@ async fn staff_messages_over_http_and_socket_reach_the_browsers() {
         "/api/v1",
         json!({ "token": s.token, "tenantId": s.tenant_id }),
     )
+    .await
+    .joined()
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 

@@ -63,6 +63,8 @@ async fn a_customer_asking_for_a_person_is_handed_over_with_an_extractive_brief(
         "/",
         json!({ "token": s.token, "tenantId": s.tenant_id }),
     )
+    .await
+    .joined()
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 

@@ -8,7 +8,6 @@
 //! object kind, fails these tests.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use aigentable_api::policy::{self, Access, JOB_ORIGINS, JobOrigin, ROUTES};
 use aigentable_jobs::types as jobs;
@@ -666,20 +665,25 @@ async fn jobs_and_their_events_follow_the_creating_route() {
         "/",
         json!({ "token": owner.token, "tenantId": owner.tenant_id }),
     )
+    .await
+    .joined()
     .await;
     let mut staff_sock = connect(
         &app.base,
         "/",
         json!({ "token": staff.token, "tenantId": staff.tenant_id }),
     )
+    .await
+    .joined()
     .await;
     let mut root_sock = connect(
         &app.base,
         "/",
         json!({ "token": root.token, "tenantId": owner.tenant_id }),
     )
+    .await
+    .joined()
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // An ingestion started by an administrator who is then demoted.
     let doc = app

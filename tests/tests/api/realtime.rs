@@ -16,12 +16,16 @@ async fn authenticated_sockets_receive_their_tenants_job_events() {
         "/api/v1",
         json!({ "token": a.token, "tenantId": a.tenant_id }),
     )
+    .await
+    .joined()
     .await;
     let mut sock_b = connect(
         &app.base,
         "/",
         json!({ "token": b.token, "tenantId": b.tenant_id }),
     )
+    .await
+    .joined()
     .await;
     // Give both namespace handshakes a moment to complete.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -137,6 +141,8 @@ async fn document_processing_is_announced_live() {
         "/api/v1",
         json!({ "token": s.token, "tenantId": s.tenant_id }),
     )
+    .await
+    .joined()
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     app.upload_text(

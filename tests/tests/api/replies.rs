@@ -81,6 +81,8 @@ async fn without_a_provider_the_best_passage_answers_once() {
         "/",
         json!({ "token": s.token, "tenantId": s.tenant_id }),
     )
+    .await
+    .joined()
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -441,6 +443,8 @@ async fn a_failing_provider_sends_the_fallback_and_hands_over() {
         "/",
         json!({ "token": s.token, "tenantId": s.tenant_id }),
     )
+    .await
+    .joined()
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     fake.fail_always(500);

@@ -18,15 +18,14 @@ use aigentable_tests::{Session, TestApp, spawn_app};
 
 /// A dashboard socket for `s`, connected and past its handshake.
 async fn dashboard(app: &TestApp, s: &Session) -> TestSocket {
-    let sock = connect(
+    connect(
         &app.base,
         "/",
         json!({ "token": s.token, "tenantId": s.tenant_id }),
     )
-    .await;
-    // Let the namespace handshake complete before anything is revoked.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    sock
+    .await
+    .joined()
+    .await
 }
 
 /// Waits for `session-revoked` with `reason`, then for the disconnect.
