@@ -1,6 +1,6 @@
 //! Job status records in MongoDB: what `GET /api/v1/jobs/:id` shows.
 
-use bson::{Bson, doc};
+use bson::{Bson, Document, doc};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -237,6 +237,34 @@ pub async fn mark_released(
             } },
         )
         .await
+}
+
+/// [`mark_released`] for every run a draining worker gives back, in one
+/// round trip: a drain that ends with dozens of runs must not spend its
+/// stop budget on one update each. Returns how many records went back.
+pub async fn mark_all_released(db: &Db, runs: &[(&str, &str, &str)], why: &str) -> DbResult<u64> {
+    if runs.is_empty() {
+        return Ok(0);
+    }
+    let each: Vec<Document> = runs
+        .iter()
+        .map(|(tenant, id, claim)| {
+            doc! { "_id": *id, "tenantId": *tenant, "status": "RUNNING", "claim": *claim }
+        })
+        .collect();
+    let result = db
+        .unscoped::<Document>(COLLECTION)
+        .update_many(
+            doc! { "$or": each },
+            doc! { "$set": {
+                "status": "QUEUED",
+                "claim": Bson::Null,
+                "lastError": why,
+                "updatedAt": now(),
+            } },
+        )
+        .await?;
+    Ok(result.modified_count)
 }
 
 /// Cancels a queued or running job: a queued one never starts; a running

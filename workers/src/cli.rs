@@ -83,6 +83,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         .unwrap_or(9101);
     let grace_secs: u64 = env_number("WORKER_SHUTDOWN_GRACE_SECS", 0..=u64::MAX)?.unwrap_or(30);
     let lease_secs: u64 = env_number("WORKER_LEASE_SECS", 2..=3600)?.unwrap_or(60);
+    let stop_budget_secs: u64 = env_number("WORKER_STOP_BUDGET_SECS", 1..=3600)?.unwrap_or(10);
     let metrics_host = config.host.clone();
     let metrics_token = config.metrics_token.clone();
     let platform = Platform::connect(config)
@@ -138,6 +139,9 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
             let signalled = aigentable_platform::shutdown::signal().await;
             draining.set(false);
             tracing::info!("draining: readiness now fails");
+            stop_by(Duration::from_secs(
+                grace_secs.saturating_add(stop_budget_secs),
+            ));
             signalled
         },
     )
@@ -148,4 +152,26 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     result?;
     tracing::info!("workers stopped");
     Ok(())
+}
+
+/// Ends the process `after` the stop signal, whatever the drain is still
+/// waiting for (a store that stopped answering, a blocking task the runtime
+/// would wait for): an orchestrator's kill timeout or an operator must be
+/// able to count on a bound. What the process still held is taken over when
+/// its leases lapse, as after a crash. A thread of its own, so a wedged
+/// runtime cannot hold it up.
+fn stop_by(after: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("stop-deadline".to_owned())
+        .spawn(move || {
+            std::thread::sleep(after);
+            tracing::error!(
+                after_secs = after.as_secs(),
+                "the drain did not end in time; exiting, leases left are taken over when they lapse"
+            );
+            std::process::exit(1);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no stop deadline: its thread could not start");
+    }
 }

@@ -10,7 +10,6 @@ use tokio_util::task::AbortOnDropHandle;
 use aigentable_jobs::Queue;
 use aigentable_jobs::queue::{self, Drain, QueueConfig, QueueKeys, RedisQueue, WakeHub, heartbeat};
 use aigentable_jobs::record;
-use aigentable_platform::ids::TenantId;
 
 use crate::WorkerState;
 use crate::metrics::Metrics;
@@ -350,19 +349,18 @@ pub async fn supervise_draining(
     let left = drain.wait(grace).await;
     if left > 0 {
         let unfinished = drain.take_unfinished().await;
-        for job in &unfinished {
-            let tenant = TenantId::from_trusted(job.tenant_id.clone());
-            if let Err(e) = record::mark_released(
-                &db,
-                &tenant,
-                &job.job_id,
-                &job.claim,
-                "its worker shut down before it finished; it runs again",
-            )
-            .await
-            {
-                tracing::error!(job_id = %job.job_id, tenant_id = %job.tenant_id, error = %e, "record of a job given back could not be reset; the sweep requeues it");
-            }
+        let runs: Vec<(&str, &str, &str)> = unfinished
+            .iter()
+            .map(|j| (j.tenant_id.as_str(), j.job_id.as_str(), j.claim.as_str()))
+            .collect();
+        if let Err(e) = record::mark_all_released(
+            &db,
+            &runs,
+            "its worker shut down before it finished; it runs again",
+        )
+        .await
+        {
+            tracing::error!(jobs = runs.len(), error = %e, "records of jobs given back could not be reset; the sweep requeues them");
         }
         let released = drain.release(&unfinished).await;
         tracing::warn!(

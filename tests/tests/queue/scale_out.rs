@@ -20,6 +20,7 @@ use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::fake_providers::{
     FakeProviders, app_with_fake_and, create_agent, create_live_channel, post_meta, whatsapp_text,
 };
+use aigentable_tests::partition::{Partition, host_port};
 use aigentable_tests::socket::connect;
 use aigentable_tests::{Session, TestApp};
 
@@ -356,8 +357,9 @@ async fn many_processes_of_each_kind_share_the_work_and_survive_a_kill_of_each()
         "/api/v1",
         json!({ "token": admin.token, "tenantId": admin.tenant_id }),
     )
+    .await
+    .joined()
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let document = b
         .upload_text(
             &admin,
@@ -590,4 +592,106 @@ async fn many_processes_of_each_kind_share_the_work_and_survive_a_kill_of_each()
     drop(fleet);
     let _ = std::fs::remove_dir_all(&logs);
     app.cleanup().await;
+}
+
+/// A `workers` process whose hand-back cannot finish (its MongoDB stopped
+/// answering while it generated a reply) still exits
+/// `WORKER_STOP_BUDGET_SECS` after its grace, saying so; the reply it held
+/// runs again in the next process once its lease lapses, and the customer
+/// is answered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_process_whose_hand_back_hangs_still_exits_in_time() {
+    const ALL_QUEUES: &str =
+        "inbound,outbound,emails,integrations,maintenance,replies,search,ingest,training";
+    let (app, fake) = app_with_fake_and(&[], false).await;
+    let logs = std::env::temp_dir().join(format!(
+        "aigentable-stuck-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&logs).expect("log directory");
+    let mongo_uri = app.env.get("MONGODB_URI").cloned().unwrap_or_default();
+    let link = Partition::start(host_port(&mongo_uri)).await;
+    let mut env = app.env.clone();
+    // Directly: a server that names its own address would otherwise be
+    // reached around the relay.
+    let routed = link.route(&mongo_uri);
+    let routed = match routed.split_once("://") {
+        Some((_, rest)) if !rest.contains('/') => format!("{routed}/"),
+        _ => routed,
+    };
+    let sep = if routed.contains('?') { '&' } else { '?' };
+    env.insert(
+        "MONGODB_URI".to_owned(),
+        format!("{routed}{sep}directConnection=true"),
+    );
+    env.insert("WORKER_STOP_BUDGET_SECS".to_owned(), "2".to_owned());
+    let mut stuck = workers_process("workers-stuck", ALL_QUEUES, &env, &logs);
+    stuck.wait_ready(&reqwest::Client::new()).await;
+
+    let admin = app.register("Stuck").await;
+    let llm = FakeOpenAi::start().await;
+    let r = app
+        .post(
+            "/api/v1/ai-providers",
+            &admin,
+            json!({"name": "fake", "type": "OPENAI_COMPATIBLE", "baseUrl": llm.base_url(),
+                   "apiKey": "sk-stuck-0000", "chatModel": "stuck-model", "isDefault": true}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    let agent = create_agent(&app, &admin).await;
+    create_live_channel(
+        &app,
+        &admin,
+        json!({"type": "WHATSAPP", "name": "stuck", "agentId": agent,
+               "config": {"phoneNumberId": PNID, "accessToken": "stuck-token", "appSecret": APP_SECRET}}),
+    )
+    .await;
+    // Longer than grace and budget together: the reply is still being
+    // generated when the hand-back starts, which then waits on MongoDB.
+    llm.set_delay(Duration::from_secs(30));
+    customer_says(&app, "55770001", "wamid.stuck.1").await;
+    let generating = app
+        .eventually(Duration::from_secs(30), || async {
+            (llm.chats_in_flight() == 1).then_some(())
+        })
+        .await;
+    assert!(generating.is_some(), "the reply is being generated");
+    link.cut();
+    let signalled = Instant::now();
+    let status = stuck.child.terminate(Duration::from_secs(20));
+    let took = signalled.elapsed();
+    // Grace 2 s + budget 2 s; without the bound, the hand-back waits for a
+    // MongoDB that does not answer.
+    assert!(
+        status.is_some_and(|s| s.code() == Some(1)),
+        "exited by its stop deadline within 20 s: {status:?} after {took:?}\n{}",
+        stuck.log_tail()
+    );
+    assert!(
+        stuck.log_tail().contains("the drain did not end in time"),
+        "{}",
+        stuck.log_tail()
+    );
+    eprintln!("exited {took:?} after SIGTERM");
+
+    llm.set_delay(Duration::ZERO);
+    let mut next = workers_process("workers-next", ALL_QUEUES, &app.env, &logs);
+    next.wait_ready(&reqwest::Client::new()).await;
+    let answered = app
+        .eventually(Duration::from_secs(60), || async {
+            (!sends(&fake).is_empty()).then_some(())
+        })
+        .await;
+    assert!(
+        answered.is_some(),
+        "the customer was answered:\n{}",
+        next.log_tail()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_answered_once(&app, &admin.tenant_id, 1, &sends(&fake)).await;
+    assert_jobs_ended(&app).await;
+    drop(next);
+    app.cleanup().await;
+    let _ = std::fs::remove_dir_all(&logs);
 }
