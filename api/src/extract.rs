@@ -211,7 +211,12 @@ pub fn pagination(req: &Request) -> Result<PageRequest, ApiError> {
 
 /// A path id; malformed ids cannot exist, so they are answered like unknown ones.
 pub fn path_id(req: &Request, what: &'static str) -> Result<String, ApiError> {
-    let id: String = req.param("id").unwrap_or_default();
+    path_id_named(req, "id", what)
+}
+
+/// [`path_id`] for a route's other id parameter (`{evalId}`).
+pub fn path_id_named(req: &Request, param: &str, what: &'static str) -> Result<String, ApiError> {
+    let id: String = req.param(param).unwrap_or_default();
     if looks_like_id(&id) {
         Ok(id)
     } else {

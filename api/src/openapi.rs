@@ -212,6 +212,10 @@ const FIELD_RULES: &[(&str, &str, &str, Rule)] = &[
     ("POST", "agents", "name", Rule::Name),
     ("PUT", "agents/{id}", "name", Rule::Name),
     ("POST", "agents/{id}/test", "message", Rule::NonBlank),
+    ("POST", "agents/{id}/evals", "name", Rule::Required),
+    ("POST", "agents/{id}/evals", "name", Rule::Name),
+    ("POST", "agents/{id}/evals", "cases", Rule::Required),
+    ("PUT", "agents/{id}/evals/{evalId}", "name", Rule::Name),
     ("POST", "agents", "category", Rule::Name),
     ("PUT", "agents/{id}", "category", Rule::Name),
     ("POST", "ai-providers", "name", Rule::Required),
@@ -335,6 +339,7 @@ const FIELD_RULES: &[(&str, &str, &str, Rule)] = &[
 const COMPONENT_RULES: &[(&str, &str, Rule)] = &[
     ("tenants.SettingsPatch", "businessHours", Rule::Name),
     ("tenants.SettingsPatch", "supportEmail", Rule::Email),
+    ("agents.evals.EvalCaseInput", "question", Rule::NonBlank),
 ];
 
 /// `groupBy` of the analytics reports.

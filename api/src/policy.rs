@@ -101,6 +101,52 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("DELETE", "agents/{id}", ADMIN, Some("agents:write")),
     route("POST", "agents/{id}/train", ADMIN, Some("agents:write")).expensive(),
     route("POST", "agents/{id}/test", ADMIN, Some("agents:write")).expensive(),
+    // Evaluation sets: admins tune agents with them.
+    route("GET", "agents/{id}/evals", ADMIN, Some("agents:read")),
+    route("POST", "agents/{id}/evals", ADMIN, Some("agents:write")),
+    route(
+        "GET",
+        "agents/{id}/evals/{evalId}",
+        ADMIN,
+        Some("agents:read"),
+    ),
+    route(
+        "PUT",
+        "agents/{id}/evals/{evalId}",
+        ADMIN,
+        Some("agents:write"),
+    ),
+    route(
+        "DELETE",
+        "agents/{id}/evals/{evalId}",
+        ADMIN,
+        Some("agents:write"),
+    ),
+    route(
+        "GET",
+        "agents/{id}/evals/{evalId}/runs",
+        ADMIN,
+        Some("agents:read"),
+    ),
+    route(
+        "POST",
+        "agents/{id}/evals/{evalId}/runs",
+        ADMIN,
+        Some("agents:write"),
+    )
+    .expensive(),
+    route(
+        "GET",
+        "agents/{id}/evals/{evalId}/runs/compare",
+        ADMIN,
+        Some("agents:read"),
+    ),
+    route(
+        "GET",
+        "agents/{id}/evals/{evalId}/runs/{runId}",
+        ADMIN,
+        Some("agents:read"),
+    ),
     route("GET", "search/agents", USER, Some("agents:read")).expensive(),
     // AI providers hold the tenant's keys and spend its money.
     route("GET", "ai-providers", ADMIN, None),
@@ -322,6 +368,10 @@ pub const JOB_ORIGINS: &[(&str, JobOrigin)] = &[
         JobOrigin::Route("POST", "conversations/{id}/handoff/brief"),
     ),
     ("train_agent", JobOrigin::Route("POST", "agents/{id}/train")),
+    (
+        "eval_run",
+        JobOrigin::Route("POST", "agents/{id}/evals/{evalId}/runs"),
+    ),
     ("register_webhook", JobOrigin::Route("POST", "channels")),
     (
         "test_channel",

@@ -52,6 +52,19 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
     .await?;
     db.ensure_index("agents", doc! { "tenantId": 1, "createdAt": -1 }, None)
         .await?;
+    // An agent's evaluation sets and a set's runs, newest first.
+    db.ensure_index(
+        "eval_sets",
+        doc! { "tenantId": 1, "agentId": 1, "createdAt": -1 },
+        None,
+    )
+    .await?;
+    db.ensure_index(
+        "eval_runs",
+        doc! { "tenantId": 1, "evalSetId": 1, "createdAt": -1 },
+        None,
+    )
+    .await?;
     // Default-provider lookups (every reply and ingestion) and listings.
     db.ensure_index(
         "ai_providers",

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod egress;
+pub mod evals;
 pub mod extract;
 pub mod files;
 pub mod handoff_brief;

@@ -61,6 +61,19 @@ impl JobContext {
             .await
             .unwrap_or(false)
     }
+
+    /// Records how far a long job got (0 to 100) and announces it with
+    /// `job-updated`; a progress that cannot be written is only logged.
+    pub async fn progress(&self, pct: u8) {
+        match record::set_progress(&self.state.platform.db, &self.tenant_id, &self.job_id, pct)
+            .await
+        {
+            Ok(rec) => announce(&self.state, rec).await,
+            Err(e) => {
+                tracing::warn!(job_id = %self.job_id, tenant_id = %self.tenant_id, error = %e, "job progress not recorded")
+            }
+        }
+    }
 }
 
 /// A job type the workers know how to run.

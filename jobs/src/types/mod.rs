@@ -10,6 +10,7 @@
 
 pub mod chaos_probe;
 pub mod deliver_message;
+pub mod eval_run;
 pub mod export_analytics;
 pub mod generate_reply;
 pub mod ingest_document;
@@ -30,6 +31,7 @@ pub mod train_agent;
 
 pub use chaos_probe::ChaosProbe;
 pub use deliver_message::DeliverMessage;
+pub use eval_run::EvalRun;
 pub use export_analytics::ExportAnalytics;
 pub use generate_reply::GenerateReply;
 pub use ingest_document::IngestDocument;
@@ -63,6 +65,7 @@ macro_rules! for_each_job_type {
             $crate::types::ProcessInbound,
             $crate::types::GenerateReply,
             $crate::types::SummarizeHandoff,
+            $crate::types::EvalRun,
             $crate::types::DeliverMessage,
             $crate::types::TestChannel,
             $crate::types::RegisterWebhook,

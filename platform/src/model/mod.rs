@@ -6,6 +6,7 @@ pub mod channel;
 pub mod conversation;
 pub mod document;
 pub mod email_verification;
+pub mod eval;
 pub mod password_reset;
 pub mod tenant;
 pub mod user;

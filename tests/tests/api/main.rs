@@ -35,6 +35,7 @@ mod conversations;
 mod documents;
 mod egress;
 mod embeddings;
+mod evals;
 mod handoff_briefs;
 mod http_surface;
 mod jobs_api;

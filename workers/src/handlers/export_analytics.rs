@@ -8,7 +8,6 @@ use chrono::Utc;
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
 use serde_json::{Value, json};
 
-use aigentable_jobs::record;
 use aigentable_jobs::types::ExportAnalytics;
 use aigentable_platform::analytics::exports::{
     self, Cell, ExportFormat, ExportRecord, ExportReport, ExportStatus, Table,
@@ -18,7 +17,7 @@ use aigentable_platform::analytics::{Grain, timezone};
 use aigentable_platform::files;
 use aigentable_platform::model::tenant::Tenants;
 
-use crate::runner::{Handle, JobContext, JobError, announce};
+use crate::runner::{Handle, JobContext, JobError};
 
 /// The CSV of one table: a header row, then one line per row.
 pub fn csv_bytes(table: &Table) -> Result<Vec<u8>, JobError> {
@@ -69,15 +68,6 @@ pub fn xlsx_bytes(tables: &[Table]) -> Result<Vec<u8>, JobError> {
     book.save_to_buffer().map_err(JobError::permanent)
 }
 
-async fn progress(ctx: &JobContext, pct: u8) {
-    match record::set_progress(&ctx.state.platform.db, &ctx.tenant_id, &ctx.job_id, pct).await {
-        Ok(rec) => announce(&ctx.state, rec).await,
-        Err(e) => {
-            tracing::warn!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, error = %e, "export progress not recorded")
-        }
-    }
-}
-
 fn result(record: &ExportRecord, base: &str) -> Value {
     json!({
         "exportId": record.id,
@@ -104,7 +94,7 @@ impl Handle for ExportAnalytics {
         if record.status == ExportStatus::Ready && record.file_id.is_some() {
             return Ok(result(&record, base));
         }
-        progress(&ctx, 10).await;
+        ctx.progress(10).await;
         let tenant = Tenants(db)
             .get(&ctx.tenant_id)
             .await
@@ -135,7 +125,7 @@ impl Handle for ExportAnalytics {
                 .map_err(JobError::transient)?;
             tables.push(exports::conversations_table(&r));
         }
-        progress(&ctx, 40).await;
+        ctx.progress(40).await;
         if wants(ExportReport::Agents) {
             let r = report::agents(db, &q).await.map_err(JobError::transient)?;
             tables.push(exports::agents_table(&r));
@@ -146,7 +136,7 @@ impl Handle for ExportAnalytics {
                 .map_err(JobError::transient)?;
             tables.push(exports::channels_table(&r));
         }
-        progress(&ctx, 70).await;
+        ctx.progress(70).await;
         let bytes = match record.format {
             ExportFormat::Xlsx => xlsx_bytes(&tables)?,
             ExportFormat::Csv => {

@@ -3,6 +3,7 @@
 
 pub mod chaos_probe;
 pub mod deliver_message;
+pub mod eval_run;
 pub mod export_analytics;
 pub mod generate_reply;
 pub mod ingest_document;

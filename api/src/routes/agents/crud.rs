@@ -12,6 +12,7 @@ use aigentable_platform::db::PageRequest;
 use aigentable_platform::domain::{Name, regex_escape};
 use aigentable_platform::ids::new_id;
 use aigentable_platform::model::agent::{DEFAULT_FALLBACK, DEFAULT_WELCOME};
+use aigentable_platform::model::eval::{EvalRun, EvalSet};
 use aigentable_platform::model::{
     Agent, AgentStatus, Channel, Conversation, ConversationStatus, DocumentStatus,
     KnowledgeDocument, RetrievalSettings,
@@ -450,6 +451,13 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
     }
     let purged = purge_documents(state, who, &id).await?;
     let (channels, conversations) = detach(state, who, &id).await?;
+    let db = &state.platform.db;
+    db.scoped::<EvalSet>(&who.tenant_id)
+        .delete_many(doc! { "agentId": &id })
+        .await?;
+    db.scoped::<EvalRun>(&who.tenant_id)
+        .delete_many(doc! { "agentId": &id })
+        .await?;
     tracing::info!(agent_id = %id, tenant_id = %who.tenant_id, documents = purged, channels, conversations, "agent deleted");
     res.status_code(StatusCode::NO_CONTENT);
     Ok(())

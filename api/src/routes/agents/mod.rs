@@ -2,9 +2,11 @@
 //!
 //! - [`crud`]: create, list, search, read, change, delete;
 //! - [`test`]: ask the agent a question (`POST /agents/{id}/test`);
-//! - [`train`]: re-index its documents (`POST /agents/{id}/train`).
+//! - [`train`]: re-index its documents (`POST /agents/{id}/train`);
+//! - [`evals`]: its evaluation sets and their runs (`/agents/{id}/evals`).
 
 pub mod crud;
+pub mod evals;
 pub mod test;
 pub mod train;
 
@@ -28,5 +30,23 @@ pub fn router() -> Router {
         )
         .push(Router::with_path("agents/{id}/test").post(test::test))
         .push(Router::with_path("agents/{id}/train").post(train::train))
+        .push(
+            Router::with_path("agents/{id}/evals")
+                .get(evals::list_sets)
+                .post(evals::create_set),
+        )
+        .push(
+            Router::with_path("agents/{id}/evals/{evalId}")
+                .get(evals::get_set)
+                .put(evals::update_set)
+                .delete(evals::delete_set),
+        )
+        .push(
+            Router::with_path("agents/{id}/evals/{evalId}/runs")
+                .get(evals::list_runs)
+                .post(evals::start_run),
+        )
+        .push(Router::with_path("agents/{id}/evals/{evalId}/runs/compare").get(evals::compare_runs))
+        .push(Router::with_path("agents/{id}/evals/{evalId}/runs/{runId}").get(evals::get_run))
         .push(Router::with_path("search/agents").get(crud::search))
 }

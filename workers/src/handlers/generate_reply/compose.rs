@@ -9,6 +9,7 @@ use serde_json::Value;
 use aigentable_jobs::Job;
 use aigentable_jobs::types::GenerateReply;
 use aigentable_jobs::types::generate_reply::TestAnswer;
+use aigentable_platform::evals::Passage;
 use aigentable_platform::llm::{self, ChatMessage, ChatRequest, LlmClient, TokenUsage};
 use aigentable_platform::model::Agent;
 use aigentable_vectors::Hit;
@@ -20,7 +21,7 @@ use crate::runner::{JobContext, JobError};
 
 /// Where an answer came from.
 #[derive(Debug, Clone)]
-pub(super) struct Answer {
+pub(crate) struct Answer {
     pub content: String,
     pub sources: Vec<Value>,
     pub usage: Option<TokenUsage>,
@@ -30,6 +31,9 @@ pub(super) struct Answer {
     pub retrieval_only: bool,
     /// Why the fallback message was used, when it was.
     pub fallback: Option<String>,
+    /// Every passage retrieved for the question, best first (also those a
+    /// fallback did not use): what an evaluation scores retrieval on.
+    pub passages: Vec<Passage>,
 }
 
 impl Answer {
@@ -86,8 +90,8 @@ impl Answer {
 }
 
 /// Retrieval, then the provider's answer or the retrieval-only one, or
-/// the fallback with the reason.
-pub(super) async fn compose(
+/// the fallback with the reason; the passages retrieved come with it.
+pub(crate) async fn compose(
     ctx: &JobContext,
     agent: &Agent,
     history: Vec<ChatMessage>,
@@ -95,6 +99,21 @@ pub(super) async fn compose(
     purpose: &str,
 ) -> Result<Answer, JobError> {
     let started = Instant::now();
+    let hits = retrieve(ctx, agent, question).await?;
+    let mut answer = answer(ctx, agent, history, question, purpose, &hits, started).await?;
+    answer.passages = hits
+        .iter()
+        .map(|h| Passage {
+            document_id: h.payload.document_id.clone(),
+            document_name: h.payload.document_name.clone(),
+            text: h.payload.text.clone(),
+        })
+        .collect();
+    Ok(answer)
+}
+
+/// The agent's passages for `question` above its score threshold.
+async fn retrieve(ctx: &JobContext, agent: &Agent, question: &str) -> Result<Vec<Hit>, JobError> {
     let top_k = usize::try_from(agent.retrieval.top_k)
         .unwrap_or(5)
         .clamp(1, 20);
@@ -120,7 +139,18 @@ pub(super) async fn compose(
         }
         Err(e) => return Err(e),
     };
+    Ok(hits)
+}
 
+async fn answer(
+    ctx: &JobContext,
+    agent: &Agent,
+    history: Vec<ChatMessage>,
+    question: &str,
+    purpose: &str,
+    hits: &[Hit],
+    started: Instant,
+) -> Result<Answer, JobError> {
     let provider = llm::resolve_provider(
         &ctx.state.platform.db,
         &ctx.tenant_id,
@@ -129,7 +159,7 @@ pub(super) async fn compose(
     .await
     .map_err(JobError::transient)?;
     let Some(provider) = provider else {
-        return Ok(retrieval_only(agent, &hits, started));
+        return Ok(retrieval_only(agent, hits, started));
     };
 
     let sources: Vec<Value> = hits.iter().map(source_json).collect();
@@ -142,6 +172,7 @@ pub(super) async fn compose(
         latency_ms: elapsed_ms(started),
         retrieval_only: false,
         fallback: Some(reason),
+        passages: Vec::new(),
     };
     let client = match LlmClient::from_provider(
         &provider,
@@ -156,7 +187,7 @@ pub(super) async fn compose(
         }
     };
     let mut messages = Vec::with_capacity(history.len() + 2);
-    messages.push(ChatMessage::system(system_prompt(agent, &hits)));
+    messages.push(ChatMessage::system(system_prompt(agent, hits)));
     messages.extend(history);
     messages.push(ChatMessage::user(question.to_owned()));
     let request = ChatRequest {
@@ -181,6 +212,7 @@ pub(super) async fn compose(
                 latency_ms: elapsed_ms(started),
                 retrieval_only: false,
                 fallback: None,
+                passages: Vec::new(),
             })
         }
         Err(e) => {

@@ -19,7 +19,7 @@
 //! - [`prompt`]: history budget, system prompt, quotes;
 //! - [`provider`]: provider calls with retries, token usage.
 
-mod compose;
+pub(crate) mod compose;
 mod conversation;
 mod prompt;
 mod provider;

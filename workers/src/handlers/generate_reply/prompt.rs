@@ -99,6 +99,7 @@ pub(super) fn retrieval_only(agent: &Agent, hits: &[Hit], started: Instant) -> A
             latency_ms: elapsed_ms(started),
             retrieval_only: true,
             fallback: Some("no passage of the knowledge base matched".to_owned()),
+            passages: Vec::new(),
         };
     }
     let used = &hits[..hits.len().min(QUOTE_PASSAGES)];
@@ -121,6 +122,7 @@ pub(super) fn retrieval_only(agent: &Agent, hits: &[Hit], started: Instant) -> A
         latency_ms: elapsed_ms(started),
         retrieval_only: true,
         fallback: None,
+        passages: Vec::new(),
     }
 }
 

@@ -1,0 +1,329 @@
+//! Evaluation sets (`/agents/{id}/evals`): cases with expected documents,
+//! facts and answers, runs that answer them through the reply path, exact
+//! scores on a small corpus with known right answers, and comparisons of
+//! two runs when cases are made deliberately wrong.
+
+use aigentable_platform::model::{AiProvider, AiProviderType};
+use aigentable_tests::fake_openai::FakeOpenAi;
+use aigentable_tests::inbound::tenant;
+use aigentable_tests::{Session, TestApp, spawn_app};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const RETURNS: &str = "Returns are free for thirty days. Send the parcel back with the label.";
+const SHIPPING: &str = "Orders ship within two days from the Utrecht warehouse.";
+
+struct Corpus {
+    agent: String,
+    returns: String,
+    shipping: String,
+}
+
+async fn corpus(app: &TestApp, s: &Session) -> Corpus {
+    let r = app
+        .post(
+            "/api/v1/agents",
+            s,
+            json!({ "name": "Evaluated", "model": "gpt-eval" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let agent = r.body["id"].as_str().unwrap_or_default().to_owned();
+    let returns = app
+        .upload_text(s, "returns.txt", RETURNS, Some(&agent))
+        .await;
+    let shipping = app
+        .upload_text(s, "shipping.txt", SHIPPING, Some(&agent))
+        .await;
+    app.wait_document_ready(s, &returns).await;
+    app.wait_document_ready(s, &shipping).await;
+    Corpus {
+        agent,
+        returns,
+        shipping,
+    }
+}
+
+/// Starts a run of `set` and waits for it; answers the run with results.
+async fn run(app: &TestApp, s: &Session, agent: &str, set: &str) -> Value {
+    let r = app
+        .post(
+            &format!("/api/v1/agents/{agent}/evals/{set}/runs"),
+            s,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    assert_eq!(r.body["job"]["type"], "eval_run");
+    assert_eq!(r.body["run"]["status"], "QUEUED");
+    let job = r.body["jobId"].as_str().unwrap_or_default().to_owned();
+    let run_id = r.body["run"]["id"].as_str().unwrap_or_default().to_owned();
+    let record = app.job_finished(s, &job).await;
+    assert_eq!(record["status"], "SUCCEEDED", "{record}");
+    let r = app
+        .get(
+            &format!("/api/v1/agents/{agent}/evals/{set}/runs/{run_id}"),
+            s,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "SUCCEEDED", "{:?}", r.body);
+    assert_eq!(r.body["jobId"], job.as_str());
+    r.body
+}
+
+#[tokio::test]
+async fn retrieval_only_scores_are_exact_and_drop_for_wrong_cases() {
+    let app = spawn_app().await;
+    let s = app.register("Evals").await;
+    let c = corpus(&app, &s).await;
+    let r = app
+        .post(
+            &format!("/api/v1/agents/{}/evals", c.agent),
+            &s,
+            json!({ "name": "Basics", "cases": [
+                { "question": "Are returns free?", "expectedFacts": ["thirty days"],
+                  "expectedDocumentIds": [c.returns] },
+                { "question": "When do orders ship?", "expectedFacts": ["two days"],
+                  "expectedAnswer": "Orders ship within two days",
+                  "expectedDocumentIds": [c.shipping] },
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let set = r.body["id"].as_str().unwrap_or_default().to_owned();
+    let cases = r.body["cases"].clone();
+    assert_eq!(cases[0]["expectedAnswer"], Value::Null);
+
+    let first = run(&app, &s, &c.agent, &set).await;
+    let t = &first["totals"];
+    assert_eq!(t["cases"], 2, "{first}");
+    assert_eq!(t["retrievalHitRate"], 1.0, "{first}");
+    assert_eq!(t["mrr"], 1.0, "{first}");
+    assert_eq!(t["factScore"], 1.0, "{first}");
+    assert_eq!(t["answerRecall"], 1.0, "{first}");
+    // The retrieval-only responder quotes its passages.
+    assert_eq!(t["grounding"], 1.0, "{first}");
+    assert_eq!(t["totalTokens"], 0, "{first}");
+    assert_eq!(
+        first["results"][0]["retrievedDocumentIds"][0],
+        c.returns.as_str()
+    );
+    assert_eq!(first["agent"]["model"], "gpt-eval");
+    assert_eq!(first["agent"]["readyDocuments"], 2);
+    assert_eq!(first["agent"]["aiProviderId"], Value::Null);
+
+    // The same questions, deliberately wrong expectations for the first.
+    let r = app
+        .put(
+            &format!("/api/v1/agents/{}/evals/{set}", c.agent),
+            &s,
+            json!({ "cases": [
+                { "id": cases[0]["id"], "question": "Are returns free?",
+                  "expectedFacts": ["ninety days"], "expectedDocumentIds": [c.shipping] },
+                { "id": cases[1]["id"], "question": "When do orders ship?",
+                  "expectedFacts": ["two days"], "expectedAnswer": "Orders ship within two days",
+                  "expectedDocumentIds": [c.shipping] },
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["cases"][0]["id"], cases[0]["id"], "kept ids");
+    let second = run(&app, &s, &c.agent, &set).await;
+    let t = &second["totals"];
+    assert_eq!(t["factScore"], 0.5, "{second}");
+    assert_eq!(second["results"][0]["factsMissing"], json!(["ninety days"]));
+    let rr = second["results"][0]["reciprocalRank"]
+        .as_f64()
+        .unwrap_or(1.0);
+    assert!(
+        rr <= 0.5,
+        "the wrong document is not ranked first: {second}"
+    );
+    assert!(
+        t["mrr"].as_f64().unwrap_or(1.0) < 1.0,
+        "the mean reciprocal rank drops: {second}"
+    );
+
+    let listed = app
+        .get(&format!("/api/v1/agents/{}/evals/{set}/runs", c.agent), &s)
+        .await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body["pagination"]["total"], 2);
+    assert_eq!(listed.body["runs"][0]["id"], second["id"], "newest first");
+    assert_eq!(listed.body["runs"][0]["results"], json!([]));
+
+    let compared = app
+        .get(
+            &format!(
+                "/api/v1/agents/{}/evals/{set}/runs/compare?a={}&b={}",
+                c.agent,
+                first["id"].as_str().unwrap_or_default(),
+                second["id"].as_str().unwrap_or_default()
+            ),
+            &s,
+        )
+        .await;
+    assert_eq!(compared.status, StatusCode::OK, "{:?}", compared.body);
+    assert_eq!(compared.body["worse"], 1, "{:?}", compared.body);
+    assert_eq!(compared.body["same"], 1, "{:?}", compared.body);
+    assert_eq!(compared.body["better"], 0);
+    assert_eq!(compared.body["cases"][0]["change"], "worse");
+    assert_eq!(compared.body["cases"][1]["change"], "same");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn provider_answers_are_scored_for_facts_grounding_and_tokens() {
+    let app = spawn_app().await;
+    let fake = FakeOpenAi::start().await;
+    let s = app.register("Graded").await;
+    let c = corpus(&app, &s).await;
+    let now = chrono::Utc::now();
+    app.platform
+        .db
+        .scoped::<AiProvider>(&tenant(&s))
+        .insert(&AiProvider {
+            id: aigentable_platform::ids::new_id(),
+            tenant_id: tenant(&s),
+            name: "Fake".into(),
+            provider_type: AiProviderType::OpenaiCompatible,
+            base_url: Some(fake.base_url()),
+            api_version: None,
+            api_key: Some(app.platform.secrets.seal("sk-test-eval")),
+            api_key_last4: Some("eval".into()),
+            chat_model: "fake-chat".into(),
+            embedding_model: None,
+            embedding_dimensions: None,
+            is_default: true,
+            is_active: true,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("provider");
+    let r = app
+        .post(
+            &format!("/api/v1/agents/{}/evals", c.agent),
+            &s,
+            json!({ "name": "Graded", "cases": [
+                { "question": "Are returns free?", "expectedFacts": ["thirty days", "free"] },
+                { "question": "When do orders ship?", "expectedFacts": ["two days"] },
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let set = r.body["id"].as_str().unwrap_or_default().to_owned();
+    // A right, grounded answer; then an invented one.
+    fake.push_reply("Returns are free for thirty days.");
+    fake.push_reply("We deliver by rocket to the moon.");
+    let done = run(&app, &s, &c.agent, &set).await;
+    let (a, b) = (&done["results"][0], &done["results"][1]);
+    assert_eq!(a["answer"], "Returns are free for thirty days.");
+    assert_eq!(a["factScore"], 1.0, "{done}");
+    assert_eq!(a["grounding"], 1.0, "{done}");
+    assert_eq!(b["factScore"], 0.0, "{done}");
+    assert_eq!(b["grounding"], 0.0, "{done}");
+    assert_eq!(b["retrievalHit"], Value::Null, "no expected documents");
+    assert!(a["tokens"].as_u64().unwrap_or(0) > 0, "{done}");
+    let t = &done["totals"];
+    assert_eq!(t["factScore"], 0.5);
+    assert_eq!(t["grounding"], 0.5);
+    assert_eq!(t["retrievalHitRate"], Value::Null);
+    assert_eq!(
+        t["totalTokens"].as_u64(),
+        Some(a["tokens"].as_u64().unwrap_or(0) + b["tokens"].as_u64().unwrap_or(0))
+    );
+    assert_eq!(fake.chat_requests().len(), 2, "one generation per case");
+    // Nothing was stored as a conversation.
+    let conversations = app.get("/api/v1/conversations", &s).await;
+    assert_eq!(conversations.body["pagination"]["total"], 0);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_cases_are_refused_by_name_and_sets_stay_in_their_tenant() {
+    let app = spawn_app().await;
+    let s = app.register("Strict").await;
+    let other = app.register("Other").await;
+    let c = corpus(&app, &s).await;
+    let theirs = app
+        .upload_text(&other, "theirs.txt", "Their own text.", None)
+        .await;
+    let path = format!("/api/v1/agents/{}/evals", c.agent);
+    for (body, field) in [
+        (json!({ "cases": [{ "question": "q" }] }), "name"),
+        (json!({ "name": "n" }), "cases"),
+        (json!({ "name": "n", "cases": [] }), "cases"),
+        (
+            json!({ "name": "n", "cases": [{ "question": "  " }] }),
+            "cases[0].question",
+        ),
+        (
+            json!({ "name": "n", "cases": [{ "question": "q", "expectedFacts": [""] }] }),
+            "cases[0].expectedFacts[0]",
+        ),
+    ] {
+        let r = app.post(&path, &s, body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {:?}", r.body);
+        assert_eq!(r.body["details"]["field"], field, "{body}: {:?}", r.body);
+    }
+    let too_many: Vec<Value> = (0..201)
+        .map(|i| json!({ "question": format!("q{i}") }))
+        .collect();
+    let r = app
+        .post(&path, &s, json!({ "name": "n", "cases": too_many }))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("200"),
+        "{:?}",
+        r.body
+    );
+    // Another tenant's document is not a document of this one.
+    let r = app
+        .post(
+            &path,
+            &s,
+            json!({ "name": "n", "cases": [{ "question": "q", "expectedDocumentIds": [theirs] }] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(theirs.as_str()),
+        "{:?}",
+        r.body
+    );
+    let r = app
+        .post(
+            &path,
+            &s,
+            json!({ "name": "Kept", "cases": [{ "question": "Are returns free?" }] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let set = r.body["id"].as_str().unwrap_or_default().to_owned();
+    // Another tenant's administrator sees nothing of it.
+    for url in [
+        format!("{path}/{set}"),
+        format!("{path}/{set}/runs"),
+        path.clone(),
+    ] {
+        let r = app.get(&url, &other).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{url}: {:?}", r.body);
+    }
+    let r = app.get(&format!("{path}/{set}/runs/compare?a=x"), &s).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert_eq!(r.body["details"]["field"], "b");
+    let r = app.delete(&format!("{path}/{set}"), &s).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = app.get(&format!("{path}/{set}"), &s).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    app.cleanup().await;
+}
