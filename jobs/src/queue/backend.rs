@@ -480,7 +480,13 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                 tenant: envelope.tenant_id.clone(),
                 watch: watch.clone(),
             };
-            if let Some(before) = self.held().insert(id.clone(), lease) {
+            // The guard ends with this statement: held in an `if let`
+            // scrutinee it would live through the block below, which locks
+            // the same (not reentrant) mutex: a deadlock that froze the
+            // whole runtime when a lapsed lease came back after a Redis
+            // restart.
+            let replaced = self.held().insert(id.clone(), lease);
+            if let Some(before) = replaced {
                 // Already here (its lease lapsed during a stall and it was
                 // requeued): the run there, if it has not stopped yet,
                 // adopts the new claim and settles it; so does an outcome

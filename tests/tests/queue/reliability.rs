@@ -413,6 +413,91 @@ async fn a_worker_cut_off_from_redis_stops_its_run_before_another_takes_it_over(
     rig.cleanup().await;
 }
 
+/// A worker fetches again a job it still holds (its lease was reaped while
+/// the run went on, as after a Redis restart or a stall): the run adopts the
+/// new claim instead of starting twice, and the worker keeps working. This
+/// once deadlocked the worker's whole runtime (a lock held across the
+/// adoption), so the worker runs on a runtime of its own here: a frozen
+/// worker fails the test instead of freezing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_fetched_again_by_the_worker_that_still_runs_it_is_adopted() {
+    let rig = Rig::new(fast_config()).await;
+    let keys = rig.keys::<SlowJob>();
+    let mut conn = rig.conn();
+    let mut setup = rig.setup.clone();
+    setup.concurrency = 2.into();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("worker runtime");
+        runtime.block_on(async move {
+            let monitor = register::<SlowJob>(Monitor::new(), &setup);
+            supervise(monitor, Duration::from_secs(1), async move {
+                let _ = stopped.await;
+                Ok(())
+            })
+            .await
+        })
+    });
+    let id = new_id();
+    rig.push(
+        &id,
+        SlowJob {
+            run_ms: vec![1500],
+            fail_runs: vec![],
+        },
+    )
+    .await;
+    assert!(
+        wait_for(Duration::from_secs(3), || async {
+            runs(&id).started.len() == 1
+        })
+        .await,
+        "the run started"
+    );
+    // Reaped as if its lease had expired: queued again, while it runs.
+    let later = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0) + 3_600_000;
+    let reaped = queue::reap(&mut conn, &keys, later, 10)
+        .await
+        .expect("reap");
+    assert_eq!(reaped, 1, "the running job was requeued");
+    let settled = wait_for(Duration::from_secs(8), || {
+        let (mut conn, keys, id) = (conn.clone(), keys.clone(), id.clone());
+        async move { !data_exists(&mut conn, &keys, &id).await }
+    })
+    .await;
+    assert!(settled, "the adopting run settled the job");
+    let r = runs(&id);
+    assert_eq!(r.started.len(), 1, "adopted, not started again: {r:?}");
+    // The worker still works.
+    let next = new_id();
+    rig.push(
+        &next,
+        SlowJob {
+            run_ms: vec![0],
+            fail_runs: vec![],
+        },
+    )
+    .await;
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            runs(&next).started.len() == 1
+        })
+        .await,
+        "the worker goes on with the next job"
+    );
+    let _ = stop.send(());
+    let joined = tokio::task::spawn_blocking(move || worker.join()).await;
+    assert!(
+        matches!(joined, Ok(Ok(Ok(())))),
+        "the worker stopped cleanly"
+    );
+    rig.cleanup().await;
+}
+
 /// The job record follows only its current claim: a second claim of the
 /// same attempt cannot mark it RUNNING again, a later attempt (after the
 /// lease was reaped) takes it over, and the superseded run can no longer
