@@ -446,7 +446,7 @@ async fn a_job_fetched_again_by_the_worker_that_still_runs_it_is_adopted() {
     rig.push(
         &id,
         SlowJob {
-            run_ms: vec![1500],
+            run_ms: vec![3000],
             fail_runs: vec![],
         },
     )
@@ -464,7 +464,7 @@ async fn a_job_fetched_again_by_the_worker_that_still_runs_it_is_adopted() {
         .await
         .expect("reap");
     assert_eq!(reaped, 1, "the running job was requeued");
-    let settled = wait_for(Duration::from_secs(8), || {
+    let settled = wait_for(Duration::from_secs(12), || {
         let (mut conn, keys, id) = (conn.clone(), keys.clone(), id.clone());
         async move { !data_exists(&mut conn, &keys, &id).await }
     })
