@@ -124,6 +124,36 @@ async fn every_route_that_enqueues_answers_the_same_202() {
         answered.body
     );
 
+    let set = app
+        .post(
+            &format!("/api/v1/agents/{agent}/evals"),
+            &admin,
+            json!({ "name": "Refunds", "cases": [{ "question": "How long do refunds take?",
+                    "expectedFacts": ["five days"], "expectedDocumentIds": [document] }] }),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::CREATED, "{:?}", set.body);
+    let set = set.body["id"].as_str().unwrap_or_default().to_owned();
+    let r = app
+        .post(
+            &format!("/api/v1/agents/{agent}/evals/{set}/runs"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    let eval_job = accepted("eval run", &r, "eval_run", "replies");
+    assert_eq!(r.body["run"]["jobId"], eval_job.as_str());
+    assert_eq!(r.body["run"]["status"], "QUEUED");
+    cover("POST", "agents/{id}/evals/{evalId}/runs");
+    app.drain(Queue::Replies).await;
+    let run = app.get(&format!("/api/v1/jobs/{eval_job}"), &admin).await;
+    assert_eq!(run.body["status"], "SUCCEEDED", "{:?}", run.body);
+    assert_eq!(
+        run.body["result"]["totals"]["factScore"], 1.0,
+        "{:?}",
+        run.body
+    );
+
     let provider = app
         .post(
             "/api/v1/ai-providers",
