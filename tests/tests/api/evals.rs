@@ -3,12 +3,12 @@
 //! scores on a small corpus with known right answers, and comparisons of
 //! two runs when cases are made deliberately wrong.
 
-use aigentable_platform::model::{AiProvider, AiProviderType};
 use aigentable_tests::fake_openai::FakeOpenAi;
-use aigentable_tests::inbound::tenant;
 use aigentable_tests::{Session, TestApp, spawn_app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+use crate::replies::default_provider;
 
 const RETURNS: &str = "Returns are free for thirty days. Send the parcel back with the label.";
 const SHIPPING: &str = "Orders ship within two days from the Utrecht warehouse.";
@@ -179,29 +179,7 @@ async fn provider_answers_are_scored_for_facts_grounding_and_tokens() {
     let fake = FakeOpenAi::start().await;
     let s = app.register("Graded").await;
     let c = corpus(&app, &s).await;
-    let now = chrono::Utc::now();
-    app.platform
-        .db
-        .scoped::<AiProvider>(&tenant(&s))
-        .insert(&AiProvider {
-            id: aigentable_platform::ids::new_id(),
-            tenant_id: tenant(&s),
-            name: "Fake".into(),
-            provider_type: AiProviderType::OpenaiCompatible,
-            base_url: Some(fake.base_url()),
-            api_version: None,
-            api_key: Some(app.platform.secrets.seal("sk-test-eval")),
-            api_key_last4: Some("eval".into()),
-            chat_model: "fake-chat".into(),
-            embedding_model: None,
-            embedding_dimensions: None,
-            is_default: true,
-            is_active: true,
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .expect("provider");
+    default_provider(&app, &s, &fake).await;
     let r = app
         .post(
             &format!("/api/v1/agents/{}/evals", c.agent),
