@@ -289,7 +289,13 @@ pub fn layer(state: AppState) -> (SocketIoLayer, SocketIo) {
 
 /// Emits one event to every namespace's tenant room (and conversation room).
 pub async fn relay(io: &SocketIo, event: &RealtimeEvent) {
-    let mut rooms = vec![tenant_room(&event.tenant_id)];
+    // A reply's text while it is written is for those watching its
+    // conversation, not for every screen of the tenant.
+    let mut rooms = if event.event == aigentable_jobs::events::names::MESSAGE_DELTA {
+        Vec::new()
+    } else {
+        vec![tenant_room(&event.tenant_id)]
+    };
     // Jobs only reach those who may see them over REST.
     if event.event == aigentable_jobs::events::names::JOB_UPDATED {
         rooms = crate::policy::job_event_rooms(

@@ -7,7 +7,9 @@
 //! `join`; the socket then joins `conversation:{id}` of the visitor's own
 //! conversation. The same Redis events the staff sockets get are relayed
 //! here, reduced to what a visitor may see: `new-message` and
-//! `message-updated` with the visitor's message view.
+//! `message-updated` with the visitor's message view, and `message-delta`
+//! (`{conversationId, messageId, delta, index}`) while the bot's reply is
+//! written.
 
 use serde::Deserialize;
 use serde_json::json;
@@ -148,6 +150,19 @@ pub async fn relay(io: &SocketIo, event: &RealtimeEvent) {
     let Some(conversation_id) = &event.conversation_id else {
         return;
     };
+    if event.event == names::MESSAGE_DELTA {
+        // The bot's words as they are written: the visitor reads them all
+        // in the message that follows anyway.
+        if let Some(op) = io.of(NAMESPACE)
+            && let Err(e) = op
+                .to(conversation_room(conversation_id))
+                .emit(&event.event, &event.data)
+                .await
+        {
+            tracing::debug!(error = %e, "could not emit widget event");
+        }
+        return;
+    }
     if event.event != names::NEW_MESSAGE && event.event != names::MESSAGE_UPDATED {
         return;
     }

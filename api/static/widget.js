@@ -2,7 +2,9 @@
  * <script src="https://api.example.com/widget.js" data-key="pk_..." async></script>
  * Talks to /api/v1/widget/{key}/... and gets replies live over Socket.IO
  * (namespace /widget, spoken directly over a WebSocket: engine.io v4),
- * polling GET .../messages when the socket is unavailable. */
+ * polling GET .../messages when the socket is unavailable. The bot's
+ * reply is shown while it is written (message-delta), then replaced by the
+ * stored message. */
 (function () {
   "use strict";
   var me = document.currentScript || document.querySelector("script[data-key]");
@@ -12,7 +14,7 @@
   var api = base + "/api/v1/widget/" + encodeURIComponent(key);
   var store = window.localStorage;
   var sk = "aigentable:" + key;
-  var session = null, seen = {}, pending = {}, joined = false, ws = null, pollTimer = null;
+  var session = null, seen = {}, live = {}, pending = {}, joined = false, ws = null, pollTimer = null;
 
   function req(method, path, body) {
     var h = { "Content-Type": "application/json" };
@@ -61,7 +63,10 @@
   theme(null);
 
   function add(m) {
-    if (!m || !m.id || seen[m.id]) return;
+    if (!m || !m.id) return;
+    // The reply was shown while it was written: the message replaces it.
+    if (live[m.id]) { live[m.id].b.textContent = m.content; delete live[m.id]; seen[m.id] = true; return; }
+    if (seen[m.id]) return;
     seen[m.id] = true;
     // Our own message coming back from the server: already on screen.
     if (m.from === "visitor" && pending[m.content]) { pending[m.content]--; if (!pending[m.content]) delete pending[m.content]; return; }
@@ -73,6 +78,22 @@
     b.style.cssText = "max-width:80%;padding:8px 10px;border-radius:10px;white-space:pre-wrap;word-wrap:break-word;" +
       (mine ? "background:" + head.style.background + ";color:#fff" : "background:#fff;border:1px solid #e5e5e5");
     row.appendChild(b); list.appendChild(row);
+    list.scrollTop = list.scrollHeight;
+    return { row: row, b: b };
+  }
+
+  // A reply as it is written: {messageId, delta, index[, dropped]}.
+  function delta(d) {
+    if (!d || !d.messageId) return;
+    var l = live[d.messageId];
+    if (d.dropped) { if (l) { list.removeChild(l.row); delete live[d.messageId]; delete seen[d.messageId]; } return; }
+    if (!l) {
+      if (seen[d.messageId]) return; // already stored and shown whole
+      l = add({ id: d.messageId, from: "bot", content: "" });
+      if (!l) return;
+      live[d.messageId] = l;
+    }
+    l.b.textContent += d.delta;
     list.scrollTop = list.scrollHeight;
   }
 
@@ -109,6 +130,7 @@
       if (d.indexOf("42/widget,") === 0) {
         var ev = JSON.parse(d.slice(d.indexOf("[")));
         if (ev[0] === "new-message") add(ev[1]);
+        else if (ev[0] === "message-delta") delta(ev[1]);
       }
     };
     ws.onclose = function () {

@@ -77,6 +77,56 @@ impl ReplyTo {
         Ok(())
     }
 
+    fn pieces_key(&self) -> String {
+        format!("{}:pieces", self.0)
+    }
+
+    /// The worker's side of a streamed answer: one piece of it, before the
+    /// answer itself ([`send`](Self::send)) ends the stream.
+    pub async fn send_piece<T: Serialize>(&self, kv: &Kv, piece: &T) -> Result<(), AnswerError> {
+        let body = serde_json::to_string(piece)?;
+        let key = self.pieces_key();
+        let mut conn = kv.conn();
+        redis::pipe()
+            .cmd("RPUSH")
+            .arg(&key)
+            .arg(body)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(ANSWER_TTL_SECS)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The api's side of a streamed answer, in one round trip: the pieces
+    /// sent since the last look (oldest first), then the answer if it came.
+    /// Pieces are sent before the answer, so none is left behind it.
+    pub async fn poll_stream<P: DeserializeOwned, T: DeserializeOwned>(
+        &self,
+        kv: &Kv,
+    ) -> Result<(Vec<P>, Option<Answered<T>>), AnswerError> {
+        const MAX_PIECES: usize = 256;
+        let mut conn = kv.conn();
+        let (pieces, answer): (Option<Vec<String>>, Option<String>) = redis::pipe()
+            .cmd("LPOP")
+            .arg(self.pieces_key())
+            .arg(MAX_PIECES)
+            .cmd("LPOP")
+            .arg(&self.0)
+            .query_async(&mut conn)
+            .await?;
+        let pieces = pieces
+            .unwrap_or_default()
+            .iter()
+            .map(|p| serde_json::from_str(p))
+            .collect::<Result<Vec<P>, _>>()?;
+        let answer = answer.map(|a| serde_json::from_str(&a)).transpose()?;
+        Ok((pieces, answer))
+    }
+
     /// The api's side: the answer, or `None` after `timeout`. Polls with
     /// short, growing pauses, because a blocking pop would hold the shared
     /// multiplexed connection for everyone else.

@@ -15,6 +15,10 @@ pub mod names {
     pub const CONVERSATION_UPDATED: &str = "conversation-updated";
     pub const MESSAGE_UPDATED: &str = "message-updated";
     pub const CHANNEL_UPDATED: &str = "channel-updated";
+    /// `{conversationId, messageId, delta, index}`: text of a reply being
+    /// written; only the conversation's room (and its widget visitor) gets
+    /// it. `dropped: true` ends a text that will not become a message.
+    pub const MESSAGE_DELTA: &str = "message-delta";
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -20,6 +20,11 @@
 //!   any status ([`FakeOpenAi::fail_next`]), each optionally limited to
 //!   paths containing a text; a delay before every answer.
 //!
+//! Chat requests with `"stream": true` are answered as OpenAI streams:
+//! Server-Sent Events of `chat.completion.chunk`s, a word per chunk at a
+//! set pace ([`FakeOpenAi::set_stream_interval`]), optionally cut after
+//! some words ([`FakeOpenAi::cut_next_stream_after`]).
+//!
 //! It also tracks how many chat completions are being answered at once
 //! ([`FakeOpenAi::max_chat_in_flight`]): a request whose client hung up
 //! stops counting when the server drops it.
@@ -105,6 +110,14 @@ struct Inner {
     replies: Mutex<VecDeque<String>>,
     briefs: Mutex<VecDeque<String>>,
     delay: Mutex<Duration>,
+    /// Streamed answers (`"stream": true`): the pause between two chunks,
+    /// and how many chunks the next streams send before the connection is
+    /// cut (no `[DONE]`).
+    stream_interval: Mutex<Duration>,
+    stream_cuts: Mutex<VecDeque<usize>>,
+    /// Streamed chunks sent so far (the role chunk and the usage chunk
+    /// are not counted).
+    stream_chunks_sent: Mutex<usize>,
     /// Chat completions being answered now, and the most seen at once.
     chats_in_flight: Mutex<(usize, usize)>,
 }
@@ -223,7 +236,13 @@ impl Handler for Serve {
             } else {
                 lock(&self.0.replies).pop_front()
             };
-            res.render(Json(chat_answer(&body, canned)));
+            if body["stream"] == json!(true) {
+                let cut = lock(&self.0.stream_cuts).pop_front();
+                let interval = *lock(&self.0.stream_interval);
+                stream_chat_answer(res, &body, canned, interval, cut, self.0.clone());
+            } else {
+                res.render(Json(chat_answer(&body, canned)));
+            }
         } else if recorded.is_embeddings() {
             res.render(Json(embeddings_answer(&recorded)));
         } else {
@@ -274,6 +293,97 @@ fn chat_answer(body: &Value, canned: Option<String>) -> Value {
             "total_tokens": prompt_tokens + completion_tokens,
         },
     })
+}
+
+/// The answer as OpenAI streams it: a role chunk, then the text a word at
+/// a time every `interval`, then (when asked) a usage chunk and `[DONE]`;
+/// with `cut`, the connection breaks after that many words.
+fn stream_chat_answer(
+    res: &mut Response,
+    body: &Value,
+    canned: Option<String>,
+    interval: Duration,
+    cut: Option<usize>,
+    inner: Arc<Inner>,
+) {
+    let whole = chat_answer(body, canned);
+    let content = whole["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let model = whole["model"].clone();
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1_764_115_200u32,
+            "model": model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+        })
+    };
+    let mut words: Vec<String> = Vec::new();
+    for piece in content.split_inclusive(' ') {
+        words.push(piece.to_owned());
+    }
+    let mut frames: Vec<(Option<Value>, bool)> = vec![(
+        Some(chunk(
+            json!({ "role": "assistant", "content": "" }),
+            Value::Null,
+        )),
+        false,
+    )];
+    for (i, w) in words.iter().enumerate() {
+        if cut == Some(i) {
+            frames.push((None, false));
+            break;
+        }
+        frames.push((Some(chunk(json!({ "content": w }), Value::Null)), true));
+    }
+    if cut.is_none_or(|c| c >= words.len()) {
+        frames.push((Some(chunk(json!({}), json!("stop"))), false));
+        if body["stream_options"]["include_usage"] == json!(true) {
+            let mut usage = chunk(json!({}), Value::Null);
+            usage["choices"] = json!([]);
+            usage["usage"] = whole["usage"].clone();
+            frames.push((Some(usage), false));
+        }
+    }
+    let done = cut.is_none_or(|c| c >= words.len());
+    let stream =
+        futures::stream::unfold((frames.into_iter(), false), move |(mut frames, paused)| {
+            let inner = inner.clone();
+            async move {
+                match frames.next() {
+                    Some((Some(frame), counted)) => {
+                        if counted && paused && !interval.is_zero() {
+                            tokio::time::sleep(interval).await;
+                        }
+                        if counted {
+                            *lock(&inner.stream_chunks_sent) += 1;
+                        }
+                        let line = format!("data: {frame}\n\n");
+                        Some((
+                            Ok::<_, std::io::Error>(line.into_bytes()),
+                            (frames, paused || counted),
+                        ))
+                    }
+                    Some((None, _)) => {
+                        // What was written reaches the client before the
+                        // cut (the server flushes while the stream waits).
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Some((
+                            Err(std::io::Error::other("stream cut by the fake")),
+                            (frames, paused),
+                        ))
+                    }
+                    None => None,
+                }
+            }
+        });
+    let tail = futures::stream::iter(done.then(|| Ok(b"data: [DONE]\n\n".to_vec())));
+    let _ = res.add_header("content-type", "text/event-stream", true);
+    let _ = res.add_header("cache-control", "no-cache", true);
+    res.stream(futures::StreamExt::chain(stream, tail));
 }
 
 fn fnv1a(bytes: &[u8]) -> u32 {
@@ -394,6 +504,22 @@ impl FakeOpenAi {
     /// Waits `delay` before answering each request.
     pub fn set_delay(&self, delay: Duration) {
         *lock(&self.inner.delay) = delay;
+    }
+
+    /// Streamed answers send a word every `interval` (the first at once).
+    pub fn set_stream_interval(&self, interval: Duration) {
+        *lock(&self.inner.stream_interval) = interval;
+    }
+
+    /// The next streamed answer breaks off after `words` words: the
+    /// connection is cut without `[DONE]`.
+    pub fn cut_next_stream_after(&self, words: usize) {
+        lock(&self.inner.stream_cuts).push_back(words);
+    }
+
+    /// Words sent in streamed answers so far.
+    pub fn stream_chunks_sent(&self) -> usize {
+        *lock(&self.inner.stream_chunks_sent)
     }
 
     /// The most chat completions (replies, agent tests) answered at once.

@@ -69,6 +69,59 @@ impl TestSocket {
         }
     }
 
+    /// Joins a conversation's room (`join-conversation`); the server's
+    /// acknowledgement, `None` when none came within 10 s.
+    pub async fn join_conversation(&self, conversation_id: &str) -> Option<Value> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.client
+            .emit_with_ack(
+                "join-conversation",
+                serde_json::json!(conversation_id),
+                std::time::Duration::from_secs(10),
+                move |payload: Payload, _c: Client| {
+                    let _ = tx.send(first_value(payload));
+                    async {}.boxed()
+                },
+            )
+            .await
+            .expect("join-conversation is sent");
+        // The acknowledgement's arguments come as one array.
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .map(|ack| match ack {
+                Value::Array(mut args) if !args.is_empty() => args.swap_remove(0),
+                other => other,
+            })
+    }
+
+    /// Every event named `name` until one satisfies `last` (included), up
+    /// to `secs` seconds in all; `None` if that one never came.
+    pub async fn collect_until(
+        &mut self,
+        name: &str,
+        secs: u64,
+        last: impl Fn(&Value) -> bool,
+    ) -> Option<Vec<Value>> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some((event, value))) if event == name => {
+                    let end = last(&value);
+                    seen.push(value);
+                    if end {
+                        return Some(seen);
+                    }
+                }
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
     /// Waits until the server has run its connect handler (rooms joined):
     /// the client's `connect` returns once the transport is up, before the
     /// server has authenticated the socket, so an event emitted in between

@@ -48,6 +48,10 @@ pub enum ReplyMode {
         history: Vec<TestTurn>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<ReplyTo>,
+        /// The api streams the answer (`?stream=true`): its text is sent
+        /// to `replyTo` in pieces as it is written, before the answer.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stream: bool,
     },
 }
 
@@ -134,7 +138,7 @@ mod tests {
         }))?;
         assert!(matches!(
             &test.mode,
-            ReplyMode::Test { test_input, history, reply_to: None }
+            ReplyMode::Test { test_input, history, reply_to: None, stream: false }
                 if test_input == "hours?" && history.len() == 1
         ));
         // Round trip keeps the flat shape job records show.

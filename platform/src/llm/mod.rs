@@ -16,6 +16,7 @@
 mod config;
 pub mod embedding;
 pub mod index;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,7 @@ use crate::ids::TenantId;
 use crate::model::{AiProvider, AiProviderType};
 
 pub use config::LlmConfig;
+pub use stream::{ChatStream, StreamPiece};
 
 /// Default timeout of one LLM call (`LLM_TIMEOUT_SECONDS` overrides it where
 /// the caller reads the configuration).
@@ -269,6 +271,9 @@ impl tower::Service<HttpRequestFactory> for SingleShot {
             if status.is_redirection() {
                 return Err(refused(EgressError::Redirect(status.as_u16())));
             }
+            if status.is_success() && is_event_stream(response.headers()) {
+                return Ok(capped_stream(response, egress::LLM_MAX_RESPONSE_BYTES));
+            }
             let cap = if status.is_success() {
                 egress::LLM_MAX_RESPONSE_BYTES
             } else {
@@ -293,6 +298,37 @@ impl tower::Service<HttpRequestFactory> for SingleShot {
             })))
         })
     }
+}
+
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}
+
+/// A streamed answer passed on as it arrives, ended with an error once it
+/// grows past `cap` bytes: the one place a provider's body is not read
+/// whole, so the cap travels with it.
+fn capped_stream(response: reqwest_oai::Response, cap: usize) -> reqwest_oai::Response {
+    use futures::StreamExt;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut seen = 0usize;
+    let body = response.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > cap {
+            return Err(
+                Box::new(EgressError::TooLarge(cap)) as Box<dyn std::error::Error + Send + Sync>
+            );
+        }
+        Ok(chunk)
+    });
+    let mut rebuilt = http::Response::new(reqwest_oai::Body::wrap_stream(body));
+    *rebuilt.status_mut() = status;
+    *rebuilt.headers_mut() = headers;
+    reqwest_oai::Response::from(rebuilt)
 }
 
 fn classify(e: OpenAIError) -> LlmError {
@@ -444,6 +480,23 @@ impl LlmClient {
 
     /// One chat completion: one HTTP call, no retry inside.
     pub async fn chat(&self, req: &ChatRequest) -> Result<ChatOutput, LlmError> {
+        let request = self.completion_request(req);
+        let response = self.chat.chat().create(request).await.map_err(classify)?;
+        let content = response
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|c| c.message.content)
+            .unwrap_or_default();
+        let usage = response.usage.map(token_usage).unwrap_or_default();
+        Ok(ChatOutput {
+            content,
+            usage,
+            model: response.model,
+        })
+    }
+
+    fn completion_request(&self, req: &ChatRequest) -> CreateChatCompletionRequest {
         let model = if req.model.trim().is_empty() {
             self.chat_model.clone()
         } else {
@@ -467,26 +520,7 @@ impl LlmClient {
                 request.max_tokens = Some(req.max_tokens);
             }
         }
-        let response = self.chat.chat().create(request).await.map_err(classify)?;
-        let content = response
-            .choices
-            .into_iter()
-            .next()
-            .and_then(|c| c.message.content)
-            .unwrap_or_default();
-        let usage = response
-            .usage
-            .map(|u| TokenUsage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-                total_tokens: u.total_tokens,
-            })
-            .unwrap_or_default();
-        Ok(ChatOutput {
-            content,
-            usage,
-            model: response.model,
-        })
+        request
     }
 
     /// Embeddings of `inputs` with the provider's embedding model, in input
@@ -550,6 +584,14 @@ impl LlmClient {
                 response.model
             },
         })
+    }
+}
+
+fn token_usage(u: async_openai::types::chat::CompletionUsage) -> TokenUsage {
+    TokenUsage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
     }
 }
 

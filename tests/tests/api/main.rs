@@ -10,7 +10,7 @@
 //! | `search_knowledge` | `documents` |
 //! | `train_agent` | `training` |
 //! | `process_inbound` | `conversations`, `webhooks`, `widget` |
-//! | `generate_reply` | `replies`, `agent_test` |
+//! | `generate_reply` | `replies`, `agent_test`, `streaming` |
 //! | `summarize_handoff` | `handoff_briefs` |
 //! | `deliver_message` | `replies`, `conversations`, `channels` |
 //! | `test_channel`, `register_webhook` | `channels` |
@@ -49,6 +49,7 @@ mod replies;
 mod scheduler;
 mod seed_socket_client;
 mod sessions;
+mod streaming;
 mod system_metrics;
 mod training;
 mod users_tenants;

@@ -51,7 +51,8 @@ impl Handle for EvalRunJob {
             if ctx.cancelled().await {
                 return Ok(json!({ "cancelled": true, "answered": i }));
             }
-            let answer = match compose(&ctx, &agent, Vec::new(), &case.question, "eval").await {
+            let answer = match compose(&ctx, &agent, Vec::new(), &case.question, "eval", None).await
+            {
                 Ok(a) => a,
                 Err(e) => {
                     // The last try: the run says why instead of staying RUNNING.

@@ -8,6 +8,7 @@
 pub mod crud;
 pub mod evals;
 pub mod test;
+mod test_stream;
 pub mod train;
 
 use salvo::Router;

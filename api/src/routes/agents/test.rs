@@ -83,7 +83,7 @@ pub struct TestAnswer {
 }
 
 impl TestAnswer {
-    fn new(answer: generate_reply::TestAnswer, job_id: String) -> Self {
+    pub(super) fn new(answer: generate_reply::TestAnswer, job_id: String) -> Self {
         Self {
             reply: answer.reply,
             sources: answer.sources,
@@ -100,19 +100,23 @@ impl TestAnswer {
 /// Test an agent: `{message, history?}`. Answers 202 `{jobId, job,
 /// status}`, or with `?wait=true` the answer `{reply, sources, usage,
 /// latencyMs, retrievalOnly}` (504 naming the job if it takes longer than
-/// 30 s).
+/// 30 s), or with `?stream=true` Server-Sent Events: `delta` events
+/// `{delta, index}` while the answer is written, then one `answer` event
+/// with the same body as `?wait=true`, or one `error` event `{message,
+/// code}` (the error body; `TIMEOUT` after 30 s).
 #[endpoint(
     tags("agents"),
     security(("bearerAuth" = [])),
     request_body = AgentTestInput,
     status_codes(200, 202, 400, 404, 504),
     responses(
-        (status_code = 200, description = "The answer (`?wait=true`)", body = TestAnswer),
+        (status_code = 200, description = "The answer: JSON with `?wait=true`; with `?stream=true` an event stream (`delta` `{delta, index}` events, then `answer` with this body, or `error` with an error body)", content(("application/json" = TestAnswer), ("text/event-stream" = String))),
         (status_code = 202, description = "Queued: the test job", body = TestAccepted),
     ),
     parameters(
         ("id" = String, Path, description = "Agent id"),
         ("wait" = Option<bool>, Query, description = "Wait up to 30 s and answer with the reply"),
+        ("stream" = Option<bool>, Query, description = "Stream the reply as Server-Sent Events while it is written (up to 30 s)"),
     )
 )]
 pub async fn test(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
@@ -120,6 +124,7 @@ pub async fn test(req: &mut Request, depot: &mut Depot, res: &mut Response) -> A
     let who = caller(depot)?;
     let id = path_id(req, "agent")?;
     let wait: bool = query(req, "wait")?.unwrap_or(false);
+    let stream: bool = query(req, "stream")?.unwrap_or(false);
     let message = MessageText::parse("message", &input.message, MAX_MESSAGE_CHARS)?;
     let message = message.as_str();
     if input.history.len() > MAX_HISTORY {
@@ -146,7 +151,7 @@ pub async fn test(req: &mut Request, depot: &mut Depot, res: &mut Response) -> A
         .ok_or(ApiError::NotFound("agent"))?;
 
     let kv = &state.platform.kv;
-    let reply_to = wait.then(|| ReplyTo::new(kv, "agent-test"));
+    let reply_to = (wait || stream).then(|| ReplyTo::new(kv, "agent-test"));
     let job = state
         .jobs
         .enqueue(
@@ -168,12 +173,17 @@ pub async fn test(req: &mut Request, depot: &mut Depot, res: &mut Response) -> A
                         })
                         .collect(),
                     reply_to: reply_to.clone(),
+                    stream,
                 },
             },
         )
         .await?;
-    tracing::info!(tenant_id = %who.tenant_id, agent_id = %id, job_id = %job.id, wait, "agent test queued");
+    tracing::info!(tenant_id = %who.tenant_id, agent_id = %id, job_id = %job.id, wait, stream, "agent test queued");
 
+    if let Some(reply_to) = reply_to.as_ref().filter(|_| stream) {
+        super::test_stream::stream_answer(res, kv.clone(), reply_to.clone(), job.id.clone());
+        return Ok(());
+    }
     let Some(reply_to) = reply_to else {
         res.status_code(StatusCode::ACCEPTED);
         res.render(Json(TestAccepted {

@@ -14,8 +14,9 @@ use aigentable_platform::llm::{self, ChatMessage, ChatRequest, LlmClient, TokenU
 use aigentable_platform::model::Agent;
 use aigentable_vectors::Hit;
 
+use super::deltas::{Deltas, sentences};
 use super::prompt::{retrieval_only, source_json, system_prompt};
-use super::provider::{LLM_CALL_TIMEOUT, chat_with_retries, record_usage};
+use super::provider::{LLM_CALL_TIMEOUT, Outcome, chat_with_retries, record_usage};
 use crate::handlers::knowledge;
 use crate::runner::{JobContext, JobError};
 
@@ -34,6 +35,9 @@ pub(crate) struct Answer {
     /// Every passage retrieved for the question, best first (also those a
     /// fallback did not use): what an evaluation scores retrieval on.
     pub passages: Vec<Passage>,
+    /// The conversation left the bot while the answer was streamed: there
+    /// is no answer to send.
+    pub stopped: bool,
 }
 
 impl Answer {
@@ -91,16 +95,22 @@ impl Answer {
 
 /// Retrieval, then the provider's answer or the retrieval-only one, or
 /// the fallback with the reason; the passages retrieved come with it.
+/// With `deltas` the answer's text is streamed into them as it is written
+/// (the fallback message is not: it is a notice, sent whole).
 pub(crate) async fn compose(
     ctx: &JobContext,
     agent: &Agent,
     history: Vec<ChatMessage>,
     question: &str,
     purpose: &str,
+    deltas: Option<&mut Deltas<'_>>,
 ) -> Result<Answer, JobError> {
     let started = Instant::now();
     let hits = retrieve(ctx, agent, question).await?;
-    let mut answer = answer(ctx, agent, history, question, purpose, &hits, started).await?;
+    let mut answer = answer(
+        ctx, agent, history, question, purpose, &hits, started, deltas,
+    )
+    .await?;
     answer.passages = hits
         .iter()
         .map(|h| Passage {
@@ -142,6 +152,7 @@ async fn retrieve(ctx: &JobContext, agent: &Agent, question: &str) -> Result<Vec
     Ok(hits)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn answer(
     ctx: &JobContext,
     agent: &Agent,
@@ -150,6 +161,7 @@ async fn answer(
     purpose: &str,
     hits: &[Hit],
     started: Instant,
+    deltas: Option<&mut Deltas<'_>>,
 ) -> Result<Answer, JobError> {
     let provider = llm::resolve_provider(
         &ctx.state.platform.db,
@@ -159,7 +171,14 @@ async fn answer(
     .await
     .map_err(JobError::transient)?;
     let Some(provider) = provider else {
-        return Ok(retrieval_only(agent, hits, started));
+        let answer = retrieval_only(agent, hits, started);
+        if let Some(deltas) = deltas.filter(|_| answer.fallback.is_none()) {
+            for sentence in sentences(&answer.content) {
+                deltas.push(sentence).await;
+            }
+            deltas.finish().await;
+        }
+        return Ok(answer);
     };
 
     let sources: Vec<Value> = hits.iter().map(source_json).collect();
@@ -173,6 +192,7 @@ async fn answer(
         retrieval_only: false,
         fallback: Some(reason),
         passages: Vec::new(),
+        stopped: false,
     };
     let client = match LlmClient::from_provider(
         &provider,
@@ -196,8 +216,12 @@ async fn answer(
         max_tokens: agent.max_tokens,
         messages,
     };
-    match chat_with_retries(ctx, &client, &request).await {
-        Ok(output) => {
+    match chat_with_retries(ctx, &client, &request, deltas).await {
+        Ok(Outcome::Stopped) => Ok(Answer {
+            stopped: true,
+            ..fallback("the conversation left the bot while the answer was written".to_owned())
+        }),
+        Ok(Outcome::Answered(output)) => {
             record_usage(ctx, agent, &provider, &output, purpose).await;
             let content = output.content.trim().to_owned();
             if content.is_empty() {
@@ -213,6 +237,7 @@ async fn answer(
                 retrieval_only: false,
                 fallback: None,
                 passages: Vec::new(),
+                stopped: false,
             })
         }
         Err(e) => {

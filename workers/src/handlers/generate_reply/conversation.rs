@@ -18,6 +18,7 @@ use aigentable_platform::model::{
 };
 
 use super::compose::compose;
+use super::deltas::{Deltas, Target};
 use super::prompt::{HISTORY_TOKEN_BUDGET, approx_tokens};
 use crate::runner::{JobContext, JobError};
 
@@ -172,15 +173,37 @@ async fn answer_locked(
         return crate::handlers::plan_cap::hand_over(ctx, conversation, question, &agent, cap)
             .await;
     }
-    let answer = compose(ctx, &agent, history, &question.content, "reply").await?;
+    // The reply's id is known before its text, so the deltas shown while
+    // it is written and the stored message are the same message.
+    let reply_id = aigentable_platform::ids::new_id();
+    let mut deltas = Deltas::new(
+        ctx,
+        Target::Conversation {
+            conversation_id: conversation.id.clone(),
+            message_id: reply_id.clone(),
+        },
+    );
+    let answer = compose(
+        ctx,
+        &agent,
+        history,
+        &question.content,
+        "reply",
+        Some(&mut deltas),
+    )
+    .await?;
 
     // A human may have taken over while the answer was generated.
-    let now = db
-        .scoped::<Conversation>(&ctx.tenant_id)
-        .find_by_id(&conversation.id)
-        .await
-        .map_err(JobError::transient)?;
+    let now = if answer.stopped {
+        None
+    } else {
+        db.scoped::<Conversation>(&ctx.tenant_id)
+            .find_by_id(&conversation.id)
+            .await
+            .map_err(JobError::transient)?
+    };
     let Some(now) = now.filter(|c| c.status.bot_answers()) else {
+        deltas.abandon().await;
         tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, "reply dropped: the conversation left the bot");
         return Ok(json!({ "dropped": "the conversation is no longer answered by the bot" }));
     };
@@ -199,6 +222,7 @@ async fn answer_locked(
         Some(agent.id.clone()),
         answer.content.clone(),
     );
+    reply.id = reply_id;
     reply.reply_to = Some(question.id.clone());
     reply.dedup_key = Some(reply_dedup_key(&question.id));
     reply.metadata = answer.metadata();

@@ -16,11 +16,13 @@
 //! - [`conversation`]: a customer's message, stored and delivered;
 //! - [`test_answer`]: an agent test, answered to the waiting api;
 //! - [`compose`]: retrieval, then the provider or the retrieval-only answer;
+//! - [`deltas`]: the answer's text while it is written (`message-delta`);
 //! - [`prompt`]: history budget, system prompt, quotes;
 //! - [`provider`]: provider calls with retries, token usage.
 
 pub(crate) mod compose;
 mod conversation;
+pub(crate) mod deltas;
 mod prompt;
 mod provider;
 mod test_answer;
@@ -55,9 +57,18 @@ impl Handle for GenerateReply {
                 test_input,
                 history,
                 reply_to,
+                stream,
             } => {
-                test_answer::answer(&self.agent_id, test_input, history, reply_to.as_ref(), &ctx)
-                    .await
+                let streamed_to = reply_to.as_ref().filter(|_| *stream);
+                test_answer::answer(
+                    &self.agent_id,
+                    test_input,
+                    history,
+                    reply_to.as_ref(),
+                    streamed_to,
+                    &ctx,
+                )
+                .await
             }
         }
     }

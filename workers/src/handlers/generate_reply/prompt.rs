@@ -100,6 +100,7 @@ pub(super) fn retrieval_only(agent: &Agent, hits: &[Hit], started: Instant) -> A
             retrieval_only: true,
             fallback: Some("no passage of the knowledge base matched".to_owned()),
             passages: Vec::new(),
+            stopped: false,
         };
     }
     let used = &hits[..hits.len().min(QUOTE_PASSAGES)];
@@ -123,6 +124,7 @@ pub(super) fn retrieval_only(agent: &Agent, hits: &[Hit], started: Instant) -> A
         retrieval_only: true,
         fallback: None,
         passages: Vec::new(),
+        stopped: false,
     }
 }
 

@@ -2,10 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use aigentable_platform::llm::{ChatOutput, ChatRequest, LlmClient, LlmError};
+use futures::StreamExt;
+
+use aigentable_platform::llm::{ChatOutput, ChatRequest, LlmClient, LlmError, TokenUsage};
 use aigentable_platform::model::{Agent, AiProvider};
 use aigentable_platform::usage;
 
+use super::deltas::{Deltas, Flow};
+use super::prompt::approx_tokens;
 use crate::runner::JobContext;
 
 /// Tries of one chat completion within the job.
@@ -49,18 +53,35 @@ pub(super) async fn record_usage(
     }
 }
 
+/// What a call to the provider ended with.
+pub(super) enum Outcome {
+    Answered(ChatOutput),
+    /// The conversation left the bot while the answer was streamed.
+    Stopped,
+}
+
 /// Calls the provider up to [`LLM_TRIES`] times, pausing between tries with
 /// exponential backoff and jitter, or for the provider's `Retry-After`.
+///
+/// With `deltas` the answer is streamed into them. A stream that breaks
+/// after text was shown is answered by a complete (not streamed) call, so
+/// the text is not shown twice; that call gets a try even when the broken
+/// stream was the last one.
 pub(super) async fn chat_with_retries(
     ctx: &JobContext,
     client: &LlmClient,
     request: &ChatRequest,
-) -> Result<ChatOutput, LlmError> {
+    mut deltas: Option<&mut Deltas<'_>>,
+) -> Result<Outcome, LlmError> {
     let deadline = Instant::now() + PROVIDER_BUDGET;
     let mut attempt = 1;
     loop {
-        match client.chat(request).await {
-            Ok(output) => return Ok(output),
+        let result = match deltas.as_deref_mut() {
+            Some(d) if !d.started() => stream_once(client, request, d).await,
+            _ => client.chat(request).await.map(Outcome::Answered),
+        };
+        match result {
+            Ok(outcome) => return Ok(outcome),
             Err(e) if e.is_retryable() && attempt < LLM_TRIES => {
                 let pause = match &e {
                     LlmError::RateLimited {
@@ -75,8 +96,83 @@ pub(super) async fn chat_with_retries(
                 tokio::time::sleep(pause).await;
                 attempt += 1;
             }
+            Err(e)
+                if e.is_retryable()
+                    && deltas.as_deref().is_some_and(Deltas::started)
+                    && Instant::now() + LLM_CALL_TIMEOUT <= deadline =>
+            {
+                tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, error = %e, "the streamed answer broke off, asking for it whole");
+                return client.chat(request).await.map(Outcome::Answered);
+            }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// One streamed call: the pieces go to `deltas` as they come, coalesced.
+async fn stream_once(
+    client: &LlmClient,
+    request: &ChatRequest,
+    deltas: &mut Deltas<'_>,
+) -> Result<Outcome, LlmError> {
+    let mut stream = client.chat_stream(request).await?;
+    let mut content = String::new();
+    let mut usage = None;
+    let mut model = String::new();
+    loop {
+        let due = deltas.due_at();
+        let flow = tokio::select! {
+            piece = stream.next() => match piece {
+                None => break,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(piece)) => {
+                    if piece.usage.is_some() {
+                        usage = piece.usage;
+                    }
+                    if let Some(m) = piece.model {
+                        model = m;
+                    }
+                    content.push_str(&piece.delta);
+                    deltas.push(&piece.delta).await
+                }
+            },
+            () = sleep_until_due(due) => deltas.tick().await,
+        };
+        if flow == Flow::Stop {
+            // Dropping the stream closes the connection: the provider stops.
+            return Ok(Outcome::Stopped);
+        }
+    }
+    deltas.finish().await;
+    let usage = usage.unwrap_or_else(|| estimated_usage(request, &content));
+    Ok(Outcome::Answered(ChatOutput {
+        content,
+        usage,
+        model,
+    }))
+}
+
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A provider that streams without reporting usage (Azure's older API
+/// versions) is counted by the same estimate as the history budget.
+fn estimated_usage(request: &ChatRequest, content: &str) -> TokenUsage {
+    let prompt: usize = request
+        .messages
+        .iter()
+        .map(|m| approx_tokens(&m.content))
+        .sum();
+    let completion = approx_tokens(content);
+    let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+    TokenUsage {
+        prompt_tokens: n(prompt),
+        completion_tokens: n(completion),
+        total_tokens: n(prompt + completion),
     }
 }
 

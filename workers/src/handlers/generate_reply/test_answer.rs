@@ -11,6 +11,7 @@ use aigentable_platform::llm::{ChatMessage, ChatRole};
 use aigentable_platform::model::Agent;
 
 use super::compose::compose;
+use super::deltas::{Deltas, Target};
 use super::prompt::{HISTORY_TOKEN_BUDGET, approx_tokens};
 use crate::runner::{JobContext, JobError};
 
@@ -19,9 +20,10 @@ pub(super) async fn answer(
     input: &str,
     history: &[TestTurn],
     reply_to: Option<&ReplyTo>,
+    streamed_to: Option<&ReplyTo>,
     ctx: &JobContext,
 ) -> Result<Value, JobError> {
-    let outcome = test_answer(agent_id, input, history, ctx).await;
+    let outcome = test_answer(agent_id, input, history, streamed_to, ctx).await;
     // A failure that the job will retry is not final: the api keeps waiting.
     let will_retry =
         matches!(outcome, Err(JobError::Transient(_))) && ctx.attempt < GenerateReply::MAX_ATTEMPTS;
@@ -43,6 +45,7 @@ async fn test_answer(
     agent_id: &str,
     input: &str,
     history: &[TestTurn],
+    streamed_to: Option<&ReplyTo>,
     ctx: &JobContext,
 ) -> Result<TestAnswer, JobError> {
     let input = Some(input.trim())
@@ -58,7 +61,8 @@ async fn test_answer(
         .map_err(JobError::transient)?
         .ok_or_else(|| JobError::permanent("the agent no longer exists"))?;
     let history = test_history(history, input);
-    let answer = compose(ctx, &agent, history, input, "test").await?;
+    let mut deltas = streamed_to.map(|r| Deltas::new(ctx, Target::Test(r.clone())));
+    let answer = compose(ctx, &agent, history, input, "test", deltas.as_mut()).await?;
     tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, agent_id = %agent.id, retrieval_only = answer.retrieval_only, fallback = answer.fallback.is_some(), "agent test answered");
     Ok(answer.test_answer())
 }
