@@ -149,6 +149,24 @@ fn missing_field(reason: &str) -> Option<String> {
 
 /// An optional query parameter parsed as `T`; a malformed value is a 400
 /// naming the parameter.
+/// The boundary of a `multipart/form-data` body; any other body is a 415
+/// whose message is `hint` (what to send instead).
+pub fn multipart_boundary(req: &Request, hint: &str) -> Result<String, ApiError> {
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        return Err(ApiError::UnsupportedMediaType(hint.to_owned()));
+    }
+    multra::parse_boundary(content_type)
+        .map_err(|e| ApiError::bad_request(format!("the upload could not be read: {e}")))
+}
+
 pub fn query<T: std::str::FromStr>(req: &Request, name: &str) -> Result<Option<T>, ApiError> {
     match req.queries().get(name) {
         None => Ok(None),

@@ -507,6 +507,12 @@ const SUCCESS: &[(&str, &str, &str, &str)] = &[
         "201",
         "The created evaluation set",
     ),
+    (
+        "POST",
+        "agents/{id}/evals/import",
+        "201",
+        "The imported evaluation set",
+    ),
     ("DELETE", "agents/{id}/evals/{evalId}", "204", "Deleted"),
     (
         "POST",
@@ -661,6 +667,25 @@ fn upload_body() -> Value {
     })
 }
 
+/// `POST /agents/{id}/evals/import`: read as multipart by hand too.
+fn eval_import_body() -> Value {
+    json!({
+        "required": true,
+        "content": { "multipart/form-data": { "schema": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {
+                "file": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "CSV or .xlsx, at most 1 MiB; the first row names the columns: question (required), expected answer, expected facts, expected documents (ids or names; lists separated by `;`)"
+                },
+                "name": { "type": "string", "minLength": 1, "maxLength": 100, "description": "The set's name; default: the file's name" }
+            }
+        } } }
+    })
+}
+
 /// Query parameters whose limits the server enforces.
 fn constrain_parameter(param: &mut Value) {
     if param["in"] != "query" {
@@ -773,6 +798,9 @@ pub fn finish(doc: &OpenApi) -> Value {
             }
             if method == "post" && template == "documents/upload" {
                 op.insert("requestBody".into(), upload_body());
+            }
+            if method == "post" && template == "agents/{id}/evals/import" {
+                op.insert("requestBody".into(), eval_import_body());
             }
             for (m, p, code, text) in SUCCESS {
                 if m.eq_ignore_ascii_case(method)

@@ -105,6 +105,12 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("GET", "agents/{id}/evals", ADMIN, Some("agents:read")),
     route("POST", "agents/{id}/evals", ADMIN, Some("agents:write")),
     route(
+        "POST",
+        "agents/{id}/evals/import",
+        ADMIN,
+        Some("agents:write"),
+    ),
+    route(
         "GET",
         "agents/{id}/evals/{evalId}",
         ADMIN,

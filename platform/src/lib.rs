@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod egress;
+pub mod eval_import;
 pub mod evals;
 pub mod extract;
 pub mod files;

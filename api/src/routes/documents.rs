@@ -164,22 +164,10 @@ pub async fn upload(
     let who = caller(depot)?.clone();
     let state = app(depot);
     let platform = &state.platform;
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    if !content_type
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data")
-    {
-        return Err(ApiError::UnsupportedMediaType(
-            "upload documents as multipart/form-data with one or more `files`".to_owned(),
-        ));
-    }
-    let boundary = multra::parse_boundary(&content_type)
-        .map_err(|e| ApiError::bad_request(format!("the upload could not be read: {e}")))?;
+    let boundary = crate::extract::multipart_boundary(
+        req,
+        "upload documents as multipart/form-data with one or more `files`",
+    )?;
     // Nothing stored by this request outlives a failure: an unfinished
     // GridFS upload deletes its chunks when dropped, finished files are held
     // here until their document record exists.

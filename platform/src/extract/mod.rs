@@ -18,6 +18,7 @@ mod docx;
 mod pdf;
 mod sheets;
 mod sniff;
+mod table;
 mod text;
 
 use std::any::Any;
@@ -26,6 +27,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 pub use sniff::{SniffStream, sniff};
+pub use table::first_table_isolated;
 
 use DocKind as Kind;
 
@@ -319,10 +321,20 @@ pub async fn extract_isolated(
     bytes: Vec<u8>,
     limits: ExtractLimits,
 ) -> Result<Extracted, ExtractError> {
-    let timeout = limits.timeout;
-    let task = tokio::task::spawn_blocking(move || {
-        catch_unwind(AssertUnwindSafe(|| extract_within(kind, &bytes, &limits)))
-    });
+    isolated(kind, limits.timeout, move || {
+        extract_within(kind, &bytes, &limits)
+    })
+    .await
+}
+
+/// Runs a parser of `kind` on a blocking thread, panics caught, within
+/// `timeout` (see [`extract_isolated`] for what that cannot cover).
+async fn isolated<T: Send + 'static>(
+    kind: DocKind,
+    timeout: Duration,
+    parse: impl FnOnce() -> Result<T, ExtractError> + Send + 'static,
+) -> Result<T, ExtractError> {
+    let task = tokio::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(parse)));
     match tokio::time::timeout(timeout, task).await {
         Ok(Ok(Ok(result))) => result,
         Ok(Ok(Err(panic))) => {

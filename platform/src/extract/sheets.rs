@@ -54,7 +54,7 @@ where
 
 /// Cell values as a person reads them: whole numbers without ".0", dates as
 /// ISO dates (calamine alone would print the serial number).
-fn cell_text(cell: &Data) -> String {
+pub(super) fn cell_text(cell: &Data) -> String {
     match cell {
         Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
         Data::DateTime(dt) if dt.is_datetime() => {

@@ -69,7 +69,7 @@ pub(super) fn extract_csv(bytes: &[u8]) -> Result<Extracted, ExtractError> {
 
 /// Comma, semicolon (Excel in most European locales) or tab, whichever is
 /// most frequent outside quotes on the first line.
-fn guess_delimiter(text: &str) -> u8 {
+pub(super) fn guess_delimiter(text: &str) -> u8 {
     let first_line = text
         .lines()
         .find(|l| !l.trim().is_empty())

@@ -305,3 +305,159 @@ async fn bad_cases_are_refused_by_name_and_sets_stay_in_their_tenant() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     app.cleanup().await;
 }
+
+async fn import(
+    app: &TestApp,
+    s: &Session,
+    agent: &str,
+    file: (&str, Vec<u8>),
+    name: Option<&str>,
+) -> aigentable_tests::Reply {
+    let mut form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(file.1).file_name(file.0.to_owned()),
+    );
+    if let Some(n) = name {
+        form = form.text("name", n.to_owned());
+    }
+    let res = app
+        .http
+        .post(app.url(&format!("/api/v1/agents/{agent}/evals/import")))
+        .bearer_auth(&s.token)
+        .header("X-Tenant-ID", &s.tenant_id)
+        .multipart(form)
+        .send()
+        .await
+        .expect("import sent");
+    TestApp::reply(res).await
+}
+
+fn workbook(rows: &[&[&str]]) -> Vec<u8> {
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    for (r, row) in rows.iter().enumerate() {
+        for (c, cell) in row.iter().enumerate() {
+            sheet
+                .write_string(
+                    u32::try_from(r).unwrap_or(0),
+                    u16::try_from(c).unwrap_or(0),
+                    *cell,
+                )
+                .expect("cell written");
+        }
+    }
+    book.save_to_buffer().expect("workbook")
+}
+
+#[tokio::test]
+async fn sets_are_imported_from_csv_and_xlsx_with_errors_naming_the_row() {
+    let app = spawn_app().await;
+    let s = app.register("Acme").await;
+    let c = corpus(&app, &s).await;
+
+    // CSV (semicolons, as Excel writes it in most of Europe); documents by
+    // name or id; an extra column is ignored.
+    let csv = format!(
+        "Question;Expected answer;Expected facts;Expected documents;Notes\n\
+         Are returns free?;Returns are free for thirty days.;thirty days|free;returns.txt;from the FAQ\n\
+         How fast do orders ship?;;two days;{};\n",
+        c.shipping
+    );
+    let r = import(&app, &s, &c.agent, ("faq.csv", csv.into_bytes()), None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["name"], "faq", "named after the file");
+    let cases = r.body["cases"].as_array().cloned().unwrap_or_default();
+    assert_eq!(cases.len(), 2);
+    assert_eq!(cases[0]["question"], "Are returns free?");
+    assert_eq!(cases[0]["expectedFacts"], json!(["thirty days", "free"]));
+    assert_eq!(cases[0]["expectedDocumentIds"], json!([c.returns]));
+    assert_eq!(cases[1]["expectedAnswer"], Value::Null);
+    assert_eq!(cases[1]["expectedDocumentIds"], json!([c.shipping]));
+
+    // The imported set runs like any other: retrieval finds both.
+    let set = r.body["id"].as_str().unwrap_or_default().to_owned();
+    let finished = run(&app, &s, &c.agent, &set).await;
+    assert_eq!(finished["totals"]["retrievalHitRate"], 1.0, "{finished}");
+
+    // XLSX, named by the form.
+    let book = workbook(&[
+        &["question", "facts"],
+        &["Where do orders ship from?", "Utrecht"],
+    ]);
+    let r = import(&app, &s, &c.agent, ("cases.xlsx", book), Some("Warehouse")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["name"], "Warehouse");
+    assert_eq!(r.body["cases"][0]["expectedFacts"], json!(["Utrecht"]));
+
+    // Errors name the problem and the row.
+    let r = import(
+        &app,
+        &s,
+        &c.agent,
+        ("x.csv", b"q,answer\nhi,there\n".to_vec()),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("question")),
+        "{:?}",
+        r.body
+    );
+    let r = import(
+        &app,
+        &s,
+        &c.agent,
+        (
+            "x.csv",
+            b"question,documents\nok?,\n\n,returns.txt\n".to_vec(),
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.body["message"], "file row 4, question must not be empty",
+        "{:?}",
+        r.body
+    );
+    let r = import(
+        &app,
+        &s,
+        &c.agent,
+        ("x.csv", b"question,documents\nok?,nowhere.pdf\n".to_vec()),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nowhere.pdf")),
+        "{:?}",
+        r.body
+    );
+    let r = import(
+        &app,
+        &s,
+        &c.agent,
+        ("x.pdf", b"%PDF-1.4 junk".to_vec()),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{:?}", r.body);
+    let big = format!("question\n{}", "Is this a question?\n".repeat(60_000));
+    let r = import(&app, &s, &c.agent, ("big.csv", big.into_bytes()), None).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.body);
+    let many = format!("question\n{}", "Is this a question?\n".repeat(201));
+    let r = import(&app, &s, &c.agent, ("many.csv", many.into_bytes()), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    // Nothing of the refused files was stored.
+    let r = app
+        .get(&format!("/api/v1/agents/{}/evals", c.agent), &s)
+        .await;
+    assert_eq!(r.body["evals"].as_array().map(Vec::len), Some(2));
+    app.cleanup().await;
+}

@@ -292,13 +292,19 @@ fn text(field: &str, value: &str, max: usize) -> ApiResult<String> {
     Ok(value.to_owned())
 }
 
+/// Where a case's field is in a JSON body: `cases[2].question`.
+pub(super) fn json_place(i: usize, field: &str) -> String {
+    format!("cases[{i}].{field}")
+}
+
 /// Validates `cases` into stored cases: ids of `kept` cases stay, expected
-/// documents must be the tenant's.
-async fn parse_cases(
+/// documents must be the tenant's. `place` names a case's field in errors.
+pub(super) async fn parse_cases(
     state: &AppState,
     who: &Caller,
     input: &[EvalCaseInput],
     kept: &[EvalCase],
+    place: &(dyn Fn(usize, &str) -> String + Sync),
 ) -> ApiResult<Vec<EvalCase>> {
     if input.is_empty() || input.len() > MAX_CASES {
         return Err(ApiError::field(
@@ -309,7 +315,7 @@ async fn parse_cases(
     let mut cases = Vec::with_capacity(input.len());
     let mut documents: Vec<String> = Vec::new();
     for (i, c) in input.iter().enumerate() {
-        let at = |f: &str| format!("cases[{i}].{f}");
+        let at = |f: &str| place(i, f);
         let question = text(&at("question"), &c.question, MAX_QUESTION_CHARS)?;
         let expected_answer = c
             .expected_answer
@@ -326,7 +332,7 @@ async fn parse_cases(
             .expected_facts
             .iter()
             .enumerate()
-            .map(|(j, f)| text(&format!("cases[{i}].expectedFacts[{j}]"), f, MAX_FACT_CHARS))
+            .map(|(j, f)| text(&format!("{}[{j}]", at("expectedFacts")), f, MAX_FACT_CHARS))
             .collect::<ApiResult<Vec<_>>>()?;
         if c.expected_document_ids.len() > MAX_DOCUMENTS {
             return Err(ApiError::field(
@@ -393,7 +399,7 @@ async fn parse_cases(
     Ok(cases)
 }
 
-async fn agent_of(state: &AppState, who: &Caller, req: &Request) -> ApiResult<Agent> {
+pub(super) async fn agent_of(state: &AppState, who: &Caller, req: &Request) -> ApiResult<Agent> {
     let id = path_id(req, "agent")?;
     state
         .platform
@@ -482,8 +488,21 @@ pub async fn create_set(
             .as_deref()
             .ok_or_else(|| ApiError::field("cases", "is required"))?,
         &[],
+        &json_place,
     )
     .await?;
+    let set = insert_set(state, who, &agent, name, cases).await?;
+    res.status_code(StatusCode::CREATED);
+    Ok(Json((&set).into()))
+}
+
+pub(super) async fn insert_set(
+    state: &AppState,
+    who: &Caller,
+    agent: &Agent,
+    name: String,
+    cases: Vec<EvalCase>,
+) -> ApiResult<EvalSet> {
     let now = Utc::now();
     let set = EvalSet {
         id: new_id(),
@@ -502,8 +521,7 @@ pub async fn create_set(
         .insert(&set)
         .await?;
     tracing::info!(tenant_id = %who.tenant_id, agent_id = %agent.id, eval_set_id = %set.id, cases = set.cases.len(), "evaluation set created");
-    res.status_code(StatusCode::CREATED);
-    Ok(Json((&set).into()))
+    Ok(set)
 }
 
 /// One evaluation set.
@@ -544,7 +562,7 @@ pub async fn update_set(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<
         set.insert("name", Name::parse("name", name, 100)?.into_inner());
     }
     if let Some(cases) = &input.cases {
-        let cases = parse_cases(state, who, cases, &current.cases).await?;
+        let cases = parse_cases(state, who, cases, &current.cases, &json_place).await?;
         set.insert("cases", bson::to_bson(&cases).map_err(ApiError::internal)?);
     }
     if set.is_empty() {

@@ -3,9 +3,11 @@
 //! - [`crud`]: create, list, search, read, change, delete;
 //! - [`test`]: ask the agent a question (`POST /agents/{id}/test`);
 //! - [`train`]: re-index its documents (`POST /agents/{id}/train`);
-//! - [`evals`]: its evaluation sets and their runs (`/agents/{id}/evals`).
+//! - [`evals`]: its evaluation sets and their runs (`/agents/{id}/evals`);
+//! - [`eval_import`]: an evaluation set from a CSV or XLSX file.
 
 pub mod crud;
+pub mod eval_import;
 pub mod evals;
 pub mod test;
 mod test_stream;
@@ -36,6 +38,7 @@ pub fn router() -> Router {
                 .get(evals::list_sets)
                 .post(evals::create_set),
         )
+        .push(Router::with_path("agents/{id}/evals/import").post(eval_import::import_set))
         .push(
             Router::with_path("agents/{id}/evals/{evalId}")
                 .get(evals::get_set)
