@@ -18,6 +18,7 @@ pub mod inbound;
 pub mod partition;
 pub mod services;
 pub mod socket;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

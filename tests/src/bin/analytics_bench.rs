@@ -26,6 +26,7 @@ use chrono::{TimeDelta, Utc};
 use aigentable_platform::analytics::facts::{self, Fact, FactKind, hour_of};
 use aigentable_platform::analytics::rollup;
 use aigentable_tests::spawn_app;
+use aigentable_tests::stats::percentile;
 
 struct Args {
     messages: usize,
@@ -201,14 +202,6 @@ async fn seed(
         total += batch.len();
     }
     Ok(total)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round();
-    sorted[(rank as usize).min(sorted.len() - 1)]
 }
 
 async fn time_requests(

@@ -22,14 +22,7 @@ use serde_json::json;
 
 use aigentable_platform::rate_limits::{self, Bucket};
 use aigentable_tests::spawn_app_without_workers;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round();
-    sorted[(rank as usize).min(sorted.len() - 1)]
-}
+use aigentable_tests::stats::percentile;
 
 fn report(what: &str, mut samples: Vec<Duration>) {
     samples.sort();

@@ -26,6 +26,7 @@ use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::fake_providers::{
     app_with_fake, create_agent, create_live_channel, whatsapp_text,
 };
+use aigentable_tests::stats::percentile;
 
 struct Args {
     webhooks: usize,
@@ -56,14 +57,6 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     Ok(args)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round();
-    sorted[(rank as usize).min(sorted.len() - 1)]
 }
 
 #[tokio::main]
