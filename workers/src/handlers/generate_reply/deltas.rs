@@ -74,9 +74,16 @@ impl<'a> Deltas<'a> {
         self.index > 0 || !self.pending.is_empty()
     }
 
-    /// When buffered text is due, if any is buffered.
+    /// When [`tick`](Self::tick) has something to do: buffered text is
+    /// due, or a conversation's status is to be looked at (also while the
+    /// model writes nothing, so a takeover is seen during a long pause).
     pub(crate) fn due_at(&self) -> Option<Instant> {
-        (!self.pending.is_empty()).then_some(self.next_flush)
+        let flush = (!self.pending.is_empty()).then_some(self.next_flush);
+        let check = matches!(self.target, Target::Conversation { .. }).then_some(self.next_check);
+        match (flush, check) {
+            (Some(f), Some(c)) => Some(f.min(c)),
+            (f, c) => f.or(c),
+        }
     }
 
     /// Buffers `text`; sends what is buffered when it is due.

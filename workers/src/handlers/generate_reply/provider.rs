@@ -115,7 +115,21 @@ async fn stream_once(
     request: &ChatRequest,
     deltas: &mut Deltas<'_>,
 ) -> Result<Outcome, LlmError> {
-    let mut stream = client.chat_stream(request).await?;
+    // A model may think for seconds before it answers at all: a takeover
+    // meanwhile is seen too.
+    let opening = client.chat_stream(request);
+    tokio::pin!(opening);
+    let mut stream = loop {
+        let due = deltas.due_at();
+        tokio::select! {
+            opened = &mut opening => break opened?,
+            () = sleep_until_due(due) => {
+                if deltas.tick().await == Flow::Stop {
+                    return Ok(Outcome::Stopped);
+                }
+            }
+        }
+    };
     let mut content = String::new();
     let mut usage = None;
     let mut model = String::new();
