@@ -82,6 +82,25 @@ pub struct TestAnswer {
     pub job_id: String,
 }
 
+/// The names of the `?stream=true` events.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TestStreamEventName {
+    Delta,
+    Answer,
+    Error,
+}
+
+/// One Server-Sent Event of `?stream=true`: `delta` events (`data`:
+/// `{delta, index}`) while the answer is written, then one `answer` (`data`:
+/// the `?wait=true` body) or one `error` (`data`: an error body).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestStreamEvent {
+    pub event: TestStreamEventName,
+    /// JSON text.
+    pub data: String,
+}
+
 impl TestAnswer {
     pub(super) fn new(answer: generate_reply::TestAnswer, job_id: String) -> Self {
         Self {
@@ -110,7 +129,7 @@ impl TestAnswer {
     request_body = AgentTestInput,
     status_codes(200, 202, 400, 404, 504),
     responses(
-        (status_code = 200, description = "The answer: JSON with `?wait=true`; with `?stream=true` an event stream (`delta` `{delta, index}` events, then `answer` with this body, or `error` with an error body)", content(("application/json" = TestAnswer), ("text/event-stream" = String))),
+        (status_code = 200, description = "The answer: JSON with `?wait=true`; with `?stream=true` an event stream (`delta` `{delta, index}` events, then `answer` with this body, or `error` with an error body)", content(("application/json" = TestAnswer), ("text/event-stream" = TestStreamEvent))),
         (status_code = 202, description = "Queued: the test job", body = TestAccepted),
     ),
     parameters(
