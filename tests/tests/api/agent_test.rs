@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
-use aigentable_platform::model::{AiProvider, AiProviderType, Conversation, Message};
+use aigentable_platform::model::{Conversation, Message};
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::inbound::{finished, tenant};
 use aigentable_tests::{Session, TestApp, spawn_app};
 use reqwest::StatusCode;
 use serde_json::json;
+
+use crate::replies::default_provider;
 
 const FAQ: &str = "Delivery. Orders placed before two o'clock ship the same day from our \
 Utrecht warehouse. Delivery in the Netherlands takes one working day.";
@@ -31,39 +33,13 @@ async fn agent_with_faq(app: &TestApp, s: &Session) -> String {
     agent
 }
 
-async fn provider(app: &TestApp, s: &Session, fake: &FakeOpenAi) {
-    let now = chrono::Utc::now();
-    app.platform
-        .db
-        .scoped::<AiProvider>(&tenant(s))
-        .insert(&AiProvider {
-            id: aigentable_platform::ids::new_id(),
-            tenant_id: tenant(s),
-            name: "Fake".into(),
-            provider_type: AiProviderType::OpenaiCompatible,
-            base_url: Some(fake.base_url()),
-            api_version: None,
-            api_key: Some(app.platform.secrets.seal("sk-test-abcd")),
-            api_key_last4: Some("abcd".into()),
-            chat_model: "fake-chat".into(),
-            embedding_model: None,
-            embedding_dimensions: None,
-            is_default: true,
-            is_active: true,
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .expect("provider");
-}
-
 #[tokio::test]
 async fn waiting_for_the_answer_returns_reply_sources_and_usage() {
     let app = spawn_app().await;
     let fake = FakeOpenAi::start().await;
     let s = app.register("Acme").await;
     let agent = agent_with_faq(&app, &s).await;
-    provider(&app, &s, &fake).await;
+    default_provider(&app, &s, &fake).await;
     fake.push_reply("Before two o'clock it ships the same day.");
 
     let r = app
@@ -238,7 +214,7 @@ async fn waiting_too_long_answers_504_naming_the_job() {
         .post("/api/v1/agents", &s, json!({ "name": "Slow" }))
         .await;
     let agent = r.body["id"].as_str().unwrap_or_default().to_owned();
-    provider(&app, &s, &fake).await;
+    default_provider(&app, &s, &fake).await;
     // Slower than the api waits (30 s).
     fake.set_delay(Duration::from_secs(40));
     let started = std::time::Instant::now();

@@ -20,10 +20,7 @@ use aigentable_jobs::types::RollupAnalytics;
 use aigentable_jobs::{JobClient, Requester};
 use aigentable_platform::analytics::facts::{self, Fact, FactKind};
 use aigentable_platform::analytics::{DAILY, HOURLY, rollup};
-use aigentable_platform::ids::{TenantId, new_id};
-use aigentable_platform::model::{
-    AiProvider, AiProviderType, Message, MessageDirection, SenderType,
-};
+use aigentable_platform::model::{Message, MessageDirection, SenderType};
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::fake_providers::{
     app_with_fake, create_agent, create_channel, create_live_channel, job_done, post_meta,
@@ -31,11 +28,9 @@ use aigentable_tests::fake_providers::{
 };
 use aigentable_tests::{Reply, Session, TestApp};
 
-const SITE: &str = "https://shop.example.com";
+use crate::replies::default_provider;
 
-fn tenant(s: &Session) -> TenantId {
-    TenantId::from_trusted(s.tenant_id.clone())
-}
+const SITE: &str = "https://shop.example.com";
 
 async fn set_timezone(app: &TestApp, s: &Session, tz: &str) {
     let r = app
@@ -46,33 +41,6 @@ async fn set_timezone(app: &TestApp, s: &Session, tz: &str) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-}
-
-async fn provider(app: &TestApp, s: &Session, fake: &FakeOpenAi) {
-    let now = Utc::now();
-    let p = AiProvider {
-        id: new_id(),
-        tenant_id: tenant(s),
-        name: "Fake".into(),
-        provider_type: AiProviderType::OpenaiCompatible,
-        base_url: Some(fake.base_url()),
-        api_version: None,
-        api_key: Some(app.platform.secrets.seal("sk-test-abcd")),
-        api_key_last4: Some("abcd".into()),
-        chat_model: "fake-chat".into(),
-        embedding_model: None,
-        embedding_dimensions: None,
-        is_default: true,
-        is_active: true,
-        created_at: now,
-        updated_at: now,
-    };
-    app.platform
-        .db
-        .scoped::<AiProvider>(&tenant(s))
-        .insert(&p)
-        .await
-        .expect("provider stored");
 }
 
 async fn widget_call(app: &TestApp, path: &str, token: Option<&str>, body: Value) -> Reply {
@@ -253,7 +221,7 @@ async fn a_day_of_traffic_gives_the_hand_counted_numbers_before_and_after_the_ro
     let openai = FakeOpenAi::start().await;
     let admin = app.register("Acme").await;
     set_timezone(&app, &admin, "Europe/Berlin").await;
-    provider(&app, &admin, &openai).await;
+    default_provider(&app, &admin, &openai).await;
     let agent = create_agent(&app, &admin).await;
     // Live only once the provider confirmed the token owns the number.
     let wa = create_live_channel(
