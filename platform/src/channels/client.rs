@@ -181,6 +181,12 @@ impl Target {
     }
 }
 
+/// A Telegram chat id: ids are numbers, kept numbers on the wire.
+fn telegram_chat(to: &str) -> Value {
+    to.parse::<i64>()
+        .map_or_else(|_| Value::String(to.to_owned()), Value::from)
+}
+
 /// Longest text one provider message takes; longer replies are split.
 pub fn max_text_len(t: ChannelType) -> usize {
     match t {
@@ -315,15 +321,10 @@ impl ProviderClient {
                     "recipient": { "id": to },
                     "message": { "text": text },
                 })),
-            ChannelType::Telegram => {
-                // Chat ids are numbers; keep them numbers on the wire.
-                let chat: Value = to
-                    .parse::<i64>()
-                    .map_or_else(|_| Value::String(to.to_owned()), Value::from);
-                self.http
-                    .request(reqwest::Method::POST, &target.telegram("sendMessage"))
-                    .json(&json!({ "chat_id": chat, "text": text }))
-            }
+            ChannelType::Telegram => self
+                .http
+                .request(reqwest::Method::POST, &target.telegram("sendMessage"))
+                .json(&json!({ "chat_id": telegram_chat(to), "text": text })),
             ChannelType::Website => {
                 return Err(ProviderError::Config(
                     "website channels have no provider".to_owned(),
@@ -342,6 +343,20 @@ impl ProviderClient {
         // Accepted without an id: the message went out, receipts just cannot
         // be matched to it.
         Ok(id.unwrap_or_default())
+    }
+
+    /// Shows `to` that a reply is being written where the provider has
+    /// such a signal: Telegram's `typing` chat action (it ends with the
+    /// next message, or after 5 s). Elsewhere nothing is called.
+    pub async fn send_typing(&self, target: &Target, to: &str) -> Result<(), ProviderError> {
+        if target.channel_type != ChannelType::Telegram {
+            return Ok(());
+        }
+        let req = self
+            .http
+            .request(reqwest::Method::POST, &target.telegram("sendChatAction"))
+            .json(&json!({ "chat_id": telegram_chat(to), "action": "typing" }));
+        self.call(target.provider(), req).await.map(|_| ())
     }
 
     /// One read-only call proving the credentials work; answers what the

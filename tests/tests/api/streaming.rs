@@ -374,3 +374,92 @@ async fn the_widget_shows_the_reply_as_it_is_written() {
     }
     app.cleanup().await;
 }
+
+/// Telegram cannot stream: the customer sees "typing…" while the model
+/// writes (sent before the reply), then the whole reply once. Without a
+/// provider the answer is instant and no typing action is sent.
+#[tokio::test]
+async fn telegram_shows_typing_while_the_model_writes_then_gets_the_whole_reply() {
+    use aigentable_tests::fake_providers::{app_with_fake, create_live_channel};
+    let (app, providers) = app_with_fake(&[]).await;
+    let s = app.register("Acme").await;
+    let agent = agent_with_document(&app, &s, json!({})).await;
+    let tg = create_live_channel(
+        &app,
+        &s,
+        json!({"type": "TELEGRAM", "name": "Bot", "agentId": agent, "config": {"botToken": "77:tg-typing-token"}}),
+    )
+    .await;
+    let id = tg["id"].as_str().unwrap_or_default();
+    let secret = tg["verifyToken"].as_str().unwrap_or_default().to_owned();
+    let update = |n: i64, chat: i64, text: &str| {
+        json!({"update_id": n, "message": {"message_id": n, "from": {"id": chat, "is_bot": false, "first_name": "Ana"},
+               "chat": {"id": chat, "type": "private"}, "date": 1717000000, "text": text}})
+    };
+    let post = |body: Value| {
+        let req = app
+            .http
+            .post(app.url(&format!("/api/v1/webhooks/telegram/{id}")))
+            .header("X-Telegram-Bot-Api-Secret-Token", &secret)
+            .json(&body);
+        async move { TestApp::reply(req.send().await.expect("sent")).await }
+    };
+    let sent_to = |chat: i64| {
+        providers
+            .requests()
+            .into_iter()
+            .filter(|r| r.body["chat_id"] == chat)
+            .collect::<Vec<_>>()
+    };
+
+    // Retrieval-only: no typing.
+    assert_eq!(
+        post(update(1, 111, "When does the shop in Rotterdam open?"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let calls = app
+        .eventually(Duration::from_secs(30), || async {
+            let calls = sent_to(111);
+            calls
+                .iter()
+                .any(|r| r.path.ends_with("/sendMessage"))
+                .then_some(calls)
+        })
+        .await
+        .expect("the retrieval-only reply was sent");
+    assert!(
+        calls.iter().all(|r| !r.path.ends_with("/sendChatAction")),
+        "{calls:?}"
+    );
+
+    // With a model: typing first, then the whole reply, once.
+    let fake = FakeOpenAi::start().await;
+    default_provider(&app, &s, &fake).await;
+    let text = words(8);
+    fake.push_reply(&text);
+    fake.set_stream_interval(Duration::from_millis(20));
+    assert_eq!(
+        post(update(2, 222, "Can I return items?")).await.status,
+        StatusCode::OK
+    );
+    let calls = app
+        .eventually(Duration::from_secs(30), || async {
+            let calls = sent_to(222);
+            calls
+                .iter()
+                .any(|r| r.path.ends_with("/sendMessage"))
+                .then_some(calls)
+        })
+        .await
+        .expect("the reply was sent");
+    let paths: Vec<&str> = calls
+        .iter()
+        .map(|r| r.path.rsplit('/').next().unwrap_or_default())
+        .collect();
+    assert_eq!(paths, vec!["sendChatAction", "sendMessage"], "{calls:?}");
+    assert_eq!(calls[0].body, json!({"chat_id": 222, "action": "typing"}));
+    assert_eq!(calls[1].body["text"], text.as_str());
+    app.cleanup().await;
+}

@@ -216,7 +216,19 @@ async fn answer(
         max_tokens: agent.max_tokens,
         messages,
     };
-    match chat_with_retries(ctx, &client, &request, deltas).await {
+    // "Typing…" goes out while the model is asked, and before the reply
+    // can be delivered.
+    let typing = deltas.as_deref().and_then(Deltas::typing);
+    let show_typing = async {
+        if let Some(t) = typing {
+            t.show().await;
+        }
+    };
+    let ((), outcome) = tokio::join!(
+        show_typing,
+        chat_with_retries(ctx, &client, &request, deltas)
+    );
+    match outcome {
         Ok(Outcome::Stopped) => Ok(Answer {
             stopped: true,
             ..fallback("the conversation left the bot while the answer was written".to_owned())

@@ -182,7 +182,8 @@ async fn answer_locked(
             conversation_id: conversation.id.clone(),
             message_id: reply_id.clone(),
         },
-    );
+    )
+    .with_typing_for(conversation);
     let answer = compose(
         ctx,
         &agent,

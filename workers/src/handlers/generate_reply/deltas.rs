@@ -16,8 +16,11 @@ use tokio::time::Instant;
 
 use aigentable_jobs::answer::ReplyTo;
 use aigentable_jobs::events::{self, RealtimeEvent, names};
-use aigentable_platform::model::Conversation;
+use aigentable_platform::channels::client::{ProviderClient, Target as ProviderTarget};
+use aigentable_platform::ids::TenantId;
+use aigentable_platform::model::{Channel, ChannelType, Conversation};
 
+use crate::WorkerState;
 use crate::runner::JobContext;
 
 /// The shortest pause between two delta events of one message.
@@ -48,6 +51,8 @@ pub(crate) enum Flow {
 pub(crate) struct Deltas<'a> {
     ctx: &'a JobContext,
     target: Target,
+    /// Where "typing…" can be shown while the model writes.
+    typing: Option<TypingHint>,
     pending: String,
     /// Events sent so far: the next event's `index`.
     index: u32,
@@ -61,11 +66,31 @@ impl<'a> Deltas<'a> {
         Self {
             ctx,
             target,
+            typing: None,
             pending: String::new(),
             index: 0,
             next_flush: now,
             next_check: now + STATUS_CHECK,
         }
+    }
+
+    /// Shows "typing…" to the customer of `conversation` while the model
+    /// writes, where the channel has such a signal (Telegram).
+    pub(crate) fn with_typing_for(mut self, conversation: &Conversation) -> Self {
+        if conversation.channel_type == ChannelType::Telegram {
+            self.typing = Some(TypingHint {
+                state: self.ctx.state.clone(),
+                tenant_id: self.ctx.tenant_id.clone(),
+                channel_id: conversation.channel_id.clone(),
+                to: conversation.external_user_id.clone(),
+            });
+        }
+        self
+    }
+
+    /// The "typing…" signal to send before the model is asked, if any.
+    pub(crate) fn typing(&self) -> Option<TypingHint> {
+        self.typing.clone()
     }
 
     /// Whether any text was sent: after that, a broken stream is answered
@@ -205,6 +230,48 @@ impl<'a> Deltas<'a> {
             Ok(None) => false,
             Err(_) => true,
         }
+    }
+}
+
+/// Telegram's "typing…" for one reply: a hint, so a failure is logged
+/// and nothing else.
+#[derive(Clone)]
+pub(crate) struct TypingHint {
+    state: WorkerState,
+    tenant_id: TenantId,
+    channel_id: String,
+    to: String,
+}
+
+/// A slow provider API does not hold the reply back for longer.
+const TYPING_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl TypingHint {
+    pub(crate) async fn show(self) {
+        let shown = tokio::time::timeout(TYPING_TIMEOUT, async {
+            let platform = &self.state.platform;
+            let channel = platform
+                .db
+                .scoped::<Channel>(&self.tenant_id)
+                .find_by_id(&self.channel_id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "the channel no longer exists".to_owned())?;
+            let target =
+                ProviderTarget::for_channel(&platform.config.channels, &platform.secrets, &channel)
+                    .map_err(|e| e.to_string())?;
+            ProviderClient::new(&platform.egress)
+                .send_typing(&target, &self.to)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        let error = match shown {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(_) => "no answer in time".to_owned(),
+        };
+        tracing::debug!(tenant_id = %self.tenant_id, channel_id = %self.channel_id, error = %error, "typing action not shown");
     }
 }
 
