@@ -21,6 +21,14 @@ fn first_value(payload: Payload) -> Value {
     }
 }
 
+/// An acknowledgement's first argument (its arguments come as one array).
+fn first_argument(ack: Value) -> Value {
+    match ack {
+        Value::Array(mut args) if !args.is_empty() => args.swap_remove(0),
+        other => other,
+    }
+}
+
 /// Connects to `namespace` with the frontend's `auth` payload. Connection
 /// errors arrive as an `error` event, a disconnect by the server as `close`.
 pub async fn connect(base: &str, namespace: &str, auth: Value) -> TestSocket {
@@ -85,15 +93,47 @@ impl TestSocket {
             )
             .await
             .expect("join-conversation is sent");
-        // The acknowledgement's arguments come as one array.
         tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
             .await
             .ok()
             .flatten()
-            .map(|ack| match ack {
-                Value::Array(mut args) if !args.is_empty() => args.swap_remove(0),
-                other => other,
-            })
+            .map(first_argument)
+    }
+
+    /// A widget visitor's socket (`/widget`): waits for the namespace, then
+    /// emits `join` until the server acknowledges it with the visitor's
+    /// conversation (`{ok: true, conversationId}`), up to `tries` times
+    /// 200 ms apart (the conversation exists once the first message is
+    /// processed); the last acknowledgement otherwise.
+    pub async fn join_widget_conversation(&mut self, tries: usize) -> Option<Value> {
+        self.next_named("connect", 15).await?;
+        let mut last = None;
+        for _ in 0..tries.max(1) {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            self.client
+                .emit_with_ack(
+                    "join",
+                    serde_json::json!({}),
+                    std::time::Duration::from_secs(2),
+                    move |payload: Payload, _c: Client| {
+                        let _ = tx.send(first_value(payload));
+                        async {}.boxed()
+                    },
+                )
+                .await
+                .ok()?;
+            let ack = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv())
+                .await
+                .ok()
+                .flatten()
+                .map(first_argument);
+            if ack.as_ref().is_some_and(|a| a["ok"] == true) {
+                return ack;
+            }
+            last = ack;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        last
     }
 
     /// Every event named `name` until one satisfies `last` (included), up

@@ -133,37 +133,11 @@ async fn main() -> anyhow::Result<()> {
     llm.push_reply("Hello!");
     post("hello".to_owned()).await?;
     let mut socket = connect(&app.base, "/widget", json!({ "token": token })).await;
-    if socket.next_named("connect", 15).await.is_none() {
-        bail!("the widget socket was not accepted");
-    }
-    let mut joined = false;
-    for _ in 0..100 {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        socket
-            .client
-            .emit_with_ack(
-                "join",
-                json!({}),
-                Duration::from_secs(2),
-                move |payload: rust_socketio::Payload, _c| {
-                    let _ = tx.send(format!("{payload:?}"));
-                    futures::FutureExt::boxed(async {})
-                },
-            )
-            .await
-            .context("join sent")?;
-        let ack = tokio::time::timeout(Duration::from_secs(2), rx.recv())
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if ack.contains("true") {
-            joined = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if !joined {
+    if socket
+        .join_widget_conversation(100)
+        .await
+        .is_none_or(|ack| ack["ok"] != true)
+    {
         bail!("the visitor's conversation never existed");
     }
     // The greeting's own reply, if it is still coming.

@@ -389,71 +389,56 @@ async fn sets_are_imported_from_csv_and_xlsx_with_errors_naming_the_row() {
     assert_eq!(r.body["name"], "Warehouse");
     assert_eq!(r.body["cases"][0]["expectedFacts"], json!(["Utrecht"]));
 
-    // Errors name the problem and the row.
-    let r = import(
-        &app,
-        &s,
-        &c.agent,
-        ("x.csv", b"q,answer\nhi,there\n".to_vec()),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(
-        r.body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("question")),
-        "{:?}",
-        r.body
-    );
-    let r = import(
-        &app,
-        &s,
-        &c.agent,
+    // Errors name the problem (and the row); nothing refused is stored.
+    let big = format!("question\n{}", "Is this a question?\n".repeat(60_000));
+    let many = format!("question\n{}", "Is this a question?\n".repeat(201));
+    let refused: [(&str, Vec<u8>, StatusCode, &str); 6] = [
+        (
+            "x.csv",
+            b"q,answer\nhi,there\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "no `question` column",
+        ),
         (
             "x.csv",
             b"question,documents\nok?,\n\n,returns.txt\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "file row 4, question must not be empty",
         ),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        r.body["message"], "file row 4, question must not be empty",
-        "{:?}",
-        r.body
-    );
-    let r = import(
-        &app,
-        &s,
-        &c.agent,
-        ("x.csv", b"question,documents\nok?,nowhere.pdf\n".to_vec()),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(
-        r.body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("nowhere.pdf")),
-        "{:?}",
-        r.body
-    );
-    let r = import(
-        &app,
-        &s,
-        &c.agent,
-        ("x.pdf", b"%PDF-1.4 junk".to_vec()),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{:?}", r.body);
-    let big = format!("question\n{}", "Is this a question?\n".repeat(60_000));
-    let r = import(&app, &s, &c.agent, ("big.csv", big.into_bytes()), None).await;
-    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.body);
-    let many = format!("question\n{}", "Is this a question?\n".repeat(201));
-    let r = import(&app, &s, &c.agent, ("many.csv", many.into_bytes()), None).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+        (
+            "x.csv",
+            b"question,documents\nok?,nowhere.pdf\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "unknown documents: nowhere.pdf",
+        ),
+        (
+            "x.pdf",
+            b"%PDF-1.4 junk".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "CSV file or an Excel workbook",
+        ),
+        (
+            "big.csv",
+            big.into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than",
+        ),
+        (
+            "many.csv",
+            many.into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "more than 201 rows",
+        ),
+    ];
+    for (name, bytes, status, says) in refused {
+        let r = import(&app, &s, &c.agent, (name, bytes), None).await;
+        assert_eq!(r.status, status, "{name}: {:?}", r.body);
+        assert!(
+            r.body["message"].as_str().is_some_and(|m| m.contains(says)),
+            "{name}: {:?}",
+            r.body
+        );
+    }
     // Nothing of the refused files was stored.
     let r = app
         .get(&format!("/api/v1/agents/{}/evals", c.agent), &s)

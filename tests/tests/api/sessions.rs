@@ -335,8 +335,13 @@ async fn visitor_socket(app: &TestApp, admin: &Session) -> (String, TestSocket) 
     let r = TestApp::reply(r).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let token = r.body["token"].as_str().unwrap_or_default();
-    let sock = connect(&app.base, "/widget", json!({ "token": token })).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut sock = connect(&app.base, "/widget", json!({ "token": token })).await;
+    // Any acknowledgement of `join` proves the connect handler ran (it
+    // registers that listener after joining the channel's room).
+    assert!(
+        sock.join_widget_conversation(1).await.is_some(),
+        "the visitor's socket was accepted"
+    );
     (id, sock)
 }
 

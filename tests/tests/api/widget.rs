@@ -458,39 +458,12 @@ async fn visitor_gets_replies_live() {
     // Live: join the own conversation, then staff answers.
     let mut socket =
         aigentable_tests::socket::connect(&app.base, "/widget", json!({ "token": token })).await;
-    let mut joined = String::new();
-    for _ in 0..20 {
-        // Emitting before the transport is open fails; give it time first.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        // The namespace opens shortly after the transport connects.
-        let sent = socket
-            .client
-            .emit_with_ack(
-                "join",
-                json!({}),
-                Duration::from_secs(2),
-                move |payload: rust_socketio::Payload, _c| {
-                    let _ = tx.send(format!("{payload:?}"));
-                    futures::FutureExt::boxed(async {})
-                },
-            )
-            .await;
-        if sent.is_err() {
-            continue;
-        }
-        joined = tokio::time::timeout(Duration::from_secs(2), rx.recv())
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if !joined.is_empty() {
-            break;
-        }
-    }
+    let joined = socket.join_widget_conversation(20).await;
     assert!(
-        joined.contains("true") && joined.contains(&conv),
-        "joined its own conversation: {joined}"
+        joined
+            .as_ref()
+            .is_some_and(|a| a["ok"] == true && a["conversationId"] == conv.as_str()),
+        "joined its own conversation: {joined:?}"
     );
     // A socket with a forged token is refused.
     let mut forged =
