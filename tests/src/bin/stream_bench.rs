@@ -13,7 +13,8 @@
 //! sample posts the visitor's message and times, from just before the
 //! POST, the first `message-delta` (what the visitor first sees) and the
 //! stored `new-message` (what a client that ignores deltas waits for). One
-//! sample at a time, in one conversation.
+//! sample at a time; a new visitor every 15 samples (the widget allows a
+//! visitor 20 messages a minute).
 //!
 //! Uses a fresh database and Redis namespace, dropped at the end.
 
@@ -28,6 +29,8 @@ use aigentable_tests::socket::connect;
 use aigentable_tests::stats::percentile;
 
 const SITE: &str = "https://shop.example.com";
+/// Messages timed per visitor, under the widget's 20 a minute.
+const SAMPLES_PER_VISITOR: usize = 15;
 
 struct Args {
     samples: usize,
@@ -93,26 +96,13 @@ async fn main() -> anyhow::Result<()> {
     let key = channel["publicKey"].as_str().unwrap_or_default().to_owned();
     let widget = app.url(&format!("/api/v1/widget/{key}"));
     let http = reqwest::Client::new();
-    let session: Value = http
-        .post(format!("{widget}/sessions"))
-        .header("Origin", SITE)
-        .json(&json!({}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = session["token"]
-        .as_str()
-        .context("no visitor token")?
-        .to_owned();
     let answer: String = (1..=args.words)
         .map(|i| format!("word{i}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let post = |text: String| {
+    let post = |token: String, text: String| {
         let http = http.clone();
         let url = format!("{widget}/messages");
-        let token = token.clone();
         async move {
             let r = http
                 .post(url)
@@ -127,30 +117,56 @@ async fn main() -> anyhow::Result<()> {
             anyhow::Ok(())
         }
     };
-
-    // The first message creates the conversation; then the visitor's
-    // socket joins it, as the widget does.
-    llm.push_reply("Hello!");
-    post("hello".to_owned()).await?;
-    let mut socket = connect(&app.base, "/widget", json!({ "token": token })).await;
-    if socket
-        .join_widget_conversation(100)
-        .await
-        .is_none_or(|ack| ack["ok"] != true)
-    {
-        bail!("the visitor's conversation never existed");
-    }
-    // The greeting's own reply, if it is still coming.
-    let _ = socket.next_named("new-message", 10).await;
-    while socket.events.try_recv().is_ok() {}
+    // A new visitor: the first message creates the conversation, then the
+    // visitor's socket joins it, as the widget does.
+    let visitor = || {
+        let http = http.clone();
+        let sessions = format!("{widget}/sessions");
+        let base = app.base.clone();
+        let llm = llm.clone();
+        async move {
+            let session: Value = http
+                .post(sessions)
+                .header("Origin", SITE)
+                .json(&json!({}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let token = session["token"]
+                .as_str()
+                .context("no visitor token")?
+                .to_owned();
+            llm.push_reply("Hello!");
+            post(token.clone(), "hello".to_owned()).await?;
+            let mut socket = connect(&base, "/widget", json!({ "token": token })).await;
+            if socket
+                .join_widget_conversation(100)
+                .await
+                .is_none_or(|ack| ack["ok"] != true)
+            {
+                bail!("the visitor's conversation never existed");
+            }
+            // The greeting's own reply, if it is still coming.
+            let _ = socket.next_named("new-message", 10).await;
+            while socket.events.try_recv().is_ok() {}
+            anyhow::Ok((token, socket))
+        }
+    };
 
     let mut first = Vec::with_capacity(args.samples);
     let mut whole = Vec::with_capacity(args.samples);
     let mut deltas = 0usize;
+    let (mut token, mut socket) = visitor().await?;
     for i in 0..args.samples {
+        // A visitor may write 20 messages a minute.
+        if i > 0 && i % SAMPLES_PER_VISITOR == 0 {
+            let _ = socket.client.disconnect().await;
+            (token, socket) = visitor().await?;
+        }
         llm.push_reply(&answer);
         let t0 = Instant::now();
-        post(format!("question {i}")).await?;
+        post(token.clone(), format!("question {i}")).await?;
         let mut first_at = None;
         loop {
             let left = Duration::from_secs(60).saturating_sub(t0.elapsed());
