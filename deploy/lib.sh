@@ -312,7 +312,8 @@ ensure_env() {
 }
 
 # ensure_node: node and npm (Debian's packages when missing), then the pinned
-# socket.io-client the realtime compatibility test drives.
+# socket.io-client the realtime compatibility test drives (its `ws` runs the
+# widget script in the streaming test).
 ensure_node() {
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         log "node/npm not found: installing Debian's nodejs and npm"
