@@ -50,6 +50,9 @@ pub(crate) const TRIES: u32 = 3;
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// Longest pause of a worker's fetches while Redis does not answer.
 const MAX_FETCH_PAUSE: Duration = Duration::from_secs(1);
+/// Failed fetches remembered for a take-over: past a lease's worth of
+/// failures their jobs are reaped anyway.
+const MAX_LOST_FETCHES: usize = 64;
 
 /// A lease this worker holds.
 #[derive(Debug, Clone)]
@@ -76,6 +79,9 @@ pub(crate) struct Shared {
     to_release: Mutex<Vec<(String, String)>>,
     /// Fetches that failed in a row: idle waits grow with it.
     fetch_failures: AtomicU32,
+    /// Tokens of those failed fetches: Redis may have run them and lost
+    /// only the answer, so the next fetch takes over their claims.
+    lost_fetches: Mutex<Vec<String>>,
     last_trim: Mutex<Option<Instant>>,
 }
 
@@ -398,29 +404,28 @@ impl<J: Job> Persistence for QueuePersistence<J> {
         // Unique per fetch, and a fetch claims an id at most once: unique
         // per claim.
         let token = ulid::Ulid::generate().to_string();
+        let lost = locked(&self.shared.lost_fetches).clone();
+        let (deadline, want) = (self.deadline(), self.claimable());
         let sent = tokio::time::Instant::now();
-        let reply: Result<Vec<redis::Value>, redis::RedisError> = scripts::FETCH
-            .key(&self.keys.ready)
-            .key(&self.keys.delayed)
-            .key(&self.keys.inflight)
-            .key(&self.keys.data)
-            .key(&self.keys.attempts)
-            .key(&self.keys.owners)
-            .key(&self.keys.lanes)
-            .key(&self.keys.lane_of)
-            .key(&self.keys.since)
-            .arg(now_ms())
-            .arg(self.deadline())
-            .arg(self.claimable())
-            .arg(self.config.batch_size.saturating_mul(5))
-            .arg(&token)
-            .arg(&self.keys.lane_prefix)
-            .invoke_async(&mut self.conn)
-            .await;
+        let reply = super::fetch(
+            &mut self.conn,
+            &self.keys,
+            now_ms(),
+            deadline,
+            want,
+            self.config.batch_size.saturating_mul(5),
+            &token,
+            &lost,
+        )
+        .await;
         // Only fetching pauses while Redis does not answer: the idle wait
         // grows (see `fetch_pause`), running jobs go on.
         let reply = match reply {
             Ok(reply) => {
+                // What those fetches claimed is in this answer.
+                if !lost.is_empty() {
+                    locked(&self.shared.lost_fetches).retain(|t| !lost.contains(t));
+                }
                 let failed = self.shared.fetch_failures.swap(0, Ordering::Relaxed);
                 if failed > 0 {
                     tracing::info!(queue = %self.keys.prefix, failed, "fetching again after redis errors");
@@ -428,6 +433,15 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                 reply
             }
             Err(e) => {
+                // Redis may have run it and lost only the answer: its claims
+                // are taken over by the next fetch that gets through.
+                {
+                    let mut lost = locked(&self.shared.lost_fetches);
+                    if lost.len() == MAX_LOST_FETCHES {
+                        lost.remove(0);
+                    }
+                    lost.push(token.clone());
+                }
                 let failed = self.shared.fetch_failures.fetch_add(1, Ordering::Relaxed) + 1;
                 if failed == 1 {
                     tracing::warn!(queue = %self.keys.prefix, error = %e, "fetch failed, pausing fetches until redis answers");

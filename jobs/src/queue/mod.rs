@@ -468,6 +468,44 @@ pub async fn release(
     Ok(invocation.invoke_async::<u64>(conn).await?)
 }
 
+/// One fetch (see [`scripts::FETCH`]): claims up to `want` jobs under
+/// `token`, first taking over those still leased under the `lost` tokens
+/// (earlier fetches whose answer never arrived). Answers the raw (id,
+/// attempt, payload) triples.
+#[allow(clippy::too_many_arguments)]
+pub async fn fetch(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    now_ms: u64,
+    deadline_ms: u64,
+    want: usize,
+    promote: usize,
+    token: &str,
+    lost: &[String],
+) -> Result<Vec<redis::Value>, redis::RedisError> {
+    let mut invocation = scripts::FETCH.prepare_invoke();
+    invocation
+        .key(&keys.ready)
+        .key(&keys.delayed)
+        .key(&keys.inflight)
+        .key(&keys.data)
+        .key(&keys.attempts)
+        .key(&keys.owners)
+        .key(&keys.lanes)
+        .key(&keys.lane_of)
+        .key(&keys.since)
+        .arg(now_ms)
+        .arg(deadline_ms)
+        .arg(want)
+        .arg(promote)
+        .arg(token)
+        .arg(&keys.lane_prefix);
+    for t in lost {
+        invocation.arg(t);
+    }
+    invocation.invoke_async(conn).await
+}
+
 /// Requeues up to `limit` jobs whose lease expired before `now_ms`,
 /// revoking their claims. Returns how many.
 pub async fn reap(

@@ -110,9 +110,36 @@ return queued
 /// crashed worker never reports back), leases them and records the claim
 /// token (unique per fetch, so per claim of an id). Returns flat (id,
 /// attempt, payload) triples.
+///
+/// ARGV from the 7th: tokens of earlier fetches of this worker whose answer
+/// was lost (the connection broke after Redis ran them). Jobs still leased
+/// under those tokens are taken over by this fetch first, attempt
+/// unchanged, instead of staying leased to nobody until the lease runs out.
 pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
     with_requeue(
         r#"
+local want = tonumber(ARGV[3])
+local claimed = 0
+local out = {}
+if #ARGV > 6 then
+  local lost = {}
+  for i = 7, #ARGV do lost[ARGV[i]] = true end
+  local owners = redis.call('HGETALL', KEYS[6])
+  for i = 1, #owners, 2 do
+    local id = owners[i]
+    if lost[owners[i + 1]] then
+      local payload = redis.call('HGET', KEYS[4], id)
+      if payload then
+        redis.call('HSET', KEYS[6], id, ARGV[5])
+        redis.call('ZADD', KEYS[3], ARGV[2], id)
+        out[#out + 1] = id
+        out[#out + 1] = tonumber(redis.call('HGET', KEYS[5], id) or '1')
+        out[#out + 1] = payload
+        claimed = claimed + 1
+      end
+    end
+  end
+end
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
 if #due > 0 then
   redis.call('ZREM', KEYS[2], unpack(due))
@@ -120,9 +147,6 @@ if #due > 0 then
     requeue(KEYS[8], KEYS[7], ARGV[6], KEYS[9], id, true)
   end
 end
-local want = tonumber(ARGV[3])
-local claimed = 0
-local out = {}
 local function claim(id)
   redis.call('HDEL', KEYS[9], id)
   local payload = redis.call('HGET', KEYS[4], id)

@@ -208,6 +208,71 @@ async fn data_exists(conn: &mut ConnectionManager, keys: &QueueKeys, id: &str) -
 /// A claim whose lease expired and was requeued, then claimed again, can
 /// no longer renew, settle (done, retry or dead) or release the job: only
 /// the new claim can.
+/// Redis ran a worker's fetch but its answer was lost (the connection broke
+/// on the way back): the worker's next fetch takes the claimed job over
+/// under its own claim, attempt unchanged, instead of leaving it leased to
+/// nobody until the lease runs out. Other workers' fetches do not see it.
+#[tokio::test]
+async fn a_fetch_whose_answer_was_lost_is_taken_over_by_the_next_one() {
+    let rig = Rig::new(fast_config()).await;
+    let keys = rig.keys::<SlowJob>();
+    let mut conn = rig.conn();
+    let id = new_id();
+    rig.push(
+        &id,
+        SlowJob {
+            run_ms: vec![0],
+            fail_runs: vec![],
+        },
+    )
+    .await;
+    let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    let far = now + 3_600_000;
+    let ids = |reply: &[redis::Value]| -> Vec<(String, i64)> {
+        reply
+            .chunks(3)
+            .filter_map(|t| match (&t[0], &t[1]) {
+                (redis::Value::BulkString(id), redis::Value::Int(attempt)) => {
+                    Some((String::from_utf8_lossy(id).into_owned(), *attempt))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let lost = queue::fetch(&mut conn, &keys, now, far, 10, 10, "lost-fetch", &[])
+        .await
+        .expect("the fetch ran");
+    assert_eq!(ids(&lost), vec![(id.clone(), 1)], "Redis claimed the job");
+    let other = queue::fetch(&mut conn, &keys, now, far, 10, 10, "another-worker", &[])
+        .await
+        .expect("fetch");
+    assert!(other.is_empty(), "the job is leased: {other:?}");
+    let next = queue::fetch(
+        &mut conn,
+        &keys,
+        now,
+        far,
+        10,
+        10,
+        "next-fetch",
+        &["lost-fetch".to_owned()],
+    )
+    .await
+    .expect("fetch");
+    assert_eq!(
+        ids(&next),
+        vec![(id.clone(), 1)],
+        "taken over, the attempt not counted again"
+    );
+    for (token, owns) in [("lost-fetch", false), ("next-fetch", true)] {
+        let settled = queue::settle(&mut conn, &keys, &id, token, &Settlement::Done)
+            .await
+            .expect("settle");
+        assert_eq!(settled, owns, "{token} settles the job: {owns}");
+    }
+    rig.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_stale_claim_cannot_touch_the_new_owners_lease() {
     let rig = Rig::new(fast_config()).await;
