@@ -546,11 +546,6 @@ async fn a_reply_generated_while_staff_take_over_is_dropped() {
     let record = finished(&app, &s, &reply_job).await;
     assert_eq!(record["status"], "SUCCEEDED", "{record}");
     assert!(record["result"]["dropped"].is_string(), "{record}");
-    assert_eq!(
-        fake.stream_chunks_sent(),
-        0,
-        "the reply stopped while the provider was still thinking, without waiting for its answer"
-    );
     let all = stored_messages(&app, &s, &id).await;
     assert_eq!(all.iter().filter(|m| is_reply(m)).count(), 0, "{all:?}");
     app.cleanup().await;

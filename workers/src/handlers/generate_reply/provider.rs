@@ -110,26 +110,14 @@ pub(super) async fn chat_with_retries(
 }
 
 /// One streamed call: the pieces go to `deltas` as they come, coalesced.
+/// A takeover is looked for while the answer streams; one before the
+/// first piece is caught when the reply is about to be stored.
 async fn stream_once(
     client: &LlmClient,
     request: &ChatRequest,
     deltas: &mut Deltas<'_>,
 ) -> Result<Outcome, LlmError> {
-    // A model may think for seconds before it answers at all: a takeover
-    // meanwhile is seen too.
-    let opening = client.chat_stream(request);
-    tokio::pin!(opening);
-    let mut stream = loop {
-        let due = deltas.due_at();
-        tokio::select! {
-            opened = &mut opening => break opened?,
-            () = sleep_until_due(due) => {
-                if deltas.tick().await == Flow::Stop {
-                    return Ok(Outcome::Stopped);
-                }
-            }
-        }
-    };
+    let mut stream = client.chat_stream(request).await?;
     let mut content = String::new();
     let mut usage = None;
     let mut model = String::new();
