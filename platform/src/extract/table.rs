@@ -8,7 +8,7 @@ use std::io::Cursor;
 use calamine::{Reader, Xlsx};
 
 use super::sheets::cell_text;
-use super::text::{decode, guess_delimiter};
+use super::text::{csv_reader, decode};
 use super::{DocKind, ExtractError, ExtractLimits, archive, isolated};
 
 /// The rows of `bytes` (CSV or XLSX, as sniffed), at most `max_rows`
@@ -37,30 +37,30 @@ fn first_table(
     match kind {
         DocKind::Csv => {
             let text = decode(bytes);
-            let mut reader = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .delimiter(guess_delimiter(&text))
-                .from_reader(text.as_bytes());
-            for record in reader.records() {
+            let bytes = text.as_bytes();
+            // The reader's own line count skips blank lines, and a record's
+            // offset is where the blank lines before it begin: lines are
+            // counted here, once over the text.
+            let (mut counted_to, mut line) = (0usize, 1usize);
+            for record in csv_reader(&text).records() {
                 let record = record.map_err(|e| ExtractError::damaged(kind, e))?;
                 if rows.len() == max_rows {
                     return Err(too_many());
                 }
-                // The reader's own line count skips blank lines; the
-                // record's byte offset does not.
-                // The reader's own line count skips blank lines, and its
-                // offset is where the blank lines before the record begin.
-                let line = record.position().map_or(rows.len() + 1, |p| {
-                    let bytes = text.as_bytes();
-                    let mut at = usize::try_from(p.byte())
-                        .unwrap_or(usize::MAX)
-                        .min(bytes.len());
-                    while bytes.get(at).is_some_and(|b| matches!(b, b'\n' | b'\r')) {
-                        at += 1;
-                    }
-                    1 + bytes[..at].iter().filter(|b| **b == b'\n').count()
-                });
+                let mut at = record
+                    .position()
+                    .map_or(counted_to, |p| {
+                        usize::try_from(p.byte()).unwrap_or(usize::MAX)
+                    })
+                    .clamp(counted_to, bytes.len());
+                while bytes.get(at).is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+                    at += 1;
+                }
+                line += bytes[counted_to..at]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count();
+                counted_to = at;
                 rows.push((line, record.iter().map(|c| c.trim().to_owned()).collect()));
             }
         }

@@ -42,15 +42,19 @@ pub(super) fn extract_plain(bytes: &[u8]) -> Extracted {
     }
 }
 
+/// A reader of `text` as hand-made CSV: no header row assumed, ragged rows
+/// allowed (their readers cope with any width), the delimiter guessed.
+pub(super) fn csv_reader(text: &str) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(guess_delimiter(text))
+        .from_reader(text.as_bytes())
+}
+
 pub(super) fn extract_csv(bytes: &[u8]) -> Result<Extracted, ExtractError> {
     let text = decode(bytes);
-    let delimiter = guess_delimiter(&text);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        // Hand-made CSVs have ragged rows; labelling copes with any width.
-        .flexible(true)
-        .delimiter(delimiter)
-        .from_reader(text.as_bytes());
+    let mut reader = csv_reader(&text);
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| ExtractError::damaged(DocKind::Csv, e))?;
@@ -69,7 +73,7 @@ pub(super) fn extract_csv(bytes: &[u8]) -> Result<Extracted, ExtractError> {
 
 /// Comma, semicolon (Excel in most European locales) or tab, whichever is
 /// most frequent outside quotes on the first line.
-pub(super) fn guess_delimiter(text: &str) -> u8 {
+fn guess_delimiter(text: &str) -> u8 {
     let first_line = text
         .lines()
         .find(|l| !l.trim().is_empty())

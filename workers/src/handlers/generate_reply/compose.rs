@@ -221,7 +221,7 @@ async fn answer(
     let typing = deltas.as_deref().and_then(Deltas::typing);
     let show_typing = async {
         if let Some(t) = typing {
-            t.show().await;
+            t.show(ctx).await;
         }
     };
     let ((), outcome) = tokio::join!(

@@ -16,11 +16,10 @@ use tokio::time::Instant;
 
 use aigentable_jobs::answer::ReplyTo;
 use aigentable_jobs::events::{self, RealtimeEvent, names};
-use aigentable_platform::channels::client::{ProviderClient, Target as ProviderTarget};
-use aigentable_platform::ids::TenantId;
+use aigentable_platform::channels::client::Target as ProviderTarget;
 use aigentable_platform::model::{Channel, ChannelType, Conversation};
 
-use crate::WorkerState;
+use crate::handlers::deliver_message::provider_client;
 use crate::runner::JobContext;
 
 /// The shortest pause between two delta events of one message.
@@ -79,8 +78,6 @@ impl<'a> Deltas<'a> {
     pub(crate) fn with_typing_for(mut self, conversation: &Conversation) -> Self {
         if conversation.channel_type == ChannelType::Telegram {
             self.typing = Some(TypingHint {
-                state: self.ctx.state.clone(),
-                tenant_id: self.ctx.tenant_id.clone(),
                 channel_id: conversation.channel_id.clone(),
                 to: conversation.external_user_id.clone(),
             });
@@ -237,8 +234,6 @@ impl<'a> Deltas<'a> {
 /// and nothing else.
 #[derive(Clone)]
 pub(crate) struct TypingHint {
-    state: WorkerState,
-    tenant_id: TenantId,
     channel_id: String,
     to: String,
 }
@@ -247,12 +242,12 @@ pub(crate) struct TypingHint {
 const TYPING_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl TypingHint {
-    pub(crate) async fn show(self) {
+    pub(crate) async fn show(self, ctx: &JobContext) {
         let shown = tokio::time::timeout(TYPING_TIMEOUT, async {
-            let platform = &self.state.platform;
+            let platform = &ctx.state.platform;
             let channel = platform
                 .db
-                .scoped::<Channel>(&self.tenant_id)
+                .scoped::<Channel>(&ctx.tenant_id)
                 .find_by_id(&self.channel_id)
                 .await
                 .map_err(|e| e.to_string())?
@@ -260,7 +255,7 @@ impl TypingHint {
             let target =
                 ProviderTarget::for_channel(&platform.config.channels, &platform.secrets, &channel)
                     .map_err(|e| e.to_string())?;
-            ProviderClient::new(&platform.egress)
+            provider_client(ctx)
                 .send_typing(&target, &self.to)
                 .await
                 .map_err(|e| e.to_string())
@@ -271,7 +266,7 @@ impl TypingHint {
             Ok(Err(e)) => e,
             Err(_) => "no answer in time".to_owned(),
         };
-        tracing::debug!(tenant_id = %self.tenant_id, channel_id = %self.channel_id, error = %error, "typing action not shown");
+        tracing::debug!(tenant_id = %ctx.tenant_id, channel_id = %self.channel_id, error = %error, "typing action not shown");
     }
 }
 
