@@ -439,6 +439,25 @@ async fn sets_are_imported_from_csv_and_xlsx_with_errors_naming_the_row() {
             r.body
         );
     }
+    // Another tenant can neither import into this agent nor name this
+    // tenant's documents.
+    let other = app.register("Other").await;
+    let csv = b"question,documents\nAre returns free?,returns.txt\n".to_vec();
+    let r = import(&app, &other, &c.agent, ("x.csv", csv.clone()), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+    let r = app
+        .post("/api/v1/agents", &other, json!({ "name": "Theirs" }))
+        .await;
+    let theirs = r.body["id"].as_str().unwrap_or_default().to_owned();
+    let r = import(&app, &other, &theirs, ("x.csv", csv), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown documents: returns.txt")),
+        "{:?}",
+        r.body
+    );
     // Nothing of the refused files was stored.
     let r = app
         .get(&format!("/api/v1/agents/{}/evals", c.agent), &s)
