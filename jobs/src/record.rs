@@ -98,22 +98,28 @@ pub async fn mark_running(
     attempt: u32,
     claim: &str,
 ) -> DbResult<Option<JobRecord>> {
-    db.scoped::<JobRecord>(tenant)
+    let records = db.scoped::<JobRecord>(tenant);
+    let set = doc! { "$set": {
+        "status": "RUNNING",
+        "attempts": i64::from(attempt),
+        "claim": claim,
+        "startedAt": now(),
+        "updatedAt": now(),
+    } };
+    // Two filters tried in turn rather than one with `$or`: secantusd-rs
+    // runs a filter holding `$or` by reading the whole collection, whatever
+    // its explain says, so every start cost a scan of all job records. The
+    // first one is the only round trip of a normal start.
+    if let Some(record) = records
+        .update_one(doc! { "_id": id, "status": "QUEUED" }, set.clone())
+        .await?
+    {
+        return Ok(Some(record));
+    }
+    records
         .update_one(
-            doc! {
-                "_id": id,
-                "$or": [
-                    { "status": "QUEUED" },
-                    { "status": "RUNNING", "attempts": { "$lt": i64::from(attempt) } },
-                ],
-            },
-            doc! { "$set": {
-                "status": "RUNNING",
-                "attempts": i64::from(attempt),
-                "claim": claim,
-                "startedAt": now(),
-                "updatedAt": now(),
-            } },
+            doc! { "_id": id, "status": "RUNNING", "attempts": { "$lt": i64::from(attempt) } },
+            set,
         )
         .await
 }
@@ -246,16 +252,22 @@ pub async fn mark_all_released(db: &Db, runs: &[(&str, &str, &str)], why: &str) 
     if runs.is_empty() {
         return Ok(0);
     }
-    let each: Vec<Document> = runs
-        .iter()
-        .map(|(tenant, id, claim)| {
-            doc! { "_id": *id, "tenantId": *tenant, "status": "RUNNING", "claim": *claim }
-        })
-        .collect();
+    // `_id`, tenant and claim each as one `$in` rather than an `$or` of
+    // triples (which secantusd-rs runs as a scan of every job record): the
+    // same records, since a claim token names one fetch of this worker, so
+    // a record holding any of these tokens is one of this worker's runs.
+    let ids: Vec<&str> = runs.iter().map(|(_, id, _)| *id).collect();
+    let tenants: Vec<&str> = runs.iter().map(|(tenant, _, _)| *tenant).collect();
+    let claims: Vec<&str> = runs.iter().map(|(_, _, claim)| *claim).collect();
     let result = db
         .unscoped::<Document>(COLLECTION)
         .update_many(
-            doc! { "$or": each },
+            doc! {
+                "_id": { "$in": ids },
+                "tenantId": { "$in": tenants },
+                "status": "RUNNING",
+                "claim": { "$in": claims },
+            },
             doc! { "$set": {
                 "status": "QUEUED",
                 "claim": Bson::Null,

@@ -123,11 +123,10 @@ pub async fn open_conversation(
     let conversations = db.scoped::<Conversation>(&channel.tenant_id);
     let mut open = conversations
         .find_sorted(
-            doc! {
-                "channelId": &channel.id,
-                "externalUserId": &contact.external_id,
-                "status": { "$ne": ConversationStatus::Closed.as_str() },
-            },
+            crate::db::narrowed(
+                doc! { "channelId": &channel.id, "externalUserId": &contact.external_id },
+                doc! { "status": { "$ne": ConversationStatus::Closed.as_str() } },
+            ),
             doc! { "createdAt": -1 },
             1,
         )
@@ -198,13 +197,17 @@ pub fn reply_lock_key(kv: &Kv, conversation_id: &str) -> String {
 
 /// Stores a message; `Ok(false)` when its dedup key shows it is stored
 /// already (a replayed webhook, a retried job).
-pub async fn insert_message(db: &Db, message: &Message) -> DbResult<bool> {
+/// Counts it in the tenant's monthly usage counters.
+pub async fn insert_message(db: &Db, kv: &Kv, message: &Message) -> DbResult<bool> {
     match db
         .scoped::<Message>(&message.tenant_id)
         .insert(message)
         .await
     {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            crate::usage::count_message(kv, &message.tenant_id, message.created_at).await;
+            Ok(true)
+        }
         Err(DbError::Duplicate) if message.dedup_key.is_some() => Ok(false),
         Err(e) => Err(e),
     }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::db::{Db, DbResult};
 use crate::ids::TenantId;
+use crate::kv::Kv;
 use crate::model::tenant::Tenants;
 use crate::usage::current_period;
 
@@ -23,6 +24,7 @@ pub struct CapReached {
 /// The first monthly allowance the tenant has used up, if any.
 pub async fn bot_cap_reached(
     db: &Db,
+    kv: &Kv,
     config: &Config,
     tenant: &TenantId,
     now: DateTime<Utc>,
@@ -32,7 +34,7 @@ pub async fn bot_cap_reached(
     };
     let limits = &config.plan(&t.plan).limits;
     let (messages, tokens) =
-        crate::usage::period_messages_and_tokens(db, tenant, current_period(now)).await?;
+        crate::usage::period_messages_and_tokens(db, kv, tenant, current_period(now)).await?;
     if messages >= limits.messages_per_month {
         return Ok(Some(CapReached {
             limit: "messages",

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::db::{Db, DbResult};
 use crate::ids::TenantId;
+use crate::kv::Kv;
 
 pub mod collections {
     pub const USERS: &str = "users";
@@ -85,7 +86,7 @@ async fn sum(db: &Db, coll: &str, filter: Document, field: &str) -> DbResult<u64
 /// usage and billing endpoints sum. `purpose` is `reply`, `test`,
 /// `embedding` or `provider_test`.
 pub async fn record_tokens(
-    db: &Db,
+    platform: &crate::Platform,
     tenant: &TenantId,
     agent_id: Option<&str>,
     provider_id: Option<&str>,
@@ -93,6 +94,7 @@ pub async fn record_tokens(
     purpose: &str,
     usage: &crate::llm::TokenUsage,
 ) -> DbResult<()> {
+    let (db, kv) = (&platform.db, &platform.kv);
     let entry = doc! {
         "tenantId": tenant.as_str(),
         "agentId": agent_id,
@@ -107,12 +109,20 @@ pub async fn record_tokens(
     db.unscoped::<Document>(collections::TOKEN_USAGE)
         .insert_one(entry)
         .await?;
+    let key = counters::key(kv, tenant, current_period(Utc::now()).0);
+    let tokens = u64::from(usage.total_tokens);
+    if tokens > 0
+        && let Err(e) = counters::add(kv, &key, counters::LLM_TOKENS, tokens).await
+    {
+        tracing::warn!(tenant_id = %tenant, error = %e, "tokens not counted in the usage counters");
+    }
     Ok(())
 }
 
-/// The tenant's messages and LLM tokens of the period `(start, end)`: the
-/// two monthly allowances a bot reply checks, in two concurrent round trips.
-pub async fn period_messages_and_tokens(
+/// The tenant's messages and LLM tokens of the period `(start, end)`
+/// counted in the database: what [`period_messages_and_tokens`] seeds its
+/// counters with. Reads every message and token entry of the period.
+async fn counted_messages_and_tokens(
     db: &Db,
     tenant: &TenantId,
     (start, end): (DateTime<Utc>, DateTime<Utc>),
@@ -125,6 +135,130 @@ pub async fn period_messages_and_tokens(
         count(db, collections::MESSAGES, in_period.clone()),
         sum(db, collections::TOKEN_USAGE, in_period, "totalTokens"),
     )
+}
+
+/// Monthly counters of messages and LLM tokens per tenant, in Redis: the
+/// two allowances every bot reply checks, read in one Redis round trip
+/// instead of counting the month's messages in the database (a cost that
+/// grew with the tenant's traffic). A hash per tenant and month
+/// (`usage:{tenant}:{YYYY-MM}`, kept until a day after the month ends) is
+/// seeded from the database the first time it is read; every stored
+/// message and recorded LLM call adds to it once it exists. A message
+/// stored in the few milliseconds between a seed's count and its write is
+/// missed (once per tenant and month, or after Redis lost the hash); the
+/// usage endpoint always counts in the database.
+mod counters {
+    use chrono::{DateTime, Utc};
+    use redis::Script;
+
+    use crate::ids::TenantId;
+    use crate::kv::Kv;
+
+    pub(super) const MESSAGES: &str = "messages";
+    pub(super) const LLM_TOKENS: &str = "llmTokens";
+
+    /// KEYS: hash. ARGV: field, amount. Adds only to a seeded hash.
+    const ADD: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+end
+return false
+";
+
+    /// KEYS: hash. ARGV: messages, tokens, expiry (unix ms). Seeds the
+    /// hash unless another seed did; returns the counters.
+    const SEED: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'messages', ARGV[1], 'llmTokens', ARGV[2])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+end
+return redis.call('HMGET', KEYS[1], 'messages', 'llmTokens')
+";
+
+    pub(super) fn key(kv: &Kv, tenant: &TenantId, start: DateTime<Utc>) -> String {
+        kv.key(&["usage", tenant.as_str(), &start.format("%Y-%m").to_string()])
+    }
+
+    pub(super) async fn add(
+        kv: &Kv,
+        key: &str,
+        field: &str,
+        amount: u64,
+    ) -> redis::RedisResult<()> {
+        Script::new(ADD)
+            .key(key)
+            .arg(field)
+            .arg(amount)
+            .invoke_async::<Option<i64>>(&mut kv.conn())
+            .await
+            .map(|_| ())
+    }
+
+    pub(super) async fn read(kv: &Kv, key: &str) -> redis::RedisResult<Option<(u64, u64)>> {
+        let (messages, tokens): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(key)
+            .arg(MESSAGES)
+            .arg(LLM_TOKENS)
+            .query_async(&mut kv.conn())
+            .await?;
+        Ok(messages.zip(tokens))
+    }
+
+    pub(super) async fn seed(
+        kv: &Kv,
+        key: &str,
+        (messages, tokens): (u64, u64),
+        expires: DateTime<Utc>,
+    ) -> redis::RedisResult<Option<(u64, u64)>> {
+        let (messages, tokens): (Option<u64>, Option<u64>) = Script::new(SEED)
+            .key(key)
+            .arg(messages)
+            .arg(tokens)
+            .arg(expires.timestamp_millis())
+            .invoke_async(&mut kv.conn())
+            .await?;
+        Ok(messages.zip(tokens))
+    }
+}
+
+/// The tenant's messages and LLM tokens of the period `(start, end)`: the
+/// two monthly allowances a bot reply checks. From the Redis counters (see
+/// [`counters`]); counted in the database when they are not seeded yet or
+/// Redis does not answer.
+pub async fn period_messages_and_tokens(
+    db: &Db,
+    kv: &Kv,
+    tenant: &TenantId,
+    period: (DateTime<Utc>, DateTime<Utc>),
+) -> DbResult<(u64, u64)> {
+    let key = counters::key(kv, tenant, period.0);
+    match counters::read(kv, &key).await {
+        Ok(Some(both)) => return Ok(both),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(tenant_id = %tenant, error = %e, "usage counters unreadable, counting in the database");
+            return counted_messages_and_tokens(db, tenant, period).await;
+        }
+    }
+    let counted = counted_messages_and_tokens(db, tenant, period).await?;
+    let expires = period.1 + chrono::Duration::days(1);
+    match counters::seed(kv, &key, counted, expires).await {
+        Ok(Some(both)) => Ok(both),
+        Ok(None) => Ok(counted),
+        Err(e) => {
+            tracing::warn!(tenant_id = %tenant, error = %e, "usage counters not seeded");
+            Ok(counted)
+        }
+    }
+}
+
+/// Adds a stored message to its month's counter (when seeded). Best
+/// effort: a lost increment only delays a cap by one message.
+pub async fn count_message(kv: &Kv, tenant: &TenantId, at: DateTime<Utc>) {
+    let key = counters::key(kv, tenant, current_period(at).0);
+    if let Err(e) = counters::add(kv, &key, counters::MESSAGES, 1).await {
+        tracing::warn!(tenant_id = %tenant, error = %e, "message not counted in the usage counters");
+    }
 }
 
 pub async fn tenant_usage(db: &Db, tenant: &TenantId, now: DateTime<Utc>) -> DbResult<Usage> {

@@ -16,6 +16,7 @@ pub mod fake_providers;
 pub mod fake_smtp;
 pub mod inbound;
 pub mod partition;
+pub mod query_route;
 pub mod services;
 pub mod socket;
 pub mod stats;

@@ -325,7 +325,7 @@ pub async fn send_staff_message(
         Some(who.user_id().to_string()),
         content.to_owned(),
     );
-    service::insert_message(db, &message).await?;
+    service::insert_message(db, &state.platform.kv, &message).await?;
     let updated = service::note_message(db, &message).await?;
     let job = state
         .jobs

@@ -196,7 +196,7 @@ pub async fn query_vector(
     match client.embed_with_usage(&[query.to_owned()]).await {
         Ok(out) => {
             if let Err(e) = crate::usage::record_tokens(
-                &platform.db,
+                platform,
                 tenant,
                 None,
                 Some(&provider.id),

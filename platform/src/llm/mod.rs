@@ -635,7 +635,10 @@ pub async fn resolve_provider(
         return Ok(Some(p));
     }
     providers
-        .find_one(doc! { "isDefault": true, "isActive": true })
+        .find_one(crate::db::narrowed(
+            doc! { "isDefault": true },
+            doc! { "isActive": true },
+        ))
         .await
 }
 

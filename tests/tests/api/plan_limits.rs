@@ -179,3 +179,91 @@ async fn over_the_monthly_cap_customers_are_kept_and_handed_to_a_human() {
     assert_limit(&r, "messages", 1, 3);
     app.cleanup().await;
 }
+
+/// The monthly message count a reply checks is kept as the month goes: a
+/// first customer message and the bot's answer count, so the second one
+/// reaches a cap of three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monthly_count_follows_each_stored_message() {
+    let plans = json!([{
+        "id": "free", "name": "Free", "priceCents": 0, "currency": "USD",
+        "limits": {
+            "users": 2, "agents": 1, "channels": 1, "documents": 1,
+            "storageBytes": 1000, "conversationsPerMonth": 10,
+            "messagesPerMonth": 3, "llmTokensPerMonth": 1000,
+        },
+    }])
+    .to_string();
+    let app = spawn_app_with(&[("PLANS_JSON", &plans)]).await;
+    let admin = app.register("Counted messages").await;
+    let agent_id = crate::replies::agent_with_document(&app, &admin, json!({})).await;
+    let channel = inbound::channel(&app, &admin, "Site", Some(&agent_id)).await;
+    let senders = |conversation: String| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            inbound::stored_messages(app, admin, &conversation)
+                .await
+                .into_iter()
+                .map(|m| m.sender_type)
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let (_, job) = inbound::deliver(
+        &app,
+        &admin,
+        &channel,
+        vec![inbound::said(
+            "cust-1",
+            "m-1",
+            "what are your opening hours?",
+        )],
+    )
+    .await;
+    inbound::finished(&app, &admin, &job).await;
+    let conversations = app.get("/api/v1/conversations", &admin).await;
+    let conversation = conversations.body["conversations"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no conversation: {:?}", conversations.body))
+        .to_owned();
+    let answered = app
+        .eventually(Duration::from_secs(30), || async {
+            let s = senders(conversation.clone()).await;
+            s.contains(&SenderType::Agent).then_some(s)
+        })
+        .await;
+    assert!(
+        answered.is_some(),
+        "the first message is answered (2 of 3): {:?} {:?}",
+        senders(conversation.clone()).await,
+        app.get(&format!("/api/v1/conversations/{conversation}"), &admin)
+            .await
+            .body
+    );
+
+    let (_, job) = inbound::deliver(
+        &app,
+        &admin,
+        &channel,
+        vec![inbound::said("cust-1", "m-2", "can I return items?")],
+    )
+    .await;
+    inbound::finished(&app, &admin, &job).await;
+    let waiting = app
+        .eventually(Duration::from_secs(30), || async {
+            let c = app
+                .get(&format!("/api/v1/conversations/{conversation}"), &admin)
+                .await;
+            (c.body["status"] == "WAITING").then_some(c.body)
+        })
+        .await
+        .expect("the third message of the month reached the cap");
+    assert_eq!(waiting["handoff"]["reason"], "monthly_cap", "{waiting}");
+    let s = senders(conversation.clone()).await;
+    assert_eq!(
+        s.iter().filter(|t| **t == SenderType::Agent).count(),
+        1,
+        "no second bot reply: {s:?}"
+    );
+    app.cleanup().await;
+}

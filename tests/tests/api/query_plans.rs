@@ -12,11 +12,12 @@ use serde_json::json;
 
 use aigentable_jobs::record::JobRecord;
 use aigentable_platform::db::command_log::{self, Command, Recording};
-use aigentable_tests::TestApp;
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::fake_providers::{
     FakeProviders, app_with_fake, create_agent, create_live_channel, post_meta, whatsapp_text,
 };
+use aigentable_tests::{TestApp, query_route};
+use futures::TryStreamExt;
 
 const PNID: &str = "PLANS_PN";
 const SECRET: &str = "plans-secret";
@@ -88,6 +89,54 @@ fn explainable(command: &Command) -> Document {
         body.remove(meta);
     }
     body
+}
+
+/// The filters a command runs, each with whether its route takes `$or`.
+fn filters(command: &Command) -> Vec<(Document, bool)> {
+    let body = &command.body;
+    let statements = |key: &str| -> Vec<Document> {
+        body.get_array(key)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(Bson::as_document)
+                    .filter_map(|s| s.get_document("q").ok().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match command.name.as_str() {
+        "find" | "distinct" => body
+            .get_document("filter")
+            .or_else(|_| body.get_document("query"))
+            .map(|f| vec![(f.clone(), true)])
+            .unwrap_or_else(|_| vec![(Document::new(), true)]),
+        "findAndModify" => vec![(
+            body.get_document("query").cloned().unwrap_or_default(),
+            true,
+        )],
+        "count" => vec![(
+            body.get_document("query").cloned().unwrap_or_default(),
+            false,
+        )],
+        "update" => statements("updates")
+            .into_iter()
+            .map(|q| (q, false))
+            .collect(),
+        "delete" => statements("deletes")
+            .into_iter()
+            .map(|q| (q, false))
+            .collect(),
+        "aggregate" => body
+            .get_array("pipeline")
+            .ok()
+            .and_then(|p| p.first())
+            .and_then(Bson::as_document)
+            .and_then(|stage| stage.get_document("$match").ok())
+            .map(|f| vec![(f.clone(), true)])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 fn stages(plan: &Bson, out: &mut Vec<String>) {
@@ -199,6 +248,54 @@ async fn every_query_of_a_customer_message_is_served_by_an_index() {
         unindexed.is_empty(),
         "queries without an index on a customer message's path:\n{}",
         unindexed.join("\n")
+    );
+
+    // secantusd-rs explains like MongoDB but runs queries through a router
+    // of its own: each filter must also be one it serves from an index, or
+    // the cost of a message grows with the collection.
+    let mut indexes: BTreeMap<String, Vec<query_route::Index>> = BTreeMap::new();
+    let mut scanned = Vec::new();
+    for command in returning.iter().chain(new.iter()) {
+        if !QUERIES.contains(&command.name.as_str()) {
+            continue;
+        }
+        if !indexes.contains_key(&command.collection) {
+            // A collection not created yet has only its `_id` index to come.
+            let mut keys = vec![query_route::Index {
+                keys: doc! { "_id": 1 },
+                unique: true,
+            }];
+            if let Ok(mut cursor) = own
+                .collection::<Document>(&command.collection)
+                .list_indexes()
+                .await
+            {
+                keys.clear();
+                while let Some(index) = cursor.try_next().await.expect("an index") {
+                    let unique = index
+                        .options
+                        .as_ref()
+                        .and_then(|o| o.unique)
+                        .unwrap_or(false);
+                    keys.push(query_route::Index {
+                        keys: index.keys,
+                        unique,
+                    });
+                }
+            }
+            indexes.insert(command.collection.clone(), keys);
+        }
+        let known = &indexes[&command.collection];
+        for (filter, or_routes) in filters(command) {
+            if let Err(why) = query_route::served(&filter, known, or_routes) {
+                scanned.push(format!("{} {}: {why}", command.name, command.collection));
+            }
+        }
+    }
+    assert!(
+        scanned.is_empty(),
+        "queries secantusd-rs would not serve from an index:\n{}",
+        scanned.join("\n")
     );
     app.cleanup().await;
 }

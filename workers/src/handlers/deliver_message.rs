@@ -29,6 +29,7 @@ use aigentable_platform::channels::client::{
     ProviderClient, ProviderError, Target, max_text_len, split_text,
 };
 use aigentable_platform::conversations;
+use aigentable_platform::db::narrowed;
 use aigentable_platform::model::conversation::{Handoff, HandoffReason};
 use aigentable_platform::model::tenant::{DeliveryGuarantee, Tenants};
 use aigentable_platform::model::{
@@ -116,16 +117,21 @@ impl Handle for DeliverMessage {
         // Conversation order: an earlier outbound message still on its way
         // goes first. On the last attempt we send anyway rather than never.
         let earlier = messages
-            .find_one(doc! {
-                "conversationId": &message.conversation_id,
-                "direction": "OUTBOUND",
-                "status": { "$in": ["QUEUED", "SENDING"] },
-                "_id": { "$ne": &message.id },
-                "$or": [
-                    { "createdAt": { "$lt": bson::DateTime::from_chrono(message.created_at) } },
-                    { "createdAt": bson::DateTime::from_chrono(message.created_at), "_id": { "$lt": &message.id } },
-                ],
-            })
+            .find_one(narrowed(
+                doc! {
+                    "conversationId": &message.conversation_id,
+                    "createdAt": { "$lte": bson::DateTime::from_chrono(message.created_at) },
+                },
+                doc! {
+                    "direction": "OUTBOUND",
+                    "status": { "$in": ["QUEUED", "SENDING"] },
+                    "_id": { "$ne": &message.id },
+                    "$or": [
+                        { "createdAt": { "$lt": bson::DateTime::from_chrono(message.created_at) } },
+                        { "createdAt": bson::DateTime::from_chrono(message.created_at), "_id": { "$lt": &message.id } },
+                    ],
+                },
+            ))
             .await
             .map_err(JobError::transient)?;
         if let Some(earlier) = earlier

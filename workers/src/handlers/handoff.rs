@@ -72,7 +72,7 @@ pub async fn instead_of_a_reply(
     note.reply_to = Some(question.id.clone());
     note.dedup_key = Some(reply_dedup_key(&question.id));
     note.metadata = metadata;
-    if !conversations::insert_message(db, &note)
+    if !conversations::insert_message(db, &ctx.state.platform.kv, &note)
         .await
         .map_err(JobError::transient)?
     {

@@ -130,7 +130,7 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
             .await
             .map_err(llm_error)?;
             if let Err(e) = usage::record_tokens(
-                db,
+                platform,
                 &ctx.tenant_id,
                 document.agent_id.as_deref(),
                 Some(&p.id),

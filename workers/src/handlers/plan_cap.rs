@@ -19,9 +19,15 @@ pub const NOTE: &str =
 
 pub async fn reached(ctx: &JobContext) -> Result<Option<CapReached>, JobError> {
     let platform = &ctx.state.platform;
-    plan_caps::bot_cap_reached(&platform.db, &platform.config, &ctx.tenant_id, Utc::now())
-        .await
-        .map_err(JobError::transient)
+    plan_caps::bot_cap_reached(
+        &platform.db,
+        &platform.kv,
+        &platform.config,
+        &ctx.tenant_id,
+        Utc::now(),
+    )
+    .await
+    .map_err(JobError::transient)
 }
 
 pub async fn hand_over(

@@ -350,7 +350,7 @@ async fn store_locked(
         created_at: now,
         updated_at: now,
     };
-    if !conversations::insert_message(db, &message)
+    if !conversations::insert_message(db, &ctx.state.platform.kv, &message)
         .await
         .map_err(JobError::transient)?
     {

@@ -127,7 +127,7 @@ async fn from_provider(
         output.model.as_str()
     };
     if let Err(e) = usage::record_tokens(
-        &platform.db,
+        platform,
         &ctx.tenant_id,
         conversation.agent_id.as_deref(),
         Some(&provider.id),

@@ -49,7 +49,7 @@ impl Handle for TestAiProvider {
         match result {
             Ok(out) => {
                 if let Err(e) = usage::record_tokens(
-                    &platform.db,
+                    platform,
                     &ctx.tenant_id,
                     None,
                     Some(&provider.id),

@@ -227,7 +227,7 @@ async fn answer_locked(
     reply.reply_to = Some(question.id.clone());
     reply.dedup_key = Some(reply_dedup_key(&question.id));
     reply.metadata = answer.metadata();
-    if !conversations::insert_message(db, &reply)
+    if !conversations::insert_message(db, &ctx.state.platform.kv, &reply)
         .await
         .map_err(JobError::transient)?
     {

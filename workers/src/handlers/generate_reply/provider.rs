@@ -38,7 +38,7 @@ pub(super) async fn record_usage(
         output.model.as_str()
     };
     if let Err(e) = usage::record_tokens(
-        &ctx.state.platform.db,
+        &ctx.state.platform,
         &ctx.tenant_id,
         Some(&agent.id),
         Some(&provider.id),
