@@ -9,7 +9,9 @@
 //! whitespace; a word is only cut when it alone is longer than the window.
 //! Consecutive chunks share about [`ChunkOptions::overlap_chars`] characters,
 //! starting at a sentence or word boundary, so a fact straddling a cut is
-//! whole in at least one chunk.
+//! whole in at least one chunk. A sheet's rows are records of their own:
+//! its chunks are runs of whole rows (a row is cut only when it alone is
+//! longer than the window) and do not repeat the previous chunk's last row.
 //!
 //! Positions and lengths count Unicode scalar values (`char`s), never bytes,
 //! so no chunk can end inside a multi-byte character. The output depends
@@ -62,6 +64,7 @@ pub fn chunk(sections: &[Section], options: ChunkOptions) -> Vec<Chunk> {
     let mut chunks = Vec::new();
     for (section_index, section) in sections.iter().enumerate() {
         let chars: Vec<char> = section.text.chars().collect();
+        let overlap = if section.sheet.is_some() { 0 } else { overlap };
         for (start, end) in windows(&chars, target, overlap) {
             chunks.push(Chunk {
                 index: chunks.len(),
@@ -516,6 +519,46 @@ mod tests {
         );
         let indexes: Vec<usize> = chunks.iter().map(|c| c.index).collect();
         assert_eq!(indexes, (0..chunks.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn sheet_chunks_are_runs_of_whole_rows_without_overlap() {
+        let rows: Vec<String> = (0..200)
+            .map(|i| {
+                format!(
+                    "Product: item {i}; Price: {}; Notes: in stock since March",
+                    i * 3
+                )
+            })
+            .collect();
+        let text = rows.join("\n");
+        let sheet = Section {
+            text: text.clone(),
+            page: None,
+            sheet: Some("Prices".to_owned()),
+        };
+        let o = opts(600, 200);
+        let chunks = chunk(&[sheet], o);
+        assert!(chunks.len() > 1);
+        let mut seen = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            assert!(c.text.chars().count() <= 600);
+            if i > 0 {
+                assert!(c.char_start >= chunks[i - 1].char_end, "no row is repeated");
+            }
+            for line in c.text.lines() {
+                assert!(rows.iter().any(|r| r == line), "whole rows only: {line:?}");
+                seen.push(line.to_owned());
+            }
+        }
+        assert_eq!(seen, rows, "every row once, in order");
+        // Prose keeps its overlap.
+        let prose_chunks = chunk(&[section(&prose(60))], o);
+        assert!(
+            prose_chunks
+                .windows(2)
+                .any(|w| w[1].char_start < w[0].char_end)
+        );
     }
 
     #[test]

@@ -41,12 +41,15 @@
 //! - Dense vectors use cosine distance under the name `dense`.
 //! - Writes are batched ([`UPSERT_BATCH`] points per request) and wait for
 //!   the store to apply them (`wait=true` on the server; the embedded store
-//!   flushes to disk after each batch).
+//!   flushes to disk once per `upsert` call, after all its batches).
 //!
 //! Limits of the embedded store (Qdrant Edge 0.7.2), acceptable for one
 //! host and modest corpora, the reason production sets `QDRANT_URL`:
-//! - Edge runs no background optimizer: points live in appendable segments,
-//!   dense search is exhaustive and deleted points are not vacuumed.
+//! - Edge runs no background optimizer: the embedded store runs it after
+//!   each write call, which seals an appendable segment into an indexed
+//!   one once it holds about 2,500 points of sparse vectors (inserts into
+//!   an appendable segment's sparse index cost time proportional to its
+//!   size) and vacuums segments with many deleted points.
 //! - Edge writes every update to its write-ahead log (`wal/` in the
 //!   collection's directory) but never reads or truncates it in 0.7.2
 //!   (durability comes from flushing the segments after each write), so the
@@ -78,6 +81,10 @@ pub const SPARSE_VECTOR: &str = "bm25";
 pub const DENSE_VECTOR: &str = "dense";
 /// Points per upsert request.
 pub const UPSERT_BATCH: usize = 128;
+/// Points an ingestion hands to [`VectorStore::upsert`] per call: a call
+/// is one flush of the embedded store, so a document's points go in a few
+/// large calls rather than many small ones.
+pub const INDEX_BATCH: usize = 2048;
 /// The collection of sparse-only points (no embedding model configured).
 pub const SPARSE_ONLY_COLLECTION: &str = "chunks_bm25";
 /// Longest accepted collection name.

@@ -541,6 +541,101 @@ async fn embedded_store_batches_large_upserts_and_checks_dimensions() {
     );
 }
 
+/// Past the indexing threshold the embedded store has Edge's optimizer
+/// seal the appendable segment (whose inserts cost grew with its size):
+/// the points stay searchable, countable and deletable, and survive a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_seals_large_segments_and_keeps_every_point() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = CollectionSpec::sparse_only();
+    let words: Vec<String> = (0..400).map(|w| format!("term{w}")).collect();
+    let text = |i: u32| {
+        let mut t: Vec<&str> = (0..40)
+            .map(|k| words[((i as usize) * 7 + k * 13) % words.len()].as_str())
+            .collect();
+        let unique = format!("needle{i}");
+        t.push("common");
+        let mut s = t.join(" ");
+        s.push(' ');
+        s.push_str(&unique);
+        s
+    };
+    let points = |document: &str, from: u32, to: u32| -> Vec<Point> {
+        (from..to)
+            .map(|i| {
+                let mut p = chunk("t", "agent", document, i, &text(i), [0.0; DIM]);
+                p.dense = None;
+                p
+            })
+            .collect()
+    };
+    let segments = |dir: &std::path::Path| {
+        std::fs::read_dir(
+            dir.join("vectors/collections")
+                .join(&spec.name)
+                .join("segments"),
+        )
+        .expect("segments dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
+        .count()
+    };
+    {
+        let store = EmbeddedStore::open(dir.path()).await.expect("open");
+        store.ensure_collection(&spec).await.expect("create");
+        for (n, from) in (0..12_000).step_by(2_000).enumerate() {
+            let document = format!("doc-{}", n % 3);
+            store
+                .upsert(&spec.name, points(&document, from, from + 2_000))
+                .await
+                .expect("upsert");
+        }
+        assert!(
+            segments(dir.path()) > 1,
+            "the appendable segment was sealed into an indexed one"
+        );
+        assert_eq!(
+            store.count(&spec.name, "t", None).await.expect("count"),
+            12_000
+        );
+        for i in [5u32, 4_321, 11_999] {
+            let hits = store
+                .search(&spec.name, &SearchQuery::new("t", format!("needle{i}"), 3))
+                .await
+                .expect("search");
+            assert_eq!(hits.first().map(|h| h.payload.chunk_index), Some(i));
+        }
+        store
+            .delete_document(&spec.name, "t", "doc-0")
+            .await
+            .expect("delete");
+        assert_eq!(
+            store.count(&spec.name, "t", None).await.expect("count"),
+            8_000
+        );
+    }
+    let store = EmbeddedStore::open(dir.path()).await.expect("reopen");
+    assert_eq!(
+        store.count(&spec.name, "t", None).await.expect("count"),
+        8_000
+    );
+    let hits = store
+        .search(&spec.name, &SearchQuery::new("t", "needle4321", 3))
+        .await
+        .expect("search");
+    assert_eq!(hits.first().map(|h| h.payload.chunk_index), Some(4_321));
+    assert!(
+        store
+            .search(&spec.name, &SearchQuery::new("t", "needle5", 3))
+            .await
+            .expect("search")
+            .iter()
+            .all(|h| h.payload.document_id != "doc-0"),
+        "deleted points stay deleted after a restart"
+    );
+}
+
 fn qdrant_url() -> Option<String> {
     let url = std::env::var("QDRANT_URL")
         .ok()

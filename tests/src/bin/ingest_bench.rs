@@ -2,31 +2,42 @@
 //! searchable points, without the network or a provider:
 //!
 //! ```sh
-//! cargo run --release -p aigentable-tests --bin ingest_bench -- [--scale 1]
+//! cargo run --release -p aigentable-tests --bin ingest_bench -- [--scale 1] [--dir DIR] [--parallel 2]
 //! ```
 //!
-//! A corpus is generated in memory: multi-page PDFs (with the shared
-//! `extract::fixtures` builder), Word documents with paragraphs and tables
-//! (docx-rs) and workbooks with several sheets of rows (rust_xlsxwriter).
-//! Each file goes through what the `ingest_document` job runs: `sniff`,
-//! `extract_isolated` (a blocking thread with panic isolation and a time
-//! limit), chunking, BM25 vectors (`Point::new`) and upserts of 128 points
-//! into the embedded vector store (Qdrant Edge, flushed after each batch)
-//! in a temporary directory. Dense embeddings are left out: they depend on
-//! the provider's latency, not on this code.
+//! The corpus is generated in memory (multi-page PDFs with the shared
+//! `extract::fixtures` builder, Word documents with paragraphs and tables
+//! from docx-rs, workbooks with several sheets of rows from
+//! rust_xlsxwriter), or, with `--dir`, every file of a directory (so it can
+//! be run on the same files as another pipeline; kinds are told by
+//! content, as uploads are). Each file goes through what the
+//! `ingest_document` job runs: `sniff`, `extract_isolated` (a blocking
+//! thread with panic isolation and a time limit), chunking and BM25
+//! vectors on the blocking pool, then the document's points handed to the
+//! store [`INDEX_BATCH`] at a time. The store is the embedded one (Qdrant
+//! Edge) in a temporary directory, or the Qdrant server at `QDRANT_URL`
+//! (in a collection of its own, dropped at the end). Dense embeddings are
+//! left out: they depend on the provider's latency, not on this code.
 //!
-//! Reported per kind: documents, input size, pages or sheets, chunks,
-//! seconds per stage and throughput (pages/s for PDF, MB/s of input for
-//! DOCX and XLSX). One document at a time, as one ingest worker slot runs
-//! them.
+//! `--parallel` documents are ingested at once (default: the ingest
+//! queue's concurrency per worker process). Reported per kind: documents,
+//! input size, pages or sheets, chunks, the seconds each stage took summed
+//! over the documents, the wall-clock time and the throughput over it
+//! (pages/s for PDF, MB/s of input for the others).
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use futures::StreamExt;
 
+use aigentable_jobs::Queue;
 use aigentable_platform::chunking::{ChunkOptions, chunk};
-use aigentable_platform::extract::{ExtractLimits, extract_isolated, fixtures, sniff};
-use aigentable_vectors::{CollectionSpec, EmbeddedStore, Point, PointPayload, VectorStore};
+use aigentable_platform::extract::{DocKind, ExtractLimits, extract_isolated, fixtures, sniff};
+use aigentable_vectors::{
+    CollectionSpec, EmbeddedStore, INDEX_BATCH, Point, PointPayload, ServerStore, VectorStore,
+};
 
 const WORDS: &[&str] = &[
     "refund",
@@ -103,22 +114,37 @@ impl Text {
 
 struct Args {
     scale: usize,
+    dir: Option<PathBuf>,
+    parallel: usize,
 }
 
+const USAGE: &str = "usage: ingest_bench [--scale N] [--dir DIR] [--parallel N]";
+
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { scale: 1 };
+    let mut args = Args {
+        scale: 1,
+        dir: None,
+        parallel: Queue::Ingest.default_concurrency(),
+    };
     let mut it = std::env::args().skip(1);
+    let number = |name: &str, value: Option<String>| -> anyhow::Result<usize> {
+        Ok(value
+            .with_context(|| format!("{name} needs a value; {USAGE}"))?
+            .parse::<usize>()
+            .with_context(|| format!("{name} must be a number"))?
+            .max(1))
+    };
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--scale" => {
-                args.scale = it
-                    .next()
-                    .context("--scale needs a value")?
-                    .parse::<usize>()
-                    .context("--scale must be a number")?
-                    .max(1);
+            "--scale" => args.scale = number("--scale", it.next())?,
+            "--parallel" => args.parallel = number("--parallel", it.next())?,
+            "--dir" => {
+                args.dir = Some(PathBuf::from(
+                    it.next()
+                        .with_context(|| format!("--dir needs a value; {USAGE}"))?,
+                ));
             }
-            other => bail!("unknown argument {other}; usage: ingest_bench [--scale N]"),
+            other => bail!("unknown argument {other}; {USAGE}"),
         }
     }
     Ok(args)
@@ -193,6 +219,7 @@ fn xlsx(text: &mut Text, sheets: usize, rows: u32) -> anyhow::Result<Vec<u8>> {
     Ok(wb.save_to_buffer()?)
 }
 
+/// What one document cost, stage by stage.
 #[derive(Default)]
 struct Tally {
     documents: usize,
@@ -203,72 +230,150 @@ struct Tally {
     chunk_bm25: Duration,
     /// Removing the document's previous points (the job always does).
     delete: Duration,
-    /// Upserting the new points, 128 per flushed batch.
+    /// Handing the new points to the store, [`INDEX_BATCH`] per call.
     upsert: Duration,
 }
 
 impl Tally {
-    fn total(&self) -> Duration {
-        self.extract + self.chunk_bm25 + self.delete + self.upsert
+    fn add(&mut self, other: &Tally) {
+        self.documents += other.documents;
+        self.bytes += other.bytes;
+        self.units += other.units;
+        self.chunks += other.chunks;
+        self.extract += other.extract;
+        self.chunk_bm25 += other.chunk_bm25;
+        self.delete += other.delete;
+        self.upsert += other.upsert;
     }
 }
 
-/// The ingest job's path for one file; returns pages or sheets.
+/// The ingest job's path for one file.
 async fn ingest(
-    store: &EmbeddedStore,
-    collection: &str,
-    name: &str,
+    store: Arc<dyn VectorStore>,
+    collection: String,
+    name: String,
     id: usize,
     bytes: Vec<u8>,
-    tally: &mut Tally,
-) -> anyhow::Result<()> {
-    tally.documents += 1;
-    tally.bytes += bytes.len();
+) -> anyhow::Result<Tally> {
+    let mut tally = Tally {
+        documents: 1,
+        bytes: bytes.len(),
+        ..Tally::default()
+    };
     let started = Instant::now();
-    let kind = sniff(name, &bytes)?;
+    let kind = sniff(&name, &bytes)?;
     let extracted = extract_isolated(kind, bytes, ExtractLimits::default()).await?;
-    tally.extract += started.elapsed();
-    tally.units += u64::from(extracted.pages.or(extracted.sheets).unwrap_or(0));
+    tally.extract = started.elapsed();
+    tally.units = u64::from(extracted.pages.or(extracted.sheets).unwrap_or(0));
 
     let started = Instant::now();
-    let chunks = chunk(&extracted.sections, ChunkOptions::default());
     let document_id = format!("doc{id}");
-    let points: Vec<Point> = chunks
-        .into_iter()
-        .map(|c| {
-            Point::new(
-                PointPayload {
-                    tenant_id: "bench".to_owned(),
-                    agent_id: None,
-                    document_id: document_id.clone(),
-                    document_name: name.to_owned(),
-                    chunk_index: u32::try_from(c.index).unwrap_or(u32::MAX),
-                    page: c.page,
-                    sheet: c.sheet,
-                    text: c.text,
-                },
-                None,
-            )
+    let points: Vec<Point> = {
+        let document_id = document_id.clone();
+        tokio::task::spawn_blocking(move || {
+            chunk(&extracted.sections, ChunkOptions::default())
+                .into_iter()
+                .map(|c| {
+                    Point::new(
+                        PointPayload {
+                            tenant_id: "bench".to_owned(),
+                            agent_id: None,
+                            document_id: document_id.clone(),
+                            document_name: name.clone(),
+                            chunk_index: u32::try_from(c.index).unwrap_or(u32::MAX),
+                            page: c.page,
+                            sheet: c.sheet,
+                            text: c.text,
+                        },
+                        None,
+                    )
+                })
+                .collect()
         })
-        .collect();
-    tally.chunk_bm25 += started.elapsed();
-    tally.chunks += points.len();
+        .await?
+    };
+    tally.chunk_bm25 = started.elapsed();
+    tally.chunks = points.len();
 
     let started = Instant::now();
     store
-        .delete_document(collection, "bench", &document_id)
+        .delete_document(&collection, "bench", &document_id)
         .await?;
-    tally.delete += started.elapsed();
+    tally.delete = started.elapsed();
     let started = Instant::now();
-    for batch in points.chunks(aigentable_vectors::UPSERT_BATCH) {
-        store.upsert(collection, batch.to_vec()).await?;
+    for batch in points.chunks(INDEX_BATCH) {
+        store.upsert(&collection, batch.to_vec()).await?;
     }
-    tally.upsert += started.elapsed();
-    Ok(())
+    tally.upsert = started.elapsed();
+    Ok(tally)
 }
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
+}
+
+/// Named files.
+type Files = Vec<(String, Vec<u8>)>;
+/// Files by kind, labelled.
+type Corpus = Vec<(String, Files)>;
+
+/// The generated corpus, by kind.
+fn generated(scale: usize) -> anyhow::Result<Corpus> {
+    let mut text = Text(0x9e37_79b9_7f4a_7c15);
+    let named = |ext: &str, files: Vec<Vec<u8>>| -> Files {
+        files
+            .into_iter()
+            .enumerate()
+            .map(|(i, bytes)| (format!("file{i}.{ext}"), bytes))
+            .collect()
+    };
+    let pdfs: Vec<Vec<u8>> = (0..8 * scale).map(|_| pdf(&mut text, 25)).collect();
+    let docxs: Vec<Vec<u8>> = (0..8 * scale)
+        .map(|_| docx(&mut text, 400))
+        .collect::<anyhow::Result<_>>()?;
+    let xlsxs: Vec<Vec<u8>> = (0..8 * scale)
+        .map(|_| xlsx(&mut text, 3, 1500))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(vec![
+        ("PDF".to_owned(), named("pdf", pdfs)),
+        ("DOCX".to_owned(), named("docx", docxs)),
+        ("XLSX".to_owned(), named("xlsx", xlsxs)),
+    ])
+}
+
+/// Every regular file of `dir` (not recursive), grouped by the kind its
+/// content says, in name order; files no ingestion would take are named
+/// and skipped.
+fn from_dir(dir: &std::path::Path) -> anyhow::Result<Corpus> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    let mut kinds: Vec<(DocKind, Files)> = Vec::new();
+    for path in paths {
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match sniff(&name, &bytes) {
+            Ok(kind) => match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, files)) => files.push((name, bytes)),
+                None => kinds.push((kind, vec![(name, bytes)])),
+            },
+            Err(e) => eprintln!("skipped {}: {e}", path.display()),
+        }
+    }
+    if kinds.is_empty() {
+        bail!("{} holds no file ingestion takes", dir.display());
+    }
+    Ok(kinds
+        .into_iter()
+        .map(|(kind, files)| (kind.as_str().to_uppercase(), files))
+        .collect())
 }
 
 #[tokio::main]
@@ -278,84 +383,113 @@ async fn main() -> anyhow::Result<()> {
         "aigentable-ingest-bench-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    std::fs::create_dir_all(&dir)?;
-    let store = EmbeddedStore::open(&dir).await?;
-    let spec = CollectionSpec::sparse_only();
+    let qdrant_url = std::env::var("QDRANT_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    let (store, spec, where_): (Arc<dyn VectorStore>, CollectionSpec, String) = match &qdrant_url {
+        Some(url) => {
+            let api_key = std::env::var("QDRANT_API_KEY").ok();
+            let store = ServerStore::connect(url, api_key.as_deref()).await?;
+            // A collection of its own: nothing of a real deployment is
+            // touched, and the figures start from an empty collection.
+            let mut spec = CollectionSpec::sparse_only();
+            spec.name = format!("ingest_bench_{}", uuid::Uuid::new_v4().simple());
+            (Arc::new(store), spec, format!("the Qdrant server at {url}"))
+        }
+        None => {
+            std::fs::create_dir_all(&dir)?;
+            let store = EmbeddedStore::open(&dir).await?;
+            (
+                Arc::new(store),
+                CollectionSpec::sparse_only(),
+                "the embedded store (Qdrant Edge)".to_owned(),
+            )
+        }
+    };
     store.ensure_collection(&spec).await?;
 
-    let mut text = Text(0x9e37_79b9_7f4a_7c15);
-    let scale = args.scale;
-    println!("generating the corpus (scale {scale})...");
-    let pdfs: Vec<Vec<u8>> = (0..8 * scale).map(|_| pdf(&mut text, 25)).collect();
-    let docxs: Vec<Vec<u8>> = (0..8 * scale)
-        .map(|_| docx(&mut text, 400))
-        .collect::<anyhow::Result<_>>()?;
-    let xlsxs: Vec<Vec<u8>> = (0..8 * scale)
-        .map(|_| xlsx(&mut text, 3, 1500))
-        .collect::<anyhow::Result<_>>()?;
+    let corpus = match &args.dir {
+        Some(dir) => {
+            println!("reading {}...", dir.display());
+            from_dir(dir)?
+        }
+        None => {
+            println!("generating the corpus (scale {})...", args.scale);
+            generated(args.scale)?
+        }
+    };
+    println!(
+        "ingesting into {where_}, {} document(s) at a time, {} core(s)",
+        args.parallel,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
 
     let mut id = 0;
     let mut results = Vec::new();
-    for (label, ext, files) in [
-        ("PDF", "pdf", pdfs),
-        ("DOCX", "docx", docxs),
-        ("XLSX", "xlsx", xlsxs),
-    ] {
-        let mut tally = Tally::default();
-        for bytes in files {
+    for (label, files) in corpus {
+        let started = Instant::now();
+        let jobs = files.into_iter().map(|(name, bytes)| {
             id += 1;
-            ingest(
-                &store,
-                &spec.name,
-                &format!("file{id}.{ext}"),
-                id,
-                bytes,
-                &mut tally,
-            )
-            .await
-            .with_context(|| format!("{label} document {id}"))?;
+            let (store, collection, label) = (store.clone(), spec.name.clone(), label.clone());
+            async move {
+                let context = format!("{label} document {name}");
+                ingest(store, collection, name, id, bytes)
+                    .await
+                    .context(context)
+            }
+        });
+        let mut tally = Tally::default();
+        {
+            let mut running = futures::stream::iter(jobs).buffer_unordered(args.parallel);
+            while let Some(one) = running.next().await {
+                tally.add(&one?);
+            }
         }
-        results.push((label, tally));
+        results.push((label, tally, started.elapsed()));
     }
     let indexed = store.count(&spec.name, "bench", None).await?;
 
     println!();
     println!(
-        "| kind | documents | input | pages / sheets | chunks | points already stored | extract s | chunk + BM25 s | delete old s | upsert s | throughput |"
+        "| kind | documents | input | pages / sheets | chunks | points already stored | extract s | chunk + BM25 s | delete old s | upsert s | wall clock s | throughput |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut before = 0usize;
-    for (label, t) in &results {
+    for (label, t, wall) in &results {
         let mb = t.bytes as f64 / (1024.0 * 1024.0);
-        let total = secs(t.total());
-        let throughput = if *label == "PDF" {
-            format!("{:.0} pages/s", t.units as f64 / total)
+        let wall = secs(*wall);
+        let throughput = if label == "PDF" {
+            format!("{:.0} pages/s", t.units as f64 / wall)
         } else {
-            format!("{:.2} MB/s", mb / total)
+            format!("{:.2} MB/s", mb / wall)
         };
-        let units = match *label {
-            "PDF" => format!("{} pages", t.units),
-            "XLSX" => format!("{} sheets", t.units),
-            _ => "–".to_owned(),
+        let units = match (label.as_str(), t.units) {
+            ("PDF", n) => format!("{n} pages"),
+            (_, 0) => "–".to_owned(),
+            (_, n) => format!("{n} sheets"),
         };
         println!(
-            "| {label} | {} | {mb:.1} MB | {units} | {} | {before} | {:.2} | {:.2} | {:.2} | {:.2} | {throughput} ({:.0} chunks/s) |",
+            "| {label} | {} | {mb:.1} MB | {units} | {} | {before} | {:.2} | {:.2} | {:.2} | {:.2} | {wall:.2} | {throughput} ({:.0} chunks/s) |",
             t.documents,
             t.chunks,
             secs(t.extract),
             secs(t.chunk_bm25),
             secs(t.delete),
             secs(t.upsert),
-            t.chunks as f64 / total,
+            t.chunks as f64 / wall,
         );
         before += t.chunks;
     }
-    let chunks: usize = results.iter().map(|(_, t)| t.chunks).sum();
-    if indexed != chunks as u64 {
+    let chunks: usize = results.iter().map(|(_, t, _)| t.chunks).sum();
+    let counted = indexed == chunks as u64;
+    if qdrant_url.is_some() {
+        let _ = store.drop_collection(&spec.name).await;
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    if !counted {
         bail!("the store holds {indexed} points, {chunks} were written");
     }
     println!("\n{indexed} points in the store; all counted.");
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -14,14 +14,11 @@ use aigentable_platform::llm::index::{self, IndexedModel};
 use aigentable_platform::llm::{LlmClient, embedding};
 use aigentable_platform::model::{DocumentStatus, KnowledgeDocument};
 use aigentable_platform::usage;
-use aigentable_vectors::{CollectionSpec, Point, PointPayload};
+use aigentable_vectors::{CollectionSpec, INDEX_BATCH, Point, PointPayload};
 
 use super::knowledge::{llm_error, mark_failed, reconcile, stage, store, tenant_index, update};
 use crate::runner::{Handle, JobContext, JobError};
 use aigentable_jobs::types::IngestDocument;
-
-/// Points upserted per call: the 64 to 256.
-const UPSERT_BATCH: usize = 128;
 
 impl Handle for IngestDocument {
     async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
@@ -205,7 +202,7 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
         .await
         .map_err(JobError::transient)?;
     let mut done = 0usize;
-    for batch in points.chunks(UPSERT_BATCH) {
+    for batch in points.chunks(INDEX_BATCH) {
         store
             .upsert(&target.collection, batch.to_vec())
             .await
