@@ -11,15 +11,43 @@ use serde_json::{Value, json};
 
 /// A free plan with room for one of everything (and two users).
 fn tiny_plans() -> String {
+    plans_with_messages(1)
+}
+
+fn plans_with_messages(messages_per_month: u64) -> String {
     json!([{
         "id": "free", "name": "Free", "priceCents": 0, "currency": "USD",
         "limits": {
             "users": 2, "agents": 1, "channels": 1, "documents": 1,
             "storageBytes": 1000, "conversationsPerMonth": 10,
-            "messagesPerMonth": 1, "llmTokensPerMonth": 1000,
+            "messagesPerMonth": messages_per_month, "llmTokensPerMonth": 1000,
         },
     }])
     .to_string()
+}
+
+/// The tenant's newest conversation.
+async fn latest_conversation(app: &TestApp, admin: &aigentable_tests::Session) -> String {
+    let conversations = app.get("/api/v1/conversations", admin).await;
+    conversations.body["conversations"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no conversation: {:?}", conversations.body))
+        .to_owned()
+}
+
+/// Waits until the conversation is handed to staff; its body.
+async fn handed_over(
+    app: &TestApp,
+    admin: &aigentable_tests::Session,
+    conversation: &str,
+) -> Option<Value> {
+    app.eventually(Duration::from_secs(30), || async {
+        let c = app
+            .get(&format!("/api/v1/conversations/{conversation}"), admin)
+            .await;
+        (c.body["status"] == "WAITING").then_some(c.body)
+    })
+    .await
 }
 
 fn assert_limit(r: &Reply, limit: &str, value: u64, usage: u64) {
@@ -134,22 +162,12 @@ async fn over_the_monthly_cap_customers_are_kept_and_handed_to_a_human() {
     )
     .await;
     inbound::finished(&app, &admin, &job).await;
-    let conversations = app.get("/api/v1/conversations", &admin).await;
-    let conversation = conversations.body["conversations"][0]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no conversation: {:?}", conversations.body))
-        .to_owned();
+    let conversation = latest_conversation(&app, &admin).await;
 
     // The bot does not answer: a human gets the conversation, with a note.
-    let waiting = app
-        .eventually(Duration::from_secs(30), || async {
-            let c = app
-                .get(&format!("/api/v1/conversations/{conversation}"), &admin)
-                .await;
-            (c.body["status"] == "WAITING").then_some(c.body)
-        })
-        .await;
-    let waiting = waiting.expect("the conversation was handed over");
+    let waiting = handed_over(&app, &admin, &conversation)
+        .await
+        .expect("the conversation was handed over");
     assert_eq!(waiting["handoff"]["reason"], "monthly_cap", "{waiting}");
     let stored = inbound::stored_messages(&app, &admin, &conversation).await;
     let customer = stored
@@ -185,15 +203,7 @@ async fn over_the_monthly_cap_customers_are_kept_and_handed_to_a_human() {
 /// reaches a cap of three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monthly_count_follows_each_stored_message() {
-    let plans = json!([{
-        "id": "free", "name": "Free", "priceCents": 0, "currency": "USD",
-        "limits": {
-            "users": 2, "agents": 1, "channels": 1, "documents": 1,
-            "storageBytes": 1000, "conversationsPerMonth": 10,
-            "messagesPerMonth": 3, "llmTokensPerMonth": 1000,
-        },
-    }])
-    .to_string();
+    let plans = plans_with_messages(3);
     let app = spawn_app_with(&[("PLANS_JSON", &plans)]).await;
     let admin = app.register("Counted messages").await;
     let agent_id = crate::replies::agent_with_document(&app, &admin, json!({})).await;
@@ -221,11 +231,7 @@ async fn the_monthly_count_follows_each_stored_message() {
     )
     .await;
     inbound::finished(&app, &admin, &job).await;
-    let conversations = app.get("/api/v1/conversations", &admin).await;
-    let conversation = conversations.body["conversations"][0]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no conversation: {:?}", conversations.body))
-        .to_owned();
+    let conversation = latest_conversation(&app, &admin).await;
     let answered = app
         .eventually(Duration::from_secs(30), || async {
             let s = senders(conversation.clone()).await;
@@ -249,13 +255,7 @@ async fn the_monthly_count_follows_each_stored_message() {
     )
     .await;
     inbound::finished(&app, &admin, &job).await;
-    let waiting = app
-        .eventually(Duration::from_secs(30), || async {
-            let c = app
-                .get(&format!("/api/v1/conversations/{conversation}"), &admin)
-                .await;
-            (c.body["status"] == "WAITING").then_some(c.body)
-        })
+    let waiting = handed_over(&app, &admin, &conversation)
         .await
         .expect("the third message of the month reached the cap");
     assert_eq!(waiting["handoff"]["reason"], "monthly_cap", "{waiting}");
