@@ -109,12 +109,9 @@ pub async fn record_tokens(
     db.unscoped::<Document>(collections::TOKEN_USAGE)
         .insert_one(entry)
         .await?;
-    let key = counters::key(kv, tenant, current_period(Utc::now()).0);
     let tokens = u64::from(usage.total_tokens);
-    if tokens > 0
-        && let Err(e) = counters::add(kv, &key, counters::LLM_TOKENS, tokens).await
-    {
-        tracing::warn!(tenant_id = %tenant, error = %e, "tokens not counted in the usage counters");
+    if tokens > 0 {
+        add_to_counter(kv, tenant, Utc::now(), counters::LLM_TOKENS, tokens).await;
     }
     Ok(())
 }
@@ -252,12 +249,17 @@ pub async fn period_messages_and_tokens(
     }
 }
 
-/// Adds a stored message to its month's counter (when seeded). Best
-/// effort: a lost increment only delays a cap by one message.
+/// Adds a stored message to its month's counter (when seeded).
 pub async fn count_message(kv: &Kv, tenant: &TenantId, at: DateTime<Utc>) {
+    add_to_counter(kv, tenant, at, counters::MESSAGES, 1).await;
+}
+
+/// Adds `amount` to `field` of the counters of `at`'s month. Best effort:
+/// a lost increment only delays a cap a little.
+async fn add_to_counter(kv: &Kv, tenant: &TenantId, at: DateTime<Utc>, field: &str, amount: u64) {
     let key = counters::key(kv, tenant, current_period(at).0);
-    if let Err(e) = counters::add(kv, &key, counters::MESSAGES, 1).await {
-        tracing::warn!(tenant_id = %tenant, error = %e, "message not counted in the usage counters");
+    if let Err(e) = counters::add(kv, &key, field, amount).await {
+        tracing::warn!(tenant_id = %tenant, error = %e, field, "not counted in the usage counters");
     }
 }
 

@@ -116,19 +116,20 @@ impl Handle for DeliverMessage {
 
         // Conversation order: an earlier outbound message still on its way
         // goes first. On the last attempt we send anyway rather than never.
+        let created = bson::DateTime::from_chrono(message.created_at);
         let earlier = messages
             .find_one(narrowed(
                 doc! {
                     "conversationId": &message.conversation_id,
-                    "createdAt": { "$lte": bson::DateTime::from_chrono(message.created_at) },
+                    "createdAt": { "$lte": created },
                 },
                 doc! {
                     "direction": "OUTBOUND",
                     "status": { "$in": ["QUEUED", "SENDING"] },
                     "_id": { "$ne": &message.id },
                     "$or": [
-                        { "createdAt": { "$lt": bson::DateTime::from_chrono(message.created_at) } },
-                        { "createdAt": bson::DateTime::from_chrono(message.created_at), "_id": { "$lt": &message.id } },
+                        { "createdAt": { "$lt": created } },
+                        { "createdAt": created, "_id": { "$lt": &message.id } },
                     ],
                 },
             ))
