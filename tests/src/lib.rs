@@ -458,6 +458,23 @@ impl TestApp {
             .collect()
     }
 
+    /// Waits (at most `within`) until workers of another process have
+    /// settled every job in Redis; the ones still pending after that.
+    /// A response can reach the test before its job settles (a search
+    /// answers from inside its handler), so a test that stops such a
+    /// process first waits here.
+    pub async fn settled_by_workers(&self, within: Duration) -> Vec<String> {
+        let idle = self
+            .eventually(within, || async {
+                self.pending_jobs().await.is_empty().then_some(())
+            })
+            .await;
+        match idle {
+            Some(()) => Vec::new(),
+            None => self.pending_jobs().await,
+        }
+    }
+
     /// Jobs still waiting or running in Redis, as `type: n`.
     pub async fn pending_jobs(&self) -> Vec<String> {
         let mut pending = Vec::new();

@@ -299,6 +299,11 @@ async fn a_stopped_workers_process_hands_its_reply_back_without_spending_an_atte
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(scene.sends().values().sum::<usize>(), 1, "answered once");
+    let pending = scene.app.settled_by_workers(Duration::from_secs(30)).await;
+    assert!(
+        pending.is_empty(),
+        "the workers settled every job: {pending:?}"
+    );
     drop(second);
     scene.app.cleanup().await;
 }
@@ -376,16 +381,28 @@ async fn a_killed_workers_process_leaves_every_document_indexed_once() {
             .await;
         assert!(doc.is_some(), "document {id} was indexed");
     }
-    let jobs: Vec<JobRecord> = app
-        .platform
-        .db
-        .unscoped::<JobRecord>("jobs")
-        .find(doc! { "type": "ingest_document" })
-        .await
-        .expect("jobs")
-        .try_collect()
-        .await
-        .expect("jobs");
+    // The handler marks the document READY before its job record settles.
+    let ingestions = || async {
+        app.platform
+            .db
+            .unscoped::<JobRecord>("jobs")
+            .find(doc! { "type": "ingest_document" })
+            .await
+            .expect("jobs")
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("jobs")
+    };
+    let settled = app
+        .eventually(Duration::from_secs(30), || async {
+            let jobs = ingestions().await;
+            jobs.iter().all(|j| j.status.is_terminal()).then_some(jobs)
+        })
+        .await;
+    let jobs = match settled {
+        Some(jobs) => jobs,
+        None => ingestions().await,
+    };
     assert_eq!(jobs.len(), DOCS, "one ingestion job per document");
     assert!(
         jobs.iter()
@@ -417,6 +434,11 @@ async fn a_killed_workers_process_leaves_every_document_indexed_once() {
         );
         assert_eq!(found[0]["documentId"], id.as_str());
     }
+    let pending = scene.app.settled_by_workers(Duration::from_secs(30)).await;
+    assert!(
+        pending.is_empty(),
+        "the workers settled every job: {pending:?}"
+    );
     drop(second);
     scene.app.cleanup().await;
 }
