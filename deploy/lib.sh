@@ -153,8 +153,12 @@ ensure_redis() {
         die "redis: nothing answers at $REDIS_URL (not a local address: start it yourself)"
     if ! command -v redis-server >/dev/null 2>&1; then
         apt_install redis-server
-        # The package may have started a system service already.
+        # The package may have started a system service already (without
+        # persistence by default: queued jobs and accepted webhooks live in
+        # Redis, so it gets an append-only file).
         if redis_ping "$REDIS_URL"; then
+            redis-cli -u "$REDIS_URL" CONFIG SET appendonly yes >/dev/null 2>&1 ||
+                log "redis: could not turn on the append-only file of the system service"
             log "redis: answering at $REDIS_URL (system service)"
             return 0
         fi
@@ -162,7 +166,7 @@ ensure_redis() {
     mkdir -p "$DEV_DATA_DIR"
     log "redis: starting redis-server on 127.0.0.1:$port (log: $DEV_DATA_DIR/redis.log)"
     redis-server --daemonize yes --bind 127.0.0.1 --port "$port" \
-        --save "" --appendonly no --dir "$DEV_DATA_DIR" \
+        --save "" --appendonly yes --dir "$DEV_DATA_DIR" \
         --logfile "$DEV_DATA_DIR/redis.log" --pidfile "$DEV_DATA_DIR/redis.pid" ||
         die "redis: redis-server failed to start; see $DEV_DATA_DIR/redis.log"
     for ((i = 0; i < 50; i++)); do

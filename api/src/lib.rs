@@ -36,6 +36,11 @@ pub use crate::state::AppState;
 impl AppState {
     pub async fn new(platform: Platform) -> anyhow::Result<Self> {
         let jobs = JobClient::connect(&platform).await?;
+        if aigentable_jobs::queue::append_only(&mut jobs.connection()).await == Some(false) {
+            tracing::warn!(
+                "redis has no append-only file: a restart loses queued jobs and accepted webhooks not yet stored (run it with --appendonly yes)"
+            );
+        }
         // Only a shared Qdrant server: the embedded store belongs to the workers.
         let vectors = match &platform.config.qdrant_url {
             Some(url) => Some(
@@ -52,11 +57,17 @@ impl AppState {
             ),
             None => None,
         };
+        let routes = aigentable_platform::channels::routes::ChannelRoutes::start(
+            platform.config.redis_url.expose(),
+            &platform.config.redis_namespace,
+        )
+        .await?;
         Ok(Self {
             platform,
             jobs,
             vectors,
             metrics: metrics::Metrics::new()?,
+            routes,
             started_at: Instant::now(),
         })
     }

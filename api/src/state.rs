@@ -14,6 +14,9 @@ pub struct AppState {
     /// through the workers, which own the embedded store.
     pub vectors: Option<std::sync::Arc<dyn aigentable_vectors::VectorStore>>,
     pub metrics: Metrics,
+    /// Channels by routing key and id, for the webhooks (no database read
+    /// per delivery; see `platform::channels::routes`).
+    pub routes: aigentable_platform::channels::routes::ChannelRoutes,
     pub started_at: std::time::Instant,
 }
 

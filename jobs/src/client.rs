@@ -177,6 +177,67 @@ impl JobClient {
         Ok(record)
     }
 
+    /// Queues an unrecorded job carrying only those of `items` (each with
+    /// its dedup key) that no job carried in the last `dedup_ttl`, in one
+    /// Redis round trip: the keys are set and the job pushed by one script.
+    /// `job` is encoded with the items in its `items` field. Answers the
+    /// job id and how many items it carries, or `None` when every item was
+    /// a duplicate (nothing queued).
+    pub async fn enqueue_fresh<J: Job, I: serde::Serialize>(
+        &self,
+        tenant: &TenantId,
+        job: J,
+        items: &[(String, I)],
+        dedup_ttl: Duration,
+    ) -> Result<Option<(String, usize)>, EnqueueError> {
+        debug_assert!(!J::RECORDED, "a recorded job is queued with enqueue");
+        let id = JobId::new().into_inner();
+        let encode = |e: serde_json::Error| EnqueueError::Encode(e.to_string());
+        let mut envelope = serde_json::to_value(Envelope {
+            job_id: id.clone(),
+            tenant_id: tenant.to_string(),
+            payload: job,
+        })
+        .map_err(encode)?;
+        // The script writes the fresh items where this marker stands: the
+        // id is new, so no payload text can contain it already.
+        let marker = format!("items-of-{id}");
+        match envelope.get_mut("payload").and_then(|p| p.get_mut("items")) {
+            Some(slot) => *slot = serde_json::Value::String(marker.clone()),
+            None => {
+                return Err(EnqueueError::Encode(format!(
+                    "{} has no items field",
+                    J::NAME
+                )));
+            }
+        }
+        let text = serde_json::to_string(&envelope).map_err(encode)?;
+        let Some((head, tail)) = text.split_once(&format!("\"{marker}\"")) else {
+            return Err(EnqueueError::Encode("items marker not found".to_owned()));
+        };
+        let items = items
+            .iter()
+            .map(|(key, item)| Ok((key.clone(), serde_json::to_string(item).map_err(encode)?)))
+            .collect::<Result<Vec<_>, EnqueueError>>()?;
+        let keys = QueueKeys::for_job::<J>(&self.namespace);
+        let mut conn = self.conn.clone();
+        let fresh = queue::push_fresh(
+            &mut conn,
+            &keys,
+            (&id, tenant.as_str()),
+            (head, tail),
+            &items,
+            dedup_ttl,
+        )
+        .await
+        .map_err(|e| EnqueueError::Queue(e.to_string()))?;
+        if fresh == 0 {
+            return Ok(None);
+        }
+        tracing::debug!(job_id = %id, tenant_id = %tenant, job_type = J::NAME, items = fresh, "job queued with its fresh items");
+        Ok(Some((id, fresh)))
+    }
+
     /// Takes the idempotency key `field` for the job `ours`, still to be
     /// recorded, or answers the active job that holds it. A key whose job
     /// has ended is taken over (settling a job frees its key too; this

@@ -12,7 +12,19 @@ use std::sync::Arc;
 
 use aigentable_jobs::{EnqueueError, JobClient};
 use aigentable_platform::Platform;
+use aigentable_platform::channels::routes::ChannelRoutes;
+use aigentable_platform::ids::TenantId;
+use aigentable_platform::model::Channel;
 use aigentable_vectors::VectorStore;
+
+/// A channel could not be read (retry later).
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelLookupError {
+    #[error("channel cache not started: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Db(#[from] aigentable_platform::db::DbError),
+}
 
 /// State injected into every job handler.
 #[derive(Clone)]
@@ -27,6 +39,9 @@ pub struct WorkerState {
     /// Follow-up jobs (replies, deliveries, requeues) share one client per
     /// worker state, connected on first use.
     jobs: Arc<tokio::sync::OnceCell<JobClient>>,
+    /// Channels by id, cached until a change is announced (see
+    /// `platform::channels::routes`); started on first use.
+    channels: Arc<tokio::sync::OnceCell<ChannelRoutes>>,
 }
 
 impl std::fmt::Debug for WorkerState {
@@ -53,6 +68,7 @@ impl WorkerState {
             mailer,
             vectors: None,
             jobs: Arc::default(),
+            channels: Arc::default(),
         })
     }
 
@@ -61,6 +77,24 @@ impl WorkerState {
         self.jobs
             .get_or_try_init(|| JobClient::connect(&self.platform))
             .await
+    }
+
+    /// This tenant's channel `id`, from the process's cache.
+    pub async fn channel(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<Arc<Channel>>, ChannelLookupError> {
+        let routes = self
+            .channels
+            .get_or_try_init(|| {
+                ChannelRoutes::start(
+                    self.platform.config.redis_url.expose(),
+                    &self.platform.config.redis_namespace,
+                )
+            })
+            .await?;
+        Ok(routes.of_tenant(&self.platform.db, tenant, id).await?)
     }
 
     /// Opens the vector store from the configuration (`QDRANT_URL`, else the

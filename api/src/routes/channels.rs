@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 
 use aigentable_jobs::types::{RegisterWebhook, TestChannel};
 use aigentable_jobs::{Requester, events};
+use aigentable_platform::channels::routes;
 use aigentable_platform::channels::settings::{self, SettingsError, secret_names};
 use aigentable_platform::channels::setup::{self, MissingField, Setup};
 use aigentable_platform::crypto::{mask, random_token};
@@ -418,6 +419,7 @@ pub async fn create(
         .insert(&channel)
         .await?;
     tracing::info!(tenant_id = %who.tenant_id, channel_id = %channel.id, channel_type = channel_type.as_str(), "channel created");
+    routes::announce_change(&state.platform.kv, &channel.id).await;
     if channel_type == ChannelType::Telegram
         && channel.is_active
         && channel.secrets.contains_key("botToken")
@@ -553,6 +555,7 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Chan
         .await?
         .ok_or(ApiError::NotFound("channel"))?;
     tracing::info!(tenant_id = %who.tenant_id, channel_id = %id, status = updated.status.as_str(), "channel updated");
+    routes::announce_change(&state.platform.kv, &id).await;
     events::channel_updated(
         &state.platform.kv,
         updated.tenant_id.as_str(),
@@ -589,6 +592,7 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
         return Err(ApiError::NotFound("channel"));
     }
     tracing::info!(tenant_id = %who.tenant_id, channel_id = %id, "channel deleted");
+    routes::announce_change(&app(depot).platform.kv, &id).await;
     crate::realtime_sessions::revoke_channel(app(depot), &id).await;
     res.status_code(StatusCode::NO_CONTENT);
     Ok(())

@@ -1,20 +1,25 @@
 //! `/api/v1/webhooks/...`: public endpoints the providers call.
 //!
 //! Every delivery is authenticated on its raw bytes before anything is
-//! stored (Meta: `X-Hub-Signature-256` with the channel's app secret;
-//! Telegram: the secret token header), deduplicated per provider message id
-//! with a Redis `SET NX` (the unique `messages.dedupKey` index is the
-//! durable backstop), stored as a [`WebhookEvent`] per channel and handed to
-//! a `process_inbound` job. The answer is immediate: providers retry slow
-//! or failed deliveries.
+//! queued (Meta: `X-Hub-Signature-256` with the channel's app secret;
+//! Telegram: the secret token header). Accepting it then takes one Redis
+//! round trip and no database write: one script deduplicates the items per
+//! provider message id (the unique `messages.dedupKey` index is the durable
+//! backstop) and queues the fresh ones as a `receive_inbound` job, whose
+//! worker stores the event and processes it. The channel comes from the
+//! in-process routing cache (`platform::channels::routes`), which every
+//! channel change invalidates across replicas. Redis runs with an
+//! append-only file in every shipped configuration, so a delivery is only
+//! acknowledged once Redis holds it; when Redis cannot take it the answer
+//! is 503 with `Retry-After`, and the provider delivers it again.
 //!
 //! Which app secret to check a Meta delivery with depends on the channel
 //! the payload names, so the routing ids (and nothing else) are read first,
 //! in linear time and at most [`parse::MAX_META_ENTRIES`] of them (Meta's
 //! own batch limit; more is a 400): an unsigned request costs one bounded
-//! parse and one indexed lookup. Nothing is parsed further, stored or
-//! queued until the signature holds. Only channels whose account the
-//! provider confirmed (a claimed `routingKey`) are routed to.
+//! parse and a cache lookup. Nothing is parsed further or queued until the
+//! signature holds. Only channels whose account the provider confirmed (a
+//! claimed `routingKey`) are routed to.
 
 use std::collections::HashMap;
 
@@ -23,12 +28,11 @@ use chrono::Utc;
 use salvo::http::header::CONTENT_TYPE;
 use salvo::prelude::*;
 
-use aigentable_jobs::Requester;
-use aigentable_jobs::types::ProcessInbound;
+use aigentable_jobs::types::ReceiveInbound;
 use aigentable_platform::channels::{parse, routing_key, signature};
 use aigentable_platform::ids::{looks_like_id, new_id};
 use aigentable_platform::model::channel::COLLECTION as CHANNELS;
-use aigentable_platform::model::{Channel, ChannelType, InboundItem, WebhookEvent};
+use aigentable_platform::model::{Channel, ChannelType, InboundItem};
 
 use crate::error::{ApiError, ApiResult, Reason};
 use crate::state::{AppState, app};
@@ -41,7 +45,7 @@ pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 const MAX_APP_SECRETS_PER_DELIVERY: usize = 4;
 
 /// A retried delivery within this window enqueues nothing new.
-const DEDUP_TTL_SECS: u64 = 48 * 3600;
+const DEDUP_TTL: std::time::Duration = std::time::Duration::from_secs(48 * 3600);
 
 async fn raw_body(req: &mut Request) -> ApiResult<Vec<u8>> {
     req.payload_with_max_size(WEBHOOK_BODY_LIMIT)
@@ -89,86 +93,47 @@ fn dedup_id(item: &InboundItem) -> String {
     }
 }
 
-/// Drops the items seen before, stores the rest as one event and queues it.
-/// Answers the event id, or `None` when everything was a duplicate.
+/// Queues the items not seen before as one event, in one Redis round trip
+/// and with no database write (the worker stores the event). Answers the
+/// event id, or `None` when everything was a duplicate.
 pub async fn accept(
     state: &AppState,
     channel: &Channel,
     items: Vec<InboundItem>,
-    raw: &serde_json::Value,
+    raw: serde_json::Value,
 ) -> ApiResult<Option<String>> {
     let kv = &state.platform.kv;
-    let keys: Vec<String> = items
-        .iter()
-        .map(|i| kv.key(&["webhook-dedup", &channel.id, &dedup_id(i)]))
+    let items: Vec<(String, InboundItem)> = items
+        .into_iter()
+        .map(|i| (kv.key(&["webhook-dedup", &channel.id, &dedup_id(&i)]), i))
         .collect();
-    let mut pipe = redis::pipe();
-    for key in &keys {
-        pipe.cmd("SET")
-            .arg(key)
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(DEDUP_TTL_SECS);
-    }
-    let mut conn = kv.conn();
-    let won: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(|e| {
-        tracing::warn!(tenant_id = %channel.tenant_id, channel_id = %channel.id, error = %e, "webhook not accepted: redis unavailable");
-        not_durable()
-    })?;
-    let mut fresh = Vec::new();
-    let mut claimed = Vec::new();
-    for ((item, key), won) in items.into_iter().zip(keys).zip(won) {
-        if won.is_some() {
-            fresh.push(item);
-            claimed.push(key);
-        }
-    }
-    if fresh.is_empty() {
-        tracing::debug!(tenant_id = %channel.tenant_id, channel_id = %channel.id, "duplicate webhook delivery ignored");
-        return Ok(None);
-    }
-    let event = WebhookEvent {
-        id: new_id(),
-        tenant_id: channel.tenant_id.clone(),
+    let event_id = new_id();
+    let job = ReceiveInbound {
         channel_id: channel.id.clone(),
         channel_type: channel.channel_type,
-        items: fresh,
-        raw: bson::to_document(raw).unwrap_or_default(),
-        created_at: Utc::now(),
+        event_id: event_id.clone(),
+        raw,
+        received_at: Utc::now(),
+        items: Vec::new(),
     };
-    let stored = async {
-        state
-            .platform
-            .db
-            .scoped::<WebhookEvent>(&channel.tenant_id)
-            .insert(&event)
-            .await?;
-        state
-            .jobs
-            .enqueue(
-                &channel.tenant_id,
-                Requester::System,
-                ProcessInbound {
-                    channel_id: channel.id.clone(),
-                    event_id: event.id.clone(),
-                },
-            )
-            .await?;
-        Ok::<_, ApiError>(())
+    let queued = state
+        .jobs
+        .enqueue_fresh(&channel.tenant_id, job, &items, DEDUP_TTL)
+        .await
+        .map_err(|e| {
+            tracing::warn!(tenant_id = %channel.tenant_id, channel_id = %channel.id, error = %e, "webhook not accepted: it could not be queued");
+            not_durable()
+        })?;
+    match queued {
+        Some((job_id, fresh)) => {
+            tracing::info!(tenant_id = %channel.tenant_id, channel_id = %channel.id, event_id = %event_id, job_id = %job_id, items = fresh, "webhook event accepted");
+            Ok(Some(event_id))
+        }
+        None => {
+            tracing::debug!(tenant_id = %channel.tenant_id, channel_id = %channel.id, "duplicate webhook delivery ignored");
+            Ok(None)
+        }
     }
-    .await;
-    if let Err(e) = stored {
-        // Let the provider's retry through: it is the only copy we get.
-        let _ = redis::cmd("DEL")
-            .arg(&claimed)
-            .query_async::<()>(&mut conn)
-            .await;
-        tracing::warn!(tenant_id = %channel.tenant_id, channel_id = %channel.id, error = %e, "webhook not accepted: it could not be stored");
-        return Err(not_durable());
-    }
-    tracing::info!(tenant_id = %channel.tenant_id, channel_id = %channel.id, event_id = %event.id, items = event.items.len(), "webhook event accepted");
-    Ok(Some(event.id))
 }
 
 fn plain(res: &mut Response, status: StatusCode, body: String) {
@@ -286,19 +251,11 @@ async fn meta_delivery(
         _ => return Err(ApiError::bad_request("unsupported webhook object")),
     };
     let keys: Vec<String> = ids.iter().map(|id| routing_key(channel_type, id)).collect();
-    let channels: Vec<Channel> = {
-        use futures::TryStreamExt;
-        state
-            .platform
-            .db
-            .unscoped::<Channel>(CHANNELS)
-            .find(doc! { "routingKey": { "$in": &keys } })
-            .await
-            .map_err(ApiError::internal)?
-            .try_collect()
-            .await
-            .map_err(ApiError::internal)?
-    };
+    let channels = state
+        .routes
+        .by_routing_keys(&state.platform.db, &keys)
+        .await
+        .map_err(ApiError::internal)?;
     if channels.is_empty() {
         tracing::info!(object = %object, "webhook for no known channel");
         return Err(unknown_channel());
@@ -314,6 +271,7 @@ async fn meta_delivery(
     let mut verdicts: HashMap<String, bool> = HashMap::new();
     let verified: Vec<&Channel> = channels
         .iter()
+        .map(|c| &**c)
         .filter(|c| {
             let Some(sealed) = c.secrets.get("appSecret") else {
                 without_secret.push(c.id.clone());
@@ -368,7 +326,7 @@ async fn meta_delivery(
             state,
             channel,
             items,
-            &parse::meta_raw_for(&raw, &routing_id),
+            parse::meta_raw_for(&raw, &routing_id),
         )
         .await?;
     }
@@ -398,12 +356,11 @@ pub async fn telegram(req: &mut Request, depot: &mut Depot, res: &mut Response) 
     }
     // The path names the channel; its tenant is what we are looking for.
     let channel = state
-        .platform
-        .db
-        .unscoped::<Channel>(CHANNELS)
-        .find_one(doc! { "_id": &id, "type": ChannelType::Telegram.as_str() })
+        .routes
+        .by_id(&state.platform.db, &id)
         .await
         .map_err(ApiError::internal)?
+        .filter(|c| c.channel_type == ChannelType::Telegram)
         .ok_or_else(unknown_channel)?;
     let verdict = match &channel.webhook_secret {
         Some(expected) => {
@@ -422,7 +379,7 @@ pub async fn telegram(req: &mut Request, depot: &mut Depot, res: &mut Response) 
         && channel.is_active
     {
         let raw: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        accept(state, &channel, vec![item], &raw).await?;
+        accept(state, &channel, vec![item], raw).await?;
     } else {
         tracing::debug!(channel_id = %channel.id, update_id, "telegram update ignored");
     }

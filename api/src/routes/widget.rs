@@ -9,7 +9,7 @@
 //! returning browser proves its id with its earlier token, never by naming
 //! it); messages are rate-limited per visitor and per IP. Bodies are small
 //! and capped ([`WIDGET_BODY_LIMIT`]). A visitor message goes the same way as any
-//! provider webhook: a stored `WebhookEvent` and a `process_inbound` job.
+//! provider webhook: a `receive_inbound` job that stores and processes it.
 //! Replies reach the visitor over Socket.IO (namespace `/widget`, see
 //! `realtime_widget.rs`), with `GET .../messages` as the fallback.
 
@@ -360,7 +360,7 @@ pub async fn send_message(
         sent_at: Some(Utc::now()),
     };
     let raw = json!({ "visitorId": visitor_id, "clientMessageId": client_id, "text": text });
-    let event = accept(state, &channel, vec![item], &raw).await?;
+    let event = accept(state, &channel, vec![item], raw).await?;
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(VisitorMessageAccepted {
         client_message_id: client_id,

@@ -250,6 +250,56 @@ pub async fn push<J: Job>(
     Ok(invocation.invoke_async::<usize>(conn).await?)
 }
 
+/// Whether Redis writes an append-only file (`None` when it will not say,
+/// as managed services that refuse `CONFIG` do). Without one, a restart
+/// loses every queued job and every accepted webhook not yet stored.
+pub async fn append_only(conn: &mut ConnectionManager) -> Option<bool> {
+    let reply: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query_async(conn)
+        .await
+        .ok()?;
+    reply.get(1).map(|v| v == "yes")
+}
+
+/// Queues one new job whose envelope is `head`, the JSON array of the
+/// `items` not seen before, then `tail` (see [`scripts::PUSH_FRESH`]);
+/// each item is `(dedup key, item JSON)`. Returns how many were fresh (0:
+/// nothing was queued).
+pub async fn push_fresh(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    job: (&str, &str),
+    envelope: (&str, &str),
+    items: &[(String, String)],
+    dedup_ttl: Duration,
+) -> Result<usize, QueueError> {
+    let (id, tenant) = job;
+    let mut invocation = scripts::PUSH_FRESH.prepare_invoke();
+    invocation
+        .key(&keys.data)
+        .key(&keys.attempts)
+        .key(&keys.dead)
+        .key(&keys.errors)
+        .key(&keys.lanes)
+        .key(&keys.owners)
+        .key(&keys.done)
+        .key(&keys.lane_of)
+        .key(&keys.since)
+        .arg(&keys.wake)
+        .arg(&keys.lane_prefix)
+        .arg(id)
+        .arg(tenant)
+        .arg(envelope.0)
+        .arg(envelope.1)
+        .arg(dedup_ttl.as_secs().max(1));
+    for (key, item) in items {
+        invocation.key(key).arg(item);
+    }
+    Ok(invocation.invoke_async::<usize>(conn).await?)
+}
+
 /// A run that gives its worker slot back to wait (for a lock another job
 /// holds) and runs again `after`, without spending an attempt. The runner
 /// reports it as an error whose text is this value's display, which the

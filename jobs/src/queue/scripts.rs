@@ -102,6 +102,38 @@ return queued
     )
 });
 
+/// KEYS: those of [`PUSH`], then one dedup key per item. ARGV: wake
+/// channel, lane prefix, job id, tenant, envelope head, envelope tail, dedup
+/// TTL in seconds, then one JSON item per dedup key. Each dedup key is set
+/// (to the job id) only if absent; the job is queued with the items whose
+/// key was set, `head .. '[' .. items .. ']' .. tail`, or not at all when
+/// every item was seen before. Deduplication and queueing are one atomic
+/// step (one round trip, one AOF entry): a delivery is never marked seen
+/// without being queued. Returns how many items were fresh.
+pub static PUSH_FRESH: LazyLock<Script> = LazyLock::new(|| {
+    with_requeue(
+        r#"
+local fresh = {}
+for i = 10, #KEYS do
+  if redis.call('SET', KEYS[i], ARGV[3], 'NX', 'EX', ARGV[7]) then
+    fresh[#fresh + 1] = ARGV[i - 2]
+  end
+end
+if #fresh == 0 then
+  return 0
+end
+local id = ARGV[3]
+redis.call('HSET', KEYS[1], id, ARGV[5] .. '[' .. table.concat(fresh, ',') .. ']' .. ARGV[6])
+redis.call('HSET', KEYS[8], id, ARGV[4])
+local joined = requeue(KEYS[8], KEYS[5], ARGV[2], KEYS[9], id, false)
+if joined > 0 and redis.call('LLEN', KEYS[5]) == joined then
+  redis.call('PUBLISH', ARGV[1], '1')
+end
+return #fresh
+"#,
+    )
+});
+
 /// KEYS: ready (earlier versions' list), delayed, inflight, data, attempts,
 /// owners, lanes, lane_of, since. ARGV: now ms, lease deadline ms, batch size,
 /// promote limit, claim token, lane prefix. Moves at most `promote limit`

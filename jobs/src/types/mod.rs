@@ -17,6 +17,7 @@ pub mod ingest_document;
 pub mod noop;
 pub mod process_inbound;
 pub mod purge_document;
+pub mod receive_inbound;
 pub mod register_webhook;
 pub mod restore_backup;
 pub mod rollup_analytics;
@@ -38,6 +39,7 @@ pub use ingest_document::IngestDocument;
 pub use noop::Noop;
 pub use process_inbound::ProcessInbound;
 pub use purge_document::PurgeDocument;
+pub use receive_inbound::ReceiveInbound;
 pub use register_webhook::RegisterWebhook;
 pub use restore_backup::RestoreBackup;
 pub use rollup_analytics::RollupAnalytics;
@@ -62,6 +64,7 @@ macro_rules! for_each_job_type {
             $crate::types::PurgeDocument,
             $crate::types::SearchKnowledge,
             $crate::types::TrainAgent,
+            $crate::types::ReceiveInbound,
             $crate::types::ProcessInbound,
             $crate::types::GenerateReply,
             $crate::types::SummarizeHandoff,

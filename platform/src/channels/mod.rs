@@ -9,6 +9,7 @@
 pub mod client;
 pub mod parse;
 pub mod resolve;
+pub mod routes;
 pub mod settings;
 pub mod setup;
 pub mod signature;

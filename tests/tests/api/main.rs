@@ -9,7 +9,8 @@
 //! | `ingest_document`, `purge_document` | `documents`, `embeddings`, `training` |
 //! | `search_knowledge` | `documents` |
 //! | `train_agent` | `training` |
-//! | `process_inbound` | `conversations`, `webhooks`, `widget` |
+//! | `receive_inbound` | `webhooks`, `widget`, `sessions` |
+//! | `process_inbound` | `conversations`, `sessions` |
 //! | `generate_reply` | `replies`, `agent_test`, `streaming` |
 //! | `summarize_handoff` | `handoff_briefs` |
 //! | `deliver_message` | `replies`, `conversations`, `channels` |

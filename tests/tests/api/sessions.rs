@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use aigentable_platform::auth::{TokenIssuer, revocation};
 use aigentable_platform::ids::{TenantId, UserId};
 use aigentable_platform::model::{Message, SenderType, WebhookEvent};
-use aigentable_tests::inbound::{channel, deliver, stored_messages, tenant};
+use aigentable_tests::inbound::{stored_messages, tenant};
 use aigentable_tests::socket::{TestSocket, connect};
 use aigentable_tests::{Session, TestApp, spawn_app};
 
@@ -381,13 +381,35 @@ fn answers(messages: &[Message]) -> usize {
         .count()
 }
 
+/// Through the widget, as a visitor would: the message is accepted and
+/// stored while the tenant is suspended, its processing held (a recorded
+/// `process_inbound` job marked held), and answered on reactivation.
 #[tokio::test]
 async fn a_suspended_tenants_bot_holds_inbound_messages_until_reactivation() {
     let app = spawn_app().await;
     let admin = app.register("Acme").await;
     let root = app.super_admin(&admin).await;
     let agent = aigentable_tests::fake_providers::create_agent(&app, &admin).await;
-    let site = channel(&app, &admin, "Site", Some(&agent)).await;
+    let created = app
+        .post(
+            "/api/v1/channels",
+            &admin,
+            json!({"type": "WEBSITE", "name": "Site", "agentId": agent, "config": {"allowedOrigins": [SITE]}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let key = created.body["publicKey"].as_str().unwrap_or_default();
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/widget/{key}/sessions")))
+        .header("Origin", SITE)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("sent");
+    let r = TestApp::reply(r).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let token = r.body["token"].as_str().unwrap_or_default().to_owned();
 
     let r = app
         .put(
@@ -398,27 +420,34 @@ async fn a_suspended_tenants_bot_holds_inbound_messages_until_reactivation() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 
-    let (event_id, job_id) = deliver(
-        &app,
-        &admin,
-        &site,
-        vec![aigentable_tests::inbound::said(
-            "v1",
-            "m-1",
-            "Where is my parcel?",
-        )],
-    )
-    .await;
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/widget/{key}/messages")))
+        .header("Origin", SITE)
+        .bearer_auth(&token)
+        .json(&json!({"text": "Where is my parcel?", "clientMessageId": "parcel-0001"}))
+        .send()
+        .await
+        .expect("sent");
+    let r = TestApp::reply(r).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
     let jobs = app.platform.db.unscoped::<bson::Document>("jobs");
     let held = app
         .eventually(Duration::from_secs(20), || async {
-            jobs.find_one(doc! { "_id": &job_id, "status": "SUCCEEDED" })
+            jobs.find_one(doc! { "tenantId": &admin.tenant_id, "type": "process_inbound", "status": "SUCCEEDED" })
                 .await
                 .ok()
                 .flatten()
         })
         .await
         .expect("the inbound job ran");
+    let job_id = held.get_str("_id").unwrap_or_default().to_owned();
+    let event_id = held
+        .get_document("payload")
+        .ok()
+        .and_then(|p| p.get_str("eventId").ok())
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(
         held.get_document("result")
             .ok()

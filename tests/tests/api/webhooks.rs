@@ -3,8 +3,8 @@
 //! provider confirmed to the channel's test), deliveries for a channel
 //! without its app secret refused and counted, a flood of entries refused
 //! at once while the api stays responsive, echoes and
-//! bots ignored, duplicates collapsed, one stored event and one
-//! `process_inbound` job per channel; and, through the conversation
+//! bots ignored, duplicates collapsed, one `receive_inbound` job (and so
+//! one stored event) per channel; and, through the conversation
 //! engineer's inbound and reply handlers, the bot's reply delivered back to
 //! the (fake) provider.
 
@@ -14,7 +14,6 @@ use bson::doc;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use aigentable_jobs::JobRecord;
 use aigentable_platform::ids::TenantId;
 use aigentable_platform::model::{InboundItem, Message, MessageStatus, WebhookEvent};
 use aigentable_tests::fake_providers::{
@@ -27,7 +26,11 @@ fn tenant(s: &Session) -> TenantId {
     TenantId::from_trusted(s.tenant_id.clone())
 }
 
+/// The events stored for this tenant once the workers have run what the
+/// webhooks queued (the worker stores them).
 async fn events(app: &TestApp, s: &Session) -> Vec<WebhookEvent> {
+    let pending = app.settled_by_workers(Duration::from_secs(20)).await;
+    assert!(pending.is_empty(), "the workers ran every job: {pending:?}");
     let (items, _) = app
         .platform
         .db
@@ -43,15 +46,6 @@ async fn events(app: &TestApp, s: &Session) -> Vec<WebhookEvent> {
         .await
         .expect("events");
     items
-}
-
-async fn inbound_jobs(app: &TestApp, s: &Session) -> u64 {
-    app.platform
-        .db
-        .scoped::<JobRecord>(&tenant(s))
-        .count(doc! { "type": "process_inbound" })
-        .await
-        .expect("count")
 }
 
 async fn whatsapp_channel(app: &TestApp, s: &Session, pnid: &str, agent: Option<&str>) -> Value {
@@ -122,7 +116,6 @@ async fn signed_deliveries_are_stored_once_and_unsigned_ones_never() {
     let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(events(&app, &admin).await.is_empty());
-    assert_eq!(inbound_jobs(&app, &admin).await, 0);
 
     // Unknown phone number id: 404.
     let other = whatsapp_text("PN-UNKNOWN", "1", "wamid.X", "x");
@@ -152,7 +145,6 @@ async fn signed_deliveries_are_stored_once_and_unsigned_ones_never() {
             sent_at: chrono::DateTime::from_timestamp(1_717_000_000, 0),
         }]
     );
-    assert_eq!(inbound_jobs(&app, &admin).await, 1);
 
     // Receipts are events too (and deduplicated per status).
     let receipt = json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [{"field": "messages", "value": {
@@ -512,5 +504,65 @@ async fn whatsapp_message_in_reply_out_and_receipts() {
         .expect("read")
         .expect("exists");
     assert_eq!(m.status, MessageStatus::Read);
+    app.cleanup().await;
+}
+
+/// Webhooks read channels from each api process's cache, and a change made
+/// through another replica reaches it at once: a rotated app secret
+/// refuses the old signature and takes the new one, a deactivated channel
+/// takes no traffic, a deleted one is unknown (404) — each on the very next
+/// delivery, with no wait for the cache to expire.
+#[tokio::test]
+async fn a_channel_change_on_one_replica_routes_the_next_webhook_on_another() {
+    let (app, _fake) = app_with_fake(&[]).await;
+    let replica = app.spawn_replica().await;
+    let admin = app.register("Acme").await;
+    let wa = whatsapp_channel(&app, &admin, "PN_ROT", None).await;
+    let id = wa["id"].as_str().unwrap_or_default().to_owned();
+    let path = "/api/v1/webhooks/whatsapp";
+    let text = |n: u32| whatsapp_text("PN_ROT", "5511999990000", &format!("wamid.ROT{n}"), "hi");
+
+    // Cached on the replica by its first delivery.
+    let r = post_meta(&replica, path, &text(1), Some("wa-secret")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+
+    let r = app
+        .put(
+            &format!("/api/v1/channels/{id}"),
+            &admin,
+            json!({"config": {"appSecret": "wa-secret-rotated"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let old = post_meta(&replica, path, &text(2), Some("wa-secret")).await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED, "{:?}", old.body);
+    let new = post_meta(&replica, path, &text(2), Some("wa-secret-rotated")).await;
+    assert_eq!(new.status, StatusCode::OK, "{:?}", new.body);
+
+    let r = app
+        .put(
+            &format!("/api/v1/channels/{id}"),
+            &admin,
+            json!({"isActive": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = post_meta(&replica, path, &text(3), Some("wa-secret-rotated")).await;
+    assert_eq!(r.status, StatusCode::OK, "acknowledged: {:?}", r.body);
+
+    let r = app.delete(&format!("/api/v1/channels/{id}"), &admin).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let r = post_meta(&replica, path, &text(4), Some("wa-secret-rotated")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+
+    // Of the four customers' messages only the two sent while the channel
+    // was active with the right secret were stored.
+    let stored: Vec<String> = events(&app, &admin)
+        .await
+        .iter()
+        .flat_map(|e| e.items.iter().map(|i| i.external_message_id().to_owned()))
+        .collect();
+    assert_eq!(stored, vec!["wamid.ROT1", "wamid.ROT2"]);
+    drop(replica);
     app.cleanup().await;
 }

@@ -1132,9 +1132,9 @@ async fn the_sweep_does_not_run_again_a_finished_job_whose_record_was_not_update
     rig.cleanup().await;
 }
 
-/// A webhook that cannot be stored (Redis, which deduplicates deliveries,
-/// is down) answers 503 with Retry-After so that the provider delivers it
-/// again, never a 500; the redelivery once Redis is back is stored once.
+/// A webhook that cannot be queued (Redis is down) answers 503 with
+/// Retry-After so that the provider delivers it again, never a 500; the
+/// redelivery once Redis is back is stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_that_cannot_be_stored_answers_503_with_retry_after() {
     use aigentable_tests::fake_providers::{app_with_fake, create_channel};
@@ -1177,6 +1177,9 @@ async fn a_webhook_that_cannot_be_stored_answers_503_with_retry_after() {
     })
     .await;
     assert!(stored, "the redelivery is accepted once redis is back");
+    // The worker stores what the api queued.
+    let pending = app.settled_by_workers(Duration::from_secs(20)).await;
+    assert!(pending.is_empty(), "the workers ran every job: {pending:?}");
     let tenant = TenantId::from_trusted(admin.tenant_id.clone());
     let events = app
         .platform

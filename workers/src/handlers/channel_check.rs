@@ -5,6 +5,7 @@
 use bson::doc;
 
 use aigentable_jobs::events;
+use aigentable_platform::channels::routes;
 use aigentable_platform::channels::setup;
 use aigentable_platform::db::DbError;
 use aigentable_platform::model::{Channel, ChannelStatus};
@@ -52,6 +53,7 @@ pub(crate) async fn record(
         .update_one(filter, doc! { "$set": set })
         .await?;
     if let Some(c) = &stored {
+        routes::announce_change(&ctx.state.platform.kv, &c.id).await;
         announce(ctx, c).await;
     }
     Ok(stored)

@@ -33,7 +33,7 @@ use aigentable_platform::db::narrowed;
 use aigentable_platform::model::conversation::{Handoff, HandoffReason};
 use aigentable_platform::model::tenant::{DeliveryGuarantee, Tenants};
 use aigentable_platform::model::{
-    Channel, ChannelType, Conversation, Message, MessageDirection, MessageStatus, SenderType,
+    ChannelType, Conversation, Message, MessageDirection, MessageStatus, SenderType,
 };
 
 use crate::runner::{Handle, JobContext, JobError};
@@ -301,12 +301,11 @@ async fn prepare(
     if message.sender_type == SenderType::Agent && !conversation.status.bot_answers() {
         return Ok(Prepared::Dropped);
     }
-    let channel = platform
-        .db
-        .scoped::<Channel>(&ctx.tenant_id)
-        .find_by_id(&job.channel_id)
+    let channel = ctx
+        .state
+        .channel(&ctx.tenant_id, &job.channel_id)
         .await
-        .map_err(transient)?
+        .map_err(|e| Failure::Retry(e.to_string()))?
         .ok_or_else(|| Failure::Permanent("the channel was deleted".to_owned()))?;
     if !channel.is_active {
         return Err(Failure::Permanent("the channel is inactive".to_owned()));

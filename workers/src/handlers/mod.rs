@@ -10,6 +10,7 @@ pub mod ingest_document;
 pub mod noop;
 pub mod process_inbound;
 pub mod purge_document;
+pub mod receive_inbound;
 pub mod register_webhook;
 pub mod restore_backup;
 pub mod rollup_analytics;

@@ -68,106 +68,115 @@ impl Handle for ProcessInbound {
                 "the webhook event belongs to another channel",
             ));
         }
-        let Some(channel) = db
-            .scoped::<Channel>(&ctx.tenant_id)
-            .find_by_id(&event.channel_id)
-            .await
-            .map_err(JobError::transient)?
-        else {
-            tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, channel_id = %event.channel_id, "inbound event skipped: channel deleted");
-            return Ok(json!({ "skipped": "the channel no longer exists" }));
-        };
+        process_event(&ctx, &event).await
+    }
+}
 
-        let mut tally = Tally::default();
-        for item in &event.items {
-            match item {
-                InboundItem::Message {
-                    external_user_id,
-                    user_name,
-                    username,
-                    phone,
+/// Turns a stored event's items into contacts, conversations, messages and
+/// reply requests; shared with `receive_inbound`, which stores the event
+/// first.
+pub(crate) async fn process_event(
+    ctx: &JobContext,
+    event: &WebhookEvent,
+) -> Result<Value, JobError> {
+    let db = &ctx.state.platform.db;
+    let Some(channel) = ctx
+        .state
+        .channel(&ctx.tenant_id, &event.channel_id)
+        .await
+        .map_err(JobError::transient)?
+    else {
+        tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, channel_id = %event.channel_id, "inbound event skipped: channel deleted");
+        return Ok(json!({ "skipped": "the channel no longer exists" }));
+    };
+
+    let mut tally = Tally::default();
+    for item in &event.items {
+        match item {
+            InboundItem::Message {
+                external_user_id,
+                user_name,
+                username,
+                phone,
+                external_message_id,
+                text,
+                sent_at,
+            } => {
+                let info = ContactInfo {
+                    external_id: external_user_id,
+                    name: user_name.as_deref(),
+                    username: username.as_deref(),
+                    phone: phone.as_deref(),
+                };
+                let incoming = Incoming {
+                    info,
                     external_message_id,
                     text,
-                    sent_at,
-                } => {
-                    let info = ContactInfo {
-                        external_id: external_user_id,
-                        name: user_name.as_deref(),
-                        username: username.as_deref(),
-                        phone: phone.as_deref(),
-                    };
-                    let incoming = Incoming {
-                        info,
-                        external_message_id,
-                        text,
-                        sent_at: *sent_at,
-                    };
-                    process_message(&ctx, &channel, &incoming, &mut tally).await?;
-                }
-                InboundItem::Receipt {
-                    external_message_id,
+                    sent_at: *sent_at,
+                };
+                process_message(ctx, &channel, &incoming, &mut tally).await?;
+            }
+            InboundItem::Receipt {
+                external_message_id,
+                status,
+                error,
+            } => {
+                if !matches!(
                     status,
-                    error,
-                } => {
-                    if !matches!(
-                        status,
-                        MessageStatus::Sent
-                            | MessageStatus::Delivered
-                            | MessageStatus::Read
-                            | MessageStatus::Failed
-                    ) {
-                        tally.ignored += 1;
-                        continue;
-                    }
-                    let updated = conversations::apply_receipt(
-                        db,
-                        &ctx.tenant_id,
-                        &channel.id,
-                        external_message_id,
-                        *status,
-                        error.as_deref(),
-                    )
-                    .await
-                    .map_err(JobError::transient)?;
-                    match updated {
-                        Some(message) => {
-                            tally.receipts += 1;
-                            events::message_updated(&ctx.state.platform.kv, &message).await;
-                            if message.status == MessageStatus::Failed {
-                                aigentable_platform::analytics::facts::delivery_failed(
-                                    db, &message,
-                                )
+                    MessageStatus::Sent
+                        | MessageStatus::Delivered
+                        | MessageStatus::Read
+                        | MessageStatus::Failed
+                ) {
+                    tally.ignored += 1;
+                    continue;
+                }
+                let updated = conversations::apply_receipt(
+                    db,
+                    &ctx.tenant_id,
+                    &channel.id,
+                    external_message_id,
+                    *status,
+                    error.as_deref(),
+                )
+                .await
+                .map_err(JobError::transient)?;
+                match updated {
+                    Some(message) => {
+                        tally.receipts += 1;
+                        events::message_updated(&ctx.state.platform.kv, &message).await;
+                        if message.status == MessageStatus::Failed {
+                            aigentable_platform::analytics::facts::delivery_failed(db, &message)
                                 .await;
-                            }
                         }
-                        None => tally.ignored += 1,
                     }
+                    None => tally.ignored += 1,
                 }
             }
         }
-        for (conversation, message) in std::mem::take(&mut tally.to_answer) {
-            if let Some(job) = request_reply(&ctx, &conversation, &message).await? {
-                tally.replies.push(job);
-            }
-        }
-        tracing::info!(
-            job_id = %ctx.job_id,
-            tenant_id = %ctx.tenant_id,
-            channel_id = %channel.id,
-            stored = tally.stored,
-            duplicates = tally.duplicates,
-            receipts = tally.receipts,
-            "inbound event processed"
-        );
-        Ok(json!({
-            "eventId": event.id,
-            "stored": tally.stored,
-            "duplicates": tally.duplicates,
-            "receipts": tally.receipts,
-            "ignored": tally.ignored,
-            "replyJobs": tally.replies,
-        }))
     }
+    for (conversation, message) in std::mem::take(&mut tally.to_answer) {
+        if let Some(job) = request_reply(ctx, &conversation, &message).await? {
+            tally.replies.push(job);
+        }
+    }
+    tracing::info!(
+        job_id = %ctx.job_id,
+        tenant_id = %ctx.tenant_id,
+        channel_id = %channel.id,
+        stored = tally.stored,
+        duplicates = tally.duplicates,
+        receipts = tally.receipts,
+        "inbound event processed"
+    );
+    Ok(json!({
+        "eventId": event.id,
+        "stored": tally.stored,
+        "duplicates": tally.duplicates,
+        "receipts": tally.receipts,
+        "ignored": tally.ignored,
+        "replyJobs": tally.replies,
+    }))
 }
 
 struct Incoming<'a> {

@@ -20,6 +20,9 @@ impl Handle for RestoreBackup {
                 BackupError::Db(_) | BackupError::Io(_) => JobError::transient(e),
                 _ => JobError::permanent(e),
             })?;
+        if !self.dry_run {
+            aigentable_platform::channels::routes::announce_all_changed(&platform.kv).await;
+        }
         tracing::warn!(
             job_id = %ctx.job_id,
             backup_id = %self.backup_id,

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use aigentable_jobs::answer::ReplyTo;
 use aigentable_jobs::events::{self, RealtimeEvent, names};
 use aigentable_platform::channels::client::Target as ProviderTarget;
-use aigentable_platform::model::{Channel, ChannelType, Conversation};
+use aigentable_platform::model::{ChannelType, Conversation};
 
 use crate::handlers::deliver_message::provider_client;
 use crate::runner::JobContext;
@@ -245,10 +245,9 @@ impl TypingHint {
     pub(crate) async fn show(self, ctx: &JobContext) {
         let shown = tokio::time::timeout(TYPING_TIMEOUT, async {
             let platform = &ctx.state.platform;
-            let channel = platform
-                .db
-                .scoped::<Channel>(&ctx.tenant_id)
-                .find_by_id(&self.channel_id)
+            let channel = ctx
+                .state
+                .channel(&ctx.tenant_id, &self.channel_id)
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| "the channel no longer exists".to_owned())?;

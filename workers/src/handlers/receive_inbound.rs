@@ -1,0 +1,74 @@
+//! `receive_inbound`: stores a verified delivery the api queued (its
+//! items, raw payload and time) as a `WebhookEvent`, then processes it as
+//! `process_inbound` does.
+//!
+//! Redis holds the delivery until the event is stored. A retry after a
+//! crash finds it stored (same id) and goes on; processing is exactly once
+//! per customer message all the same (see `process_inbound`). A suspended
+//! tenant's event is stored and handed to a recorded `process_inbound` job,
+//! which holds it until the tenant is reactivated.
+
+use bson::doc;
+use serde_json::{Value, json};
+
+use aigentable_jobs::Requester;
+use aigentable_jobs::types::{ProcessInbound, ReceiveInbound};
+use aigentable_platform::db::DbError;
+use aigentable_platform::model::WebhookEvent;
+
+use crate::handlers::process_inbound::process_event;
+use crate::runner::{Handle, JobContext, JobError};
+
+impl Handle for ReceiveInbound {
+    async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
+        let db = &ctx.state.platform.db;
+        let raw = match serde_json::from_value::<bson::Document>(self.raw) {
+            Ok(raw) => raw,
+            Err(e) => {
+                tracing::warn!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, error = %e, "raw webhook payload not storable, kept without it");
+                doc! {}
+            }
+        };
+        let event = WebhookEvent {
+            id: self.event_id,
+            tenant_id: ctx.tenant_id.clone(),
+            channel_id: self.channel_id,
+            channel_type: self.channel_type,
+            items: self.items,
+            raw,
+            created_at: self.received_at,
+        };
+        match db
+            .scoped::<WebhookEvent>(&ctx.tenant_id)
+            .insert(&event)
+            .await
+        {
+            // Stored by an earlier run of this job.
+            Ok(()) | Err(DbError::Duplicate) => {}
+            Err(e) => return Err(JobError::transient(e)),
+        }
+        if aigentable_jobs::held::tenant_suspended(db, &ctx.tenant_id)
+            .await
+            .map_err(JobError::transient)?
+        {
+            let held = ctx
+                .state
+                .jobs()
+                .await
+                .map_err(JobError::transient)?
+                .enqueue(
+                    &ctx.tenant_id,
+                    Requester::System,
+                    ProcessInbound {
+                        channel_id: event.channel_id.clone(),
+                        event_id: event.id.clone(),
+                    },
+                )
+                .await
+                .map_err(JobError::transient)?;
+            tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, event_id = %event.id, held_by = %held.id, "inbound event stored for later: the tenant is suspended");
+            return Ok(json!({ "eventId": event.id, "heldBy": held.id }));
+        }
+        process_event(&ctx, &event).await
+    }
+}
