@@ -395,7 +395,10 @@ pub const JOB_ORIGINS: &[(&str, JobOrigin)] = &[
         "purge_document",
         JobOrigin::Route("DELETE", "documents/{id}"),
     ),
-    // Inbound messages arrive by webhook; the tenant's admins may re-run one.
+    // Inbound messages arrive by webhook (no record: nothing to show);
+    // a suspended tenant's are held as process_inbound, which the tenant's
+    // admins may re-run.
+    ("receive_inbound", JobOrigin::Role(Role::SuperAdmin)),
     ("process_inbound", JobOrigin::Role(Role::TenantAdmin)),
     (
         "export_analytics",
