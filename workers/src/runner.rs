@@ -53,6 +53,18 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    /// Queues a follow-up job of this job's tenant, on the platform's
+    /// behalf (a reply, a delivery, a held event).
+    pub async fn enqueue_follow_up<F: Job>(&self, job: F) -> Result<JobRecord, JobError> {
+        self.state
+            .jobs()
+            .await
+            .map_err(JobError::transient)?
+            .enqueue(&self.tenant_id, aigentable_jobs::Requester::System, job)
+            .await
+            .map_err(JobError::transient)
+    }
+
     /// Whether the job was cancelled while it runs: a long handler may
     /// check between steps and stop early (its outcome is not recorded
     /// either way). A record that cannot be read counts as not cancelled.

@@ -220,17 +220,9 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// Queues jobs of type `J` (id → envelope). Ids already queued, delayed or
-/// running are skipped. Returns how many were queued.
-pub async fn push<J: Job>(
-    conn: &mut ConnectionManager,
-    keys: &QueueKeys,
-    jobs: &[(String, Envelope<J>)],
-) -> Result<usize, QueueError> {
-    if jobs.is_empty() {
-        return Ok(0);
-    }
-    let mut invocation = scripts::PUSH.prepare_invoke();
+/// The keys and first arguments [`scripts::PUSH`] and
+/// [`scripts::PUSH_FRESH`] share.
+fn push_keys(invocation: &mut redis::ScriptInvocation<'_>, keys: &QueueKeys) {
     invocation
         .key(&keys.data)
         .key(&keys.attempts)
@@ -243,6 +235,20 @@ pub async fn push<J: Job>(
         .key(&keys.since)
         .arg(&keys.wake)
         .arg(&keys.lane_prefix);
+}
+
+/// Queues jobs of type `J` (id → envelope). Ids already queued, delayed or
+/// running are skipped. Returns how many were queued.
+pub async fn push<J: Job>(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    jobs: &[(String, Envelope<J>)],
+) -> Result<usize, QueueError> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let mut invocation = scripts::PUSH.prepare_invoke();
+    push_keys(&mut invocation, keys);
     for (id, envelope) in jobs {
         let payload = serde_json::to_vec(envelope).map_err(QueueError::Encode)?;
         invocation.arg(id).arg(&envelope.tenant_id).arg(payload);
@@ -277,18 +283,8 @@ pub async fn push_fresh(
 ) -> Result<usize, QueueError> {
     let (id, tenant) = job;
     let mut invocation = scripts::PUSH_FRESH.prepare_invoke();
+    push_keys(&mut invocation, keys);
     invocation
-        .key(&keys.data)
-        .key(&keys.attempts)
-        .key(&keys.dead)
-        .key(&keys.errors)
-        .key(&keys.lanes)
-        .key(&keys.owners)
-        .key(&keys.done)
-        .key(&keys.lane_of)
-        .key(&keys.since)
-        .arg(&keys.wake)
-        .arg(&keys.lane_prefix)
         .arg(id)
         .arg(tenant)
         .arg(envelope.0)

@@ -6,8 +6,9 @@
 //! ```
 //!
 //! 1. signed WhatsApp webhooks accepted per second: `--clients` concurrent
-//!    clients post `--webhooks` distinct signed deliveries (each verified,
-//!    deduplicated, stored and queued before its 200);
+//!    clients post `--webhooks` distinct signed deliveries (each routed
+//!    through the channel cache, verified, then deduplicated and queued in
+//!    one Redis round trip before its 200; the worker stores it);
 //! 2. webhook → reply latency (p50/p99): one delivery at a time, timed from
 //!    the POST to the moment the fake WhatsApp API receives the bot's reply
 //!    (the tenant's AI provider is a local fake OpenAI-compatible server that

@@ -313,17 +313,25 @@ async fn every_socket_action_rechecks_the_caller() {
 
 const SITE: &str = "https://shop.example.com";
 
-async fn visitor_socket(app: &TestApp, admin: &Session) -> (String, TestSocket) {
-    let created = app
-        .post(
-            "/api/v1/channels",
-            admin,
-            json!({"type": "WEBSITE", "name": "Site chat", "config": {"allowedOrigins": [SITE]}}),
-        )
-        .await;
+/// A website channel answered by `agent` (or by staff), and a visitor's
+/// session on it: the channel id, its public key and the visitor's token.
+async fn widget_visitor(
+    app: &TestApp,
+    admin: &Session,
+    agent: Option<&str>,
+) -> (String, String, String) {
+    let mut body =
+        json!({"type": "WEBSITE", "name": "Site chat", "config": {"allowedOrigins": [SITE]}});
+    if let Some(agent) = agent {
+        body["agentId"] = json!(agent);
+    }
+    let created = app.post("/api/v1/channels", admin, body).await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
     let id = created.body["id"].as_str().unwrap_or_default().to_owned();
-    let key = created.body["publicKey"].as_str().unwrap_or_default();
+    let key = created.body["publicKey"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let r = app
         .http
         .post(app.url(&format!("/api/v1/widget/{key}/sessions")))
@@ -334,7 +342,12 @@ async fn visitor_socket(app: &TestApp, admin: &Session) -> (String, TestSocket) 
         .expect("sent");
     let r = TestApp::reply(r).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let token = r.body["token"].as_str().unwrap_or_default();
+    let token = r.body["token"].as_str().unwrap_or_default().to_owned();
+    (id, key, token)
+}
+
+async fn visitor_socket(app: &TestApp, admin: &Session) -> (String, TestSocket) {
+    let (id, _, token) = widget_visitor(app, admin, None).await;
     let mut sock = connect(&app.base, "/widget", json!({ "token": token })).await;
     // Any acknowledgement of `join` proves the connect handler ran (it
     // registers that listener after joining the channel's room).
@@ -390,26 +403,7 @@ async fn a_suspended_tenants_bot_holds_inbound_messages_until_reactivation() {
     let admin = app.register("Acme").await;
     let root = app.super_admin(&admin).await;
     let agent = aigentable_tests::fake_providers::create_agent(&app, &admin).await;
-    let created = app
-        .post(
-            "/api/v1/channels",
-            &admin,
-            json!({"type": "WEBSITE", "name": "Site", "agentId": agent, "config": {"allowedOrigins": [SITE]}}),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-    let key = created.body["publicKey"].as_str().unwrap_or_default();
-    let r = app
-        .http
-        .post(app.url(&format!("/api/v1/widget/{key}/sessions")))
-        .header("Origin", SITE)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("sent");
-    let r = TestApp::reply(r).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let token = r.body["token"].as_str().unwrap_or_default().to_owned();
+    let (_, key, token) = widget_visitor(&app, &admin, Some(&agent)).await;
 
     let r = app
         .put(

@@ -15,8 +15,8 @@ use bson::doc;
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use aigentable_jobs::events;
 use aigentable_jobs::types::{GenerateReply, ProcessInbound};
-use aigentable_jobs::{Requester, events};
 use aigentable_platform::conversations::{self, ContactInfo, RedisLock};
 use aigentable_platform::ids::new_id;
 use aigentable_platform::model::conversation::{inbound_dedup_key, reply_dedup_key};
@@ -305,17 +305,12 @@ async fn request_reply(
         return Ok(None);
     }
     let job = ctx
-        .state
-        .jobs()
-        .await
-        .map_err(JobError::transient)?
-        .enqueue(
-            &ctx.tenant_id,
-            Requester::System,
-            GenerateReply::to_message(agent_id, &conversation.id, &message.id),
-        )
-        .await
-        .map_err(JobError::transient)?;
+        .enqueue_follow_up(GenerateReply::to_message(
+            agent_id,
+            &conversation.id,
+            &message.id,
+        ))
+        .await?;
     Ok(Some(job.id))
 }
 

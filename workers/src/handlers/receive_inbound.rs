@@ -11,7 +11,6 @@
 use bson::doc;
 use serde_json::{Value, json};
 
-use aigentable_jobs::Requester;
 use aigentable_jobs::types::{ProcessInbound, ReceiveInbound};
 use aigentable_platform::db::DbError;
 use aigentable_platform::model::WebhookEvent;
@@ -52,20 +51,11 @@ impl Handle for ReceiveInbound {
             .map_err(JobError::transient)?
         {
             let held = ctx
-                .state
-                .jobs()
-                .await
-                .map_err(JobError::transient)?
-                .enqueue(
-                    &ctx.tenant_id,
-                    Requester::System,
-                    ProcessInbound {
-                        channel_id: event.channel_id.clone(),
-                        event_id: event.id.clone(),
-                    },
-                )
-                .await
-                .map_err(JobError::transient)?;
+                .enqueue_follow_up(ProcessInbound {
+                    channel_id: event.channel_id.clone(),
+                    event_id: event.id.clone(),
+                })
+                .await?;
             tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, event_id = %event.id, held_by = %held.id, "inbound event stored for later: the tenant is suspended");
             return Ok(json!({ "eventId": event.id, "heldBy": held.id }));
         }

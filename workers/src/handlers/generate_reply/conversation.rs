@@ -6,7 +6,6 @@ use std::time::Duration;
 use bson::doc;
 use serde_json::{Value, json};
 
-use aigentable_jobs::Requester;
 use aigentable_jobs::events;
 use aigentable_jobs::types::DeliverMessage;
 use aigentable_platform::conversations::{self, RedisLock};
@@ -112,21 +111,12 @@ pub(crate) async fn enqueue_delivery(
     message: &Message,
 ) -> Result<String, JobError> {
     let job = ctx
-        .state
-        .jobs()
-        .await
-        .map_err(JobError::transient)?
-        .enqueue(
-            &ctx.tenant_id,
-            Requester::System,
-            DeliverMessage {
-                message_id: message.id.clone(),
-                conversation_id: message.conversation_id.clone(),
-                channel_id: message.channel_id.clone(),
-            },
-        )
-        .await
-        .map_err(JobError::transient)?;
+        .enqueue_follow_up(DeliverMessage {
+            message_id: message.id.clone(),
+            conversation_id: message.conversation_id.clone(),
+            channel_id: message.channel_id.clone(),
+        })
+        .await?;
     Ok(job.id)
 }
 
