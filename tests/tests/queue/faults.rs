@@ -644,14 +644,25 @@ async fn dump_state(app: &TestApp) {
         .try_collect()
         .await
         .expect("jobs");
+    let ns = &app.platform.config.redis_namespace;
+    let mut conn = app.platform.kv.conn();
     for j in jobs {
-        eprintln!(
-            "unfinished job {} {} {} attempts {:?} last error {:?} updated {:?}",
+        let (job_type, id) = (
             j.get_str("type").unwrap_or_default(),
             j.get_str("_id").unwrap_or_default(),
+        );
+        // Whether Redis holds it tells a lost push from a skipped run.
+        let keys = aigentable_jobs::queue::QueueKeys::new(&format!(
+            "{}:{job_type}",
+            aigentable_jobs::queue_key(ns, j.get_str("queue").unwrap_or_default())
+        ));
+        let in_redis = aigentable_jobs::queue::presence(&mut conn, &keys, id).await;
+        eprintln!(
+            "unfinished job {job_type} {id} {} attempts {:?} last error {:?} created {:?} updated {:?} in redis {in_redis:?}",
             j.get_str("status").unwrap_or_default(),
             j.get("attempts"),
             j.get_str("lastError").ok(),
+            j.get("createdAt"),
             j.get("updatedAt")
         );
     }
