@@ -18,8 +18,8 @@
 //! Unknown keys are cached too (as absent), so a flood of deliveries for
 //! made-up accounts costs no database read either; [`CAPACITY`] bounds it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bson::doc;
@@ -34,9 +34,9 @@ use crate::model::Channel;
 use crate::model::channel::COLLECTION;
 
 /// How long an entry is served without an announcement.
-pub const TTL: Duration = Duration::from_secs(30);
+const TTL: Duration = Duration::from_secs(30);
 /// Entries held, known and unknown keys together.
-pub const CAPACITY: u64 = 100_000;
+const CAPACITY: u64 = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum RouteKey {
@@ -59,14 +59,14 @@ struct Inner {
     generation: AtomicU64,
     /// Whether announcements are being received right now.
     listening: AtomicBool,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The listener, set once it is spawned (after `Inner` exists, so its
+    /// weak reference upgrades); dropping the last clone stops it.
+    task: OnceLock<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Ok(mut task) = self.task.lock()
-            && let Some(task) = task.take()
-        {
+        if let Some(task) = self.task.get() {
             task.abort();
         }
     }
@@ -125,15 +125,13 @@ impl ChannelRoutes {
                     .build(),
                 generation: AtomicU64::new(0),
                 listening: AtomicBool::new(false),
-                task: std::sync::Mutex::new(None),
+                task: OnceLock::new(),
             }),
         };
         let (ready_tx, ready_rx) = oneshot::channel();
         let weak = Arc::downgrade(&routes.inner);
         let task = tokio::spawn(listen(client, changes_channel(namespace), weak, ready_tx));
-        if let Ok(mut slot) = routes.inner.task.lock() {
-            *slot = Some(task);
-        }
+        let _ = routes.inner.task.set(task);
         if tokio::time::timeout(Duration::from_secs(2), ready_rx)
             .await
             .is_err()
@@ -225,12 +223,6 @@ impl ChannelRoutes {
             self.inner.cache.insert(key, entry);
         }
     }
-
-    /// Entries held (for metrics and tests).
-    pub fn entries(&self) -> u64 {
-        self.inner.cache.run_pending_tasks();
-        self.inner.cache.entry_count()
-    }
 }
 
 impl Inner {
@@ -238,18 +230,12 @@ impl Inner {
         self.generation.fetch_add(1, Ordering::AcqRel);
         // Unknown keys go too: the change may have given one of them a
         // channel (a routing key confirmed, a channel created).
-        let dropped = match message.split_once(':') {
-            Some(("c", id)) => {
-                let id = id.to_owned();
-                self.cache
-                    .invalidate_entries_if(move |_, v| v.as_ref().is_none_or(|c| c.id == id))
-            }
-            _ => {
-                self.cache.invalidate_all();
-                return;
-            }
-        };
-        if dropped.is_err() {
+        let dropped = message.strip_prefix("c:").map(|id| {
+            let id = id.to_owned();
+            self.cache
+                .invalidate_entries_if(move |_, v| v.as_ref().is_none_or(|c| c.id == id))
+        });
+        if !matches!(dropped, Some(Ok(_))) {
             self.cache.invalidate_all();
         }
     }
