@@ -400,6 +400,9 @@ pub const JOB_ORIGINS: &[(&str, JobOrigin)] = &[
     // admins may re-run.
     ("receive_inbound", JobOrigin::Role(Role::SuperAdmin)),
     ("process_inbound", JobOrigin::Role(Role::TenantAdmin)),
+    // A bot's reply is delivered with no record (the message's status is
+    // its record): nothing to show.
+    ("deliver_reply", JobOrigin::Role(Role::SuperAdmin)),
     (
         "export_analytics",
         JobOrigin::Route("GET", "analytics/export"),

@@ -307,7 +307,7 @@ impl JobClient {
             tokio::time::sleep(pause).await;
             waited += pause;
             match self.push(job_id, tenant, job.clone()).await {
-                Ok(()) => {
+                Ok(_) => {
                     tracing::info!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, "job queued after redis came back");
                     return;
                 }
@@ -320,15 +320,17 @@ impl JobClient {
         tracing::warn!(job_id = %job_id, tenant_id = %tenant, job_type = J::NAME, "job still not queued, the sweep will queue it");
     }
 
-    /// Pushes an already recorded job (also used by retry). Pushing a job
-    /// that is still queued, waiting for a retry or running does nothing,
-    /// so a double click cannot run it twice; a dead job starts afresh.
+    /// Pushes an already recorded job (also used by retry), or an
+    /// unrecorded one under an id of the caller's. Pushing a job that is
+    /// still queued, waiting for a retry or running does nothing (answers
+    /// `false`), so a double click cannot run it twice; a dead or finished
+    /// job starts afresh.
     pub async fn push<J: Job>(
         &self,
         job_id: &str,
         tenant: &TenantId,
         payload: J,
-    ) -> Result<(), EnqueueError> {
+    ) -> Result<bool, EnqueueError> {
         let envelope = Envelope {
             job_id: job_id.to_owned(),
             tenant_id: tenant.to_string(),
@@ -338,7 +340,7 @@ impl JobClient {
         let mut conn = self.conn.clone();
         queue::push(&mut conn, &keys, &[(job_id.to_owned(), envelope)])
             .await
-            .map(|_| ())
+            .map(|queued| queued > 0)
             .map_err(|e| EnqueueError::Queue(e.to_string()))
     }
 }

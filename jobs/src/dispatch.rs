@@ -19,7 +19,7 @@ pub async fn push_record(client: &JobClient, record: &JobRecord) -> Result<(), E
     macro_rules! by_type {
         ($($t:path),* $(,)?) => {
             match record.job_type.as_str() {
-                $(<$t as Job>::NAME => client.push::<$t>(&record.id, tenant, decode::<$t>(record)?).await,)*
+                $(<$t as Job>::NAME => client.push::<$t>(&record.id, tenant, decode::<$t>(record)?).await.map(|_| ()),)*
                 other => Err(EnqueueError::Encode(format!("unknown job type '{other}'"))),
             }
         };

@@ -33,8 +33,11 @@ pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'sta
     const QUEUE: Queue;
     const MAX_ATTEMPTS: u32;
     const TIMEOUT: Duration;
-    /// Whether the job has a MongoDB status record. Only the benchmark's
-    /// no-op job opts out, so that it measures the queue alone.
+    /// Whether the job has a MongoDB status record (shown by `GET /jobs`).
+    /// Opting out are jobs whose state lives elsewhere, which users do not
+    /// start: a webhook on its way in (`receive_inbound`), a bot reply's
+    /// delivery (`deliver_reply`, the message's status), and the
+    /// benchmark's no-op job, which measures the queue alone.
     const RECORDED: bool = true;
 
     /// Jobs with the same key in the same tenant are not enqueued twice while

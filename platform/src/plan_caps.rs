@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::db::{Db, DbResult};
 use crate::ids::TenantId;
 use crate::kv::Kv;
-use crate::model::tenant::Tenants;
+use crate::model::tenant::{Tenant, Tenants};
 use crate::usage::current_period;
 
 /// A monthly allowance used up.
@@ -32,6 +32,18 @@ pub async fn bot_cap_reached(
     let Some(t) = Tenants(db).get(tenant).await? else {
         return Ok(None);
     };
+    bot_cap_reached_for(db, kv, config, &t, now).await
+}
+
+/// [`bot_cap_reached`] for a tenant already read.
+pub async fn bot_cap_reached_for(
+    db: &Db,
+    kv: &Kv,
+    config: &Config,
+    t: &Tenant,
+    now: DateTime<Utc>,
+) -> DbResult<Option<CapReached>> {
+    let tenant = &t.id;
     let limits = &config.plan(&t.plan).limits;
     let (messages, tokens) =
         crate::usage::period_messages_and_tokens(db, kv, tenant, current_period(now)).await?;

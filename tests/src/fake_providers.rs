@@ -346,12 +346,14 @@ pub async fn post_meta(
     crate::TestApp::reply(req.body(raw).send().await.expect("webhook sent")).await
 }
 
-/// A WhatsApp Cloud API text message delivery.
+/// A WhatsApp Cloud API text message delivery, sent now (its timestamp is
+/// the current second, as Meta's are).
 pub fn whatsapp_text(phone_number_id: &str, from: &str, wamid: &str, text: &str) -> Value {
+    let now = chrono::Utc::now().timestamp().to_string();
     json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
         "messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550001111", "phone_number_id": phone_number_id},
         "contacts": [{"profile": {"name": "Ana"}, "wa_id": from}],
-        "messages": [{"from": from, "id": wamid, "timestamp": "1717000000", "type": "text", "text": {"body": text}}]
+        "messages": [{"from": from, "id": wamid, "timestamp": now, "type": "text", "text": {"body": text}}]
     }}]}]})
 }

@@ -65,6 +65,24 @@ impl JobContext {
             .map_err(JobError::transient)
     }
 
+    /// Queues an unrecorded job under `job_id` (its state lives elsewhere,
+    /// such as a message's status). While a job with this id is queued,
+    /// waiting for a retry or running, queueing it again does nothing
+    /// (answers `false`).
+    pub async fn enqueue_unrecorded<F: Job>(&self, job_id: &str, job: F) -> Result<bool, JobError> {
+        debug_assert!(
+            !F::RECORDED,
+            "a recorded job is queued with enqueue_follow_up"
+        );
+        self.state
+            .jobs()
+            .await
+            .map_err(JobError::transient)?
+            .push(job_id, &self.tenant_id, job)
+            .await
+            .map_err(JobError::transient)
+    }
+
     /// Whether the job was cancelled while it runs: a long handler may
     /// check between steps and stop early (its outcome is not recorded
     /// either way). A record that cannot be read counts as not cancelled.

@@ -44,9 +44,6 @@ pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 /// signed by one Meta app).
 const MAX_APP_SECRETS_PER_DELIVERY: usize = 4;
 
-/// A retried delivery within this window enqueues nothing new.
-const DEDUP_TTL: std::time::Duration = std::time::Duration::from_secs(48 * 3600);
-
 async fn raw_body(req: &mut Request) -> ApiResult<Vec<u8>> {
     req.payload_with_max_size(WEBHOOK_BODY_LIMIT)
         .await
@@ -118,7 +115,7 @@ pub async fn accept(
     };
     let queued = state
         .jobs
-        .enqueue_fresh(&channel.tenant_id, job, &items, DEDUP_TTL)
+        .enqueue_fresh(&channel.tenant_id, job, &items, ReceiveInbound::DEDUP_TTL)
         .await
         .map_err(|e| {
             tracing::warn!(tenant_id = %channel.tenant_id, channel_id = %channel.id, error = %e, "webhook not accepted: it could not be queued");

@@ -10,6 +10,7 @@
 
 pub mod chaos_probe;
 pub mod deliver_message;
+pub mod deliver_reply;
 pub mod eval_run;
 pub mod export_analytics;
 pub mod generate_reply;
@@ -32,6 +33,7 @@ pub mod train_agent;
 
 pub use chaos_probe::ChaosProbe;
 pub use deliver_message::DeliverMessage;
+pub use deliver_reply::DeliverReply;
 pub use eval_run::EvalRun;
 pub use export_analytics::ExportAnalytics;
 pub use generate_reply::GenerateReply;
@@ -70,6 +72,7 @@ macro_rules! for_each_job_type {
             $crate::types::SummarizeHandoff,
             $crate::types::EvalRun,
             $crate::types::DeliverMessage,
+            $crate::types::DeliverReply,
             $crate::types::TestChannel,
             $crate::types::RegisterWebhook,
             $crate::types::TestAiProvider,

@@ -28,6 +28,12 @@ pub struct ReceiveInbound {
     pub items: Vec<InboundItem>,
 }
 
+impl ReceiveInbound {
+    /// A provider id seen within this window is not queued again: a
+    /// retried delivery enqueues nothing new.
+    pub const DEDUP_TTL: Duration = Duration::from_secs(48 * 3600);
+}
+
 impl Job for ReceiveInbound {
     const NAME: &'static str = "receive_inbound";
     const QUEUE: Queue = Queue::Inbound;

@@ -14,8 +14,10 @@ use bson::doc;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use aigentable_jobs::JobClient;
 use aigentable_platform::ids::TenantId;
 use aigentable_platform::model::{InboundItem, Message, MessageStatus, WebhookEvent};
+use aigentable_scheduler::{Task, fire};
 use aigentable_tests::fake_providers::{
     app_with_fake, create_agent, create_channel, create_live_channel, post_meta, test_channel,
     whatsapp_text,
@@ -142,7 +144,10 @@ async fn signed_deliveries_are_stored_once_and_unsigned_ones_never() {
             phone: Some("5511999990000".to_owned()),
             external_message_id: "wamid.AAA".to_owned(),
             text: "hi there".to_owned(),
-            sent_at: chrono::DateTime::from_timestamp(1_717_000_000, 0),
+            sent_at: body["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
         }]
     );
 
@@ -504,6 +509,97 @@ async fn whatsapp_message_in_reply_out_and_receipts() {
         .expect("read")
         .expect("exists");
     assert_eq!(m.status, MessageStatus::Read);
+    app.cleanup().await;
+}
+
+/// A bot reply is delivered by a job with no record of its own: the
+/// message's status is the record. When Redis lost that job (restarted
+/// without its append-only file, a failover), the sweep finds the message
+/// still QUEUED and queues its delivery again: the customer gets it.
+#[tokio::test]
+async fn a_bot_reply_whose_delivery_redis_lost_is_sent_by_the_sweep() {
+    let (app, fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    let agent = create_agent(&app, &admin).await;
+    whatsapp_channel(&app, &admin, "PN210", Some(&agent)).await;
+    let body = whatsapp_text("PN210", "5511888880210", "wamid.IN210", "Are you open?");
+    let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let to_provider = "/v21.0/PN210/messages";
+    app.eventually(Duration::from_secs(60), || async {
+        (!fake.requests_to(to_provider).is_empty()).then_some(())
+    })
+    .await
+    .expect("the first reply reached the provider");
+    let messages = app.platform.db.scoped::<Message>(&tenant(&admin));
+    let first = app
+        .eventually(Duration::from_secs(10), || async {
+            messages
+                .find_one(doc! { "direction": "OUTBOUND", "status": "SENT" })
+                .await
+                .ok()
+                .flatten()
+        })
+        .await
+        .expect("the first reply stored as SENT");
+
+    // A reply stored three minutes ago whose delivery job Redis no longer
+    // holds.
+    let then = chrono::Utc::now() - chrono::Duration::minutes(3);
+    let mut lost = first.clone();
+    lost.id = aigentable_platform::ids::new_id();
+    lost.content = "We open at nine every morning.".to_owned();
+    lost.status = MessageStatus::Queued;
+    lost.external_message_id = None;
+    lost.dedup_key = None;
+    lost.created_at = then;
+    lost.updated_at = then;
+    messages.insert(&lost).await.expect("stored");
+    // One stored just now is still its own job's to deliver.
+    let mut recent = lost.clone();
+    recent.id = aigentable_platform::ids::new_id();
+    recent.content = "Still on its way.".to_owned();
+    recent.created_at = chrono::Utc::now();
+    recent.updated_at = recent.created_at;
+    messages.insert(&recent).await.expect("stored");
+
+    let client = JobClient::connect(&app.platform).await.expect("client");
+    let tick = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+    fire(&client, &app.platform.kv, Task::Sweep, tick)
+        .await
+        .expect("sweep enqueued");
+    let sent = app
+        .eventually(Duration::from_secs(30), || async {
+            let m = messages.find_by_id(&lost.id).await.ok().flatten()?;
+            (m.status == MessageStatus::Sent).then_some(m)
+        })
+        .await;
+    assert!(sent.is_some(), "the lost reply was delivered");
+    let texts: Vec<String> = fake
+        .requests_to(to_provider)
+        .iter()
+        .map(|c| {
+            c.body["text"]["body"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| *t == "We open at nine every morning.")
+            .count(),
+        1,
+        "sent once: {texts:?}"
+    );
+    assert!(!texts.iter().any(|t| t == "Still on its way."), "{texts:?}");
+    let still = messages
+        .find_by_id(&recent.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(still.status, MessageStatus::Queued, "left to its own job");
     app.cleanup().await;
 }
 

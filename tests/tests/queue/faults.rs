@@ -15,6 +15,7 @@ use serde_json::json;
 
 use aigentable_jobs::queue::QueueConfig;
 use aigentable_jobs::record::JobRecord;
+use aigentable_jobs::types::DeliverReply;
 use aigentable_platform::Platform;
 use aigentable_platform::model::Message;
 use aigentable_tests::config_from;
@@ -601,19 +602,27 @@ pub(crate) async fn assert_answered_once(
     );
 }
 
-/// Every job record reaches an outcome (none left QUEUED or RUNNING)
-/// within 90 s; what is left is printed otherwise.
+/// Every job record reaches an outcome (none left QUEUED or RUNNING), and
+/// so does every outbound message (a bot reply's delivery has no record:
+/// the message's status is its record), within 90 s; what is left is
+/// printed otherwise.
 pub(crate) async fn assert_jobs_ended(app: &TestApp) {
     let settled = app
         .eventually(Duration::from_secs(90), || async {
-            let open = app
-                .platform
-                .db
+            let db = &app.platform.db;
+            let open = db
                 .unscoped::<JobRecord>("jobs")
                 .count_documents(doc! { "status": { "$in": ["QUEUED", "RUNNING"] } })
                 .await
                 .unwrap_or(1);
-            (open == 0).then_some(())
+            let unsent = db
+                .unscoped::<Message>("messages")
+                .count_documents(
+                    doc! { "direction": "OUTBOUND", "status": { "$in": ["QUEUED", "SENDING"] } },
+                )
+                .await
+                .unwrap_or(1);
+            (open == 0 && unsent == 0).then_some(())
         })
         .await;
     if settled.is_none() {
@@ -674,11 +683,16 @@ async fn dump_state(app: &TestApp) {
         .try_collect()
         .await
         .expect("messages");
+    let delivery_keys = aigentable_jobs::queue::QueueKeys::for_job::<DeliverReply>(ns);
     for m in messages {
+        let id = m.get_str("_id").unwrap_or_default();
+        let in_redis =
+            aigentable_jobs::queue::presence(&mut conn, &delivery_keys, &format!("deliver-{id}"))
+                .await;
         eprintln!(
-            "unsent message {} {} updated {:?}",
-            m.get_str("_id").unwrap_or_default(),
+            "unsent message {id} {} {:?} updated {:?}, its deliver_reply in redis {in_redis:?}",
             m.get_str("status").unwrap_or_default(),
+            m.get_str("senderType").ok(),
             m.get("updatedAt")
         );
     }

@@ -3,6 +3,7 @@
 
 pub mod chaos_probe;
 pub mod deliver_message;
+pub mod deliver_reply;
 pub mod eval_run;
 pub mod export_analytics;
 pub mod generate_reply;
@@ -25,6 +26,8 @@ pub mod train_agent;
 
 // Shared by several jobs.
 pub mod channel_check;
+/// Sending a stored outbound message, for both delivery jobs.
+pub mod delivery;
 /// Handing a conversation to staff, with its notice and brief.
 pub mod handoff;
 pub mod knowledge;

@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use aigentable_platform::model::conversation::{Handoff, HandoffReason};
-use aigentable_platform::model::{Agent, Conversation, Message};
+use aigentable_platform::model::{Agent, Conversation, Message, Tenant};
 use aigentable_platform::plan_caps::{self, CapReached};
 
 use crate::runner::{JobContext, JobError};
@@ -17,13 +17,13 @@ use crate::runner::{JobContext, JobError};
 pub const NOTE: &str =
     "Thanks for your message. A member of our team will get back to you shortly.";
 
-pub async fn reached(ctx: &JobContext) -> Result<Option<CapReached>, JobError> {
+pub async fn reached(ctx: &JobContext, tenant: &Tenant) -> Result<Option<CapReached>, JobError> {
     let platform = &ctx.state.platform;
-    plan_caps::bot_cap_reached(
+    plan_caps::bot_cap_reached_for(
         &platform.db,
         &platform.kv,
         &platform.config,
-        &ctx.tenant_id,
+        tenant,
         Utc::now(),
     )
     .await

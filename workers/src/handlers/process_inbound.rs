@@ -16,14 +16,12 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use aigentable_jobs::events;
-use aigentable_jobs::types::{GenerateReply, ProcessInbound};
+use aigentable_jobs::types::{GenerateReply, ProcessInbound, ReceiveInbound};
 use aigentable_platform::conversations::{self, ContactInfo, RedisLock};
 use aigentable_platform::ids::new_id;
 use aigentable_platform::model::conversation::{inbound_dedup_key, reply_dedup_key};
 use aigentable_platform::model::webhook_event::{InboundItem, WebhookEvent};
-use aigentable_platform::model::{
-    Agent, AgentStatus, Channel, Message, MessageDirection, MessageStatus, SenderType,
-};
+use aigentable_platform::model::{Channel, Message, MessageDirection, MessageStatus, SenderType};
 
 use crate::runner::{Handle, JobContext, JobError};
 
@@ -32,6 +30,10 @@ use crate::runner::{Handle, JobContext, JobError};
 /// Renewed while the message is stored (see `RedisLock::keep_alive`).
 const INBOUND_LOCK_TTL: Duration = Duration::from_secs(5);
 const INBOUND_LOCK_WAIT: Duration = Duration::from_secs(20);
+/// Within the queue's deduplication window of provider ids, with an hour
+/// of slack for clocks.
+const SURELY_NEW_WITHIN: Duration =
+    ReceiveInbound::DEDUP_TTL.saturating_sub(Duration::from_secs(3600));
 
 #[derive(Debug, Default)]
 struct Tally {
@@ -68,16 +70,19 @@ impl Handle for ProcessInbound {
                 "the webhook event belongs to another channel",
             ));
         }
-        process_event(&ctx, &event).await
+        process_event(&ctx, &event, false).await
     }
 }
 
 /// Turns a stored event's items into contacts, conversations, messages and
 /// reply requests; shared with `receive_inbound`, which stores the event
-/// first.
+/// first. `deduplicated`: the items were let through by the queue's
+/// deduplication and no earlier run processed them, so a recent message
+/// needs no look for a stored copy.
 pub(crate) async fn process_event(
     ctx: &JobContext,
     event: &WebhookEvent,
+    deduplicated: bool,
 ) -> Result<Value, JobError> {
     let db = &ctx.state.platform.db;
     let Some(channel) = ctx
@@ -114,7 +119,7 @@ pub(crate) async fn process_event(
                     text,
                     sent_at: *sent_at,
                 };
-                process_message(ctx, &channel, &incoming, &mut tally).await?;
+                process_message(ctx, &channel, &incoming, deduplicated, &mut tally).await?;
             }
             InboundItem::Receipt {
                 external_message_id,
@@ -190,6 +195,7 @@ async fn process_message(
     ctx: &JobContext,
     channel: &Channel,
     incoming: &Incoming<'_>,
+    deduplicated: bool,
     tally: &mut Tally,
 ) -> Result<(), JobError> {
     let platform = &ctx.state.platform;
@@ -202,11 +208,24 @@ async fn process_message(
     }
     let dedup_key = inbound_dedup_key(&channel.id, incoming.external_message_id);
     let messages = db.scoped::<Message>(&ctx.tenant_id);
-    if let Some(stored) = messages
-        .find_one(doc! { "dedupKey": &dedup_key })
-        .await
-        .map_err(JobError::transient)?
-    {
+    // A copy sent again past the queue's deduplication window must not
+    // reopen a conversation: only a recent, deduplicated message skips
+    // the look (its unique key still refuses a second copy).
+    let surely_new = deduplicated
+        && incoming.sent_at.is_some_and(|at| {
+            (Utc::now() - at)
+                .to_std()
+                .is_ok_and(|age| age < SURELY_NEW_WITHIN)
+        });
+    let stored = if surely_new {
+        None
+    } else {
+        messages
+            .find_one(doc! { "dedupKey": &dedup_key })
+            .await
+            .map_err(JobError::transient)?
+    };
+    if let Some(stored) = stored {
         tally.duplicates += 1;
         if ctx.attempt > 1 {
             retry_reply_request(ctx, stored, tally).await?;
@@ -279,8 +298,9 @@ async fn retry_reply_request(
     Ok(())
 }
 
-/// Queues a reply to `message` if the conversation is the bot's and its
-/// agent is active.
+/// Queues a reply to `message` if the conversation is the bot's. Whether
+/// its agent is active is decided by the reply job, which reads the agent
+/// anyway: one read per message instead of two.
 async fn request_reply(
     ctx: &JobContext,
     conversation: &aigentable_platform::model::Conversation,
@@ -290,18 +310,6 @@ async fn request_reply(
         return Ok(None);
     };
     if !conversation.status.bot_answers() {
-        return Ok(None);
-    }
-    let agent = ctx
-        .state
-        .platform
-        .db
-        .scoped::<Agent>(&ctx.tenant_id)
-        .find_by_id(agent_id)
-        .await
-        .map_err(JobError::transient)?;
-    let answers = agent.is_some_and(|a| a.is_active && a.status != AgentStatus::Inactive);
-    if !answers {
         return Ok(None);
     }
     let job = ctx

@@ -37,15 +37,18 @@ impl Handle for ReceiveInbound {
             raw,
             created_at: self.received_at,
         };
-        match db
+        // Stored now: no earlier run saw these items, and the queue script
+        // let through only items no earlier delivery carried.
+        let first_run = match db
             .scoped::<WebhookEvent>(&ctx.tenant_id)
             .insert(&event)
             .await
         {
+            Ok(()) => true,
             // Stored by an earlier run of this job.
-            Ok(()) | Err(DbError::Duplicate) => {}
+            Err(DbError::Duplicate) => false,
             Err(e) => return Err(JobError::transient(e)),
-        }
+        };
         if aigentable_jobs::held::tenant_suspended(db, &ctx.tenant_id)
             .await
             .map_err(JobError::transient)?
@@ -59,6 +62,6 @@ impl Handle for ReceiveInbound {
             tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, event_id = %event.id, held_by = %held.id, "inbound event stored for later: the tenant is suspended");
             return Ok(json!({ "eventId": event.id, "heldBy": held.id }));
         }
-        process_event(&ctx, &event).await
+        process_event(&ctx, &event, first_run).await
     }
 }

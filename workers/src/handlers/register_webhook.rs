@@ -10,7 +10,7 @@ use aigentable_platform::channels::client::{ProviderError, Target};
 use aigentable_platform::model::{ChannelStatus, ChannelType};
 
 use super::channel_check::{load, record};
-use super::deliver_message::provider_client;
+use super::delivery::provider_client;
 use crate::runner::{Handle, JobContext, JobError};
 
 impl Handle for RegisterWebhook {

@@ -1,6 +1,7 @@
 //! Every minute: jobs whose worker died mid-run are requeued (or declared
 //! dead after their last attempt), jobs recorded QUEUED that Redis does not
-//! hold are queued again, and expired tokens are removed.
+//! hold are queued again, so are the deliveries of messages left QUEUED,
+//! and expired tokens are removed.
 
 use bson::doc;
 use chrono::Utc;
@@ -11,8 +12,10 @@ use aigentable_jobs::JobStatus;
 use aigentable_jobs::dispatch::{push_record, timeout_of};
 use aigentable_jobs::queue::{self, Presence, QueueKeys};
 use aigentable_jobs::record::{self, JobRecord};
-use aigentable_jobs::types::Sweep;
-use aigentable_platform::model::password_reset;
+use aigentable_jobs::types::{DeliverReply, Sweep};
+use aigentable_platform::ids::TenantId;
+use aigentable_platform::model::conversation::MESSAGES;
+use aigentable_platform::model::{MessageStatus, password_reset};
 
 use crate::runner::{Handle, JobContext, JobError};
 
@@ -26,6 +29,14 @@ const GRACE_SECS: i64 = 120;
 const RECONCILE_AFTER_SECS: i64 = 60;
 /// Most QUEUED records checked per sweep, oldest first.
 const RECONCILE_BATCH: i64 = 1000;
+/// How long an outbound message may stay QUEUED before its delivery is
+/// queued again. A second job for a message is harmless: a run claims the
+/// message before sending, and a `deliver_reply` Redis still holds is not
+/// queued twice.
+const REDELIVER_AFTER_SECS: i64 = 120;
+/// Messages queued longer ago than this are left alone: a reply that late
+/// would confuse the customer more than it helps.
+const REDELIVER_WITHIN_HOURS: i64 = 24;
 
 impl Handle for Sweep {
     async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
@@ -108,6 +119,7 @@ impl Handle for Sweep {
             }
         }
         let reconciled = reconcile_queued(db, client, &mut conn).await?;
+        let redelivered = redeliver_queued(db, client).await?;
         let purged = purge_finished(&ctx).await?;
         // TTL indexes do this on MongoDB; servers without them rely on the sweep.
         let expired = db
@@ -134,6 +146,7 @@ impl Handle for Sweep {
             "dead": dead,
             "finishedUnrecorded": finished,
             "reconciled": reconciled,
+            "redelivered": redelivered,
             "purgedJobs": purged,
             "expiredResetTokens": expired,
             "expiredEmailVerifications": expired_verifications,
@@ -186,6 +199,55 @@ async fn reconcile_queued(
         }
     }
     Ok(pushed)
+}
+
+/// Queues again the delivery of outbound messages left QUEUED: a bot's
+/// reply is delivered by an unrecorded `deliver_reply`, so the message is
+/// the only record of it. The job id is the message's, so a delivery Redis
+/// still holds is not queued twice. Returns how many were queued.
+async fn redeliver_queued(
+    db: &aigentable_platform::Db,
+    client: &aigentable_jobs::JobClient,
+) -> Result<u32, JobError> {
+    let at = |secs: i64| {
+        bson::DateTime::from_millis(
+            (Utc::now() - chrono::Duration::seconds(secs)).timestamp_millis(),
+        )
+    };
+    let stale: Vec<bson::Document> = db
+        .unscoped::<bson::Document>(MESSAGES)
+        .find(doc! {
+            "status": MessageStatus::Queued.as_str(),
+            "updatedAt": { "$gt": at(REDELIVER_WITHIN_HOURS * 3600), "$lt": at(REDELIVER_AFTER_SECS) },
+        })
+        .projection(doc! { "_id": 1, "tenantId": 1, "conversationId": 1, "channelId": 1 })
+        .sort(doc! { "updatedAt": 1 })
+        .limit(RECONCILE_BATCH)
+        .await
+        .map_err(JobError::transient)?
+        .try_collect()
+        .await
+        .map_err(JobError::transient)?;
+    let mut queued = 0;
+    for m in stale {
+        let field = |name: &str| m.get_str(name).map(str::to_owned).unwrap_or_default();
+        let tenant = TenantId::from_trusted(field("tenantId"));
+        let job = DeliverReply {
+            message_id: field("_id"),
+            conversation_id: field("conversationId"),
+            channel_id: field("channelId"),
+        };
+        let id = job.job_id();
+        match client.push(&id, &tenant, job).await {
+            Ok(true) => {
+                tracing::warn!(job_id = %id, tenant_id = %tenant, "delivery of a message left queued queued again");
+                queued += 1;
+            }
+            Ok(false) => {}
+            Err(e) => return Err(JobError::transient(e)),
+        }
+    }
+    Ok(queued)
 }
 
 /// Removes finished job records past their retention (`JOB_RETENTION_DAYS`

@@ -16,7 +16,7 @@ use aigentable_platform::db::DbError;
 use aigentable_platform::model::{Channel, ChannelStatus};
 
 use super::channel_check::{load, record};
-use super::deliver_message::provider_client;
+use super::delivery::provider_client;
 use crate::runner::{Handle, JobContext, JobError};
 
 /// The test's verdict holds only for the token and account id it tested: a

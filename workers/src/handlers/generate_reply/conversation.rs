@@ -7,13 +7,13 @@ use bson::doc;
 use serde_json::{Value, json};
 
 use aigentable_jobs::events;
-use aigentable_jobs::types::DeliverMessage;
+use aigentable_jobs::types::DeliverReply;
 use aigentable_platform::conversations::{self, RedisLock};
 use aigentable_platform::handoff_brief;
 use aigentable_platform::llm::ChatMessage;
 use aigentable_platform::model::conversation::{Handoff, HandoffReason, reply_dedup_key};
 use aigentable_platform::model::{
-    Agent, Conversation, Message, MessageDirection, MessageStatus, SenderType,
+    Agent, AgentStatus, Conversation, Message, MessageDirection, MessageStatus, SenderType, Tenant,
 };
 
 use super::compose::compose;
@@ -34,22 +34,27 @@ const REPLY_LOCK_TTL: Duration = Duration::from_secs(10);
 const REPLY_LOCK_WAIT: Duration = Duration::from_millis(300);
 const REPLY_LOCK_RETRY: Duration = Duration::from_millis(500);
 
+/// What a conversation reply job asks for.
+pub(super) struct Asked<'a> {
+    pub agent_id: &'a str,
+    pub conversation_id: &'a str,
+    pub message_id: Option<&'a str>,
+    /// Read by the job already (not suspended).
+    pub tenant: &'a Tenant,
+}
+
 /// Answers the customer message `message_id` in the conversation: skipped
 /// when the conversation left the bot, the message is gone, or it was
 /// answered already (then its delivery is made sure of).
-pub(super) async fn answer(
-    agent_id: &str,
-    conversation_id: &str,
-    message_id: Option<&str>,
-    ctx: &JobContext,
-) -> Result<Value, JobError> {
+pub(super) async fn answer(asked: &Asked<'_>, ctx: &JobContext) -> Result<Value, JobError> {
     let platform = &ctx.state.platform;
     let db = &platform.db;
-    let Some(message_id) = message_id else {
+    let Some(message_id) = asked.message_id else {
         return Err(JobError::permanent("a reply needs the message it answers"));
     };
-    let conversations_repo = db.scoped::<Conversation>(&ctx.tenant_id);
-    let Some(conversation) = conversations_repo
+    let conversation_id = asked.conversation_id;
+    let Some(conversation) = db
+        .scoped::<Conversation>(&ctx.tenant_id)
         .find_by_id(conversation_id)
         .await
         .map_err(JobError::transient)?
@@ -61,14 +66,6 @@ pub(super) async fn answer(
             json!({ "skipped": format!("the conversation is {}", conversation.status.as_str()) }),
         );
     }
-    let messages = db.scoped::<Message>(&ctx.tenant_id);
-    let Some(question) = messages
-        .find_by_id(message_id)
-        .await
-        .map_err(JobError::transient)?
-    else {
-        return Ok(json!({ "skipped": "the message no longer exists" }));
-    };
     let lock_key = conversations::reply_lock_key(&platform.kv, conversation_id);
     let lock = RedisLock::acquire(&platform.kv, &lock_key, REPLY_LOCK_TTL, REPLY_LOCK_WAIT)
         .await
@@ -78,7 +75,7 @@ pub(super) async fn answer(
             reason: "another reply of this conversation is being generated".to_owned(),
         })?;
     let alive = lock.keep_alive();
-    let result = answer_locked(agent_id, ctx, &conversation, &question).await;
+    let result = answer_locked(asked, message_id, ctx, &conversation).await;
     drop(alive);
     if let Err(e) = lock.release().await {
         tracing::warn!(tenant_id = %ctx.tenant_id, conversation_id = %conversation_id, error = %e, "reply lock not released; it expires on its own");
@@ -110,33 +107,60 @@ pub(crate) async fn enqueue_delivery(
     ctx: &JobContext,
     message: &Message,
 ) -> Result<String, JobError> {
-    let job = ctx
-        .enqueue_follow_up(DeliverMessage {
-            message_id: message.id.clone(),
-            conversation_id: message.conversation_id.clone(),
-            channel_id: message.channel_id.clone(),
-        })
-        .await?;
-    Ok(job.id)
+    let job = DeliverReply {
+        message_id: message.id.clone(),
+        conversation_id: message.conversation_id.clone(),
+        channel_id: message.channel_id.clone(),
+    };
+    let id = job.job_id();
+    ctx.enqueue_unrecorded(&id, job).await?;
+    Ok(id)
 }
 
 async fn answer_locked(
-    agent_id: &str,
+    asked: &Asked<'_>,
+    message_id: &str,
     ctx: &JobContext,
     conversation: &Conversation,
-    question: &Message,
 ) -> Result<Value, JobError> {
     let platform = &ctx.state.platform;
     let db = &platform.db;
-    // Decided under the lock: the previous holder may have answered.
-    if let Some(existing) = existing_reply(ctx, &question.id).await? {
-        return ensure_delivery(ctx, &existing).await;
-    }
-    // The newest messages, read once: the history, and whether the customer
-    // wrote again since (a newer message is among the newest).
+    // The newest messages, read once: the history, the question, its reply
+    // if an earlier holder of the lock answered it, and whether the
+    // customer wrote again since. A question among them has its reply and
+    // any newer message among them too; an older one is read on its own.
     let recent = conversations::recent_messages(db, &ctx.tenant_id, &conversation.id, HISTORY_SCAN)
         .await
         .map_err(JobError::transient)?;
+    let reply_key = reply_dedup_key(message_id);
+    let (question, existing) = match recent.iter().find(|m| m.id == message_id) {
+        Some(q) => (
+            Some(q.clone()),
+            recent
+                .iter()
+                .find(|m| m.dedup_key.as_deref() == Some(reply_key.as_str()))
+                .cloned(),
+        ),
+        None => {
+            let q = db
+                .scoped::<Message>(&ctx.tenant_id)
+                .find_by_id(message_id)
+                .await
+                .map_err(JobError::transient)?;
+            let existing = match &q {
+                Some(q) => existing_reply(ctx, &q.id).await?,
+                None => None,
+            };
+            (q, existing)
+        }
+    };
+    let Some(question) = question else {
+        return Ok(json!({ "skipped": "the message no longer exists" }));
+    };
+    let question = &question;
+    if let Some(existing) = existing {
+        return ensure_delivery(ctx, &existing).await;
+    }
     let newer = recent
         .iter()
         .find(|m| m.direction == MessageDirection::Inbound && m.created_at > question.created_at);
@@ -148,18 +172,23 @@ async fn answer_locked(
     }
     let Some(agent) = db
         .scoped::<Agent>(&ctx.tenant_id)
-        .find_by_id(agent_id)
+        .find_by_id(asked.agent_id)
         .await
         .map_err(JobError::transient)?
     else {
         return Ok(json!({ "skipped": "the agent no longer exists" }));
     };
+    // The inbound path asks for a reply without reading the agent: an
+    // agent switched off is found here.
+    if !agent.is_active || agent.status == AgentStatus::Inactive {
+        return Ok(json!({ "skipped": "the agent is inactive" }));
+    }
 
     let history = conversation_history(&recent, question);
     if handoff_brief::asks_for_a_person(&question.content) {
         return hand_to_a_person(ctx, conversation, question, &agent).await;
     }
-    if let Some(cap) = crate::handlers::plan_cap::reached(ctx).await? {
+    if let Some(cap) = crate::handlers::plan_cap::reached(ctx, asked.tenant).await? {
         return crate::handlers::plan_cap::hand_over(ctx, conversation, question, &agent, cap)
             .await;
     }

@@ -19,7 +19,7 @@ use aigentable_jobs::events::{self, RealtimeEvent, names};
 use aigentable_platform::channels::client::Target as ProviderTarget;
 use aigentable_platform::model::{ChannelType, Conversation};
 
-use crate::handlers::deliver_message::provider_client;
+use crate::handlers::delivery::provider_client;
 use crate::runner::JobContext;
 
 /// The shortest pause between two delta events of one message.

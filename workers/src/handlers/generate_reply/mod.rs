@@ -33,6 +33,8 @@ use serde_json::Value;
 
 use aigentable_jobs::types::GenerateReply;
 use aigentable_jobs::types::generate_reply::ReplyMode;
+use aigentable_platform::domain::TenantStatus;
+use aigentable_platform::model::tenant::Tenants;
 
 use crate::runner::{Handle, JobContext, JobError};
 
@@ -43,15 +45,25 @@ impl Handle for GenerateReply {
                 conversation_id,
                 message_id,
             } => {
-                if aigentable_jobs::held::tenant_suspended(&ctx.state.platform.db, &ctx.tenant_id)
+                // Read once: whether it is suspended, and its plan's caps.
+                let Some(tenant) = Tenants(&ctx.state.platform.db)
+                    .get(&ctx.tenant_id)
                     .await
                     .map_err(JobError::transient)?
-                {
+                else {
+                    return Ok(serde_json::json!({ "skipped": "the tenant no longer exists" }));
+                };
+                if tenant.status == TenantStatus::Suspended {
                     tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation_id, "reply held: the tenant is suspended");
                     return Ok(aigentable_jobs::held::held_result());
                 }
-                conversation::answer(&self.agent_id, conversation_id, message_id.as_deref(), &ctx)
-                    .await
+                let asked = conversation::Asked {
+                    agent_id: &self.agent_id,
+                    conversation_id,
+                    message_id: message_id.as_deref(),
+                    tenant: &tenant,
+                };
+                conversation::answer(&asked, &ctx).await
             }
             ReplyMode::Test {
                 test_input,

@@ -1,0 +1,56 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Job, Queue};
+
+/// Sends a message the platform wrote itself (a bot reply, a notice to
+/// the customer), queued by the job that stored it. No job record: the
+/// message's own status is the record (`QUEUED` until a run claims it,
+/// then `SENDING`, then its outcome), and the sweep queues a delivery
+/// again for a message left `QUEUED` (see [`DeliverReply::job_id`]).
+/// A staff member's message goes through the recorded `deliver_message`,
+/// which its sender can follow in `GET /jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverReply {
+    /// The stored outbound message to send.
+    pub message_id: String,
+    /// Its conversation.
+    pub conversation_id: String,
+    /// The channel to send through.
+    pub channel_id: String,
+}
+
+impl DeliverReply {
+    /// One id per message: queueing the delivery of a message whose
+    /// delivery is already queued or running does nothing (see
+    /// [`crate::JobClient::push`]).
+    pub fn job_id(&self) -> String {
+        format!("deliver-{}", self.message_id)
+    }
+}
+
+impl Job for DeliverReply {
+    const NAME: &'static str = "deliver_reply";
+    const QUEUE: Queue = Queue::Outbound;
+    const MAX_ATTEMPTS: u32 = 6;
+    const TIMEOUT: Duration = Duration::from_secs(60);
+    const RECORDED: bool = false;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_has_one_delivery_id() {
+        let job = DeliverReply {
+            message_id: "m1".into(),
+            conversation_id: "c1".into(),
+            channel_id: "ch1".into(),
+        };
+        assert_eq!(job.job_id(), "deliver-m1");
+        assert_eq!(job.job_id(), job.clone().job_id());
+    }
+}
