@@ -83,6 +83,13 @@ for f, d in docs:
             problem(where, "no trigger")
         for t in triggers:
             meta = t.get("metadata", {})
+            if t.get("type") in ("cpu", "memory"):
+                # KEDA's resource triggers: a utilization of the requests.
+                if t.get("metricType") not in ("Utilization", "AverageValue"):
+                    problem(where, f"{t['type']} trigger needs metricType Utilization or AverageValue")
+                if not re.fullmatch(r"[0-9]+", str(meta.get("value", ""))):
+                    problem(where, f"{t['type']} trigger metadata.value must be a number in a string")
+                continue
             if t.get("type") != "prometheus":
                 problem(where, f"unexpected trigger type {t.get('type')}")
             for key in ("serverAddress", "query", "threshold"):

@@ -73,6 +73,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
             )
         }
         None => {
+            raise_open_files_limit();
             bootstrap::seed_super_admin(&platform).await?;
             let (host, port) = (platform.config.host.clone(), platform.config.port);
             let listener = bind(&host, port)
@@ -87,5 +88,30 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
             tracing::info!("api stopped");
             Ok(())
         }
+    }
+}
+
+/// Every socket is an open file: the usual soft limit of 1,024 would refuse
+/// connections from about the thousandth browser on (measured by
+/// socket_bench), so the soft limit is raised to the hard one.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "open files limit not raised"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rlimit::Resource;
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let (_, hard) = Resource::NOFILE.get().expect("limits readable");
+        let low = hard.min(1024);
+        Resource::NOFILE.set(low, hard).expect("soft limit lowered");
+        super::raise_open_files_limit();
+        let (soft, _) = Resource::NOFILE.get().expect("limits readable");
+        assert_eq!(soft, hard);
     }
 }
