@@ -534,6 +534,50 @@ pub struct RedisLock {
     key: String,
     token: String,
     ttl: Duration,
+    released: bool,
+}
+
+impl Drop for RedisLock {
+    /// A holder dropped without [`RedisLock::release`] was cancelled (a
+    /// run stopped because its lease lapsed, a timeout): nothing works
+    /// under the lock any more, so it is given back in the background,
+    /// retried while Redis does not answer, rather than left to block the
+    /// next holder for its whole TTL.
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (kv, key, token, ttl) = (
+            self.kv.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+            self.ttl,
+        );
+        runtime.spawn(async move {
+            let deadline = tokio::time::Instant::now() + ttl;
+            let mut pause = Duration::from_millis(50);
+            while tokio::time::Instant::now() < deadline {
+                if release_lock(&kv, &key, &token).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+        });
+    }
+}
+
+async fn release_lock(kv: &Kv, key: &str, token: &str) -> redis::RedisResult<()> {
+    let mut conn = kv.conn();
+    RELEASE_LOCK
+        .key(key)
+        .arg(token)
+        .invoke_async::<i64>(&mut conn)
+        .await
+        .map(|_| ())
 }
 
 /// KEYS: lock. ARGV: token, ttl ms. Extends the lock if it is still ours.
@@ -571,6 +615,7 @@ impl RedisLock {
             key: key.to_owned(),
             token,
             ttl,
+            released: false,
         }))
     }
 
@@ -630,14 +675,10 @@ impl RedisLock {
 
     /// Releases the lock if it is still ours (it may have expired and been
     /// taken by someone else meanwhile).
-    pub async fn release(self) -> redis::RedisResult<()> {
-        let mut conn = self.kv.conn();
-        RELEASE_LOCK
-            .key(&self.key)
-            .arg(&self.token)
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map(|_| ())
+    pub async fn release(mut self) -> redis::RedisResult<()> {
+        // Released or not, the caller decided: a failed release expires.
+        self.released = true;
+        release_lock(&self.kv, &self.key, &self.token).await
     }
 }
 

@@ -635,3 +635,38 @@ async fn a_retry_after_a_crash_asks_for_the_missing_reply_once() {
     assert_eq!(all.len(), 1, "{all:?}");
     app.cleanup().await;
 }
+
+/// A holder of a conversation's lock that is cancelled (a run stopped
+/// because its lease lapsed, a timeout) gives the lock back: the next
+/// reply does not wait out the lock's TTL.
+#[tokio::test]
+async fn a_cancelled_lock_holder_gives_the_lock_back() {
+    use aigentable_platform::conversations::RedisLock;
+
+    let app = spawn_app().await;
+    let kv = &app.platform.kv;
+    let key = kv.key(&["lock", "test", &aigentable_platform::ids::new_id()]);
+    let ttl = Duration::from_secs(30);
+    let held = RedisLock::try_acquire(kv, &key, ttl)
+        .await
+        .expect("redis")
+        .expect("the lock is free");
+    assert!(
+        RedisLock::try_acquire(kv, &key, ttl)
+            .await
+            .expect("redis")
+            .is_none(),
+        "held"
+    );
+    let holder = async move {
+        let _lock = held;
+        std::future::pending::<()>().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(20), holder).await;
+    let again = RedisLock::acquire(kv, &key, ttl, Duration::from_secs(2))
+        .await
+        .expect("redis")
+        .expect("taken again long before the lock's ttl");
+    again.release().await.expect("released");
+    app.cleanup().await;
+}

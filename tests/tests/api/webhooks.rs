@@ -50,6 +50,20 @@ async fn events(app: &TestApp, s: &Session) -> Vec<WebhookEvent> {
     items
 }
 
+/// The tenant's first bot reply, once it is stored as SENT.
+async fn sent_reply(app: &TestApp, t: &TenantId) -> Message {
+    let messages = app.platform.db.scoped::<Message>(t);
+    app.eventually(Duration::from_secs(10), || async {
+        messages
+            .find_one(doc! { "direction": "OUTBOUND", "status": "SENT" })
+            .await
+            .ok()
+            .flatten()
+    })
+    .await
+    .expect("reply stored as SENT")
+}
+
 async fn whatsapp_channel(app: &TestApp, s: &Session, pnid: &str, agent: Option<&str>) -> Value {
     let mut body = json!({
         "type": "WHATSAPP", "name": "WA",
@@ -468,16 +482,7 @@ async fn whatsapp_message_in_reply_out_and_receipts() {
             .expect("count"),
         1
     );
-    let reply = app
-        .eventually(Duration::from_secs(10), || async {
-            messages
-                .find_one(doc! { "direction": "OUTBOUND", "status": "SENT" })
-                .await
-                .ok()
-                .flatten()
-        })
-        .await
-        .expect("reply stored as SENT");
+    let reply = sent_reply(&app, &t).await;
     let wamid = reply.external_message_id.clone().unwrap_or_default();
     assert!(wamid.starts_with("wamid.fake"));
 
@@ -532,16 +537,7 @@ async fn a_bot_reply_whose_delivery_redis_lost_is_sent_by_the_sweep() {
     .await
     .expect("the first reply reached the provider");
     let messages = app.platform.db.scoped::<Message>(&tenant(&admin));
-    let first = app
-        .eventually(Duration::from_secs(10), || async {
-            messages
-                .find_one(doc! { "direction": "OUTBOUND", "status": "SENT" })
-                .await
-                .ok()
-                .flatten()
-        })
-        .await
-        .expect("the first reply stored as SENT");
+    let first = sent_reply(&app, &tenant(&admin)).await;
 
     // A reply stored three minutes ago whose delivery job Redis no longer
     // holds.
