@@ -510,6 +510,21 @@ async fn many_processes_of_each_kind_share_the_work_and_survive_a_kill_of_each()
     // Twice only after a send in doubt.
     assert_answered_once(&app, &admin.tenant_id, customers, &sends(&fake)).await;
 
+    // The schedule is judged over six ticks at least: the faults above can
+    // be ridden out sooner than that.
+    let ticked = app
+        .eventually(Duration::from_secs(30), || async {
+            let sweeps = app
+                .platform
+                .db
+                .unscoped::<JobRecord>("jobs")
+                .count_documents(doc! { "type": "sweep" })
+                .await
+                .unwrap_or(0);
+            (sweeps >= 6).then_some(())
+        })
+        .await;
+    assert!(ticked.is_some(), "the surviving scheduler kept ticking");
     // The schedulers stop; then every job ends once.
     let sched_stop = fleet.schedulers[1].child.terminate(Duration::from_secs(10));
     assert!(
