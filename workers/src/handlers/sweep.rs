@@ -165,19 +165,12 @@ async fn reconcile_queued(
     client: &aigentable_jobs::JobClient,
     conn: &mut redis::aio::ConnectionManager,
 ) -> Result<u32, JobError> {
-    let cutoff = bson::DateTime::from_millis(
-        (Utc::now() - chrono::Duration::seconds(RECONCILE_AFTER_SECS)).timestamp_millis(),
-    );
-    let queued: Vec<JobRecord> = db
-        .unscoped::<JobRecord>(record::COLLECTION)
-        .find(doc! { "status": JobStatus::Queued.as_str(), "updatedAt": { "$lt": cutoff } })
-        .sort(doc! { "updatedAt": 1 })
-        .limit(RECONCILE_BATCH)
-        .await
-        .map_err(JobError::transient)?
-        .try_collect()
-        .await
-        .map_err(JobError::transient)?;
+    let queued: Vec<JobRecord> = oldest_first(
+        db.unscoped::<JobRecord>(record::COLLECTION).find(
+            doc! { "status": JobStatus::Queued.as_str(), "updatedAt": { "$lt": ago(RECONCILE_AFTER_SECS) } },
+        ),
+    )
+    .await?;
     let mut pushed = 0;
     for job in queued {
         let keys = QueueKeys::for_names(client.namespace(), &job.queue, &job.job_type);
@@ -201,6 +194,25 @@ async fn reconcile_queued(
     Ok(pushed)
 }
 
+/// The moment `secs` seconds ago.
+fn ago(secs: i64) -> bson::DateTime {
+    bson::DateTime::from_millis((Utc::now() - chrono::Duration::seconds(secs)).timestamp_millis())
+}
+
+/// The first [`RECONCILE_BATCH`] documents `find` matches, least recently
+/// updated first.
+async fn oldest_first<T: serde::de::DeserializeOwned + Send + Sync>(
+    find: mongodb::action::Find<'_, T>,
+) -> Result<Vec<T>, JobError> {
+    find.sort(doc! { "updatedAt": 1 })
+        .limit(RECONCILE_BATCH)
+        .await
+        .map_err(JobError::transient)?
+        .try_collect()
+        .await
+        .map_err(JobError::transient)
+}
+
 /// Queues again the delivery of outbound messages left QUEUED: a bot's
 /// reply is delivered by an unrecorded `deliver_reply`, so the message is
 /// the only record of it. The job id is the message's, so a delivery Redis
@@ -209,25 +221,18 @@ async fn redeliver_queued(
     db: &aigentable_platform::Db,
     client: &aigentable_jobs::JobClient,
 ) -> Result<u32, JobError> {
-    let at = |secs: i64| {
-        bson::DateTime::from_millis(
-            (Utc::now() - chrono::Duration::seconds(secs)).timestamp_millis(),
-        )
-    };
-    let stale: Vec<bson::Document> = db
-        .unscoped::<bson::Document>(MESSAGES)
-        .find(doc! {
-            "status": MessageStatus::Queued.as_str(),
-            "updatedAt": { "$gt": at(REDELIVER_WITHIN_HOURS * 3600), "$lt": at(REDELIVER_AFTER_SECS) },
-        })
-        .projection(doc! { "_id": 1, "tenantId": 1, "conversationId": 1, "channelId": 1 })
-        .sort(doc! { "updatedAt": 1 })
-        .limit(RECONCILE_BATCH)
-        .await
-        .map_err(JobError::transient)?
-        .try_collect()
-        .await
-        .map_err(JobError::transient)?;
+    let stale: Vec<bson::Document> = oldest_first(
+        db.unscoped::<bson::Document>(MESSAGES)
+            .find(doc! {
+                "status": MessageStatus::Queued.as_str(),
+                "updatedAt": {
+                    "$gt": ago(REDELIVER_WITHIN_HOURS * 3600),
+                    "$lt": ago(REDELIVER_AFTER_SECS),
+                },
+            })
+            .projection(doc! { "_id": 1, "tenantId": 1, "conversationId": 1, "channelId": 1 }),
+    )
+    .await?;
     let mut queued = 0;
     for m in stale {
         let field = |name: &str| m.get_str(name).map(str::to_owned).unwrap_or_default();
