@@ -17,6 +17,7 @@ pub mod fake_smtp;
 pub mod inbound;
 pub mod partition;
 pub mod query_route;
+pub mod release_bins;
 pub mod services;
 pub mod socket;
 pub mod stats;

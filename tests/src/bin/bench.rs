@@ -25,6 +25,7 @@ use tokio::process::{Child, Command};
 use aigentable_jobs::queue::{self, QueueKeys};
 use aigentable_jobs::types::Noop;
 use aigentable_jobs::{Envelope, Job};
+use aigentable_tests::release_bins::release_binary;
 use aigentable_tests::{mongodb_uri, redis_url};
 use aigentable_workers::handlers::noop::{PROBE_PREFIX, probe_channel};
 
@@ -346,46 +347,10 @@ fn report_latency(label: &str, mut samples: Vec<Duration>) {
     );
 }
 
-/// Builds the release `workers` binary next to this one, or takes the one
-/// `BENCH_WORKERS_BIN` names (a quick check of the bench itself; the
-/// README's figures come from the release build).
-async fn build_workers() -> anyhow::Result<PathBuf> {
-    if let Ok(given) = std::env::var("BENCH_WORKERS_BIN") {
-        let bin = PathBuf::from(given);
-        if !bin.is_file() {
-            bail!("BENCH_WORKERS_BIN: {} is not a file", bin.display());
-        }
-        return Ok(bin);
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "aigentable-workers",
-            "--bin",
-            "workers",
-        ])
-        .status()
-        .await
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building the workers binary failed");
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("bench binary has no directory")?;
-    let bin = dir.join("workers");
-    if !bin.exists() {
-        bail!("{} not found after building", bin.display());
-    }
-    Ok(bin)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let workers_bin = build_workers().await?;
+    let workers_bin = release_binary("workers", "BENCH_WORKERS_BIN").await?;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let namespace = format!("bench:{run}");
     let bench = Bench {

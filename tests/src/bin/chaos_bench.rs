@@ -43,6 +43,7 @@ use aigentable_jobs::{Job, JobClient, Requester};
 use aigentable_platform::Platform;
 use aigentable_platform::ids::TenantId;
 use aigentable_tests::config_from;
+use aigentable_tests::release_bins::release_binary;
 use aigentable_tests::services::{OwnMongo, OwnRedis};
 
 struct Args {
@@ -265,33 +266,11 @@ async fn inject(
     Ok(())
 }
 
-/// Builds the release binaries next to this one, or takes those
-/// `BENCH_WORKERS_BIN` and `BENCH_SCHEDULER_BIN` name.
-async fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
-    if let (Ok(w), Ok(s)) = (
-        std::env::var("BENCH_WORKERS_BIN"),
-        std::env::var("BENCH_SCHEDULER_BIN"),
-    ) {
-        return Ok((PathBuf::from(w), PathBuf::from(s)));
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--workspace", "--bins"])
-        .status()
-        .await
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building the binaries failed");
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("bench binary has no directory")?;
-    Ok((dir.join("workers"), dir.join("scheduler")))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let (workers_bin, scheduler_bin) = binaries().await?;
+    let workers_bin = release_binary("workers", "BENCH_WORKERS_BIN").await?;
+    let scheduler_bin = release_binary("scheduler", "BENCH_SCHEDULER_BIN").await?;
     let redis = Mutex::new(OwnRedis::start().await);
     let mongo = Mutex::new(OwnMongo::start().await);
     let run = uuid::Uuid::new_v4().simple().to_string();

@@ -39,6 +39,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
+use aigentable_tests::release_bins::release_binary;
+
 use aigentable_jobs::events::{RealtimeEvent, channel, names};
 
 struct Args {
@@ -131,28 +133,6 @@ fn open_files_limit(pid: u32) -> String {
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-/// The api binary: `BENCH_API_BIN`, or the release one next to this bench,
-/// built first so that the figures are those of the current code.
-async fn api_binary() -> anyhow::Result<PathBuf> {
-    if let Ok(bin) = std::env::var("BENCH_API_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "aigentable-api", "--bin", "api"])
-        .status()
-        .await
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building the api binary failed (or set BENCH_API_BIN)");
-    }
-    let exe = std::env::current_exe()?;
-    Ok(exe
-        .parent()
-        .context("bench binary has no directory")?
-        .join("api"))
 }
 
 /// The api process under test, its log and its configuration.
@@ -677,7 +657,7 @@ async fn clean(env: &HashMap<String, String>) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let bin = api_binary().await?;
+    let bin = release_binary("api", "BENCH_API_BIN").await?;
     let port = aigentable_tests::services::free_port();
     let env = aigentable_tests::test_env(&[
         ("PORT", &port.to_string()),
