@@ -7,9 +7,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::db::{Db, DbResult};
-use crate::ids::TenantId;
 use crate::kv::Kv;
-use crate::model::tenant::{Tenant, Tenants};
+use crate::model::tenant::Tenant;
 use crate::usage::current_period;
 
 /// A monthly allowance used up.
@@ -23,20 +22,6 @@ pub struct CapReached {
 
 /// The first monthly allowance the tenant has used up, if any.
 pub async fn bot_cap_reached(
-    db: &Db,
-    kv: &Kv,
-    config: &Config,
-    tenant: &TenantId,
-    now: DateTime<Utc>,
-) -> DbResult<Option<CapReached>> {
-    let Some(t) = Tenants(db).get(tenant).await? else {
-        return Ok(None);
-    };
-    bot_cap_reached_for(db, kv, config, &t, now).await
-}
-
-/// [`bot_cap_reached`] for a tenant already read.
-pub async fn bot_cap_reached_for(
     db: &Db,
     kv: &Kv,
     config: &Config,

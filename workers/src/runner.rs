@@ -54,7 +54,7 @@ pub struct JobContext {
 
 impl JobContext {
     /// Queues a follow-up job of this job's tenant, on the platform's
-    /// behalf (a reply, a delivery, a held event).
+    /// behalf (a reply, a held event).
     pub async fn enqueue_follow_up<F: Job>(&self, job: F) -> Result<JobRecord, JobError> {
         self.state
             .jobs()

@@ -16,8 +16,6 @@ use crate::{Job, Queue};
 pub struct DeliverReply {
     /// The stored outbound message to send.
     pub message_id: String,
-    /// Its conversation.
-    pub conversation_id: String,
     /// The channel to send through.
     pub channel_id: String,
 }
@@ -47,7 +45,6 @@ mod tests {
     fn a_message_has_one_delivery_id() {
         let job = DeliverReply {
             message_id: "m1".into(),
-            conversation_id: "c1".into(),
             channel_id: "ch1".into(),
         };
         assert_eq!(job.job_id(), "deliver-m1");

@@ -19,7 +19,7 @@ pub const NOTE: &str =
 
 pub async fn reached(ctx: &JobContext, tenant: &Tenant) -> Result<Option<CapReached>, JobError> {
     let platform = &ctx.state.platform;
-    plan_caps::bot_cap_reached_for(
+    plan_caps::bot_cap_reached(
         &platform.db,
         &platform.kv,
         &platform.config,

@@ -230,7 +230,7 @@ async fn redeliver_queued(
                     "$lt": ago(REDELIVER_AFTER_SECS),
                 },
             })
-            .projection(doc! { "_id": 1, "tenantId": 1, "conversationId": 1, "channelId": 1 }),
+            .projection(doc! { "_id": 1, "tenantId": 1, "channelId": 1 }),
     )
     .await?;
     let mut queued = 0;
@@ -239,7 +239,6 @@ async fn redeliver_queued(
         let tenant = TenantId::from_trusted(field("tenantId"));
         let job = DeliverReply {
             message_id: field("_id"),
-            conversation_id: field("conversationId"),
             channel_id: field("channelId"),
         };
         let id = job.job_id();

@@ -109,7 +109,6 @@ pub(crate) async fn enqueue_delivery(
 ) -> Result<String, JobError> {
     let job = DeliverReply {
         message_id: message.id.clone(),
-        conversation_id: message.conversation_id.clone(),
         channel_id: message.channel_id.clone(),
     };
     let id = job.job_id();
