@@ -221,6 +221,27 @@ pub async fn insert_message(db: &Db, kv: &Kv, message: &Message) -> DbResult<boo
 /// conversation as it was before, from which the message's analytics fact
 /// (response time, conversation started) is recorded.
 pub async fn note_message(db: &Db, message: &Message) -> DbResult<Option<Conversation>> {
+    note_message_where(db, message, Document::new()).await
+}
+
+/// [`note_message`] for a bot's reply, only while the bot answers the
+/// conversation: `None` when a human took it over (or it is gone), and
+/// nothing was written. Taking over and noting the reply are one write
+/// each, so no reply is stored past a takeover.
+pub async fn note_bot_reply(db: &Db, message: &Message) -> DbResult<Option<Conversation>> {
+    note_message_where(
+        db,
+        message,
+        doc! { "status": ConversationStatus::Active.as_str() },
+    )
+    .await
+}
+
+async fn note_message_where(
+    db: &Db,
+    message: &Message,
+    condition: Document,
+) -> DbResult<Option<Conversation>> {
     let unread = i64::from(message.direction == MessageDirection::Inbound);
     let at = bson::DateTime::from_chrono(message.created_at);
     let now = bson::DateTime::now();
@@ -251,7 +272,11 @@ pub async fn note_message(db: &Db, message: &Message) -> DbResult<Option<Convers
     let before = db
         .unscoped::<Document>(CONVERSATIONS)
         .find_one_and_update(
-            doc! { "_id": &message.conversation_id, "tenantId": message.tenant_id.as_str() },
+            {
+                let mut filter = doc! { "_id": &message.conversation_id, "tenantId": message.tenant_id.as_str() };
+                filter.extend(condition);
+                filter
+            },
             update,
         )
         .return_document(ReturnDocument::Before)

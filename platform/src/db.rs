@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ids::TenantId;
+use crate::kv::Kv;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -55,6 +56,10 @@ pub type DbResult<T> = Result<T, DbError>;
 /// A document type stored in a tenant-owned collection.
 pub trait TenantOwned: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     const COLLECTION: &'static str;
+    /// Part of the configuration a reply reads from a cache
+    /// ([`crate::live_config`]): every write through [`Scoped`] announces
+    /// the tenant, so no write site can leave a stale copy behind.
+    const LIVE_CONFIG: bool = false;
     fn tenant_id(&self) -> &TenantId;
 }
 
@@ -62,6 +67,9 @@ pub trait TenantOwned: Serialize + DeserializeOwned + Send + Sync + Unpin + 'sta
 pub struct Db {
     client: Client,
     db: Database,
+    /// Where writes to [`TenantOwned::LIVE_CONFIG`] collections are
+    /// announced; `None` in a process with no Redis.
+    announcer: Option<Kv>,
 }
 
 /// One page of a listing, with the total count of matching documents.
@@ -94,7 +102,27 @@ impl Db {
         }
         let client = Client::with_options(options)?;
         let db = client.database(name);
-        Ok(Self { client, db })
+        Ok(Self {
+            client,
+            db,
+            announcer: None,
+        })
+    }
+
+    /// Announces writes to cached configuration on `kv` (see
+    /// [`crate::live_config`]).
+    #[must_use]
+    pub fn announcing_to(mut self, kv: Kv) -> Self {
+        self.announcer = Some(kv);
+        self
+    }
+
+    /// Tells every process's configuration cache that this tenant's
+    /// configuration changed (a write outside [`Scoped`]).
+    pub async fn announce_config(&self, tenant: &TenantId) {
+        if let Some(kv) = &self.announcer {
+            crate::live_config::announce_tenant(kv, tenant).await;
+        }
     }
 
     pub fn database(&self) -> &Database {
@@ -114,6 +142,11 @@ impl Db {
         Scoped {
             coll: self.db.collection(T::COLLECTION),
             tenant: tenant.clone(),
+            announcer: if T::LIVE_CONFIG {
+                self.announcer.clone()
+            } else {
+                None
+            },
             _marker: PhantomData,
         }
     }
@@ -144,12 +177,21 @@ impl Db {
 pub struct Scoped<T: Send + Sync> {
     coll: Collection<T>,
     tenant: TenantId,
+    /// Set for [`TenantOwned::LIVE_CONFIG`] collections.
+    announcer: Option<Kv>,
     _marker: PhantomData<T>,
 }
 
 impl<T: TenantOwned> Scoped<T> {
     pub fn tenant(&self) -> &TenantId {
         &self.tenant
+    }
+
+    /// After a write: caches of this tenant's configuration drop it.
+    async fn announce(&self) {
+        if let Some(kv) = &self.announcer {
+            crate::live_config::announce_tenant(kv, &self.tenant).await;
+        }
     }
 
     /// Adds the tenant to the filter; to the first part of a [`narrowed`]
@@ -230,6 +272,7 @@ impl<T: TenantOwned> Scoped<T> {
             .insert_one(value)
             .await
             .map_err(DbError::from_write)?;
+        self.announce().await;
         Ok(())
     }
 
@@ -247,20 +290,31 @@ impl<T: TenantOwned> Scoped<T> {
         {
             return Err(DbError::TenantMismatch);
         }
-        self.coll
+        let updated = self
+            .coll
             .find_one_and_update(self.scope(filter), update)
             .return_document(ReturnDocument::After)
             .await
-            .map_err(DbError::from_write)
+            .map_err(DbError::from_write)?;
+        if updated.is_some() {
+            self.announce().await;
+        }
+        Ok(updated)
     }
 
     pub async fn delete_by_id(&self, id: &str) -> DbResult<bool> {
         let result = self.coll.delete_one(self.scope(doc! { "_id": id })).await?;
+        if result.deleted_count > 0 {
+            self.announce().await;
+        }
         Ok(result.deleted_count == 1)
     }
 
     pub async fn delete_many(&self, filter: Document) -> DbResult<u64> {
         let result = self.coll.delete_many(self.scope(filter)).await?;
+        if result.deleted_count > 0 {
+            self.announce().await;
+        }
         Ok(result.deleted_count)
     }
 }

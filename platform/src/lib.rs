@@ -21,6 +21,8 @@ pub mod files;
 pub mod handoff_brief;
 pub mod ids;
 pub mod kv;
+pub mod live_cache;
+pub mod live_config;
 pub mod llm;
 pub mod metrics_server;
 pub mod model;
@@ -50,6 +52,9 @@ pub struct Platform {
     pub passwords: auth::password::Hasher,
     /// The HTTP clients for every outbound call a tenant can steer.
     pub egress: egress::Egress,
+    /// Tenants, agents, providers and indexes as replies read them, cached
+    /// until a write announces a change.
+    pub live: live_config::LiveConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +74,8 @@ impl Platform {
         db.ping().await?;
         let kv = Kv::connect(config.redis_url.expose(), &config.redis_namespace).await?;
         kv.ping().await?;
+        let db = db.announcing_to(kv.clone());
+        let live = live_config::LiveConfig::new(config.redis_url.expose(), &config.redis_namespace);
         let egress = egress::Egress::new(config.outbound).map_err(StartError::Other)?;
         Ok(Self {
             egress,
@@ -81,6 +88,7 @@ impl Platform {
             config: Arc::new(config),
             db,
             kv,
+            live,
         })
     }
 }

@@ -50,6 +50,7 @@ pub struct KnowledgeIndex {
 
 impl TenantOwned for KnowledgeIndex {
     const COLLECTION: &'static str = COLLECTION;
+    const LIVE_CONFIG: bool = true;
     fn tenant_id(&self) -> &TenantId {
         &self.tenant_id
     }
@@ -93,9 +94,11 @@ pub async fn search(
     query: &str,
     limit: usize,
 ) -> Result<Vec<Hit>, SearchError> {
-    let active = load(&platform.db, tenant)
+    let active = platform
+        .live
+        .index(&platform.db, tenant)
         .await?
-        .map_or_else(IndexedModel::sparse, |r| r.active);
+        .map_or_else(IndexedModel::sparse, |r| r.active.clone());
     let spec = active.spec();
     store.ensure_collection(&spec).await?;
     let mut search = SearchQuery::new(tenant.as_str(), query.to_owned(), limit);

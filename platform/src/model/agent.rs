@@ -77,6 +77,7 @@ pub struct Agent {
 
 impl TenantOwned for Agent {
     const COLLECTION: &'static str = COLLECTION;
+    const LIVE_CONFIG: bool = true;
     fn tenant_id(&self) -> &TenantId {
         &self.tenant_id
     }

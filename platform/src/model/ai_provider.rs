@@ -75,6 +75,7 @@ pub struct AiProvider {
 
 impl TenantOwned for AiProvider {
     const COLLECTION: &'static str = COLLECTION;
+    const LIVE_CONFIG: bool = true;
     fn tenant_id(&self) -> &TenantId {
         &self.tenant_id
     }

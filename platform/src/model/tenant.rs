@@ -109,6 +109,7 @@ impl Tenants<'_> {
             .insert_one(tenant)
             .await
             .map_err(DbError::from_write)?;
+        self.0.announce_config(&tenant.id).await;
         Ok(())
     }
 
@@ -119,20 +120,25 @@ impl Tenants<'_> {
     pub async fn update(&self, id: &TenantId, set: bson::Document) -> DbResult<Option<Tenant>> {
         let mut set = set;
         set.insert("updatedAt", bson::DateTime::now());
-        Ok(self
+        let updated = self
             .coll()
             .find_one_and_update(doc! { "_id": id.as_str() }, doc! { "$set": set })
             .return_document(mongodb::options::ReturnDocument::After)
-            .await?)
+            .await?;
+        // A suspension or a plan change reaches every process's cache.
+        self.0.announce_config(id).await;
+        Ok(updated)
     }
 
     pub async fn delete(&self, id: &TenantId) -> DbResult<bool> {
-        Ok(self
+        let deleted = self
             .coll()
             .delete_one(doc! { "_id": id.as_str() })
             .await?
             .deleted_count
-            == 1)
+            == 1;
+        self.0.announce_config(id).await;
+        Ok(deleted)
     }
 
     /// All tenants, newest first: for platform administrators only.

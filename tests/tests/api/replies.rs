@@ -393,6 +393,87 @@ async fn replies_are_grounded_on_passages_with_the_agents_model() {
     app.cleanup().await;
 }
 
+/// Replies read the tenant, the agent and its provider from a cache in
+/// each worker: a change made through the API is what the very next
+/// message gets, on every process (the writes announce it).
+#[tokio::test]
+async fn the_next_reply_uses_the_agent_and_provider_as_just_changed() {
+    let app = spawn_app().await;
+    let fake = FakeOpenAi::start().await;
+    let s = app.register("Acme").await;
+    let agent = agent_with_document(&app, &s, json!({ "model": "model-one" })).await;
+    default_provider(&app, &s, &fake).await;
+    let ch = channel(&app, &s, "Chat", Some(&agent)).await;
+    let ask = |n: usize, text: &'static str| {
+        let (app, s, ch) = (&app, &s, &ch);
+        async move {
+            let (_, job) = deliver(app, s, ch, vec![said("ana", &format!("m{n}"), text)]).await;
+            finished(app, s, &job).await
+        }
+    };
+    fake.push_reply("One.");
+    ask(1, "When do you open?").await;
+    let id = conversation_of(&app, &s, "ana").await["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    replies(&app, &s, &id, 1).await;
+    assert_eq!(fake.chat_requests()[0].body["model"], "model-one");
+
+    let r = app
+        .put(
+            &format!("/api/v1/agents/{agent}"),
+            &s,
+            json!({ "model": "model-two" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    fake.push_reply("Two.");
+    ask(2, "And on Sunday?").await;
+    replies(&app, &s, &id, 2).await;
+    assert_eq!(fake.chat_requests()[1].body["model"], "model-two");
+
+    // A new default provider answers the next message.
+    let other = FakeOpenAi::start().await;
+    let r = app
+        .post(
+            "/api/v1/ai-providers",
+            &s,
+            json!({"name": "other", "type": "OPENAI_COMPATIBLE", "baseUrl": other.base_url(),
+                   "apiKey": "sk-other-0000", "chatModel": "other-model", "isDefault": true}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    other.push_reply("Three.");
+    ask(3, "Where are you?").await;
+    let got = replies(&app, &s, &id, 3).await;
+    assert_eq!(got[2].content, "Three.");
+    assert_eq!(other.chat_requests().len(), 1);
+    assert_eq!(fake.chat_requests().len(), 2);
+
+    // Switched off: the next message is not answered.
+    let r = app
+        .put(
+            &format!("/api/v1/agents/{agent}"),
+            &s,
+            json!({ "isActive": false }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let record = ask(4, "Hello?").await;
+    let reply_job = record["result"]["replyJobs"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let reply = finished(&app, &s, &reply_job).await;
+    assert_eq!(
+        reply["result"]["skipped"], "the agent is inactive",
+        "{reply}"
+    );
+    assert_eq!(other.chat_requests().len(), 1);
+    app.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_rate_limited_provider_is_retried_and_answers_once() {
     let app = spawn_app().await;

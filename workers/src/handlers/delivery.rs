@@ -31,7 +31,7 @@ use aigentable_platform::channels::client::{
 use aigentable_platform::conversations;
 use aigentable_platform::db::narrowed;
 use aigentable_platform::model::conversation::{Handoff, HandoffReason};
-use aigentable_platform::model::tenant::{DeliveryGuarantee, Tenants};
+use aigentable_platform::model::tenant::DeliveryGuarantee;
 use aigentable_platform::model::{
     ChannelType, Conversation, Message, MessageDirection, MessageStatus, SenderType,
 };
@@ -256,8 +256,10 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
 
 /// The tenant's choice for messages left in doubt (default when unknown).
 async fn guarantee(ctx: &JobContext) -> Result<DeliveryGuarantee, JobError> {
-    Ok(Tenants(&ctx.state.platform.db)
-        .get(&ctx.tenant_id)
+    let platform = &ctx.state.platform;
+    Ok(platform
+        .live
+        .tenant(&platform.db, &ctx.tenant_id)
         .await
         .map_err(JobError::transient)?
         .map(|t| t.settings.delivery_guarantee)

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use aigentable_jobs::types::{ProcessInbound, ReceiveInbound};
 use aigentable_platform::db::DbError;
+use aigentable_platform::domain::TenantStatus;
 use aigentable_platform::model::WebhookEvent;
 
 use crate::handlers::process_inbound::process_event;
@@ -49,10 +50,14 @@ impl Handle for ReceiveInbound {
             Err(DbError::Duplicate) => false,
             Err(e) => return Err(JobError::transient(e)),
         };
-        if aigentable_jobs::held::tenant_suspended(db, &ctx.tenant_id)
+        let platform = &ctx.state.platform;
+        let suspended = platform
+            .live
+            .tenant(db, &ctx.tenant_id)
             .await
             .map_err(JobError::transient)?
-        {
+            .is_some_and(|t| t.status == TenantStatus::Suspended);
+        if suspended {
             let held = ctx
                 .enqueue_follow_up(ProcessInbound {
                     channel_id: event.channel_id.clone(),

@@ -22,6 +22,7 @@ impl Handle for RestoreBackup {
             })?;
         if !self.dry_run {
             aigentable_platform::channels::routes::announce_all_changed(&platform.kv).await;
+            aigentable_platform::live_config::announce_all_changed(&platform.kv).await;
         }
         tracing::warn!(
             job_id = %ctx.job_id,

@@ -10,7 +10,7 @@ use aigentable_jobs::Job;
 use aigentable_jobs::types::GenerateReply;
 use aigentable_jobs::types::generate_reply::TestAnswer;
 use aigentable_platform::evals::Passage;
-use aigentable_platform::llm::{self, ChatMessage, ChatRequest, LlmClient, TokenUsage};
+use aigentable_platform::llm::{ChatMessage, ChatRequest, LlmClient, TokenUsage};
 use aigentable_platform::model::Agent;
 use aigentable_vectors::Hit;
 
@@ -163,13 +163,16 @@ async fn answer(
     started: Instant,
     deltas: Option<&mut Deltas<'_>>,
 ) -> Result<Answer, JobError> {
-    let provider = llm::resolve_provider(
-        &ctx.state.platform.db,
-        &ctx.tenant_id,
-        agent.ai_provider_id.as_deref(),
-    )
-    .await
-    .map_err(JobError::transient)?;
+    let platform = &ctx.state.platform;
+    let provider = platform
+        .live
+        .provider(
+            &platform.db,
+            &ctx.tenant_id,
+            agent.ai_provider_id.as_deref(),
+        )
+        .await
+        .map_err(JobError::transient)?;
     let Some(provider) = provider else {
         let answer = retrieval_only(agent, hits, started);
         if let Some(deltas) = deltas.filter(|_| answer.fallback.is_none()) {

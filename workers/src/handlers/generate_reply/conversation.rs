@@ -169,9 +169,9 @@ async fn answer_locked(
             json!({ "skipped": "a newer customer message is answered instead", "newerMessageId": newer.id }),
         );
     }
-    let Some(agent) = db
-        .scoped::<Agent>(&ctx.tenant_id)
-        .find_by_id(asked.agent_id)
+    let Some(agent) = platform
+        .live
+        .agent(db, &ctx.tenant_id, asked.agent_id)
         .await
         .map_err(JobError::transient)?
     else {
@@ -212,21 +212,6 @@ async fn answer_locked(
     )
     .await?;
 
-    // A human may have taken over while the answer was generated.
-    let now = if answer.stopped {
-        None
-    } else {
-        db.scoped::<Conversation>(&ctx.tenant_id)
-            .find_by_id(&conversation.id)
-            .await
-            .map_err(JobError::transient)?
-    };
-    let Some(now) = now.filter(|c| c.status.bot_answers()) else {
-        deltas.abandon().await;
-        tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, "reply dropped: the conversation left the bot");
-        return Ok(json!({ "dropped": "the conversation is no longer answered by the bot" }));
-    };
-
     // The fallback hands the conversation over; it is sent as a system
     // notice so that delivery, which drops the bot's messages once a human
     // owns the conversation, still sends it.
@@ -236,7 +221,7 @@ async fn answer_locked(
         SenderType::Agent
     };
     let mut reply = conversations::outbound_message(
-        &now,
+        conversation,
         sender,
         Some(agent.id.clone()),
         answer.content.clone(),
@@ -245,18 +230,29 @@ async fn answer_locked(
     reply.reply_to = Some(question.id.clone());
     reply.dedup_key = Some(reply_dedup_key(&question.id));
     reply.metadata = answer.metadata();
+    // A human may have taken over while the answer was generated: the
+    // conversation takes the reply only while the bot answers it, and only
+    // then is the reply stored.
+    let noted = if answer.stopped {
+        None
+    } else {
+        conversations::note_bot_reply(db, &reply)
+            .await
+            .map_err(JobError::transient)?
+    };
+    let Some(mut conversation_now) = noted else {
+        deltas.abandon().await;
+        tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, "reply dropped: the conversation left the bot");
+        return Ok(json!({ "dropped": "the conversation is no longer answered by the bot" }));
+    };
     if !conversations::insert_message(db, &ctx.state.platform.kv, &reply)
         .await
         .map_err(JobError::transient)?
     {
         return Ok(json!({ "skipped": "already answered" }));
     }
-    let updated = conversations::note_message(db, &reply)
-        .await
-        .map_err(JobError::transient)?;
     events::new_message(&platform.kv, &reply).await;
     let delivery_job = enqueue_delivery(ctx, &reply).await?;
-    let mut conversation_now = updated.unwrap_or(now);
     if let Some(why) = &answer.fallback {
         let handoff = Handoff::new(
             // Without a provider, the fallback means nothing matched.

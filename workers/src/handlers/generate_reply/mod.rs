@@ -34,7 +34,6 @@ use serde_json::Value;
 use aigentable_jobs::types::GenerateReply;
 use aigentable_jobs::types::generate_reply::ReplyMode;
 use aigentable_platform::domain::TenantStatus;
-use aigentable_platform::model::tenant::Tenants;
 
 use crate::runner::{Handle, JobContext, JobError};
 
@@ -46,8 +45,10 @@ impl Handle for GenerateReply {
                 message_id,
             } => {
                 // Read once: whether it is suspended, and its plan's caps.
-                let Some(tenant) = Tenants(&ctx.state.platform.db)
-                    .get(&ctx.tenant_id)
+                let platform = &ctx.state.platform;
+                let Some(tenant) = platform
+                    .live
+                    .tenant(&platform.db, &ctx.tenant_id)
                     .await
                     .map_err(JobError::transient)?
                 else {
