@@ -400,8 +400,9 @@ pub const JOB_ORIGINS: &[(&str, JobOrigin)] = &[
     // admins may re-run.
     ("receive_inbound", JobOrigin::Role(Role::SuperAdmin)),
     ("process_inbound", JobOrigin::Role(Role::TenantAdmin)),
-    // A bot's reply is delivered with no record (the message's status is
-    // its record): nothing to show.
+    // A bot's reply is generated and delivered with no record (the
+    // conversation and the message's status are theirs): nothing to show.
+    ("answer_message", JobOrigin::Role(Role::SuperAdmin)),
     ("deliver_reply", JobOrigin::Role(Role::SuperAdmin)),
     (
         "export_analytics",

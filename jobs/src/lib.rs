@@ -35,8 +35,9 @@ pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'sta
     const TIMEOUT: Duration;
     /// Whether the job has a MongoDB status record (shown by `GET /jobs`).
     /// Opting out are jobs whose state lives elsewhere, which users do not
-    /// start: a webhook on its way in (`receive_inbound`), a bot reply's
-    /// delivery (`deliver_reply`, the message's status), and the
+    /// start: a webhook on its way in (`receive_inbound`), the reply to a
+    /// customer's message (`answer_message`, the conversation), a bot
+    /// reply's delivery (`deliver_reply`, the message's status), and the
     /// benchmark's no-op job, which measures the queue alone.
     const RECORDED: bool = true;
 

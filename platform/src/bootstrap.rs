@@ -93,6 +93,14 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
     let unique_sparse = || IndexOptions::builder().unique(true).sparse(true).build();
     db.ensure_index("messages", doc! { "dedupKey": 1 }, Some(unique_sparse()))
         .await?;
+    // The sweep's look for conversations the bot left waiting
+    // (`answer_message`).
+    db.ensure_index(
+        "conversations",
+        doc! { "status": 1, "awaitingSince": 1 },
+        None,
+    )
+    .await?;
     // The sweep's look for deliveries left queued (`deliver_reply`).
     db.ensure_index("messages", doc! { "status": 1, "updatedAt": 1 }, None)
         .await?;

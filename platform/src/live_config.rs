@@ -8,8 +8,10 @@
 //! [`crate::db::TenantOwned::LIVE_CONFIG`] and
 //! [`crate::model::tenant::Tenants`]), and each process drops that
 //! tenant's entries: an agent switched off, a suspended tenant, a new
-//! default provider take effect on every replica within a round trip. The
-//! rules of what is served when are [`crate::live_cache`]'s.
+//! default provider take effect on every replica within a Redis round trip
+//! of the write (a reply that starts in that moment sees the value before
+//! it, as if it had started a moment earlier). The rules of what is served
+//! when are [`crate::live_cache`]'s.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -476,6 +476,37 @@ impl TestApp {
         }
     }
 
+    /// Waits until the unrecorded job `id` of type `J` has run (Redis no
+    /// longer holds it queued, waiting for a retry or running). Panics
+    /// after a minute.
+    pub async fn unrecorded_job_ran<J: aigentable_jobs::Job>(&self, id: &str) {
+        let keys = self.keys_of::<J>();
+        let ran = self
+            .eventually(Duration::from_secs(60), || async {
+                let presence = job_queue::presence(&mut self.platform.kv.conn(), &keys, id).await;
+                (!matches!(presence, Ok(job_queue::Presence::Live))).then_some(())
+            })
+            .await;
+        assert!(ran.is_some(), "{} {id} never ran", J::NAME);
+    }
+
+    /// The attempts Redis counted so far for job `id` of type `J` (0 when
+    /// it is unknown or finished).
+    pub async fn job_attempts<J: aigentable_jobs::Job>(&self, id: &str) -> u32 {
+        job_queue::attempts(&mut self.platform.kv.conn(), &self.keys_of::<J>(), id)
+            .await
+            .expect("attempts readable")
+    }
+
+    fn keys_of<J: aigentable_jobs::Job>(&self) -> QueueKeys {
+        let prefix = format!(
+            "{}:{}",
+            aigentable_jobs::queue_key(&self.platform.config.redis_namespace, J::QUEUE.as_str()),
+            J::NAME
+        );
+        QueueKeys::new(&prefix)
+    }
+
     /// Jobs still waiting or running in Redis, as `type: n`.
     pub async fn pending_jobs(&self) -> Vec<String> {
         let mut pending = Vec::new();

@@ -8,6 +8,7 @@
 //! one list, so a type left out of it, or without a handler, fails to build
 //! or fails a test.
 
+pub mod answer_message;
 pub mod chaos_probe;
 pub mod deliver_message;
 pub mod deliver_reply;
@@ -31,6 +32,7 @@ pub mod test_ai_provider;
 pub mod test_channel;
 pub mod train_agent;
 
+pub use answer_message::AnswerMessage;
 pub use chaos_probe::ChaosProbe;
 pub use deliver_message::DeliverMessage;
 pub use deliver_reply::DeliverReply;
@@ -69,6 +71,7 @@ macro_rules! for_each_job_type {
             $crate::types::ReceiveInbound,
             $crate::types::ProcessInbound,
             $crate::types::GenerateReply,
+            $crate::types::AnswerMessage,
             $crate::types::SummarizeHandoff,
             $crate::types::EvalRun,
             $crate::types::DeliverMessage,

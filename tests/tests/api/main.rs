@@ -11,7 +11,8 @@
 //! | `train_agent` | `training` |
 //! | `receive_inbound` | `webhooks`, `widget`, `sessions` |
 //! | `process_inbound` | `conversations`, `sessions` |
-//! | `generate_reply` | `replies`, `agent_test`, `streaming` |
+//! | `generate_reply` | `agent_test`, `sessions` |
+//! | `answer_message` | `replies`, `streaming`, `webhooks` |
 //! | `summarize_handoff` | `handoff_briefs` |
 //! | `deliver_message` | `replies`, `conversations`, `channels` |
 //! | `test_channel`, `register_webhook` | `channels` |

@@ -209,6 +209,18 @@ async fn every_query_of_a_customer_message_is_served_by_an_index() {
         }
         assert!(!commands.is_empty(), "the message's commands were recorded");
     }
+    // What a message costs now; a change that adds a round trip to the
+    // path fails here and must say why it is worth it.
+    assert!(
+        returning.len() <= 17,
+        "a returning customer's message took {} commands",
+        returning.len()
+    );
+    assert!(
+        new.len() <= 19,
+        "a new customer's message took {} commands",
+        new.len()
+    );
 
     let mut unindexed = Vec::new();
     let mut explained = 0;

@@ -394,6 +394,136 @@ fn answers(messages: &[Message]) -> usize {
         .count()
 }
 
+/// A reply asked for just as the tenant is suspended (its message stored
+/// before): the unrecorded reply job hands it to a recorded
+/// `generate_reply`, held while suspended, and the customer is answered on
+/// reactivation.
+#[tokio::test]
+async fn a_reply_asked_for_while_suspended_is_held_until_reactivation() {
+    use aigentable_jobs::types::AnswerMessage;
+    use aigentable_workers::WorkerState;
+    use aigentable_workers::runner::{Handle, JobContext};
+
+    let app = spawn_app().await;
+    let admin = app.register("Acme").await;
+    let root = app.super_admin(&admin).await;
+    let agent = aigentable_tests::fake_providers::create_agent(&app, &admin).await;
+    let (_, key, token) = widget_visitor(&app, &admin, Some(&agent)).await;
+    let switch = |on: bool| {
+        let (app, admin, agent) = (&app, &admin, &agent);
+        async move {
+            let r = app
+                .put(
+                    &format!("/api/v1/agents/{agent}"),
+                    admin,
+                    json!({ "isActive": on }),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        }
+    };
+    // Stored and not answered (the agent was off): the state of a message
+    // whose reply is asked for as the tenant gets suspended.
+    switch(false).await;
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/widget/{key}/messages")))
+        .header("Origin", SITE)
+        .bearer_auth(&token)
+        .json(&json!({"text": "Where is my parcel?", "clientMessageId": "parcel-0002"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(TestApp::reply(r).await.status, StatusCode::ACCEPTED);
+    let messages = app.platform.db.scoped::<Message>(&tenant(&admin));
+    let question = app
+        .eventually(Duration::from_secs(20), || async {
+            messages
+                .find_one(doc! { "direction": "INBOUND" })
+                .await
+                .ok()
+                .flatten()
+        })
+        .await
+        .expect("the message is stored");
+    app.unrecorded_job_ran::<AnswerMessage>(&format!("answer-{}", question.id))
+        .await;
+    switch(true).await;
+    let r = app
+        .put(
+            &format!("/api/v1/tenants/{}", admin.tenant_id),
+            &root,
+            json!({ "status": "SUSPENDED" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // The announcement reaches this process's cache a moment after the
+    // write returned.
+    let suspended = app
+        .eventually(Duration::from_secs(5), || async {
+            let t = app
+                .platform
+                .live
+                .tenant(&app.platform.db, &tenant(&admin))
+                .await
+                .ok()
+                .flatten()?;
+            (t.status == aigentable_platform::domain::TenantStatus::Suspended).then_some(())
+        })
+        .await;
+    assert!(suspended.is_some(), "the cache learnt of the suspension");
+
+    let ctx = JobContext {
+        state: WorkerState::new(app.platform.clone()).expect("worker state"),
+        job_id: format!("answer-{}", question.id),
+        tenant_id: tenant(&admin),
+        attempt: 1,
+    };
+    let result = AnswerMessage {
+        agent_id: agent.clone(),
+        conversation_id: question.conversation_id.clone(),
+        message_id: question.id.clone(),
+    }
+    .handle(ctx)
+    .await
+    .expect("handled");
+    let held_by = result["heldBy"].as_str().unwrap_or_default().to_owned();
+    assert!(!held_by.is_empty(), "{result}");
+    let jobs = app.platform.db.unscoped::<bson::Document>("jobs");
+    let held = app
+        .eventually(Duration::from_secs(20), || async {
+            jobs.find_one(
+                doc! { "_id": &held_by, "status": "SUCCEEDED", "result.heldWhileSuspended": true },
+            )
+            .await
+            .ok()
+            .flatten()
+        })
+        .await;
+    assert!(held.is_some(), "the recorded reply is held");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let conversation = question.conversation_id.clone();
+    let all = stored_messages(&app, &admin, &conversation).await;
+    assert_eq!(answers(&all), 0, "{all:#?}");
+
+    let r = app
+        .put(
+            &format!("/api/v1/tenants/{}", admin.tenant_id),
+            &root,
+            json!({ "status": "ACTIVE" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let answered = app
+        .eventually(Duration::from_secs(40), || async {
+            let n = answers(&stored_messages(&app, &admin, &conversation).await);
+            (n > 0).then_some(n)
+        })
+        .await;
+    assert_eq!(answered, Some(1), "answered once after reactivation");
+    app.cleanup().await;
+}
+
 /// Through the widget, as a visitor would: the message is accepted and
 /// stored while the tenant is suspended, its processing held (a recorded
 /// `process_inbound` job marked held), and answered on reactivation.

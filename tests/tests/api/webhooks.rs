@@ -15,6 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use aigentable_jobs::JobClient;
+use aigentable_jobs::types::AnswerMessage;
 use aigentable_platform::ids::TenantId;
 use aigentable_platform::model::{InboundItem, Message, MessageStatus, WebhookEvent};
 use aigentable_scheduler::{Task, fire};
@@ -596,6 +597,150 @@ async fn a_bot_reply_whose_delivery_redis_lost_is_sent_by_the_sweep() {
         .expect("read")
         .expect("exists");
     assert_eq!(still.status, MessageStatus::Queued, "left to its own job");
+    app.cleanup().await;
+}
+
+/// A customer whose reply job Redis lost (a restart without its
+/// append-only file) is answered by the sweep once they have waited a few
+/// minutes; a conversation the bot leaves waiting on purpose (its agent is
+/// switched off) is asked for once per waiting spell, not at every tick.
+#[tokio::test]
+async fn a_customer_whose_reply_redis_lost_is_answered_by_the_sweep() {
+    let (app, fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    let agent = create_agent(&app, &admin).await;
+    whatsapp_channel(&app, &admin, "PN211", Some(&agent)).await;
+    let switch = |on: bool| {
+        let (app, admin, agent) = (&app, &admin, &agent);
+        async move {
+            let r = app
+                .put(
+                    &format!("/api/v1/agents/{agent}"),
+                    admin,
+                    json!({ "isActive": on }),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        }
+    };
+    let messages = app.platform.db.scoped::<Message>(&tenant(&admin));
+    // Stored, its reply job run (and skipped: the agent is off), the
+    // customer left waiting since four minutes ago.
+    let waiting = |from: &'static str, wamid: &'static str| {
+        let (app, messages) = (&app, &messages);
+        async move {
+            let body = whatsapp_text("PN211", from, wamid, "Are you open?");
+            let r = post_meta(app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret")).await;
+            assert_eq!(r.status, StatusCode::OK);
+            let stored = app
+                .eventually(Duration::from_secs(30), || async {
+                    messages
+                        .find_one(doc! { "externalMessageId": wamid })
+                        .await
+                        .ok()
+                        .flatten()
+                })
+                .await
+                .expect("the message is stored");
+            app.unrecorded_job_ran::<AnswerMessage>(&format!("answer-{}", stored.id))
+                .await;
+            let then = chrono::Utc::now() - chrono::Duration::minutes(4);
+            app.platform
+                .db
+                .unscoped::<bson::Document>("conversations")
+                .update_one(
+                    doc! { "_id": &stored.conversation_id },
+                    doc! { "$set": { "awaitingSince": bson::DateTime::from_chrono(then) } },
+                )
+                .await
+                .expect("conversation updated");
+        }
+    };
+    switch(false).await;
+    waiting("5511888880211", "wamid.IN211").await;
+    waiting("5511888880212", "wamid.IN212").await;
+    // One customer's reply is lost; the other's agent stays off.
+    switch(true).await;
+    let off_for_212 = {
+        let other = create_agent(&app, &admin).await;
+        let r = app
+            .put(
+                &format!("/api/v1/agents/{other}"),
+                &admin,
+                json!({ "isActive": false }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        other
+    };
+    let second = messages
+        .find_one(doc! { "externalMessageId": "wamid.IN212" })
+        .await
+        .expect("read")
+        .expect("stored");
+    app.platform
+        .db
+        .unscoped::<bson::Document>("conversations")
+        .update_one(
+            doc! { "_id": &second.conversation_id },
+            doc! { "$set": { "agentId": &off_for_212 } },
+        )
+        .await
+        .expect("conversation updated");
+
+    let client = JobClient::connect(&app.platform).await.expect("client");
+    let sweep = |tick: u64| {
+        let (app, client) = (&app, &client);
+        async move {
+            let id = fire(client, &app.platform.kv, Task::Sweep, tick)
+                .await
+                .expect("sweep enqueued")
+                .expect("tick claimed");
+            let record = app
+                .eventually(Duration::from_secs(30), || async {
+                    app.platform
+                        .db
+                        .unscoped::<bson::Document>("jobs")
+                        .find_one(doc! { "_id": &id, "status": "SUCCEEDED" })
+                        .await
+                        .ok()
+                        .flatten()
+                })
+                .await
+                .expect("the sweep ran");
+            record
+                .get_document("result")
+                .ok()
+                .and_then(|r| {
+                    r.get_i64("reanswered")
+                        .ok()
+                        .or_else(|| r.get_i32("reanswered").ok().map(i64::from))
+                })
+                .unwrap_or(-1)
+        }
+    };
+    let tick = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+    assert_eq!(
+        sweep(tick).await,
+        2,
+        "both waiting customers asked for once"
+    );
+    let to_provider = "/v21.0/PN211/messages";
+    let answered = app
+        .eventually(Duration::from_secs(30), || async {
+            let sent = fake.requests_to(to_provider);
+            (!sent.is_empty()).then_some(sent)
+        })
+        .await
+        .expect("the customer whose reply was lost is answered");
+    assert_eq!(
+        answered[0].body["to"], "5511888880211",
+        "{:?}",
+        answered[0].body
+    );
+    assert_eq!(sweep(tick + 60).await, 0, "asked once per waiting spell");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.requests_to(to_provider).len(), 1, "answered once");
     app.cleanup().await;
 }
 

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use aigentable_jobs::queue::QueueConfig;
 use aigentable_jobs::record::JobRecord;
-use aigentable_jobs::types::DeliverReply;
+use aigentable_jobs::types::{AnswerMessage, DeliverReply};
 use aigentable_platform::Platform;
 use aigentable_platform::model::Message;
 use aigentable_tests::config_from;
@@ -267,6 +267,22 @@ async fn a_stopped_workers_process_hands_its_reply_back_without_spending_an_atte
         "the workers process drained and exited: {status:?}"
     );
     llm.set_delay(Duration::ZERO);
+    // Handed back to the queue with no attempt spent.
+    let question = app
+        .platform
+        .db
+        .unscoped::<bson::Document>("messages")
+        .find_one(doc! { "externalMessageId": "wamid.drain1" })
+        .await
+        .ok()
+        .flatten()
+        .expect("the customer's message is stored");
+    let reply_job = format!("answer-{}", question.get_str("_id").unwrap_or_default());
+    assert_eq!(
+        app.job_attempts::<AnswerMessage>(&reply_job).await,
+        0,
+        "the hand-back spent no attempt"
+    );
     let second = spawn_workers(&app.env);
     let sent = app
         .eventually(Duration::from_secs(60), || async {
@@ -277,22 +293,7 @@ async fn a_stopped_workers_process_hands_its_reply_back_without_spending_an_atte
         dump_state(app).await;
     }
     assert!(sent.is_some(), "the customer was answered");
-    let reply = app
-        .eventually(Duration::from_secs(30), || async {
-            app.platform
-                .db
-                .unscoped::<JobRecord>("jobs")
-                .find_one(doc! { "type": "generate_reply", "status": "SUCCEEDED" })
-                .await
-                .ok()
-                .flatten()
-        })
-        .await
-        .expect("the reply job succeeded");
-    assert_eq!(
-        reply.attempts, 1,
-        "the hand-back spent no attempt: {reply:?}"
-    );
+    app.unrecorded_job_ran::<AnswerMessage>(&reply_job).await;
     assert_eq!(
         llm.chat_requests().len(),
         2,

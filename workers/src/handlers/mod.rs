@@ -1,6 +1,7 @@
 //! One handler file per job type, named like the type's module in
 //! `jobs/src/types/`; code two jobs share lives in a module beside them.
 
+pub mod answer_message;
 pub mod chaos_probe;
 pub mod deliver_message;
 pub mod deliver_reply;

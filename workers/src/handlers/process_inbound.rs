@@ -16,7 +16,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use aigentable_jobs::events;
-use aigentable_jobs::types::{GenerateReply, ProcessInbound, ReceiveInbound};
+use aigentable_jobs::types::{AnswerMessage, ProcessInbound, ReceiveInbound};
 use aigentable_platform::conversations::{self, ContactInfo, RedisLock};
 use aigentable_platform::ids::new_id;
 use aigentable_platform::model::conversation::{inbound_dedup_key, reply_dedup_key};
@@ -267,9 +267,9 @@ async fn process_message(
 
 /// On a retry of this job, a stored message may be one an earlier attempt
 /// saved before dying (kill -9, lost lease) without asking for its reply.
-/// Asking again is safe: the reply job's idempotency key and the reply's
-/// unique dedup key allow one reply per message, and the reply job answers
-/// only a conversation's latest customer message.
+/// Asking again is safe: the reply job's id and the reply's unique dedup
+/// key allow one reply per message, and the reply job answers only a
+/// conversation's latest customer message.
 async fn retry_reply_request(
     ctx: &JobContext,
     stored: Message,
@@ -312,14 +312,14 @@ async fn request_reply(
     if !conversation.status.bot_answers() {
         return Ok(None);
     }
-    let job = ctx
-        .enqueue_follow_up(GenerateReply::to_message(
-            agent_id,
-            &conversation.id,
-            &message.id,
-        ))
-        .await?;
-    Ok(Some(job.id))
+    let job = AnswerMessage {
+        agent_id: agent_id.to_owned(),
+        conversation_id: conversation.id.clone(),
+        message_id: message.id.clone(),
+    };
+    let id = job.job_id();
+    ctx.enqueue_unrecorded(&id, job).await?;
+    Ok(Some(id))
 }
 
 /// Stores the message under the customer's lock: `None` when it was stored

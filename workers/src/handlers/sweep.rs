@@ -1,7 +1,8 @@
 //! Every minute: jobs whose worker died mid-run are requeued (or declared
 //! dead after their last attempt), jobs recorded QUEUED that Redis does not
-//! hold are queued again, so are the deliveries of messages left QUEUED,
-//! and expired tokens are removed.
+//! hold are queued again, so are the deliveries of messages left QUEUED
+//! and the replies of conversations the bot left waiting, and expired
+//! tokens are removed.
 
 use bson::doc;
 use chrono::Utc;
@@ -12,10 +13,13 @@ use aigentable_jobs::JobStatus;
 use aigentable_jobs::dispatch::{push_record, timeout_of};
 use aigentable_jobs::queue::{self, Presence, QueueKeys};
 use aigentable_jobs::record::{self, JobRecord};
-use aigentable_jobs::types::{DeliverReply, Sweep};
+use aigentable_jobs::types::{AnswerMessage, DeliverReply, Sweep};
+use aigentable_platform::db::narrowed;
 use aigentable_platform::ids::TenantId;
-use aigentable_platform::model::conversation::MESSAGES;
-use aigentable_platform::model::{MessageStatus, password_reset};
+use aigentable_platform::model::conversation::{CONVERSATIONS, MESSAGES};
+use aigentable_platform::model::{
+    ConversationStatus, Message, MessageDirection, MessageStatus, password_reset,
+};
 
 use crate::runner::{Handle, JobContext, JobError};
 
@@ -37,6 +41,10 @@ const REDELIVER_AFTER_SECS: i64 = 120;
 /// Messages queued longer ago than this are left alone: a reply that late
 /// would confuse the customer more than it helps.
 const REDELIVER_WITHIN_HOURS: i64 = 24;
+/// How long a customer may wait for the bot before the reply is asked for
+/// again (its `answer_message` may have been lost with Redis): replies
+/// take milliseconds to seconds, a slow LLM a couple of minutes at most.
+const REANSWER_AFTER_SECS: i64 = 180;
 
 impl Handle for Sweep {
     async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
@@ -120,6 +128,7 @@ impl Handle for Sweep {
         }
         let reconciled = reconcile_queued(db, client, &mut conn).await?;
         let redelivered = redeliver_queued(db, client).await?;
+        let reanswered = reanswer_waiting(&ctx, client, &mut conn).await?;
         let purged = purge_finished(&ctx).await?;
         // TTL indexes do this on MongoDB; servers without them rely on the sweep.
         let expired = db
@@ -147,6 +156,7 @@ impl Handle for Sweep {
             "finishedUnrecorded": finished,
             "reconciled": reconciled,
             "redelivered": redelivered,
+            "reanswered": reanswered,
             "purgedJobs": purged,
             "expiredResetTokens": expired,
             "expiredEmailVerifications": expired_verifications,
@@ -249,6 +259,98 @@ async fn redeliver_queued(
             }
             Ok(false) => {}
             Err(e) => return Err(JobError::transient(e)),
+        }
+    }
+    Ok(queued)
+}
+
+/// Asks again for the reply of conversations the bot answers whose
+/// customer has waited (`awaitingSince`) past [`REANSWER_AFTER_SECS`]: the
+/// reply is an unrecorded `answer_message`, which Redis may have lost.
+/// Once per waiting spell (a Redis claim per conversation and
+/// `awaitingSince`), so a reply skipped on purpose (an agent switched off)
+/// or one that keeps failing is not asked for at every tick; the job id is
+/// the message's, so a reply Redis still holds is not queued twice.
+/// Returns how many were queued.
+async fn reanswer_waiting(
+    ctx: &JobContext,
+    client: &aigentable_jobs::JobClient,
+    conn: &mut redis::aio::ConnectionManager,
+) -> Result<u32, JobError> {
+    let platform = &ctx.state.platform;
+    let waiting: Vec<bson::Document> = platform
+        .db
+        .unscoped::<bson::Document>(CONVERSATIONS)
+        .find(doc! {
+            "status": ConversationStatus::Active.as_str(),
+            "awaitingSince": {
+                "$gt": ago(REDELIVER_WITHIN_HOURS * 3600),
+                "$lt": ago(REANSWER_AFTER_SECS),
+            },
+        })
+        .projection(doc! { "_id": 1, "tenantId": 1, "agentId": 1, "awaitingSince": 1 })
+        .sort(doc! { "awaitingSince": 1 })
+        .limit(RECONCILE_BATCH)
+        .await
+        .map_err(JobError::transient)?
+        .try_collect()
+        .await
+        .map_err(JobError::transient)?;
+    let mut queued = 0;
+    for c in waiting {
+        let (Ok(id), Ok(tenant), Ok(agent), Ok(since)) = (
+            c.get_str("_id"),
+            c.get_str("tenantId"),
+            c.get_str("agentId"),
+            c.get_datetime("awaitingSince"),
+        ) else {
+            continue;
+        };
+        let claim = platform
+            .kv
+            .key(&["reanswered", id, &since.timestamp_millis().to_string()]);
+        let first: Option<String> = redis::cmd("SET")
+            .arg(&claim)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(REDELIVER_WITHIN_HOURS * 3600)
+            .query_async(conn)
+            .await
+            .map_err(JobError::transient)?;
+        if first.is_none() {
+            continue;
+        }
+        let tenant = TenantId::from_trusted(tenant.to_owned());
+        let latest = platform
+            .db
+            .scoped::<Message>(&tenant)
+            .find_sorted(
+                narrowed(
+                    doc! { "conversationId": id },
+                    doc! { "direction": MessageDirection::Inbound.as_str() },
+                ),
+                doc! { "createdAt": -1 },
+                1,
+            )
+            .await
+            .map_err(JobError::transient)?;
+        let Some(message) = latest.into_iter().next() else {
+            continue;
+        };
+        let job = AnswerMessage {
+            agent_id: agent.to_owned(),
+            conversation_id: id.to_owned(),
+            message_id: message.id,
+        };
+        let job_id = job.job_id();
+        if client
+            .push(&job_id, &tenant, job)
+            .await
+            .map_err(JobError::transient)?
+        {
+            tracing::warn!(job_id = %job_id, tenant_id = %tenant, conversation_id = %id, "reply of a conversation left waiting asked for again");
+            queued += 1;
         }
     }
     Ok(queued)

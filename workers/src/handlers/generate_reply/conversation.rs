@@ -35,7 +35,7 @@ const REPLY_LOCK_WAIT: Duration = Duration::from_millis(300);
 const REPLY_LOCK_RETRY: Duration = Duration::from_millis(500);
 
 /// What a conversation reply job asks for.
-pub(super) struct Asked<'a> {
+pub(crate) struct Asked<'a> {
     pub agent_id: &'a str,
     pub conversation_id: &'a str,
     pub message_id: Option<&'a str>,
@@ -46,7 +46,7 @@ pub(super) struct Asked<'a> {
 /// Answers the customer message `message_id` in the conversation: skipped
 /// when the conversation left the bot, the message is gone, or it was
 /// answered already (then its delivery is made sure of).
-pub(super) async fn answer(asked: &Asked<'_>, ctx: &JobContext) -> Result<Value, JobError> {
+pub(crate) async fn answer(asked: &Asked<'_>, ctx: &JobContext) -> Result<Value, JobError> {
     let platform = &ctx.state.platform;
     let db = &platform.db;
     let Some(message_id) = asked.message_id else {

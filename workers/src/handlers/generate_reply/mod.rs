@@ -27,13 +27,16 @@ mod prompt;
 mod provider;
 mod test_answer;
 
-pub(crate) use conversation::enqueue_delivery;
+pub(crate) use conversation::{Asked, answer as answer_in_conversation, enqueue_delivery};
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use aigentable_jobs::types::GenerateReply;
 use aigentable_jobs::types::generate_reply::ReplyMode;
 use aigentable_platform::domain::TenantStatus;
+use aigentable_platform::model::Tenant;
 
 use crate::runner::{Handle, JobContext, JobError};
 
@@ -44,20 +47,14 @@ impl Handle for GenerateReply {
                 conversation_id,
                 message_id,
             } => {
-                // Read once: whether it is suspended, and its plan's caps.
-                let platform = &ctx.state.platform;
-                let Some(tenant) = platform
-                    .live
-                    .tenant(&platform.db, &ctx.tenant_id)
-                    .await
-                    .map_err(JobError::transient)?
-                else {
-                    return Ok(serde_json::json!({ "skipped": "the tenant no longer exists" }));
+                let tenant = match Tenancy::of(&ctx).await? {
+                    Tenancy::Active(tenant) => tenant,
+                    Tenancy::Gone => return Ok(Tenancy::gone()),
+                    Tenancy::Suspended => {
+                        tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation_id, "reply held: the tenant is suspended");
+                        return Ok(aigentable_jobs::held::held_result());
+                    }
                 };
-                if tenant.status == TenantStatus::Suspended {
-                    tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation_id, "reply held: the tenant is suspended");
-                    return Ok(aigentable_jobs::held::held_result());
-                }
                 let asked = conversation::Asked {
                     agent_id: &self.agent_id,
                     conversation_id,
@@ -84,5 +81,33 @@ impl Handle for GenerateReply {
                 .await
             }
         }
+    }
+}
+
+/// Whether a tenant's bot answers now; read once per reply, for the
+/// suspension and the plan's caps.
+pub(crate) enum Tenancy {
+    Active(Arc<Tenant>),
+    Suspended,
+    Gone,
+}
+
+impl Tenancy {
+    pub(crate) async fn of(ctx: &JobContext) -> Result<Self, JobError> {
+        let platform = &ctx.state.platform;
+        let tenant = platform
+            .live
+            .tenant(&platform.db, &ctx.tenant_id)
+            .await
+            .map_err(JobError::transient)?;
+        Ok(match tenant {
+            None => Tenancy::Gone,
+            Some(t) if t.status == TenantStatus::Suspended => Tenancy::Suspended,
+            Some(t) => Tenancy::Active(t),
+        })
+    }
+
+    pub(crate) fn gone() -> Value {
+        serde_json::json!({ "skipped": "the tenant no longer exists" })
     }
 }
