@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use moka::sync::Cache;
+pub use moka::sync::Cache;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -150,6 +150,12 @@ where
             );
         }
         Ok(live)
+    }
+
+    /// Whether announcements are received now (otherwise nothing is served
+    /// from memory).
+    pub fn is_listening(&self) -> bool {
+        self.inner.listening.load(Ordering::Acquire)
     }
 
     /// Taken before a lookup reads the database, given back to [`Self::fill`].

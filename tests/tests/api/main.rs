@@ -41,6 +41,7 @@ mod evals;
 mod handoff_briefs;
 mod http_surface;
 mod jobs_api;
+mod live_cache;
 mod metrics;
 mod plan_limits;
 mod policy;
