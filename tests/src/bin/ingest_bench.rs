@@ -2,7 +2,7 @@
 //! searchable points, without the network or a provider:
 //!
 //! ```sh
-//! cargo run --release -p aigentable-tests --bin ingest_bench -- [--scale 1] [--dir DIR] [--parallel 2]
+//! cargo run --release -p aigentable-tests --bin ingest_bench -- [--scale 1] [--dir DIR] [--parallel 2] [--reindex]
 //! ```
 //!
 //! The corpus is generated in memory (multi-page PDFs with the shared
@@ -14,7 +14,9 @@
 //! `ingest_document` job runs: `sniff`, `extract_isolated` (a blocking
 //! thread with panic isolation and a time limit), chunking and BM25
 //! vectors on the blocking pool, then the document's points handed to the
-//! store [`INDEX_BATCH`] at a time. The store is the embedded one (Qdrant
+//! store [`INDEX_BATCH`] at a time, after its earlier points are deleted
+//! when the job would delete them (`--reindex`: the documents were indexed
+//! before; by default a first upload, which deletes nothing). The store is the embedded one (Qdrant
 //! Edge) in a temporary directory, or the Qdrant server at `QDRANT_URL`
 //! (in a collection of its own, dropped at the end). Dense embeddings are
 //! left out: they depend on the provider's latency, not on this code.
@@ -38,6 +40,7 @@ use aigentable_platform::extract::{DocKind, ExtractLimits, extract_isolated, fix
 use aigentable_vectors::{
     CollectionSpec, EmbeddedStore, INDEX_BATCH, Point, PointPayload, ServerStore, VectorStore,
 };
+use aigentable_workers::handlers::ingest_document::replaces_earlier_points;
 
 const WORDS: &[&str] = &[
     "refund",
@@ -116,15 +119,18 @@ struct Args {
     scale: usize,
     dir: Option<PathBuf>,
     parallel: usize,
+    /// Measure a re-processing (earlier points deleted first), not a first upload.
+    reindex: bool,
 }
 
-const USAGE: &str = "usage: ingest_bench [--scale N] [--dir DIR] [--parallel N]";
+const USAGE: &str = "usage: ingest_bench [--scale N] [--dir DIR] [--parallel N] [--reindex]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         scale: 1,
         dir: None,
         parallel: Queue::Ingest.default_concurrency(),
+        reindex: false,
     };
     let mut it = std::env::args().skip(1);
     let number = |name: &str, value: Option<String>| -> anyhow::Result<usize> {
@@ -138,6 +144,7 @@ fn parse_args() -> anyhow::Result<Args> {
         match a.as_str() {
             "--scale" => args.scale = number("--scale", it.next())?,
             "--parallel" => args.parallel = number("--parallel", it.next())?,
+            "--reindex" => args.reindex = true,
             "--dir" => {
                 args.dir = Some(PathBuf::from(
                     it.next()
@@ -254,6 +261,7 @@ async fn ingest(
     name: String,
     id: usize,
     bytes: Vec<u8>,
+    indexed_before: bool,
 ) -> anyhow::Result<Tally> {
     let mut tally = Tally {
         documents: 1,
@@ -296,9 +304,11 @@ async fn ingest(
     tally.chunks = points.len();
 
     let started = Instant::now();
-    store
-        .delete_document(&collection, "bench", &document_id)
-        .await?;
+    if replaces_earlier_points(indexed_before, 1) {
+        store
+            .delete_document(&collection, "bench", &document_id)
+            .await?;
+    }
     tally.delete = started.elapsed();
     let started = Instant::now();
     for batch in points.chunks(INDEX_BATCH) {
@@ -419,8 +429,13 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     println!(
-        "ingesting into {where_}, {} document(s) at a time, {} core(s)",
+        "ingesting into {where_}, {} document(s) at a time, {}, {} core(s)",
         args.parallel,
+        if args.reindex {
+            "re-processing (earlier points deleted first)"
+        } else {
+            "first uploads"
+        },
         std::thread::available_parallelism().map_or(1, usize::from)
     );
 
@@ -431,9 +446,10 @@ async fn main() -> anyhow::Result<()> {
         let jobs = files.into_iter().map(|(name, bytes)| {
             id += 1;
             let (store, collection, label) = (store.clone(), spec.name.clone(), label.clone());
+            let reindex = args.reindex;
             async move {
                 let context = format!("{label} document {name}");
-                ingest(store, collection, name, id, bytes)
+                ingest(store, collection, name, id, bytes, reindex)
                     .await
                     .context(context)
             }

@@ -195,12 +195,12 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
     if !stage(ctx, &document.id, DocumentStatus::Indexing, 70).await? {
         return Ok(json!({ "skipped": "the document is being deleted" }));
     }
-    // Re-indexing replaces: the old points go first (fewer chunks now would
-    // otherwise leave stale ones behind).
-    store
-        .delete_document(&target.collection, ctx.tenant_id.as_str(), &document.id)
-        .await
-        .map_err(JobError::transient)?;
+    if replaces_earlier_points(document.processed_at.is_some(), ctx.attempt) {
+        store
+            .delete_document(&target.collection, ctx.tenant_id.as_str(), &document.id)
+            .await
+            .map_err(JobError::transient)?;
+    }
     let mut done = 0usize;
     for batch in points.chunks(INDEX_BATCH) {
         store
@@ -238,4 +238,27 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
         "collection": target.collection,
         "embeddingModel": target.model,
     }))
+}
+
+/// Whether a document's earlier points go before its new ones. Re-indexing
+/// replaces: a document indexed before may have fewer chunks now, which
+/// would leave stale ones behind. A first indexing has none to remove (the
+/// filtered delete costs as much as a large upsert on the embedded store):
+/// point ids are the document's and the chunk's, so what an interrupted
+/// earlier run wrote is overwritten, not duplicated. A retry removes them
+/// anyway, in case the chunker changed in between (a deploy).
+pub fn replaces_earlier_points(indexed_before: bool, attempt: u32) -> bool {
+    indexed_before || attempt > 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replaces_earlier_points;
+
+    #[test]
+    fn only_a_first_indexing_on_its_first_attempt_skips_the_delete() {
+        assert!(!replaces_earlier_points(false, 1));
+        assert!(replaces_earlier_points(false, 2));
+        assert!(replaces_earlier_points(true, 1));
+    }
 }
