@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use aigentable_platform::model::Conversation;
+
 use crate::types::GenerateReply;
 use crate::{Job, Queue};
 
@@ -13,7 +15,7 @@ use crate::{Job, Queue};
 /// conversation the bot left waiting past a couple of minutes (once per
 /// waiting spell). A suspended tenant's reply is handed to a recorded
 /// `generate_reply`, which holds it until the tenant is reactivated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AnswerMessage {
     /// The agent that answers.
@@ -21,6 +23,12 @@ pub struct AnswerMessage {
     pub conversation_id: String,
     /// The customer message that asks for the reply.
     pub message_id: String,
+    /// The conversation as the inbound job left it a moment before, so
+    /// that the reply's first run need not read it again (whether the bot
+    /// still answers is checked when the reply is stored). A retry, or a
+    /// job the sweep queued, reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Box<Conversation>>,
 }
 
 impl AnswerMessage {
@@ -49,8 +57,55 @@ mod tests {
             agent_id: "a1".into(),
             conversation_id: "c1".into(),
             message_id: "m1".into(),
+            conversation: None,
         };
         assert_eq!(job.job_id(), "answer-m1");
         assert_eq!(job.job_id(), job.clone().job_id());
+    }
+
+    /// The payload travels through Redis as JSON: the conversation comes
+    /// back as it went, times and handoff included.
+    #[test]
+    fn the_conversation_survives_the_queue() {
+        use aigentable_platform::model::conversation::{Handoff, HandoffReason};
+        let json = serde_json::json!({
+            "_id": "c1", "tenantId": "t1", "channelId": "ch1", "channelType": "WHATSAPP",
+            "agentId": "a1", "contactId": "k1", "externalUserId": "5511",
+            "status": "ACTIVE", "unreadCount": 2, "messageCount": 5,
+            "createdAt": { "$date": { "$numberLong": "1764600000123" } },
+            "updatedAt": { "$date": { "$numberLong": "1764600000456" } },
+            "lastMessageAt": { "$date": { "$numberLong": "1764600000456" } },
+        });
+        let mut conversation: Conversation = serde_json::from_value(json).expect("a conversation");
+        conversation.handoff = Some(Handoff::new(
+            HandoffReason::CustomerRequest,
+            "asked".into(),
+            Some("m0".into()),
+        ));
+        let job = AnswerMessage {
+            agent_id: "a1".into(),
+            conversation_id: "c1".into(),
+            message_id: "m1".into(),
+            conversation: Some(Box::new(conversation.clone())),
+        };
+        let back: AnswerMessage =
+            serde_json::from_str(&serde_json::to_string(&job).expect("json")).expect("parsed");
+        let c = back.conversation.expect("carried");
+        assert_eq!(c.id, "c1");
+        assert_eq!(c.created_at, conversation.created_at);
+        assert_eq!(c.last_message_at, conversation.last_message_at);
+        assert_eq!(c.message_count, 5);
+        // Times keep BSON's milliseconds, as they do in MongoDB.
+        let ms = |h: &Option<Handoff>| {
+            h.as_ref().map(|h| {
+                (
+                    h.reason,
+                    h.message_id.clone(),
+                    h.created_at.timestamp_millis(),
+                )
+            })
+        };
+        assert_eq!(ms(&c.handoff), ms(&conversation.handoff));
+        assert_eq!(c.external_user_id, "5511");
     }
 }

@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use aigentable_platform::model::Message;
+
 use crate::{Job, Queue};
 
 /// Sends a message the platform wrote itself (a bot reply, a notice to
@@ -11,13 +13,29 @@ use crate::{Job, Queue};
 /// again for a message left `QUEUED` (see [`DeliverReply::job_id`]).
 /// A staff member's message goes through the recorded `deliver_message`,
 /// which its sender can follow in `GET /jobs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliverReply {
     /// The stored outbound message to send.
     pub message_id: String,
     /// The channel to send through.
     pub channel_id: String,
+    /// The message and its recipient as the reply job stored them a moment
+    /// before, so that the first run need not read the message and its
+    /// conversation again. A retry, or a delivery the sweep queued, reads
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Box<ReadyReply>>,
+}
+
+/// A bot reply just stored `QUEUED`, on a conversation the bot answered
+/// when it was stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyReply {
+    pub message: Message,
+    /// The conversation's customer (`externalUserId`).
+    pub to: String,
 }
 
 impl DeliverReply {
@@ -46,6 +64,7 @@ mod tests {
         let job = DeliverReply {
             message_id: "m1".into(),
             channel_id: "ch1".into(),
+            ready: None,
         };
         assert_eq!(job.job_id(), "deliver-m1");
         assert_eq!(job.job_id(), job.clone().job_id());

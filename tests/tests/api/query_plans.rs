@@ -212,12 +212,12 @@ async fn every_query_of_a_customer_message_is_served_by_an_index() {
     // What a message costs now; a change that adds a round trip to the
     // path fails here and must say why it is worth it.
     assert!(
-        returning.len() <= 17,
+        returning.len() <= 14,
         "a returning customer's message took {} commands",
         returning.len()
     );
     assert!(
-        new.len() <= 19,
+        new.len() <= 16,
         "a new customer's message took {} commands",
         new.len()
     );

@@ -32,6 +32,7 @@ impl Handle for AnswerMessage {
             conversation_id: &self.conversation_id,
             message_id: Some(&self.message_id),
             tenant: &tenant,
+            known: self.conversation.as_deref(),
         };
         answer_in_conversation(&asked, &ctx).await
     }

@@ -14,6 +14,7 @@ impl Handle for DeliverMessage {
             message_id: &self.message_id,
             channel_id: &self.channel_id,
             max_attempts: Self::MAX_ATTEMPTS,
+            ready: None,
         };
         deliver(&ctx, &what).await
     }

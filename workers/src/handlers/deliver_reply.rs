@@ -16,6 +16,7 @@ impl Handle for DeliverReply {
             message_id: &self.message_id,
             channel_id: &self.channel_id,
             max_attempts: Self::MAX_ATTEMPTS,
+            ready: self.ready.as_deref(),
         };
         deliver(&ctx, &what).await
     }

@@ -8,7 +8,10 @@
 //! enqueue, a retry racing a slow attempt) cannot both send it. Everything
 //! that can be read beforehand is read before the claim, so between the
 //! claim and the stored outcome there is only the provider call, bounded
-//! by [`SEND_WINDOW`].
+//! by [`SEND_WINDOW`]. A bot reply's first run takes the message and its
+//! recipient from its job (the reply job stored them a moment before, on
+//! a conversation the bot answered) instead of reading them; the claim
+//! still takes the message only while it is `QUEUED`.
 //!
 //! A message found `SENDING` past [`stale_after`] was left by an attempt
 //! that died around the provider call (the worker was killed): whether the
@@ -25,6 +28,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use aigentable_jobs::events;
+use aigentable_jobs::types::deliver_reply::ReadyReply;
 use aigentable_platform::channels::client::{
     ProviderClient, ProviderError, Target, max_text_len, split_text,
 };
@@ -76,16 +80,35 @@ pub(crate) struct Delivery<'a> {
     /// The job type's attempts: on the last one, a message waiting for an
     /// earlier one is sent anyway, and a retryable failure is final.
     pub max_attempts: u32,
+    /// A bot reply as its job stored it (see [`ReadyReply`]).
+    pub ready: Option<&'a ReadyReply>,
+}
+
+impl Delivery<'_> {
+    /// The reply as stored a moment before, on the first run only: a later
+    /// run reads what became of it.
+    fn fresh(&self, ctx: &JobContext) -> Option<&ReadyReply> {
+        self.ready.filter(|r| {
+            ctx.attempt == 1
+                && r.message.id == self.message_id
+                && r.message.tenant_id == ctx.tenant_id
+                && r.message.status == MessageStatus::Queued
+        })
+    }
 }
 
 pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Value, JobError> {
     let platform = &ctx.state.platform;
     let messages = platform.db.scoped::<Message>(&ctx.tenant_id);
-    let message = messages
-        .find_by_id(job.message_id)
-        .await
-        .map_err(JobError::transient)?
-        .ok_or_else(|| JobError::permanent("the message no longer exists"))?;
+    let message = match job.fresh(ctx) {
+        // Its claim below still takes it only if it is QUEUED.
+        Some(ready) => ready.message.clone(),
+        None => messages
+            .find_by_id(job.message_id)
+            .await
+            .map_err(JobError::transient)?
+            .ok_or_else(|| JobError::permanent("the message no longer exists"))?,
+    };
     if message.direction != MessageDirection::Outbound {
         return Err(JobError::permanent("only outbound messages are delivered"));
     }
@@ -299,17 +322,26 @@ async fn prepare(
     message: &Message,
 ) -> Result<Prepared, Failure> {
     let platform = &ctx.state.platform;
-    let transient = |e: aigentable_platform::db::DbError| Failure::Retry(e.to_string());
-    let conversation = platform
-        .db
-        .scoped::<Conversation>(&ctx.tenant_id)
-        .find_by_id(&message.conversation_id)
-        .await
-        .map_err(transient)?
-        .ok_or_else(|| Failure::Permanent("the conversation no longer exists".to_owned()))?;
-    if message.sender_type == SenderType::Agent && !conversation.status.bot_answers() {
-        return Ok(Prepared::Dropped);
-    }
+    let to = match job.fresh(ctx) {
+        // Stored on a conversation the bot answered, a moment ago.
+        Some(ready) => ready.to.clone(),
+        None => {
+            let transient = |e: aigentable_platform::db::DbError| Failure::Retry(e.to_string());
+            let conversation = platform
+                .db
+                .scoped::<Conversation>(&ctx.tenant_id)
+                .find_by_id(&message.conversation_id)
+                .await
+                .map_err(transient)?
+                .ok_or_else(|| {
+                    Failure::Permanent("the conversation no longer exists".to_owned())
+                })?;
+            if message.sender_type == SenderType::Agent && !conversation.status.bot_answers() {
+                return Ok(Prepared::Dropped);
+            }
+            conversation.external_user_id
+        }
+    };
     let channel = ctx
         .state
         .channel(&ctx.tenant_id, job.channel_id)
@@ -326,7 +358,7 @@ async fn prepare(
         .map_err(|e| Failure::Permanent(e.to_string()))?;
     Ok(Prepared::Provider {
         target,
-        to: conversation.external_user_id,
+        to,
         max_len: max_text_len(channel.channel_type),
     })
 }

@@ -316,6 +316,7 @@ async fn request_reply(
         agent_id: agent_id.to_owned(),
         conversation_id: conversation.id.clone(),
         message_id: message.id.clone(),
+        conversation: Some(Box::new(conversation.clone())),
     };
     let id = job.job_id();
     ctx.enqueue_unrecorded(&id, job).await?;

@@ -250,6 +250,7 @@ async fn redeliver_queued(
         let job = DeliverReply {
             message_id: field("_id"),
             channel_id: field("channelId"),
+            ready: None,
         };
         let id = job.job_id();
         match client.push(&id, &tenant, job).await {
@@ -342,6 +343,7 @@ async fn reanswer_waiting(
             agent_id: agent.to_owned(),
             conversation_id: id.to_owned(),
             message_id: message.id,
+            conversation: None,
         };
         let job_id = job.job_id();
         if client

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use aigentable_jobs::events;
 use aigentable_jobs::types::DeliverReply;
+use aigentable_jobs::types::deliver_reply::ReadyReply;
 use aigentable_platform::conversations::{self, RedisLock};
 use aigentable_platform::handoff_brief;
 use aigentable_platform::llm::ChatMessage;
@@ -41,6 +42,9 @@ pub(crate) struct Asked<'a> {
     pub message_id: Option<&'a str>,
     /// Read by the job already (not suspended).
     pub tenant: &'a Tenant,
+    /// The conversation as the job that asked for the reply left it, if it
+    /// sent it along: used on the first attempt instead of a read.
+    pub known: Option<&'a Conversation>,
 }
 
 /// Answers the customer message `message_id` in the conversation: skipped
@@ -53,13 +57,23 @@ pub(crate) async fn answer(asked: &Asked<'_>, ctx: &JobContext) -> Result<Value,
         return Err(JobError::permanent("a reply needs the message it answers"));
     };
     let conversation_id = asked.conversation_id;
-    let Some(conversation) = db
-        .scoped::<Conversation>(&ctx.tenant_id)
-        .find_by_id(conversation_id)
-        .await
-        .map_err(JobError::transient)?
-    else {
-        return Ok(json!({ "skipped": "the conversation no longer exists" }));
+    let known = asked
+        .known
+        .filter(|c| ctx.attempt == 1 && c.id == conversation_id && c.tenant_id == ctx.tenant_id)
+        .cloned();
+    let conversation = match known {
+        Some(c) => c,
+        None => {
+            let read = db
+                .scoped::<Conversation>(&ctx.tenant_id)
+                .find_by_id(conversation_id)
+                .await
+                .map_err(JobError::transient)?;
+            let Some(c) = read else {
+                return Ok(json!({ "skipped": "the conversation no longer exists" }));
+            };
+            c
+        }
     };
     if !conversation.status.bot_answers() {
         return Ok(
@@ -107,9 +121,18 @@ pub(crate) async fn enqueue_delivery(
     ctx: &JobContext,
     message: &Message,
 ) -> Result<String, JobError> {
+    push_delivery(ctx, message, None).await
+}
+
+async fn push_delivery(
+    ctx: &JobContext,
+    message: &Message,
+    ready: Option<ReadyReply>,
+) -> Result<String, JobError> {
     let job = DeliverReply {
         message_id: message.id.clone(),
         channel_id: message.channel_id.clone(),
+        ready: ready.map(Box::new),
     };
     let id = job.job_id();
     ctx.enqueue_unrecorded(&id, job).await?;
@@ -252,7 +275,13 @@ async fn answer_locked(
         return Ok(json!({ "skipped": "already answered" }));
     }
     events::new_message(&platform.kv, &reply).await;
-    let delivery_job = enqueue_delivery(ctx, &reply).await?;
+    // Noted on the conversation while the bot answers it, just now: its
+    // delivery's first run takes it from here.
+    let ready = ReadyReply {
+        message: reply.clone(),
+        to: conversation.external_user_id.clone(),
+    };
+    let delivery_job = push_delivery(ctx, &reply, Some(ready)).await?;
     if let Some(why) = &answer.fallback {
         let handoff = Handoff::new(
             // Without a provider, the fallback means nothing matched.

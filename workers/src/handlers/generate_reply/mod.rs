@@ -60,6 +60,7 @@ impl Handle for GenerateReply {
                     conversation_id,
                     message_id: message_id.as_deref(),
                     tenant: &tenant,
+                    known: None,
                 };
                 conversation::answer(&asked, &ctx).await
             }
