@@ -94,13 +94,10 @@ pub async fn ensure_indexes(db: &Db) -> Result<(), DbError> {
     db.ensure_index("messages", doc! { "dedupKey": 1 }, Some(unique_sparse()))
         .await?;
     // The sweep's look for conversations the bot left waiting
-    // (`answer_message`).
-    db.ensure_index(
-        "conversations",
-        doc! { "status": 1, "awaitingSince": 1 },
-        None,
-    )
-    .await?;
+    // (`answer_message`). Not led by `status`: secantusd-rs would route a
+    // tenant's flat `{status, tenantId}` listing through it, across tenants.
+    db.ensure_index("conversations", doc! { "awaitingSince": 1 }, None)
+        .await?;
     // The sweep's look for deliveries left queued (`deliver_reply`).
     db.ensure_index("messages", doc! { "status": 1, "updatedAt": 1 }, None)
         .await?;

@@ -273,6 +273,8 @@ async fn note_message_where(
         .unscoped::<Document>(CONVERSATIONS)
         .find_one_and_update(
             {
+                // `_id` first: secantusd-rs bounds a flat filter by its
+                // first indexed field.
                 let mut filter = doc! { "_id": &message.conversation_id, "tenantId": message.tenant_id.as_str() };
                 filter.extend(condition);
                 filter

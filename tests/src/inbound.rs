@@ -146,3 +146,15 @@ pub async fn jobs_of_type(app: &TestApp, s: &Session, job_type: &str) -> Vec<Val
         .await;
     r.body["jobs"].as_array().cloned().unwrap_or_default()
 }
+
+/// Switches an agent on or off through the API.
+pub async fn set_agent_active(app: &TestApp, s: &Session, agent: &str, on: bool) {
+    let r = app
+        .put(
+            &format!("/api/v1/agents/{agent}"),
+            s,
+            serde_json::json!({ "isActive": on }),
+        )
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::OK, "{:?}", r.body);
+}

@@ -13,7 +13,7 @@ use aigentable_platform::model::{
 };
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::inbound::{
-    channel, deliver, finished, process, said, stored_messages, tenant,
+    channel, deliver, finished, process, said, set_agent_active, stored_messages, tenant,
 };
 use aigentable_tests::socket::connect;
 use aigentable_tests::{Session, TestApp, spawn_app};
@@ -453,14 +453,7 @@ async fn the_next_reply_uses_the_agent_and_provider_as_just_changed() {
     assert_eq!(fake.chat_requests().len(), 2);
 
     // Switched off: the next message is not answered.
-    let r = app
-        .put(
-            &format!("/api/v1/agents/{agent}"),
-            &s,
-            json!({ "isActive": false }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    set_agent_active(&app, &s, &agent, false).await;
     let record = ask(4, "Hello?").await;
     let reply_job = record["result"]["replyJobs"][0]
         .as_str()

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use aigentable_platform::auth::{TokenIssuer, revocation};
 use aigentable_platform::ids::{TenantId, UserId};
 use aigentable_platform::model::{Message, SenderType, WebhookEvent};
-use aigentable_tests::inbound::{stored_messages, tenant};
+use aigentable_tests::inbound::{set_agent_active, stored_messages, tenant};
 use aigentable_tests::socket::{TestSocket, connect};
 use aigentable_tests::{Session, TestApp, spawn_app};
 
@@ -409,22 +409,9 @@ async fn a_reply_asked_for_while_suspended_is_held_until_reactivation() {
     let root = app.super_admin(&admin).await;
     let agent = aigentable_tests::fake_providers::create_agent(&app, &admin).await;
     let (_, key, token) = widget_visitor(&app, &admin, Some(&agent)).await;
-    let switch = |on: bool| {
-        let (app, admin, agent) = (&app, &admin, &agent);
-        async move {
-            let r = app
-                .put(
-                    &format!("/api/v1/agents/{agent}"),
-                    admin,
-                    json!({ "isActive": on }),
-                )
-                .await;
-            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        }
-    };
     // Stored and not answered (the agent was off): the state of a message
     // whose reply is asked for as the tenant gets suspended.
-    switch(false).await;
+    set_agent_active(&app, &admin, &agent, false).await;
     let r = app
         .http
         .post(app.url(&format!("/api/v1/widget/{key}/messages")))
@@ -448,7 +435,7 @@ async fn a_reply_asked_for_while_suspended_is_held_until_reactivation() {
         .expect("the message is stored");
     app.unrecorded_job_ran::<AnswerMessage>(&format!("answer-{}", question.id))
         .await;
-    switch(true).await;
+    set_agent_active(&app, &admin, &agent, true).await;
     let r = app
         .put(
             &format!("/api/v1/tenants/{}", admin.tenant_id),

@@ -23,6 +23,7 @@ use aigentable_tests::fake_providers::{
     app_with_fake, create_agent, create_channel, create_live_channel, post_meta, test_channel,
     whatsapp_text,
 };
+use aigentable_tests::inbound::set_agent_active;
 use aigentable_tests::{Session, TestApp};
 
 fn tenant(s: &Session) -> TenantId {
@@ -610,19 +611,6 @@ async fn a_customer_whose_reply_redis_lost_is_answered_by_the_sweep() {
     let admin = app.register("Acme").await;
     let agent = create_agent(&app, &admin).await;
     whatsapp_channel(&app, &admin, "PN211", Some(&agent)).await;
-    let switch = |on: bool| {
-        let (app, admin, agent) = (&app, &admin, &agent);
-        async move {
-            let r = app
-                .put(
-                    &format!("/api/v1/agents/{agent}"),
-                    admin,
-                    json!({ "isActive": on }),
-                )
-                .await;
-            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        }
-    };
     let messages = app.platform.db.scoped::<Message>(&tenant(&admin));
     // Stored, its reply job run (and skipped: the agent is off), the
     // customer left waiting since four minutes ago.
@@ -656,23 +644,13 @@ async fn a_customer_whose_reply_redis_lost_is_answered_by_the_sweep() {
                 .expect("conversation updated");
         }
     };
-    switch(false).await;
+    set_agent_active(&app, &admin, &agent, false).await;
     waiting("5511888880211", "wamid.IN211").await;
     waiting("5511888880212", "wamid.IN212").await;
     // One customer's reply is lost; the other's agent stays off.
-    switch(true).await;
-    let off_for_212 = {
-        let other = create_agent(&app, &admin).await;
-        let r = app
-            .put(
-                &format!("/api/v1/agents/{other}"),
-                &admin,
-                json!({ "isActive": false }),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        other
-    };
+    set_agent_active(&app, &admin, &agent, true).await;
+    let off_for_212 = create_agent(&app, &admin).await;
+    set_agent_active(&app, &admin, &off_for_212, false).await;
     let second = messages
         .find_one(doc! { "externalMessageId": "wamid.IN212" })
         .await

@@ -282,13 +282,15 @@ async fn reanswer_waiting(
     let waiting: Vec<bson::Document> = platform
         .db
         .unscoped::<bson::Document>(CONVERSATIONS)
-        .find(doc! {
-            "status": ConversationStatus::Active.as_str(),
-            "awaitingSince": {
-                "$gt": ago(REDELIVER_WITHIN_HOURS * 3600),
-                "$lt": ago(REANSWER_AFTER_SECS),
+        .find(narrowed(
+            doc! {
+                "awaitingSince": {
+                    "$gt": ago(REDELIVER_WITHIN_HOURS * 3600),
+                    "$lt": ago(REANSWER_AFTER_SECS),
+                },
             },
-        })
+            doc! { "status": ConversationStatus::Active.as_str() },
+        ))
         .projection(doc! { "_id": 1, "tenantId": 1, "agentId": 1, "awaitingSince": 1 })
         .sort(doc! { "awaitingSince": 1 })
         .limit(RECONCILE_BATCH)
