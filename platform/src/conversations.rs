@@ -628,16 +628,8 @@ impl RedisLock {
         ttl: Duration,
     ) -> redis::RedisResult<Option<Self>> {
         let token = new_id();
-        let mut conn = kv.conn();
-        let ok: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .query_async(&mut conn)
-            .await?;
-        Ok(ok.map(|_| Self {
+        let set = kv.set_new(key, &token, ttl).await?;
+        Ok(set.then(|| Self {
             kv: kv.clone(),
             key: key.to_owned(),
             token,

@@ -44,6 +44,25 @@ impl Kv {
         self.conn.clone()
     }
 
+    /// Sets `key` to `value` for `ttl` unless it is set already (`SET NX
+    /// PX`): whether this call set it. Claims and locks are built on it.
+    pub async fn set_new(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: std::time::Duration,
+    ) -> redis::RedisResult<bool> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(set.is_some())
+    }
+
     pub async fn ping(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn();
         redis::cmd("PING")

@@ -169,15 +169,8 @@ fn last_key(kv: &Kv, task: Task) -> String {
 /// Claims a tick for this replica; false when another replica holds it
 /// (firing it now, or done).
 pub async fn claim(kv: &Kv, task: Task, tick: u64) -> redis::RedisResult<bool> {
-    let claimed: Option<String> = redis::cmd("SET")
-        .arg(tick_key(kv, task, tick))
-        .arg("pending")
-        .arg("NX")
-        .arg("PX")
-        .arg(u64::try_from(PENDING.as_millis()).unwrap_or(u64::MAX))
-        .query_async(&mut kv.conn())
-        .await?;
-    Ok(claimed.is_some())
+    kv.set_new(&tick_key(kv, task, tick), "pending", PENDING)
+        .await
 }
 
 async fn enqueue<J: Job>(client: &JobClient, job: J) -> Result<String, BoxDynError> {

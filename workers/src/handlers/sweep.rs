@@ -128,7 +128,7 @@ impl Handle for Sweep {
         }
         let reconciled = reconcile_queued(db, client, &mut conn).await?;
         let redelivered = redeliver_queued(db, client).await?;
-        let reanswered = reanswer_waiting(&ctx, client, &mut conn).await?;
+        let reanswered = reanswer_waiting(&ctx, client).await?;
         let purged = purge_finished(&ctx).await?;
         // TTL indexes do this on MongoDB; servers without them rely on the sweep.
         let expired = db
@@ -276,7 +276,6 @@ async fn redeliver_queued(
 async fn reanswer_waiting(
     ctx: &JobContext,
     client: &aigentable_jobs::JobClient,
-    conn: &mut redis::aio::ConnectionManager,
 ) -> Result<u32, JobError> {
     let platform = &ctx.state.platform;
     let waiting: Vec<bson::Document> = platform
@@ -312,16 +311,15 @@ async fn reanswer_waiting(
         let claim = platform
             .kv
             .key(&["reanswered", id, &since.timestamp_millis().to_string()]);
-        let first: Option<String> = redis::cmd("SET")
-            .arg(&claim)
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(REDELIVER_WITHIN_HOURS * 3600)
-            .query_async(conn)
+        let within = std::time::Duration::from_secs(
+            u64::try_from(REDELIVER_WITHIN_HOURS * 3600).unwrap_or(u64::MAX),
+        );
+        if !platform
+            .kv
+            .set_new(&claim, "1", within)
             .await
-            .map_err(JobError::transient)?;
-        if first.is_none() {
+            .map_err(JobError::transient)?
+        {
             continue;
         }
         let tenant = TenantId::from_trusted(tenant.to_owned());
