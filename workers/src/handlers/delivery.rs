@@ -61,6 +61,10 @@ fn stale_after() -> chrono::Duration {
         .unwrap_or(chrono::Duration::seconds(60))
 }
 
+/// How often a run that found the message being sent by another attempt
+/// looks at it again.
+const SENDING_RECHECK: Duration = Duration::from_secs(3);
+
 const IN_DOUBT: &str = "delivery was interrupted and may or may not have reached the customer; it was not sent again (this workspace delivers at most once)";
 
 fn result(m: &Message) -> Value {
@@ -127,10 +131,13 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
             if age < stale_after() {
                 // Another attempt may be sending it right now: wait
                 // until it surely is not, without spending attempts
-                // (they could run out first and leave it unsent).
+                // (they could run out first and leave it unsent). Looked
+                // at again every few seconds, so that a duplicate job
+                // ends soon after that attempt stores its outcome rather
+                // than a minute later.
                 let left = (stale_after() - age).to_std().unwrap_or_default();
                 return Err(JobError::Defer {
-                    after: left.max(Duration::from_millis(200)),
+                    after: left.clamp(Duration::from_millis(200), SENDING_RECHECK),
                     reason: "the message is being sent by another attempt".to_owned(),
                 });
             }
