@@ -13,14 +13,15 @@ use std::time::Duration;
 use bson::{Bson, Document, doc};
 use chrono::Utc;
 
+use mongodb::action::Action;
 use mongodb::options::ReturnDocument;
 
 use crate::Kv;
-use crate::analytics::facts::{self, FactKind, Tracking};
+use crate::analytics::facts::{self, Fact, FactKind, Tracking};
 use crate::db::{Db, DbError, DbResult};
 use crate::ids::{TenantId, new_id};
 use crate::model::conversation::CONVERSATIONS;
-use crate::model::conversation::{Handoff, HandoffReason};
+use crate::model::conversation::{ContactSeen, Handoff, HandoffReason};
 use crate::model::{
     Channel, Contact, Conversation, ConversationStatus, Message, MessageDirection, MessageStatus,
     SenderType,
@@ -47,6 +48,83 @@ pub struct ContactInfo<'a> {
     pub name: Option<&'a str>,
     pub username: Option<&'a str>,
     pub phone: Option<&'a str>,
+}
+
+impl ContactInfo<'_> {
+    /// The profile as a contact keeps it: blank fields left out.
+    pub fn seen(&self) -> ContactSeen {
+        let kept = |v: Option<&str>| v.filter(|v| !v.trim().is_empty()).map(str::to_owned);
+        ContactSeen {
+            name: kept(self.name),
+            username: kept(self.username),
+            phone: kept(self.phone),
+        }
+    }
+}
+
+/// Where a customer's new message goes (see [`conversation_for`]).
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub conversation: Conversation,
+    /// Created or reopened by this message.
+    pub opened: bool,
+    /// The profile to note on the conversation with the message, when it
+    /// is not the one noted already (see [`note_customer_message`]).
+    pub seen: Option<ContactSeen>,
+}
+
+/// The conversation a customer's new message belongs to: the open one (any
+/// status but `CLOSED`; a `RESOLVED` one is reopened as `ACTIVE`), or a new
+/// one answered by the channel's agent (a channel without an agent starts
+/// conversations `WAITING` for staff). Callers serialize per customer (see
+/// [`inbound_lock_key`]) so that two messages cannot open two conversations.
+///
+/// With as few reads as a returning customer allows: the open conversation
+/// is looked up by the customer's provider id first, and while the message
+/// gives the profile last noted on it the contact is neither read nor
+/// written (it was brought up to date when that profile was first seen);
+/// otherwise the contact is created or refreshed.
+pub async fn conversation_for(
+    db: &Db,
+    channel: &Channel,
+    info: &ContactInfo<'_>,
+) -> DbResult<Destination> {
+    let seen = info.seen();
+    let open = find_open(db, channel, info.external_id).await?;
+    let (conversation, opened) = match open {
+        Some(current) if current.contact_seen.as_ref() == Some(&seen) => {
+            reopen_if_resolved(db, channel, current).await?
+        }
+        Some(current) => {
+            upsert_contact(db, channel, info).await?;
+            reopen_if_resolved(db, channel, current).await?
+        }
+        None => return new_conversation(db, channel, info).await,
+    };
+    let seen = (conversation.contact_seen.as_ref() != Some(&seen)).then_some(seen);
+    Ok(Destination {
+        conversation,
+        opened,
+        seen,
+    })
+}
+
+/// [`conversation_for`] a customer known to have no open conversation (a
+/// write that looked for one found none): the contact is created or
+/// refreshed and a conversation created.
+pub async fn new_conversation(
+    db: &Db,
+    channel: &Channel,
+    info: &ContactInfo<'_>,
+) -> DbResult<Destination> {
+    let contact = upsert_contact(db, channel, info).await?;
+    let (conversation, opened) =
+        create_conversation(db, channel, &contact, Some(info.seen())).await?;
+    Ok(Destination {
+        conversation,
+        opened,
+        seen: None,
+    })
 }
 
 /// The contact of `info.external_id` on `channel`, created on first sight;
@@ -108,54 +186,68 @@ async fn refresh_contact(db: &Db, contact: Contact, info: &ContactInfo<'_>) -> D
         .unwrap_or(contact))
 }
 
-/// The conversation a new customer message belongs to: the open one (any
-/// status but `CLOSED`; a `RESOLVED` one is reopened as `ACTIVE`), or a new
-/// one answered by the channel's agent. A channel without an agent starts
-/// conversations `WAITING` for staff. Callers serialize per customer (see
-/// [`inbound_lock_key`]) so that two messages cannot open two conversations.
-///
-/// Returns the conversation and whether it was created or reopened.
-pub async fn open_conversation(
+/// The customer's newest conversation on the channel that is not CLOSED.
+async fn find_open(
     db: &Db,
     channel: &Channel,
-    contact: &Contact,
-) -> DbResult<(Conversation, bool)> {
-    let conversations = db.scoped::<Conversation>(&channel.tenant_id);
-    let mut open = conversations
+    external_user_id: &str,
+) -> DbResult<Option<Conversation>> {
+    let mut open = db
+        .scoped::<Conversation>(&channel.tenant_id)
         .find_sorted(
             crate::db::narrowed(
-                doc! { "channelId": &channel.id, "externalUserId": &contact.external_id },
+                doc! { "channelId": &channel.id, "externalUserId": external_user_id },
                 doc! { "status": { "$ne": ConversationStatus::Closed.as_str() } },
             ),
             doc! { "createdAt": -1 },
             1,
         )
         .await?;
-    if let Some(current) = open.pop() {
-        if current.status != ConversationStatus::Resolved {
-            return Ok((current, false));
-        }
-        let reopened = conversations
-            .update_one(
-                doc! { "_id": &current.id, "status": ConversationStatus::Resolved.as_str() },
-                doc! { "$set": {
-                    "status": ConversationStatus::Active.as_str(),
-                    "assignedTo": Bson::Null,
-                    "resolvedAt": Bson::Null,
-                    "updatedAt": bson::DateTime::now(),
-                } },
-            )
-            .await?;
-        // Changed meanwhile (staff closed or reopened it): take it as it is now.
-        let reopened = match reopened {
-            Some(c) => c,
-            None => conversations
-                .find_by_id(&current.id)
-                .await?
-                .unwrap_or(current),
-        };
-        return Ok((reopened, true));
+    Ok(open.pop())
+}
+
+/// An open conversation as a new customer message finds it: a RESOLVED
+/// one goes back to the bot (`true`: reopened).
+pub async fn reopen_if_resolved(
+    db: &Db,
+    channel: &Channel,
+    current: Conversation,
+) -> DbResult<(Conversation, bool)> {
+    if current.status != ConversationStatus::Resolved {
+        return Ok((current, false));
     }
+    let conversations = db.scoped::<Conversation>(&channel.tenant_id);
+    let reopened = conversations
+        .update_one(
+            doc! { "_id": &current.id, "status": ConversationStatus::Resolved.as_str() },
+            doc! { "$set": {
+                "status": ConversationStatus::Active.as_str(),
+                "assignedTo": Bson::Null,
+                "resolvedAt": Bson::Null,
+                "updatedAt": bson::DateTime::now(),
+            } },
+        )
+        .await?;
+    // Changed meanwhile (staff closed or reopened it): take it as it is now.
+    let reopened = match reopened {
+        Some(c) => c,
+        None => conversations
+            .find_by_id(&current.id)
+            .await?
+            .unwrap_or(current),
+    };
+    Ok((reopened, true))
+}
+
+/// A new conversation of `contact`, answered by the channel's agent (or
+/// WAITING for staff when the channel has none).
+async fn create_conversation(
+    db: &Db,
+    channel: &Channel,
+    contact: &Contact,
+    contact_seen: Option<ContactSeen>,
+) -> DbResult<(Conversation, bool)> {
+    let conversations = db.scoped::<Conversation>(&channel.tenant_id);
     let now = Utc::now();
     let conversation = Conversation {
         id: new_id(),
@@ -178,6 +270,7 @@ pub async fn open_conversation(
         message_count: 0,
         resolved_at: None,
         handoff: None,
+        contact_seen,
         created_at: now,
         updated_at: now,
     };
@@ -224,6 +317,116 @@ pub async fn note_message(db: &Db, message: &Message) -> DbResult<Option<Convers
     note_message_where(db, message, Document::new()).await
 }
 
+/// [`note_message`] for a customer's message, noting with it the profile
+/// the message gave when it differs from the one noted (see
+/// [`conversation_for`]).
+pub async fn note_customer_message(
+    db: &Db,
+    message: &Message,
+    seen: Option<&ContactSeen>,
+) -> DbResult<Option<Conversation>> {
+    let also = match seen {
+        Some(seen) => seen_set(seen)?,
+        None => Document::new(),
+    };
+    let noted =
+        note_message_setting(db, message, by_id(message, Document::new()), None, also).await?;
+    Ok(recorded(db, noted).await.map(|mut c| {
+        if let Some(seen) = seen {
+            c.contact_seen = Some(seen.clone());
+        }
+        c
+    }))
+}
+
+/// A customer message noted on its open conversation by
+/// [`note_on_open_conversation`], not stored yet.
+#[derive(Debug)]
+pub struct NotedFirst {
+    /// The conversation as noted (with the profile the message gave).
+    pub conversation: Conversation,
+    /// The profile noted before: the contact needs refreshing when it
+    /// differs from the message's.
+    pub seen_before: Option<ContactSeen>,
+    /// The message's analytics fact, to record once the message is stored.
+    pub fact: Option<Fact>,
+}
+
+/// For a customer message that is surely new (its webhook event was stored
+/// for the first time a moment ago): notes it on the customer's open
+/// conversation (any status but CLOSED) in the same write that finds the
+/// conversation, and sets the message's conversation. One round trip where
+/// finding and noting take two. `None`, with nothing written, when the
+/// customer has no open conversation: the caller opens one with
+/// [`conversation_for`]. The caller then stores the message (see
+/// [`unnote_customer_message`] if that finds it stored already), records
+/// the fact, reopens a RESOLVED conversation ([`reopen_if_resolved`]) and
+/// refreshes the contact when the profile changed. Callers serialize per
+/// customer.
+pub async fn note_on_open_conversation(
+    db: &Db,
+    channel: &Channel,
+    message: &mut Message,
+    seen: &ContactSeen,
+    external_user_id: &str,
+) -> DbResult<Option<NotedFirst>> {
+    use ConversationStatus::*;
+    let open: Vec<&str> = [Active, Waiting, Assigned, Resolved]
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    // Equalities on the index's leading fields and one `$in` after them:
+    // served by `{tenantId, channelId, externalUserId, status}`.
+    let filter = doc! {
+        "tenantId": channel.tenant_id.as_str(),
+        "channelId": &channel.id,
+        "externalUserId": external_user_id,
+        "status": { "$in": open },
+    };
+    let Some((mut conversation, fact)) = note_message_setting(
+        db,
+        message,
+        filter,
+        Some(doc! { "createdAt": -1 }),
+        seen_set(seen)?,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let seen_before = conversation.contact_seen.replace(seen.clone());
+    message.conversation_id = conversation.id.clone();
+    message.sender_id = Some(conversation.contact_id.clone());
+    Ok(Some(NotedFirst {
+        conversation,
+        seen_before,
+        fact,
+    }))
+}
+
+/// Takes back a note of [`note_on_open_conversation`] whose message turned
+/// out to be stored already (the queue's deduplication lost its keys): the
+/// counters go back; the preview and times it set are those of the same
+/// message.
+pub async fn unnote_customer_message(db: &Db, message: &Message) -> DbResult<()> {
+    let conversations = db.unscoped::<Document>(CONVERSATIONS);
+    let this = doc! { "_id": &message.conversation_id, "tenantId": message.tenant_id.as_str() };
+    conversations
+        .update_one(this.clone(), doc! { "$inc": { "messageCount": -1_i64 } })
+        .await?;
+    // Staff may have read it meanwhile: never below zero.
+    let mut unread = this;
+    unread.insert("unreadCount", doc! { "$gt": 0_i64 });
+    conversations
+        .update_one(unread, doc! { "$inc": { "unreadCount": -1_i64 } })
+        .await?;
+    Ok(())
+}
+
+fn seen_set(seen: &ContactSeen) -> DbResult<Document> {
+    Ok(doc! { "contactSeen": bson::to_bson(seen).map_err(|e| DbError::Codec(e.to_string()))? })
+}
+
 /// [`note_message`] for a bot's reply, only while the bot answers the
 /// conversation: `None` when a human took it over (or it is gone), and
 /// nothing was written. Taking over and noting the reply are one write
@@ -242,6 +445,46 @@ async fn note_message_where(
     message: &Message,
     condition: Document,
 ) -> DbResult<Option<Conversation>> {
+    let noted = note_message_setting(
+        db,
+        message,
+        by_id(message, condition),
+        None,
+        Document::new(),
+    )
+    .await?;
+    Ok(recorded(db, noted).await)
+}
+
+/// The message's conversation, by id (`_id` first: secantusd-rs bounds a
+/// flat filter by its first indexed field), under `condition`.
+fn by_id(message: &Message, condition: Document) -> Document {
+    let mut filter =
+        doc! { "_id": &message.conversation_id, "tenantId": message.tenant_id.as_str() };
+    filter.extend(condition);
+    filter
+}
+
+/// The conversation of a note, its message's fact recorded.
+async fn recorded(db: &Db, noted: Option<(Conversation, Option<Fact>)>) -> Option<Conversation> {
+    let (conversation, fact) = noted?;
+    if let Some(fact) = fact {
+        facts::record_quietly(db, &fact).await;
+    }
+    Some(conversation)
+}
+
+/// The one write behind the `note_*` functions, on the conversation
+/// `filter` finds first in `sort` order; `also` is `$set` with it. Returns
+/// the conversation as noted and the message's analytics fact (computed
+/// from the conversation as it was before), not recorded yet.
+async fn note_message_setting(
+    db: &Db,
+    message: &Message,
+    filter: Document,
+    sort: Option<Document>,
+    also: Document,
+) -> DbResult<Option<(Conversation, Option<Fact>)>> {
     let unread = i64::from(message.direction == MessageDirection::Inbound);
     let at = bson::DateTime::from_chrono(message.created_at);
     let now = bson::DateTime::now();
@@ -250,6 +493,7 @@ async fn note_message_where(
         "lastMessageAt": at,
         "updatedAt": now,
     };
+    set.extend(also);
     let mut update = Document::new();
     match facts::sender_kind(message) {
         Some(FactKind::CustomerMessage) => {
@@ -271,16 +515,8 @@ async fn note_message_where(
     );
     let before = db
         .unscoped::<Document>(CONVERSATIONS)
-        .find_one_and_update(
-            {
-                // `_id` first: secantusd-rs bounds a flat filter by its
-                // first indexed field.
-                let mut filter = doc! { "_id": &message.conversation_id, "tenantId": message.tenant_id.as_str() };
-                filter.extend(condition);
-                filter
-            },
-            update,
-        )
+        .find_one_and_update(filter, update)
+        .optional(sort, |q, sort| q.sort(sort))
         .return_document(ReturnDocument::Before)
         .await
         .map_err(DbError::from_write)?;
@@ -290,15 +526,13 @@ async fn note_message_where(
     let tracking = Tracking::of(&before);
     let mut conversation: Conversation =
         bson::from_document(before).map_err(|e| DbError::Codec(e.to_string()))?;
-    if let Some(fact) = facts::message_fact(&conversation, &tracking, message) {
-        facts::record_quietly(db, &fact).await;
-    }
+    let fact = facts::message_fact(&conversation, &tracking, message);
     conversation.last_message_preview = Some(preview(&message.content));
     conversation.last_message_at = Some(at.to_chrono());
     conversation.updated_at = now.to_chrono();
     conversation.message_count += 1;
     conversation.unread_count += unread;
-    Ok(Some(conversation))
+    Ok(Some((conversation, fact)))
 }
 
 /// A new outbound message of `conversation`, `QUEUED` for delivery.
@@ -324,6 +558,7 @@ pub fn outbound_message(
         reply_to: None,
         dedup_key: None,
         metadata: Document::new(),
+        billed_tokens: None,
         created_at: now,
         updated_at: now,
     }

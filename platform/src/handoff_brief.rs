@@ -333,6 +333,7 @@ mod tests {
             reply_to: None,
             dedup_key: None,
             metadata: bson::Document::new(),
+            billed_tokens: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }

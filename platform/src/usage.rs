@@ -20,7 +20,8 @@ pub mod collections {
     pub const DOCUMENTS: &str = "documents";
     pub const CONVERSATIONS: &str = "conversations";
     pub const MESSAGES: &str = "messages";
-    /// One entry per LLM call ([`record_tokens`]): `{tenantId, agentId, providerId, model, purpose, promptTokens, completionTokens, totalTokens, createdAt}`.
+    /// One entry per LLM call ([`record_tokens`]) but those of stored bot
+    /// replies, which carry their own (`billedTokens`): `{tenantId, agentId, providerId, model, purpose, promptTokens, completionTokens, totalTokens, createdAt}`.
     pub const TOKEN_USAGE: &str = "token_usage";
 }
 
@@ -109,11 +110,32 @@ pub async fn record_tokens(
     db.unscoped::<Document>(collections::TOKEN_USAGE)
         .insert_one(entry)
         .await?;
+    count_tokens(kv, tenant, usage).await;
+    Ok(())
+}
+
+/// Counts the tokens of an LLM call in the tenant's monthly counter only:
+/// for a bot reply, whose stored message carries them (`billedTokens`).
+pub async fn count_tokens(kv: &Kv, tenant: &TenantId, usage: &crate::llm::TokenUsage) {
     let tokens = u64::from(usage.total_tokens);
     if tokens > 0 {
         add_to_counter(kv, tenant, Utc::now(), counters::LLM_TOKENS, tokens).await;
     }
-    Ok(())
+}
+
+/// The tokens of the period: the `token_usage` entries and the bot replies
+/// that carry their own (`billedTokens`).
+async fn tokens_in(db: &Db, in_period: Document) -> DbResult<u64> {
+    let (entries, replies) = tokio::try_join!(
+        sum(
+            db,
+            collections::TOKEN_USAGE,
+            in_period.clone(),
+            "totalTokens"
+        ),
+        sum(db, collections::MESSAGES, in_period, "billedTokens"),
+    )?;
+    Ok(entries + replies)
 }
 
 /// The tenant's messages and LLM tokens of the period `(start, end)`
@@ -130,7 +152,7 @@ async fn counted_messages_and_tokens(
     };
     tokio::try_join!(
         count(db, collections::MESSAGES, in_period.clone()),
-        sum(db, collections::TOKEN_USAGE, in_period, "totalTokens"),
+        tokens_in(db, in_period),
     )
 }
 
@@ -280,7 +302,7 @@ pub async fn tenant_usage(db: &Db, tenant: &TenantId, now: DateTime<Utc>) -> DbR
             sum(db, DOCUMENTS, doc! { "tenantId": t }, "size"),
             count(db, CONVERSATIONS, in_period.clone()),
             count(db, MESSAGES, in_period.clone()),
-            sum(db, TOKEN_USAGE, in_period, "totalTokens"),
+            tokens_in(db, in_period),
         )?;
     Ok(Usage {
         period_start: start,

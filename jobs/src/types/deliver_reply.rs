@@ -36,6 +36,11 @@ pub struct ReadyReply {
     pub message: Message,
     /// The conversation's customer (`externalUserId`).
     pub to: String,
+    /// No earlier outbound message of the conversation was on its way when
+    /// the reply was stored, so the first run need not look for one to
+    /// send first.
+    #[serde(default)]
+    pub first_in_line: bool,
 }
 
 impl DeliverReply {

@@ -137,10 +137,28 @@ pub struct Conversation {
     /// it goes back to the bot.
     #[serde(default)]
     pub handoff: Option<Handoff>,
+    /// The customer's profile as their last message gave it: while the
+    /// next one gives the same, the contact is not read (one MongoDB round
+    /// trip less per returning customer's message). Internal, never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_seen: Option<ContactSeen>,
     #[serde(with = "crate::model::bson_datetime")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "crate::model::bson_datetime")]
     pub updated_at: DateTime<Utc>,
+}
+
+/// A customer's profile fields as a provider gave them with a message,
+/// blank ones left out: what a contact is kept up to date with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactSeen {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
 }
 
 /// Why the platform (not a person) handed a conversation to staff.
@@ -386,6 +404,11 @@ pub struct Message {
     /// Sources, token usage, `retrievalOnly`, `fallback` and the like.
     #[serde(default)]
     pub metadata: bson::Document,
+    /// The LLM tokens spent writing this message (a bot reply), which the
+    /// tenant's usage counts from here instead of from a `token_usage`
+    /// entry: one write less per reply. Absent on every other message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billed_tokens: Option<i64>,
     #[serde(with = "crate::model::bson_datetime")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "crate::model::bson_datetime")]

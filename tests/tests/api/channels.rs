@@ -715,6 +715,7 @@ async fn thread(app: &TestApp, s: &Session, channel: &Value, external_user: &str
         message_count: 0,
         resolved_at: None,
         handoff: None,
+        contact_seen: None,
         created_at: now,
         updated_at: now,
     };
@@ -750,6 +751,7 @@ async fn outbound(app: &TestApp, t: &Thread, sender: SenderType, text: &str) -> 
         reply_to: None,
         dedup_key: None,
         metadata: bson::Document::new(),
+        billed_tokens: None,
         created_at: now,
         updated_at: now,
     };

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use aigentable_platform::model::webhook_event::InboundItem;
 use aigentable_platform::model::{Channel, Contact, Conversation, MessageStatus};
 use aigentable_tests::inbound::{
     channel, deliver, finished, process, receipt, said, stored_messages, tenant,
@@ -108,6 +109,78 @@ async fn inbound_messages_are_stored_once_with_contacts_and_conversations() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = app.get("/api/v1/conversations", &other).await;
     assert_eq!(r.body["pagination"]["total"], 0);
+    app.cleanup().await;
+}
+
+/// A customer's message as a provider sends it, with `name` as the
+/// customer's profile name.
+fn said_as(name: &str, user: &str, id: &str, text: &str) -> InboundItem {
+    let mut item = said(user, id, text);
+    if let InboundItem::Message { user_name, .. } = &mut item {
+        *user_name = Some(name.to_owned());
+    }
+    item
+}
+
+/// A returning customer's contact is read and written only when the
+/// profile their message gives differs from the one their last message
+/// gave: a new name reaches the contact and the conversation list, while
+/// the same profile again leaves the contact alone (here: a contact
+/// changed directly in the database is not reverted by a message that
+/// brings no news).
+#[tokio::test]
+async fn a_customers_changed_profile_reaches_their_contact() {
+    let app = spawn_app().await;
+    let s = app.register("Acme").await;
+    let ch = channel(&app, &s, "Chat", None).await;
+    let t = tenant(&s);
+    let contacts = app.platform.db.scoped::<Contact>(&t);
+    let contact = async || {
+        contacts
+            .find_one(bson::doc! { "externalId": "ana" })
+            .await
+            .ok()
+            .flatten()
+            .expect("ana's contact")
+    };
+    let says = async |item: InboundItem| {
+        let (_, job) = deliver(&app, &s, &ch, vec![item]).await;
+        let record = finished(&app, &s, &job).await;
+        assert_eq!(record["result"]["stored"], 1, "{record}");
+    };
+
+    says(said_as("Ana", "ana", "p1", "hello")).await;
+    assert_eq!(contact().await.name.as_deref(), Some("Ana"));
+    says(said_as("Ana Souza", "ana", "p2", "it's me again")).await;
+    assert_eq!(contact().await.name.as_deref(), Some("Ana Souza"));
+    let r = app.get("/api/v1/conversations", &s).await;
+    assert_eq!(r.body["conversations"][0]["contact"]["name"], "Ana Souza");
+    assert_eq!(r.body["pagination"]["total"], 1, "one conversation");
+
+    contacts
+        .update_by_id(
+            &contact().await.id,
+            bson::doc! { "$set": { "name": "Edited elsewhere" } },
+        )
+        .await
+        .expect("contact changed");
+    says(said_as("Ana Souza", "ana", "p3", "still there?")).await;
+    assert_eq!(
+        contact().await.name.as_deref(),
+        Some("Edited elsewhere"),
+        "the unchanged profile did not touch the contact"
+    );
+    says(said_as("Ana S.", "ana", "p4", "new name")).await;
+    assert_eq!(contact().await.name.as_deref(), Some("Ana S."));
+    let stored = stored_messages(
+        &app,
+        &s,
+        r.body["conversations"][0]["id"]
+            .as_str()
+            .unwrap_or_default(),
+    )
+    .await;
+    assert_eq!(stored.len(), 4, "every message in the one conversation");
     app.cleanup().await;
 }
 

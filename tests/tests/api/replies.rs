@@ -17,6 +17,7 @@ use aigentable_tests::inbound::{
 };
 use aigentable_tests::socket::connect;
 use aigentable_tests::{Session, TestApp, spawn_app};
+use futures::TryStreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -268,6 +269,25 @@ async fn token_usage(app: &TestApp, s: &Session, purpose: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The tokens of the tenant's `token_usage` entries (LLM calls other than
+/// stored replies).
+async fn tokens_in_entries(app: &TestApp, s: &Session) -> i64 {
+    let entries: Vec<bson::Document> = app
+        .platform
+        .db
+        .unscoped::<bson::Document>("token_usage")
+        .find(bson::doc! { "tenantId": &s.tenant_id })
+        .await
+        .expect("token usage")
+        .try_collect()
+        .await
+        .expect("token usage");
+    entries
+        .iter()
+        .map(|e| e.get_i64("totalTokens").unwrap_or_default())
+        .sum()
+}
+
 #[tokio::test]
 async fn replies_are_grounded_on_passages_with_the_agents_model() {
     let app = spawn_app().await;
@@ -343,7 +363,36 @@ async fn replies_are_grounded_on_passages_with_the_agents_model() {
     let last = messages.last().cloned().unwrap_or_default();
     assert_eq!(last["role"], "user");
     assert_eq!(last["content"], "When does the Rotterdam shop open?");
-    assert_eq!(token_usage(&app, &s, "reply").await, 1);
+    // The reply's tokens are counted on the reply itself, not in an entry
+    // of their own, by the usage endpoint and the plan's counters alike.
+    assert_eq!(token_usage(&app, &s, "reply").await, 0);
+    let spent = reply
+        .metadata
+        .get_document("usage")
+        .ok()
+        .and_then(|u| u.get_i64("totalTokens").ok())
+        .unwrap_or_default();
+    assert!(spent > 0, "{:?}", reply.metadata);
+    assert_eq!(reply.billed_tokens, Some(spent));
+    let usage = app
+        .get(&format!("/api/v1/tenants/{}/usage", s.tenant_id), &s)
+        .await;
+    let others = tokens_in_entries(&app, &s).await;
+    assert_eq!(
+        usage.body["llmTokens"].as_i64(),
+        Some(spent + others),
+        "{:?}",
+        usage.body
+    );
+    let (_, counted) = aigentable_platform::usage::period_messages_and_tokens(
+        &app.platform.db,
+        &app.platform.kv,
+        &tenant(&s),
+        aigentable_platform::usage::current_period(chrono::Utc::now()),
+    )
+    .await
+    .expect("usage counters");
+    assert_eq!(i64::try_from(counted).ok(), Some(spent + others));
     let reply_id = reply.id.clone();
     let sent = app
         .eventually(Duration::from_secs(15), || async {

@@ -519,6 +519,113 @@ async fn whatsapp_message_in_reply_out_and_receipts() {
     app.cleanup().await;
 }
 
+/// A returning customer's message, arriving as a signed webhook, is noted
+/// on their open conversation by the write that finds it: the same
+/// conversation takes every message (a RESOLVED one is reopened), the
+/// contact follows a changed profile name, and every message
+/// has its analytics fact, the first one starting the conversation.
+#[tokio::test]
+async fn a_returning_customer_is_noted_on_their_conversation_reopened_and_renamed() {
+    let (app, _fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    // No agent: staff answer, so the messages are the customer's alone.
+    whatsapp_channel(&app, &admin, "PN300", None).await;
+    let t = tenant(&admin);
+    let messages = app.platform.db.scoped::<Message>(&t);
+    let says = async |wamid: &str, name: &str, n: u64| {
+        let mut body = whatsapp_text("PN300", "5511777770000", wamid, "hello again");
+        body["entry"][0]["changes"][0]["value"]["contacts"][0]["profile"]["name"] = json!(name);
+        let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let stored = app
+            .eventually(Duration::from_secs(20), || async {
+                let c = messages
+                    .count(doc! { "direction": "INBOUND" })
+                    .await
+                    .unwrap_or(0);
+                (c == n).then_some(())
+            })
+            .await;
+        assert!(stored.is_some(), "message {n} stored");
+        let pending = app.settled_by_workers(Duration::from_secs(20)).await;
+        assert!(pending.is_empty(), "the workers ran every job: {pending:?}");
+        let r = app.get("/api/v1/conversations", &admin).await;
+        assert_eq!(
+            r.body["pagination"]["total"], 1,
+            "one conversation: {:?}",
+            r.body
+        );
+        r.body["conversations"][0].clone()
+    };
+
+    let first = says("wamid.R1", "Ana", 1).await;
+    let id = first["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(first["contact"]["name"], "Ana");
+    let second = says("wamid.R2", "Ana", 2).await;
+    assert_eq!(second["id"], id.as_str());
+
+    let r = app
+        .put(
+            &format!("/api/v1/conversations/{id}/status"),
+            &admin,
+            json!({ "status": "RESOLVED" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let third = says("wamid.R3", "Ana Souza", 3).await;
+    assert_eq!(
+        third["id"],
+        id.as_str(),
+        "the resolved conversation took it"
+    );
+    assert_ne!(third["status"], "RESOLVED", "reopened");
+    assert_eq!(third["contact"]["name"], "Ana Souza");
+    let inbound = messages
+        .count(doc! { "direction": "INBOUND", "conversationId": &id })
+        .await
+        .expect("count");
+    assert_eq!(inbound, 3);
+    let stored = app
+        .platform
+        .db
+        .unscoped::<bson::Document>("conversations")
+        .find_one(doc! { "_id": &id })
+        .await
+        .expect("read")
+        .expect("the conversation");
+    let all = messages
+        .count(doc! { "conversationId": &id })
+        .await
+        .expect("count");
+    assert_eq!(
+        stored.get_i64("messageCount").ok(),
+        i64::try_from(all).ok(),
+        "every message counted once"
+    );
+    let facts: Vec<bson::Document> = {
+        use futures::TryStreamExt;
+        app.platform
+            .db
+            .unscoped::<bson::Document>("analytics_facts")
+            .find(doc! { "conversationId": &id, "kind": "CUSTOMER_MESSAGE" })
+            .await
+            .expect("facts")
+            .try_collect()
+            .await
+            .expect("facts")
+    };
+    assert_eq!(facts.len(), 3, "{facts:?}");
+    assert_eq!(
+        facts
+            .iter()
+            .filter(|f| f.get_bool("started").unwrap_or(false))
+            .count(),
+        1,
+        "{facts:?}"
+    );
+    app.cleanup().await;
+}
+
 /// A bot reply is delivered by a job with no record of its own: the
 /// message's status is the record. When Redis lost that job (restarted
 /// without its append-only file, a failover), the sweep finds the message

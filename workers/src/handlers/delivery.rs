@@ -153,26 +153,33 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
     };
 
     // Conversation order: an earlier outbound message still on its way
-    // goes first. On the last attempt we send anyway rather than never.
+    // goes first. On the last attempt we send anyway rather than never. A
+    // reply stored first in line (see `ReadyReply::first_in_line`) has
+    // none on its first run.
     let created = bson::DateTime::from_chrono(message.created_at);
-    let earlier = messages
-        .find_one(narrowed(
-            doc! {
-                "conversationId": &message.conversation_id,
-                "createdAt": { "$lte": created },
-            },
-            doc! {
-                "direction": "OUTBOUND",
-                "status": { "$in": ["QUEUED", "SENDING"] },
-                "_id": { "$ne": &message.id },
-                "$or": [
-                    { "createdAt": { "$lt": created } },
-                    { "createdAt": created, "_id": { "$lt": &message.id } },
-                ],
-            },
-        ))
-        .await
-        .map_err(JobError::transient)?;
+    let first_in_line = job.fresh(ctx).is_some_and(|r| r.first_in_line);
+    let earlier = if first_in_line {
+        None
+    } else {
+        messages
+            .find_one(narrowed(
+                doc! {
+                    "conversationId": &message.conversation_id,
+                    "createdAt": { "$lte": created },
+                },
+                doc! {
+                    "direction": "OUTBOUND",
+                    "status": { "$in": ["QUEUED", "SENDING"] },
+                    "_id": { "$ne": &message.id },
+                    "$or": [
+                        { "createdAt": { "$lt": created } },
+                        { "createdAt": created, "_id": { "$lt": &message.id } },
+                    ],
+                },
+            ))
+            .await
+            .map_err(JobError::transient)?
+    };
     if let Some(earlier) = earlier
         && ctx.attempt < job.max_attempts
     {

@@ -242,7 +242,7 @@ async fn process_message(
         .map_err(JobError::transient)?
         .ok_or_else(|| JobError::transient("another message of this customer is being stored"))?;
     let alive = lock.keep_alive();
-    let stored = store_locked(ctx, channel, incoming, text, dedup_key).await;
+    let stored = store_locked(ctx, channel, incoming, text, dedup_key, surely_new).await;
     drop(alive);
     if let Err(e) = lock.release().await {
         tracing::warn!(tenant_id = %ctx.tenant_id, error = %e, "inbound lock not released; it expires on its own");
@@ -325,34 +325,34 @@ async fn request_reply(
 
 /// Stores the message under the customer's lock: `None` when it was stored
 /// already. Returns the message, its conversation as updated, and whether
-/// the conversation was opened (created or reopened) by it.
+/// the conversation was opened (created or reopened) by it. A message
+/// surely new is noted on the customer's open conversation first (the
+/// write finds it), then stored; any other message, or a customer with no
+/// open conversation, finds or opens the conversation, then is stored and
+/// noted.
 async fn store_locked(
     ctx: &JobContext,
     channel: &Channel,
     incoming: &Incoming<'_>,
     text: &str,
     dedup_key: String,
+    surely_new: bool,
 ) -> Result<Option<(Message, aigentable_platform::model::Conversation, bool)>, JobError> {
-    let db = &ctx.state.platform.db;
-    let contact = conversations::upsert_contact(db, channel, &incoming.info)
-        .await
-        .map_err(JobError::transient)?;
-    let (conversation, opened) = conversations::open_conversation(db, channel, &contact)
-        .await
-        .map_err(JobError::transient)?;
+    let platform = &ctx.state.platform;
+    let db = &platform.db;
     let now = Utc::now();
     let mut metadata = bson::Document::new();
     if let Some(sent_at) = incoming.sent_at {
         metadata.insert("sentAt", bson::DateTime::from_chrono(sent_at));
     }
-    let message = Message {
+    let mut message = Message {
         id: new_id(),
         tenant_id: ctx.tenant_id.clone(),
-        conversation_id: conversation.id.clone(),
+        conversation_id: String::new(),
         channel_id: channel.id.clone(),
         direction: MessageDirection::Inbound,
         sender_type: SenderType::Customer,
-        sender_id: Some(contact.id.clone()),
+        sender_id: None,
         content: text.to_owned(),
         status: MessageStatus::Received,
         external_message_id: Some(incoming.external_message_id.to_owned()),
@@ -360,16 +360,70 @@ async fn store_locked(
         reply_to: None,
         dedup_key: Some(dedup_key),
         metadata,
+        billed_tokens: None,
         created_at: now,
         updated_at: now,
     };
-    if !conversations::insert_message(db, &ctx.state.platform.kv, &message)
+
+    let mut no_open_conversation = false;
+    if surely_new {
+        let seen = incoming.info.seen();
+        let noted = conversations::note_on_open_conversation(
+            db,
+            channel,
+            &mut message,
+            &seen,
+            incoming.info.external_id,
+        )
+        .await
+        .map_err(JobError::transient)?;
+        if let Some(noted) = noted {
+            if !conversations::insert_message(db, &platform.kv, &message)
+                .await
+                .map_err(JobError::transient)?
+            {
+                tracing::warn!(tenant_id = %ctx.tenant_id, message_id = %message.id, "a message let through as new was stored already; its note is taken back");
+                conversations::unnote_customer_message(db, &message)
+                    .await
+                    .map_err(JobError::transient)?;
+                return Ok(None);
+            }
+            if let Some(fact) = &noted.fact {
+                aigentable_platform::analytics::facts::record_quietly(db, fact).await;
+            }
+            if noted.seen_before.as_ref() != Some(&seen) {
+                conversations::upsert_contact(db, channel, &incoming.info)
+                    .await
+                    .map_err(JobError::transient)?;
+            }
+            let (conversation, reopened) =
+                conversations::reopen_if_resolved(db, channel, noted.conversation)
+                    .await
+                    .map_err(JobError::transient)?;
+            return Ok(Some((message, conversation, reopened)));
+        }
+        no_open_conversation = true;
+    }
+
+    let destination = if no_open_conversation {
+        conversations::new_conversation(db, channel, &incoming.info).await
+    } else {
+        conversations::conversation_for(db, channel, &incoming.info).await
+    };
+    let conversations::Destination {
+        conversation,
+        opened,
+        seen,
+    } = destination.map_err(JobError::transient)?;
+    message.conversation_id = conversation.id.clone();
+    message.sender_id = Some(conversation.contact_id.clone());
+    if !conversations::insert_message(db, &platform.kv, &message)
         .await
         .map_err(JobError::transient)?
     {
         return Ok(None);
     }
-    let conversation = conversations::note_message(db, &message)
+    let conversation = conversations::note_customer_message(db, &message, seen.as_ref())
         .await
         .map_err(JobError::transient)?
         .unwrap_or(conversation);

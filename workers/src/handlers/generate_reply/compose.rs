@@ -20,6 +20,10 @@ use super::provider::{LLM_CALL_TIMEOUT, Outcome, chat_with_retries, record_usage
 use crate::handlers::knowledge;
 use crate::runner::{JobContext, JobError};
 
+/// The purpose of a conversation reply: its token usage is the caller's
+/// to record, on the stored message or, when none is stored, on its own.
+pub(crate) const REPLY: &str = "reply";
+
 /// Where an answer came from.
 #[derive(Debug, Clone)]
 pub(crate) struct Answer {
@@ -237,8 +241,13 @@ async fn answer(
             ..fallback("the conversation left the bot while the answer was written".to_owned())
         }),
         Ok(Outcome::Answered(output)) => {
-            record_usage(ctx, agent, &provider, &output, purpose).await;
             let content = output.content.trim().to_owned();
+            // A conversation reply's tokens are counted on its stored
+            // message (see `conversation::answer_locked`); those of any
+            // other answer, and of one with no text, get an entry here.
+            if purpose != REPLY || content.is_empty() {
+                record_usage(ctx, agent, &provider, &output, purpose).await;
+            }
             if content.is_empty() {
                 return Ok(fallback("the AI provider answered with no text".to_owned()));
             }

@@ -17,9 +17,10 @@ use aigentable_platform::model::{
     Agent, AgentStatus, Conversation, Message, MessageDirection, MessageStatus, SenderType, Tenant,
 };
 
-use super::compose::compose;
+use super::compose::{REPLY, compose};
 use super::deltas::{Deltas, Target};
 use super::prompt::{HISTORY_TOKEN_BUDGET, approx_tokens};
+use super::provider::record_unstored_reply_usage;
 use crate::runner::{JobContext, JobError};
 
 /// Messages read back to fill the history budget.
@@ -230,7 +231,7 @@ async fn answer_locked(
         &agent,
         history,
         &question.content,
-        "reply",
+        REPLY,
         Some(&mut deltas),
     )
     .await?;
@@ -253,6 +254,7 @@ async fn answer_locked(
     reply.reply_to = Some(question.id.clone());
     reply.dedup_key = Some(reply_dedup_key(&question.id));
     reply.metadata = answer.metadata();
+    reply.billed_tokens = answer.usage.map(|u| i64::from(u.total_tokens));
     // A human may have taken over while the answer was generated: the
     // conversation takes the reply only while the bot answers it, and only
     // then is the reply stored.
@@ -265,6 +267,7 @@ async fn answer_locked(
     };
     let Some(mut conversation_now) = noted else {
         deltas.abandon().await;
+        record_unstored_reply_usage(ctx, &agent, &answer).await;
         tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, "reply dropped: the conversation left the bot");
         return Ok(json!({ "dropped": "the conversation is no longer answered by the bot" }));
     };
@@ -272,7 +275,11 @@ async fn answer_locked(
         .await
         .map_err(JobError::transient)?
     {
+        record_unstored_reply_usage(ctx, &agent, &answer).await;
         return Ok(json!({ "skipped": "already answered" }));
+    }
+    if let Some(tokens) = &answer.usage {
+        aigentable_platform::usage::count_tokens(&platform.kv, &ctx.tenant_id, tokens).await;
     }
     events::new_message(&platform.kv, &reply).await;
     // Noted on the conversation while the bot answers it, just now: its
@@ -280,6 +287,7 @@ async fn answer_locked(
     let ready = ReadyReply {
         message: reply.clone(),
         to: conversation.external_user_id.clone(),
+        first_in_line: first_in_line(&recent, conversation, &conversation_now),
     };
     let delivery_job = push_delivery(ctx, &reply, Some(ready)).await?;
     if let Some(why) = &answer.fallback {
@@ -314,6 +322,23 @@ async fn answer_locked(
         map.insert("deliveryJobId".into(), json!(delivery_job));
     }
     Ok(result)
+}
+
+/// Whether no earlier outbound message of the conversation can be on its
+/// way as the reply is stored: `recent` holds the whole conversation, no
+/// outbound message in it is unsent, and no message was noted on the
+/// conversation between `read` (taken before `recent`) and the reply
+/// (`noted`, the conversation as the reply's note left it). A message
+/// stored by another process in the instant between its insert and its
+/// note is missed, as the delivery's own look would miss one stored just
+/// after it.
+fn first_in_line(recent: &[Message], read: &Conversation, noted: &Conversation) -> bool {
+    recent.len() < HISTORY_SCAN as usize
+        && noted.message_count == read.message_count + 1
+        && !recent.iter().any(|m| {
+            m.direction == MessageDirection::Outbound
+                && matches!(m.status, MessageStatus::Queued | MessageStatus::Sending)
+        })
 }
 
 /// The conversation before `question`, oldest first, within the history

@@ -8,6 +8,7 @@ use aigentable_platform::llm::{ChatOutput, ChatRequest, LlmClient, LlmError, Tok
 use aigentable_platform::model::{Agent, AiProvider};
 use aigentable_platform::usage;
 
+use super::compose::Answer;
 use super::deltas::{Deltas, Flow};
 use super::prompt::approx_tokens;
 use crate::runner::JobContext;
@@ -49,6 +50,28 @@ pub(super) async fn record_usage(
     .await
     {
         // The answer is worth more than the count; the error is logged.
+        tracing::error!(tenant_id = %ctx.tenant_id, agent_id = %agent.id, error = %e, "token usage not recorded");
+    }
+}
+
+/// Records the tokens of a conversation reply that was not stored (a
+/// person took over meanwhile, or an earlier attempt stored it first): no
+/// message carries them, yet the provider was paid for them.
+pub(super) async fn record_unstored_reply_usage(ctx: &JobContext, agent: &Agent, answer: &Answer) {
+    let Some(tokens) = &answer.usage else {
+        return;
+    };
+    if let Err(e) = usage::record_tokens(
+        &ctx.state.platform,
+        &ctx.tenant_id,
+        Some(&agent.id),
+        answer.provider_id.as_deref(),
+        answer.model.as_deref().unwrap_or(agent.model.as_str()),
+        super::compose::REPLY,
+        tokens,
+    )
+    .await
+    {
         tracing::error!(tenant_id = %ctx.tenant_id, agent_id = %agent.id, error = %e, "token usage not recorded");
     }
 }
