@@ -2,7 +2,7 @@
 //! the local Redis and MongoDB, and the fake provider server:
 //!
 //! ```sh
-//! cargo run --release -p aigentable-tests --bin webhook_bench -- [--webhooks 2000] [--clients 32] [--samples 50]
+//! cargo run --release -p aigentable-tests --bin webhook_bench -- [--webhooks 2000] [--clients 32] [--samples 50] [--returning]
 //! ```
 //!
 //! 1. signed WhatsApp webhooks accepted per second: `--clients` concurrent
@@ -12,7 +12,10 @@
 //! 2. webhook → reply latency (p50/p99): one delivery at a time, timed from
 //!    the POST to the moment the fake WhatsApp API receives the bot's reply
 //!    (the tenant's AI provider is a local fake OpenAI-compatible server that
-//!    answers at once, so the figure is the platform's own path).
+//!    answers at once, so the figure is the platform's own path), and the
+//!    MongoDB commands each of those messages cost (driver command
+//!    monitoring). Each sample is a new customer, or with `--returning` a
+//!    customer of step 1 writing again.
 //!
 //! Uses a fresh database and Redis namespace, dropped at the end.
 
@@ -23,6 +26,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use aigentable_platform::channels::signature::sign_meta;
+use aigentable_platform::db::command_log::{self, Recording};
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::fake_providers::{
     app_with_fake, create_agent, create_live_channel, whatsapp_text,
@@ -33,6 +37,7 @@ struct Args {
     webhooks: usize,
     clients: usize,
     samples: usize,
+    returning: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -40,9 +45,14 @@ fn parse_args() -> anyhow::Result<Args> {
         webhooks: 2_000,
         clients: 32,
         samples: 50,
+        returning: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
+        if a == "--returning" {
+            args.returning = true;
+            continue;
+        }
         let v: usize = it
             .next()
             .with_context(|| format!("{a} needs a value"))?
@@ -53,7 +63,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--clients" => args.clients = v.max(1),
             "--samples" => args.samples = v.max(1),
             other => bail!(
-                "unknown argument {other}; usage: webhook_bench [--webhooks N] [--clients N] [--samples N]"
+                "unknown argument {other}; usage: webhook_bench [--webhooks N] [--clients N] [--samples N] [--returning]"
             ),
         }
     }
@@ -63,6 +73,8 @@ fn parse_args() -> anyhow::Result<Args> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    // Before the client connects: the driver then reports every command.
+    command_log::enable();
     let (app, fake) = app_with_fake(&[("LOG_FORMAT", "json")]).await;
     let admin = app.register("Bench").await;
     // An instant fake LLM as the tenant's default AI provider, so replies
@@ -163,13 +175,20 @@ async fn main() -> anyhow::Result<()> {
         }
     );
 
-    // 2. Webhook to reply latency, one at a time.
+    // 2. Webhook to reply latency, one at a time, and the commands each
+    // message costs (nothing else runs meanwhile: one message at a time).
+    let recording = Recording::start(app.platform.db.database().name());
     let mut latencies = Vec::with_capacity(args.samples);
     for i in 0..args.samples {
         let before = fake.requests_to("/messages").len();
+        let customer = if args.returning {
+            format!("55{}", 100_000 + i % args.webhooks)
+        } else {
+            format!("56{i}")
+        };
         let body = whatsapp_text(
             pnid,
-            &format!("56{i}"),
+            &customer,
             &format!("wamid.lat{i}"),
             "what are your hours?",
         );
@@ -196,7 +215,16 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+    // The last reply's delivery stores its outcome just after the send.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let commands = recording.take().len();
+    drop(recording);
     latencies.sort();
+    println!(
+        "MongoDB commands per message, webhook to reply delivered ({} customers): {:.1}",
+        if args.returning { "returning" } else { "new" },
+        commands as f64 / latencies.len().max(1) as f64
+    );
     println!(
         "webhook -> reply at the provider ({} samples, {} LLM calls in all): p50 {:.1} ms, p99 {:.1} ms",
         latencies.len(),
