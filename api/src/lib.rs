@@ -173,15 +173,10 @@ async fn socket_io_fallback(res: &mut Response) {
     res.status_code(StatusCode::BAD_REQUEST);
 }
 
-/// The complete HTTP service: routes, OpenAPI docs, metrics, CORS, JSON
-/// errors and the Socket.IO gateway (whose handle is returned for emitting).
-pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
-    let origins = state.platform.config.cors_origins.clone();
-    let track = metrics::Track(state.metrics.clone());
-    let metrics_here = state.platform.config.metrics_port.is_none();
-    let (socket_layer, io) = realtime::layer(state.clone());
-    let api = api_router();
-    let doc = OpenApi::new("AIgentable API", env!("CARGO_PKG_VERSION"))
+/// The OpenAPI document the `#[endpoint]` annotations of [`api_router`]
+/// generate, before [`openapi::finish`] completes it.
+pub fn openapi_document() -> OpenApi {
+    OpenApi::new("AIgentable API", env!("CARGO_PKG_VERSION"))
         .add_security_scheme(
             "bearerAuth",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer).bearer_format("JWT")),
@@ -192,7 +187,17 @@ pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
                 salvo::oapi::security::ApiKeyValue::new("X-API-Key"),
             )),
         )
-        .merge_router(&api);
+        .merge_router(&api_router())
+}
+
+/// The complete HTTP service: routes, OpenAPI docs, metrics, CORS, JSON
+/// errors and the Socket.IO gateway (whose handle is returned for emitting).
+pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
+    let origins = state.platform.config.cors_origins.clone();
+    let track = metrics::Track(state.metrics.clone());
+    let metrics_here = state.platform.config.metrics_port.is_none();
+    let (socket_layer, io) = realtime::layer(state.clone());
+    let api = api_router();
     let router = Router::new()
         .hoop(salvo::affix_state::inject(state))
         .push(Router::with_path("healthz").get(routes::health::healthz))
@@ -203,7 +208,7 @@ pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
                 .hoop(socket_layer.compat())
                 .goal(socket_io_fallback),
         )
-        .push(Router::with_path("api/v1/openapi.json").get(openapi::Spec::new(&doc)))
+        .push(Router::with_path("api/v1/openapi.json").get(openapi::Spec::default()))
         .push(SwaggerUi::new("/api/v1/openapi.json").into_router("/api/v1/docs"))
         .push(api);
     // With METRICS_PORT, /metrics is served there only (see `serve`).

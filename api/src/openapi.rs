@@ -829,14 +829,11 @@ pub fn finish(doc: &OpenApi) -> Value {
     spec
 }
 
-/// Serves the finished document.
-pub struct Spec(String);
-
-impl Spec {
-    pub fn new(doc: &OpenApi) -> Self {
-        Self(finish(doc).to_string())
-    }
-}
+/// Serves the finished document, built on its first request rather than
+/// at start: building it runs the schema code of every route, whose pages
+/// and memory an api replica never asked for its document need not hold.
+#[derive(Default)]
+pub struct Spec(std::sync::OnceLock<String>);
 
 #[async_trait]
 impl Handler for Spec {
@@ -847,6 +844,9 @@ impl Handler for Spec {
         res: &mut Response,
         _ctrl: &mut FlowCtrl,
     ) {
-        res.render(Text::Json(self.0.clone()));
+        let spec = self
+            .0
+            .get_or_init(|| finish(&crate::openapi_document()).to_string());
+        res.render(Text::Json(spec.clone()));
     }
 }
