@@ -163,16 +163,17 @@ pub async fn upsert_contact(
 }
 
 async fn refresh_contact(db: &Db, contact: Contact, info: &ContactInfo<'_>) -> DbResult<Contact> {
+    let seen = info.seen();
     let mut set = Document::new();
     for (field, new, old) in [
-        ("name", info.name, contact.name.as_deref()),
-        ("username", info.username, contact.username.as_deref()),
-        ("phone", info.phone, contact.phone.as_deref()),
+        ("name", &seen.name, &contact.name),
+        ("username", &seen.username, &contact.username),
+        ("phone", &seen.phone, &contact.phone),
     ] {
-        if let Some(new) = new.filter(|v| !v.trim().is_empty())
-            && Some(new) != old
+        if let Some(new) = new
+            && Some(new) != old.as_ref()
         {
-            set.insert(field, new);
+            set.insert(field, new.as_str());
         }
     }
     if set.is_empty() {
@@ -370,9 +371,9 @@ pub async fn note_on_open_conversation(
     seen: &ContactSeen,
     external_user_id: &str,
 ) -> DbResult<Option<NotedFirst>> {
-    use ConversationStatus::*;
-    let open: Vec<&str> = [Active, Waiting, Assigned, Resolved]
+    let open: Vec<&str> = ConversationStatus::ALL
         .iter()
+        .filter(|s| **s != ConversationStatus::Closed)
         .map(|s| s.as_str())
         .collect();
     // Equalities on the index's leading fields and one `$in` after them:

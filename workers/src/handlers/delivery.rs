@@ -156,29 +156,11 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
     // goes first. On the last attempt we send anyway rather than never. A
     // reply stored first in line (see `ReadyReply::first_in_line`) has
     // none on its first run.
-    let created = bson::DateTime::from_chrono(message.created_at);
     let first_in_line = job.fresh(ctx).is_some_and(|r| r.first_in_line);
     let earlier = if first_in_line {
         None
     } else {
-        messages
-            .find_one(narrowed(
-                doc! {
-                    "conversationId": &message.conversation_id,
-                    "createdAt": { "$lte": created },
-                },
-                doc! {
-                    "direction": "OUTBOUND",
-                    "status": { "$in": ["QUEUED", "SENDING"] },
-                    "_id": { "$ne": &message.id },
-                    "$or": [
-                        { "createdAt": { "$lt": created } },
-                        { "createdAt": created, "_id": { "$lt": &message.id } },
-                    ],
-                },
-            ))
-            .await
-            .map_err(JobError::transient)?
+        earlier_unsent(&messages, &message).await?
     };
     if let Some(earlier) = earlier
         && ctx.attempt < job.max_attempts
@@ -289,6 +271,33 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
             Err(JobError::Transient(reason))
         }
     }
+}
+
+/// An outbound message of the same conversation, older than `message`,
+/// still on its way.
+async fn earlier_unsent(
+    messages: &aigentable_platform::db::Scoped<Message>,
+    message: &Message,
+) -> Result<Option<Message>, JobError> {
+    let created = bson::DateTime::from_chrono(message.created_at);
+    messages
+        .find_one(narrowed(
+            doc! {
+                "conversationId": &message.conversation_id,
+                "createdAt": { "$lte": created },
+            },
+            doc! {
+                "direction": "OUTBOUND",
+                "status": { "$in": ["QUEUED", "SENDING"] },
+                "_id": { "$ne": &message.id },
+                "$or": [
+                    { "createdAt": { "$lt": created } },
+                    { "createdAt": created, "_id": { "$lt": &message.id } },
+                ],
+            },
+        ))
+        .await
+        .map_err(JobError::transient)
 }
 
 /// The tenant's choice for messages left in doubt (default when unknown).

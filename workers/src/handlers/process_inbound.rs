@@ -365,48 +365,16 @@ async fn store_locked(
         updated_at: now,
     };
 
-    let mut no_open_conversation = false;
-    if surely_new {
-        let seen = incoming.info.seen();
-        let noted = conversations::note_on_open_conversation(
-            db,
-            channel,
-            &mut message,
-            &seen,
-            incoming.info.external_id,
-        )
-        .await
-        .map_err(JobError::transient)?;
-        if let Some(noted) = noted {
-            if !conversations::insert_message(db, &platform.kv, &message)
-                .await
-                .map_err(JobError::transient)?
-            {
-                tracing::warn!(tenant_id = %ctx.tenant_id, message_id = %message.id, "a message let through as new was stored already; its note is taken back");
-                conversations::unnote_customer_message(db, &message)
-                    .await
-                    .map_err(JobError::transient)?;
-                return Ok(None);
+    let destination = if surely_new {
+        match store_noted_first(ctx, channel, incoming, &mut message).await? {
+            NotedFirst::Stored(conversation, reopened) => {
+                return Ok(Some((message, *conversation, reopened)));
             }
-            if let Some(fact) = &noted.fact {
-                aigentable_platform::analytics::facts::record_quietly(db, fact).await;
+            NotedFirst::StoredAlready => return Ok(None),
+            NotedFirst::NoOpenConversation => {
+                conversations::new_conversation(db, channel, &incoming.info).await
             }
-            if noted.seen_before.as_ref() != Some(&seen) {
-                conversations::upsert_contact(db, channel, &incoming.info)
-                    .await
-                    .map_err(JobError::transient)?;
-            }
-            let (conversation, reopened) =
-                conversations::reopen_if_resolved(db, channel, noted.conversation)
-                    .await
-                    .map_err(JobError::transient)?;
-            return Ok(Some((message, conversation, reopened)));
         }
-        no_open_conversation = true;
-    }
-
-    let destination = if no_open_conversation {
-        conversations::new_conversation(db, channel, &incoming.info).await
     } else {
         conversations::conversation_for(db, channel, &incoming.info).await
     };
@@ -428,4 +396,65 @@ async fn store_locked(
         .map_err(JobError::transient)?
         .unwrap_or(conversation);
     Ok(Some((message, conversation, opened)))
+}
+
+/// What noting a surely new message on its open conversation came to.
+enum NotedFirst {
+    /// Noted and stored: the conversation as updated, and whether it was
+    /// reopened.
+    Stored(Box<aigentable_platform::model::Conversation>, bool),
+    /// It was stored already; its note was taken back.
+    StoredAlready,
+    /// The customer has no open conversation; nothing was written.
+    NoOpenConversation,
+}
+
+/// [`store_locked`] for a surely new message: noted on the customer's open
+/// conversation by the write that finds it, then stored (the note taken
+/// back if it was stored already), its fact recorded, the contact
+/// refreshed when the profile changed and a RESOLVED conversation reopened.
+async fn store_noted_first(
+    ctx: &JobContext,
+    channel: &Channel,
+    incoming: &Incoming<'_>,
+    message: &mut Message,
+) -> Result<NotedFirst, JobError> {
+    let platform = &ctx.state.platform;
+    let db = &platform.db;
+    let seen = incoming.info.seen();
+    let noted = conversations::note_on_open_conversation(
+        db,
+        channel,
+        message,
+        &seen,
+        incoming.info.external_id,
+    )
+    .await
+    .map_err(JobError::transient)?;
+    let Some(noted) = noted else {
+        return Ok(NotedFirst::NoOpenConversation);
+    };
+    if !conversations::insert_message(db, &platform.kv, message)
+        .await
+        .map_err(JobError::transient)?
+    {
+        tracing::warn!(tenant_id = %ctx.tenant_id, message_id = %message.id, "a message let through as new was stored already; its note is taken back");
+        conversations::unnote_customer_message(db, message)
+            .await
+            .map_err(JobError::transient)?;
+        return Ok(NotedFirst::StoredAlready);
+    }
+    if let Some(fact) = &noted.fact {
+        aigentable_platform::analytics::facts::record_quietly(db, fact).await;
+    }
+    if noted.seen_before.as_ref() != Some(&seen) {
+        conversations::upsert_contact(db, channel, &incoming.info)
+            .await
+            .map_err(JobError::transient)?;
+    }
+    let (conversation, reopened) =
+        conversations::reopen_if_resolved(db, channel, noted.conversation)
+            .await
+            .map_err(JobError::transient)?;
+    Ok(NotedFirst::Stored(Box::new(conversation), reopened))
 }

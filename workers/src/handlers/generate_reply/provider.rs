@@ -33,45 +33,55 @@ pub(super) async fn record_usage(
     output: &ChatOutput,
     purpose: &str,
 ) {
-    let model = if output.model.is_empty() {
-        agent.model.as_str()
-    } else {
-        output.model.as_str()
-    };
-    if let Err(e) = usage::record_tokens(
-        &ctx.state.platform,
-        &ctx.tenant_id,
-        Some(&agent.id),
+    record(
+        ctx,
+        agent,
         Some(&provider.id),
-        model,
+        &output.model,
         purpose,
         &output.usage,
     )
-    .await
-    {
-        // The answer is worth more than the count; the error is logged.
-        tracing::error!(tenant_id = %ctx.tenant_id, agent_id = %agent.id, error = %e, "token usage not recorded");
-    }
+    .await;
 }
 
 /// Records the tokens of a conversation reply that was not stored (a
 /// person took over meanwhile, or an earlier attempt stored it first): no
 /// message carries them, yet the provider was paid for them.
 pub(super) async fn record_unstored_reply_usage(ctx: &JobContext, agent: &Agent, answer: &Answer) {
-    let Some(tokens) = &answer.usage else {
-        return;
+    if let Some(tokens) = &answer.usage {
+        let model = answer.model.as_deref().unwrap_or_default();
+        let provider = answer.provider_id.as_deref();
+        record(ctx, agent, provider, model, super::compose::REPLY, tokens).await;
+    }
+}
+
+/// One `token_usage` entry; `model` is the agent's when the provider named
+/// none.
+async fn record(
+    ctx: &JobContext,
+    agent: &Agent,
+    provider_id: Option<&str>,
+    model: &str,
+    purpose: &str,
+    tokens: &TokenUsage,
+) {
+    let model = if model.is_empty() {
+        agent.model.as_str()
+    } else {
+        model
     };
     if let Err(e) = usage::record_tokens(
         &ctx.state.platform,
         &ctx.tenant_id,
         Some(&agent.id),
-        answer.provider_id.as_deref(),
-        answer.model.as_deref().unwrap_or(agent.model.as_str()),
-        super::compose::REPLY,
+        provider_id,
+        model,
+        purpose,
         tokens,
     )
     .await
     {
+        // The answer is worth more than the count; the error is logged.
         tracing::error!(tenant_id = %ctx.tenant_id, agent_id = %agent.id, error = %e, "token usage not recorded");
     }
 }
