@@ -83,16 +83,20 @@ pub struct Destination {
 /// is looked up by the customer's provider id first, and while the message
 /// gives the profile last noted on it the contact is neither read nor
 /// written (it was brought up to date when that profile was first seen);
-/// otherwise the contact is created or refreshed.
+/// otherwise the contact is created or refreshed. `check_contact` makes
+/// sure of the contact whatever the profile noted: a retry's, whose earlier
+/// attempt may have stopped between creating a conversation and its
+/// contact (see [`NotedFirst::settle_contact`]).
 pub async fn conversation_for(
     db: &Db,
     channel: &Channel,
     info: &ContactInfo<'_>,
+    check_contact: bool,
 ) -> DbResult<Destination> {
     let seen = info.seen();
     let open = find_open(db, channel, info.external_id).await?;
     let (conversation, opened) = match open {
-        Some(current) if current.contact_seen.as_ref() == Some(&seen) => {
+        Some(current) if !check_contact && current.contact_seen.as_ref() == Some(&seen) => {
             reopen_if_resolved(db, channel, current).await?
         }
         Some(current) => {
@@ -109,10 +113,9 @@ pub async fn conversation_for(
     })
 }
 
-/// [`conversation_for`] a customer known to have no open conversation (a
-/// write that looked for one found none): the contact is created or
-/// refreshed and a conversation created.
-pub async fn new_conversation(
+/// [`conversation_for`] a customer with no open conversation: the contact
+/// is created or refreshed and a conversation created.
+async fn new_conversation(
     db: &Db,
     channel: &Channel,
     info: &ContactInfo<'_>,
@@ -134,57 +137,103 @@ pub async fn upsert_contact(
     channel: &Channel,
     info: &ContactInfo<'_>,
 ) -> DbResult<Contact> {
-    let contacts = db.scoped::<Contact>(&channel.tenant_id);
-    let filter = doc! { "channelId": &channel.id, "externalId": info.external_id };
-    if let Some(existing) = contacts.find_one(filter.clone()).await? {
-        return refresh_contact(db, existing, info).await;
-    }
-    let now = Utc::now();
-    let contact = Contact {
-        id: new_id(),
-        tenant_id: channel.tenant_id.clone(),
-        channel_id: channel.id.clone(),
-        channel_type: channel.channel_type,
-        external_id: info.external_id.to_owned(),
-        name: info.name.map(str::to_owned),
-        username: info.username.map(str::to_owned),
-        phone: info.phone.map(str::to_owned),
-        created_at: now,
-        updated_at: now,
-    };
-    match contacts.insert(&contact).await {
-        Ok(()) => Ok(contact),
-        // Another message of the same customer created it first.
-        Err(DbError::Duplicate) => contacts.find_one(filter).await?.ok_or(DbError::Codec(
-            "contact vanished after a duplicate insert".into(),
-        )),
-        Err(e) => Err(e),
-    }
+    upsert_contact_as(db, channel, info, new_id()).await
 }
 
-async fn refresh_contact(db: &Db, contact: Contact, info: &ContactInfo<'_>) -> DbResult<Contact> {
+/// [`upsert_contact`] in one round trip (the write that finds the contact
+/// creates it or brings its profile up to date); `id` is the contact's id
+/// if it is created. A changed profile takes one more write, for its time.
+async fn upsert_contact_as(
+    db: &Db,
+    channel: &Channel,
+    info: &ContactInfo<'_>,
+    id: String,
+) -> DbResult<Contact> {
     let seen = info.seen();
+    let now = Utc::now();
+    let filter = doc! {
+        "tenantId": channel.tenant_id.as_str(),
+        "channelId": &channel.id,
+        "externalId": info.external_id,
+    };
+    let mut on_insert = doc! {
+        "_id": &id,
+        "tenantId": channel.tenant_id.as_str(),
+        "channelId": &channel.id,
+        "channelType": channel.channel_type.as_str(),
+        "externalId": info.external_id,
+        "createdAt": bson::DateTime::from_chrono(now),
+        "updatedAt": bson::DateTime::from_chrono(now),
+    };
     let mut set = Document::new();
-    for (field, new, old) in [
-        ("name", &seen.name, &contact.name),
-        ("username", &seen.username, &contact.username),
-        ("phone", &seen.phone, &contact.phone),
+    for (field, value) in [
+        ("name", &seen.name),
+        ("username", &seen.username),
+        ("phone", &seen.phone),
+    ] {
+        match value {
+            Some(v) => set.insert(field, v.as_str()),
+            None => on_insert.insert(field, Bson::Null),
+        };
+    }
+    let mut update = doc! { "$setOnInsert": on_insert };
+    if !set.is_empty() {
+        update.insert("$set", set);
+    }
+    let contacts = db.unscoped::<Contact>(crate::model::conversation::CONTACTS);
+    let mut tries = 0;
+    let before = loop {
+        tries += 1;
+        match contacts
+            .find_one_and_update(filter.clone(), update.clone())
+            .upsert(true)
+            .return_document(ReturnDocument::Before)
+            .await
+            .map_err(DbError::from_write)
+        {
+            // Two upserts that both found nothing: the loser finds the
+            // winner's contact the second time.
+            Err(DbError::Duplicate) if tries == 1 => continue,
+            other => break other?,
+        }
+    };
+    let Some(mut contact) = before else {
+        return Ok(Contact {
+            id,
+            tenant_id: channel.tenant_id.clone(),
+            channel_id: channel.id.clone(),
+            channel_type: channel.channel_type,
+            external_id: info.external_id.to_owned(),
+            name: seen.name,
+            username: seen.username,
+            phone: seen.phone,
+            created_at: now,
+            updated_at: now,
+        });
+    };
+    let mut changed = false;
+    for (new, old) in [
+        (seen.name, &mut contact.name),
+        (seen.username, &mut contact.username),
+        (seen.phone, &mut contact.phone),
     ] {
         if let Some(new) = new
-            && Some(new) != old.as_ref()
+            && Some(&new) != old.as_ref()
         {
-            set.insert(field, new.as_str());
+            *old = Some(new);
+            changed = true;
         }
     }
-    if set.is_empty() {
-        return Ok(contact);
+    if changed {
+        contacts
+            .update_one(
+                doc! { "_id": &contact.id, "tenantId": channel.tenant_id.as_str() },
+                doc! { "$set": { "updatedAt": bson::DateTime::from_chrono(now) } },
+            )
+            .await?;
+        contact.updated_at = now;
     }
-    set.insert("updatedAt", bson::DateTime::now());
-    Ok(db
-        .scoped::<Contact>(&contact.tenant_id)
-        .update_by_id(&contact.id, doc! { "$set": set })
-        .await?
-        .unwrap_or(contact))
+    Ok(contact)
 }
 
 /// The customer's newest conversation on the channel that is not CLOSED.
@@ -248,17 +297,36 @@ async fn create_conversation(
     contact: &Contact,
     contact_seen: Option<ContactSeen>,
 ) -> DbResult<(Conversation, bool)> {
-    let conversations = db.scoped::<Conversation>(&channel.tenant_id);
+    let mut conversation = fresh_conversation(
+        channel,
+        contact.id.clone(),
+        &contact.external_id,
+        contact.name.clone().or_else(|| contact.username.clone()),
+    );
+    conversation.contact_seen = contact_seen;
+    db.scoped::<Conversation>(&channel.tenant_id)
+        .insert(&conversation)
+        .await?;
+    Ok((conversation, true))
+}
+
+/// A conversation as it starts, before its first message is noted.
+fn fresh_conversation(
+    channel: &Channel,
+    contact_id: String,
+    external_user_id: &str,
+    contact_name: Option<String>,
+) -> Conversation {
     let now = Utc::now();
-    let conversation = Conversation {
+    Conversation {
         id: new_id(),
         tenant_id: channel.tenant_id.clone(),
         channel_id: channel.id.clone(),
         channel_type: channel.channel_type,
         agent_id: channel.agent_id.clone(),
-        contact_id: contact.id.clone(),
-        external_user_id: contact.external_id.clone(),
-        contact_name: contact.name.clone().or_else(|| contact.username.clone()),
+        contact_id,
+        external_user_id: external_user_id.to_owned(),
+        contact_name,
         status: if channel.agent_id.is_some() {
             ConversationStatus::Active
         } else {
@@ -271,12 +339,10 @@ async fn create_conversation(
         message_count: 0,
         resolved_at: None,
         handoff: None,
-        contact_seen,
+        contact_seen: None,
         created_at: now,
         updated_at: now,
-    };
-    conversations.insert(&conversation).await?;
-    Ok((conversation, true))
+    }
 }
 
 /// The Redis key that serializes inbound processing of one customer.
@@ -315,7 +381,7 @@ pub async fn insert_message(db: &Db, kv: &Kv, message: &Message) -> DbResult<boo
 /// conversation as it was before, from which the message's analytics fact
 /// (response time, conversation started) is recorded.
 pub async fn note_message(db: &Db, message: &Message) -> DbResult<Option<Conversation>> {
-    note_message_where(db, message, Document::new()).await
+    note_message_where(db, message, Document::new(), None).await
 }
 
 /// [`note_message`] for a customer's message, noting with it the profile
@@ -330,9 +396,16 @@ pub async fn note_customer_message(
         Some(seen) => seen_set(seen)?,
         None => Document::new(),
     };
-    let noted =
-        note_message_setting(db, message, by_id(message, Document::new()), None, also).await?;
-    Ok(recorded(db, noted).await.map(|mut c| {
+    let noted = note_message_setting(
+        db,
+        message,
+        by_id(message, Document::new()),
+        None,
+        also,
+        None,
+    )
+    .await?;
+    Ok(recorded(db, noted, None).await.map(|mut c| {
         if let Some(seen) = seen {
             c.contact_seen = Some(seen.clone());
         }
@@ -340,7 +413,7 @@ pub async fn note_customer_message(
     }))
 }
 
-/// A customer message noted on its open conversation by
+/// A customer message noted on its open conversation, or on a new one, by
 /// [`note_on_open_conversation`], not stored yet.
 #[derive(Debug)]
 pub struct NotedFirst {
@@ -351,26 +424,30 @@ pub struct NotedFirst {
     pub seen_before: Option<ContactSeen>,
     /// The message's analytics fact, to record once the message is stored.
     pub fact: Option<Fact>,
+    /// The customer had no open conversation: this one was created by the
+    /// note, for the contact [`NotedFirst::settle_contact`] makes sure of.
+    pub created: bool,
 }
 
 /// For a customer message that is surely new (its webhook event was stored
 /// for the first time a moment ago): notes it on the customer's open
 /// conversation (any status but CLOSED) in the same write that finds the
-/// conversation, and sets the message's conversation. One round trip where
-/// finding and noting take two. `None`, with nothing written, when the
-/// customer has no open conversation: the caller opens one with
-/// [`conversation_for`]. The caller then stores the message (see
+/// conversation, or, when the customer has none, creates the conversation
+/// with the message noted on it (an upsert: one round trip where finding,
+/// creating and noting take three), and sets the message's conversation.
+/// A created conversation names a contact id picked here; the caller
+/// stores the contact with [`NotedFirst::settle_contact`] before the
+/// message. Then the caller stores the message (see
 /// [`unnote_customer_message`] if that finds it stored already), records
-/// the fact, reopens a RESOLVED conversation ([`reopen_if_resolved`]) and
-/// refreshes the contact when the profile changed. Callers serialize per
-/// customer.
+/// the fact and reopens a RESOLVED conversation ([`reopen_if_resolved`]).
+/// Callers serialize per customer.
 pub async fn note_on_open_conversation(
     db: &Db,
     channel: &Channel,
     message: &mut Message,
-    seen: &ContactSeen,
-    external_user_id: &str,
-) -> DbResult<Option<NotedFirst>> {
+    info: &ContactInfo<'_>,
+) -> DbResult<NotedFirst> {
+    let seen = info.seen();
     let open: Vec<&str> = ConversationStatus::ALL
         .iter()
         .filter(|s| **s != ConversationStatus::Closed)
@@ -381,28 +458,91 @@ pub async fn note_on_open_conversation(
     let filter = doc! {
         "tenantId": channel.tenant_id.as_str(),
         "channelId": &channel.id,
-        "externalUserId": external_user_id,
+        "externalUserId": info.external_id,
         "status": { "$in": open },
     };
-    let Some((mut conversation, fact)) = note_message_setting(
+    let new = fresh_conversation(
+        channel,
+        new_id(),
+        info.external_id,
+        seen.name.clone().or_else(|| seen.username.clone()),
+    );
+    let Some(noted) = note_message_setting(
         db,
         message,
         filter,
         Some(doc! { "createdAt": -1 }),
-        seen_set(seen)?,
+        seen_set(&seen)?,
+        Some(&new),
     )
     .await?
     else {
-        return Ok(None);
+        return Err(DbError::Codec(
+            "an upsert of a conversation returned nothing".into(),
+        ));
     };
-    let seen_before = conversation.contact_seen.replace(seen.clone());
+    let mut conversation = noted.conversation;
+    let seen_before = conversation.contact_seen.replace(seen);
     message.conversation_id = conversation.id.clone();
     message.sender_id = Some(conversation.contact_id.clone());
-    Ok(Some(NotedFirst {
+    Ok(NotedFirst {
         conversation,
         seen_before,
-        fact,
-    }))
+        fact: noted.fact,
+        created: noted.created,
+    })
+}
+
+impl NotedFirst {
+    /// Makes sure of the contact before the message is stored (a retry
+    /// finds the message stored and goes no further): created or
+    /// refreshed when the conversation was created or the profile changed,
+    /// and a created conversation pointed at the contact when the customer
+    /// had one already (all their conversations were closed).
+    pub async fn settle_contact(
+        &mut self,
+        db: &Db,
+        channel: &Channel,
+        message: &mut Message,
+        info: &ContactInfo<'_>,
+    ) -> DbResult<()> {
+        if !self.created && self.seen_before.as_ref() == self.conversation.contact_seen.as_ref() {
+            return Ok(());
+        }
+        let contact =
+            upsert_contact_as(db, channel, info, self.conversation.contact_id.clone()).await?;
+        let name = contact.name.clone().or_else(|| contact.username.clone());
+        if !self.created
+            || (contact.id == self.conversation.contact_id
+                && name == self.conversation.contact_name)
+        {
+            return Ok(());
+        }
+        db.unscoped::<Document>(CONVERSATIONS)
+            .update_one(
+                doc! { "_id": &self.conversation.id, "tenantId": channel.tenant_id.as_str() },
+                doc! { "$set": { "contactId": &contact.id, "contactName": name.clone() } },
+            )
+            .await?;
+        self.conversation.contact_id = contact.id.clone();
+        self.conversation.contact_name = name;
+        message.sender_id = Some(contact.id);
+        Ok(())
+    }
+
+    /// Takes back the note of a message found stored already: a created
+    /// conversation goes, an open one gets its counters back.
+    pub async fn take_back(&self, db: &Db, message: &Message) -> DbResult<()> {
+        if self.created {
+            db.unscoped::<Document>(CONVERSATIONS)
+                .delete_one(
+                    doc! { "_id": &self.conversation.id, "tenantId": message.tenant_id.as_str() },
+                )
+                .await?;
+            return Ok(());
+        }
+        unnote_customer_message(db, message).await
+    }
 }
 
 /// Takes back a note of [`note_on_open_conversation`] whose message turned
@@ -431,12 +571,19 @@ fn seen_set(seen: &ContactSeen) -> DbResult<Document> {
 /// [`note_message`] for a bot's reply, only while the bot answers the
 /// conversation: `None` when a human took it over (or it is gone), and
 /// nothing was written. Taking over and noting the reply are one write
-/// each, so no reply is stored past a takeover.
-pub async fn note_bot_reply(db: &Db, message: &Message) -> DbResult<Option<Conversation>> {
+/// each, so no reply is stored past a takeover. `with`, the fact of the
+/// customer message it answers when its inbound job left it to the reply,
+/// is recorded in the same write as the reply's.
+pub async fn note_bot_reply(
+    db: &Db,
+    message: &Message,
+    with: Option<&Fact>,
+) -> DbResult<Option<Conversation>> {
     note_message_where(
         db,
         message,
         doc! { "status": ConversationStatus::Active.as_str() },
+        with,
     )
     .await
 }
@@ -445,6 +592,7 @@ async fn note_message_where(
     db: &Db,
     message: &Message,
     condition: Document,
+    with: Option<&Fact>,
 ) -> DbResult<Option<Conversation>> {
     let noted = note_message_setting(
         db,
@@ -452,9 +600,10 @@ async fn note_message_where(
         by_id(message, condition),
         None,
         Document::new(),
+        None,
     )
     .await?;
-    Ok(recorded(db, noted).await)
+    Ok(recorded(db, noted, with).await)
 }
 
 /// The message's conversation, by id (`_id` first: secantusd-rs bounds a
@@ -466,26 +615,38 @@ fn by_id(message: &Message, condition: Document) -> Document {
     filter
 }
 
-/// The conversation of a note, its message's fact recorded.
-async fn recorded(db: &Db, noted: Option<(Conversation, Option<Fact>)>) -> Option<Conversation> {
-    let (conversation, fact) = noted?;
-    if let Some(fact) = fact {
-        facts::record_quietly(db, &fact).await;
-    }
-    Some(conversation)
+/// The conversation of a note, its message's fact recorded with `with`
+/// (one write for both).
+async fn recorded(db: &Db, noted: Option<Note>, with: Option<&Fact>) -> Option<Conversation> {
+    let noted = noted?;
+    let all: Vec<Fact> = noted.fact.into_iter().chain(with.cloned()).collect();
+    facts::record_all_quietly(db, &all).await;
+    Some(noted.conversation)
+}
+
+/// What [`note_message_setting`] wrote.
+struct Note {
+    /// The conversation as noted.
+    conversation: Conversation,
+    /// The message's analytics fact, not recorded yet.
+    fact: Option<Fact>,
+    /// The conversation was created by the note.
+    created: bool,
 }
 
 /// The one write behind the `note_*` functions, on the conversation
-/// `filter` finds first in `sort` order; `also` is `$set` with it. Returns
-/// the conversation as noted and the message's analytics fact (computed
-/// from the conversation as it was before), not recorded yet.
+/// `filter` finds first in `sort` order, or on `new`, created when it finds
+/// none; `also` is `$set` with it. Returns the conversation as noted and
+/// the message's analytics fact (computed from the conversation as it was
+/// before), not recorded yet.
 async fn note_message_setting(
     db: &Db,
     message: &Message,
     filter: Document,
     sort: Option<Document>,
     also: Document,
-) -> DbResult<Option<(Conversation, Option<Fact>)>> {
+    new: Option<&Conversation>,
+) -> DbResult<Option<Note>> {
     let unread = i64::from(message.direction == MessageDirection::Inbound);
     let at = bson::DateTime::from_chrono(message.created_at);
     let now = bson::DateTime::now();
@@ -514,26 +675,48 @@ async fn note_message_setting(
         "$inc",
         doc! { "messageCount": 1_i64, "unreadCount": unread },
     );
+    if let Some(new) = new {
+        let mut on_insert = bson::to_document(new).map_err(|e| DbError::Codec(e.to_string()))?;
+        // A field is set by one operator only: what the note sets, it sets
+        // on the new conversation too.
+        for (_, fields) in update.iter() {
+            if let Bson::Document(fields) = fields {
+                for field in fields.keys() {
+                    on_insert.remove(field);
+                }
+            }
+        }
+        update.insert("$setOnInsert", on_insert);
+    }
     let before = db
         .unscoped::<Document>(CONVERSATIONS)
         .find_one_and_update(filter, update)
         .optional(sort, |q, sort| q.sort(sort))
+        .upsert(new.is_some())
         .return_document(ReturnDocument::Before)
         .await
         .map_err(DbError::from_write)?;
-    let Some(before) = before else {
-        return Ok(None);
+    let (mut conversation, tracking, created) = match (before, new) {
+        (Some(before), _) => {
+            let tracking = Tracking::of(&before);
+            let conversation: Conversation =
+                bson::from_document(before).map_err(|e| DbError::Codec(e.to_string()))?;
+            (conversation, tracking, false)
+        }
+        (None, Some(new)) => (new.clone(), Tracking::default(), true),
+        (None, None) => return Ok(None),
     };
-    let tracking = Tracking::of(&before);
-    let mut conversation: Conversation =
-        bson::from_document(before).map_err(|e| DbError::Codec(e.to_string()))?;
     let fact = facts::message_fact(&conversation, &tracking, message);
     conversation.last_message_preview = Some(preview(&message.content));
     conversation.last_message_at = Some(at.to_chrono());
     conversation.updated_at = now.to_chrono();
     conversation.message_count += 1;
     conversation.unread_count += unread;
-    Ok(Some((conversation, fact)))
+    Ok(Some(Note {
+        conversation,
+        fact,
+        created,
+    }))
 }
 
 /// A new outbound message of `conversation`, `QUEUED` for delivery.

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use aigentable_platform::analytics::facts::Fact;
 use aigentable_platform::model::Conversation;
 
 use crate::types::GenerateReply;
@@ -29,6 +30,12 @@ pub struct AnswerMessage {
     /// job the sweep queued, reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<Box<Conversation>>,
+    /// The message's analytics fact, which the inbound job leaves to the
+    /// reply: recorded with the reply's in one write, or on its own when
+    /// no reply is stored (whatever the job's outcome; a fact is stored
+    /// once, so a retry recording it again changes nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fact: Option<Box<Fact>>,
 }
 
 impl AnswerMessage {
@@ -58,6 +65,7 @@ mod tests {
             conversation_id: "c1".into(),
             message_id: "m1".into(),
             conversation: None,
+            fact: None,
         };
         assert_eq!(job.job_id(), "answer-m1");
         assert_eq!(job.job_id(), job.clone().job_id());
@@ -87,6 +95,12 @@ mod tests {
             conversation_id: "c1".into(),
             message_id: "m1".into(),
             conversation: Some(Box::new(conversation.clone())),
+            fact: Some(Box::new(Fact::about(
+                &conversation,
+                aigentable_platform::analytics::facts::FactKind::CustomerMessage,
+                "m:m1".into(),
+                conversation.created_at,
+            ))),
         };
         let back: AnswerMessage =
             serde_json::from_str(&serde_json::to_string(&job).expect("json")).expect("parsed");
@@ -107,5 +121,9 @@ mod tests {
         };
         assert_eq!(ms(&c.handoff), ms(&conversation.handoff));
         assert_eq!(c.external_user_id, "5511");
+        let fact = back.fact.expect("the fact travels with it");
+        assert_eq!(fact.id, "m:m1");
+        assert_eq!(fact.at, conversation.created_at);
+        assert_eq!(fact.conversation_id, "c1");
     }
 }

@@ -251,7 +251,22 @@ pub async fn record_quietly(db: &Db, fact: &Fact) {
     }
 }
 
-/// Stores many facts at once (bulk seeding, imports); duplicates skipped.
+/// [`record_many`], logging instead of failing; one fact alone is
+/// [`record`]ed.
+pub async fn record_all_quietly(db: &Db, facts: &[Fact]) {
+    let result = match facts {
+        [] => return,
+        [one] => record(db, one).await,
+        many => record_many(db, many).await,
+    };
+    if let Err(e) = result {
+        let ids: Vec<&str> = facts.iter().map(|f| f.id.as_str()).collect();
+        tracing::warn!(tenant_id = %facts[0].tenant_id, fact_ids = ?ids, error = %e, "analytics facts not recorded");
+    }
+}
+
+/// Stores many facts at once (bulk seeding, imports, a reply with the
+/// message it answers); duplicates skipped.
 pub async fn record_many(db: &Db, facts: &[Fact]) -> DbResult<()> {
     if facts.is_empty() {
         return Ok(());

@@ -471,6 +471,7 @@ async fn a_reply_asked_for_while_suspended_is_held_until_reactivation() {
         conversation_id: question.conversation_id.clone(),
         message_id: question.id.clone(),
         conversation: None,
+        fact: None,
     }
     .handle(ctx)
     .await

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use aigentable_jobs::JobClient;
 use aigentable_jobs::types::AnswerMessage;
 use aigentable_platform::ids::TenantId;
-use aigentable_platform::model::{InboundItem, Message, MessageStatus, WebhookEvent};
+use aigentable_platform::model::{Contact, InboundItem, Message, MessageStatus, WebhookEvent};
 use aigentable_scheduler::{Task, fire};
 use aigentable_tests::fake_providers::{
     app_with_fake, create_agent, create_channel, create_live_channel, post_meta, test_channel,
@@ -622,6 +622,85 @@ async fn a_returning_customer_is_noted_on_their_conversation_reopened_and_rename
             .count(),
         1,
         "{facts:?}"
+    );
+    let contacts = app.platform.db.scoped::<Contact>(&t);
+    let contact = contacts
+        .find_one(doc! { "externalId": "5511777770000" })
+        .await
+        .expect("read")
+        .expect("the contact");
+    assert_eq!(stored.get_str("contactId").ok(), Some(contact.id.as_str()));
+
+    // Closed for good, the customer writes again: a new conversation,
+    // created by the note, with the contact they have.
+    let r = app
+        .put(
+            &format!("/api/v1/conversations/{id}/status"),
+            &admin,
+            json!({ "status": "CLOSED" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let mut body = whatsapp_text("PN300", "5511777770000", "wamid.R4", "me again");
+    body["entry"][0]["changes"][0]["value"]["contacts"][0]["profile"]["name"] = json!("");
+    let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let fourth = app
+        .eventually(Duration::from_secs(20), || async {
+            messages
+                .find_one(doc! { "externalMessageId": "wamid.R4" })
+                .await
+                .ok()
+                .flatten()
+        })
+        .await
+        .expect("the fourth message stored");
+    assert_ne!(fourth.conversation_id, id, "not the closed conversation");
+    assert_eq!(fourth.sender_id.as_deref(), Some(contact.id.as_str()));
+    let r = app
+        .get(
+            &format!("/api/v1/conversations/{}", fourth.conversation_id),
+            &admin,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["contact"]["id"], contact.id.as_str(), "{:?}", r.body);
+    assert_eq!(r.body["contact"]["name"], "Ana Souza", "{:?}", r.body);
+    assert_eq!(r.body["messageCount"], 1, "{:?}", r.body);
+    assert_eq!(r.body["lastMessagePreview"], "me again", "{:?}", r.body);
+    assert_eq!(
+        contacts.count(doc! {}).await.expect("count"),
+        1,
+        "one contact"
+    );
+    let created = app
+        .platform
+        .db
+        .unscoped::<bson::Document>("conversations")
+        .find_one(doc! { "_id": &fourth.conversation_id })
+        .await
+        .expect("read")
+        .expect("the new conversation");
+    assert_eq!(created.get_str("contactId").ok(), Some(contact.id.as_str()));
+    assert_eq!(
+        created.get_str("contactName").ok(),
+        Some("Ana Souza"),
+        "the list's name comes from the contact: {created:?}"
+    );
+    let started = app
+        .eventually(Duration::from_secs(20), || async {
+            app.platform
+                .db
+                .unscoped::<bson::Document>("analytics_facts")
+                .find_one(doc! { "conversationId": &fourth.conversation_id, "started": true })
+                .await
+                .ok()
+                .flatten()
+        })
+        .await;
+    assert!(
+        started.is_some(),
+        "the new conversation's first message started it"
     );
     app.cleanup().await;
 }

@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use aigentable_jobs::types::{AnswerMessage, GenerateReply};
+use aigentable_platform::analytics::facts;
 
 use crate::handlers::generate_reply::{Asked, Tenancy, answer_in_conversation};
 use crate::runner::{Handle, JobContext, JobError};
@@ -16,6 +17,9 @@ impl Handle for AnswerMessage {
             Tenancy::Active(tenant) => tenant,
             Tenancy::Gone => return Ok(Tenancy::gone()),
             Tenancy::Suspended => {
+                if let Some(fact) = &self.fact {
+                    facts::record_quietly(&ctx.state.platform.db, fact).await;
+                }
                 let held = ctx
                     .enqueue_follow_up(GenerateReply::to_message(
                         &self.agent_id,
@@ -27,13 +31,17 @@ impl Handle for AnswerMessage {
                 return Ok(json!({ "heldBy": held.id }));
             }
         };
-        let asked = Asked {
-            agent_id: &self.agent_id,
-            conversation_id: &self.conversation_id,
-            message_id: Some(&self.message_id),
-            tenant: &tenant,
-            known: self.conversation.as_deref(),
-        };
-        answer_in_conversation(&asked, &ctx).await
+        let mut asked = Asked::new(
+            &self.agent_id,
+            &self.conversation_id,
+            Some(&self.message_id),
+            &tenant,
+        );
+        asked.known = self.conversation.as_deref();
+        asked.carried = self.fact.as_deref();
+        let answered = answer_in_conversation(&asked, &ctx).await;
+        // Whatever came of the reply, the customer's message counts.
+        asked.record_carried(&ctx).await;
+        answered
     }
 }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use aigentable_jobs::events;
 use aigentable_jobs::types::{AnswerMessage, ProcessInbound, ReceiveInbound};
+use aigentable_platform::analytics::facts::{self, Fact};
 use aigentable_platform::conversations::{self, ContactInfo, RedisLock};
 use aigentable_platform::ids::new_id;
 use aigentable_platform::model::conversation::{inbound_dedup_key, reply_dedup_key};
@@ -42,8 +43,37 @@ struct Tally {
     ignored: u32,
     receipts: u32,
     replies: Vec<String>,
-    /// The latest stored customer message of each conversation.
-    to_answer: Vec<(aigentable_platform::model::Conversation, Message)>,
+    /// The latest stored customer message of each conversation, with its
+    /// analytics fact when the reply is to record it.
+    to_answer: Vec<(
+        aigentable_platform::model::Conversation,
+        Message,
+        Option<Fact>,
+    )>,
+    /// Facts of stored messages no reply records: recorded together at the
+    /// end.
+    facts: Vec<Fact>,
+}
+
+impl Tally {
+    /// `message` is now the one of its conversation to answer; an earlier
+    /// one of the same burst is not answered, and its fact is recorded here.
+    fn answer_last(
+        &mut self,
+        conversation: aigentable_platform::model::Conversation,
+        message: Message,
+        fact: Option<Fact>,
+    ) {
+        if let Some(at) = self
+            .to_answer
+            .iter()
+            .position(|(c, _, _)| c.id == conversation.id)
+        {
+            let (_, _, earlier) = self.to_answer.remove(at);
+            self.facts.extend(earlier);
+        }
+        self.to_answer.push((conversation, message, fact));
+    }
 }
 
 impl Handle for ProcessInbound {
@@ -96,6 +126,58 @@ pub(crate) async fn process_event(
     };
 
     let mut tally = Tally::default();
+    if let Err(e) = take_items(ctx, &channel, event, deduplicated, &mut tally).await {
+        // Messages stored before the failure are found stored by the
+        // retry, which does not note them again: their facts are kept now.
+        let held: Vec<Fact> = tally
+            .to_answer
+            .drain(..)
+            .filter_map(|(_, _, fact)| fact)
+            .chain(tally.facts.drain(..))
+            .collect();
+        facts::record_all_quietly(db, &held).await;
+        return Err(e);
+    }
+    for (conversation, message, fact) in std::mem::take(&mut tally.to_answer) {
+        match request_reply(ctx, &conversation, &message, fact.as_ref()).await {
+            Ok(Some(job)) => tally.replies.push(job),
+            Ok(None) => tally.facts.extend(fact),
+            Err(e) => {
+                tally.facts.extend(fact);
+                facts::record_all_quietly(db, &tally.facts).await;
+                return Err(e);
+            }
+        }
+    }
+    facts::record_all_quietly(db, &tally.facts).await;
+    tracing::info!(
+        job_id = %ctx.job_id,
+        tenant_id = %ctx.tenant_id,
+        channel_id = %channel.id,
+        stored = tally.stored,
+        duplicates = tally.duplicates,
+        receipts = tally.receipts,
+        "inbound event processed"
+    );
+    Ok(json!({
+        "eventId": event.id,
+        "stored": tally.stored,
+        "duplicates": tally.duplicates,
+        "receipts": tally.receipts,
+        "ignored": tally.ignored,
+        "replyJobs": tally.replies,
+    }))
+}
+
+/// Stores the event's messages and applies its receipts into `tally`.
+async fn take_items(
+    ctx: &JobContext,
+    channel: &Channel,
+    event: &WebhookEvent,
+    deduplicated: bool,
+    tally: &mut Tally,
+) -> Result<(), JobError> {
+    let db = &ctx.state.platform.db;
     for item in &event.items {
         match item {
             InboundItem::Message {
@@ -119,7 +201,7 @@ pub(crate) async fn process_event(
                     text,
                     sent_at: *sent_at,
                 };
-                process_message(ctx, &channel, &incoming, deduplicated, &mut tally).await?;
+                process_message(ctx, channel, &incoming, deduplicated, tally).await?;
             }
             InboundItem::Receipt {
                 external_message_id,
@@ -160,28 +242,7 @@ pub(crate) async fn process_event(
             }
         }
     }
-    for (conversation, message) in std::mem::take(&mut tally.to_answer) {
-        if let Some(job) = request_reply(ctx, &conversation, &message).await? {
-            tally.replies.push(job);
-        }
-    }
-    tracing::info!(
-        job_id = %ctx.job_id,
-        tenant_id = %ctx.tenant_id,
-        channel_id = %channel.id,
-        stored = tally.stored,
-        duplicates = tally.duplicates,
-        receipts = tally.receipts,
-        "inbound event processed"
-    );
-    Ok(json!({
-        "eventId": event.id,
-        "stored": tally.stored,
-        "duplicates": tally.duplicates,
-        "receipts": tally.receipts,
-        "ignored": tally.ignored,
-        "replyJobs": tally.replies,
-    }))
+    Ok(())
 }
 
 struct Incoming<'a> {
@@ -247,7 +308,13 @@ async fn process_message(
     if let Err(e) = lock.release().await {
         tracing::warn!(tenant_id = %ctx.tenant_id, error = %e, "inbound lock not released; it expires on its own");
     }
-    let Some((message, conversation, opened)) = stored? else {
+    let Some(Stored {
+        message,
+        conversation,
+        opened,
+        fact,
+    }) = stored?
+    else {
         tally.duplicates += 1;
         return Ok(());
     };
@@ -260,8 +327,7 @@ async fn process_message(
 
     // Later messages of the same conversation in this event replace it:
     // a burst is answered once, after its last message.
-    tally.to_answer.retain(|(c, _)| c.id != conversation.id);
-    tally.to_answer.push((conversation, message));
+    tally.answer_last(conversation, message, fact);
     Ok(())
 }
 
@@ -293,18 +359,19 @@ async fn retry_reply_request(
     else {
         return Ok(());
     };
-    tally.to_answer.retain(|(c, _)| c.id != conversation.id);
-    tally.to_answer.push((conversation, stored));
+    tally.answer_last(conversation, stored, None);
     Ok(())
 }
 
 /// Queues a reply to `message` if the conversation is the bot's. Whether
 /// its agent is active is decided by the reply job, which reads the agent
-/// anyway: one read per message instead of two.
+/// anyway: one read per message instead of two. The reply job records the
+/// message's `fact` with the reply's, in one write.
 async fn request_reply(
     ctx: &JobContext,
     conversation: &aigentable_platform::model::Conversation,
     message: &Message,
+    fact: Option<&Fact>,
 ) -> Result<Option<String>, JobError> {
     let Some(agent_id) = conversation.agent_id.as_deref() else {
         return Ok(None);
@@ -317,19 +384,29 @@ async fn request_reply(
         conversation_id: conversation.id.clone(),
         message_id: message.id.clone(),
         conversation: Some(Box::new(conversation.clone())),
+        fact: fact.cloned().map(Box::new),
     };
     let id = job.job_id();
     ctx.enqueue_unrecorded(&id, job).await?;
     Ok(Some(id))
 }
 
+/// A customer message as [`store_locked`] stored it.
+struct Stored {
+    message: Message,
+    /// Its conversation as updated.
+    conversation: aigentable_platform::model::Conversation,
+    /// The conversation was opened (created or reopened) by it.
+    opened: bool,
+    /// Its analytics fact, not recorded yet.
+    fact: Option<Fact>,
+}
+
 /// Stores the message under the customer's lock: `None` when it was stored
-/// already. Returns the message, its conversation as updated, and whether
-/// the conversation was opened (created or reopened) by it. A message
-/// surely new is noted on the customer's open conversation first (the
-/// write finds it), then stored; any other message, or a customer with no
-/// open conversation, finds or opens the conversation, then is stored and
-/// noted.
+/// already. A message surely new is noted on the customer's open
+/// conversation, or on one created for it, by the write that finds it,
+/// then stored; any other message finds or opens the conversation, then is
+/// stored and noted (its fact recorded).
 async fn store_locked(
     ctx: &JobContext,
     channel: &Channel,
@@ -337,7 +414,7 @@ async fn store_locked(
     text: &str,
     dedup_key: String,
     surely_new: bool,
-) -> Result<Option<(Message, aigentable_platform::model::Conversation, bool)>, JobError> {
+) -> Result<Option<Stored>, JobError> {
     let platform = &ctx.state.platform;
     let db = &platform.db;
     let now = Utc::now();
@@ -365,24 +442,16 @@ async fn store_locked(
         updated_at: now,
     };
 
-    let destination = if surely_new {
-        match store_noted_first(ctx, channel, incoming, &mut message).await? {
-            NotedFirst::Stored(conversation, reopened) => {
-                return Ok(Some((message, *conversation, reopened)));
-            }
-            NotedFirst::StoredAlready => return Ok(None),
-            NotedFirst::NoOpenConversation => {
-                conversations::new_conversation(db, channel, &incoming.info).await
-            }
-        }
-    } else {
-        conversations::conversation_for(db, channel, &incoming.info).await
-    };
+    if surely_new {
+        return store_noted_first(ctx, channel, incoming, message).await;
+    }
     let conversations::Destination {
         conversation,
         opened,
         seen,
-    } = destination.map_err(JobError::transient)?;
+    } = conversations::conversation_for(db, channel, &incoming.info, ctx.attempt > 1)
+        .await
+        .map_err(JobError::transient)?;
     message.conversation_id = conversation.id.clone();
     message.sender_id = Some(conversation.contact_id.clone());
     if !conversations::insert_message(db, &platform.kv, &message)
@@ -395,66 +464,63 @@ async fn store_locked(
         .await
         .map_err(JobError::transient)?
         .unwrap_or(conversation);
-    Ok(Some((message, conversation, opened)))
-}
-
-/// What noting a surely new message on its open conversation came to.
-enum NotedFirst {
-    /// Noted and stored: the conversation as updated, and whether it was
-    /// reopened.
-    Stored(Box<aigentable_platform::model::Conversation>, bool),
-    /// It was stored already; its note was taken back.
-    StoredAlready,
-    /// The customer has no open conversation; nothing was written.
-    NoOpenConversation,
+    Ok(Some(Stored {
+        message,
+        conversation,
+        opened,
+        fact: None,
+    }))
 }
 
 /// [`store_locked`] for a surely new message: noted on the customer's open
-/// conversation by the write that finds it, then stored (the note taken
-/// back if it was stored already), its fact recorded, the contact
-/// refreshed when the profile changed and a RESOLVED conversation reopened.
+/// conversation, or on a new one, by the write that finds it; the contact
+/// made sure of when the conversation is new or the profile changed; then
+/// the message stored (the note taken back if it was stored already) and a
+/// RESOLVED conversation reopened. Its fact is left to the caller.
 async fn store_noted_first(
     ctx: &JobContext,
     channel: &Channel,
     incoming: &Incoming<'_>,
-    message: &mut Message,
-) -> Result<NotedFirst, JobError> {
+    mut message: Message,
+) -> Result<Option<Stored>, JobError> {
     let platform = &ctx.state.platform;
     let db = &platform.db;
-    let seen = incoming.info.seen();
-    let noted = conversations::note_on_open_conversation(
-        db,
-        channel,
-        message,
-        &seen,
-        incoming.info.external_id,
-    )
-    .await
-    .map_err(JobError::transient)?;
-    let Some(noted) = noted else {
-        return Ok(NotedFirst::NoOpenConversation);
-    };
-    if !conversations::insert_message(db, &platform.kv, message)
+    let mut noted =
+        conversations::note_on_open_conversation(db, channel, &mut message, &incoming.info)
+            .await
+            .map_err(JobError::transient)?;
+    noted
+        .settle_contact(db, channel, &mut message, &incoming.info)
+        .await
+        .map_err(JobError::transient)?;
+    if !conversations::insert_message(db, &platform.kv, &message)
         .await
         .map_err(JobError::transient)?
     {
         tracing::warn!(tenant_id = %ctx.tenant_id, message_id = %message.id, "a message let through as new was stored already; its note is taken back");
-        conversations::unnote_customer_message(db, message)
+        noted
+            .take_back(db, &message)
             .await
             .map_err(JobError::transient)?;
-        return Ok(NotedFirst::StoredAlready);
+        return Ok(None);
     }
-    if let Some(fact) = &noted.fact {
-        aigentable_platform::analytics::facts::record_quietly(db, fact).await;
-    }
-    if noted.seen_before.as_ref() != Some(&seen) {
-        conversations::upsert_contact(db, channel, &incoming.info)
+    let conversations::NotedFirst {
+        conversation,
+        fact,
+        created,
+        ..
+    } = noted;
+    let (conversation, reopened) = if created {
+        (conversation, true)
+    } else {
+        conversations::reopen_if_resolved(db, channel, conversation)
             .await
-            .map_err(JobError::transient)?;
-    }
-    let (conversation, reopened) =
-        conversations::reopen_if_resolved(db, channel, noted.conversation)
-            .await
-            .map_err(JobError::transient)?;
-    Ok(NotedFirst::Stored(Box::new(conversation), reopened))
+            .map_err(JobError::transient)?
+    };
+    Ok(Some(Stored {
+        message,
+        conversation,
+        opened: reopened,
+        fact,
+    }))
 }

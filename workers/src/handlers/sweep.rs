@@ -344,6 +344,7 @@ async fn reanswer_waiting(
             conversation_id: id.to_owned(),
             message_id: message.id,
             conversation: None,
+            fact: None,
         };
         let job_id = job.job_id();
         if client

@@ -1,6 +1,7 @@
 //! A customer's message: answered under the conversation's lock, stored
 //! once (dedup key), queued for delivery, handed to staff on the fallback.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bson::doc;
@@ -9,6 +10,7 @@ use serde_json::{Value, json};
 use aigentable_jobs::events;
 use aigentable_jobs::types::DeliverReply;
 use aigentable_jobs::types::deliver_reply::ReadyReply;
+use aigentable_platform::analytics::facts::{self, Fact};
 use aigentable_platform::conversations::{self, RedisLock};
 use aigentable_platform::handoff_brief;
 use aigentable_platform::llm::ChatMessage;
@@ -46,6 +48,39 @@ pub(crate) struct Asked<'a> {
     /// The conversation as the job that asked for the reply left it, if it
     /// sent it along: used on the first attempt instead of a read.
     pub known: Option<&'a Conversation>,
+    /// The asking message's analytics fact, left to the reply to record
+    /// with its own; `carried_recorded` says the reply did.
+    pub carried: Option<&'a Fact>,
+    pub carried_recorded: AtomicBool,
+}
+
+impl<'a> Asked<'a> {
+    /// A reply asked for with nothing carried along.
+    pub fn new(
+        agent_id: &'a str,
+        conversation_id: &'a str,
+        message_id: Option<&'a str>,
+        tenant: &'a Tenant,
+    ) -> Self {
+        Asked {
+            agent_id,
+            conversation_id,
+            message_id,
+            tenant,
+            known: None,
+            carried: None,
+            carried_recorded: AtomicBool::new(false),
+        }
+    }
+
+    /// Records the carried fact unless the reply did.
+    pub async fn record_carried(&self, ctx: &JobContext) {
+        if let Some(fact) = self.carried
+            && !self.carried_recorded.load(Ordering::Relaxed)
+        {
+            facts::record_quietly(&ctx.state.platform.db, fact).await;
+        }
+    }
 }
 
 /// Answers the customer message `message_id` in the conversation: skipped
@@ -261,9 +296,13 @@ async fn answer_locked(
     let noted = if answer.stopped {
         None
     } else {
-        conversations::note_bot_reply(db, &reply)
+        let noted = conversations::note_bot_reply(db, &reply, asked.carried)
             .await
-            .map_err(JobError::transient)?
+            .map_err(JobError::transient)?;
+        if noted.is_some() {
+            asked.carried_recorded.store(true, Ordering::Relaxed);
+        }
+        noted
     };
     let Some(mut conversation_now) = noted else {
         deltas.abandon().await;

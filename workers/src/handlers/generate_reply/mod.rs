@@ -55,13 +55,12 @@ impl Handle for GenerateReply {
                         return Ok(aigentable_jobs::held::held_result());
                     }
                 };
-                let asked = conversation::Asked {
-                    agent_id: &self.agent_id,
+                let asked = conversation::Asked::new(
+                    &self.agent_id,
                     conversation_id,
-                    message_id: message_id.as_deref(),
-                    tenant: &tenant,
-                    known: None,
-                };
+                    message_id.as_deref(),
+                    &tenant,
+                );
                 conversation::answer(&asked, &ctx).await
             }
             ReplyMode::Test {
