@@ -833,6 +833,29 @@ async fn a_customer_whose_reply_redis_lost_is_answered_by_the_sweep() {
     set_agent_active(&app, &admin, &agent, false).await;
     waiting("5511888880211", "wamid.IN211").await;
     waiting("5511888880212", "wamid.IN212").await;
+    // The reply jobs stored no reply: the facts they carried for the
+    // customers' messages were recorded on their own.
+    for wamid in ["wamid.IN211", "wamid.IN212"] {
+        let message = messages
+            .find_one(doc! { "externalMessageId": wamid })
+            .await
+            .expect("read")
+            .expect("stored");
+        let fact = app
+            .platform
+            .db
+            .unscoped::<bson::Document>("analytics_facts")
+            .find_one(doc! { "_id": format!("m:{}", message.id) })
+            .await
+            .expect("read")
+            .expect("the customer message's fact");
+        assert_eq!(
+            fact.get_str("kind").ok(),
+            Some("CUSTOMER_MESSAGE"),
+            "{fact:?}"
+        );
+        assert_eq!(fact.get_bool("started").ok(), Some(true), "{fact:?}");
+    }
     // One customer's reply is lost; the other's agent stays off.
     set_agent_active(&app, &admin, &agent, true).await;
     let off_for_212 = create_agent(&app, &admin).await;
