@@ -419,8 +419,15 @@ impl LlmClient {
             egress: egress.clone(),
             timeout,
         };
+        // `Client::with_config` would build a reqwest client of its own,
+        // which reads the system's root certificates: about 19 million
+        // instructions per reply, more than half of a webhook's whole path
+        // (callgrind). The guarded client only builds the requests here;
+        // `SingleShot` sends them.
         let make = |config: Box<dyn Config>| {
-            Arc::new(Client::with_config(config).with_http_service(service.clone()))
+            Arc::new(
+                Client::build(egress.llm_http().clone(), config).with_http_service(service.clone()),
+            )
         };
         let embedding_model = p.embedding_model().map(str::to_owned);
         let (chat, embeddings) = match p.provider_type {

@@ -164,13 +164,13 @@ async fn main() -> anyhow::Result<()> {
     // (one customer per delivery, so every delivery gets one answer).
     let drained = app
         .eventually(Duration::from_secs(600), || async {
-            (fake.requests_to("/messages").len() >= args.webhooks).then_some(())
+            (fake.count_to("/messages") >= args.webhooks).then_some(())
         })
         .await;
     // From the first webhook posted: what the whole path sustains (accept,
     // inbound, reply, delivery), the figure that shows the MongoDB work.
     let drain = started.elapsed();
-    let delivered = fake.requests_to("/messages").len();
+    let delivered = fake.count_to("/messages");
     println!(
         "backlog: {} replies delivered to the fake provider{}, {:.1} s after the first webhook: {:.0} messages/s end to end",
         delivered,
@@ -188,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
     let recording = Recording::start(app.platform.db.database().name());
     let mut latencies = Vec::with_capacity(args.samples);
     for i in 0..args.samples {
-        let before = fake.requests_to("/messages").len();
+        let before = fake.count_to("/messages");
         let customer = if args.returning {
             format!("55{}", 100_000 + i % args.webhooks)
         } else {
@@ -213,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
             bail!("webhook refused: {}", r.status());
         }
         loop {
-            if fake.requests_to("/messages").len() > before {
+            if fake.count_to("/messages") > before {
                 latencies.push(t0.elapsed());
                 break;
             }
