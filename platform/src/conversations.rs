@@ -132,11 +132,7 @@ async fn new_conversation(
 
 /// The contact of `info.external_id` on `channel`, created on first sight;
 /// a changed name, username or phone is kept up to date.
-pub async fn upsert_contact(
-    db: &Db,
-    channel: &Channel,
-    info: &ContactInfo<'_>,
-) -> DbResult<Contact> {
+async fn upsert_contact(db: &Db, channel: &Channel, info: &ContactInfo<'_>) -> DbResult<Contact> {
     upsert_contact_as(db, channel, info, new_id()).await
 }
 
@@ -181,21 +177,19 @@ async fn upsert_contact_as(
         update.insert("$set", set);
     }
     let contacts = db.unscoped::<Contact>(crate::model::conversation::CONTACTS);
-    let mut tries = 0;
-    let before = loop {
-        tries += 1;
-        match contacts
+    let upsert = || async {
+        contacts
             .find_one_and_update(filter.clone(), update.clone())
             .upsert(true)
             .return_document(ReturnDocument::Before)
             .await
             .map_err(DbError::from_write)
-        {
-            // Two upserts that both found nothing: the loser finds the
-            // winner's contact the second time.
-            Err(DbError::Duplicate) if tries == 1 => continue,
-            other => break other?,
-        }
+    };
+    let before = match upsert().await {
+        // Two upserts that both found nothing: the loser finds the
+        // winner's contact the second time.
+        Err(DbError::Duplicate) => upsert().await?,
+        other => other?,
     };
     let Some(mut contact) = before else {
         return Ok(Contact {
@@ -301,13 +295,19 @@ async fn create_conversation(
         channel,
         contact.id.clone(),
         &contact.external_id,
-        contact.name.clone().or_else(|| contact.username.clone()),
+        shown_name(&contact.name, &contact.username),
     );
     conversation.contact_seen = contact_seen;
     db.scoped::<Conversation>(&channel.tenant_id)
         .insert(&conversation)
         .await?;
     Ok((conversation, true))
+}
+
+/// The customer's name in conversation lists: their name, else their
+/// username.
+fn shown_name(name: &Option<String>, username: &Option<String>) -> Option<String> {
+    name.clone().or_else(|| username.clone())
 }
 
 /// A conversation as it starts, before its first message is noted.
@@ -465,7 +465,7 @@ pub async fn note_on_open_conversation(
         channel,
         new_id(),
         info.external_id,
-        seen.name.clone().or_else(|| seen.username.clone()),
+        shown_name(&seen.name, &seen.username),
     );
     let Some(noted) = note_message_setting(
         db,
@@ -511,7 +511,7 @@ impl NotedFirst {
         }
         let contact =
             upsert_contact_as(db, channel, info, self.conversation.contact_id.clone()).await?;
-        let name = contact.name.clone().or_else(|| contact.username.clone());
+        let name = shown_name(&contact.name, &contact.username);
         if !self.created
             || (contact.id == self.conversation.contact_id
                 && name == self.conversation.contact_name)

@@ -74,6 +74,13 @@ impl Tally {
         }
         self.to_answer.push((conversation, message, fact));
     }
+
+    /// Leaves every message still to answer unanswered, its fact to be
+    /// recorded here.
+    fn answer_none(&mut self) {
+        let facts = self.to_answer.drain(..).filter_map(|(_, _, fact)| fact);
+        self.facts.extend(facts);
+    }
 }
 
 impl Handle for ProcessInbound {
@@ -126,30 +133,15 @@ pub(crate) async fn process_event(
     };
 
     let mut tally = Tally::default();
-    if let Err(e) = take_items(ctx, &channel, event, deduplicated, &mut tally).await {
-        // Messages stored before the failure are found stored by the
-        // retry, which does not note them again: their facts are kept now.
-        let held: Vec<Fact> = tally
-            .to_answer
-            .drain(..)
-            .filter_map(|(_, _, fact)| fact)
-            .chain(tally.facts.drain(..))
-            .collect();
-        facts::record_all_quietly(db, &held).await;
-        return Err(e);
-    }
-    for (conversation, message, fact) in std::mem::take(&mut tally.to_answer) {
-        match request_reply(ctx, &conversation, &message, fact.as_ref()).await {
-            Ok(Some(job)) => tally.replies.push(job),
-            Ok(None) => tally.facts.extend(fact),
-            Err(e) => {
-                tally.facts.extend(fact);
-                facts::record_all_quietly(db, &tally.facts).await;
-                return Err(e);
-            }
-        }
-    }
+    let done = match take_items(ctx, &channel, event, deduplicated, &mut tally).await {
+        Ok(()) => request_replies(ctx, &mut tally).await,
+        Err(e) => Err(e),
+    };
+    // The facts no reply job carries, in one write whatever happened: a
+    // retry finds these messages stored and does not note them again.
+    tally.answer_none();
     facts::record_all_quietly(db, &tally.facts).await;
+    done?;
     tracing::info!(
         job_id = %ctx.job_id,
         tenant_id = %ctx.tenant_id,
@@ -360,6 +352,23 @@ async fn retry_reply_request(
         return Ok(());
     };
     tally.answer_last(conversation, stored, None);
+    Ok(())
+}
+
+/// Asks for the reply of each message to answer, in order; on a failure
+/// the rest stay in `tally.to_answer`.
+async fn request_replies(ctx: &JobContext, tally: &mut Tally) -> Result<(), JobError> {
+    while !tally.to_answer.is_empty() {
+        let (conversation, message, fact) = tally.to_answer.remove(0);
+        match request_reply(ctx, &conversation, &message, fact.as_ref()).await {
+            Ok(Some(job)) => tally.replies.push(job),
+            Ok(None) => tally.facts.extend(fact),
+            Err(e) => {
+                tally.facts.extend(fact);
+                return Err(e);
+            }
+        }
+    }
     Ok(())
 }
 
