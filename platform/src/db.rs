@@ -352,21 +352,32 @@ pub mod command_log {
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+    use std::time::Duration;
 
     use bson::Document;
     use mongodb::event::EventHandler;
     use mongodb::event::command::CommandEvent;
 
     /// A command as sent: its name (`find`, `update`, ...), the collection
-    /// it names and the whole command document.
+    /// it names and the whole command document, and once the server
+    /// answered, how long the round trip took.
     #[derive(Debug, Clone)]
     pub struct Command {
         pub name: String,
         pub collection: String,
         pub body: Document,
+        pub duration: Option<Duration>,
     }
 
-    type Log = Arc<Mutex<Vec<Command>>>;
+    /// A database's commands, and where each unanswered one sits in them
+    /// (by the driver's request id).
+    #[derive(Default)]
+    struct Entries {
+        commands: Vec<Command>,
+        pending: HashMap<i32, usize>,
+    }
+
+    type Log = Arc<Mutex<Entries>>;
 
     static ENABLED: AtomicBool = AtomicBool::new(false);
     static LOGS: LazyLock<Mutex<HashMap<String, Log>>> = LazyLock::new(Default::default);
@@ -385,26 +396,44 @@ pub mod command_log {
     }
 
     pub(super) fn handler() -> EventHandler<CommandEvent> {
-        EventHandler::callback(|event| {
-            let CommandEvent::Started(started) = event else {
-                return;
-            };
-            let Some(log) = logs().get(&started.db).cloned() else {
-                return;
-            };
-            let collection = started
-                .command
-                .get_str(&started.command_name)
-                .unwrap_or_default()
-                .to_owned();
-            log.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(Command {
+        EventHandler::callback(|event| match event {
+            CommandEvent::Started(started) => {
+                let Some(log) = logs().get(&started.db).cloned() else {
+                    return;
+                };
+                let collection = started
+                    .command
+                    .get_str(&started.command_name)
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut entries = log.lock().unwrap_or_else(PoisonError::into_inner);
+                let at = entries.commands.len();
+                entries.pending.insert(started.request_id, at);
+                entries.commands.push(Command {
                     name: started.command_name,
                     collection,
                     body: started.command,
+                    duration: None,
                 });
+            }
+            CommandEvent::Succeeded(done) => answered(done.request_id, done.duration),
+            CommandEvent::Failed(failed) => answered(failed.request_id, failed.duration),
+            _ => {}
         })
+    }
+
+    /// The answer's events name no database: the one log waiting for the
+    /// request id takes it (request ids are unique within a process).
+    fn answered(request_id: i32, duration: Duration) {
+        for log in logs().values() {
+            let mut entries = log.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(at) = entries.pending.remove(&request_id) {
+                if let Some(command) = entries.commands.get_mut(at) {
+                    command.duration = Some(duration);
+                }
+                return;
+            }
+        }
     }
 
     /// Records the commands sent to `database` until dropped.
@@ -424,9 +453,11 @@ pub mod command_log {
         }
 
         /// The commands recorded so far, in the order they were sent; the
-        /// recording goes on empty.
+        /// recording goes on empty (an answer still awaited is not timed).
         pub fn take(&self) -> Vec<Command> {
-            std::mem::take(&mut *self.log.lock().unwrap_or_else(PoisonError::into_inner))
+            let mut entries = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+            entries.pending.clear();
+            std::mem::take(&mut entries.commands)
         }
     }
 

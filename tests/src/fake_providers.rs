@@ -49,6 +49,8 @@ struct Inner {
     /// Token → what `GET /me` answers for it.
     accounts: Mutex<std::collections::HashMap<String, Value>>,
     counter: AtomicU64,
+    /// Woken at every request recorded.
+    arrived: tokio::sync::Notify,
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +96,7 @@ impl Handler for Serve {
                 authorization: authorization.clone(),
                 body: body.clone(),
             });
+        self.0.arrived.notify_waiters();
         let scripted = {
             let mut script = self.0.script.lock().unwrap_or_else(|e| e.into_inner());
             let hit = script
@@ -227,6 +230,29 @@ impl FakeProviders {
             .iter()
             .filter(|r| r.path.contains(part))
             .count()
+    }
+
+    /// Waits until more than `than` requests whose path contains `part`
+    /// were received, woken by each one (no polling interval added to a
+    /// latency); false after `timeout`.
+    pub async fn wait_for_more_than(
+        &self,
+        part: &str,
+        than: usize,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count_to(part) > than {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.count_to(part) > than;
+            }
+        }
     }
 
     /// Requests whose path contains `part`.

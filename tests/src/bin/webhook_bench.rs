@@ -77,6 +77,11 @@ async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     // Before the client connects: the driver then reports every command.
     command_log::enable();
+    // `RUST_LOG` set: the api's and workers' logs (JSON, with timestamps)
+    // on stderr, to follow one message through its jobs.
+    if std::env::var_os("RUST_LOG").is_some() {
+        aigentable_platform::telemetry::init(aigentable_platform::config::LogFormat::Json);
+    }
     let (app, fake) = app_with_fake(&[("LOG_FORMAT", "json")]).await;
     let admin = app.register("Bench").await;
     // An instant fake LLM as the tenant's default AI provider, so replies
@@ -212,27 +217,39 @@ async fn main() -> anyhow::Result<()> {
         if !r.status().is_success() {
             bail!("webhook refused: {}", r.status());
         }
-        loop {
-            if fake.count_to("/messages") > before {
-                latencies.push(t0.elapsed());
-                break;
-            }
-            if t0.elapsed() > Duration::from_secs(30) {
-                bail!("no reply within 30 s for sample {i}");
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        if !fake
+            .wait_for_more_than("/messages", before, Duration::from_secs(30))
+            .await
+        {
+            bail!("no reply within 30 s for sample {i}");
         }
+        latencies.push(t0.elapsed());
     }
     // The last reply's delivery stores its outcome just after the send.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let commands = recording.take().len();
+    let recorded = recording.take();
     drop(recording);
     latencies.sort();
+    let messages = latencies.len().max(1) as f64;
     println!(
-        "MongoDB commands per message, webhook to reply delivered ({} customers): {:.1}",
+        "MongoDB commands per message, webhook to reply delivered ({} customers): {:.1}, {:.2} ms of round trips",
         if args.returning { "returning" } else { "new" },
-        commands as f64 / latencies.len().max(1) as f64
+        recorded.len() as f64 / messages,
+        recorded
+            .iter()
+            .filter_map(|c| c.duration)
+            .sum::<Duration>()
+            .as_secs_f64()
+            * 1e3
+            / messages
     );
+    for ((name, collection), (count, took)) in by_command(&recorded) {
+        println!(
+            "  {name} {collection}: {:.1} per message, {:.2} ms each",
+            count as f64 / messages,
+            took.as_secs_f64() * 1e3 / count.max(1) as f64
+        );
+    }
     println!(
         "webhook -> reply at the provider ({} samples, {} LLM calls in all): p50 {:.1} ms, p99 {:.1} ms",
         latencies.len(),
@@ -246,4 +263,23 @@ async fn main() -> anyhow::Result<()> {
     let _ = app.platform.db.database().drop().await;
     let _ = std::fs::remove_dir_all(&app.platform.config.data_dir);
     std::process::exit(0);
+}
+
+/// Commands by kind and collection, in the order first sent: how many, and
+/// their round trips' total time.
+fn by_command(commands: &[command_log::Command]) -> Vec<((String, String), (usize, Duration))> {
+    let mut kinds: Vec<((String, String), (usize, Duration))> = Vec::new();
+    for c in commands {
+        let key = (c.name.clone(), c.collection.clone());
+        let at = match kinds.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                kinds.push((key, (0, Duration::ZERO)));
+                kinds.len() - 1
+            }
+        };
+        kinds[at].1.0 += 1;
+        kinds[at].1.1 += c.duration.unwrap_or_default();
+    }
+    kinds
 }
