@@ -381,7 +381,16 @@ pub async fn insert_message(db: &Db, kv: &Kv, message: &Message) -> DbResult<boo
 /// conversation as it was before, from which the message's analytics fact
 /// (response time, conversation started) is recorded.
 pub async fn note_message(db: &Db, message: &Message) -> DbResult<Option<Conversation>> {
-    note_message_where(db, message, Document::new(), None).await
+    let noted = note_message_setting(
+        db,
+        message,
+        by_id(message, Document::new()),
+        None,
+        Document::new(),
+        None,
+    )
+    .await?;
+    Ok(recorded(db, noted).await)
 }
 
 /// [`note_message`] for a customer's message, noting with it the profile
@@ -405,7 +414,7 @@ pub async fn note_customer_message(
         None,
     )
     .await?;
-    Ok(recorded(db, noted, None).await.map(|mut c| {
+    Ok(recorded(db, noted).await.map(|mut c| {
         if let Some(seen) = seen {
             c.contact_seen = Some(seen.clone());
         }
@@ -578,32 +587,41 @@ pub async fn note_bot_reply(
     db: &Db,
     message: &Message,
     with: Option<&Fact>,
-) -> DbResult<Option<Conversation>> {
-    note_message_where(
-        db,
-        message,
-        doc! { "status": ConversationStatus::Active.as_str() },
-        with,
-    )
-    .await
-}
-
-async fn note_message_where(
-    db: &Db,
-    message: &Message,
-    condition: Document,
-    with: Option<&Fact>,
-) -> DbResult<Option<Conversation>> {
+) -> DbResult<Option<NotedReply>> {
     let noted = note_message_setting(
         db,
         message,
-        by_id(message, condition),
+        by_id(
+            message,
+            doc! { "status": ConversationStatus::Active.as_str() },
+        ),
         None,
         Document::new(),
         None,
     )
     .await?;
-    Ok(recorded(db, noted, with).await)
+    Ok(noted.map(|n| NotedReply {
+        conversation: n.conversation,
+        facts: n.fact.into_iter().chain(with.cloned()).collect(),
+    }))
+}
+
+/// A bot reply noted on its conversation. Its analytics facts (the
+/// reply's, and the one it carried) are left to
+/// [`record_facts`](Self::record_facts), so that the caller can write them
+/// beside the reply itself rather than before it.
+#[derive(Debug)]
+pub struct NotedReply {
+    /// The conversation as the note left it.
+    pub conversation: Conversation,
+    facts: Vec<Fact>,
+}
+
+impl NotedReply {
+    /// One insert for all the facts; a failure is logged, never fatal.
+    pub async fn record_facts(&self, db: &Db) {
+        facts::record_all_quietly(db, &self.facts).await;
+    }
 }
 
 /// The message's conversation, by id (`_id` first: secantusd-rs bounds a
@@ -615,12 +633,12 @@ fn by_id(message: &Message, condition: Document) -> Document {
     filter
 }
 
-/// The conversation of a note, its message's fact recorded with `with`
-/// (one write for both).
-async fn recorded(db: &Db, noted: Option<Note>, with: Option<&Fact>) -> Option<Conversation> {
+/// The conversation of a note, its message's fact recorded.
+async fn recorded(db: &Db, noted: Option<Note>) -> Option<Conversation> {
     let noted = noted?;
-    let all: Vec<Fact> = noted.fact.into_iter().chain(with.cloned()).collect();
-    facts::record_all_quietly(db, &all).await;
+    if let Some(fact) = &noted.fact {
+        facts::record_quietly(db, fact).await;
+    }
     Some(noted.conversation)
 }
 

@@ -296,29 +296,27 @@ async fn answer_locked(
     let noted = if answer.stopped {
         None
     } else {
-        let noted = conversations::note_bot_reply(db, &reply, asked.carried)
+        conversations::note_bot_reply(db, &reply, asked.carried)
             .await
-            .map_err(JobError::transient)?;
-        if noted.is_some() {
-            asked.carried_recorded.store(true, Ordering::Relaxed);
-        }
-        noted
+            .map_err(JobError::transient)?
     };
-    let Some(mut conversation_now) = noted else {
+    let Some(noted) = noted else {
         deltas.abandon().await;
         record_unstored_reply_usage(ctx, &agent, &answer).await;
         tracing::info!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, "reply dropped: the conversation left the bot");
         return Ok(json!({ "dropped": "the conversation is no longer answered by the bot" }));
     };
-    if !conversations::insert_message(db, &ctx.state.platform.kv, &reply)
-        .await
-        .map_err(JobError::transient)?
-    {
+    // The facts do not wait for the reply, nor the reply for them: the
+    // customer is waiting.
+    let (inserted, ()) = tokio::join!(
+        conversations::insert_message(db, &ctx.state.platform.kv, &reply),
+        noted.record_facts(db)
+    );
+    asked.carried_recorded.store(true, Ordering::Relaxed);
+    let mut conversation_now = noted.conversation;
+    if !inserted.map_err(JobError::transient)? {
         record_unstored_reply_usage(ctx, &agent, &answer).await;
         return Ok(json!({ "skipped": "already answered" }));
-    }
-    if let Some(tokens) = &answer.usage {
-        aigentable_platform::usage::count_tokens(&platform.kv, &ctx.tenant_id, tokens).await;
     }
     events::new_message(&platform.kv, &reply).await;
     // Noted on the conversation while the bot answers it, just now: its
@@ -329,6 +327,9 @@ async fn answer_locked(
         first_in_line: first_in_line(&recent, conversation, &conversation_now),
     };
     let delivery_job = push_delivery(ctx, &reply, Some(ready)).await?;
+    if let Some(tokens) = &answer.usage {
+        aigentable_platform::usage::count_tokens(&platform.kv, &ctx.tenant_id, tokens).await;
+    }
     if let Some(why) = &answer.fallback {
         let handoff = Handoff::new(
             // Without a provider, the fallback means nothing matched.
