@@ -381,12 +381,21 @@ pub async fn insert_message(db: &Db, kv: &Kv, message: &Message) -> DbResult<boo
 /// conversation as it was before, from which the message's analytics fact
 /// (response time, conversation started) is recorded.
 pub async fn note_message(db: &Db, message: &Message) -> DbResult<Option<Conversation>> {
+    note_message_also(db, message, Document::new()).await
+}
+
+/// [`note_message`], setting `also` on the conversation in the same write.
+async fn note_message_also(
+    db: &Db,
+    message: &Message,
+    also: Document,
+) -> DbResult<Option<Conversation>> {
     let noted = note_message_setting(
         db,
         message,
         by_id(message, Document::new()),
         None,
-        Document::new(),
+        also,
         None,
     )
     .await?;
@@ -405,16 +414,7 @@ pub async fn note_customer_message(
         Some(seen) => seen_set(seen)?,
         None => Document::new(),
     };
-    let noted = note_message_setting(
-        db,
-        message,
-        by_id(message, Document::new()),
-        None,
-        also,
-        None,
-    )
-    .await?;
-    Ok(recorded(db, noted).await.map(|mut c| {
+    Ok(note_message_also(db, message, also).await?.map(|mut c| {
         if let Some(seen) = seen {
             c.contact_seen = Some(seen.clone());
         }

@@ -233,25 +233,26 @@ impl FakeProviders {
     }
 
     /// Waits until more than `than` requests whose path contains `part`
-    /// were received, woken by each one (no polling interval added to a
-    /// latency); false after `timeout`.
+    /// were received, woken by each one: the moment the wake-up came (taken
+    /// before the requests are counted, so neither a polling interval nor
+    /// the count's scan is added to a latency), or `None` after `timeout`.
     pub async fn wait_for_more_than(
         &self,
         part: &str,
         than: usize,
         timeout: std::time::Duration,
-    ) -> bool {
+    ) -> Option<std::time::Instant> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut woke = std::time::Instant::now();
         loop {
             let notified = self.inner.arrived.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.count_to(part) > than {
-                return true;
+                return Some(woke);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.count_to(part) > than;
-            }
+            tokio::time::timeout_at(deadline, notified).await.ok()?;
+            woke = std::time::Instant::now();
         }
     }
 

@@ -21,6 +21,7 @@
 //!
 //! Uses a fresh database and Redis namespace, dropped at the end.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -217,13 +218,13 @@ async fn main() -> anyhow::Result<()> {
         if !r.status().is_success() {
             bail!("webhook refused: {}", r.status());
         }
-        if !fake
+        let Some(arrived) = fake
             .wait_for_more_than("/messages", before, Duration::from_secs(30))
             .await
-        {
+        else {
             bail!("no reply within 30 s for sample {i}");
-        }
-        latencies.push(t0.elapsed());
+        };
+        latencies.push(arrived.duration_since(t0));
     }
     // The last reply's delivery stores its outcome just after the send.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -265,21 +266,16 @@ async fn main() -> anyhow::Result<()> {
     std::process::exit(0);
 }
 
-/// Commands by kind and collection, in the order first sent: how many, and
-/// their round trips' total time.
-fn by_command(commands: &[command_log::Command]) -> Vec<((String, String), (usize, Duration))> {
-    let mut kinds: Vec<((String, String), (usize, Duration))> = Vec::new();
+/// Commands by kind and collection: how many, and their round trips'
+/// total time.
+fn by_command(commands: &[command_log::Command]) -> BTreeMap<(&str, &str), (usize, Duration)> {
+    let mut kinds = BTreeMap::new();
     for c in commands {
-        let key = (c.name.clone(), c.collection.clone());
-        let at = match kinds.iter().position(|(k, _)| *k == key) {
-            Some(at) => at,
-            None => {
-                kinds.push((key, (0, Duration::ZERO)));
-                kinds.len() - 1
-            }
-        };
-        kinds[at].1.0 += 1;
-        kinds[at].1.1 += c.duration.unwrap_or_default();
+        let (count, took) = kinds
+            .entry((c.name.as_str(), c.collection.as_str()))
+            .or_insert((0, Duration::ZERO));
+        *count += 1;
+        *took += c.duration.unwrap_or_default();
     }
     kinds
 }
