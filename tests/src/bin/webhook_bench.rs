@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p aigentable-tests --bin webhook_bench -- [--webhooks 2000] [--clients 32] [--samples 50] [--returning]
+//! cargo run --release -p aigentable-tests --bin webhook_bench -- --accept-only [--webhooks 20000] [--clients 32] [--rate 5000] [--seconds 5]
 //! ```
 //!
 //! 1. signed WhatsApp webhooks accepted per second: `--clients` concurrent
@@ -19,6 +20,14 @@
 //!    monitoring). Each sample is a new customer, or with `--returning` a
 //!    customer of step 1 writing again.
 //!
+//! With `--accept-only` the api runs without workers, so the figures are
+//! the accept path's alone (route, verify, deduplicate and queue): the
+//! throughput of `--clients` concurrent clients, then the latency of each
+//! delivery at a fixed `--rate` for `--seconds` (open loop: timed from the
+//! moment it was due, so a slow answer delays no later send), and finally
+//! a check that Redis holds one queued `receive_inbound` job per accepted
+//! delivery (the jobs are then deleted with the namespace, never run).
+//!
 //! Uses a fresh database and Redis namespace, dropped at the end.
 
 use std::collections::BTreeMap;
@@ -28,12 +37,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 
+use aigentable_jobs::Queue;
 use aigentable_platform::channels::signature::sign_meta;
 use aigentable_platform::db::command_log::{self, Recording};
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::fake_providers::{
-    app_with_fake, create_agent, create_live_channel, whatsapp_text,
+    app_with_fake, app_with_fake_and, create_agent, create_channel, create_live_channel, job_done,
+    whatsapp_text,
 };
+use aigentable_tests::machine;
 use aigentable_tests::stats::percentile;
 
 struct Args {
@@ -41,7 +53,12 @@ struct Args {
     clients: usize,
     samples: usize,
     returning: bool,
+    accept_only: bool,
+    rate: usize,
+    seconds: usize,
 }
+
+const USAGE: &str = "usage: webhook_bench [--webhooks N] [--clients N] [--samples N] [--returning] | --accept-only [--webhooks N] [--clients N] [--rate N] [--seconds N]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -49,11 +66,19 @@ fn parse_args() -> anyhow::Result<Args> {
         clients: 32,
         samples: 50,
         returning: false,
+        accept_only: false,
+        rate: 5_000,
+        seconds: 5,
     };
+    let mut webhooks_given = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         if a == "--returning" {
             args.returning = true;
+            continue;
+        }
+        if a == "--accept-only" {
+            args.accept_only = true;
             continue;
         }
         let v: usize = it
@@ -62,13 +87,20 @@ fn parse_args() -> anyhow::Result<Args> {
             .parse()
             .with_context(|| format!("{a} must be a number"))?;
         match a.as_str() {
-            "--webhooks" => args.webhooks = v.max(1),
+            "--webhooks" => {
+                args.webhooks = v.max(1);
+                webhooks_given = true;
+            }
             "--clients" => args.clients = v.max(1),
             "--samples" => args.samples = v.max(1),
-            other => bail!(
-                "unknown argument {other}; usage: webhook_bench [--webhooks N] [--clients N] [--samples N] [--returning]"
-            ),
+            "--rate" => args.rate = v.max(1),
+            "--seconds" => args.seconds = v.max(1),
+            other => bail!("unknown argument {other}; {USAGE}"),
         }
+    }
+    if args.accept_only && !webhooks_given {
+        // Accepting 2,000 takes a fraction of a second: too short to read.
+        args.webhooks = 20_000;
     }
     Ok(args)
 }
@@ -76,6 +108,9 @@ fn parse_args() -> anyhow::Result<Args> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    if args.accept_only {
+        return accept_only(&args).await;
+    }
     // Before the client connects: the driver then reports every command.
     command_log::enable();
     // `RUST_LOG` set: the api's and workers' logs (JSON, with timestamps)
@@ -112,50 +147,9 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
 
     // 1. Throughput of accepted signed webhooks.
-    let bodies: Vec<(Vec<u8>, String)> = (0..args.webhooks)
-        .map(|i| {
-            let body = whatsapp_text(
-                pnid,
-                &format!("55{}", 100_000 + i),
-                &format!("wamid.bench{i}"),
-                "hello",
-            );
-            let raw = serde_json::to_vec(&body).unwrap_or_default();
-            let sig = sign_meta("bench-secret", &raw);
-            (raw, sig)
-        })
-        .collect();
-    let queue = Arc::new(tokio::sync::Mutex::new(bodies.into_iter()));
+    let bodies = signed_deliveries(pnid, 0..args.webhooks);
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let queue = queue.clone();
-        let http = http.clone();
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut failures = 0usize;
-            loop {
-                let next = queue.lock().await.next();
-                let Some((raw, sig)) = next else { break };
-                let ok = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-hub-signature-256", sig)
-                    .body(raw)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                if !ok {
-                    failures += 1;
-                }
-            }
-            failures
-        }));
-    }
-    let mut failures = 0;
-    for t in tasks {
-        failures += t.await.unwrap_or(0);
-    }
+    let failures = post_all(&http, &url, bodies, args.clients).await;
     let elapsed = started.elapsed();
     println!(
         "accepted {} signed webhooks in {:.2} s with {} clients: {:.0} webhooks/s, {} failures",
@@ -264,6 +258,205 @@ async fn main() -> anyhow::Result<()> {
     let _ = app.platform.db.database().drop().await;
     let _ = std::fs::remove_dir_all(&app.platform.config.data_dir);
     std::process::exit(0);
+}
+
+/// Distinct signed WhatsApp deliveries, one customer and message each, as
+/// (body, `X-Hub-Signature-256`).
+fn signed_deliveries(pnid: &str, range: std::ops::Range<usize>) -> Vec<(Vec<u8>, String)> {
+    range
+        .map(|i| {
+            let body = whatsapp_text(
+                pnid,
+                &format!("55{}", 100_000 + i),
+                &format!("wamid.bench{i}"),
+                "hello",
+            );
+            let raw = serde_json::to_vec(&body).unwrap_or_default();
+            let sig = sign_meta("bench-secret", &raw);
+            (raw, sig)
+        })
+        .collect()
+}
+
+/// Posts every delivery from `clients` concurrent clients, each sending its
+/// next as soon as the last is answered; answers how many were not a 2xx.
+async fn post_all(
+    http: &reqwest::Client,
+    url: &str,
+    bodies: Vec<(Vec<u8>, String)>,
+    clients: usize,
+) -> usize {
+    let queue = Arc::new(std::sync::Mutex::new(bodies.into_iter()));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let queue = queue.clone();
+        let http = http.clone();
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut failures = 0usize;
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.next());
+                let Some((raw, sig)) = next else { break };
+                if !post_one(&http, &url, raw, sig).await {
+                    failures += 1;
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = 0;
+    for t in tasks {
+        failures += t.await.unwrap_or(0);
+    }
+    failures
+}
+
+async fn post_one(http: &reqwest::Client, url: &str, raw: Vec<u8>, sig: String) -> bool {
+    http.post(url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sig)
+        .body(raw)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// `--accept-only`: the accept path with no worker running (see the
+/// module's documentation).
+async fn accept_only(args: &Args) -> anyhow::Result<()> {
+    let (app, _fake) = app_with_fake_and(&[("LOG_FORMAT", "json")], false).await;
+    let admin = app.register("Bench").await;
+    let agent = create_agent(&app, &admin).await;
+    let pnid = "BENCH_PN";
+    let created = create_channel(
+        &app,
+        &admin,
+        json!({"type": "WHATSAPP", "name": "bench", "agentId": agent,
+               "config": {"phoneNumberId": pnid, "accessToken": "bench-token", "appSecret": "bench-secret"}}),
+    )
+    .await;
+    let channel = created["id"].as_str().unwrap_or_default();
+    // The provider confirms the account: webhooks are routed to it from then on.
+    let r = app
+        .post(
+            &format!("/api/v1/channels/{channel}/test"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    app.drain(Queue::Integrations).await;
+    let test = job_done(&app, &admin, r.body["jobId"].as_str().unwrap_or_default()).await;
+    if test["result"]["status"] != "ACTIVE" {
+        bail!("the bench channel did not become active: {test}");
+    }
+    let url = app.url("/api/v1/webhooks/whatsapp");
+    let http = reqwest::Client::new();
+    println!("{}; the api alone (no workers), in this process", machine());
+
+    let bodies = signed_deliveries(pnid, 0..args.webhooks);
+    let started = Instant::now();
+    let failures = post_all(&http, &url, bodies, args.clients).await;
+    let elapsed = started.elapsed();
+    println!(
+        "accepted {} signed webhooks in {:.2} s with {} clients: {:.0} webhooks/s, {} failures",
+        args.webhooks - failures,
+        elapsed.as_secs_f64(),
+        args.clients,
+        (args.webhooks - failures) as f64 / elapsed.as_secs_f64(),
+        failures
+    );
+
+    // Open loop at a fixed rate: each delivery is sent when it is due
+    // (tokio's timer wakes every millisecond, so sends go out in groups of
+    // rate/1000) and timed from that moment.
+    let count = args.rate * args.seconds;
+    let bodies = signed_deliveries(pnid, args.webhooks..args.webhooks + count);
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let mut sent = Vec::with_capacity(count);
+    for (i, (raw, sig)) in bodies.into_iter().enumerate() {
+        let due = start + Duration::from_secs_f64(i as f64 / args.rate as f64);
+        tokio::time::sleep_until(due).await;
+        let http = http.clone();
+        let url = url.clone();
+        sent.push(tokio::spawn(async move {
+            let ok = post_one(&http, &url, raw, sig).await;
+            if std::env::var_os("TRACE_DUE").is_some() {
+                eprintln!(
+                    "{} {}",
+                    (due - start).as_millis(),
+                    due.elapsed().as_millis()
+                );
+            }
+            (due.elapsed(), ok)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(count);
+    let mut late_failures = 0;
+    for t in sent {
+        match t.await {
+            Ok((took, true)) => latencies.push(took),
+            _ => late_failures += 1,
+        }
+    }
+    let span = start.elapsed();
+    latencies.sort();
+    println!(
+        "at {} webhooks/s for {} s: {} accepted ({:.0}/s over {:.2} s), {} failures; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        args.rate,
+        args.seconds,
+        latencies.len(),
+        latencies.len() as f64 / span.as_secs_f64(),
+        span.as_secs_f64(),
+        late_failures,
+        percentile(&latencies, 50.0).as_secs_f64() * 1e3,
+        percentile(&latencies, 99.0).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+
+    // Every 200 must be a job in Redis: one per accepted delivery.
+    let accepted = args.webhooks - failures + latencies.len();
+    let pending = app.pending_jobs().await;
+    let queued: usize = pending
+        .iter()
+        .filter_map(|p| p.strip_prefix("receive_inbound: "))
+        .filter_map(|n| n.parse::<usize>().ok())
+        .sum();
+    println!("queued receive_inbound jobs in Redis: {queued} (accepted: {accepted})");
+    let namespace = app.platform.kv.namespace().to_owned();
+    let _ = app.platform.db.database().drop().await;
+    let _ = std::fs::remove_dir_all(&app.platform.config.data_dir);
+    delete_namespace(&app, &namespace).await?;
+    if queued != accepted {
+        bail!("{accepted} deliveries were accepted but {queued} jobs are queued");
+    }
+    std::process::exit(0);
+}
+
+/// Deletes every Redis key of the bench's namespace (its queued jobs and
+/// deduplication keys), which no worker will ever take.
+async fn delete_namespace(app: &aigentable_tests::TestApp, namespace: &str) -> anyhow::Result<()> {
+    let mut conn = app.platform.kv.conn();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{namespace}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
 }
 
 /// Commands by kind and collection: how many, and their round trips'
