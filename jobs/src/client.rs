@@ -5,6 +5,9 @@
 //! background while Redis comes back, and the sweep's reconciler pushes any
 //! that are still missing from Redis after a minute.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bson::doc;
@@ -60,6 +63,9 @@ pub struct JobClient {
     db: Db,
     conn: ConnectionManager,
     namespace: String,
+    /// Every registered job type's keys, built once (seventeen strings
+    /// each, otherwise formatted again for every enqueue).
+    keys: Arc<HashMap<&'static str, QueueKeys>>,
 }
 
 impl std::fmt::Debug for JobClient {
@@ -75,11 +81,25 @@ impl JobClient {
         let conn = queue::connect(platform.config.redis_url.expose().as_str())
             .await
             .map_err(|e| EnqueueError::Queue(e.to_string()))?;
+        let namespace = platform.config.redis_namespace.clone();
+        let keys = crate::types::all()
+            .into_iter()
+            .map(|k| (k.name, QueueKeys::for_kind(&namespace, k.queue, k.name)))
+            .collect();
         Ok(Self {
             db: platform.db.clone(),
             conn,
-            namespace: platform.config.redis_namespace.clone(),
+            namespace,
+            keys: Arc::new(keys),
         })
+    }
+
+    /// The keys of `J`'s queue.
+    fn keys_of<J: Job>(&self) -> Cow<'_, QueueKeys> {
+        match self.keys.get(J::NAME) {
+            Some(keys) => Cow::Borrowed(keys),
+            None => Cow::Owned(QueueKeys::for_job::<J>(&self.namespace)),
+        }
     }
 
     pub fn namespace(&self) -> &str {
@@ -128,7 +148,7 @@ impl JobClient {
             self.push(&record.id, tenant, job).await?;
             return Ok(record);
         }
-        let keys = QueueKeys::for_job::<J>(&self.namespace);
+        let keys = self.keys_of::<J>();
         let field = key.as_ref().map(|key| format!("{tenant}:{key}"));
         if let Some(field) = &field {
             match self.claim_key(&keys, tenant, field, &record.id).await {
@@ -180,9 +200,12 @@ impl JobClient {
     /// Queues an unrecorded job carrying only those of `items` (each with
     /// its dedup key) that no job carried in the last `dedup_ttl`, in one
     /// Redis round trip: the keys are set and the job pushed by one script.
-    /// `job` is encoded with the items in its `items` field. Answers the
-    /// job id and how many items it carries, or `None` when every item was
-    /// a duplicate (nothing queued).
+    /// `job` is encoded with the items in its `items` field, which `J`
+    /// must leave out of its encoding while empty (`#[serde(default,
+    /// skip_serializing_if = "Vec::is_empty")]`) and which `job` leaves
+    /// empty: the script writes the fresh ones first in the payload.
+    /// Answers the job id and how many items it carries, or `None` when
+    /// every item was a duplicate (nothing queued).
     pub async fn enqueue_fresh<J: Job, I: serde::Serialize>(
         &self,
         tenant: &TenantId,
@@ -193,39 +216,26 @@ impl JobClient {
         debug_assert!(!J::RECORDED, "a recorded job is queued with enqueue");
         let id = JobId::new().into_inner();
         let encode = |e: serde_json::Error| EnqueueError::Encode(e.to_string());
-        let mut envelope = serde_json::to_value(Envelope {
+        // Encoded straight to text (a payload such as a webhook's raw body
+        // is copied, not parsed into a tree and written out again).
+        let text = serde_json::to_string(&Envelope {
             job_id: id.clone(),
             tenant_id: tenant.to_string(),
             payload: job,
         })
         .map_err(encode)?;
-        // The script writes the fresh items where this marker stands: the
-        // id is new, so no payload text can contain it already.
-        let marker = format!("items-of-{id}");
-        match envelope.get_mut("payload").and_then(|p| p.get_mut("items")) {
-            Some(slot) => *slot = serde_json::Value::String(marker.clone()),
-            None => {
-                return Err(EnqueueError::Encode(format!(
-                    "{} has no items field",
-                    J::NAME
-                )));
-            }
-        }
-        let text = serde_json::to_string(&envelope).map_err(encode)?;
-        let Some((head, tail)) = text.split_once(&format!("\"{marker}\"")) else {
-            return Err(EnqueueError::Encode("items marker not found".to_owned()));
-        };
+        let (head, tail) = split_for_items(&text, &id, tenant.as_str()).map_err(encode)?;
         let items = items
             .iter()
             .map(|(key, item)| Ok((key.clone(), serde_json::to_string(item).map_err(encode)?)))
             .collect::<Result<Vec<_>, EnqueueError>>()?;
-        let keys = QueueKeys::for_job::<J>(&self.namespace);
+        let keys = self.keys_of::<J>();
         let mut conn = self.conn.clone();
         let fresh = queue::push_fresh(
             &mut conn,
             &keys,
             (&id, tenant.as_str()),
-            (head, tail),
+            (head.as_str(), tail.as_str()),
             &items,
             dedup_ttl,
         )
@@ -336,11 +346,66 @@ impl JobClient {
             tenant_id: tenant.to_string(),
             payload,
         };
-        let keys = QueueKeys::for_job::<J>(&self.namespace);
+        let keys = self.keys_of::<J>();
         let mut conn = self.conn.clone();
         queue::push(&mut conn, &keys, &[(job_id.to_owned(), envelope)])
             .await
             .map(|queued| queued > 0)
             .map_err(|e| EnqueueError::Queue(e.to_string()))
+    }
+}
+
+/// An envelope's text cut where its payload's `items` go: right after
+/// `"payload":{`, whose position the envelope's own fields fix.
+fn split_for_items(
+    text: &str,
+    job_id: &str,
+    tenant: &str,
+) -> Result<(String, String), serde_json::Error> {
+    let open = format!(
+        "{{\"jobId\":{},\"tenantId\":{},\"payload\":{{",
+        serde_json::to_string(job_id)?,
+        serde_json::to_string(tenant)?
+    );
+    let Some(rest) = text.strip_prefix(open.as_str()) else {
+        return Err(serde::ser::Error::custom(
+            "the envelope does not start with its job id, tenant and payload",
+        ));
+    };
+    let tail = if rest.starts_with('}') {
+        rest.to_owned()
+    } else {
+        format!(",{rest}")
+    };
+    Ok((format!("{open}\"items\":"), tail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_for_items;
+
+    #[test]
+    fn the_items_go_first_in_the_payload_whatever_it_holds() {
+        // A raw body that itself holds "items" and a payload's own text.
+        let text =
+            r#"{"jobId":"j1","tenantId":"t1","payload":{"raw":{"items":[1],"payload":{}},"n":2}}"#;
+        let (head, tail) = split_for_items(text, "j1", "t1").expect("split");
+        let joined = format!("{head}[{{\"a\":1}}]{tail}");
+        let v: serde_json::Value = serde_json::from_str(&joined).expect("json");
+        assert_eq!(v["payload"]["items"], serde_json::json!([{"a": 1}]));
+        assert_eq!(v["payload"]["raw"]["items"], serde_json::json!([1]));
+        assert_eq!(v["payload"]["n"], 2);
+
+        let (head, tail) =
+            split_for_items(r#"{"jobId":"j1","tenantId":"t1","payload":{}}"#, "j1", "t1")
+                .expect("split an empty payload");
+        assert_eq!(
+            format!("{head}[]{tail}"),
+            r#"{"jobId":"j1","tenantId":"t1","payload":{"items":[]}}"#
+        );
+
+        assert!(
+            split_for_items(r#"{"tenantId":"t1","jobId":"j1","payload":{}}"#, "j1", "t1").is_err()
+        );
     }
 }

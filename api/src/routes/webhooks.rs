@@ -27,6 +27,7 @@ use bson::doc;
 use chrono::Utc;
 use salvo::http::header::CONTENT_TYPE;
 use salvo::prelude::*;
+use serde_json::value::RawValue;
 
 use aigentable_jobs::types::ReceiveInbound;
 use aigentable_platform::channels::{parse, routing_key, signature};
@@ -91,13 +92,14 @@ fn dedup_id(item: &InboundItem) -> String {
 }
 
 /// Queues the items not seen before as one event, in one Redis round trip
-/// and with no database write (the worker stores the event). Answers the
-/// event id, or `None` when everything was a duplicate.
+/// and with no database write (the worker stores the event, `raw`
+/// included). Answers the event id, or `None` when everything was a
+/// duplicate.
 pub async fn accept(
     state: &AppState,
     channel: &Channel,
     items: Vec<InboundItem>,
-    raw: serde_json::Value,
+    raw: Box<RawValue>,
 ) -> ApiResult<Option<String>> {
     let kv = &state.platform.kv;
     let items: Vec<(String, InboundItem)> = items
@@ -131,6 +133,11 @@ pub async fn accept(
             Ok(None)
         }
     }
+}
+
+/// A body the typed parsers already read, as JSON text to pass on.
+fn raw_text(body: &[u8]) -> Box<RawValue> {
+    serde_json::from_slice::<Box<RawValue>>(body).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 fn plain(res: &mut Response, status: StatusCode, body: String) {
@@ -306,7 +313,10 @@ async fn meta_delivery(
         parse::page_or_instagram(&body)
     }
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let raw: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    // A delivery that names one account is stored as it came; one naming
+    // several gives each channel only its own entries.
+    let tree = (ids.len() > 1)
+        .then(|| serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default());
     for (routing_id, items) in routed {
         let key = routing_key(channel_type, &routing_id);
         let Some(channel) = verified
@@ -319,13 +329,12 @@ async fn meta_delivery(
             tracing::info!(tenant_id = %channel.tenant_id, channel_id = %channel.id, "webhook for an inactive channel ignored");
             continue;
         }
-        accept(
-            state,
-            channel,
-            items,
-            parse::meta_raw_for(&raw, &routing_id),
-        )
-        .await?;
+        let raw = match &tree {
+            None => raw_text(&body),
+            Some(tree) => serde_json::value::to_raw_value(&parse::meta_raw_for(tree, &routing_id))
+                .unwrap_or_else(|_| RawValue::NULL.to_owned()),
+        };
+        accept(state, channel, items, raw).await?;
     }
     plain(res, StatusCode::OK, "EVENT_RECEIVED".to_owned());
     Ok(())
@@ -375,8 +384,7 @@ pub async fn telegram(req: &mut Request, depot: &mut Depot, res: &mut Response) 
     if let Some(item) = item
         && channel.is_active
     {
-        let raw: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        accept(state, &channel, vec![item], raw).await?;
+        accept(state, &channel, vec![item], raw_text(&body)).await?;
     } else {
         tracing::debug!(channel_id = %channel.id, update_id, "telegram update ignored");
     }

@@ -359,7 +359,10 @@ pub async fn send_message(
         text: text.to_owned(),
         sent_at: Some(Utc::now()),
     };
-    let raw = json!({ "visitorId": visitor_id, "clientMessageId": client_id, "text": text });
+    let raw = serde_json::value::to_raw_value(
+        &json!({ "visitorId": visitor_id, "clientMessageId": client_id, "text": text }),
+    )
+    .map_err(ApiError::internal)?;
     let event = accept(state, &channel, vec![item], raw).await?;
     res.status_code(StatusCode::ACCEPTED);
     Ok(Json(VisitorMessageAccepted {

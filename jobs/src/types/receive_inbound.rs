@@ -13,18 +13,22 @@ use crate::{Job, Queue};
 /// `WebhookEvent` and processes it. No job record: Redis holds it until
 /// then, and a tenant's suspension hands it on as a recorded
 /// `process_inbound` job, which holds it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReceiveInbound {
     pub channel_id: String,
     pub channel_type: ChannelType,
     /// Id of the `WebhookEvent` the worker stores.
     pub event_id: String,
-    /// The provider payload as received, for this channel.
-    pub raw: serde_json::Value,
+    /// The provider payload as received, for this channel: its text, which
+    /// the api passes on unparsed when the delivery is this channel's alone
+    /// and the worker reads into the stored event.
+    pub raw: Box<serde_json::value::RawValue>,
     pub received_at: DateTime<Utc>,
     /// Only the items no earlier delivery carried (the queue script drops
-    /// the others).
+    /// the others and writes these in; left out while empty, as
+    /// [`crate::JobClient::enqueue_fresh`] requires).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<InboundItem>,
 }
 
@@ -55,7 +59,10 @@ mod tests {
             channel_id: "c1".into(),
             channel_type: ChannelType::Whatsapp,
             event_id: "e1".into(),
-            raw: serde_json::json!({"object": "whatsapp_business_account"}),
+            raw: serde_json::value::to_raw_value(
+                &serde_json::json!({"object": "whatsapp_business_account"}),
+            )
+            .expect("raw"),
             received_at: DateTime::from_timestamp(1_717_000_001, 5_000_000).unwrap_or_default(),
             items: vec![
                 InboundItem::Message {
@@ -76,6 +83,9 @@ mod tests {
         };
         let json = serde_json::to_vec(&job).expect("encoded");
         let back: ReceiveInbound = serde_json::from_slice(&json).expect("decoded");
-        assert_eq!(back, job);
+        assert_eq!(back.items, job.items);
+        assert_eq!(back.raw.get(), job.raw.get());
+        assert_eq!(back.received_at, job.received_at);
+        assert_eq!(serde_json::to_vec(&back).expect("encoded again"), json);
     }
 }

@@ -166,6 +166,11 @@ async fn signed_deliveries_are_stored_once_and_unsigned_ones_never() {
                 .and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
         }]
     );
+    // A delivery for one account is stored whole, as it was signed.
+    assert_eq!(
+        bson::Bson::Document(stored[0].raw.clone()).into_relaxed_extjson(),
+        body
+    );
 
     // Receipts are events too (and deduplicated per status).
     let receipt = json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [{"field": "messages", "value": {

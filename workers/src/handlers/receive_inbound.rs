@@ -22,7 +22,7 @@ use crate::runner::{Handle, JobContext, JobError};
 impl Handle for ReceiveInbound {
     async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
         let db = &ctx.state.platform.db;
-        let raw = match serde_json::from_value::<bson::Document>(self.raw) {
+        let raw = match serde_json::from_str::<bson::Document>(self.raw.get()) {
             Ok(raw) => raw,
             Err(e) => {
                 tracing::warn!(job_id = %ctx.job_id, tenant_id = %ctx.tenant_id, error = %e, "raw webhook payload not storable, kept without it");
