@@ -188,6 +188,15 @@ async fn start(overrides: &[(&str, &str)], with_workers: bool) -> TestApp {
         let _ = api_rx.await;
     }));
 
+    // Tests run every queue 4 wide; the workers' own variables in the
+    // overrides set other widths (a benchmark asks for the shipped ones).
+    let concurrency = aigentable_workers::registry::Concurrency::from_lookup(
+        env.get("WORKER_CONCURRENCY")
+            .and_then(|v| v.parse().ok())
+            .or(Some(4)),
+        &|name| env.get(name).cloned(),
+    )
+    .expect("worker concurrency");
     let (stop_worker, worker) = if with_workers {
         let (stop_worker, worker_rx) = oneshot::channel::<()>();
         let worker_state = WorkerState::new(platform.clone())
@@ -196,12 +205,17 @@ async fn start(overrides: &[(&str, &str)], with_workers: bool) -> TestApp {
             .await
             .expect("vector store");
         let worker = tokio::spawn(async move {
-            let result =
-                aigentable_workers::run(worker_state, &[], 4, Duration::from_secs(2), async move {
+            let result = aigentable_workers::run(
+                worker_state,
+                &[],
+                concurrency,
+                Duration::from_secs(2),
+                async move {
                     let _ = worker_rx.await;
                     Ok(())
-                })
-                .await;
+                },
+            )
+            .await;
             if let Err(e) = result {
                 eprintln!("worker stopped with an error: {e}");
             }

@@ -2,7 +2,7 @@
 //! the local Redis and MongoDB, and the fake provider server:
 //!
 //! ```sh
-//! cargo run --release -p aigentable-tests --bin webhook_bench -- [--webhooks 2000] [--clients 32] [--samples 50] [--returning]
+//! cargo run --release -p aigentable-tests --bin webhook_bench -- [--webhooks 2000] [--clients 32] [--samples 50] [--returning] [--concurrency N]
 //! cargo run --release -p aigentable-tests --bin webhook_bench -- --accept-only [--webhooks 20000] [--clients 32] [--rate 5000] [--seconds 5]
 //! ```
 //!
@@ -27,6 +27,10 @@
 //! moment it was due, so a slow answer delays no later send), and finally
 //! a check that Redis holds one queued `receive_inbound` job per accepted
 //! delivery (the jobs are then deleted with the namespace, never run).
+//!
+//! The in-process workers run the message path's queues (inbound, replies,
+//! outbound) as wide as a shipped worker process does, or every queue
+//! `--concurrency` wide.
 //!
 //! Uses a fresh database and Redis namespace, dropped at the end.
 
@@ -56,9 +60,10 @@ struct Args {
     accept_only: bool,
     rate: usize,
     seconds: usize,
+    concurrency: Option<usize>,
 }
 
-const USAGE: &str = "usage: webhook_bench [--webhooks N] [--clients N] [--samples N] [--returning] | --accept-only [--webhooks N] [--clients N] [--rate N] [--seconds N]";
+const USAGE: &str = "usage: webhook_bench [--webhooks N] [--clients N] [--samples N] [--returning] [--concurrency N] | --accept-only [--webhooks N] [--clients N] [--rate N] [--seconds N]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -69,6 +74,7 @@ fn parse_args() -> anyhow::Result<Args> {
         accept_only: false,
         rate: 5_000,
         seconds: 5,
+        concurrency: None,
     };
     let mut webhooks_given = false;
     let mut it = std::env::args().skip(1);
@@ -95,6 +101,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--samples" => args.samples = v.max(1),
             "--rate" => args.rate = v.max(1),
             "--seconds" => args.seconds = v.max(1),
+            "--concurrency" => args.concurrency = Some(v.max(1)),
             other => bail!("unknown argument {other}; {USAGE}"),
         }
     }
@@ -118,7 +125,32 @@ async fn main() -> anyhow::Result<()> {
     if std::env::var_os("RUST_LOG").is_some() {
         aigentable_platform::telemetry::init(aigentable_platform::config::LogFormat::Json);
     }
-    let (app, fake) = app_with_fake(&[("LOG_FORMAT", "json")]).await;
+    // The harness runs tests' workers 4 wide: here the message path's
+    // queues get a shipped worker process's widths, or all `--concurrency`.
+    let widths: Vec<(String, String)> = match args.concurrency {
+        Some(n) => vec![("WORKER_CONCURRENCY".to_owned(), n.to_string())],
+        None => [Queue::Inbound, Queue::Replies, Queue::Outbound]
+            .into_iter()
+            .map(|q| {
+                (
+                    q.concurrency_variable(),
+                    q.default_concurrency().to_string(),
+                )
+            })
+            .collect(),
+    };
+    println!(
+        "{}; worker concurrency {}",
+        machine(),
+        widths
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut overrides = vec![("LOG_FORMAT", "json")];
+    overrides.extend(widths.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let (app, fake) = app_with_fake(&overrides).await;
     let admin = app.register("Bench").await;
     // An instant fake LLM as the tenant's default AI provider, so replies
     // take the model path (prompt, call, answer) at no model cost.
