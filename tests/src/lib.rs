@@ -188,16 +188,16 @@ async fn start(overrides: &[(&str, &str)], with_workers: bool) -> TestApp {
         let _ = api_rx.await;
     }));
 
-    // Tests run every queue 4 wide; the workers' own variables in the
-    // overrides set other widths (a benchmark asks for the shipped ones).
-    let concurrency = aigentable_workers::registry::Concurrency::from_lookup(
-        env.get("WORKER_CONCURRENCY")
-            .and_then(|v| v.parse().ok())
-            .or(Some(4)),
-        &|name| env.get(name).cloned(),
-    )
-    .expect("worker concurrency");
     let (stop_worker, worker) = if with_workers {
+        // Tests run every queue 4 wide; the workers' own variables in the
+        // overrides set other widths (a benchmark asks for the shipped ones).
+        let concurrency = aigentable_workers::registry::Concurrency::from_lookup(
+            env.get("WORKER_CONCURRENCY")
+                .and_then(|v| v.parse().ok())
+                .or(Some(4)),
+            &|name| env.get(name).cloned(),
+        )
+        .expect("worker concurrency");
         let (stop_worker, worker_rx) = oneshot::channel::<()>();
         let worker_state = WorkerState::new(platform.clone())
             .expect("worker state")
@@ -535,6 +535,11 @@ impl TestApp {
         pending
     }
 
+    /// Jobs of type `J` still waiting or running in Redis.
+    pub async fn pending_of<J: aigentable_jobs::Job>(&self) -> u64 {
+        self.waiting_or_running(&self.keys_of::<J>()).await
+    }
+
     /// Jobs of one type that are ready, delayed or in flight.
     async fn waiting_or_running(&self, keys: &QueueKeys) -> u64 {
         // A connection that was idle across a Redis restart fails its first
@@ -814,6 +819,32 @@ impl Drop for TestApp {
             });
         });
         let _ = dropped.join();
+    }
+}
+
+/// Deletes every Redis key of `namespace` (a benchmark's queued jobs and
+/// deduplication keys, which no worker will take).
+pub async fn delete_redis_namespace(
+    conn: &mut impl redis::aio::ConnectionLike,
+    namespace: &str,
+) -> redis::RedisResult<()> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{namespace}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(conn).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 

@@ -626,28 +626,7 @@ async fn clean(env: &HashMap<String, String>) {
         && let Ok(client) = redis::Client::open(url.as_str())
         && let Ok(mut conn) = client.get_multiplexed_async_connection().await
     {
-        let mut cursor: u64 = 0;
-        loop {
-            let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{ns}:*"))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-            else {
-                break;
-            };
-            if !keys.is_empty() {
-                let _: redis::RedisResult<i64> =
-                    redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let _ = aigentable_tests::delete_redis_namespace(&mut conn, ns).await;
     }
     if let Some(dir) = env.get("DATA_DIR") {
         let _ = std::fs::remove_dir_all(dir);

@@ -42,6 +42,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use aigentable_jobs::Queue;
+use aigentable_jobs::types::ReceiveInbound;
 use aigentable_platform::channels::signature::sign_meta;
 use aigentable_platform::db::command_log::{self, Recording};
 use aigentable_tests::fake_openai::FakeOpenAi;
@@ -49,8 +50,8 @@ use aigentable_tests::fake_providers::{
     app_with_fake, app_with_fake_and, create_agent, create_channel, create_live_channel, job_done,
     whatsapp_text,
 };
-use aigentable_tests::machine;
 use aigentable_tests::stats::percentile;
+use aigentable_tests::{Session, TestApp, delete_redis_namespace, machine};
 
 struct Args {
     webhooks: usize,
@@ -166,15 +167,7 @@ async fn main() -> anyhow::Result<()> {
     if !r.status.is_success() {
         bail!("could not configure the fake AI provider: {:?}", r.body);
     }
-    let agent = create_agent(&app, &admin).await;
-    let pnid = "BENCH_PN";
-    create_live_channel(
-        &app,
-        &admin,
-        json!({"type": "WHATSAPP", "name": "bench", "agentId": agent,
-               "config": {"phoneNumberId": pnid, "accessToken": "bench-token", "appSecret": "bench-secret"}}),
-    )
-    .await;
+    let pnid = bench_channel(&app, &admin, true).await?;
     let url = app.url("/api/v1/webhooks/whatsapp");
     let http = reqwest::Client::new();
 
@@ -183,14 +176,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let failures = post_all(&http, &url, bodies, args.clients).await;
     let elapsed = started.elapsed();
-    println!(
-        "accepted {} signed webhooks in {:.2} s with {} clients: {:.0} webhooks/s, {} failures",
-        args.webhooks,
-        elapsed.as_secs_f64(),
-        args.clients,
-        args.webhooks as f64 / elapsed.as_secs_f64(),
-        failures
-    );
+    report_accepted(args.webhooks, elapsed, args.clients, failures);
 
     // Let the backlog of inbound jobs and replies drain before timing replies
     // (one customer per delivery, so every delivery gets one answer).
@@ -292,6 +278,40 @@ async fn main() -> anyhow::Result<()> {
     std::process::exit(0);
 }
 
+/// An agent and its WhatsApp channel, signed with `bench-secret`, live
+/// (the provider confirmed the account, so webhooks are routed to it);
+/// answers the channel's phone number id. Without workers, the channel's
+/// test job is drained here.
+async fn bench_channel(
+    app: &TestApp,
+    admin: &Session,
+    with_workers: bool,
+) -> anyhow::Result<&'static str> {
+    let pnid = "BENCH_PN";
+    let agent = create_agent(app, admin).await;
+    let body = json!({"type": "WHATSAPP", "name": "bench", "agentId": agent,
+                      "config": {"phoneNumberId": pnid, "accessToken": "bench-token", "appSecret": "bench-secret"}});
+    if with_workers {
+        create_live_channel(app, admin, body).await;
+        return Ok(pnid);
+    }
+    let created = create_channel(app, admin, body).await;
+    let channel = created["id"].as_str().unwrap_or_default();
+    let r = app
+        .post(
+            &format!("/api/v1/channels/{channel}/test"),
+            admin,
+            json!({}),
+        )
+        .await;
+    app.drain(Queue::Integrations).await;
+    let test = job_done(app, admin, r.body["jobId"].as_str().unwrap_or_default()).await;
+    if test["result"]["status"] != "ACTIVE" {
+        bail!("the bench channel did not become active: {test}");
+    }
+    Ok(pnid)
+}
+
 /// Distinct signed WhatsApp deliveries, one customer and message each, as
 /// (body, `X-Hub-Signature-256`).
 fn signed_deliveries(pnid: &str, range: std::ops::Range<usize>) -> Vec<(Vec<u8>, String)> {
@@ -358,29 +378,7 @@ async fn post_one(http: &reqwest::Client, url: &str, raw: Vec<u8>, sig: String) 
 async fn accept_only(args: &Args) -> anyhow::Result<()> {
     let (app, _fake) = app_with_fake_and(&[("LOG_FORMAT", "json")], false).await;
     let admin = app.register("Bench").await;
-    let agent = create_agent(&app, &admin).await;
-    let pnid = "BENCH_PN";
-    let created = create_channel(
-        &app,
-        &admin,
-        json!({"type": "WHATSAPP", "name": "bench", "agentId": agent,
-               "config": {"phoneNumberId": pnid, "accessToken": "bench-token", "appSecret": "bench-secret"}}),
-    )
-    .await;
-    let channel = created["id"].as_str().unwrap_or_default();
-    // The provider confirms the account: webhooks are routed to it from then on.
-    let r = app
-        .post(
-            &format!("/api/v1/channels/{channel}/test"),
-            &admin,
-            json!({}),
-        )
-        .await;
-    app.drain(Queue::Integrations).await;
-    let test = job_done(&app, &admin, r.body["jobId"].as_str().unwrap_or_default()).await;
-    if test["result"]["status"] != "ACTIVE" {
-        bail!("the bench channel did not become active: {test}");
-    }
+    let pnid = bench_channel(&app, &admin, false).await?;
     let url = app.url("/api/v1/webhooks/whatsapp");
     let http = reqwest::Client::new();
     println!("{}; the api alone (no workers), in this process", machine());
@@ -389,14 +387,7 @@ async fn accept_only(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let failures = post_all(&http, &url, bodies, args.clients).await;
     let elapsed = started.elapsed();
-    println!(
-        "accepted {} signed webhooks in {:.2} s with {} clients: {:.0} webhooks/s, {} failures",
-        args.webhooks - failures,
-        elapsed.as_secs_f64(),
-        args.clients,
-        (args.webhooks - failures) as f64 / elapsed.as_secs_f64(),
-        failures
-    );
+    report_accepted(args.webhooks - failures, elapsed, args.clients, failures);
 
     // Open loop at a fixed rate: each delivery is sent when it is due
     // (tokio's timer wakes every millisecond, so sends go out in groups of
@@ -412,13 +403,6 @@ async fn accept_only(args: &Args) -> anyhow::Result<()> {
         let url = url.clone();
         sent.push(tokio::spawn(async move {
             let ok = post_one(&http, &url, raw, sig).await;
-            if std::env::var_os("TRACE_DUE").is_some() {
-                eprintln!(
-                    "{} {}",
-                    (due - start).as_millis(),
-                    due.elapsed().as_millis()
-                );
-            }
             (due.elapsed(), ok)
         }));
     }
@@ -447,48 +431,24 @@ async fn accept_only(args: &Args) -> anyhow::Result<()> {
 
     // Every 200 must be a job in Redis: one per accepted delivery.
     let accepted = args.webhooks - failures + latencies.len();
-    let pending = app.pending_jobs().await;
-    let queued: usize = pending
-        .iter()
-        .filter_map(|p| p.strip_prefix("receive_inbound: "))
-        .filter_map(|n| n.parse::<usize>().ok())
-        .sum();
+    let queued = app.pending_of::<ReceiveInbound>().await as usize;
     println!("queued receive_inbound jobs in Redis: {queued} (accepted: {accepted})");
     let namespace = app.platform.kv.namespace().to_owned();
     let _ = app.platform.db.database().drop().await;
     let _ = std::fs::remove_dir_all(&app.platform.config.data_dir);
-    delete_namespace(&app, &namespace).await?;
+    delete_redis_namespace(&mut app.platform.kv.conn(), &namespace).await?;
     if queued != accepted {
         bail!("{accepted} deliveries were accepted but {queued} jobs are queued");
     }
     std::process::exit(0);
 }
 
-/// Deletes every Redis key of the bench's namespace (its queued jobs and
-/// deduplication keys), which no worker will ever take.
-async fn delete_namespace(app: &aigentable_tests::TestApp, namespace: &str) -> anyhow::Result<()> {
-    let mut conn = app.platform.kv.conn();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{namespace}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
+fn report_accepted(accepted: usize, elapsed: Duration, clients: usize, failures: usize) {
+    println!(
+        "accepted {accepted} signed webhooks in {:.2} s with {clients} clients: {:.0} webhooks/s, {failures} failures",
+        elapsed.as_secs_f64(),
+        accepted as f64 / elapsed.as_secs_f64(),
+    );
 }
 
 /// Commands by kind and collection: how many, and their round trips'
