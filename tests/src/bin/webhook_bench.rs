@@ -173,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. Throughput of accepted signed webhooks.
     let bodies = signed_deliveries(pnid, 0..args.webhooks);
+    let backlog_recording = Recording::start(app.platform.db.database().name());
     let started = Instant::now();
     let failures = post_all(&http, &url, bodies, args.clients).await;
     let elapsed = started.elapsed();
@@ -200,6 +201,8 @@ async fn main() -> anyhow::Result<()> {
         drain.as_secs_f64(),
         delivered as f64 / drain.as_secs_f64()
     );
+    report_backlog_commands(&backlog_recording.take(), delivered);
+    drop(backlog_recording);
 
     // 2. Webhook to reply latency, one at a time, and the commands each
     // message costs (nothing else runs meanwhile: one message at a time).
@@ -453,6 +456,26 @@ fn report_accepted(accepted: usize, elapsed: Duration, clients: usize, failures:
 
 /// Commands by kind and collection: how many, and their round trips'
 /// total time.
+/// The commands the backlog cost per message, and how many documents an
+/// insert carried (inserts of one moment share a command: see
+/// `platform::group_commit`).
+fn report_backlog_commands(commands: &[command_log::Command], messages: usize) {
+    let messages = messages.max(1) as f64;
+    let inserts: Vec<&command_log::Command> =
+        commands.iter().filter(|c| c.name == "insert").collect();
+    let documents: usize = inserts
+        .iter()
+        .map(|c| c.body.get_array("documents").map_or(1, Vec::len))
+        .sum();
+    println!(
+        "MongoDB commands during the backlog: {:.1} per message ({} in all); {:.1} inserts per message, {:.2} documents per insert",
+        commands.len() as f64 / messages,
+        commands.len(),
+        inserts.len() as f64 / messages,
+        documents as f64 / inserts.len().max(1) as f64
+    );
+}
+
 fn by_command(commands: &[command_log::Command]) -> BTreeMap<(&str, &str), (usize, Duration)> {
     let mut kinds = BTreeMap::new();
     for c in commands {
