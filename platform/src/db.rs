@@ -3,6 +3,7 @@
 //! insert, so an unscoped query cannot be written by accident.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{Bson, Document, doc};
@@ -12,6 +13,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::group_commit::InsertGroups;
 use crate::ids::TenantId;
 use crate::kv::Kv;
 
@@ -25,6 +27,10 @@ pub enum DbError {
     Mongo(#[from] mongodb::error::Error),
     #[error("could not encode or decode a document: {0}")]
     Codec(String),
+    #[error("the database refused the write ({code}): {message}")]
+    Refused { code: i32, message: String },
+    #[error("the write was abandoned before the database answered")]
+    Abandoned,
 }
 
 impl DbError {
@@ -70,6 +76,7 @@ pub struct Db {
     /// Where writes to [`TenantOwned::LIVE_CONFIG`] collections are
     /// announced; `None` in a process with no Redis.
     announcer: Option<Kv>,
+    inserts: Arc<InsertGroups>,
 }
 
 /// One page of a listing, with the total count of matching documents.
@@ -104,6 +111,7 @@ impl Db {
         let db = client.database(name);
         Ok(Self {
             client,
+            inserts: Arc::new(InsertGroups::new(db.clone())),
             db,
             announcer: None,
         })
@@ -141,6 +149,7 @@ impl Db {
     pub fn scoped<T: TenantOwned>(&self, tenant: &TenantId) -> Scoped<T> {
         Scoped {
             coll: self.db.collection(T::COLLECTION),
+            inserts: self.inserts.clone(),
             tenant: tenant.clone(),
             announcer: if T::LIVE_CONFIG {
                 self.announcer.clone()
@@ -149,6 +158,15 @@ impl Db {
             },
             _marker: PhantomData,
         }
+    }
+
+    /// Inserts `value` into `collection` in one command with the documents
+    /// other tasks insert there at the same moment (see
+    /// [`crate::group_commit`]); `Err(Duplicate)` when a unique index
+    /// refuses it.
+    pub async fn insert_grouped<T: Serialize>(&self, collection: &str, value: &T) -> DbResult<()> {
+        let doc = bson::to_raw_document_buf(value).map_err(|e| DbError::Codec(e.to_string()))?;
+        self.inserts.insert(collection, doc).await
     }
 
     /// Cross-tenant access, for the few places that must have it (login by
@@ -176,6 +194,7 @@ impl Db {
 
 pub struct Scoped<T: Send + Sync> {
     coll: Collection<T>,
+    inserts: Arc<InsertGroups>,
     tenant: TenantId,
     /// Set for [`TenantOwned::LIVE_CONFIG`] collections.
     announcer: Option<Kv>,
@@ -268,10 +287,8 @@ impl<T: TenantOwned> Scoped<T> {
         if value.tenant_id() != &self.tenant {
             return Err(DbError::TenantMismatch);
         }
-        self.coll
-            .insert_one(value)
-            .await
-            .map_err(DbError::from_write)?;
+        let doc = bson::to_raw_document_buf(value).map_err(|e| DbError::Codec(e.to_string()))?;
+        self.inserts.insert(self.coll.name(), doc).await?;
         self.announce().await;
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod eval_import;
 pub mod evals;
 pub mod extract;
 pub mod files;
+pub mod group_commit;
 pub mod handoff_brief;
 pub mod ids;
 pub mod kv;

@@ -231,12 +231,12 @@ pub fn is_handoff(from: ConversationStatus, to: ConversationStatus) -> bool {
 /// Stores a fact (once: a fact already stored is left as it is). A fact of
 /// an hour that has ended marks the hour for a re-roll.
 pub async fn record(db: &Db, fact: &Fact) -> DbResult<()> {
-    match db.unscoped::<Fact>(FACTS).insert_one(fact).await {
-        Ok(_) => {}
-        Err(e) => match DbError::from_write(e) {
-            DbError::Duplicate => return Ok(()),
-            other => return Err(other),
-        },
+    // Grouped with the other jobs' facts of the moment: every message
+    // records one.
+    match db.insert_grouped(FACTS, fact).await {
+        Ok(()) => {}
+        Err(DbError::Duplicate) => return Ok(()),
+        Err(other) => return Err(other),
     }
     if hour_of(fact.at) < hour_of(Utc::now()) {
         mark_dirty(db, &fact.tenant_id, hour_of(fact.at)).await?;
@@ -251,18 +251,10 @@ pub async fn record_quietly(db: &Db, fact: &Fact) {
     }
 }
 
-/// [`record_many`], logging instead of failing; one fact alone is
-/// [`record`]ed.
+/// [`record_quietly`] for each fact, at once (in one command, with other
+/// jobs' facts of the moment).
 pub async fn record_all_quietly(db: &Db, facts: &[Fact]) {
-    let result = match facts {
-        [] => return,
-        [one] => record(db, one).await,
-        many => record_many(db, many).await,
-    };
-    if let Err(e) = result {
-        let ids: Vec<&str> = facts.iter().map(|f| f.id.as_str()).collect();
-        tracing::warn!(tenant_id = %facts[0].tenant_id, fact_ids = ?ids, error = %e, "analytics facts not recorded");
-    }
+    futures::future::join_all(facts.iter().map(|f| record_quietly(db, f))).await;
 }
 
 /// Stores many facts at once (bulk seeding, imports, a reply with the

@@ -38,6 +38,7 @@ mod documents;
 mod egress;
 mod embeddings;
 mod evals;
+mod group_commit;
 mod handoff_briefs;
 mod http_surface;
 mod jobs_api;

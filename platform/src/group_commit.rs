@@ -1,0 +1,210 @@
+//! Group commit for inserts: documents inserted into one collection at the
+//! same moment by different jobs go to the database as one `insert`
+//! command.
+//!
+//! Under load, every stage of the message path inserts into the same few
+//! collections (webhook events, messages, analytics facts) from many jobs
+//! at once, and each command costs the database server and the driver far
+//! more than each document in it (secantusd-rs: about 100 µs of server CPU
+//! for a lone insert, 60 µs a document in batches of 16). A caller queues
+//! its document and waits for its own outcome; up to [`IN_FLIGHT`]
+//! commands per collection are in flight, and whatever queued meanwhile
+//! leaves in the next one. Nothing waits for company: an idle collection
+//! sends a lone document at once, so latency at low load is unchanged.
+//! (The webhook bench's backlog, about 300 messages/s on 2 cores: 1.8
+//! documents per insert, 8.8 commands per message instead of 10.0.)
+//!
+//! Each document keeps its own outcome (`ordered: false`): a duplicate
+//! refuses that document alone, as a lone insert would.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bson::RawDocumentBuf;
+use mongodb::error::ErrorKind;
+use mongodb::{Collection, Database};
+use tokio::sync::oneshot;
+
+use crate::db::{DbError, DbResult};
+
+/// Commands per collection in flight at once: enough that a batch never
+/// waits behind a slow one, few enough that batches form under load.
+const IN_FLIGHT: usize = 4;
+/// Documents per command at most (far below the server's own limits).
+const MAX_BATCH: usize = 256;
+
+/// The groups of one database, one per collection inserted into.
+pub struct InsertGroups {
+    db: Database,
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+}
+
+struct Group {
+    coll: Collection<RawDocumentBuf>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<Pending>,
+    in_flight: usize,
+}
+
+struct Pending {
+    doc: RawDocumentBuf,
+    done: oneshot::Sender<DbResult<()>>,
+}
+
+impl InsertGroups {
+    /// Inserts `doc` into `collection`, in a command with whatever other
+    /// documents are queued for it; `Err(Duplicate)` when a unique index
+    /// refuses it.
+    pub async fn insert(&self, collection: &str, doc: RawDocumentBuf) -> DbResult<()> {
+        let group = self.group(collection);
+        let (done, outcome) = oneshot::channel();
+        let start = {
+            let mut state = group.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.queue.push(Pending { doc, done });
+            let start = state.in_flight < IN_FLIGHT;
+            if start {
+                state.in_flight += 1;
+            }
+            start
+        };
+        if start {
+            // A task of its own, so that a caller that stops waiting (a
+            // job's timeout) cannot leave the others' documents unsent.
+            tokio::spawn(Sender::new(group).run());
+        }
+        outcome.await.unwrap_or(Err(DbError::Abandoned))
+    }
+
+    pub fn new(db: Database) -> Self {
+        InsertGroups {
+            db,
+            groups: Mutex::default(),
+        }
+    }
+
+    fn group(&self, collection: &str) -> Arc<Group> {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(group) = groups.get(collection) {
+            return group.clone();
+        }
+        let group = Arc::new(Group {
+            coll: self.db.collection(collection),
+            state: Mutex::default(),
+        });
+        groups.insert(collection.to_owned(), group.clone());
+        group
+    }
+}
+
+impl std::fmt::Debug for InsertGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InsertGroups").finish_non_exhaustive()
+    }
+}
+
+/// Sends a collection's queued documents until none is left. Dropped
+/// unfinished (its runtime shutting down, or a panic), it gives its slot
+/// back, and when no other sender is left, fails what is still queued
+/// ([`DbError::Abandoned`]) rather than leave it waiting for ever.
+struct Sender {
+    group: Arc<Group>,
+    finished: bool,
+}
+
+impl Sender {
+    fn new(group: Arc<Group>) -> Self {
+        Sender {
+            group,
+            finished: false,
+        }
+    }
+
+    async fn run(mut self) {
+        while let Some(batch) = self.take() {
+            let batch_len = batch.len();
+            let docs = batch.iter().map(|p| &p.doc);
+            let result = self.group.coll.insert_many(docs).ordered(false).await;
+            for (pending, outcome) in batch.into_iter().zip(outcomes(batch_len, result)) {
+                // The caller may have stopped waiting.
+                let _ = pending.done.send(outcome);
+            }
+        }
+    }
+
+    /// The next batch; `None`, its slot given back, when nothing is queued.
+    fn take(&mut self) -> Option<Vec<Pending>> {
+        let mut state = self
+            .group
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if state.queue.is_empty() {
+            state.in_flight -= 1;
+            self.finished = true;
+            return None;
+        }
+        let n = state.queue.len().min(MAX_BATCH);
+        Some(state.queue.drain(..n).collect())
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let left = {
+            let mut state = self
+                .group
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            state.in_flight -= 1;
+            if state.in_flight == 0 {
+                std::mem::take(&mut state.queue)
+            } else {
+                Vec::new()
+            }
+        };
+        // Their waiters see the channel closed.
+        drop(left);
+    }
+}
+
+/// Each document's outcome, in order, from the command's result.
+fn outcomes(
+    n: usize,
+    result: Result<mongodb::results::InsertManyResult, mongodb::error::Error>,
+) -> Vec<DbResult<()>> {
+    let e = match result {
+        Ok(_) => return (0..n).map(|_| Ok(())).collect(),
+        Err(e) => e,
+    };
+    let ErrorKind::InsertMany(failure) = e.kind.as_ref() else {
+        // Nothing known to be written: every document has the error.
+        return (0..n).map(|_| Err(DbError::Mongo(e.clone()))).collect();
+    };
+    let mut out: Vec<DbResult<()>> = (0..n).map(|_| Ok(())).collect();
+    if failure.write_concern_error.is_some() {
+        for o in &mut out {
+            *o = Err(DbError::Mongo(e.clone()));
+        }
+    }
+    for w in failure.write_errors.iter().flatten() {
+        if let Some(o) = out.get_mut(w.index) {
+            *o = Err(if w.code == 11000 {
+                DbError::Duplicate
+            } else {
+                DbError::Refused {
+                    code: w.code,
+                    message: w.message.clone(),
+                }
+            });
+        }
+    }
+    out
+}
