@@ -165,8 +165,7 @@ impl Db {
     /// [`crate::group_commit`]); `Err(Duplicate)` when a unique index
     /// refuses it.
     pub async fn insert_grouped<T: Serialize>(&self, collection: &str, value: &T) -> DbResult<()> {
-        let doc = bson::to_raw_document_buf(value).map_err(|e| DbError::Codec(e.to_string()))?;
-        self.inserts.insert(collection, doc).await
+        self.inserts.insert(collection, value).await
     }
 
     /// Cross-tenant access, for the few places that must have it (login by
@@ -287,8 +286,7 @@ impl<T: TenantOwned> Scoped<T> {
         if value.tenant_id() != &self.tenant {
             return Err(DbError::TenantMismatch);
         }
-        let doc = bson::to_raw_document_buf(value).map_err(|e| DbError::Codec(e.to_string()))?;
-        self.inserts.insert(self.coll.name(), doc).await?;
+        self.inserts.insert(self.coll.name(), value).await?;
         self.announce().await;
         Ok(())
     }

@@ -7,9 +7,9 @@
 //! at once, and each command costs the database server and the driver far
 //! more than each document in it (secantusd-rs: about 100 µs of server CPU
 //! for a lone insert, 60 µs a document in batches of 16). A caller queues
-//! its document and waits for its own outcome; [`IN_FLIGHT`] commands
-//! per collection are in flight at most, and whatever queued meanwhile
-//! leaves in the next one. Nothing waits for company: an idle collection
+//! its document and waits for its own outcome; one command per collection
+//! is in flight at a time, and whatever queued meanwhile leaves in the
+//! next one. Nothing waits for company: an idle collection
 //! sends a lone document at once, so latency at low load is unchanged.
 //! (The webhook bench's backlog, about 300 messages/s on 2 cores: 4.6–4.9
 //! documents per insert, 7.1 commands per message instead of 10.0.)
@@ -23,17 +23,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bson::RawDocumentBuf;
 use mongodb::error::ErrorKind;
 use mongodb::{Collection, Database};
+use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::db::{DbError, DbResult};
 
-/// Commands per collection in flight at once. One: whatever queues while
-/// it is answered leaves in the next (webhook bench backlog: 4.6–4.9
-/// documents per insert, 7.1 commands per message; with 4 in flight, 1.8
-/// and 8.8, and no faster). A slow command delays the collection's next
-/// inserts by its own time, which they would mostly have spent queued at
-/// the server anyway.
-const IN_FLIGHT: usize = 1;
 /// Documents per command at most (far below the server's own limits).
 const MAX_BATCH: usize = 256;
 
@@ -51,7 +45,13 @@ struct Group {
 #[derive(Default)]
 struct State {
     queue: Vec<Pending>,
-    in_flight: usize,
+    /// A command of this collection is in flight. One at a time: whatever
+    /// queues while it is answered leaves in the next (webhook bench
+    /// backlog: 4.6–4.9 documents per insert, 7.1 commands per message;
+    /// with 4 in flight, 1.8 and 8.8, and no faster). A slow command delays
+    /// the collection's next inserts by its own time, which they would
+    /// mostly have spent queued at the server anyway.
+    sending: bool,
 }
 
 struct Pending {
@@ -60,20 +60,24 @@ struct Pending {
 }
 
 impl InsertGroups {
-    /// Inserts `doc` into `collection`, in a command with whatever other
+    pub fn new(db: Database) -> Self {
+        InsertGroups {
+            db,
+            groups: Mutex::default(),
+        }
+    }
+
+    /// Inserts `value` into `collection`, in a command with whatever other
     /// documents are queued for it; `Err(Duplicate)` when a unique index
     /// refuses it.
-    pub async fn insert(&self, collection: &str, doc: RawDocumentBuf) -> DbResult<()> {
+    pub async fn insert<T: Serialize>(&self, collection: &str, value: &T) -> DbResult<()> {
+        let doc = bson::to_raw_document_buf(value).map_err(|e| DbError::Codec(e.to_string()))?;
         let group = self.group(collection);
         let (done, outcome) = oneshot::channel();
         let start = {
             let mut state = group.state.lock().unwrap_or_else(PoisonError::into_inner);
             state.queue.push(Pending { doc, done });
-            let start = state.in_flight < IN_FLIGHT;
-            if start {
-                state.in_flight += 1;
-            }
-            start
+            !std::mem::replace(&mut state.sending, true)
         };
         if start {
             // A task of its own, so that a caller that stops waiting (a
@@ -81,13 +85,6 @@ impl InsertGroups {
             tokio::spawn(Sender::new(group).run());
         }
         outcome.await.unwrap_or(Err(DbError::Abandoned))
-    }
-
-    pub fn new(db: Database) -> Self {
-        InsertGroups {
-            db,
-            groups: Mutex::default(),
-        }
     }
 
     fn group(&self, collection: &str) -> Arc<Group> {
@@ -111,8 +108,8 @@ impl std::fmt::Debug for InsertGroups {
 }
 
 /// Sends a collection's queued documents until none is left. Dropped
-/// unfinished (its runtime shutting down, or a panic), it gives its slot
-/// back, and when no other sender is left, fails what is still queued
+/// unfinished (its runtime shutting down, or a panic), it lets the next
+/// insert start a sender, and fails what is still queued
 /// ([`DbError::Abandoned`]) rather than leave it waiting for ever.
 struct Sender {
     group: Arc<Group>,
@@ -139,7 +136,8 @@ impl Sender {
         }
     }
 
-    /// The next batch; `None`, its slot given back, when nothing is queued.
+    /// The next batch; `None`, the collection's sending over, when nothing
+    /// is queued.
     fn take(&mut self) -> Option<Vec<Pending>> {
         let mut state = self
             .group
@@ -147,7 +145,7 @@ impl Sender {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if state.queue.is_empty() {
-            state.in_flight -= 1;
+            state.sending = false;
             self.finished = true;
             return None;
         }
@@ -167,12 +165,8 @@ impl Drop for Sender {
                 .state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            state.in_flight -= 1;
-            if state.in_flight == 0 {
-                std::mem::take(&mut state.queue)
-            } else {
-                Vec::new()
-            }
+            state.sending = false;
+            std::mem::take(&mut state.queue)
         };
         // Their waiters see the channel closed.
         drop(left);

@@ -257,8 +257,9 @@ pub async fn record_all_quietly(db: &Db, facts: &[Fact]) {
     futures::future::join_all(facts.iter().map(|f| record_quietly(db, f))).await;
 }
 
-/// Stores many facts at once (bulk seeding, imports, a reply with the
-/// message it answers); duplicates skipped.
+/// Stores many facts in one command (bulk seeding, imports); duplicates
+/// skipped. The message path records through [`record`], whose inserts
+/// are grouped with other jobs' (`group_commit`).
 pub async fn record_many(db: &Db, facts: &[Fact]) -> DbResult<()> {
     if facts.is_empty() {
         return Ok(());

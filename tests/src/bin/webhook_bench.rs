@@ -454,8 +454,6 @@ fn report_accepted(accepted: usize, elapsed: Duration, clients: usize, failures:
     );
 }
 
-/// Commands by kind and collection: how many, and their round trips'
-/// total time.
 /// The commands the backlog cost per message, and how many documents an
 /// insert carried (inserts of one moment share a command: see
 /// `platform::group_commit`).
@@ -476,6 +474,8 @@ fn report_backlog_commands(commands: &[command_log::Command], messages: usize) {
     );
 }
 
+/// Commands by kind and collection: how many, and their round trips'
+/// total time.
 fn by_command(commands: &[command_log::Command]) -> BTreeMap<(&str, &str), (usize, Duration)> {
     let mut kinds = BTreeMap::new();
     for c in commands {
