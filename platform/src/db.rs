@@ -168,6 +168,16 @@ impl Db {
         self.inserts.insert(collection, value).await
     }
 
+    /// [`Self::insert_grouped`] for each of `values`, queued together so
+    /// that they leave in one command; each outcome in order.
+    pub async fn insert_all_grouped<T: Serialize>(
+        &self,
+        collection: &str,
+        values: &[T],
+    ) -> Vec<DbResult<()>> {
+        self.inserts.insert_all(collection, values).await
+    }
+
     /// Cross-tenant access, for the few places that must have it (login by
     /// email, platform administration, sweeps). Grep for `unscoped` to audit.
     pub fn unscoped<T: Send + Sync>(&self, name: &str) -> Collection<T> {

@@ -72,11 +72,50 @@ impl InsertGroups {
     /// refuses it.
     pub async fn insert<T: Serialize>(&self, collection: &str, value: &T) -> DbResult<()> {
         let doc = bson::to_raw_document_buf(value).map_err(|e| DbError::Codec(e.to_string()))?;
-        let group = self.group(collection);
         let (done, outcome) = oneshot::channel();
+        self.queue(collection, vec![Pending { doc, done }]);
+        outcome.await.unwrap_or(Err(DbError::Abandoned))
+    }
+
+    /// Inserts each of `values` into `collection`, all queued at once so
+    /// that they leave in the same command (unless it is full), each with
+    /// its own outcome, in order. Queued one by one, a sender started by
+    /// the first could leave before the rest are queued.
+    pub async fn insert_all<T: Serialize>(
+        &self,
+        collection: &str,
+        values: &[T],
+    ) -> Vec<DbResult<()>> {
+        let mut queued = Vec::with_capacity(values.len());
+        let waits: Vec<_> = values
+            .iter()
+            .map(|value| {
+                let doc =
+                    bson::to_raw_document_buf(value).map_err(|e| DbError::Codec(e.to_string()))?;
+                let (done, outcome) = oneshot::channel();
+                queued.push(Pending { doc, done });
+                Ok(outcome)
+            })
+            .collect();
+        if !queued.is_empty() {
+            self.queue(collection, queued);
+        }
+        futures::future::join_all(waits.into_iter().map(|wait| async move {
+            match wait {
+                Ok(outcome) => outcome.await.unwrap_or(Err(DbError::Abandoned)),
+                Err(e) => Err(e),
+            }
+        }))
+        .await
+    }
+
+    /// Queues `pending` and starts the collection's sender unless one is
+    /// sending.
+    fn queue(&self, collection: &str, pending: Vec<Pending>) {
+        let group = self.group(collection);
         let start = {
             let mut state = group.state.lock().unwrap_or_else(PoisonError::into_inner);
-            state.queue.push(Pending { doc, done });
+            state.queue.extend(pending);
             !std::mem::replace(&mut state.sending, true)
         };
         if start {
@@ -84,7 +123,6 @@ impl InsertGroups {
             // job's timeout) cannot leave the others' documents unsent.
             tokio::spawn(Sender::new(group).run());
         }
-        outcome.await.unwrap_or(Err(DbError::Abandoned))
     }
 
     fn group(&self, collection: &str) -> Arc<Group> {

@@ -233,7 +233,14 @@ pub fn is_handoff(from: ConversationStatus, to: ConversationStatus) -> bool {
 pub async fn record(db: &Db, fact: &Fact) -> DbResult<()> {
     // Grouped with the other jobs' facts of the moment: every message
     // records one.
-    match db.insert_grouped(FACTS, fact).await {
+    let stored = db.insert_grouped(FACTS, fact).await;
+    after_insert(db, fact, stored).await
+}
+
+/// A fact stored for an hour already rolled up marks that hour to be rolled
+/// up again; a duplicate was recorded before.
+async fn after_insert(db: &Db, fact: &Fact, stored: DbResult<()>) -> DbResult<()> {
+    match stored {
         Ok(()) => {}
         Err(DbError::Duplicate) => return Ok(()),
         Err(other) => return Err(other),
@@ -247,14 +254,23 @@ pub async fn record(db: &Db, fact: &Fact) -> DbResult<()> {
 /// [`record`], logging instead of failing: analytics never stop a message.
 pub async fn record_quietly(db: &Db, fact: &Fact) {
     if let Err(e) = record(db, fact).await {
-        tracing::warn!(tenant_id = %fact.tenant_id, fact_id = %fact.id, error = %e, "analytics fact not recorded");
+        warn_not_recorded(fact, &e);
     }
 }
 
-/// [`record_quietly`] for each fact, at once (in one command, with other
-/// jobs' facts of the moment).
+fn warn_not_recorded(fact: &Fact, e: &DbError) {
+    tracing::warn!(tenant_id = %fact.tenant_id, fact_id = %fact.id, error = %e, "analytics fact not recorded");
+}
+
+/// [`record_quietly`] for each fact, in one command (with other jobs'
+/// facts of the moment): a message and its reply cost one insert.
 pub async fn record_all_quietly(db: &Db, facts: &[Fact]) {
-    futures::future::join_all(facts.iter().map(|f| record_quietly(db, f))).await;
+    let stored = db.insert_all_grouped(FACTS, facts).await;
+    for (fact, stored) in facts.iter().zip(stored) {
+        if let Err(e) = after_insert(db, fact, stored).await {
+            warn_not_recorded(fact, &e);
+        }
+    }
 }
 
 /// Stores many facts in one command (bulk seeding, imports); duplicates

@@ -84,3 +84,38 @@ async fn a_lone_insert_reports_its_own_duplicate() {
         "the same _id again is a duplicate"
     );
 }
+
+/// Documents queued together (a message's fact and its reply's) leave in
+/// one command every time, whatever the sender task's timing, each with
+/// its own outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_queued_together_leave_in_one_command() {
+    command_log::enable();
+    let app = spawn_app_without_workers(&[]).await;
+    let db = &app.platform.db;
+    let recording = Recording::start(db.database().name());
+    for round in 0..20 {
+        let pair = [
+            doc! { "_id": format!("pair{round}a") },
+            doc! { "_id": format!("pair{round}b") },
+        ];
+        let outcomes = db.insert_all_grouped(PROBE, &pair).await;
+        assert!(
+            outcomes.iter().all(Result::is_ok),
+            "round {round}: {outcomes:?}"
+        );
+    }
+    let again = db
+        .insert_all_grouped(PROBE, &[doc! { "_id": "pair0a" }, doc! { "_id": "fresh" }])
+        .await;
+    assert!(
+        matches!(again.as_slice(), [Err(DbError::Duplicate), Ok(())]),
+        "the repeat refused, the new one stored: {again:?}"
+    );
+    let inserts = recording
+        .take()
+        .into_iter()
+        .filter(|c| c.name == "insert" && c.collection == PROBE)
+        .count();
+    assert_eq!(inserts, 21, "one command per pair");
+}
