@@ -157,4 +157,21 @@ pub async fn set_agent_active(app: &TestApp, s: &Session, agent: &str, on: bool)
         )
         .await;
     assert_eq!(r.status, reqwest::StatusCode::OK, "{:?}", r.body);
+    // The change reaches this process's cache (which the in-process
+    // workers read) a moment after the write returned: a message sent
+    // before that would still find the agent as it was.
+    let tenant = TenantId::from_trusted(s.tenant_id.clone());
+    let seen = app
+        .eventually(std::time::Duration::from_secs(5), || async {
+            let a = app
+                .platform
+                .live
+                .agent(&app.platform.db, &tenant, agent)
+                .await
+                .ok()
+                .flatten()?;
+            (a.is_active == on).then_some(())
+        })
+        .await;
+    assert!(seen.is_some(), "the agent's change reached the cache");
 }

@@ -9,8 +9,9 @@ use crate::{Job, Queue};
 /// Sends a message the platform wrote itself (a bot reply, a notice to
 /// the customer), queued by the job that stored it. No job record: the
 /// message's own status is the record (`QUEUED` until a run claims it,
-/// then `SENDING`, then its outcome), and the sweep queues a delivery
-/// again for a message left `QUEUED` (see [`DeliverReply::job_id`]).
+/// or `SENDING` from the start when stored claimed for its first run, then
+/// its outcome), and the sweep queues a delivery again for a message left
+/// `QUEUED` or `SENDING` (see [`DeliverReply::job_id`]).
 /// A staff member's message goes through the recorded `deliver_message`,
 /// which its sender can follow in `GET /jobs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,8 +29,9 @@ pub struct DeliverReply {
     pub ready: Option<Box<ReadyReply>>,
 }
 
-/// A bot reply just stored `QUEUED`, on a conversation the bot answered
-/// when it was stored.
+/// A bot reply just stored `QUEUED`, or `SENDING` when stored claimed for
+/// the first run (first in line, in a workspace that delivers at least
+/// once), on a conversation the bot answered when it was stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadyReply {

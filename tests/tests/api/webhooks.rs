@@ -792,6 +792,150 @@ async fn a_bot_reply_whose_delivery_redis_lost_is_sent_by_the_sweep() {
     app.cleanup().await;
 }
 
+/// A reply stored first in line is stored `SENDING`, claimed for its
+/// delivery's first run. When the attempt that stored it stopped before
+/// queueing that run, the reply job's retry finds it and queues the run:
+/// sent at once, once, not as a resend. When Redis lost both jobs, the
+/// sweep finds it `SENDING` and queues its delivery, which dates the claim
+/// (the first run may have begun its send at any time), waits it out (a
+/// minute) and sends it again, marked `resent` (whether it went out before
+/// is unknown).
+#[tokio::test]
+async fn a_reply_stored_claimed_whose_delivery_was_never_queued_is_sent() {
+    let (app, fake) = app_with_fake(&[]).await;
+    let admin = app.register("Acme").await;
+    let agent = create_agent(&app, &admin).await;
+    whatsapp_channel(&app, &admin, "PN213", Some(&agent)).await;
+    let body = whatsapp_text("PN213", "5511888880213", "wamid.IN213", "Are you open?");
+    let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let to_provider = "/v21.0/PN213/messages";
+    let first = sent_reply(&app, &tenant(&admin)).await;
+    let messages = app.platform.db.scoped::<Message>(&tenant(&admin));
+    let question = messages
+        .find_one(doc! { "externalMessageId": "wamid.IN213" })
+        .await
+        .expect("read")
+        .expect("stored");
+
+    // The customer wrote again; the reply was stored claimed, and the
+    // attempt that stored it stopped there.
+    let mut asked = question.clone();
+    asked.id = aigentable_platform::ids::new_id();
+    asked.external_message_id = Some("wamid.IN213b".to_owned());
+    asked.dedup_key = None;
+    asked.content = "And on Sundays?".to_owned();
+    asked.created_at = chrono::Utc::now();
+    asked.updated_at = asked.created_at;
+    messages.insert(&asked).await.expect("stored");
+    let stored_claimed = |content: &str, at: chrono::DateTime<chrono::Utc>, to: &Message| {
+        let mut m = first.clone();
+        m.id = aigentable_platform::ids::new_id();
+        m.content = content.to_owned();
+        m.status = MessageStatus::Sending;
+        m.external_message_id = None;
+        m.reply_to = Some(to.id.clone());
+        m.dedup_key = Some(aigentable_platform::model::conversation::reply_dedup_key(
+            &to.id,
+        ));
+        m.metadata = bson::Document::new();
+        m.created_at = at;
+        m.updated_at = at;
+        m
+    };
+    let reply = stored_claimed(
+        "We are closed on Sundays.",
+        chrono::Utc::now() + chrono::Duration::milliseconds(5),
+        &asked,
+    );
+    messages.insert(&reply).await.expect("stored");
+    // The first reply was the fallback (the knowledge base is empty), which
+    // handed the conversation to staff; staff gave it back to the bot.
+    app.platform
+        .db
+        .unscoped::<bson::Document>("conversations")
+        .update_one(
+            doc! { "_id": &asked.conversation_id },
+            doc! { "$set": { "status": "ACTIVE" } },
+        )
+        .await
+        .expect("conversation updated");
+    let client = JobClient::connect(&app.platform).await.expect("client");
+    let retry = AnswerMessage {
+        agent_id: agent.clone(),
+        conversation_id: asked.conversation_id.clone(),
+        message_id: asked.id.clone(),
+        conversation: None,
+        fact: None,
+    };
+    let queued = client
+        .push(&retry.job_id(), &tenant(&admin), retry)
+        .await
+        .expect("pushed");
+    assert!(queued, "the reply job's retry was queued");
+    // Well within the minute a claim lives: sent as its first run would.
+    let sent = app
+        .eventually(Duration::from_secs(20), || async {
+            let m = messages.find_by_id(&reply.id).await.ok().flatten()?;
+            (m.status == MessageStatus::Sent).then_some(m)
+        })
+        .await
+        .expect("the reply stored claimed was delivered");
+    assert_eq!(sent.metadata.get_bool("resent").ok(), None, "{sent:?}");
+
+    // Stored claimed three minutes ago, neither job left in Redis.
+    let lost = stored_claimed(
+        "We open at nine.",
+        chrono::Utc::now() - chrono::Duration::minutes(3),
+        &question,
+    );
+    let mut lost = lost;
+    lost.dedup_key = None;
+    messages.insert(&lost).await.expect("stored");
+    let tick = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+    fire(&client, &app.platform.kv, Task::Sweep, tick)
+        .await
+        .expect("sweep enqueued");
+    let dated = app
+        .eventually(Duration::from_secs(30), || async {
+            let m = messages.find_by_id(&lost.id).await.ok().flatten()?;
+            (m.updated_at > m.created_at).then_some(m)
+        })
+        .await
+        .expect("the sweep's delivery dated the claim");
+    assert_eq!(dated.status, MessageStatus::Sending, "not sent at once");
+    let resent = app
+        .eventually(Duration::from_secs(120), || async {
+            let m = messages.find_by_id(&lost.id).await.ok().flatten()?;
+            (m.status == MessageStatus::Sent).then_some(m)
+        })
+        .await
+        .expect("the sweep delivered the reply left claimed");
+    assert_eq!(
+        resent.metadata.get_bool("resent").ok(),
+        Some(true),
+        "{resent:?}"
+    );
+    let texts: Vec<String> = fake
+        .requests_to(to_provider)
+        .iter()
+        .map(|c| {
+            c.body["text"]["body"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    for text in ["We are closed on Sundays.", "We open at nine."] {
+        assert_eq!(
+            texts.iter().filter(|t| *t == text).count(),
+            1,
+            "{text} sent once: {texts:?}"
+        );
+    }
+    app.cleanup().await;
+}
+
 /// A customer whose reply job Redis lost (a restart without its
 /// append-only file) is answered by the sweep once they have waited a few
 /// minutes; a conversation the bot leaves waiting on purpose (its agent is

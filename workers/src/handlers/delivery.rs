@@ -11,7 +11,13 @@
 //! by [`SEND_WINDOW`]. A bot reply's first run takes the message and its
 //! recipient from its job (the reply job stored them a moment before, on
 //! a conversation the bot answered) instead of reading them; the claim
-//! still takes the message only while it is `QUEUED`.
+//! still takes the message only while it is `QUEUED`. A reply stored first
+//! in line in a workspace that delivers at least once is stored `SENDING`
+//! already, claimed for that first run ([`stored_claimed`]), which sends it
+//! with no claim of its own. Its only other runs are its retries (one job
+//! id per message): the first of them dates the claim (the first run's
+//! send began at a time it cannot know), and from then on it is a claimed
+//! message like any other.
 //!
 //! A message found `SENDING` past [`stale_after`] was left by an attempt
 //! that died around the provider call (the worker was killed): whether the
@@ -96,14 +102,25 @@ impl Delivery<'_> {
             ctx.attempt == 1
                 && r.message.id == self.message_id
                 && r.message.tenant_id == ctx.tenant_id
-                && r.message.status == MessageStatus::Queued
+                && (r.message.status == MessageStatus::Queued
+                    || (stored_claimed(&r.message) && r.first_in_line))
         })
     }
+}
+
+/// A bot reply stored `SENDING`, claimed for its delivery's first run, and
+/// untouched since: a claim, a resend or a retry sets `updatedAt`.
+pub(crate) fn stored_claimed(m: &Message) -> bool {
+    m.status == MessageStatus::Sending && m.updated_at == m.created_at
 }
 
 pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Value, JobError> {
     let platform = &ctx.state.platform;
     let messages = platform.db.scoped::<Message>(&ctx.tenant_id);
+    // Claimed for this run when it was stored: nothing to claim below.
+    let claimed_at_store = job
+        .fresh(ctx)
+        .is_some_and(|r| r.message.status == MessageStatus::Sending);
     let message = match job.fresh(ctx) {
         // Its claim below still takes it only if it is QUEUED.
         Some(ready) => ready.message.clone(),
@@ -126,6 +143,24 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
         | MessageStatus::Failed
         | MessageStatus::Dropped
         | MessageStatus::Received => return Ok(result(&message)),
+        MessageStatus::Sending if claimed_at_store => false,
+        MessageStatus::Sending if stored_claimed(&message) => {
+            // Claimed for a first run that may be sending it right now (a
+            // stalled run whose lease lapsed goes on until it notices):
+            // when that send began is unknown, so the claim is dated now
+            // and waited out like any other before it is sent again.
+            messages
+                .update_one(
+                    doc! { "_id": &message.id, "status": "SENDING", "updatedAt": bson::DateTime::from_chrono(message.updated_at) },
+                    doc! { "$set": { "updatedAt": bson::DateTime::now() } },
+                )
+                .await
+                .map_err(JobError::transient)?;
+            return Err(JobError::Defer {
+                after: SENDING_RECHECK,
+                reason: "the message is being sent by its first run, or was".to_owned(),
+            });
+        }
         MessageStatus::Sending => {
             let age = Utc::now() - message.updated_at;
             if age < stale_after() {
@@ -186,14 +221,14 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
             doc! { "status": "SENDING", "updatedAt": bson::DateTime::now() },
         )
     };
-    let Some(claimed) = messages
-        .update_one(filter, doc! { "$set": set })
-        .await
-        .map_err(JobError::transient)?
-    else {
-        return Err(JobError::transient(
-            "the message was claimed by another attempt",
-        ));
+    let claimed = if claimed_at_store {
+        message
+    } else {
+        messages
+            .update_one(filter, doc! { "$set": set })
+            .await
+            .map_err(JobError::transient)?
+            .ok_or_else(|| JobError::transient("the message was claimed by another attempt"))?
     };
 
     let outcome = match prepared {

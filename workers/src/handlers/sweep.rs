@@ -1,7 +1,7 @@
 //! Every minute: jobs whose worker died mid-run are requeued (or declared
 //! dead after their last attempt), jobs recorded QUEUED that Redis does not
-//! hold are queued again, so are the deliveries of messages left QUEUED
-//! and the replies of conversations the bot left waiting, and expired
+//! hold are queued again, so are the deliveries of messages left QUEUED or
+//! SENDING and the replies of conversations the bot left waiting, and expired
 //! tokens are removed.
 
 use bson::doc;
@@ -33,9 +33,10 @@ const GRACE_SECS: i64 = 120;
 const RECONCILE_AFTER_SECS: i64 = 60;
 /// Most QUEUED records checked per sweep, oldest first.
 const RECONCILE_BATCH: i64 = 1000;
-/// How long an outbound message may stay QUEUED before its delivery is
-/// queued again. A second job for a message is harmless: a run claims the
-/// message before sending, and a `deliver_reply` Redis still holds is not
+/// How long an outbound message may stay QUEUED or SENDING before its
+/// delivery is queued again. A second job for a message is harmless: a run
+/// claims the message before sending (or waits out a claim until it is
+/// stale, past a minute), and a `deliver_reply` Redis still holds is not
 /// queued twice.
 const REDELIVER_AFTER_SECS: i64 = 120;
 /// Messages queued longer ago than this are left alone: a reply that late
@@ -223,26 +224,35 @@ async fn oldest_first<T: serde::de::DeserializeOwned + Send + Sync>(
         .map_err(JobError::transient)
 }
 
-/// Queues again the delivery of outbound messages left QUEUED: a bot's
-/// reply is delivered by an unrecorded `deliver_reply`, so the message is
-/// the only record of it. The job id is the message's, so a delivery Redis
-/// still holds is not queued twice. Returns how many were queued.
+/// Queues again the delivery of outbound messages left QUEUED or SENDING:
+/// a bot's reply is delivered by an unrecorded `deliver_reply`, so the
+/// message is the only record of it; one left SENDING by a job Redis lost
+/// (a reply stored claimed whose delivery was never queued, a send cut
+/// short) is sent again or marked failed as its workspace chose. The job
+/// id is the message's, so a delivery Redis still holds is not queued
+/// twice. Returns how many were queued.
 async fn redeliver_queued(
     db: &aigentable_platform::Db,
     client: &aigentable_jobs::JobClient,
 ) -> Result<u32, JobError> {
-    let stale: Vec<bson::Document> = oldest_first(
-        db.unscoped::<bson::Document>(MESSAGES)
-            .find(doc! {
-                "status": MessageStatus::Queued.as_str(),
-                "updatedAt": {
-                    "$gt": ago(REDELIVER_WITHIN_HOURS * 3600),
-                    "$lt": ago(REDELIVER_AFTER_SECS),
-                },
-            })
-            .projection(doc! { "_id": 1, "tenantId": 1, "channelId": 1 }),
-    )
-    .await?;
+    let mut stale: Vec<bson::Document> = Vec::new();
+    // One equality on `status` each: both served by `{status, updatedAt}`.
+    for status in [MessageStatus::Queued, MessageStatus::Sending] {
+        stale.extend(
+            oldest_first(
+                db.unscoped::<bson::Document>(MESSAGES)
+                    .find(doc! {
+                        "status": status.as_str(),
+                        "updatedAt": {
+                            "$gt": ago(REDELIVER_WITHIN_HOURS * 3600),
+                            "$lt": ago(REDELIVER_AFTER_SECS),
+                        },
+                    })
+                    .projection(doc! { "_id": 1, "tenantId": 1, "channelId": 1 }),
+            )
+            .await?,
+        );
+    }
     let mut queued = 0;
     for m in stale {
         let field = |name: &str| m.get_str(name).map(str::to_owned).unwrap_or_default();
@@ -255,7 +265,7 @@ async fn redeliver_queued(
         let id = job.job_id();
         match client.push(&id, &tenant, job).await {
             Ok(true) => {
-                tracing::warn!(job_id = %id, tenant_id = %tenant, "delivery of a message left queued queued again");
+                tracing::warn!(job_id = %id, tenant_id = %tenant, "delivery of a message left unsent queued again");
                 queued += 1;
             }
             Ok(false) => {}
