@@ -16,18 +16,48 @@ use serde_json::{Value, json};
 
 use aigentable_jobs::JobClient;
 use aigentable_jobs::types::AnswerMessage;
+use aigentable_platform::db::Scoped;
 use aigentable_platform::ids::TenantId;
 use aigentable_platform::model::{Contact, InboundItem, Message, MessageStatus, WebhookEvent};
 use aigentable_scheduler::{Task, fire};
 use aigentable_tests::fake_providers::{
-    app_with_fake, create_agent, create_channel, create_live_channel, post_meta, test_channel,
-    whatsapp_text,
+    FakeProviders, app_with_fake, create_agent, create_channel, create_live_channel, post_meta,
+    test_channel, whatsapp_text,
 };
 use aigentable_tests::inbound::set_agent_active;
 use aigentable_tests::{Session, TestApp};
 
 fn tenant(s: &Session) -> TenantId {
     TenantId::from_trusted(s.tenant_id.clone())
+}
+
+/// The message `id` once `done` holds for it, read again until `within`
+/// has passed (`None` then).
+async fn message_once(
+    app: &TestApp,
+    messages: &Scoped<Message>,
+    id: &str,
+    within: Duration,
+    done: impl Fn(&Message) -> bool,
+) -> Option<Message> {
+    app.eventually(within, || async {
+        let m = messages.find_by_id(id).await.ok().flatten()?;
+        done(&m).then_some(m)
+    })
+    .await
+}
+
+/// The texts of the WhatsApp messages the fake provider took at `path`.
+fn texts_sent(fake: &FakeProviders, path: &str) -> Vec<String> {
+    fake.requests_to(path)
+        .iter()
+        .map(|c| {
+            c.body["text"]["body"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
 }
 
 /// The events stored for this tenant once the workers have run what the
@@ -757,23 +787,12 @@ async fn a_bot_reply_whose_delivery_redis_lost_is_sent_by_the_sweep() {
     fire(&client, &app.platform.kv, Task::Sweep, tick)
         .await
         .expect("sweep enqueued");
-    let sent = app
-        .eventually(Duration::from_secs(30), || async {
-            let m = messages.find_by_id(&lost.id).await.ok().flatten()?;
-            (m.status == MessageStatus::Sent).then_some(m)
-        })
-        .await;
+    let sent = message_once(&app, &messages, &lost.id, Duration::from_secs(30), |m| {
+        m.status == MessageStatus::Sent
+    })
+    .await;
     assert!(sent.is_some(), "the lost reply was delivered");
-    let texts: Vec<String> = fake
-        .requests_to(to_provider)
-        .iter()
-        .map(|c| {
-            c.body["text"]["body"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let texts = texts_sent(&fake, to_provider);
     assert_eq!(
         texts
             .iter()
@@ -874,58 +893,42 @@ async fn a_reply_stored_claimed_whose_delivery_was_never_queued_is_sent() {
         .expect("pushed");
     assert!(queued, "the reply job's retry was queued");
     // Well within the minute a claim lives: sent as its first run would.
-    let sent = app
-        .eventually(Duration::from_secs(20), || async {
-            let m = messages.find_by_id(&reply.id).await.ok().flatten()?;
-            (m.status == MessageStatus::Sent).then_some(m)
-        })
-        .await
-        .expect("the reply stored claimed was delivered");
+    let sent = message_once(&app, &messages, &reply.id, Duration::from_secs(20), |m| {
+        m.status == MessageStatus::Sent
+    })
+    .await
+    .expect("the reply stored claimed was delivered");
     assert_eq!(sent.metadata.get_bool("resent").ok(), None, "{sent:?}");
 
     // Stored claimed three minutes ago, neither job left in Redis.
-    let lost = stored_claimed(
+    let mut lost = stored_claimed(
         "We open at nine.",
         chrono::Utc::now() - chrono::Duration::minutes(3),
         &question,
     );
-    let mut lost = lost;
     lost.dedup_key = None;
     messages.insert(&lost).await.expect("stored");
     let tick = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
     fire(&client, &app.platform.kv, Task::Sweep, tick)
         .await
         .expect("sweep enqueued");
-    let dated = app
-        .eventually(Duration::from_secs(30), || async {
-            let m = messages.find_by_id(&lost.id).await.ok().flatten()?;
-            (m.updated_at > m.created_at).then_some(m)
-        })
-        .await
-        .expect("the sweep's delivery dated the claim");
+    let dated = message_once(&app, &messages, &lost.id, Duration::from_secs(30), |m| {
+        m.updated_at > m.created_at
+    })
+    .await
+    .expect("the sweep's delivery dated the claim");
     assert_eq!(dated.status, MessageStatus::Sending, "not sent at once");
-    let resent = app
-        .eventually(Duration::from_secs(120), || async {
-            let m = messages.find_by_id(&lost.id).await.ok().flatten()?;
-            (m.status == MessageStatus::Sent).then_some(m)
-        })
-        .await
-        .expect("the sweep delivered the reply left claimed");
+    let resent = message_once(&app, &messages, &lost.id, Duration::from_secs(120), |m| {
+        m.status == MessageStatus::Sent
+    })
+    .await
+    .expect("the sweep delivered the reply left claimed");
     assert_eq!(
         resent.metadata.get_bool("resent").ok(),
         Some(true),
         "{resent:?}"
     );
-    let texts: Vec<String> = fake
-        .requests_to(to_provider)
-        .iter()
-        .map(|c| {
-            c.body["text"]["body"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let texts = texts_sent(&fake, to_provider);
     for text in ["We are closed on Sundays.", "We open at nine."] {
         assert_eq!(
             texts.iter().filter(|t| *t == text).count(),

@@ -114,14 +114,19 @@ pub(crate) fn stored_claimed(m: &Message) -> bool {
     m.status == MessageStatus::Sending && m.updated_at == m.created_at
 }
 
+/// Matches `m` only while it still holds the claim this run read, so a
+/// run acting on that claim never takes over a newer one.
+fn claim_seen(m: &Message) -> bson::Document {
+    doc! { "_id": &m.id, "status": "SENDING", "updatedAt": bson::DateTime::from_chrono(m.updated_at) }
+}
+
 pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Value, JobError> {
     let platform = &ctx.state.platform;
     let messages = platform.db.scoped::<Message>(&ctx.tenant_id);
+    let fresh = job.fresh(ctx);
     // Claimed for this run when it was stored: nothing to claim below.
-    let claimed_at_store = job
-        .fresh(ctx)
-        .is_some_and(|r| r.message.status == MessageStatus::Sending);
-    let message = match job.fresh(ctx) {
+    let claimed_at_store = fresh.is_some_and(|r| r.message.status == MessageStatus::Sending);
+    let message = match fresh {
         // Its claim below still takes it only if it is QUEUED.
         Some(ready) => ready.message.clone(),
         None => messages
@@ -151,7 +156,7 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
             // and waited out like any other before it is sent again.
             messages
                 .update_one(
-                    doc! { "_id": &message.id, "status": "SENDING", "updatedAt": bson::DateTime::from_chrono(message.updated_at) },
+                    claim_seen(&message),
                     doc! { "$set": { "updatedAt": bson::DateTime::now() } },
                 )
                 .await
@@ -191,7 +196,7 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
     // goes first. On the last attempt we send anyway rather than never. A
     // reply stored first in line (see `ReadyReply::first_in_line`) has
     // none on its first run.
-    let first_in_line = job.fresh(ctx).is_some_and(|r| r.first_in_line);
+    let first_in_line = fresh.is_some_and(|r| r.first_in_line);
     let earlier = if first_in_line {
         None
     } else {
@@ -210,20 +215,20 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
 
     // Claim it: only one run gets past this line. A resend takes over
     // exactly the stale claim it saw.
-    let (filter, set) = if resend {
-        (
-            doc! { "_id": &message.id, "status": "SENDING", "updatedAt": bson::DateTime::from_chrono(message.updated_at) },
-            doc! { "updatedAt": bson::DateTime::now(), "metadata.resent": true },
-        )
-    } else {
-        (
-            doc! { "_id": &message.id, "status": "QUEUED" },
-            doc! { "status": "SENDING", "updatedAt": bson::DateTime::now() },
-        )
-    };
     let claimed = if claimed_at_store {
         message
     } else {
+        let (filter, set) = if resend {
+            (
+                claim_seen(&message),
+                doc! { "updatedAt": bson::DateTime::now(), "metadata.resent": true },
+            )
+        } else {
+            (
+                doc! { "_id": &message.id, "status": "QUEUED" },
+                doc! { "status": "SENDING", "updatedAt": bson::DateTime::now() },
+            )
+        };
         messages
             .update_one(filter, doc! { "$set": set })
             .await
