@@ -206,6 +206,21 @@ async fn main() -> anyhow::Result<()> {
     );
     report_backlog_commands(&backlog_recording.take(), delivered);
     drop(backlog_recording);
+    // The provider has every reply a moment before their deliveries store
+    // their outcomes and settle: samples taken meanwhile would time that
+    // tail (after 100,000 webhooks, the first second's samples took up to
+    // 156 ms), not one message at a time.
+    let settled = app
+        .eventually(Duration::from_secs(120), || async {
+            app.pending_jobs().await.is_empty().then_some(())
+        })
+        .await;
+    if settled.is_none() {
+        println!(
+            "jobs still pending 120 s after the backlog was delivered: {:?}",
+            app.pending_jobs().await
+        );
+    }
     if drained.is_none() {
         // The samples' commands would include the backlog's.
         println!(
@@ -219,6 +234,10 @@ async fn main() -> anyhow::Result<()> {
     // message costs (nothing else runs meanwhile: one message at a time).
     let recording = Recording::start(app.platform.db.database().name());
     let mut latencies = Vec::with_capacity(args.samples);
+    // When each sample was posted, from the first: whether the slow ones
+    // come at a period says what held them (a checkpoint, a sweep).
+    let mut posted_at = Vec::with_capacity(args.samples);
+    let samples_started = Instant::now();
     for i in 0..args.samples {
         let before = fake.count_to("/messages");
         let customer = if args.returning {
@@ -251,7 +270,14 @@ async fn main() -> anyhow::Result<()> {
             bail!("no reply within 30 s for sample {i}");
         };
         latencies.push(arrived.duration_since(t0));
+        posted_at.push(t0.duration_since(samples_started));
     }
+    let mut slowest: Vec<(Duration, Duration)> = latencies
+        .iter()
+        .copied()
+        .zip(posted_at.iter().copied())
+        .collect();
+    slowest.sort_by(|a, b| b.0.cmp(&a.0));
     // The last reply's delivery stores its outcome just after the send.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let recorded = recording.take();
@@ -283,6 +309,19 @@ async fn main() -> anyhow::Result<()> {
         llm.chat_requests().len(),
         percentile(&latencies, 50.0).as_secs_f64() * 1e3,
         percentile(&latencies, 99.0).as_secs_f64() * 1e3
+    );
+    println!(
+        "slowest samples: {}",
+        slowest
+            .iter()
+            .take(5)
+            .map(|(took, at)| format!(
+                "{:.1} ms at +{:.2} s",
+                took.as_secs_f64() * 1e3,
+                at.as_secs_f64()
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     // Drop the database, then leave without tearing the runtime down: the
     // in-process workers' embedded vector store would flush into the data
