@@ -359,15 +359,22 @@ pub fn reply_lock_key(kv: &Kv, conversation_id: &str) -> String {
 /// already (a replayed webhook, a retried job).
 /// Counts it in the tenant's monthly usage counters.
 pub async fn insert_message(db: &Db, kv: &Kv, message: &Message) -> DbResult<bool> {
+    let stored = store_message(db, message).await?;
+    if stored {
+        crate::usage::count_message(kv, &message.tenant_id, message.created_at).await;
+    }
+    Ok(stored)
+}
+
+/// [`insert_message`] without the count, for a caller that counts the
+/// message together with more in one update ([`crate::usage::count_reply`]).
+pub async fn store_message(db: &Db, message: &Message) -> DbResult<bool> {
     match db
         .scoped::<Message>(&message.tenant_id)
         .insert(message)
         .await
     {
-        Ok(()) => {
-            crate::usage::count_message(kv, &message.tenant_id, message.created_at).await;
-            Ok(true)
-        }
+        Ok(()) => Ok(true),
         Err(DbError::Duplicate) if message.dedup_key.is_some() => Ok(false),
         Err(e) => Err(e),
     }

@@ -114,13 +114,31 @@ pub async fn record_tokens(
     Ok(())
 }
 
-/// Counts the tokens of an LLM call in the tenant's monthly counter only:
-/// for a bot reply, whose stored message carries them (`billedTokens`).
-pub async fn count_tokens(kv: &Kv, tenant: &TenantId, usage: &crate::llm::TokenUsage) {
+/// Counts the tokens of a recorded LLM call in the tenant's monthly counter.
+async fn count_tokens(kv: &Kv, tenant: &TenantId, usage: &crate::llm::TokenUsage) {
     let tokens = u64::from(usage.total_tokens);
     if tokens > 0 {
-        add_to_counter(kv, tenant, Utc::now(), counters::LLM_TOKENS, tokens).await;
+        add_to_counters(kv, tenant, Utc::now(), &[(counters::LLM_TOKENS, tokens)]).await;
     }
+}
+
+/// Counts a stored bot reply and the tokens it was billed (its
+/// `billedTokens`, counted in the month it was stored, as the database
+/// counts them) in one round trip.
+pub async fn count_reply(
+    kv: &Kv,
+    tenant: &TenantId,
+    at: DateTime<Utc>,
+    usage: Option<&crate::llm::TokenUsage>,
+) {
+    let tokens = usage.map_or(0, |u| u64::from(u.total_tokens));
+    let amounts = [(counters::MESSAGES, 1), (counters::LLM_TOKENS, tokens)];
+    let amounts = if tokens > 0 {
+        &amounts[..]
+    } else {
+        &amounts[..1]
+    };
+    add_to_counters(kv, tenant, at, amounts).await;
 }
 
 /// The tokens of the period: the `token_usage` entries and the bot replies
@@ -176,13 +194,18 @@ mod counters {
     pub(super) const MESSAGES: &str = "messages";
     pub(super) const LLM_TOKENS: &str = "llmTokens";
 
-    /// KEYS: hash. ARGV: field, amount. Adds only to a seeded hash.
+    /// KEYS: hash. ARGV: field, amount, field, amount... Adds only to a
+    /// seeded hash.
     const ADD: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+  for i = 1, #ARGV, 2 do
+    redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+  return true
 end
 return false
 ";
+    static ADD_SCRIPT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(ADD));
 
     /// KEYS: hash. ARGV: messages, tokens, expiry (unix ms). Seeds the
     /// hash unless another seed did; returns the counters.
@@ -198,17 +221,13 @@ return redis.call('HMGET', KEYS[1], 'messages', 'llmTokens')
         kv.key(&["usage", tenant.as_str(), &start.format("%Y-%m").to_string()])
     }
 
-    pub(super) async fn add(
-        kv: &Kv,
-        key: &str,
-        field: &str,
-        amount: u64,
-    ) -> redis::RedisResult<()> {
-        Script::new(ADD)
-            .key(key)
-            .arg(field)
-            .arg(amount)
-            .invoke_async::<Option<i64>>(&mut kv.conn())
+    pub(super) async fn add(kv: &Kv, key: &str, amounts: &[(&str, u64)]) -> redis::RedisResult<()> {
+        let mut invocation = ADD_SCRIPT.key(key);
+        for (field, amount) in amounts {
+            invocation.arg(*field).arg(*amount);
+        }
+        invocation
+            .invoke_async::<Option<bool>>(&mut kv.conn())
             .await
             .map(|_| ())
     }
@@ -273,15 +292,16 @@ pub async fn period_messages_and_tokens(
 
 /// Adds a stored message to its month's counter (when seeded).
 pub async fn count_message(kv: &Kv, tenant: &TenantId, at: DateTime<Utc>) {
-    add_to_counter(kv, tenant, at, counters::MESSAGES, 1).await;
+    add_to_counters(kv, tenant, at, &[(counters::MESSAGES, 1)]).await;
 }
 
-/// Adds `amount` to `field` of the counters of `at`'s month. Best effort:
-/// a lost increment only delays a cap a little.
-async fn add_to_counter(kv: &Kv, tenant: &TenantId, at: DateTime<Utc>, field: &str, amount: u64) {
+/// Adds each amount to its field of the counters of `at`'s month. Best
+/// effort: a lost increment only delays a cap a little.
+async fn add_to_counters(kv: &Kv, tenant: &TenantId, at: DateTime<Utc>, amounts: &[(&str, u64)]) {
     let key = counters::key(kv, tenant, current_period(at).0);
-    if let Err(e) = counters::add(kv, &key, field, amount).await {
-        tracing::warn!(tenant_id = %tenant, error = %e, field, "not counted in the usage counters");
+    if let Err(e) = counters::add(kv, &key, amounts).await {
+        let fields: Vec<&str> = amounts.iter().map(|(field, _)| *field).collect();
+        tracing::warn!(tenant_id = %tenant, error = %e, ?fields, "not counted in the usage counters");
     }
 }
 

@@ -15,12 +15,16 @@ fn tiny_plans() -> String {
 }
 
 fn plans_with_messages(messages_per_month: u64) -> String {
+    plans_with(messages_per_month, 1000)
+}
+
+fn plans_with(messages_per_month: u64, llm_tokens_per_month: u64) -> String {
     json!([{
         "id": "free", "name": "Free", "priceCents": 0, "currency": "USD",
         "limits": {
             "users": 2, "agents": 1, "channels": 1, "documents": 1,
             "storageBytes": 1000, "conversationsPerMonth": 10,
-            "messagesPerMonth": messages_per_month, "llmTokensPerMonth": 1000,
+            "messagesPerMonth": messages_per_month, "llmTokensPerMonth": llm_tokens_per_month,
         },
     }])
     .to_string()
@@ -265,5 +269,83 @@ async fn the_monthly_count_follows_each_stored_message() {
         1,
         "no second bot reply: {s:?}"
     );
+    app.cleanup().await;
+}
+
+/// A bot reply's tokens count toward the month's allowance with the reply
+/// itself (one counter update for both): with an allowance of one token,
+/// the first answer spends it and the next message goes to a human.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monthly_token_count_follows_each_bot_reply() {
+    let plans = plans_with(100, 1);
+    let app = spawn_app_with(&[("PLANS_JSON", &plans)]).await;
+    let admin = app.register("Counted tokens").await;
+    // The document first, with no provider: its indexing spends no token.
+    let agent_id = crate::replies::agent_with_document(&app, &admin, json!({})).await;
+    let fake = aigentable_tests::fake_openai::FakeOpenAi::start().await;
+    crate::replies::default_provider(&app, &admin, &fake).await;
+    let channel = inbound::channel(&app, &admin, "Site", Some(&agent_id)).await;
+    let senders = |conversation: String| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            inbound::stored_messages(app, admin, &conversation)
+                .await
+                .into_iter()
+                .map(|m| (m.sender_type, m.billed_tokens, m.metadata))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let (_, job) = inbound::deliver(
+        &app,
+        &admin,
+        &channel,
+        vec![inbound::said("cust-1", "m-1", "when do you open?")],
+    )
+    .await;
+    inbound::finished(&app, &admin, &job).await;
+    let conversation = latest_conversation(&app, &admin).await;
+    let answered = app
+        .eventually(Duration::from_secs(30), || async {
+            let s = senders(conversation.clone()).await;
+            s.iter().any(|(t, ..)| *t == SenderType::Agent).then_some(s)
+        })
+        .await
+        .expect("the first message is answered while no token is spent");
+    let billed = answered
+        .iter()
+        .find(|(t, ..)| *t == SenderType::Agent)
+        .and_then(|(_, billed, _)| *billed);
+    assert!(
+        billed.is_some_and(|b| b > 0),
+        "the reply billed its tokens: {billed:?}"
+    );
+    assert_eq!(fake.chat_requests().len(), 1);
+
+    let (_, job) = inbound::deliver(
+        &app,
+        &admin,
+        &channel,
+        vec![inbound::said("cust-1", "m-2", "and on Sundays?")],
+    )
+    .await;
+    inbound::finished(&app, &admin, &job).await;
+    let waiting = handed_over(&app, &admin, &conversation)
+        .await
+        .expect("the reply's tokens used up the allowance");
+    assert_eq!(waiting["handoff"]["reason"], "monthly_cap", "{waiting}");
+    let s = senders(conversation.clone()).await;
+    let note = s
+        .iter()
+        .find(|(t, ..)| *t == SenderType::System)
+        .map(|(.., metadata)| metadata.clone())
+        .expect("a system note");
+    assert_eq!(note.get_str("planLimit"), Ok("llmTokens"), "{note}");
+    assert_eq!(
+        s.iter().filter(|(t, ..)| *t == SenderType::Agent).count(),
+        1,
+        "no second bot reply"
+    );
+    assert_eq!(fake.chat_requests().len(), 1, "no second model call");
     app.cleanup().await;
 }

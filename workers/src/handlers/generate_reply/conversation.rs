@@ -341,7 +341,7 @@ async fn answer_locked(
     // The facts do not wait for the reply, nor the reply for them: the
     // customer is waiting.
     let (inserted, ()) = tokio::join!(
-        conversations::insert_message(db, &ctx.state.platform.kv, &reply),
+        conversations::store_message(db, &reply),
         noted.record_facts(db)
     );
     asked.carried_recorded.store(true, Ordering::Relaxed);
@@ -350,6 +350,14 @@ async fn answer_locked(
         record_unstored_reply_usage(ctx, &agent, &answer).await;
         return Ok(json!({ "skipped": "already answered" }));
     }
+    // The reply and the tokens it was billed, in one counter update.
+    aigentable_platform::usage::count_reply(
+        &platform.kv,
+        &ctx.tenant_id,
+        reply.created_at,
+        answer.usage.as_ref(),
+    )
+    .await;
     events::new_message(&platform.kv, &reply).await;
     // Noted on the conversation while the bot answers it, just now: its
     // delivery's first run takes it from here.
@@ -359,9 +367,6 @@ async fn answer_locked(
         first_in_line,
     };
     let delivery_job = push_delivery(ctx, &reply, Some(ready)).await?;
-    if let Some(tokens) = &answer.usage {
-        aigentable_platform::usage::count_tokens(&platform.kv, &ctx.tenant_id, tokens).await;
-    }
     if let Some(why) = &answer.fallback {
         let handoff = Handoff::new(
             // Without a provider, the fallback means nothing matched.
