@@ -47,6 +47,19 @@ pub async fn publish(kv: &Kv, event: &RealtimeEvent) -> redis::RedisResult<()> {
         .await
 }
 
+/// Publishes `events` in order, in one round trip to Redis.
+pub async fn publish_all(kv: &Kv, events: &[RealtimeEvent]) -> redis::RedisResult<()> {
+    let channel = channel(kv.namespace());
+    let mut pipe = redis::pipe();
+    for event in events {
+        pipe.cmd("PUBLISH")
+            .arg(&channel)
+            .arg(serde_json::to_string(event).unwrap_or_default())
+            .ignore();
+    }
+    pipe.query_async::<()>(&mut kv.conn()).await
+}
+
 /// Tells a tenant's browsers that a knowledge document changed. The api and
 /// the workers both announce changes, with the same payload.
 pub async fn document_updated(kv: &Kv, document: &aigentable_platform::model::KnowledgeDocument) {
@@ -75,6 +88,20 @@ pub async fn channel_updated(kv: &Kv, tenant_id: &str, channel_id: &str, data: V
     }
 }
 
+fn conversation_event(
+    tenant_id: &str,
+    conversation_id: &str,
+    name: &str,
+    data: Value,
+) -> RealtimeEvent {
+    RealtimeEvent {
+        tenant_id: tenant_id.to_owned(),
+        conversation_id: Some(conversation_id.to_owned()),
+        event: name.to_owned(),
+        data,
+    }
+}
+
 /// Publishes to the tenant room and the conversation's room; a failure is
 /// logged, never fatal: the stored state is the truth, events are a hint.
 async fn publish_conversation_event(
@@ -84,14 +111,37 @@ async fn publish_conversation_event(
     name: &str,
     data: Value,
 ) {
-    let event = RealtimeEvent {
-        tenant_id: tenant_id.to_owned(),
-        conversation_id: Some(conversation_id.to_owned()),
-        event: name.to_owned(),
-        data,
-    };
+    let event = conversation_event(tenant_id, conversation_id, name, data);
     if let Err(e) = publish(kv, &event).await {
         tracing::warn!(tenant_id = %tenant_id, conversation_id = %conversation_id, event = name, error = %e, "could not publish conversation event");
+    }
+}
+
+/// `new-message` for `message`, then `conversation-updated` for the
+/// conversation it was noted on, in one round trip (a customer's message
+/// costs every process a few Redis round trips; this is one of them).
+pub async fn new_message_in(
+    kv: &Kv,
+    message: &aigentable_platform::model::Message,
+    conversation: &aigentable_platform::model::Conversation,
+) {
+    let tenant_id = message.tenant_id.as_str();
+    let events = [
+        conversation_event(
+            tenant_id,
+            &message.conversation_id,
+            names::NEW_MESSAGE,
+            message.view(),
+        ),
+        conversation_event(
+            tenant_id,
+            &conversation.id,
+            names::CONVERSATION_UPDATED,
+            conversation.view(),
+        ),
+    ];
+    if let Err(e) = publish_all(kv, &events).await {
+        tracing::warn!(tenant_id = %tenant_id, conversation_id = %conversation.id, error = %e, "could not publish the new message's events");
     }
 }
 

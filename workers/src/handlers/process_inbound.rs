@@ -297,22 +297,35 @@ async fn process_message(
     let alive = lock.keep_alive();
     let stored = store_locked(ctx, channel, incoming, text, dedup_key, surely_new).await;
     drop(alive);
-    if let Err(e) = lock.release().await {
-        tracing::warn!(tenant_id = %ctx.tenant_id, error = %e, "inbound lock not released; it expires on its own");
-    }
+    let release = async {
+        if let Err(e) = lock.release().await {
+            tracing::warn!(tenant_id = %ctx.tenant_id, error = %e, "inbound lock not released; it expires on its own");
+        }
+    };
     let Some(Stored {
         message,
         conversation,
         opened,
         fact,
-    }) = stored?
+    }) = (match stored {
+        Ok(stored) => stored,
+        Err(e) => {
+            release.await;
+            return Err(e);
+        }
+    })
     else {
+        release.await;
         tally.duplicates += 1;
         return Ok(());
     };
     tally.stored += 1;
-    events::new_message(&platform.kv, &message).await;
-    events::conversation_updated(&platform.kv, &conversation).await;
+    // The lock's release and the message's events go out together: the
+    // reply waits for neither.
+    tokio::join!(
+        release,
+        events::new_message_in(&platform.kv, &message, &conversation)
+    );
     if opened {
         tracing::info!(tenant_id = %ctx.tenant_id, conversation_id = %conversation.id, channel_id = %channel.id, "conversation opened");
     }
