@@ -277,7 +277,7 @@ async fn main() -> anyhow::Result<()> {
         .copied()
         .zip(posted_at.iter().copied())
         .collect();
-    slowest.sort_by(|a, b| b.0.cmp(&a.0));
+    slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
     // The last reply's delivery stores its outcome just after the send.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let recorded = recording.take();
