@@ -38,13 +38,7 @@ pub fn channel(namespace: &str) -> String {
 }
 
 pub async fn publish(kv: &Kv, event: &RealtimeEvent) -> redis::RedisResult<()> {
-    let payload = serde_json::to_string(event).unwrap_or_default();
-    let mut conn = kv.conn();
-    redis::cmd("PUBLISH")
-        .arg(channel(kv.namespace()))
-        .arg(payload)
-        .query_async::<()>(&mut conn)
-        .await
+    publish_all(kv, std::slice::from_ref(event)).await
 }
 
 /// Publishes `events` in order, in one round trip to Redis.
@@ -88,6 +82,7 @@ pub async fn channel_updated(kv: &Kv, tenant_id: &str, channel_id: &str, data: V
     }
 }
 
+/// An event for the tenant room and the conversation's room.
 fn conversation_event(
     tenant_id: &str,
     conversation_id: &str,
@@ -102,18 +97,39 @@ fn conversation_event(
     }
 }
 
-/// Publishes to the tenant room and the conversation's room; a failure is
-/// logged, never fatal: the stored state is the truth, events are a hint.
-async fn publish_conversation_event(
-    kv: &Kv,
-    tenant_id: &str,
-    conversation_id: &str,
-    name: &str,
-    data: Value,
-) {
-    let event = conversation_event(tenant_id, conversation_id, name, data);
-    if let Err(e) = publish(kv, &event).await {
-        tracing::warn!(tenant_id = %tenant_id, conversation_id = %conversation_id, event = name, error = %e, "could not publish conversation event");
+fn message_event(message: &aigentable_platform::model::Message, name: &str) -> RealtimeEvent {
+    conversation_event(
+        message.tenant_id.as_str(),
+        &message.conversation_id,
+        name,
+        message.view(),
+    )
+}
+
+fn conversation_updated_event(
+    conversation: &aigentable_platform::model::Conversation,
+) -> RealtimeEvent {
+    conversation_event(
+        conversation.tenant_id.as_str(),
+        &conversation.id,
+        names::CONVERSATION_UPDATED,
+        conversation.view(),
+    )
+}
+
+/// Publishes conversation events in one round trip; a failure is logged,
+/// never fatal: the stored state is the truth, events are a hint.
+async fn publish_hints(kv: &Kv, events: &[RealtimeEvent]) {
+    if let Err(e) = publish_all(kv, events).await {
+        let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+        let first = events.first();
+        tracing::warn!(
+            tenant_id = first.map_or("", |e| e.tenant_id.as_str()),
+            conversation_id = first.and_then(|e| e.conversation_id.as_deref()).unwrap_or(""),
+            events = ?names,
+            error = %e,
+            "could not publish conversation event"
+        );
     }
 }
 
@@ -125,48 +141,24 @@ pub async fn new_message_in(
     message: &aigentable_platform::model::Message,
     conversation: &aigentable_platform::model::Conversation,
 ) {
-    let tenant_id = message.tenant_id.as_str();
-    let events = [
-        conversation_event(
-            tenant_id,
-            &message.conversation_id,
-            names::NEW_MESSAGE,
-            message.view(),
-        ),
-        conversation_event(
-            tenant_id,
-            &conversation.id,
-            names::CONVERSATION_UPDATED,
-            conversation.view(),
-        ),
-    ];
-    if let Err(e) = publish_all(kv, &events).await {
-        tracing::warn!(tenant_id = %tenant_id, conversation_id = %conversation.id, error = %e, "could not publish the new message's events");
-    }
+    publish_hints(
+        kv,
+        &[
+            message_event(message, names::NEW_MESSAGE),
+            conversation_updated_event(conversation),
+        ],
+    )
+    .await;
 }
 
 /// `new-message`: a message was stored in a conversation.
 pub async fn new_message(kv: &Kv, message: &aigentable_platform::model::Message) {
-    publish_conversation_event(
-        kv,
-        message.tenant_id.as_str(),
-        &message.conversation_id,
-        names::NEW_MESSAGE,
-        message.view(),
-    )
-    .await;
+    publish_hints(kv, &[message_event(message, names::NEW_MESSAGE)]).await;
 }
 
 /// `message-updated`: a message's delivery status changed.
 pub async fn message_updated(kv: &Kv, message: &aigentable_platform::model::Message) {
-    publish_conversation_event(
-        kv,
-        message.tenant_id.as_str(),
-        &message.conversation_id,
-        names::MESSAGE_UPDATED,
-        message.view(),
-    )
-    .await;
+    publish_hints(kv, &[message_event(message, names::MESSAGE_UPDATED)]).await;
 }
 
 /// `conversation-updated`: status, assignment, counters or last message changed.
@@ -174,12 +166,5 @@ pub async fn conversation_updated(
     kv: &Kv,
     conversation: &aigentable_platform::model::Conversation,
 ) {
-    publish_conversation_event(
-        kv,
-        conversation.tenant_id.as_str(),
-        &conversation.id,
-        names::CONVERSATION_UPDATED,
-        conversation.view(),
-    )
-    .await;
+    publish_hints(kv, &[conversation_updated_event(conversation)]).await;
 }

@@ -132,13 +132,13 @@ pub async fn count_reply(
     usage: Option<&crate::llm::TokenUsage>,
 ) {
     let tokens = usage.map_or(0, |u| u64::from(u.total_tokens));
-    let amounts = [(counters::MESSAGES, 1), (counters::LLM_TOKENS, tokens)];
-    let amounts = if tokens > 0 {
-        &amounts[..]
-    } else {
-        &amounts[..1]
-    };
-    add_to_counters(kv, tenant, at, amounts).await;
+    add_to_counters(
+        kv,
+        tenant,
+        at,
+        &[(counters::MESSAGES, 1), (counters::LLM_TOKENS, tokens)],
+    )
+    .await;
 }
 
 /// The tokens of the period: the `token_usage` entries and the bot replies

@@ -233,10 +233,10 @@ async fn main() -> anyhow::Result<()> {
     // 2. Webhook to reply latency, one at a time, and the commands each
     // message costs (nothing else runs meanwhile: one message at a time).
     let recording = Recording::start(app.platform.db.database().name());
-    let mut latencies = Vec::with_capacity(args.samples);
-    // When each sample was posted, from the first: whether the slow ones
-    // come at a period says what held them (a checkpoint, a sweep).
-    let mut posted_at = Vec::with_capacity(args.samples);
+    // Each sample's latency and when it was posted, from the first:
+    // whether the slow ones come at a period says what held them (a
+    // checkpoint, a sweep).
+    let mut slowest: Vec<(Duration, Duration)> = Vec::with_capacity(args.samples);
     let samples_started = Instant::now();
     for i in 0..args.samples {
         let before = fake.count_to("/messages");
@@ -269,14 +269,12 @@ async fn main() -> anyhow::Result<()> {
         else {
             bail!("no reply within 30 s for sample {i}");
         };
-        latencies.push(arrived.duration_since(t0));
-        posted_at.push(t0.duration_since(samples_started));
+        slowest.push((
+            arrived.duration_since(t0),
+            t0.duration_since(samples_started),
+        ));
     }
-    let mut slowest: Vec<(Duration, Duration)> = latencies
-        .iter()
-        .copied()
-        .zip(posted_at.iter().copied())
-        .collect();
+    let mut latencies: Vec<Duration> = slowest.iter().map(|(took, _)| *took).collect();
     slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
     // The last reply's delivery stores its outcome just after the send.
     tokio::time::sleep(Duration::from_millis(200)).await;

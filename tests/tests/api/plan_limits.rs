@@ -54,6 +54,32 @@ async fn handed_over(
     .await
 }
 
+/// Waits until a monthly allowance hands the conversation to staff. `why`
+/// says which message should have reached it.
+async fn handed_over_at_cap(
+    app: &TestApp,
+    admin: &aigentable_tests::Session,
+    conversation: &str,
+    why: &str,
+) {
+    let waiting = handed_over(app, admin, conversation).await.expect(why);
+    assert_eq!(waiting["handoff"]["reason"], "monthly_cap", "{waiting}");
+}
+
+/// Customer `cust-1` writes `text` (message `id`) on `channel`; returns
+/// once the inbound job finished.
+async fn customer_says(
+    app: &TestApp,
+    admin: &aigentable_tests::Session,
+    channel: &str,
+    id: &str,
+    text: &str,
+) {
+    let (_, job) =
+        inbound::deliver(app, admin, channel, vec![inbound::said("cust-1", id, text)]).await;
+    inbound::finished(app, admin, &job).await;
+}
+
 fn assert_limit(r: &Reply, limit: &str, value: u64, usage: u64) {
     assert_eq!(
         r.status,
@@ -169,10 +195,13 @@ async fn over_the_monthly_cap_customers_are_kept_and_handed_to_a_human() {
     let conversation = latest_conversation(&app, &admin).await;
 
     // The bot does not answer: a human gets the conversation, with a note.
-    let waiting = handed_over(&app, &admin, &conversation)
-        .await
-        .expect("the conversation was handed over");
-    assert_eq!(waiting["handoff"]["reason"], "monthly_cap", "{waiting}");
+    handed_over_at_cap(
+        &app,
+        &admin,
+        &conversation,
+        "the conversation was handed over",
+    )
+    .await;
     let stored = inbound::stored_messages(&app, &admin, &conversation).await;
     let customer = stored
         .iter()
@@ -223,18 +252,14 @@ async fn the_monthly_count_follows_each_stored_message() {
         }
     };
 
-    let (_, job) = inbound::deliver(
+    customer_says(
         &app,
         &admin,
         &channel,
-        vec![inbound::said(
-            "cust-1",
-            "m-1",
-            "what are your opening hours?",
-        )],
+        "m-1",
+        "what are your opening hours?",
     )
     .await;
-    inbound::finished(&app, &admin, &job).await;
     let conversation = latest_conversation(&app, &admin).await;
     let answered = app
         .eventually(Duration::from_secs(30), || async {
@@ -251,18 +276,14 @@ async fn the_monthly_count_follows_each_stored_message() {
             .body
     );
 
-    let (_, job) = inbound::deliver(
+    customer_says(&app, &admin, &channel, "m-2", "can I return items?").await;
+    handed_over_at_cap(
         &app,
         &admin,
-        &channel,
-        vec![inbound::said("cust-1", "m-2", "can I return items?")],
+        &conversation,
+        "the third message of the month reached the cap",
     )
     .await;
-    inbound::finished(&app, &admin, &job).await;
-    let waiting = handed_over(&app, &admin, &conversation)
-        .await
-        .expect("the third message of the month reached the cap");
-    assert_eq!(waiting["handoff"]["reason"], "monthly_cap", "{waiting}");
     let s = senders(conversation.clone()).await;
     assert_eq!(
         s.iter().filter(|t| **t == SenderType::Agent).count(),
@@ -296,14 +317,7 @@ async fn the_monthly_token_count_follows_each_bot_reply() {
         }
     };
 
-    let (_, job) = inbound::deliver(
-        &app,
-        &admin,
-        &channel,
-        vec![inbound::said("cust-1", "m-1", "when do you open?")],
-    )
-    .await;
-    inbound::finished(&app, &admin, &job).await;
+    customer_says(&app, &admin, &channel, "m-1", "when do you open?").await;
     let conversation = latest_conversation(&app, &admin).await;
     let answered = app
         .eventually(Duration::from_secs(30), || async {
@@ -322,18 +336,14 @@ async fn the_monthly_token_count_follows_each_bot_reply() {
     );
     assert_eq!(fake.chat_requests().len(), 1);
 
-    let (_, job) = inbound::deliver(
+    customer_says(&app, &admin, &channel, "m-2", "and on Sundays?").await;
+    handed_over_at_cap(
         &app,
         &admin,
-        &channel,
-        vec![inbound::said("cust-1", "m-2", "and on Sundays?")],
+        &conversation,
+        "the reply's tokens used up the allowance",
     )
     .await;
-    inbound::finished(&app, &admin, &job).await;
-    let waiting = handed_over(&app, &admin, &conversation)
-        .await
-        .expect("the reply's tokens used up the allowance");
-    assert_eq!(waiting["handoff"]["reason"], "monthly_cap", "{waiting}");
     let s = senders(conversation.clone()).await;
     let note = s
         .iter()

@@ -302,22 +302,20 @@ async fn process_message(
             tracing::warn!(tenant_id = %ctx.tenant_id, error = %e, "inbound lock not released; it expires on its own");
         }
     };
-    let Some(Stored {
+    let Stored {
         message,
         conversation,
         opened,
         fact,
-    }) = (match stored {
-        Ok(stored) => stored,
-        Err(e) => {
+    } = match stored {
+        Ok(Some(stored)) => stored,
+        done => {
             release.await;
-            return Err(e);
+            if matches!(done, Ok(None)) {
+                tally.duplicates += 1;
+            }
+            return done.map(|_| ());
         }
-    })
-    else {
-        release.await;
-        tally.duplicates += 1;
-        return Ok(());
     };
     tally.stored += 1;
     // The lock's release and the message's events go out together: the
