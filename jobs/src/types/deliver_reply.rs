@@ -27,6 +27,18 @@ pub struct DeliverReply {
     /// them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<Box<ReadyReply>>,
+    /// Queued again by the reply job's retry for a reply it read stored
+    /// `SENDING`, claimed for a first run that may never have been queued.
+    /// No run of this delivery was queued or running when this one was
+    /// (one job id per message, and Redis keeps a job until its run has
+    /// stored the outcome), so a run that still finds the reply claimed and
+    /// untouched takes that claim over and sends at once. Without it, a run
+    /// finding a reply so (one the sweep queued: Redis may have lost a run
+    /// that is sending it) waits the claim out and sends it as a resend.
+    /// The reply itself is read by the run, never carried: the first run
+    /// may have sent it between the retry's read and this push.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub take_stored_claim: bool,
 }
 
 /// A bot reply just stored `QUEUED`, or `SENDING` when stored claimed for
@@ -72,6 +84,7 @@ mod tests {
             message_id: "m1".into(),
             channel_id: "ch1".into(),
             ready: None,
+            take_stored_claim: false,
         };
         assert_eq!(job.job_id(), "deliver-m1");
         assert_eq!(job.job_id(), job.clone().job_id());

@@ -939,6 +939,140 @@ async fn a_reply_stored_claimed_whose_delivery_was_never_queued_is_sent() {
     app.cleanup().await;
 }
 
+/// Runs every queued job, follow-ups included, until none is left.
+async fn run_all(app: &TestApp) {
+    use aigentable_jobs::Queue;
+    for _ in 0..5 {
+        if app.pending_jobs().await.is_empty() {
+            return;
+        }
+        for queue in [
+            Queue::Integrations,
+            Queue::Inbound,
+            Queue::Replies,
+            Queue::Outbound,
+            Queue::Emails,
+            Queue::Maintenance,
+        ] {
+            app.drain(queue).await;
+        }
+    }
+    let left = app.pending_jobs().await;
+    assert!(left.is_empty(), "jobs left: {left:?}");
+}
+
+/// The reply job run again (its first attempt stopped after queueing the
+/// delivery: a Redis error, a lapsed lease) reads the reply stored claimed
+/// and untouched. If the delivery's first run sends it and leaves Redis
+/// before the retry queues a delivery again, the delivery it queues reads
+/// the reply, finds it sent and sends nothing: the customer is answered
+/// once.
+#[tokio::test]
+async fn a_reply_job_run_again_does_not_resend_a_reply_sent_meanwhile() {
+    use aigentable_jobs::Queue;
+    use aigentable_jobs::types::DeliverReply;
+
+    let (app, fake) = aigentable_tests::fake_providers::app_with_fake_and(&[], false).await;
+    let admin = app.register("Acme").await;
+    let agent = create_agent(&app, &admin).await;
+    let channel = create_channel(
+        &app,
+        &admin,
+        json!({
+            "type": "WHATSAPP", "name": "WA", "agentId": agent,
+            "config": {"phoneNumberId": "PN214", "accessToken": "wa-token-0001", "appSecret": "wa-secret"}
+        }),
+    )
+    .await;
+    let id = channel["id"].as_str().unwrap_or_default();
+    let r = app
+        .post(&format!("/api/v1/channels/{id}/test"), &admin, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    run_all(&app).await;
+    let body = whatsapp_text("PN214", "5511888880214", "wamid.IN214", "Are you open?");
+    let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    run_all(&app).await;
+    let to_provider = "/v21.0/PN214/messages";
+    let sent = sent_reply(&app, &tenant(&admin)).await;
+    assert_eq!(texts_sent(&fake, to_provider).len(), 1, "answered");
+
+    // The retry's read: the reply as it was stored, claimed for the first
+    // run (the workspace delivers at least once, the reply was first in
+    // line).
+    let messages = app.platform.db.scoped::<Message>(&tenant(&admin));
+    let as_stored = doc! {
+        "status": "SENDING",
+        "updatedAt": bson::DateTime::from_chrono(sent.created_at),
+    };
+    let as_sent = doc! {
+        "status": "SENT",
+        "updatedAt": bson::DateTime::from_chrono(sent.updated_at),
+    };
+    messages
+        .update_one(doc! { "_id": &sent.id }, doc! { "$set": as_stored })
+        .await
+        .expect("written")
+        .expect("the reply");
+    // The first reply was the fallback (the knowledge base is empty), which
+    // handed the conversation to staff; staff gave it back to the bot.
+    app.platform
+        .db
+        .unscoped::<bson::Document>("conversations")
+        .update_one(
+            doc! { "_id": &sent.conversation_id },
+            doc! { "$set": { "status": "ACTIVE" } },
+        )
+        .await
+        .expect("conversation updated");
+    let question = sent.reply_to.clone().expect("a reply to the question");
+    let retry = AnswerMessage {
+        agent_id: agent.clone(),
+        conversation_id: sent.conversation_id.clone(),
+        message_id: question,
+        conversation: None,
+        fact: None,
+    };
+    let client = JobClient::connect(&app.platform).await.expect("client");
+    assert!(
+        client
+            .push(&retry.job_id(), &tenant(&admin), retry)
+            .await
+            .expect("pushed"),
+        "the reply job's retry was queued"
+    );
+    app.drain(Queue::Replies).await;
+    assert_eq!(
+        app.pending_of::<DeliverReply>().await,
+        1,
+        "the retry queued a delivery of the reply"
+    );
+    // Meanwhile, the first run's outcome: sent.
+    messages
+        .update_one(doc! { "_id": &sent.id }, doc! { "$set": as_sent })
+        .await
+        .expect("written")
+        .expect("the reply");
+    run_all(&app).await;
+    assert_eq!(
+        texts_sent(&fake, to_provider),
+        vec![sent.content.clone()],
+        "the customer was answered once"
+    );
+    let now = messages
+        .find_by_id(&sent.id)
+        .await
+        .expect("read")
+        .expect("the reply");
+    assert_eq!(now.status, MessageStatus::Sent);
+    assert_eq!(
+        now.updated_at, sent.updated_at,
+        "left as the first run left it"
+    );
+    app.cleanup().await;
+}
+
 /// A customer whose reply job Redis lost (a restart without its
 /// append-only file) is answered by the sweep once they have waited a few
 /// minutes; a conversation the bot leaves waiting on purpose (its agent is

@@ -15,6 +15,7 @@ impl Handle for DeliverMessage {
             channel_id: &self.channel_id,
             max_attempts: Self::MAX_ATTEMPTS,
             ready: None,
+            take_stored_claim: false,
         };
         deliver(&ctx, &what).await
     }

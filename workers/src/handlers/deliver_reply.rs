@@ -17,6 +17,7 @@ impl Handle for DeliverReply {
             channel_id: &self.channel_id,
             max_attempts: Self::MAX_ATTEMPTS,
             ready: self.ready.as_deref(),
+            take_stored_claim: self.take_stored_claim,
         };
         deliver(&ctx, &what).await
     }

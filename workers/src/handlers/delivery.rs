@@ -17,7 +17,10 @@
 //! with no claim of its own. Its only other runs are its retries (one job
 //! id per message): the first of them dates the claim (the first run's
 //! send began at a time it cannot know), and from then on it is a claimed
-//! message like any other.
+//! message like any other. When the reply job is run again and finds the
+//! reply so, it queues a run that reads the reply and, finding it still
+//! claimed and untouched, takes the claim over with one conditional update
+//! (see `DeliverReply::take_stored_claim`).
 //!
 //! A message found `SENDING` past [`stale_after`] was left by an attempt
 //! that died around the provider call (the worker was killed): whether the
@@ -92,6 +95,21 @@ pub(crate) struct Delivery<'a> {
     pub max_attempts: u32,
     /// A bot reply as its job stored it (see [`ReadyReply`]).
     pub ready: Option<&'a ReadyReply>,
+    /// A reply found stored claimed is taken over, not waited out (see
+    /// `DeliverReply::take_stored_claim`).
+    pub take_stored_claim: bool,
+}
+
+/// How a run takes the message for its send.
+enum Claim {
+    /// Stored claimed for this run: nothing to take.
+    Held,
+    /// `QUEUED → SENDING`.
+    Queued,
+    /// The claim a reply was stored with, which no run holds.
+    Stored,
+    /// A claim left by an interrupted attempt, taken over to send again.
+    Stale,
 }
 
 impl Delivery<'_> {
@@ -139,8 +157,8 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
         return Err(JobError::permanent("only outbound messages are delivered"));
     }
 
-    let resend = match message.status {
-        MessageStatus::Queued => false,
+    let claim = match message.status {
+        MessageStatus::Queued => Claim::Queued,
         // Done by an earlier run (a duplicate job): nothing to do.
         MessageStatus::Sent
         | MessageStatus::Delivered
@@ -148,7 +166,10 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
         | MessageStatus::Failed
         | MessageStatus::Dropped
         | MessageStatus::Received => return Ok(result(&message)),
-        MessageStatus::Sending if claimed_at_store => false,
+        MessageStatus::Sending if claimed_at_store => Claim::Held,
+        MessageStatus::Sending if stored_claimed(&message) && job.take_stored_claim => {
+            Claim::Stored
+        }
         MessageStatus::Sending if stored_claimed(&message) => {
             // Claimed for a first run that may be sending it right now (a
             // stalled run whose lease lapsed goes on until it notices):
@@ -188,7 +209,7 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
                 return Ok(failed.as_ref().map_or_else(|| result(&message), result));
             }
             tracing::warn!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, message_id = %message.id, "interrupted delivery sent again (at least once)");
-            true
+            Claim::Stale
         }
     };
 
@@ -213,27 +234,30 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
 
     let prepared = prepare(ctx, job, &message).await;
 
-    // Claim it: only one run gets past this line. A resend takes over
-    // exactly the stale claim it saw.
-    let claimed = if claimed_at_store {
-        message
-    } else {
-        let (filter, set) = if resend {
-            (
-                claim_seen(&message),
-                doc! { "updatedAt": bson::DateTime::now(), "metadata.resent": true },
-            )
-        } else {
-            (
-                doc! { "_id": &message.id, "status": "QUEUED" },
-                doc! { "status": "SENDING", "updatedAt": bson::DateTime::now() },
-            )
-        };
-        messages
+    // Claim it: only one run gets past this line. A run taking over a
+    // claim takes exactly the claim it saw.
+    let take = match claim {
+        Claim::Held => None,
+        Claim::Queued => Some((
+            doc! { "_id": &message.id, "status": "QUEUED" },
+            doc! { "status": "SENDING", "updatedAt": bson::DateTime::now() },
+        )),
+        Claim::Stored => Some((
+            claim_seen(&message),
+            doc! { "updatedAt": bson::DateTime::now() },
+        )),
+        Claim::Stale => Some((
+            claim_seen(&message),
+            doc! { "updatedAt": bson::DateTime::now(), "metadata.resent": true },
+        )),
+    };
+    let claimed = match take {
+        None => message,
+        Some((filter, set)) => messages
             .update_one(filter, doc! { "$set": set })
             .await
             .map_err(JobError::transient)?
-            .ok_or_else(|| JobError::transient("the message was claimed by another attempt"))?
+            .ok_or_else(|| JobError::transient("the message was claimed by another attempt"))?,
     };
 
     let outcome = match prepared {

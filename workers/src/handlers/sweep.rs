@@ -261,6 +261,7 @@ async fn redeliver_queued(
             message_id: field("_id"),
             channel_id: field("channelId"),
             ready: None,
+            take_stored_claim: false,
         };
         let id = job.job_id();
         match client.push(&id, &tenant, job).await {

@@ -149,24 +149,24 @@ async fn existing_reply(ctx: &JobContext, message_id: &str) -> Result<Option<Mes
 /// it again is harmless.
 ///
 /// A reply stored claimed and untouched since (see [`stores_claimed`]) was
-/// perhaps never queued (the attempt that stored it stopped first): its
-/// first run is queued again as the reply job would have queued it. While
-/// Redis holds that run this does nothing (one id per message).
+/// perhaps never queued (the attempt that stored it stopped first): a run
+/// is queued that takes the claim over if it still finds the reply so.
+/// While Redis holds the first run this does nothing (one id per message);
+/// the reply as read here is not handed on, since that first run may send
+/// it and leave Redis between this read and the push.
 async fn ensure_delivery(
     ctx: &JobContext,
     reply: &Message,
-    conversation: &Conversation,
     tenant: &Tenant,
 ) -> Result<Value, JobError> {
     if reply.status == MessageStatus::Queued {
         enqueue_delivery(ctx, reply).await?;
     } else if crate::handlers::delivery::stored_claimed(reply) && stores_claimed(tenant) {
-        let ready = ReadyReply {
-            message: reply.clone(),
-            to: conversation.external_user_id.clone(),
-            first_in_line: true,
+        let job = DeliverReply {
+            take_stored_claim: true,
+            ..delivery_of(reply)
         };
-        push_delivery(ctx, reply, Some(ready)).await?;
+        push_delivery(ctx, job).await?;
     }
     Ok(json!({ "skipped": "already answered", "replyId": reply.id }))
 }
@@ -185,19 +185,20 @@ pub(crate) async fn enqueue_delivery(
     ctx: &JobContext,
     message: &Message,
 ) -> Result<String, JobError> {
-    push_delivery(ctx, message, None).await
+    push_delivery(ctx, delivery_of(message)).await
 }
 
-async fn push_delivery(
-    ctx: &JobContext,
-    message: &Message,
-    ready: Option<ReadyReply>,
-) -> Result<String, JobError> {
-    let job = DeliverReply {
+/// The delivery of `message`, which its run reads.
+fn delivery_of(message: &Message) -> DeliverReply {
+    DeliverReply {
         message_id: message.id.clone(),
         channel_id: message.channel_id.clone(),
-        ready: ready.map(Box::new),
-    };
+        ready: None,
+        take_stored_claim: false,
+    }
+}
+
+async fn push_delivery(ctx: &JobContext, job: DeliverReply) -> Result<String, JobError> {
     let id = job.job_id();
     ctx.enqueue_unrecorded(&id, job).await?;
     Ok(id)
@@ -245,7 +246,7 @@ async fn answer_locked(
     };
     let question = &question;
     if let Some(existing) = existing {
-        return ensure_delivery(ctx, &existing, conversation, asked.tenant).await;
+        return ensure_delivery(ctx, &existing, asked.tenant).await;
     }
     let newer = recent
         .iter()
@@ -366,7 +367,14 @@ async fn answer_locked(
         to: conversation.external_user_id.clone(),
         first_in_line,
     };
-    let delivery_job = push_delivery(ctx, &reply, Some(ready)).await?;
+    let delivery_job = push_delivery(
+        ctx,
+        DeliverReply {
+            ready: Some(Box::new(ready)),
+            ..delivery_of(&reply)
+        },
+    )
+    .await?;
     if let Some(why) = &answer.fallback {
         let handoff = Handoff::new(
             // Without a provider, the fallback means nothing matched.
