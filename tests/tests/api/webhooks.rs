@@ -1073,6 +1073,105 @@ async fn a_reply_job_run_again_does_not_resend_a_reply_sent_meanwhile() {
     app.cleanup().await;
 }
 
+/// A reply's first run, trusted with the reply stored claimed for it, is
+/// stopped after its send and before the outcome is stored (its lease
+/// lapsed while Redis was away): the job goes back without spending an
+/// attempt, so it runs again as attempt 1 with the same reply in it. That
+/// run reads the reply instead of sending it again: it finds it claimed,
+/// dates the claim and waits it out (then sends it as a resend).
+#[tokio::test]
+async fn a_first_run_started_again_reads_the_reply_instead_of_sending_it_again() {
+    use aigentable_jobs::types::DeliverReply;
+    use aigentable_jobs::types::deliver_reply::ReadyReply;
+    use aigentable_workers::WorkerState;
+    use aigentable_workers::runner::{Handle, JobContext, JobError};
+
+    let (app, fake) = aigentable_tests::fake_providers::app_with_fake_and(&[], false).await;
+    let admin = app.register("Acme").await;
+    let agent = create_agent(&app, &admin).await;
+    let channel = create_channel(
+        &app,
+        &admin,
+        json!({
+            "type": "WHATSAPP", "name": "WA", "agentId": agent,
+            "config": {"phoneNumberId": "PN215", "accessToken": "wa-token-0001", "appSecret": "wa-secret"}
+        }),
+    )
+    .await;
+    let channel_id = channel["id"].as_str().unwrap_or_default().to_owned();
+    let r = app
+        .post(
+            &format!("/api/v1/channels/{channel_id}/test"),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    run_all(&app).await;
+    let body = whatsapp_text("PN215", "5511888880215", "wamid.IN215", "Are you open?");
+    let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    run_all(&app).await;
+    let to_provider = "/v21.0/PN215/messages";
+    let sent = sent_reply(&app, &tenant(&admin)).await;
+    assert_eq!(texts_sent(&fake, to_provider).len(), 1, "answered");
+
+    // The stopped run sent the reply; its outcome was never stored.
+    let messages = app.platform.db.scoped::<Message>(&tenant(&admin));
+    messages
+        .update_one(
+            doc! { "_id": &sent.id },
+            doc! { "$set": {
+                "status": "SENDING",
+                "updatedAt": bson::DateTime::from_chrono(sent.created_at),
+            }, "$unset": { "externalMessageId": "" } },
+        )
+        .await
+        .expect("written")
+        .expect("the reply");
+    let mut as_stored = sent.clone();
+    as_stored.status = MessageStatus::Sending;
+    as_stored.updated_at = sent.created_at;
+    as_stored.external_message_id = None;
+    let again = DeliverReply {
+        message_id: sent.id.clone(),
+        channel_id: sent.channel_id.clone(),
+        ready: Some(Box::new(ReadyReply {
+            message: as_stored,
+            to: "5511888880215".to_owned(),
+            first_in_line: true,
+        })),
+        take_stored_claim: false,
+    };
+    let ctx = JobContext {
+        state: WorkerState::new(app.platform.clone()).expect("worker state"),
+        job_id: again.job_id(),
+        tenant_id: tenant(&admin),
+        attempt: 1,
+    };
+    let outcome = again.handle(ctx).await;
+    assert!(
+        matches!(outcome, Err(JobError::Defer { .. })),
+        "waits the claim out: {outcome:?}"
+    );
+    assert_eq!(
+        texts_sent(&fake, to_provider).len(),
+        1,
+        "not sent again at once"
+    );
+    let now = messages
+        .find_by_id(&sent.id)
+        .await
+        .expect("read")
+        .expect("the reply");
+    assert_eq!(now.status, MessageStatus::Sending);
+    assert!(
+        now.updated_at > now.created_at,
+        "the claim was dated: {now:?}"
+    );
+    app.cleanup().await;
+}
+
 /// A customer whose reply job Redis lost (a restart without its
 /// append-only file) is answered by the sweep once they have waited a few
 /// minutes; a conversation the bot leaves waiting on purpose (its agent is

@@ -138,10 +138,34 @@ fn claim_seen(m: &Message) -> bson::Document {
     doc! { "_id": &m.id, "status": "SENDING", "updatedAt": bson::DateTime::from_chrono(m.updated_at) }
 }
 
+/// How long a first run's start is remembered (see [`first_start`]): far
+/// beyond a lease, so that a run stopped during a Redis outage of several
+/// minutes is still known to have started when its job runs again.
+const STARTED_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// Whether this is the first start of a first run trusted with a reply
+/// stored claimed for it. A run stopped once it began (its lease lapsed
+/// while Redis was away, a shutdown's grace ran out) goes back to its
+/// queue without spending an attempt, so it runs again as attempt 1 with
+/// the same reply in its job; the customer may have had the reply from
+/// the stopped run, so that run reads what became of the reply instead.
+async fn first_start(ctx: &JobContext, message_id: &str) -> Result<bool, JobError> {
+    let kv = &ctx.state.platform.kv;
+    kv.set_new(&kv.key(&["delivery-started", message_id]), "1", STARTED_FOR)
+        .await
+        .map_err(JobError::transient)
+}
+
 pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Value, JobError> {
     let platform = &ctx.state.platform;
     let messages = platform.db.scoped::<Message>(&ctx.tenant_id);
-    let fresh = job.fresh(ctx);
+    let mut fresh = job.fresh(ctx);
+    if fresh.is_some_and(|r| r.message.status == MessageStatus::Sending)
+        && !first_start(ctx, job.message_id).await?
+    {
+        tracing::warn!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, message_id = %job.message_id, "first run started again after it was stopped: the reply is read");
+        fresh = None;
+    }
     // Claimed for this run when it was stored: nothing to claim below.
     let claimed_at_store = fresh.is_some_and(|r| r.message.status == MessageStatus::Sending);
     let message = match fresh {
