@@ -20,7 +20,10 @@
 //! message like any other. When the reply job is run again and finds the
 //! reply so, it queues a run that reads the reply and, finding it still
 //! claimed and untouched, takes the claim over with one conditional update
-//! (see `DeliverReply::take_stored_claim`).
+//! (see `DeliverReply::take_stored_claim`). A first run stopped once it
+//! began runs again as attempt 1 (the queue gives an interrupted run its
+//! attempt back): [`first_start`] tells it so, and it reads the reply as a
+//! retry would.
 //!
 //! A message found `SENDING` past [`stale_after`] was left by an attempt
 //! that died around the provider call (the worker was killed): whether the
