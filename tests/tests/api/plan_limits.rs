@@ -306,30 +306,19 @@ async fn the_monthly_token_count_follows_each_bot_reply() {
     let fake = aigentable_tests::fake_openai::FakeOpenAi::start().await;
     crate::replies::default_provider(&app, &admin, &fake).await;
     let channel = inbound::channel(&app, &admin, "Site", Some(&agent_id)).await;
-    let senders = |conversation: String| {
-        let (app, admin) = (&app, &admin);
-        async move {
-            inbound::stored_messages(app, admin, &conversation)
-                .await
-                .into_iter()
-                .map(|m| (m.sender_type, m.billed_tokens, m.metadata))
-                .collect::<Vec<_>>()
-        }
-    };
 
     customer_says(&app, &admin, &channel, "m-1", "when do you open?").await;
     let conversation = latest_conversation(&app, &admin).await;
-    let answered = app
+    let billed = app
         .eventually(Duration::from_secs(30), || async {
-            let s = senders(conversation.clone()).await;
-            s.iter().any(|(t, ..)| *t == SenderType::Agent).then_some(s)
+            inbound::stored_messages(&app, &admin, &conversation)
+                .await
+                .into_iter()
+                .find(|m| m.sender_type == SenderType::Agent)
         })
         .await
-        .expect("the first message is answered while no token is spent");
-    let billed = answered
-        .iter()
-        .find(|(t, ..)| *t == SenderType::Agent)
-        .and_then(|(_, billed, _)| *billed);
+        .expect("the first message is answered while no token is spent")
+        .billed_tokens;
     assert!(
         billed.is_some_and(|b| b > 0),
         "the reply billed its tokens: {billed:?}"
@@ -344,15 +333,18 @@ async fn the_monthly_token_count_follows_each_bot_reply() {
         "the reply's tokens used up the allowance",
     )
     .await;
-    let s = senders(conversation.clone()).await;
-    let note = s
+    let stored = inbound::stored_messages(&app, &admin, &conversation).await;
+    let note = &stored
         .iter()
-        .find(|(t, ..)| *t == SenderType::System)
-        .map(|(.., metadata)| metadata.clone())
-        .expect("a system note");
+        .find(|m| m.sender_type == SenderType::System)
+        .expect("a system note")
+        .metadata;
     assert_eq!(note.get_str("planLimit"), Ok("llmTokens"), "{note}");
     assert_eq!(
-        s.iter().filter(|(t, ..)| *t == SenderType::Agent).count(),
+        stored
+            .iter()
+            .filter(|m| m.sender_type == SenderType::Agent)
+            .count(),
         1,
         "no second bot reply"
     );

@@ -961,6 +961,45 @@ async fn run_all(app: &TestApp) {
     assert!(left.is_empty(), "jobs left: {left:?}");
 }
 
+/// An app whose jobs run only when a test drains them, a WhatsApp channel
+/// (phone number id `pnid`) whose agent has no documents, and customer
+/// `from`'s first message answered (the fallback) and sent once. Answers
+/// the app, its fake provider, the admin, the agent and the reply as sent.
+async fn answered_by_hand(
+    pnid: &str,
+    from: &str,
+) -> (TestApp, FakeProviders, Session, String, Message) {
+    let (app, fake) = aigentable_tests::fake_providers::app_with_fake_and(&[], false).await;
+    let admin = app.register("Acme").await;
+    let agent = create_agent(&app, &admin).await;
+    let channel = create_channel(
+        &app,
+        &admin,
+        json!({
+            "type": "WHATSAPP", "name": "WA", "agentId": agent,
+            "config": {"phoneNumberId": pnid, "accessToken": "wa-token-0001", "appSecret": "wa-secret"}
+        }),
+    )
+    .await;
+    let id = channel["id"].as_str().unwrap_or_default();
+    let r = app
+        .post(&format!("/api/v1/channels/{id}/test"), &admin, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    run_all(&app).await;
+    let body = whatsapp_text(pnid, from, &format!("wamid.{pnid}"), "Are you open?");
+    let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    run_all(&app).await;
+    let sent = sent_reply(&app, &tenant(&admin)).await;
+    assert_eq!(
+        texts_sent(&fake, &format!("/v21.0/{pnid}/messages")).len(),
+        1,
+        "answered"
+    );
+    (app, fake, admin, agent, sent)
+}
+
 /// The reply job run again (its first attempt stopped after queueing the
 /// delivery: a Redis error, a lapsed lease) reads the reply stored claimed
 /// and untouched. If the delivery's first run sends it and leaves Redis
@@ -972,31 +1011,8 @@ async fn a_reply_job_run_again_does_not_resend_a_reply_sent_meanwhile() {
     use aigentable_jobs::Queue;
     use aigentable_jobs::types::DeliverReply;
 
-    let (app, fake) = aigentable_tests::fake_providers::app_with_fake_and(&[], false).await;
-    let admin = app.register("Acme").await;
-    let agent = create_agent(&app, &admin).await;
-    let channel = create_channel(
-        &app,
-        &admin,
-        json!({
-            "type": "WHATSAPP", "name": "WA", "agentId": agent,
-            "config": {"phoneNumberId": "PN214", "accessToken": "wa-token-0001", "appSecret": "wa-secret"}
-        }),
-    )
-    .await;
-    let id = channel["id"].as_str().unwrap_or_default();
-    let r = app
-        .post(&format!("/api/v1/channels/{id}/test"), &admin, json!({}))
-        .await;
-    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
-    run_all(&app).await;
-    let body = whatsapp_text("PN214", "5511888880214", "wamid.IN214", "Are you open?");
-    let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret")).await;
-    assert_eq!(r.status, StatusCode::OK);
-    run_all(&app).await;
+    let (app, fake, admin, agent, sent) = answered_by_hand("PN214", "5511888880214").await;
     let to_provider = "/v21.0/PN214/messages";
-    let sent = sent_reply(&app, &tenant(&admin)).await;
-    assert_eq!(texts_sent(&fake, to_provider).len(), 1, "answered");
 
     // The retry's read: the reply as it was stored, claimed for the first
     // run (the workspace delivers at least once, the reply was first in
@@ -1086,35 +1102,8 @@ async fn a_first_run_started_again_reads_the_reply_instead_of_sending_it_again()
     use aigentable_workers::WorkerState;
     use aigentable_workers::runner::{Handle, JobContext, JobError};
 
-    let (app, fake) = aigentable_tests::fake_providers::app_with_fake_and(&[], false).await;
-    let admin = app.register("Acme").await;
-    let agent = create_agent(&app, &admin).await;
-    let channel = create_channel(
-        &app,
-        &admin,
-        json!({
-            "type": "WHATSAPP", "name": "WA", "agentId": agent,
-            "config": {"phoneNumberId": "PN215", "accessToken": "wa-token-0001", "appSecret": "wa-secret"}
-        }),
-    )
-    .await;
-    let channel_id = channel["id"].as_str().unwrap_or_default().to_owned();
-    let r = app
-        .post(
-            &format!("/api/v1/channels/{channel_id}/test"),
-            &admin,
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
-    run_all(&app).await;
-    let body = whatsapp_text("PN215", "5511888880215", "wamid.IN215", "Are you open?");
-    let r = post_meta(&app, "/api/v1/webhooks/whatsapp", &body, Some("wa-secret")).await;
-    assert_eq!(r.status, StatusCode::OK);
-    run_all(&app).await;
+    let (app, fake, admin, _, sent) = answered_by_hand("PN215", "5511888880215").await;
     let to_provider = "/v21.0/PN215/messages";
-    let sent = sent_reply(&app, &tenant(&admin)).await;
-    assert_eq!(texts_sent(&fake, to_provider).len(), 1, "answered");
 
     // The stopped run sent the reply; its outcome was never stored.
     let messages = app.platform.db.scoped::<Message>(&tenant(&admin));

@@ -163,14 +163,13 @@ pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Valu
     let platform = &ctx.state.platform;
     let messages = platform.db.scoped::<Message>(&ctx.tenant_id);
     let mut fresh = job.fresh(ctx);
-    if fresh.is_some_and(|r| r.message.status == MessageStatus::Sending)
-        && !first_start(ctx, job.message_id).await?
-    {
+    // Claimed for this run when it was stored: nothing to claim below.
+    let mut claimed_at_store = fresh.is_some_and(|r| r.message.status == MessageStatus::Sending);
+    if claimed_at_store && !first_start(ctx, job.message_id).await? {
         tracing::warn!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, message_id = %job.message_id, "first run started again after it was stopped: the reply is read");
         fresh = None;
+        claimed_at_store = false;
     }
-    // Claimed for this run when it was stored: nothing to claim below.
-    let claimed_at_store = fresh.is_some_and(|r| r.message.status == MessageStatus::Sending);
     let message = match fresh {
         // Its claim below still takes it only if it is QUEUED.
         Some(ready) => ready.message.clone(),
