@@ -50,9 +50,20 @@ pub struct JobContext {
     pub job_id: String,
     pub tenant_id: TenantId,
     pub attempt: u32,
+    /// A run of this attempt began before and was stopped before its
+    /// outcome (its lease lapsed, a shutdown's grace ran out), so the
+    /// attempt was given back: its work may be partly done.
+    pub resumed: bool,
 }
 
 impl JobContext {
+    /// Whether no earlier run of this job began: what the job was queued
+    /// with is still all that happened. A retry, or a run that resumes one
+    /// stopped midway, must look at what the earlier runs did.
+    pub fn first_run(&self) -> bool {
+        self.attempt == 1 && !self.resumed
+    }
+
     /// Queues a follow-up job of this job's tenant, on the platform's
     /// behalf (a reply, a held event).
     pub async fn enqueue_follow_up<F: Job>(&self, job: F) -> Result<JobRecord, JobError> {
@@ -182,6 +193,7 @@ async fn attempt_job<J: Handle>(
     attempt_no: u32,
 ) -> (Outcome, Result<(), BoxDynError>) {
     let lease = &claim.lease;
+    let resumed = claim.resumed;
     let claim = claim.token.as_str();
     let db = &state.platform.db;
     let recorded = J::RECORDED;
@@ -222,7 +234,11 @@ async fn attempt_job<J: Handle>(
         job_id: job_id.to_owned(),
         tenant_id: tenant.clone(),
         attempt: attempt_no,
+        resumed,
     };
+    if resumed {
+        tracing::info!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), job_type = J::NAME, attempt = attempt_no, "job resumes a run that was stopped midway");
+    }
     let started = std::time::Instant::now();
     let work = AssertUnwindSafe(envelope.payload.handle(ctx)).catch_unwind();
     let outcome = tokio::select! {
@@ -272,7 +288,11 @@ async fn attempt_job<J: Handle>(
                 }
             }
             tracing::debug!(job_id = %job_id, tenant_id = %tenant, queue = J::QUEUE.as_str(), job_type = J::NAME, after_ms = after.as_millis(), reason = %reason, "job deferred");
-            let deferral = Deferral { after, reason };
+            let deferral = Deferral {
+                after,
+                reason,
+                interrupted: false,
+            };
             (
                 Outcome::Deferred,
                 Err(std::io::Error::other(deferral.to_string()).into()),
@@ -311,8 +331,9 @@ async fn attempt_job<J: Handle>(
 /// The run's lease lapsed (its worker could not renew it: cut off from
 /// Redis, or stalled) or was reaped: another worker may run the job now, so
 /// this run was dropped where it stood, as a crash would. The job goes back
-/// to the queue without spending an attempt; under a lease already reaped
-/// the queue ignores this outcome and the record is the new run's.
+/// to the queue without spending an attempt, its next run told that it
+/// resumes; under a lease already reaped the queue ignores this outcome
+/// (that next run counts an attempt) and the record is the new run's.
 async fn stop_unleased<J: Handle>(
     state: &WorkerState,
     tenant: &TenantId,
@@ -332,6 +353,7 @@ async fn stop_unleased<J: Handle>(
     let deferral = Deferral {
         after: Duration::ZERO,
         reason: REASON.to_owned(),
+        interrupted: true,
     };
     (
         Outcome::Stopped,

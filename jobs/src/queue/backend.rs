@@ -451,17 +451,19 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                 return Ok(Vec::new());
             }
         };
-        let mut tasks = Vec::with_capacity(reply.len() / 3);
+        let mut tasks = Vec::with_capacity(reply.len() / 4);
         let mut undecodable = Vec::new();
         let mut drained = Vec::new();
         let mut iter = reply.into_iter();
-        while let (Some(id), Some(attempt), Some(payload)) = (iter.next(), iter.next(), iter.next())
+        while let (Some(id), Some(attempt), Some(payload), Some(resumed)) =
+            (iter.next(), iter.next(), iter.next(), iter.next())
         {
             let (
                 redis::Value::BulkString(id),
                 redis::Value::Int(attempt),
                 redis::Value::BulkString(payload),
-            ) = (id, attempt, payload)
+                redis::Value::Int(resumed),
+            ) = (id, attempt, payload, resumed)
             else {
                 return Err(QueueError::Reply("fetch returned a malformed job"));
             };
@@ -529,13 +531,14 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                     .data(Claim {
                         token: token.clone(),
                         lease: watch,
+                        resumed: resumed == 1,
                     })
                     .build(),
             );
         }
         self.settle(undecodable, TRIES).await;
         if !drained.is_empty()
-            && let Err(e) = super::release(&mut self.conn, &self.keys, &drained).await
+            && let Err(e) = super::release(&mut self.conn, &self.keys, &drained, false).await
         {
             tracing::warn!(queue = %self.keys.prefix, error = %e, jobs = drained.len(), "jobs claimed as the drain began not released, their leases will expire");
         }
@@ -555,7 +558,7 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                 .filter_map(|id| held.remove(&id).map(|lease| (id, lease.token)))
                 .collect()
         };
-        Ok(release_retrying(&mut self.conn, &self.keys, &held).await)
+        Ok(release_retrying(&mut self.conn, &self.keys, &held, false).await)
     }
 
     async fn handle_events(
@@ -581,10 +584,15 @@ impl<J: Job> Persistence for QueuePersistence<J> {
                 .flatten();
             let how = match (result.status, deferred) {
                 (Status::Done, _) => Settlement::Done,
-                (_, Some(after)) => Settlement::Defer {
-                    due_ms: now
-                        .saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)),
-                },
+                (_, Some((after, interrupted))) => {
+                    let due_ms =
+                        now.saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+                    if interrupted {
+                        Settlement::Interrupted { due_ms }
+                    } else {
+                        Settlement::Defer { due_ms }
+                    }
+                }
                 // AbortError: the runner decided the job must not run again.
                 (Status::Killed, None) => Settlement::Dead { error },
                 _ if attempt >= J::MAX_ATTEMPTS => Settlement::Dead { error },
@@ -626,10 +634,11 @@ pub(crate) async fn release_retrying(
     conn: &mut ConnectionManager,
     keys: &QueueKeys,
     jobs: &[(String, String)],
+    started: bool,
 ) -> u64 {
     let mut pause = FIRST_PAUSE;
     for attempt in 1..=TRIES {
-        match super::release(conn, keys, jobs).await {
+        match super::release(conn, keys, jobs, started).await {
             Ok(n) => return n,
             Err(e) if attempt < TRIES => {
                 tracing::warn!(queue = %keys.prefix, error = %e, attempt, "jobs not given back yet, retrying");

@@ -4,7 +4,8 @@
 //! they claimed but did not start go back to the queue at once, and running
 //! jobs go on with their leases renewed. What still runs when the grace
 //! period ends is given back to the front of its queue without counting an
-//! attempt, instead of waiting for its lease to expire.
+//! attempt, instead of waiting for its lease to expire, and its next run is
+//! told that it resumes (`Claim::resumed`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,7 +117,7 @@ impl Drain {
         for (shared, mut conn, keys) in self.members() {
             let jobs = shared.take_to_release();
             if !jobs.is_empty() {
-                let n = release_retrying(&mut conn, &keys, &jobs).await;
+                let n = release_retrying(&mut conn, &keys, &jobs, false).await;
                 tracing::info!(queue = %keys.prefix, released = n, "claimed jobs that had not started given back to the queue");
             }
         }
@@ -168,7 +169,8 @@ impl Drain {
     }
 
     /// Gives `jobs` back to the front of their queues without counting an
-    /// attempt. Returns how many were still held and so released.
+    /// attempt; their next runs are told that they resume. Returns how many
+    /// were still held and so released.
     pub async fn release(&self, jobs: &[Unfinished]) -> u64 {
         let mut by_queue: HashMap<&str, Vec<(String, String)>> = HashMap::new();
         for job in jobs {
@@ -180,7 +182,7 @@ impl Drain {
         let mut released = 0;
         for (_, mut conn, keys) in self.members() {
             if let Some(jobs) = by_queue.remove(keys.prefix.as_str()) {
-                released += release_retrying(&mut conn, &keys, &jobs).await;
+                released += release_retrying(&mut conn, &keys, &jobs, true).await;
             }
         }
         released

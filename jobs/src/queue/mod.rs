@@ -11,7 +11,9 @@
 //! `inflight`) → settled: deleted when done, `delayed` with exponential
 //! backoff and jitter when it will be retried, `dead` after its last attempt
 //! (kept for [`QueueConfig::dead_retention`]). A lease that is not renewed
-//! (the process died) expires and the job goes back to its lane.
+//! (the process died) expires and the job goes back to its lane. A run
+//! stopped midway without its attempt counted (its lease lapsed, a
+//! shutdown's grace ran out) marks its job `resumed` for the next run.
 
 mod backend;
 mod drain;
@@ -140,6 +142,9 @@ pub struct QueueKeys {
     pub claim_of: String,
     /// When each queued job entered its lane (see [`scripts`]).
     pub since: String,
+    /// Jobs whose current attempt began once and was stopped (see
+    /// [`scripts`]).
+    pub resumed: String,
     /// Pub/sub channel: `ready` went from empty to non-empty.
     pub wake: String,
 }
@@ -190,6 +195,7 @@ impl QueueKeys {
             claims: key("claims"),
             claim_of: key("claim_of"),
             since: key("since"),
+            resumed: key("resumed"),
             wake: key("wake"),
         }
     }
@@ -249,6 +255,7 @@ pub async fn push<J: Job>(
     }
     let mut invocation = scripts::PUSH.prepare_invoke();
     push_keys(&mut invocation, keys);
+    invocation.key(&keys.resumed);
     for (id, envelope) in jobs {
         let payload = serde_json::to_vec(envelope).map_err(QueueError::Encode)?;
         invocation.arg(id).arg(&envelope.tenant_id).arg(payload);
@@ -304,15 +311,21 @@ pub async fn push_fresh(
 pub struct Deferral {
     pub after: Duration,
     pub reason: String,
+    /// The run began its work and was stopped (its lease lapsed), rather
+    /// than choosing to wait: the next run is told that it resumes
+    /// ([`Claim::resumed`]).
+    pub interrupted: bool,
 }
 
 const DEFERRED: &str = "deferred for ";
+const INTERRUPTED: &str = "interrupted, ";
 
 impl std::fmt::Display for Deferral {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{DEFERRED}{} ms: {}",
+            "{}{DEFERRED}{} ms: {}",
+            if self.interrupted { INTERRUPTED } else { "" },
             self.after.as_millis(),
             self.reason
         )
@@ -320,10 +333,17 @@ impl std::fmt::Display for Deferral {
 }
 
 impl Deferral {
-    /// The wait of an outcome that is a deferral.
-    pub fn parse(error: &str) -> Option<Duration> {
-        let (ms, _) = error.strip_prefix(DEFERRED)?.split_once(" ms: ")?;
-        ms.parse().ok().map(Duration::from_millis)
+    /// The wait of an outcome that is a deferral, and whether its run was
+    /// interrupted.
+    pub fn parse(error: &str) -> Option<(Duration, bool)> {
+        let (interrupted, rest) = match error.strip_prefix(INTERRUPTED) {
+            Some(rest) => (true, rest),
+            None => (false, error),
+        };
+        let (ms, _) = rest.strip_prefix(DEFERRED)?.split_once(" ms: ")?;
+        ms.parse()
+            .ok()
+            .map(|ms| (Duration::from_millis(ms), interrupted))
     }
 }
 
@@ -335,6 +355,11 @@ impl Deferral {
 pub struct Claim {
     pub token: String,
     pub lease: LeaseWatch,
+    /// A run of this attempt began before and was stopped before its
+    /// outcome (its lease lapsed, a shutdown's grace ran out): the attempt
+    /// was given back, so the attempt number alone does not show that its
+    /// work may be partly done.
+    pub resumed: bool,
 }
 
 /// How a held job is settled.
@@ -347,6 +372,10 @@ pub enum Settlement {
     /// To run at this time without the attempt being counted: it waited
     /// (for a lock another job holds) instead of failing.
     Defer { due_ms: u64 },
+    /// To run at this time without the attempt being counted, its run
+    /// stopped after it began (its lease lapsed): the next run is told
+    /// that it resumes.
+    Interrupted { due_ms: u64 },
     /// Out of attempts (or not worth retrying): kept as dead with the error.
     Dead { error: String },
 }
@@ -364,6 +393,7 @@ pub(crate) fn settle_args(
         Settlement::Done => ("d", 0, ""),
         Settlement::Retry { due_ms } => ("r", *due_ms, ""),
         Settlement::Defer { due_ms } => ("w", *due_ms, ""),
+        Settlement::Interrupted { due_ms } => ("s", *due_ms, ""),
         Settlement::Dead { error } => ("x", 0, error.as_str()),
     };
     out.push(id.to_owned());
@@ -396,6 +426,7 @@ pub(crate) async fn settle_raw(
         .key(&keys.claims)
         .key(&keys.claim_of)
         .key(&keys.lane_of)
+        .key(&keys.resumed)
         .arg(now_ms());
     for a in args {
         invocation.arg(a);
@@ -489,11 +520,13 @@ pub async fn renew(
 }
 
 /// Gives back `(id, token)` jobs to the front of the queue without
-/// counting an attempt. Returns how many were still held and released.
+/// counting an attempt; jobs whose run `started` are run again told that
+/// they resume. Returns how many were still held and released.
 pub async fn release(
     conn: &mut ConnectionManager,
     keys: &QueueKeys,
     held: &[(String, String)],
+    started: bool,
 ) -> Result<u64, QueueError> {
     if held.is_empty() {
         return Ok(0);
@@ -506,8 +539,10 @@ pub async fn release(
         .key(&keys.owners)
         .key(&keys.lane_of)
         .key(&keys.since)
+        .key(&keys.resumed)
         .arg(&keys.wake)
-        .arg(&keys.lane_prefix);
+        .arg(&keys.lane_prefix)
+        .arg(if started { "1" } else { "0" });
     for (id, token) in held {
         invocation.arg(id).arg(token);
     }
@@ -517,7 +552,7 @@ pub async fn release(
 /// One fetch (see [`scripts::FETCH`]): claims up to `want` jobs under
 /// `token`, first taking over those still leased under the `lost` tokens
 /// (earlier fetches whose answer never arrived). Answers the raw (id,
-/// attempt, payload) triples.
+/// attempt, payload, resumed) quadruples.
 #[allow(clippy::too_many_arguments)]
 pub async fn fetch(
     conn: &mut ConnectionManager,
@@ -540,6 +575,7 @@ pub async fn fetch(
         .key(&keys.lanes)
         .key(&keys.lane_of)
         .key(&keys.since)
+        .key(&keys.resumed)
         .arg(now_ms)
         .arg(deadline_ms)
         .arg(want)
@@ -682,4 +718,27 @@ pub async fn dead_error(
         .query_async(conn)
         .await?;
     Ok(score.map(|_| error.unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Deferral;
+    use std::time::Duration;
+
+    #[test]
+    fn a_deferral_reads_back_its_wait_and_whether_its_run_was_interrupted() {
+        for interrupted in [false, true] {
+            let d = Deferral {
+                after: Duration::from_millis(1500),
+                reason: "waiting: for a lock 3 ms".to_owned(),
+                interrupted,
+            };
+            assert_eq!(
+                Deferral::parse(&d.to_string()),
+                Some((Duration::from_millis(1500), interrupted))
+            );
+        }
+        assert_eq!(Deferral::parse("the job timed out after 30 s"), None);
+        assert_eq!(Deferral::parse("interrupted, but not deferred"), None);
+    }
 }

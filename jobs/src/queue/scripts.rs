@@ -19,8 +19,12 @@
 //! and `claim_of` (HASH job id → its claim field), `since` (HASH id → ms
 //! it entered its lane, by Redis's clock: how long the head of each lane has
 //! waited, the age of the oldest job that an autoscaler or an alert
-//! watches). `wake` is the pub/sub channel announcing that `ready` stopped
-//! being empty.
+//! watches), `resumed` (HASH id → 1: a run of the job's current attempt
+//! began and was stopped before its outcome, its lease lapsed or a
+//! shutdown's grace ran out; the attempt was given back, so only this tells
+//! the next run that what the stopped one did may already be done; kept
+//! until the attempt ends). `wake` is the pub/sub channel announcing that
+//! `ready` stopped being empty.
 //!
 //! Leases are owned: every claim gets a token, and renewing, settling or
 //! releasing a job only acts when the caller presents the token of the
@@ -67,7 +71,8 @@ fn with_requeue(body: &str) -> Script {
 }
 
 /// KEYS: data, attempts, dead, errors, lanes, owners, done, lane_of,
-/// since. ARGV: wake channel, lane prefix, then (id, tenant, payload) triples. An id
+/// since, resumed. ARGV: wake channel, lane prefix, then (id, tenant,
+/// payload) triples. An id
 /// that is already queued, delayed or running is left alone (pushing it
 /// again would run it twice); a dead one is revived with a fresh attempt
 /// count. Returns how many ids were queued.
@@ -87,6 +92,7 @@ for i = 3, #ARGV, 3 do
     redis.call('HDEL', KEYS[4], id)
     redis.call('HDEL', KEYS[6], id)
     redis.call('ZREM', KEYS[7], id)
+    redis.call('HDEL', KEYS[10], id)
     redis.call('HSET', KEYS[8], id, ARGV[i + 1])
     joined = joined + requeue(KEYS[8], KEYS[5], ARGV[2], KEYS[9], id, false)
     queued = queued + 1
@@ -102,7 +108,8 @@ return queued
     )
 });
 
-/// KEYS: those of [`PUSH`], then one dedup key per item. ARGV: wake
+/// KEYS: those of [`PUSH`] but `resumed` (a new id has none), then one
+/// dedup key per item. ARGV: wake
 /// channel, lane prefix, job id, tenant, envelope head, envelope tail, dedup
 /// TTL in seconds, then one JSON item per dedup key. Each dedup key is set
 /// (to the job id) only if absent; the job is queued with the items whose
@@ -135,13 +142,14 @@ return #fresh
 });
 
 /// KEYS: ready (earlier versions' list), delayed, inflight, data, attempts,
-/// owners, lanes, lane_of, since. ARGV: now ms, lease deadline ms, batch size,
+/// owners, lanes, lane_of, since, resumed. ARGV: now ms, lease deadline ms, batch size,
 /// promote limit, claim token, lane prefix. Moves at most `promote limit`
 /// due delayed ids to the consuming end of their lanes, then claims up to
 /// `batch` ids, one per tenant in turn: counts the attempt (here, because a
 /// crashed worker never reports back), leases them and records the claim
 /// token (unique per fetch, so per claim of an id). Returns flat (id,
-/// attempt, payload) triples.
+/// attempt, payload, resumed) quadruples, `resumed` 1 when a run of this
+/// attempt began before and was stopped, else 0.
 ///
 /// ARGV from the 7th: tokens of earlier fetches of this worker whose answer
 /// was lost (the connection broke after Redis ran them). Jobs still leased
@@ -167,6 +175,7 @@ if #ARGV > 6 then
         out[#out + 1] = id
         out[#out + 1] = tonumber(redis.call('HGET', KEYS[5], id) or '1')
         out[#out + 1] = payload
+        out[#out + 1] = redis.call('HEXISTS', KEYS[10], id)
         claimed = claimed + 1
       end
     end
@@ -191,6 +200,7 @@ local function claim(id)
     out[#out + 1] = id
     out[#out + 1] = attempt
     out[#out + 1] = payload
+    out[#out + 1] = redis.call('HEXISTS', KEYS[10], id)
     claimed = claimed + 1
   end
 end
@@ -251,10 +261,12 @@ return {ready, redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[4]), redis
 });
 
 /// KEYS: inflight, data, attempts, delayed, dead, errors, owners, done,
-/// claims, claim_of, lane_of.
+/// claims, claim_of, lane_of, resumed.
 /// ARGV: now ms, then (id, token, kind, due ms, error) quintuples; kind `d`
 /// done, `D` done and remembered in `done`, `r` retry at due, `w` run
-/// again at due without counting the attempt, `x` dead.
+/// again at due without counting the attempt, `s` the same for a run
+/// stopped after it began (the next run is told it resumes), `x` dead.
+/// An attempt that ends (done, retried or dead) forgets that it resumed.
 /// A job that ends (done or dead) frees its idempotency key, if it holds
 /// one. Only a job still leased under `token` is settled:
 /// a stale run (its lease expired, the job was requeued and maybe claimed
@@ -272,7 +284,13 @@ for i = 2, #ARGV, 5 do
     and redis.call('ZREM', KEYS[1], id) == 1 then
     redis.call('HDEL', KEYS[7], id)
     settled = settled + 1
-    if kind ~= 'r' and kind ~= 'w' then
+    local again = kind == 'w' or kind == 's'
+    if kind == 's' then
+      redis.call('HSET', KEYS[12], id, 1)
+    elseif not again then
+      redis.call('HDEL', KEYS[12], id)
+    end
+    if kind ~= 'r' and not again then
       redis.call('HDEL', KEYS[11], id)
       local field = redis.call('HGET', KEYS[10], id)
       if field then
@@ -290,9 +308,9 @@ for i = 2, #ARGV, 5 do
       if kind == 'D' then
         redis.call('ZADD', KEYS[8], ARGV[1], id)
       end
-    elseif kind == 'r' or kind == 'w' then
+    elseif kind == 'r' or again then
       redis.call('ZADD', KEYS[4], ARGV[i + 3], id)
-      if kind == 'w' then
+      if again then
         redis.call('HINCRBY', KEYS[3], id, -1)
       end
     else
@@ -327,24 +345,27 @@ return lost
     )
 });
 
-/// KEYS: inflight, attempts, lanes, owners, lane_of, since. ARGV: wake
-/// channel,
-/// lane prefix, then (id, token) pairs. Gives back jobs this claim holds
-/// (claimed but never started, or still running when a graceful
-/// shutdown's grace ran out) without counting an attempt, at the consuming
-/// end so they run next. A job whose lease is no longer held under `token`
-/// is left alone.
+/// KEYS: inflight, attempts, lanes, owners, lane_of, since, resumed.
+/// ARGV: wake channel, lane prefix, started (`1` or `0`), then (id, token)
+/// pairs. Gives back jobs this claim holds (claimed but never started, or
+/// started and still running when a graceful shutdown's grace ran out:
+/// `started` 1, their next run is told it resumes) without counting an
+/// attempt, at the consuming end so they run next. A job whose lease is no
+/// longer held under `token` is left alone.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     with_requeue(
         r#"
 local n = 0
 local joined = 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local id = ARGV[i]
   if redis.call('HGET', KEYS[4], id) == ARGV[i + 1]
     and redis.call('ZREM', KEYS[1], id) == 1 then
     redis.call('HDEL', KEYS[4], id)
     redis.call('HINCRBY', KEYS[2], id, -1)
+    if ARGV[3] == '1' then
+      redis.call('HSET', KEYS[7], id, 1)
+    end
     joined = joined + requeue(KEYS[5], KEYS[3], ARGV[2], KEYS[6], id, true)
     n = n + 1
   end

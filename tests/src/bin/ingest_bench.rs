@@ -304,7 +304,7 @@ async fn ingest(
     tally.chunks = points.len();
 
     let started = Instant::now();
-    if replaces_earlier_points(indexed_before, 1) {
+    if replaces_earlier_points(indexed_before, true) {
         store
             .delete_document(&collection, "bench", &document_id)
             .await?;

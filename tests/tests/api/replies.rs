@@ -673,7 +673,9 @@ async fn a_reply_generated_while_staff_take_over_is_dropped() {
 
 /// A worker killed after storing a customer message but before asking for
 /// its reply: the job's retry (attempt > 1) finds the message stored and asks
-/// for the missing reply, once; a plain replay of the event does not.
+/// for the missing reply, once; so does a run resuming one stopped midway
+/// (attempt 1 again: the queue gave the stopped run's attempt back, and
+/// tells the run that it resumes). A plain replay of the event does not.
 #[tokio::test]
 async fn a_retry_after_a_crash_asks_for_the_missing_reply_once() {
     use aigentable_jobs::types::ProcessInbound;
@@ -694,16 +696,24 @@ async fn a_retry_after_a_crash_asks_for_the_missing_reply_once() {
         )
         .await;
     assert_eq!(off.status, StatusCode::OK, "{:?}", off.body);
-    let (event, job) = deliver(
-        &app,
-        &s,
-        &ch,
-        vec![said("ana", "m1", "When does the shop in Rotterdam open?")],
-    )
-    .await;
-    finished(&app, &s, &job).await;
-    let conversation = conversation_of(&app, &s, "ana").await;
-    let id = conversation["id"].as_str().unwrap_or_default().to_owned();
+    let mut events = Vec::new();
+    for (customer, wamid, run) in [("ana", "m1", (2, false)), ("bob", "m2", (1, true))] {
+        let (event, job) = deliver(
+            &app,
+            &s,
+            &ch,
+            vec![said(
+                customer,
+                wamid,
+                "When does the shop in Rotterdam open?",
+            )],
+        )
+        .await;
+        finished(&app, &s, &job).await;
+        let conversation = conversation_of(&app, &s, customer).await;
+        let id = conversation["id"].as_str().unwrap_or_default().to_owned();
+        events.push((event, id, run));
+    }
     let on = app
         .put(
             &format!("/api/v1/agents/{agent}"),
@@ -713,46 +723,58 @@ async fn a_retry_after_a_crash_asks_for_the_missing_reply_once() {
         .await;
     assert_eq!(on.status, StatusCode::OK, "{:?}", on.body);
 
-    let run = |attempt: u32| {
+    let run = |event: &str, attempt: u32, resumed: bool| {
         let ctx = JobContext {
             state: WorkerState::new(app.platform.clone()).expect("worker state"),
-            job_id: format!("crash-retry-{attempt}"),
+            job_id: format!("crash-retry-{event}-{attempt}-{resumed}"),
             tenant_id: tenant(&s),
             attempt,
+            resumed,
         };
         ProcessInbound {
             channel_id: ch.clone(),
-            event_id: event.clone(),
+            event_id: event.to_owned(),
         }
         .handle(ctx)
     };
-    // A replay (first attempt of a new job) is a duplicate and stays silent.
-    run(1).await.expect("replay processed");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before: Vec<Message> = stored_messages(&app, &s, &id)
-        .await
-        .into_iter()
-        .filter(is_reply)
-        .collect();
-    assert!(before.is_empty(), "{before:?}");
+    // The replies a while after a run: a reply it asked for has had time
+    // to be written.
+    let replies_after_a_while = |id: &str| {
+        let (app, s, id) = (&app, &s, id.to_owned());
+        async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            stored_messages(app, s, &id)
+                .await
+                .into_iter()
+                .filter(is_reply)
+                .collect::<Vec<Message>>()
+        }
+    };
+    for (event, id, (attempt, resumed)) in &events {
+        // A replay (first attempt of a new job) is a duplicate and stays
+        // silent.
+        run(event, 1, false).await.expect("replay processed");
+        let before = replies_after_a_while(id).await;
+        assert!(before.is_empty(), "{before:?}");
 
-    // The retry of the crashed job asks for the reply.
-    run(2).await.expect("retry processed");
-    let got = replies(&app, &s, &id, 1).await;
-    assert!(
-        got[0].content.contains("opens at nine in the morning"),
-        "{}",
-        got[0].content
-    );
-    // Another retry finds the message answered: still one reply.
-    run(3).await.expect("second retry processed");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let all: Vec<Message> = stored_messages(&app, &s, &id)
-        .await
-        .into_iter()
-        .filter(is_reply)
-        .collect();
-    assert_eq!(all.len(), 1, "{all:?}");
+        // The crashed job's retry, or its stopped run resumed, asks for
+        // the reply.
+        run(event, *attempt, *resumed)
+            .await
+            .expect("retry processed");
+        let got = replies(&app, &s, id, 1).await;
+        assert!(
+            got[0].content.contains("opens at nine in the morning"),
+            "attempt {attempt}, resumed {resumed}: {}",
+            got[0].content
+        );
+        // Another retry finds the message answered: still one reply.
+        run(event, attempt + 1, false)
+            .await
+            .expect("second retry processed");
+        let all = replies_after_a_while(id).await;
+        assert_eq!(all.len(), 1, "{all:?}");
+    }
     app.cleanup().await;
 }
 

@@ -465,6 +465,7 @@ async fn a_reply_asked_for_while_suspended_is_held_until_reactivation() {
         job_id: format!("answer-{}", question.id),
         tenant_id: tenant(&admin),
         attempt: 1,
+        resumed: false,
     };
     let result = AnswerMessage {
         agent_id: agent.clone(),

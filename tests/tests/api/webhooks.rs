@@ -1092,9 +1092,10 @@ async fn a_reply_job_run_again_does_not_resend_a_reply_sent_meanwhile() {
 /// A reply's first run, trusted with the reply stored claimed for it, is
 /// stopped after its send and before the outcome is stored (its lease
 /// lapsed while Redis was away): the job goes back without spending an
-/// attempt, so it runs again as attempt 1 with the same reply in it. That
-/// run reads the reply instead of sending it again: it finds it claimed,
-/// dates the claim and waits it out (then sends it as a resend).
+/// attempt, so it runs again as attempt 1 with the same reply in it, told
+/// by the queue that it resumes. That run reads the reply instead of
+/// sending it again: it finds it claimed, dates the claim and waits it out
+/// (then sends it as a resend).
 #[tokio::test]
 async fn a_first_run_started_again_reads_the_reply_instead_of_sending_it_again() {
     use aigentable_jobs::types::DeliverReply;
@@ -1137,6 +1138,8 @@ async fn a_first_run_started_again_reads_the_reply_instead_of_sending_it_again()
         job_id: again.job_id(),
         tenant_id: tenant(&admin),
         attempt: 1,
+        // As the queue hands it back (see the queue's `resumed` tests).
+        resumed: true,
     };
     let outcome = again.handle(ctx).await;
     assert!(

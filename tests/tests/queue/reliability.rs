@@ -34,6 +34,9 @@ use super::{Rig, fast_config, new_id, wait_for};
 #[derive(Debug, Default, Clone)]
 struct Runs {
     started: Vec<Instant>,
+    /// Per run: whether it was a first run (no earlier run of the job
+    /// began, [`JobContext::first_run`]).
+    first: Vec<bool>,
     ended: Vec<Instant>,
     /// Most runs of this id seen in progress at the same time.
     max_parallel: usize,
@@ -47,10 +50,11 @@ fn runs(id: &str) -> Runs {
         .unwrap_or_default()
 }
 
-fn run_started(id: &str) -> usize {
+fn run_started(ctx: &JobContext) -> usize {
     let Ok(mut m) = RUNS.lock() else { return 0 };
-    let r = m.entry(id.to_owned()).or_default();
+    let r = m.entry(ctx.job_id.clone()).or_default();
     r.started.push(Instant::now());
+    r.first.push(ctx.first_run());
     let parallel = r.started.len() - r.ended.len();
     r.max_parallel = r.max_parallel.max(parallel);
     r.started.len()
@@ -93,7 +97,7 @@ impl Job for SlowJob {
 
 impl Handle for SlowJob {
     async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
-        let run = run_started(&ctx.job_id);
+        let run = run_started(&ctx);
         let ms = self
             .run_ms
             .get(run - 1)
@@ -230,7 +234,7 @@ async fn a_fetch_whose_answer_was_lost_is_taken_over_by_the_next_one() {
     let far = now + 3_600_000;
     let ids = |reply: &[redis::Value]| -> Vec<(String, i64)> {
         reply
-            .chunks(3)
+            .chunks(4)
             .filter_map(|t| match (&t[0], &t[1]) {
                 (redis::Value::BulkString(id), redis::Value::Int(attempt)) => {
                     Some((String::from_utf8_lossy(id).into_owned(), *attempt))
@@ -322,7 +326,7 @@ async fn a_stale_claim_cannot_touch_the_new_owners_lease() {
             .expect("settle");
         assert!(!settled, "a stale claim cannot settle ({how:?})");
     }
-    let released = queue::release(&mut conn, &keys, &[(id.clone(), stale.clone())])
+    let released = queue::release(&mut conn, &keys, &[(id.clone(), stale.clone())], true)
         .await
         .expect("release");
     assert_eq!(released, 0, "a stale claim cannot release");
@@ -349,6 +353,113 @@ async fn a_stale_claim_cannot_touch_the_new_owners_lease() {
         "the owner settles"
     );
     assert!(!data_exists(&mut conn, &keys, &id).await);
+    rig.cleanup().await;
+}
+
+/// How a run in [`a_run_after_one_stopped_midway_is_told_that_it_resumes`]
+/// ends.
+enum Ended {
+    Settled(Settlement),
+    GivenBack { started: bool },
+}
+
+/// Claims the one job of `keys`'s queue under `token`: its attempt, and
+/// whether the queue says it resumes a run stopped midway.
+async fn claim_only_job(
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+    token: &str,
+) -> (i64, bool) {
+    let reply = queue::fetch(conn, keys, u64::MAX / 4, u64::MAX / 2, 10, 10, token, &[])
+        .await
+        .expect("fetch");
+    match reply.as_slice() {
+        [_, redis::Value::Int(attempt), _, redis::Value::Int(resumed)] => (*attempt, *resumed == 1),
+        other => panic!("one job claimed: {other:?}"),
+    }
+}
+
+/// A run that began and was stopped (its lease lapsed, a shutdown's grace
+/// ran out) gives its attempt back, so the next run has the same attempt
+/// number: the queue tells that run it resumes, or a handler trusting what
+/// its job was queued with would redo the stopped run's work (a reply sent
+/// twice). The mark outlives a chosen wait and an unstarted hand-back, and
+/// goes when the attempt ends.
+#[tokio::test]
+async fn a_run_after_one_stopped_midway_is_told_that_it_resumes() {
+    let rig = Rig::new(fast_config()).await;
+    let keys = rig.keys::<SlowJob>();
+    let mut conn = rig.conn();
+    let id = new_id();
+    rig.push(
+        &id,
+        SlowJob {
+            run_ms: vec![0],
+            fail_runs: vec![],
+        },
+    )
+    .await;
+    // Each step claims the job, checks what the run is told, and ends the
+    // run as given.
+    let steps = [
+        (
+            (1, false),
+            "a first run",
+            Ended::Settled(Settlement::Interrupted { due_ms: 0 }),
+        ),
+        (
+            (1, true),
+            "the stopped run's attempt given back, the run told it resumes",
+            Ended::Settled(Settlement::Defer { due_ms: 0 }),
+        ),
+        (
+            (1, true),
+            "a wait of its own choosing does not end the attempt",
+            Ended::GivenBack { started: false },
+        ),
+        (
+            (1, true),
+            "nor does a hand-back before it started",
+            Ended::Settled(Settlement::Retry { due_ms: 0 }),
+        ),
+        (
+            (2, false),
+            "a retry is a new attempt, counted",
+            Ended::GivenBack { started: true },
+        ),
+        (
+            (2, true),
+            "a run given back after it started resumes too",
+            Ended::Settled(Settlement::Done),
+        ),
+    ];
+    for (n, (told, why, ended)) in steps.into_iter().enumerate() {
+        let token = format!("claim-{n}");
+        assert_eq!(
+            claim_only_job(&mut conn, &keys, &token).await,
+            told,
+            "{why}"
+        );
+        let held = match ended {
+            Ended::Settled(how) => queue::settle(&mut conn, &keys, &id, &token, &how)
+                .await
+                .expect("settle"),
+            Ended::GivenBack { started } => {
+                queue::release(&mut conn, &keys, &[(id.clone(), token.clone())], started)
+                    .await
+                    .expect("release")
+                    == 1
+            }
+        };
+        assert!(held, "{token} held the job");
+    }
+    assert!(!data_exists(&mut conn, &keys, &id).await);
+    let marks: i64 = redis::cmd("HLEN")
+        .arg(&keys.resumed)
+        .query_async(&mut conn)
+        .await
+        .expect("hlen");
+    assert_eq!(marks, 0, "a finished job leaves no mark behind");
     rig.cleanup().await;
 }
 
@@ -471,6 +582,11 @@ async fn a_worker_cut_off_from_redis_stops_its_run_before_another_takes_it_over(
     let r = runs(&id);
     assert_eq!(r.started.len(), 2, "ran exactly twice: {r:?}");
     assert_eq!(r.max_parallel, 1, "never two runs at once: {r:?}");
+    assert_eq!(
+        r.first,
+        vec![true, false],
+        "the second run knows that one began before it: {r:?}"
+    );
     let depth = queue::depth(&mut conn, &keys).await.expect("depth");
     assert_eq!(depth, queue::Depth::default());
     cut_off.kill().await;
@@ -938,7 +1054,13 @@ async fn a_job_still_running_when_the_grace_ends_goes_back_without_spending_an_a
     );
     let stored = find().await;
     assert_eq!(stored.attempts, 1, "the given-back run did not count");
-    assert_eq!(runs(&job.id).started.len(), 2);
+    let r = runs(&job.id);
+    assert_eq!(r.started.len(), 2);
+    assert_eq!(
+        r.first,
+        vec![true, false],
+        "run again as attempt 1, but told that the stopped run began: {r:?}"
+    );
     healthy.stop().await;
     rig.cleanup().await;
 }
@@ -965,6 +1087,7 @@ async fn sweep(rig: &Rig) -> Value {
         job_id: new_id(),
         tenant_id: record::system_tenant(),
         attempt: 1,
+        resumed: false,
     };
     Sweep {
         tick: "2026-01-01T00:00:00Z".to_owned(),
@@ -1325,6 +1448,7 @@ async fn a_cancelled_job_never_starts_nor_ends_succeeded() {
         job_id: late.id.clone(),
         tenant_id: tenant.clone(),
         attempt: 1,
+        resumed: false,
     };
     assert!(ctx.cancelled().await, "a running handler can see it");
     let keys = rig.keys::<RecordedSlowJob>();
@@ -1433,7 +1557,7 @@ impl Job for BusyJob {
 
 impl Handle for BusyJob {
     async fn handle(self, ctx: JobContext) -> Result<Value, JobError> {
-        run_started(&ctx.job_id);
+        run_started(&ctx);
         std::thread::sleep(Duration::from_millis(self.block_ms));
         run_ended(&ctx.job_id);
         Ok(Value::Null)

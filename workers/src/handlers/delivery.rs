@@ -22,8 +22,8 @@
 //! claimed and untouched, takes the claim over with one conditional update
 //! (see `DeliverReply::take_stored_claim`). A first run stopped once it
 //! began runs again as attempt 1 (the queue gives an interrupted run its
-//! attempt back): [`first_start`] tells it so, and it reads the reply as a
-//! retry would.
+//! attempt back) but told that it resumes (`JobContext::resumed`), and it
+//! reads the reply as a retry would.
 //!
 //! A message found `SENDING` past [`stale_after`] was left by an attempt
 //! that died around the provider call (the worker was killed): whether the
@@ -117,10 +117,11 @@ enum Claim {
 
 impl Delivery<'_> {
     /// The reply as stored a moment before, on the first run only: a later
-    /// run reads what became of it.
+    /// run (a retry, or the first one resumed after it was stopped midway,
+    /// maybe after its send) reads what became of it.
     fn fresh(&self, ctx: &JobContext) -> Option<&ReadyReply> {
         self.ready.filter(|r| {
-            ctx.attempt == 1
+            ctx.first_run()
                 && r.message.id == self.message_id
                 && r.message.tenant_id == ctx.tenant_id
                 && (r.message.status == MessageStatus::Queued
@@ -141,35 +142,12 @@ fn claim_seen(m: &Message) -> bson::Document {
     doc! { "_id": &m.id, "status": "SENDING", "updatedAt": bson::DateTime::from_chrono(m.updated_at) }
 }
 
-/// How long a first run's start is remembered (see [`first_start`]): far
-/// beyond a lease, so that a run stopped during a Redis outage of several
-/// minutes is still known to have started when its job runs again.
-const STARTED_FOR: Duration = Duration::from_secs(15 * 60);
-
-/// Whether this is the first start of a first run trusted with a reply
-/// stored claimed for it. A run stopped once it began (its lease lapsed
-/// while Redis was away, a shutdown's grace ran out) goes back to its
-/// queue without spending an attempt, so it runs again as attempt 1 with
-/// the same reply in its job; the customer may have had the reply from
-/// the stopped run, so that run reads what became of the reply instead.
-async fn first_start(ctx: &JobContext, message_id: &str) -> Result<bool, JobError> {
-    let kv = &ctx.state.platform.kv;
-    kv.set_new(&kv.key(&["delivery-started", message_id]), "1", STARTED_FOR)
-        .await
-        .map_err(JobError::transient)
-}
-
 pub(crate) async fn deliver(ctx: &JobContext, job: &Delivery<'_>) -> Result<Value, JobError> {
     let platform = &ctx.state.platform;
     let messages = platform.db.scoped::<Message>(&ctx.tenant_id);
-    let mut fresh = job.fresh(ctx);
+    let fresh = job.fresh(ctx);
     // Claimed for this run when it was stored: nothing to claim below.
-    let mut claimed_at_store = fresh.is_some_and(|r| r.message.status == MessageStatus::Sending);
-    if claimed_at_store && !first_start(ctx, job.message_id).await? {
-        tracing::warn!(tenant_id = %ctx.tenant_id, job_id = %ctx.job_id, message_id = %job.message_id, "first run started again after it was stopped: the reply is read");
-        fresh = None;
-        claimed_at_store = false;
-    }
+    let claimed_at_store = fresh.is_some_and(|r| r.message.status == MessageStatus::Sending);
     let message = match fresh {
         // Its claim below still takes it only if it is QUEUED.
         Some(ready) => ready.message.clone(),

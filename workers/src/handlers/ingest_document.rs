@@ -195,7 +195,7 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
     if !stage(ctx, &document.id, DocumentStatus::Indexing, 70).await? {
         return Ok(json!({ "skipped": "the document is being deleted" }));
     }
-    if replaces_earlier_points(document.processed_at.is_some(), ctx.attempt) {
+    if replaces_earlier_points(document.processed_at.is_some(), ctx.first_run()) {
         store
             .delete_document(&target.collection, ctx.tenant_id.as_str(), &document.id)
             .await
@@ -245,10 +245,11 @@ pub(crate) async fn ingest(job: &IngestDocument, ctx: &JobContext) -> Result<Val
 /// would leave stale ones behind. A first indexing has none to remove (the
 /// filtered delete costs as much as a large upsert on the embedded store):
 /// point ids are the document's and the chunk's, so what an interrupted
-/// earlier run wrote is overwritten, not duplicated. A retry removes them
-/// anyway, in case the chunker changed in between (a deploy).
-pub fn replaces_earlier_points(indexed_before: bool, attempt: u32) -> bool {
-    indexed_before || attempt > 1
+/// earlier run wrote is overwritten, not duplicated. A retry (or a run
+/// resuming a stopped one) removes them anyway, in case the chunker changed
+/// in between (a deploy).
+pub fn replaces_earlier_points(indexed_before: bool, first_run: bool) -> bool {
+    indexed_before || !first_run
 }
 
 #[cfg(test)]
@@ -257,8 +258,8 @@ mod tests {
 
     #[test]
     fn only_a_first_indexing_on_its_first_attempt_skips_the_delete() {
-        assert!(!replaces_earlier_points(false, 1));
-        assert!(replaces_earlier_points(false, 2));
-        assert!(replaces_earlier_points(true, 1));
+        assert!(!replaces_earlier_points(false, true));
+        assert!(replaces_earlier_points(false, false));
+        assert!(replaces_earlier_points(true, true));
     }
 }

@@ -280,7 +280,7 @@ async fn process_message(
     };
     if let Some(stored) = stored {
         tally.duplicates += 1;
-        if ctx.attempt > 1 {
+        if !ctx.first_run() {
             retry_reply_request(ctx, stored, tally).await?;
         }
         return Ok(());
@@ -469,7 +469,7 @@ async fn store_locked(
         conversation,
         opened,
         seen,
-    } = conversations::conversation_for(db, channel, &incoming.info, ctx.attempt > 1)
+    } = conversations::conversation_for(db, channel, &incoming.info, !ctx.first_run())
         .await
         .map_err(JobError::transient)?;
     message.conversation_id = conversation.id.clone();

@@ -96,7 +96,7 @@ pub(crate) async fn answer(asked: &Asked<'_>, ctx: &JobContext) -> Result<Value,
     let conversation_id = asked.conversation_id;
     let known = asked
         .known
-        .filter(|c| ctx.attempt == 1 && c.id == conversation_id && c.tenant_id == ctx.tenant_id)
+        .filter(|c| ctx.first_run() && c.id == conversation_id && c.tenant_id == ctx.tenant_id)
         .cloned();
     let conversation = match known {
         Some(c) => c,
