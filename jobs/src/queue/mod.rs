@@ -13,7 +13,8 @@
 //! (kept for [`QueueConfig::dead_retention`]). A lease that is not renewed
 //! (the process died) expires and the job goes back to its lane. A run
 //! stopped midway without its attempt counted (its lease lapsed, a
-//! shutdown's grace ran out) marks its job `resumed` for the next run.
+//! shutdown's grace ran out) marks its attempt count
+//! ([`scripts::RESUMED`]) for the next run.
 
 mod backend;
 mod drain;
@@ -142,9 +143,6 @@ pub struct QueueKeys {
     pub claim_of: String,
     /// When each queued job entered its lane (see [`scripts`]).
     pub since: String,
-    /// Jobs whose current attempt began once and was stopped (see
-    /// [`scripts`]).
-    pub resumed: String,
     /// Pub/sub channel: `ready` went from empty to non-empty.
     pub wake: String,
 }
@@ -195,7 +193,6 @@ impl QueueKeys {
             claims: key("claims"),
             claim_of: key("claim_of"),
             since: key("since"),
-            resumed: key("resumed"),
             wake: key("wake"),
         }
     }
@@ -255,7 +252,6 @@ pub async fn push<J: Job>(
     }
     let mut invocation = scripts::PUSH.prepare_invoke();
     push_keys(&mut invocation, keys);
-    invocation.key(&keys.resumed);
     for (id, envelope) in jobs {
         let payload = serde_json::to_vec(envelope).map_err(QueueError::Encode)?;
         invocation.arg(id).arg(&envelope.tenant_id).arg(payload);
@@ -426,7 +422,6 @@ pub(crate) async fn settle_raw(
         .key(&keys.claims)
         .key(&keys.claim_of)
         .key(&keys.lane_of)
-        .key(&keys.resumed)
         .arg(now_ms());
     for a in args {
         invocation.arg(a);
@@ -539,7 +534,6 @@ pub async fn release(
         .key(&keys.owners)
         .key(&keys.lane_of)
         .key(&keys.since)
-        .key(&keys.resumed)
         .arg(&keys.wake)
         .arg(&keys.lane_prefix)
         .arg(if started { "1" } else { "0" });
@@ -575,7 +569,6 @@ pub async fn fetch(
         .key(&keys.lanes)
         .key(&keys.lane_of)
         .key(&keys.since)
-        .key(&keys.resumed)
         .arg(now_ms)
         .arg(deadline_ms)
         .arg(want)
@@ -703,7 +696,7 @@ pub async fn attempts(
         .arg(id)
         .query_async(conn)
         .await?;
-    Ok(n.unwrap_or_default())
+    Ok(n.unwrap_or_default() % scripts::RESUMED)
 }
 
 /// The error a dead job died with, if it is dead.
