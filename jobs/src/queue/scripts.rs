@@ -81,8 +81,10 @@ fn with_requeue(body: &str) -> Script {
 /// count.
 pub const RESUMED: u32 = 1_000_000;
 
-/// Lua defining `RESUMED`, and `counted(v)`, which splits an `attempts`
-/// value into the attempt and 1 when it resumes (else 0).
+/// Lua defining `RESUMED`; `counted(v)`, which splits an `attempts` value
+/// into the attempt and 1 when it resumes (else 0); and `give_back(attempts,
+/// id, started)`, which uncounts the attempt of a run that goes back without
+/// an outcome and marks it resumed when that run `started`.
 fn resumed_lua() -> String {
     format!(
         r#"
@@ -92,6 +94,12 @@ local function counted(v)
     return v - RESUMED, 1
   end
   return v, 0
+end
+local function give_back(attempts, id, started)
+  local left = redis.call('HINCRBY', attempts, id, -1)
+  if started and left < RESUMED then
+    redis.call('HINCRBY', attempts, id, RESUMED)
+  end
 end
 "#
     )
@@ -336,10 +344,7 @@ for i = 2, #ARGV, 5 do
     elseif kind == 'r' or again then
       redis.call('ZADD', KEYS[4], ARGV[i + 3], id)
       if again then
-        local left = redis.call('HINCRBY', KEYS[3], id, -1)
-        if kind == 's' and left < RESUMED then
-          redis.call('HINCRBY', KEYS[3], id, RESUMED)
-        end
+        give_back(KEYS[3], id, kind == 's')
       elseif tonumber(redis.call('HGET', KEYS[3], id) or '0') >= RESUMED then
         redis.call('HINCRBY', KEYS[3], id, -RESUMED)
       end
@@ -394,10 +399,7 @@ for i = 4, #ARGV, 2 do
   if redis.call('HGET', KEYS[4], id) == ARGV[i + 1]
     and redis.call('ZREM', KEYS[1], id) == 1 then
     redis.call('HDEL', KEYS[4], id)
-    local left = redis.call('HINCRBY', KEYS[2], id, -1)
-    if ARGV[3] == '1' and left < RESUMED then
-      redis.call('HINCRBY', KEYS[2], id, RESUMED)
-    end
+    give_back(KEYS[2], id, ARGV[3] == '1')
     joined = joined + requeue(KEYS[5], KEYS[3], ARGV[2], KEYS[6], id, true)
     n = n + 1
   end

@@ -87,6 +87,16 @@ struct SlowJob {
     fail_runs: Vec<usize>,
 }
 
+impl SlowJob {
+    /// A job that succeeds at once.
+    fn instant() -> Self {
+        Self {
+            run_ms: vec![0],
+            fail_runs: Vec::new(),
+        }
+    }
+}
+
 impl Job for SlowJob {
     const NAME: &'static str = "slow_job";
     const QUEUE: Queue = Queue::Bench;
@@ -222,14 +232,7 @@ async fn a_fetch_whose_answer_was_lost_is_taken_over_by_the_next_one() {
     let keys = rig.keys::<SlowJob>();
     let mut conn = rig.conn();
     let id = new_id();
-    rig.push(
-        &id,
-        SlowJob {
-            run_ms: vec![0],
-            fail_runs: vec![],
-        },
-    )
-    .await;
+    rig.push(&id, SlowJob::instant()).await;
     let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
     let far = now + 3_600_000;
     let ids = |reply: &[redis::Value]| -> Vec<(String, i64)> {
@@ -283,14 +286,7 @@ async fn a_stale_claim_cannot_touch_the_new_owners_lease() {
     let keys = rig.keys::<SlowJob>();
     let mut conn = rig.conn();
     let id = new_id();
-    rig.push(
-        &id,
-        SlowJob {
-            run_ms: vec![0],
-            fail_runs: vec![],
-        },
-    )
-    .await;
+    rig.push(&id, SlowJob::instant()).await;
     let queue = queue::RedisQueue::<SlowJob>::new(conn.clone(), keys.clone(), fast_config(), None);
     let claim_of = |tasks: &[apalis::prelude::Task<Envelope<SlowJob>>]| -> String {
         assert_eq!(tasks.len(), 1, "one job claimed");
@@ -391,14 +387,7 @@ async fn a_run_after_one_stopped_midway_is_told_that_it_resumes() {
     let keys = rig.keys::<SlowJob>();
     let mut conn = rig.conn();
     let id = new_id();
-    rig.push(
-        &id,
-        SlowJob {
-            run_ms: vec![0],
-            fail_runs: vec![],
-        },
-    )
-    .await;
+    rig.push(&id, SlowJob::instant()).await;
     // Each step claims the job, checks what the run is told, and ends the
     // run as given.
     let steps = [
@@ -474,10 +463,7 @@ async fn the_oldest_waiting_job_is_measured_until_it_is_claimed() {
     let mut conn = rig.conn();
     let empty = queue::depth(&mut conn, &keys).await.expect("depth");
     assert_eq!(empty.oldest_wait, Duration::ZERO, "nothing waits");
-    let job = || SlowJob {
-        run_ms: vec![0],
-        fail_runs: vec![],
-    };
+    let job = SlowJob::instant;
     let (first, second) = (new_id(), new_id());
     rig.push(&first, job()).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -656,14 +642,7 @@ async fn a_job_fetched_again_by_the_worker_that_still_runs_it_is_adopted() {
     assert_eq!(r.started.len(), 1, "adopted, not started again: {r:?}");
     // The worker still works.
     let next = new_id();
-    rig.push(
-        &next,
-        SlowJob {
-            run_ms: vec![0],
-            fail_runs: vec![],
-        },
-    )
-    .await;
+    rig.push(&next, SlowJob::instant()).await;
     assert!(
         wait_for(Duration::from_secs(5), || async {
             runs(&next).started.len() == 1
@@ -822,14 +801,7 @@ async fn killed_redis_connections_do_not_drop_running_jobs() {
     assert_eq!(metrics.restarts.get(), 0, "the worker was not restarted");
 
     let after = new_id();
-    rig.push(
-        &after,
-        SlowJob {
-            run_ms: vec![0],
-            fail_runs: vec![],
-        },
-    )
-    .await;
+    rig.push(&after, SlowJob::instant()).await;
     assert!(
         wait_for(Duration::from_secs(5), || async {
             runs(&after).started.len() == 1
@@ -892,14 +864,7 @@ async fn a_redis_restart_costs_running_jobs_nothing() {
     .await;
     assert!(settled, "the outcome was written once redis was back");
     let after = new_id();
-    rig.push(
-        &after,
-        SlowJob {
-            run_ms: vec![0],
-            fail_runs: vec![],
-        },
-    )
-    .await;
+    rig.push(&after, SlowJob::instant()).await;
     assert!(
         wait_for(Duration::from_secs(5), || async {
             runs(&after).started.len() == 1
@@ -958,14 +923,7 @@ async fn a_stopping_worker_finishes_its_running_job_and_keeps_its_lease() {
 
     // A job pushed now goes to the healthy worker.
     let after = new_id();
-    rig.push(
-        &after,
-        SlowJob {
-            run_ms: vec![0],
-            fail_runs: vec![],
-        },
-    )
-    .await;
+    rig.push(&after, SlowJob::instant()).await;
     assert!(
         wait_for(Duration::from_secs(3), || async {
             runs(&after).started.len() == 1
