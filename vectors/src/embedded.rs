@@ -32,12 +32,13 @@ use crate::{
 };
 
 /// Sparse vectors (KB) an appendable segment holds before [`Shard::write_all`]
-/// has Edge's optimizer turn it into an immutable, indexed one (about
-/// 2,500 points of BM25 vectors). Edge's appendable sparse index rewrites
-/// a term's whole posting list on every insert (it propagates the list's
-/// maximum weights), so a point's insert cost grew with the segment:
-/// 0.14 ms per point for the first 1,600 points, 0.84 ms past 5,600.
-const INDEXING_THRESHOLD_KB: usize = 1_000;
+/// has Edge's optimizer turn it into an immutable, indexed one: Edge's
+/// default, about 25,000 points of BM25 vectors. It was 1,000 while
+/// Edge's appendable sparse index rewrote a term's whole posting list on
+/// every insert (0.14 ms per point for the first 1,600 points, 0.84 ms past
+/// 5,600); the vendored patch (vendor/README.md) made inserts cost the same
+/// at any size, and each seal costs seconds, so seals are now rare.
+const INDEXING_THRESHOLD_KB: usize = 10_000;
 /// Segments the optimizer keeps before merging: high, so that the merges
 /// that rewrite everything are rare.
 const SEGMENTS: usize = 32;

@@ -551,7 +551,9 @@ async fn embedded_store_seals_large_segments_and_keeps_every_point() {
     let spec = CollectionSpec::sparse_only();
     let words: Vec<String> = (0..400).map(|w| format!("term{w}")).collect();
     let text = |i: u32| {
-        let mut t: Vec<&str> = (0..40)
+        // 100 distinct terms a point: 12,000 points pass the 10,000 KB
+        // of sparse vectors at which a segment is sealed.
+        let mut t: Vec<&str> = (0..100)
             .map(|k| words[((i as usize) * 7 + k * 13) % words.len()].as_str())
             .collect();
         let unique = format!("needle{i}");
@@ -633,6 +635,92 @@ async fn embedded_store_seals_large_segments_and_keeps_every_point() {
             .iter()
             .all(|h| h.payload.document_id != "doc-0"),
         "deleted points stay deleted after a restart"
+    );
+}
+
+/// Search skips the stretches of a long posting list whose largest weight
+/// ahead (kept per entry, updated on every write) cannot reach the results
+/// found so far. The 12,000 points stay in one appendable segment, written
+/// point by point; the first 10,000 are scored as one batch, after which
+/// "alpha"'s list is skipped up to "beta"'s next entry (11,900) if its
+/// weights ahead look too low. The three best "alpha" chunks lie in that
+/// stretch: one written late, one rewritten from a low "alpha" weight to a
+/// high one, one rewritten from no "alpha" at all (an entry inserted
+/// between others); and the best early chunk is deleted. A stale weight
+/// ahead (the vendored Qdrant Edge patch stops its updates early,
+/// vendor/README.md) would make search skip them.
+#[tokio::test]
+async fn embedded_sparse_search_finds_the_true_top_results_after_point_by_point_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).await.expect("open");
+    let spec = CollectionSpec::sparse_only();
+    store.ensure_collection(&spec).await.expect("create");
+    const LATE_BEST: u32 = 11_112;
+    const REWRITTEN: u32 = 10_556;
+    const INSERTED: u32 = 10_555;
+    const BETA: [u32; 2] = [11_900, 11_950];
+    const EARLY_BEST: u32 = 4_000;
+    let alpha = |times: usize| vec!["alpha"; times].join(" ");
+    let text = |i: u32| -> String {
+        if BETA.contains(&i) {
+            "beta".to_owned()
+        } else if i % 2 == 1 {
+            format!("filler{i}")
+        } else if i == LATE_BEST {
+            alpha(40)
+        } else if i == EARLY_BEST {
+            alpha(60)
+        } else if i < 10_000 {
+            alpha(1 + (i as usize * 7_919) % 13)
+        } else {
+            alpha(1)
+        }
+    };
+    let point = |document: &str, i: u32, text: &str| {
+        let mut p = chunk("t", "agent", document, i, text, [0.0; DIM]);
+        p.dense = None;
+        p
+    };
+    // One upsert call per 500 points, in index order: a point's place in
+    // the posting lists is the order it was written in.
+    let all: Vec<u32> = (0..12_000).collect();
+    for part in all.chunks(500) {
+        let points = part
+            .iter()
+            .map(|&i| {
+                let document = if i == EARLY_BEST { "early" } else { "doc" };
+                point(document, i, &text(i))
+            })
+            .collect();
+        store.upsert(&spec.name, points).await.expect("upsert");
+    }
+    store
+        .upsert(
+            &spec.name,
+            vec![
+                point("doc", REWRITTEN, &alpha(50)),
+                point("doc", INSERTED, &alpha(45)),
+            ],
+        )
+        .await
+        .expect("rewrite");
+    store
+        .delete_document(&spec.name, "t", "early")
+        .await
+        .expect("delete");
+    assert_eq!(
+        store.count(&spec.name, "t", None).await.expect("count"),
+        11_999
+    );
+    let hits = store
+        .search(&spec.name, &SearchQuery::new("t", "alpha beta", 5))
+        .await
+        .expect("search");
+    let found: HashSet<u32> = hits.iter().map(|h| h.payload.chunk_index).collect();
+    let expected: HashSet<u32> = [BETA[0], BETA[1], REWRITTEN, INSERTED, LATE_BEST].into();
+    assert_eq!(
+        found, expected,
+        "the two beta chunks and the three best alpha chunks"
     );
 }
 

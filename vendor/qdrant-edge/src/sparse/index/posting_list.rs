@@ -91,7 +91,14 @@ impl PostingList {
     }
 
     /// Propagates `max_next_weight` from the entry at `up_to_index` to previous entries.
-    /// If an entry has a weight larger than `max_next_weight`, the propagation stops.
+    ///
+    /// Patched for AIgentable (see `vendor/README.md`): the walk stops at the
+    /// first entry whose `max_next_weight` already has the new value. The
+    /// entries before `up_to_index - 1` keep their weights, and an entry's
+    /// `max_next_weight` depends only on the entry after it, so every entry
+    /// further left is unchanged too. Upstream walks the whole prefix on
+    /// every call, which made each insert into an appendable segment cost
+    /// time proportional to the posting list.
     fn propagate_max_next_weight_to_the_left(&mut self, up_to_index: usize) {
         // used element at `up_to_index` as the starting point
         let starting_element = &self.elements[up_to_index];
@@ -102,7 +109,14 @@ impl PostingList {
         .0;
 
         // propagate max_next_weight update to the previous entries
-        for element in self.elements[..up_to_index].iter_mut().rev() {
+        for (index, element) in self.elements[..up_to_index].iter_mut().enumerate().rev() {
+            // The entry just before `up_to_index` may be one whose weight
+            // was inserted or changed: it always passes its weight on.
+            if index + 1 < up_to_index
+                && OrderedFloat(element.max_next_weight) == OrderedFloat(max_next_weight)
+            {
+                break;
+            }
             // update max_next_weight for element
             element.max_next_weight = max_next_weight;
             max_next_weight = max_next_weight.max(element.weight);
