@@ -47,9 +47,10 @@
 //! host and modest corpora, the reason production sets `QDRANT_URL`:
 //! - Edge runs no background optimizer: the embedded store runs it after
 //!   each write call, which seals an appendable segment into an indexed
-//!   one once it holds about 2,500 points of sparse vectors (inserts into
-//!   an appendable segment's sparse index cost time proportional to its
-//!   size) and vacuums segments with many deleted points.
+//!   one once it holds 10,000 KB of sparse vectors (Edge's default, about
+//!   25,000 points; each seal takes seconds) and vacuums segments with many
+//!   deleted points. Inserts into an appendable segment cost the same at
+//!   any size only thanks to the vendored patch (`vendor/README.md`).
 //! - Edge writes every update to its write-ahead log (`wal/` in the
 //!   collection's directory) but never reads or truncates it in 0.7.2
 //!   (durability comes from flushing the segments after each write), so the

@@ -36,6 +36,13 @@ fn chunk(
     )
 }
 
+/// A chunk of tenant "t" for a sparse-only collection.
+fn sparse_chunk(document: &str, index: u32, text: &str) -> Point {
+    let mut p = chunk("t", "agent", document, index, text, [0.0; DIM]);
+    p.dense = None;
+    p
+}
+
 fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
@@ -565,11 +572,7 @@ async fn embedded_store_seals_large_segments_and_keeps_every_point() {
     };
     let points = |document: &str, from: u32, to: u32| -> Vec<Point> {
         (from..to)
-            .map(|i| {
-                let mut p = chunk("t", "agent", document, i, &text(i), [0.0; DIM]);
-                p.dense = None;
-                p
-            })
+            .map(|i| sparse_chunk(document, i, &text(i)))
             .collect()
     };
     let segments = |dir: &std::path::Path| {
@@ -676,11 +679,6 @@ async fn embedded_sparse_search_finds_the_true_top_results_after_point_by_point_
             alpha(1)
         }
     };
-    let point = |document: &str, i: u32, text: &str| {
-        let mut p = chunk("t", "agent", document, i, text, [0.0; DIM]);
-        p.dense = None;
-        p
-    };
     // One upsert call per 500 points, in index order: a point's place in
     // the posting lists is the order it was written in.
     let all: Vec<u32> = (0..12_000).collect();
@@ -689,7 +687,7 @@ async fn embedded_sparse_search_finds_the_true_top_results_after_point_by_point_
             .iter()
             .map(|&i| {
                 let document = if i == EARLY_BEST { "early" } else { "doc" };
-                point(document, i, &text(i))
+                sparse_chunk(document, i, &text(i))
             })
             .collect();
         store.upsert(&spec.name, points).await.expect("upsert");
@@ -698,8 +696,8 @@ async fn embedded_sparse_search_finds_the_true_top_results_after_point_by_point_
         .upsert(
             &spec.name,
             vec![
-                point("doc", REWRITTEN, &alpha(50)),
-                point("doc", INSERTED, &alpha(45)),
+                sparse_chunk("doc", REWRITTEN, &alpha(50)),
+                sparse_chunk("doc", INSERTED, &alpha(45)),
             ],
         )
         .await
