@@ -681,11 +681,9 @@ async fn embedded_sparse_search_finds_the_true_top_results_after_point_by_point_
     };
     // One upsert call per 500 points, in index order: a point's place in
     // the posting lists is the order it was written in.
-    let all: Vec<u32> = (0..12_000).collect();
-    for part in all.chunks(500) {
-        let points = part
-            .iter()
-            .map(|&i| {
+    for from in (0..12_000).step_by(500) {
+        let points = (from..from + 500)
+            .map(|i| {
                 let document = if i == EARLY_BEST { "early" } else { "doc" };
                 sparse_chunk(document, i, &text(i))
             })
