@@ -641,6 +641,54 @@ async fn embedded_store_seals_large_segments_and_keeps_every_point() {
     );
 }
 
+/// Edge logs every write to a WAL it never reads back (a shard loads from
+/// its flushed segments) and, as published, never truncated it either: the
+/// log kept a copy of every write ever made, 32 MB segment after segment.
+/// The vendored patch acknowledges the log once the segments are flushed
+/// (vendor/README.md), so it keeps one closed segment at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_keeps_its_write_log_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = CollectionSpec::sparse_only();
+    // About 8 KB logged a point (the filler holds no term): 12,000 points
+    // make about 100 MB of log, three 32 MB segments.
+    let filler = "-".repeat(8_000);
+    let closed_log_segments = || {
+        std::fs::read_dir(
+            dir.path()
+                .join("vectors/collections")
+                .join(&spec.name)
+                .join("wal"),
+        )
+        .expect("wal dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("closed-"))
+        .count()
+    };
+    {
+        let store = EmbeddedStore::open(dir.path()).await.expect("open");
+        store.ensure_collection(&spec).await.expect("create");
+        for from in (0..12_000u32).step_by(2_000) {
+            let points = (from..from + 2_000)
+                .map(|i| sparse_chunk("doc", i, &format!("word{i} {filler}")))
+                .collect();
+            store.upsert(&spec.name, points).await.expect("upsert");
+        }
+        let closed = closed_log_segments();
+        assert!(closed <= 1, "{closed} closed WAL segments kept");
+    }
+    let store = EmbeddedStore::open(dir.path()).await.expect("reopen");
+    assert_eq!(
+        store.count(&spec.name, "t", None).await.expect("count"),
+        12_000
+    );
+    let hits = store
+        .search(&spec.name, &SearchQuery::new("t", "word11999", 1))
+        .await
+        .expect("search");
+    assert_eq!(hits.first().map(|h| h.payload.chunk_index), Some(11_999));
+}
+
 /// Search skips the stretches of a long posting list whose largest weight
 /// ahead (kept per entry, updated on every write) cannot reach the results
 /// found so far. The 12,000 points stay in one appendable segment, written

@@ -168,17 +168,21 @@ impl EdgeShard {
     }
 
     pub fn flush(&self) {
-        self.wal
-            .try_lock()
-            .expect("WAL lock acquired")
-            .flush()
-            .expect("WAL flushed");
+        let mut wal = self.wal.try_lock().expect("WAL lock acquired");
+        wal.flush().expect("WAL flushed");
 
         self.segments
             .try_read()
             .expect("segment holder lock acquired")
             .flush_all(true, true)
             .expect("segments flushed");
+
+        // aigentable patch: every record is now in the flushed segments
+        // (the WAL lock held since keeps updates out), and `load` reads the
+        // segments, never the WAL. Unacknowledged, the WAL kept every write
+        // ever made; acknowledging it lets it drop its closed segments.
+        let last = wal.last_index();
+        wal.ack(last.saturating_add(1)).expect("WAL acknowledged");
     }
 }
 
