@@ -56,6 +56,7 @@ where
 /// ISO dates (calamine alone would print the serial number).
 pub(super) fn cell_text(cell: &Data) -> String {
     match cell {
+        Data::String(s) => s.clone(),
         Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
         Data::DateTime(dt) if dt.is_datetime() => {
             let (y, mo, d, h, mi, s, _) = dt.to_ymd_hms_milli();

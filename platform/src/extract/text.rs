@@ -101,19 +101,34 @@ fn guess_delimiter(text: &str) -> u8 {
         .0
 }
 
+/// Words separated by single spaces, without leading or trailing
+/// whitespace; `cell` itself when it already is (most are).
+fn collapse_whitespace(cell: String) -> String {
+    let mut after_space = true;
+    let collapsed = cell.chars().all(|c| {
+        let ok = !c.is_whitespace() || (c == ' ' && !after_space);
+        after_space = c.is_whitespace();
+        ok
+    }) && !(after_space && !cell.is_empty());
+    if collapsed {
+        cell
+    } else {
+        cell.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+}
+
 /// Renders table rows so each stays meaningful once chunked on its own:
 /// "Header1: value; Header2: value", one row a line. The first row with any
 /// non-blank cell is the header; a blank header cell becomes "Column N".
 /// A table with only a header row renders it as is.
+///
+/// Rows are written straight into the text, a cell copied only when its
+/// whitespace needs collapsing: a sheet has thousands of cells.
 pub(super) fn labelled_rows(rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let mut rows = rows
         .into_iter()
         // Line breaks inside a cell would break "one row a line".
-        .map(|row| {
-            row.into_iter()
-                .map(|c| c.split_whitespace().collect::<Vec<_>>().join(" "))
-                .collect::<Vec<_>>()
-        })
+        .map(|row| row.into_iter().map(collapse_whitespace).collect::<Vec<_>>())
         .filter(|row| row.iter().any(|c| !c.is_empty()));
     let Some(header) = rows.next() else {
         return String::new();
@@ -121,19 +136,27 @@ pub(super) fn labelled_rows(rows: impl IntoIterator<Item = Vec<String>>) -> Stri
     let mut out = String::new();
     let mut any_data = false;
     for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .filter(|(_, value)| !value.is_empty())
-            .map(|(i, value)| match header.get(i).filter(|h| !h.is_empty()) {
-                Some(label) => format!("{label}: {value}"),
-                None => format!("Column {}: {value}", i + 1),
-            })
-            .collect();
         if !out.is_empty() {
             out.push('\n');
         }
-        out.push_str(&cells.join("; "));
+        let cells = row
+            .iter()
+            .enumerate()
+            .filter(|(_, value)| !value.is_empty());
+        for (n, (i, value)) in cells.enumerate() {
+            if n > 0 {
+                out.push_str("; ");
+            }
+            match header.get(i).filter(|h| !h.is_empty()) {
+                Some(label) => out.push_str(label),
+                None => {
+                    out.push_str("Column ");
+                    out.push_str(&(i + 1).to_string());
+                }
+            }
+            out.push_str(": ");
+            out.push_str(value);
+        }
         any_data = true;
     }
     if !any_data {
@@ -145,4 +168,33 @@ pub(super) fn labelled_rows(rows: impl IntoIterator<Item = Vec<String>>) -> Stri
         return labels.join("; ");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collapse_whitespace;
+
+    #[test]
+    fn cells_collapse_as_split_whitespace_joins_them() {
+        for cell in [
+            "",
+            " ",
+            "a",
+            "a b",
+            " a",
+            "a ",
+            "a  b",
+            "a\nb",
+            "a\tb",
+            "\u{a0}a",
+            "a\u{3000}b",
+            "Basic\nplan",
+            "  many   words  here ",
+            "x y z",
+            "é ü",
+        ] {
+            let expected = cell.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(collapse_whitespace(cell.to_owned()), expected, "{cell:?}");
+        }
+    }
 }
