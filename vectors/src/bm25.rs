@@ -167,9 +167,15 @@ fn term_frequencies(mut indices: Vec<u32>) -> Vec<(u32, u32)> {
 /// The document-side BM25 vector of a chunk of text.
 pub fn encode_document(text: &str) -> SparseVector {
     let indices = term_indices(text);
-    let len = indices.len() as f32;
-    let norm = K1 * (1.0 - B + B * len / AVG_LEN);
-    let (indices, values) = term_frequencies(indices)
+    let len = indices.len();
+    document_vector(term_frequencies(indices), len)
+}
+
+/// BM25 document weights of term counts (ascending dimensions) of a chunk
+/// of `len` tokens.
+fn document_vector(tf: impl IntoIterator<Item = (u32, u32)>, len: usize) -> SparseVector {
+    let norm = K1 * (1.0 - B + B * len as f32 / AVG_LEN);
+    let (indices, values) = tf
         .into_iter()
         .map(|(index, tf)| {
             let tf = tf as f32;
@@ -217,22 +223,14 @@ mod tests {
     }
 
     /// The vectors as `tokenize` defines them, the way they were first
-    /// computed (a string per token, a map of counts).
+    /// computed (a string per token, a map of counts), weighted alike.
     fn reference_document(text: &str) -> SparseVector {
         let tokens = tokenize(text);
         let mut tf = std::collections::BTreeMap::new();
         for token in &tokens {
             *tf.entry(term_index(token)).or_insert(0u32) += 1;
         }
-        let norm = K1 * (1.0 - B + B * tokens.len() as f32 / AVG_LEN);
-        let (indices, values) = tf
-            .into_iter()
-            .map(|(index, tf)| {
-                let tf = tf as f32;
-                (index, tf * (K1 + 1.0) / (tf + norm))
-            })
-            .unzip();
-        SparseVector { indices, values }
+        document_vector(tf, tokens.len())
     }
 
     #[test]

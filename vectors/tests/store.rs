@@ -43,6 +43,15 @@ fn sparse_chunk(document: &str, index: u32, text: &str) -> Point {
     p
 }
 
+/// The entries of a directory (`segments`, `wal`) of an embedded
+/// collection's files under the store's root `dir`.
+fn collection_files(dir: &std::path::Path, collection: &str, sub: &str) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(dir.join("vectors/collections").join(collection).join(sub))
+        .expect("collection dir")
+        .filter_map(Result::ok)
+        .collect()
+}
+
 fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
@@ -576,15 +585,10 @@ async fn embedded_store_seals_large_segments_and_keeps_every_point() {
             .collect()
     };
     let segments = |dir: &std::path::Path| {
-        std::fs::read_dir(
-            dir.join("vectors/collections")
-                .join(&spec.name)
-                .join("segments"),
-        )
-        .expect("segments dir")
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
-        .count()
+        collection_files(dir, &spec.name, "segments")
+            .into_iter()
+            .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
+            .count()
     };
     {
         let store = EmbeddedStore::open(dir.path()).await.expect("open");
@@ -654,16 +658,10 @@ async fn embedded_store_keeps_its_write_log_bounded() {
     // make about 100 MB of log, three 32 MB segments.
     let filler = "-".repeat(8_000);
     let closed_log_segments = || {
-        std::fs::read_dir(
-            dir.path()
-                .join("vectors/collections")
-                .join(&spec.name)
-                .join("wal"),
-        )
-        .expect("wal dir")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("closed-"))
-        .count()
+        collection_files(dir.path(), &spec.name, "wal")
+            .into_iter()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("closed-"))
+            .count()
     };
     {
         let store = EmbeddedStore::open(dir.path()).await.expect("open");
