@@ -52,10 +52,10 @@
 //!   deleted points. Inserts into an appendable segment cost the same at
 //!   any size only thanks to the vendored patch (`vendor/README.md`).
 //! - Edge writes every update to its write-ahead log (`wal/` in the
-//!   collection's directory) but never reads or truncates it in 0.7.2
-//!   (durability comes from flushing the segments after each write), so the
-//!   log grows with every write; re-indexing into a new collection and
-//!   dropping the old one reclaims it.
+//!   collection's directory) but never reads it back in 0.7.2 (durability
+//!   comes from flushing the segments after each write). As published it
+//!   never truncated it either; the vendored patch acknowledges the log
+//!   after each flush, so it keeps one closed 32 MB file at most.
 //!
 //! Nothing here reads the environment: the caller passes `QDRANT_URL`,
 //! `QDRANT_API_KEY` and `DATA_DIR`.
