@@ -266,7 +266,7 @@ mod tests {
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 text.push_str(pieces[usize::try_from(seed % pieces.len() as u64).unwrap_or(0)]);
-                if seed % 3 == 0 {
+                if seed.is_multiple_of(3) {
                     text.push(' ');
                 }
             }

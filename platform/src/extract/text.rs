@@ -109,7 +109,7 @@ fn collapse_whitespace(cell: String) -> String {
         let ok = !c.is_whitespace() || (c == ' ' && !after_space);
         after_space = c.is_whitespace();
         ok
-    }) && !(after_space && !cell.is_empty());
+    }) && (!after_space || cell.is_empty());
     if collapsed {
         cell
     } else {
