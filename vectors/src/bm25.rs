@@ -57,8 +57,9 @@ impl SparseVector {
 }
 
 /// A word of at most 8 bytes as a number that sorts as the word does
-/// (big-endian, zero-padded: no token holds a zero byte), so the stopword
-/// lookup compares integers instead of strings.
+/// (big-endian, zero-padded: no token holds a zero byte, and a non-ASCII
+/// byte matches no stopword's), so the stopword lookup compares integers
+/// instead of strings.
 const fn stopword_key(word: &[u8]) -> u64 {
     let mut key = 0u64;
     let mut i = 0;
@@ -88,10 +89,15 @@ fn raw_tokens(text: &str) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether the bytes of a lower-cased token are a stopword's.
+fn is_stopword(lower: &[u8]) -> bool {
+    lower.len() <= MAX_STOPWORD_LEN && STOPWORD_KEYS.binary_search(&stopword_key(lower)).is_ok()
+}
+
 /// Whether a lower-cased token counts: two to 64 characters, not a stopword.
 fn keeps(lower: &str) -> bool {
     let chars = lower.chars().count();
-    (MIN_TOKEN_CHARS..=MAX_TOKEN_CHARS).contains(&chars) && STOPWORDS.binary_search(&lower).is_err()
+    (MIN_TOKEN_CHARS..=MAX_TOKEN_CHARS).contains(&chars) && !is_stopword(lower.as_bytes())
 }
 
 /// Lower-cased tokens of `text`: split on anything that is not a Unicode
@@ -138,10 +144,11 @@ fn term_indices(text: &str) -> Vec<u32> {
             continue;
         }
         if bytes.len() <= MAX_STOPWORD_LEN {
-            let mut lower = [0u8; MAX_STOPWORD_LEN];
-            lower[..bytes.len()].copy_from_slice(bytes);
+            let mut buf = [0u8; MAX_STOPWORD_LEN];
+            let lower = &mut buf[..bytes.len()];
+            lower.copy_from_slice(bytes);
             lower.make_ascii_lowercase();
-            if STOPWORD_KEYS.binary_search(&stopword_key(&lower)).is_ok() {
+            if is_stopword(lower) {
                 continue;
             }
         }
