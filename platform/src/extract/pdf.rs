@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use pdf_extract::{Document, PlainTextOutput};
+use pdf_extract::{Document, PageReader, PlainTextOutput};
 
 use super::{DocKind, ExtractError, Extracted, Section};
 
@@ -56,21 +56,23 @@ pub(super) fn extract(bytes: &[u8], max_text: u64) -> Result<Extracted, ExtractE
         // permissions; those open like any other.
         doc.decrypt("").map_err(|_| ExtractError::Encrypted)?;
     }
-    let pages = doc.get_pages();
-    if pages.is_empty() {
+    // Pages are read one by one (rather than with
+    // `extract_text_from_mem_by_pages`, which stops at the first bad page) so
+    // one damaged page does not lose the rest of the document; the reader
+    // (our patch of pdf-extract) builds each font once for all of them.
+    let mut reader = PageReader::new(&doc);
+    let numbers: Vec<u32> = reader.page_numbers().collect();
+    if numbers.is_empty() {
         return Err(ExtractError::damaged(DocKind::Pdf, "it has no pages"));
     }
     let mut sections: Vec<Section> = Vec::new();
     let mut text_bytes: u64 = 0;
     let mut failed = None;
-    // Pages are read one by one (rather than with
-    // `extract_text_from_mem_by_pages`, which stops at the first bad page) so
-    // one damaged page does not lose the rest of the document.
-    for &number in pages.keys() {
+    for &number in &numbers {
         let mut text = String::new();
         let result = {
             let mut output = PlainTextOutput::new(&mut text);
-            pdf_extract::output_doc_page(&doc, &mut output, number)
+            reader.output_page(&mut output, number)
         };
         match result {
             Ok(()) => {
@@ -99,7 +101,7 @@ pub(super) fn extract(bytes: &[u8], max_text: u64) -> Result<Extracted, ExtractE
     }
     Ok(Extracted {
         sections,
-        pages: Some(u32::try_from(pages.len()).unwrap_or(u32::MAX)),
+        pages: Some(u32::try_from(numbers.len()).unwrap_or(u32::MAX)),
         sheets: None,
     })
 }

@@ -187,6 +187,86 @@ async fn pdf_text_comes_out_per_page() {
     );
 }
 
+/// Pages whose fonts differ under the same resource name, share one font
+/// object under different names, or define a font inline: our pdf-extract
+/// patch builds a font once per object for the whole document, and must
+/// still read each page with the font that page names.
+fn pdf_with_fonts() -> Vec<u8> {
+    use lopdf::{Document, Object, Stream, dictionary};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let plain = doc.add_object(dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
+        "Encoding" => "WinAnsiEncoding",
+    });
+    // Code 97 ("a") drawn as the glyph "b".
+    let a_as_b = dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
+        "Encoding" => dictionary! {
+            "BaseEncoding" => "WinAnsiEncoding",
+            "Differences" => vec![97.into(), Object::Name(b"b".to_vec())],
+        },
+    };
+    let differences = doc.add_object(a_as_b.clone());
+    // A ToUnicode map for code 97 only: "a" reads as "X", the other codes
+    // through the encoding.
+    let cmap = b"/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n\
+        1 begincodespacerange\n<00> <FF>\nendcodespacerange\n\
+        1 beginbfchar\n<61> <0058>\nendbfchar\nendcmap\nend\nend\n";
+    let to_unicode = doc.add_object(Stream::new(dictionary! {}, cmap.to_vec()));
+    let mapped = doc.add_object(dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
+        "Encoding" => "WinAnsiEncoding", "ToUnicode" => to_unicode,
+    });
+    let pages: Vec<(lopdf::Dictionary, &[u8])> = vec![
+        (dictionary! { "F1" => plain }, b"BT /F1 12 Tf 72 720 Td (abc) Tj ET"),
+        (dictionary! { "F1" => differences }, b"BT /F1 12 Tf 72 720 Td (abc) Tj ET"),
+        (
+            dictionary! { "F1" => differences, "F2" => plain },
+            b"BT /F2 12 Tf 72 720 Td (abc) Tj /F1 12 Tf 0 -20 Td (abc) Tj ET",
+        ),
+        (dictionary! { "F1" => mapped }, b"BT /F1 12 Tf 72 720 Td (abc) Tj ET"),
+        (dictionary! { "F9" => plain }, b"BT /F9 12 Tf 72 720 Td (caf\\351 \\200 \\222s) Tj ET"),
+        (dictionary! { "F1" => a_as_b }, b"BT /F1 12 Tf 72 720 Td (inline a) Tj ET"),
+    ];
+    let mut kids: Vec<Object> = Vec::new();
+    for (fonts, content) in pages {
+        let content_id = doc.add_object(Stream::new(dictionary! {}, content.to_vec()));
+        kids.push(
+            doc.add_object(dictionary! {
+                "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
+                "Resources" => dictionary! { "Font" => fonts },
+                "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
+            })
+            .into(),
+        );
+    }
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! { "Type" => "Pages", "Count" => 6, "Kids" => kids }),
+    );
+    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn pdf_pages_are_read_with_the_fonts_they_name() {
+    let out = isolated(DocKind::Pdf, pdf_with_fonts()).await.unwrap();
+    let pages: Vec<String> = out
+        .sections
+        .iter()
+        .map(|s| s.text.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        pages,
+        ["abc", "bbc", "abc bbc", "Xbc", "café € ’s", "inline b"],
+        "one text per page"
+    );
+}
+
 #[tokio::test]
 async fn pdf_blank_pages_are_counted_but_yield_no_section() {
     let pdf = pdf_with_pages(&[&["First page."], &[], &["Third page."]]);

@@ -783,6 +783,11 @@ trait PdfFont : Debug {
     fn get_width(&self, id: CharCode) -> f64;
     fn next_char(&self, iter: &mut Iter<u8>) -> Option<(CharCode, u8)>;
     fn decode_char(&self, char: CharCode) -> String;
+    // Patched (vendor/README.md): appends what `decode_char` returns, so
+    // that a font whose characters need no allocation can skip it.
+    fn decode_char_into(&self, char: CharCode, out: &mut String) {
+        out.push_str(&self.decode_char(char));
+    }
 
         /*fn char_codes<'a>(&'a self, chars: &'a [u8]) -> PdfFontIter {
             let p = self;
@@ -845,6 +850,25 @@ impl<'a> PdfFont for PdfSimpleFont<'a> {
         //dlog!("char_code {:?} {:?}", char, self.encoding);
         let s = to_utf8(encoding, &slice);
         s
+    }
+    // Patched: the same text as `decode_char`, without a `String` (and,
+    // through `to_utf8`, a `Vec` and a decoder) per character. A code the
+    // encoding maps to a UTF-16 surrogate goes through `decode_char`, as
+    // before.
+    fn decode_char_into(&self, char: CharCode, out: &mut String) {
+        if let Some(ref unicode_map) = self.unicode_map {
+            if let Some(s) = unicode_map.get(&char) {
+                out.push_str(s);
+                return;
+            }
+        } else {
+            let encoding = self.encoding.as_ref().map(|x| &x[..]).unwrap_or(&PDFDocEncoding);
+            if let Some(c) = char::from_u32(u32::from(encoding[char as u8 as usize])) {
+                out.push(c);
+                return;
+            }
+        }
+        out.push_str(&self.decode_char(char));
     }
 }
 
@@ -1285,6 +1309,8 @@ fn show_text(gs: &mut GraphicsState, s: &[u8],
     dlog!("{:?}", s);
     output.begin_word()?;
 
+    // Patched: one buffer for the characters of this string.
+    let mut decoded = String::new();
     for (c, length) in font.char_codes(s) {
         // 5.3.3 Text Space Details
         let tsm = Transform2D::row_major(ts.horizontal_scaling,
@@ -1311,7 +1337,9 @@ fn show_text(gs: &mut GraphicsState, s: &[u8],
         let is_space = c == 32 && length == 1;
         if is_space { spacing += ts.word_spacing }
 
-        output.output_character(&trm, w0, spacing, ts.font_size, &font.decode_char(c))?;
+        decoded.clear();
+        font.decode_char_into(c, &mut decoded);
+        output.output_character(&trm, w0, spacing, ts.font_size, &decoded)?;
         let tj = 0.;
         let ty = 0.;
         let tx = ts.horizontal_scaling * ((w0 - tj/1000.)* ts.font_size + spacing);
@@ -1570,12 +1598,17 @@ fn make_colorspace<'a>(doc: &'a Document, name: &[u8], resources: &'a Dictionary
 
 struct Processor<'a> {
     font_table: HashMap<Vec<u8>, Rc<dyn PdfFont + 'a>>,
+    // Patched: fonts by the object that defines them, kept across pages.
+    // Resource names are per page (so `font_table` is cleared for each),
+    // but an indirect font object is the same font on every page that
+    // refers to it, and `make_font` reads nothing else.
+    fonts_by_id: HashMap<ObjectId, Rc<dyn PdfFont + 'a>>,
     _none: PhantomData<&'a ()>,
 }
 
 impl<'a> Processor<'a> {
     fn new() -> Processor<'a> {
-        Processor { font_table: HashMap::new(), _none: PhantomData }
+        Processor { font_table: HashMap::new(), fonts_by_id: HashMap::new(), _none: PhantomData }
     }
 
     fn process_stream(&mut self, doc: &'a Document, content: Vec<u8>, resources: &'a Dictionary, media_box: &MediaBox, output: &mut dyn OutputDev, page_num: u32) -> Result<(), OutputError> {
@@ -1709,7 +1742,11 @@ impl<'a> Processor<'a> {
                 "Tf" => {
                     let fonts: &Dictionary = get(&doc, resources, b"Font");
                     let name = operation.operands[0].as_name().unwrap();
-                    let font = self.font_table.entry(name.to_owned()).or_insert_with(|| make_font(doc, get::<&Dictionary>(doc, fonts, name))).clone();
+                    let fonts_by_id = &mut self.fonts_by_id;
+                    let font = self.font_table.entry(name.to_owned()).or_insert_with(|| match fonts.get(name) {
+                        Ok(&Object::Reference(id)) => fonts_by_id.entry(id).or_insert_with(|| make_font(doc, get::<&Dictionary>(doc, fonts, name))).clone(),
+                        _ => make_font(doc, get::<&Dictionary>(doc, fonts, name)),
+                    }).clone();
                     {
                         /*let file = font.get_descriptor().and_then(|desc| desc.get_file());
                     if let Some(file) = file {
@@ -2396,6 +2433,38 @@ pub fn output_doc_page(doc: &Document, output: &mut dyn OutputDev, page_num: u32
     let mut p = Processor::new();
     output_doc_inner(page_num, *object_id, doc, &mut p, output, &empty_resources)?;
     Ok(())
+}
+
+/// Patched (vendor/README.md): reads a document's pages one at a time, each
+/// into an output of the caller's, like `output_doc_page`, but with one font
+/// cache for the whole document and the page tree walked once, so reading
+/// every page costs what `output_doc` does, while an error on one page does
+/// not stop the others.
+pub struct PageReader<'a> {
+    doc: &'a Document,
+    pages: std::collections::BTreeMap<u32, ObjectId>,
+    processor: Processor<'a>,
+}
+
+static EMPTY_RESOURCES: std::sync::LazyLock<Dictionary> = std::sync::LazyLock::new(Dictionary::new);
+
+impl<'a> PageReader<'a> {
+    pub fn new(doc: &'a Document) -> PageReader<'a> {
+        if doc.is_encrypted() {
+            error!("Encrypted documents must be decrypted with a password using {{extract_text|extract_text_from_mem|output_doc}}_encrypted");
+        }
+        PageReader { doc, pages: doc.get_pages(), processor: Processor::new() }
+    }
+
+    /// The page numbers, in order, as `Document::get_pages` gives them.
+    pub fn page_numbers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pages.keys().copied()
+    }
+
+    pub fn output_page(&mut self, output: &mut dyn OutputDev, page_num: u32) -> Result<(), OutputError> {
+        let object_id = *self.pages.get(&page_num).ok_or(lopdf::Error::PageNumberNotFound(page_num))?;
+        output_doc_inner(page_num, object_id, self.doc, &mut self.processor, output, &EMPTY_RESOURCES)
+    }
 }
 
 fn output_doc_inner<'a>(page_num: u32, object_id: ObjectId, doc: &'a Document, p: & mut Processor<'a>, output: &mut dyn OutputDev, empty_resources: &'a Dictionary) -> Result<(), OutputError> {
