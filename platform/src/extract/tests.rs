@@ -219,15 +219,30 @@ fn pdf_with_fonts() -> Vec<u8> {
         "Encoding" => "WinAnsiEncoding", "ToUnicode" => to_unicode,
     });
     let pages: Vec<(lopdf::Dictionary, &[u8])> = vec![
-        (dictionary! { "F1" => plain }, b"BT /F1 12 Tf 72 720 Td (abc) Tj ET"),
-        (dictionary! { "F1" => differences }, b"BT /F1 12 Tf 72 720 Td (abc) Tj ET"),
+        (
+            dictionary! { "F1" => plain },
+            b"BT /F1 12 Tf 72 720 Td (abc) Tj ET",
+        ),
+        (
+            dictionary! { "F1" => differences },
+            b"BT /F1 12 Tf 72 720 Td (abc) Tj ET",
+        ),
         (
             dictionary! { "F1" => differences, "F2" => plain },
             b"BT /F2 12 Tf 72 720 Td (abc) Tj /F1 12 Tf 0 -20 Td (abc) Tj ET",
         ),
-        (dictionary! { "F1" => mapped }, b"BT /F1 12 Tf 72 720 Td (abc) Tj ET"),
-        (dictionary! { "F9" => plain }, b"BT /F9 12 Tf 72 720 Td (caf\\351 \\200 \\222s) Tj ET"),
-        (dictionary! { "F1" => a_as_b }, b"BT /F1 12 Tf 72 720 Td (inline a) Tj ET"),
+        (
+            dictionary! { "F1" => mapped },
+            b"BT /F1 12 Tf 72 720 Td (abc) Tj ET",
+        ),
+        (
+            dictionary! { "F9" => plain },
+            b"BT /F9 12 Tf 72 720 Td (caf\\351 \\200 \\222s) Tj ET",
+        ),
+        (
+            dictionary! { "F1" => a_as_b },
+            b"BT /F1 12 Tf 72 720 Td (inline a) Tj ET",
+        ),
     ];
     let mut kids: Vec<Object> = Vec::new();
     for (fonts, content) in pages {
