@@ -27,6 +27,17 @@ use crate::state::AppState;
 /// ends in `/api/v1`, to `io()`, and socket.io reads that path as a namespace.
 pub const NAMESPACES: [&str; 2] = ["/", "/api/v1"];
 
+/// The largest message a client may send over the socket, in bytes, on
+/// either transport. The largest legitimate one, `send-message` with
+/// [`MAX_MESSAGE_CHARS`](crate::routes::conversations::MAX_MESSAGE_CHARS)
+/// characters each written as an escaped surrogate pair (12 bytes), is
+/// about 49 KiB. The transport reads a whole message into memory before
+/// anything looks at it, before the namespace handshake authenticates
+/// anyone, and engineioxide's defaults let a websocket message reach 64 MiB
+/// (frames 16 MiB) and binary attachments 10 MB per packet: a few idle
+/// connections could make the api hold gigabytes.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AuthPayload {
@@ -276,9 +287,18 @@ async fn on_connect(socket: SocketRef, State(state): State<AppState>) {
 
 /// The Socket.IO layer to mount on `/socket.io`, and the handle to emit with.
 pub fn layer(state: AppState) -> (SocketIoLayer, SocketIo) {
+    // No event takes binary attachments; the bound is for a client that
+    // sends them anyway.
+    let parser = socketioxide::ParserConfig::common()
+        .max_incoming_binary_buf_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_incoming_binaries(16);
     let (layer, io) = SocketIo::builder()
         .with_state(state)
+        .with_parser(parser)
         .ping_interval(Duration::from_secs(25))
+        .max_payload(MAX_CLIENT_MESSAGE_BYTES as u64)
+        .ws_max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .ws_max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
         .build_layer();
     for ns in NAMESPACES {
         io.ns(ns, on_connect.with(authenticate));

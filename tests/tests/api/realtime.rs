@@ -170,3 +170,76 @@ async fn document_processing_is_announced_live() {
     let _ = sock.client.disconnect().await;
     app.cleanup().await;
 }
+
+/// A client may send messages up to the api's limit, which it learns at
+/// the handshake; one past it closes that connection without being
+/// buffered, before anyone is authenticated.
+#[tokio::test]
+async fn an_oversized_socket_message_closes_only_that_connection() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = spawn_app().await;
+    let limit = aigentable_api::realtime::MAX_CLIENT_MESSAGE_BYTES;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr);
+    let next_text = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("the api answers within 5 s");
+        match frame {
+            // Engine.io pings ("2") are not answers.
+            Some(Ok(Message::Text(t))) if t.as_str() != "2" => break Some(t.to_string()),
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+            Some(Ok(_)) => {}
+        }
+    };
+    // A CONNECT to /api/v1 with a token padded to the given message size,
+    // as engine.io message `4`, socket.io CONNECT `0`.
+    let connect_of_size = |size: usize| {
+        let head = r#"40/api/v1,{"tenantId":"t","token":""#;
+        let tail = r#""}"#;
+        let pad = "x".repeat(size - head.len() - tail.len());
+        format!("{head}{pad}{tail}")
+    };
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("websocket opens");
+    let open = next_text(&mut ws).await.expect("engine.io open packet");
+    assert!(
+        open.starts_with('0') && open.contains(&format!("\"maxPayload\":{limit}")),
+        "the handshake tells the client the limit: {open}"
+    );
+    let at_limit = connect_of_size(limit);
+    assert_eq!(at_limit.len(), limit);
+    ws.send(Message::text(at_limit)).await.expect("send");
+    let answer = next_text(&mut ws)
+        .await
+        .expect("a message at the limit is read and answered");
+    assert!(
+        answer.starts_with("44/api/v1,") && answer.contains("invalid token"),
+        "the padded token is refused as a token: {answer}"
+    );
+
+    let (mut other, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("a second websocket opens");
+    next_text(&mut other).await.expect("engine.io open packet");
+
+    ws.send(Message::text(connect_of_size(limit + 1)))
+        .await
+        .expect("send");
+    assert_eq!(
+        next_text(&mut ws).await,
+        None,
+        "one byte over the limit closes the connection"
+    );
+    // The other connection is untouched.
+    other
+        .send(Message::text(connect_of_size(1_000)))
+        .await
+        .expect("send");
+    let answer = next_text(&mut other).await.expect("still served");
+    assert!(answer.starts_with("44/api/v1,"), "{answer}");
+    app.cleanup().await;
+}
