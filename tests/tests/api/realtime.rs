@@ -243,3 +243,46 @@ async fn an_oversized_socket_message_closes_only_that_connection() {
     assert!(answer.starts_with("44/api/v1,"), "{answer}");
     app.cleanup().await;
 }
+
+/// The same limit on long-polling, where the limit is the POST body.
+#[tokio::test]
+async fn an_oversized_long_polling_post_is_refused() {
+    let app = spawn_app().await;
+    let limit = aigentable_api::realtime::MAX_CLIENT_MESSAGE_BYTES;
+    let url = format!("{}/socket.io/?EIO=4&transport=polling", app.base);
+    let open = app
+        .http
+        .get(&url)
+        .send()
+        .await
+        .expect("handshake")
+        .text()
+        .await
+        .expect("handshake body");
+    let handshake: serde_json::Value =
+        serde_json::from_str(open.strip_prefix('0').expect("an open packet")).expect("json");
+    assert_eq!(handshake["maxPayload"], json!(limit), "{open}");
+    let sid = handshake["sid"].as_str().expect("sid");
+    let post = async |body: String| {
+        app.http
+            .post(format!("{url}&sid={sid}"))
+            .header("content-type", "text/plain;charset=UTF-8")
+            .body(body)
+            .send()
+            .await
+            .expect("post")
+            .status()
+    };
+    // Engine.io message `4` carrying a socket.io CONNECT padded to size.
+    let padded = |size: usize| {
+        let head = r#"40/api/v1,{"tenantId":"t","token":""#;
+        format!("{head}{}\"}}", "x".repeat(size - head.len() - 2))
+    };
+    assert_eq!(post(padded(limit)).await, StatusCode::OK, "at the limit");
+    assert_eq!(
+        post(padded(limit + 1)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "one byte over"
+    );
+    app.cleanup().await;
+}
