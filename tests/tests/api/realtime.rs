@@ -171,6 +171,15 @@ async fn document_processing_is_announced_live() {
     app.cleanup().await;
 }
 
+/// Engine.io message `4` carrying a socket.io CONNECT to /api/v1 whose
+/// token is padded so the whole message is `size` bytes.
+fn connect_of_size(size: usize) -> String {
+    let head = r#"40/api/v1,{"tenantId":"t","token":""#;
+    let tail = r#""}"#;
+    let pad = "x".repeat(size - head.len() - tail.len());
+    format!("{head}{pad}{tail}")
+}
+
 /// A client may send messages up to the api's limit, which it learns at
 /// the handshake; one past it closes that connection without being
 /// buffered, before anyone is authenticated.
@@ -192,14 +201,6 @@ async fn an_oversized_socket_message_closes_only_that_connection() {
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
             Some(Ok(_)) => {}
         }
-    };
-    // A CONNECT to /api/v1 with a token padded to the given message size,
-    // as engine.io message `4`, socket.io CONNECT `0`.
-    let connect_of_size = |size: usize| {
-        let head = r#"40/api/v1,{"tenantId":"t","token":""#;
-        let tail = r#""}"#;
-        let pad = "x".repeat(size - head.len() - tail.len());
-        format!("{head}{pad}{tail}")
     };
 
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
@@ -273,14 +274,13 @@ async fn an_oversized_long_polling_post_is_refused() {
             .expect("post")
             .status()
     };
-    // Engine.io message `4` carrying a socket.io CONNECT padded to size.
-    let padded = |size: usize| {
-        let head = r#"40/api/v1,{"tenantId":"t","token":""#;
-        format!("{head}{}\"}}", "x".repeat(size - head.len() - 2))
-    };
-    assert_eq!(post(padded(limit)).await, StatusCode::OK, "at the limit");
     assert_eq!(
-        post(padded(limit + 1)).await,
+        post(connect_of_size(limit)).await,
+        StatusCode::OK,
+        "at the limit"
+    );
+    assert_eq!(
+        post(connect_of_size(limit + 1)).await,
         StatusCode::PAYLOAD_TOO_LARGE,
         "one byte over"
     );
