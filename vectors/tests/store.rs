@@ -52,6 +52,28 @@ fn collection_files(dir: &std::path::Path, collection: &str, sub: &str) -> Vec<s
         .collect()
 }
 
+/// Opens the store at `dir` again and checks that the collection holds
+/// `count` of tenant "t"'s points and that `term` finds chunk `index` first.
+async fn reopened(
+    dir: &std::path::Path,
+    collection: &str,
+    count: u64,
+    term: &str,
+    index: u32,
+) -> EmbeddedStore {
+    let store = EmbeddedStore::open(dir).await.expect("reopen");
+    assert_eq!(
+        store.count(collection, "t", None).await.expect("count"),
+        count
+    );
+    let hits = store
+        .search(collection, &SearchQuery::new("t", term, 3))
+        .await
+        .expect("search");
+    assert_eq!(hits.first().map(|h| h.payload.chunk_index), Some(index));
+    store
+}
+
 fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
@@ -624,16 +646,7 @@ async fn embedded_store_seals_large_segments_and_keeps_every_point() {
             8_000
         );
     }
-    let store = EmbeddedStore::open(dir.path()).await.expect("reopen");
-    assert_eq!(
-        store.count(&spec.name, "t", None).await.expect("count"),
-        8_000
-    );
-    let hits = store
-        .search(&spec.name, &SearchQuery::new("t", "needle4321", 3))
-        .await
-        .expect("search");
-    assert_eq!(hits.first().map(|h| h.payload.chunk_index), Some(4_321));
+    let store = reopened(dir.path(), &spec.name, 8_000, "needle4321", 4_321).await;
     assert!(
         store
             .search(&spec.name, &SearchQuery::new("t", "needle5", 3))
@@ -675,16 +688,7 @@ async fn embedded_store_keeps_its_write_log_bounded() {
         let closed = closed_log_segments();
         assert!(closed <= 1, "{closed} closed WAL segments kept");
     }
-    let store = EmbeddedStore::open(dir.path()).await.expect("reopen");
-    assert_eq!(
-        store.count(&spec.name, "t", None).await.expect("count"),
-        12_000
-    );
-    let hits = store
-        .search(&spec.name, &SearchQuery::new("t", "word11999", 1))
-        .await
-        .expect("search");
-    assert_eq!(hits.first().map(|h| h.payload.chunk_index), Some(11_999));
+    reopened(dir.path(), &spec.name, 12_000, "word11999", 11_999).await;
 }
 
 /// Search skips the stretches of a long posting list whose largest weight
