@@ -2,6 +2,10 @@
 //          [--batch 500] [--namespace /api/v1] [--event agent-updated]
 //          [--transports polling,websocket] [--connect-timeout-ms 20000]
 //
+// The bench may start several of these, each with a share of the clients,
+// so that parsing the broadcasts is not one core's work: each reports its
+// own receipts, raw latencies included, and the bench merges them.
+//
 // The client half of tests/src/bin/socket_bench.rs: opens <clients> sockets
 // with the seed frontend's own socket.io-client v4, as its `useSocket` hook
 // does (`io(VITE_API_URL, { auth: { token, tenantId } })`), and times the
@@ -14,7 +18,10 @@
 //   then it waits for "done <broadcasts>" on stdin (the bench published
 //   that many `<event>` carrying {benchSeq, sentAtMs}), waits until every
 //   socket received every broadcast (or 15 s), and prints
-//   {"phase":"result", ...} with latency percentiles over all receipts.
+//   {"phase":"result", ...} with latency percentiles over this process's
+//                               receipts and the receipts' raw latencies
+//                               (ms, to the microsecond) for the bench to
+//                               merge.
 // EOF on stdin ends it at any time.
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
@@ -43,7 +50,10 @@ const transports = opts.transports.split(",").map((t) => t.trim()).filter(Boolea
 // Wall-clock milliseconds with sub-millisecond resolution, comparable with the
 // bench's SystemTime on the same machine.
 const nowMs = () => performance.timeOrigin + performance.now();
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+// Resolves once the line is written: stdout to a pipe is asynchronous, and
+// exiting earlier cut a result line (its raw latencies) at 64 KiB.
+const emit = (obj) =>
+  new Promise((resolve) => process.stdout.write(JSON.stringify(obj) + "\n", resolve));
 const progress = (msg) => process.stderr.write(`[socket_bench.mjs] ${msg}\n`);
 
 const sockets = [];
@@ -202,7 +212,7 @@ async function finish(broadcasts) {
   for (let i = 0; i < sockets.length; i++) {
     if (sockets[i].connected && perSocket[i] < broadcasts) socketsMissingSome += 1;
   }
-  emit({
+  await emit({
     phase: "result",
     connected,
     stillConnected: sockets.filter((s) => s.connected).length,
@@ -215,6 +225,7 @@ async function finish(broadcasts) {
     socketsMissingSome,
     duplicates,
     foreign,
+    latencies: Array.from(latencies, (v) => Math.round(v * 1000) / 1000),
     latencyMs: {
       p50: percentile(sorted, 50),
       p90: percentile(sorted, 90),

@@ -9,7 +9,13 @@
 //!
 //! Further options: `--interval-ms 500` between broadcasts, `--batch 500`
 //! sockets opened at once, `--transports polling,websocket` (the frontend's
-//! default: long-polling, then the upgrade) or `websocket`.
+//! default: long-polling, then the upgrade) or `websocket`,
+//! `--node-processes N` (default: one per core) to share the clients among
+//! that many node processes. One node process parses every broadcast for
+//! all its sockets on one core: at 10,000 sockets that alone took most of
+//! the interval between broadcasts, so the latency measured was the
+//! client's queue. The bench merges the processes' raw latencies and says
+//! when the clients were CPU-bound.
 //!
 //! It starts the release `api` binary (built next to this one, or the one
 //! `BENCH_API_BIN` names) on a free port with a fresh database and Redis
@@ -49,9 +55,10 @@ struct Args {
     interval: Duration,
     batch: u64,
     transports: String,
+    node_processes: u64,
 }
 
-const USAGE: &str = "usage: socket_bench [--clients N] [--broadcasts N] [--interval-ms N] [--batch N] [--transports polling,websocket|websocket]";
+const USAGE: &str = "usage: socket_bench [--clients N] [--broadcasts N] [--interval-ms N] [--batch N] [--transports polling,websocket|websocket] [--node-processes N]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -60,6 +67,7 @@ fn parse_args() -> anyhow::Result<Args> {
         interval: Duration::from_millis(500),
         batch: 500,
         transports: "polling,websocket".to_owned(),
+        node_processes: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -74,9 +82,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--interval-ms" => args.interval = Duration::from_millis(number()?),
             "--batch" => args.batch = number()?.max(1),
             "--transports" => args.transports.clone_from(&v),
+            "--node-processes" => args.node_processes = number()?.max(1),
             other => bail!("unknown argument {other}; {USAGE}"),
         }
     }
+    args.node_processes = args.node_processes.min(args.clients);
     Ok(args)
 }
 
@@ -279,7 +289,8 @@ impl Node {
                         bail!("node exited ({status}) before reporting '{phase}'");
                     };
                     let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                        println!("node: {line}");
+                        let head: String = line.chars().take(300).collect();
+                        println!("node (not a JSON line, {} bytes): {head}", line.len());
                         continue;
                     };
                     if v["phase"] == phase {
@@ -295,6 +306,111 @@ impl Node {
             }
         }
     }
+}
+
+/// Node process `i`'s share of `clients` among `n`: as even as possible.
+fn share(clients: u64, n: u64, i: u64) -> u64 {
+    clients / n + u64::from(i < clients % n)
+}
+
+/// The per-key sums of the processes' count maps (`connectErrors`,
+/// `disconnects`, `transports`).
+fn sum_maps(reports: &[Value], field: &str) -> Value {
+    let mut sum = serde_json::Map::new();
+    for m in reports.iter().filter_map(|r| r[field].as_object()) {
+        for (k, n) in m {
+            let total = sum.get(k).and_then(Value::as_u64).unwrap_or(0) + n.as_u64().unwrap_or(0);
+            sum.insert(k.clone(), json!(total));
+        }
+    }
+    Value::Object(sum)
+}
+
+fn sum_u64(reports: &[Value], field: &str) -> u64 {
+    reports.iter().filter_map(|r| r[field].as_u64()).sum()
+}
+
+fn sum_f64(reports: &[Value], field: &str) -> f64 {
+    reports.iter().filter_map(|r| r[field].as_f64()).sum()
+}
+
+/// The value at rank `p` of `sorted`, ranked as the node client ranks it.
+fn percentile(sorted: &[f64], p: f64) -> Value {
+    if sorted.is_empty() {
+        return Value::Null;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    json!(sorted[rank.min(sorted.len() - 1)])
+}
+
+/// The node processes' `connected` reports as one.
+fn merge_connected(reports: &[Value]) -> Value {
+    json!({
+        "phase": "connected",
+        "requested": sum_u64(reports, "requested"),
+        "connected": sum_u64(reports, "connected"),
+        "failed": sum_u64(reports, "failed"),
+        "stillConnected": sum_u64(reports, "stillConnected"),
+        "connectErrors": sum_maps(reports, "connectErrors"),
+        "disconnects": sum_maps(reports, "disconnects"),
+        "transports": sum_maps(reports, "transports"),
+        "connectSeconds": reports.iter().filter_map(|r| r["connectSeconds"].as_f64()).fold(0.0, f64::max),
+        "nodeRssMb": sum_f64(reports, "nodeRssMb"),
+        "nodeCpuSeconds": sum_f64(reports, "nodeCpuSeconds"),
+    })
+}
+
+/// The node processes' `result` reports as one: counts summed, each
+/// broadcast's first receipt the earliest and its last the latest, and the
+/// percentiles taken over every process's raw latencies together.
+fn merge_results(reports: &[Value], broadcasts: u64) -> Value {
+    let mut latencies: Vec<f64> = reports
+        .iter()
+        .filter_map(|r| r["latencies"].as_array())
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let per_broadcast = |seq: usize| {
+        let mut received = 0;
+        let (mut first, mut last) = (None::<f64>, None::<f64>);
+        for r in reports {
+            received += r["receivedPerBroadcast"][seq].as_u64().unwrap_or(0);
+            let pair = &r["firstLastMsPerBroadcast"][seq];
+            if let Some(f) = pair[0].as_f64() {
+                first = Some(first.map_or(f, |x| x.min(f)));
+            }
+            if let Some(l) = pair[1].as_f64() {
+                last = Some(last.map_or(l, |x| x.max(l)));
+            }
+        }
+        (received, json!([first, last]))
+    };
+    let (received, spread): (Vec<u64>, Vec<Value>) =
+        (0..broadcasts as usize).map(per_broadcast).unzip();
+    json!({
+        "phase": "result",
+        "connected": sum_u64(reports, "connected"),
+        "stillConnected": sum_u64(reports, "stillConnected"),
+        "disconnects": sum_maps(reports, "disconnects"),
+        "broadcasts": broadcasts,
+        "expectedReceipts": sum_u64(reports, "expectedReceipts"),
+        "receipts": sum_u64(reports, "receipts"),
+        "receivedPerBroadcast": received,
+        "firstLastMsPerBroadcast": spread,
+        "socketsMissingSome": sum_u64(reports, "socketsMissingSome"),
+        "duplicates": sum_u64(reports, "duplicates"),
+        "foreign": sum_u64(reports, "foreign"),
+        "latencyMs": {
+            "p50": percentile(&latencies, 50.0),
+            "p90": percentile(&latencies, 90.0),
+            "p99": percentile(&latencies, 99.0),
+            "max": latencies.last(),
+            "min": latencies.first(),
+        },
+        "nodeRssMb": sum_f64(reports, "nodeRssMb"),
+        "nodeCpuSeconds": sum_f64(reports, "nodeCpuSeconds"),
+    })
 }
 
 async fn register(http: &reqwest::Client, base: &str) -> anyhow::Result<(String, String)> {
@@ -401,31 +517,48 @@ async fn run(
         );
     }
     let node_bin = std::env::var("BENCH_NODE").unwrap_or_else(|_| "node".to_owned());
-    let mut child = Command::new(node_bin)
-        .arg(dir.join("socket_bench.mjs"))
-        .args([&api.base, &token, &tenant, &args.clients.to_string()])
-        .args(["--batch", &args.batch.to_string()])
-        .args(["--transports", &args.transports])
-        .args(["--event", names::AGENT_UPDATED])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting node")?;
-    if let Some(pid) = child.id() {
-        println!("node pid {pid} (max open files {})", open_files_limit(pid));
+    // The processes together open `--batch` sockets at a time.
+    let batch = args.batch.div_ceil(args.node_processes).max(1);
+    let mut nodes = Vec::new();
+    for i in 0..args.node_processes {
+        let clients = share(args.clients, args.node_processes, i);
+        let mut child = Command::new(&node_bin)
+            .arg(dir.join("socket_bench.mjs"))
+            .args([&api.base, &token, &tenant, &clients.to_string()])
+            .args(["--batch", &batch.to_string()])
+            .args(["--transports", &args.transports])
+            .args(["--event", names::AGENT_UPDATED])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting node")?;
+        if let Some(pid) = child.id() {
+            println!(
+                "node pid {pid}: {clients} clients (max open files {})",
+                open_files_limit(pid)
+            );
+        }
+        nodes.push(Node {
+            stdin: child.stdin.take().context("node stdin")?,
+            lines: BufReader::new(child.stdout.take().context("node stdout")?).lines(),
+            child,
+        });
     }
-    let mut node = Node {
-        stdin: child.stdin.take().context("node stdin")?,
-        lines: BufReader::new(child.stdout.take().context("node stdout")?).lines(),
-        child,
-    };
 
     // Generous: every batch may wait out the clients' 20 s connect timeout.
     let batches = args.clients.div_ceil(args.batch);
     let within = Duration::from_secs(120 + 25 * batches);
-    let connected = node.phase("connected", api, within).await?;
+    let mut reports = Vec::new();
+    for node in &mut nodes {
+        reports.push(node.phase("connected", api, within).await?);
+    }
+    let cpu_connected_per_node: Vec<f64> = reports
+        .iter()
+        .map(|r| r["nodeCpuSeconds"].as_f64().unwrap_or(0.0))
+        .collect();
+    let connected = merge_connected(&reports);
     let n = connected["connected"].as_u64().unwrap_or(0);
     let still = connected["stillConnected"].as_u64().unwrap_or(0);
     println!(
@@ -482,6 +615,7 @@ async fn run(
             .unwrap_or(0.0),
         load_average()
     );
+    let broadcasting = Instant::now();
     for seq in 0..args.broadcasts {
         let event = RealtimeEvent {
             tenant_id: tenant.clone(),
@@ -500,12 +634,40 @@ async fn run(
         tokio::time::sleep(args.interval).await;
         api.ensure_alive()?;
     }
-    node.stdin
-        .write_all(format!("done {}\n", args.broadcasts).as_bytes())
-        .await?;
-    node.stdin.flush().await?;
-    let result = node.phase("result", api, Duration::from_secs(60)).await?;
-    let _ = tokio::time::timeout(Duration::from_secs(10), node.child.wait()).await;
+    for node in &mut nodes {
+        node.stdin
+            .write_all(format!("done {}\n", args.broadcasts).as_bytes())
+            .await?;
+        node.stdin.flush().await?;
+    }
+    let mut reports = Vec::new();
+    for node in &mut nodes {
+        reports.push(node.phase("result", api, Duration::from_secs(60)).await?);
+    }
+    let broadcast_secs = broadcasting.elapsed().as_secs_f64();
+    for node in &mut nodes {
+        let _ = tokio::time::timeout(Duration::from_secs(10), node.child.wait()).await;
+    }
+    // A node process busy for most of the broadcast phase queued the
+    // receipts it had not parsed yet: that latency is the client's.
+    let busy: Vec<f64> = reports
+        .iter()
+        .zip(&cpu_connected_per_node)
+        .map(|(r, before)| (r["nodeCpuSeconds"].as_f64().unwrap_or(0.0) - before) / broadcast_secs)
+        .collect();
+    println!(
+        "node processes busy during the broadcasts: {}",
+        busy.iter()
+            .map(|b| format!("{:.0}%", b * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if busy.iter().any(|&b| b >= 0.9) {
+        println!(
+            "the clients were CPU-bound (a node process busy 90% of the time or more): the latency includes their own queue; run with more --node-processes or on more cores"
+        );
+    }
+    let result = merge_results(&reports, args.broadcasts);
     figures.after_kib = Some(status_kib(api.pid, "VmRSS")?);
     figures.peak_kib = Some(status_kib(api.pid, "VmHWM")?);
     let node_cpu = |v: Option<&Value>| v.and_then(|c| c["nodeCpuSeconds"].as_f64()).unwrap_or(0.0);
@@ -579,8 +741,8 @@ fn print_table(args: &Args, f: &Figures) {
         .map_or(Value::Null, |r| r["latencyMs"].clone());
     println!();
     println!(
-        "socket bench: one api process, socket.io-client v4 on node ({})",
-        args.transports
+        "socket bench: one api process, socket.io-client v4 on {} node process(es) ({})",
+        args.node_processes, args.transports
     );
     println!(
         "  clients connected          {connected} of {}",
@@ -645,8 +807,9 @@ async fn main() -> anyhow::Result<()> {
     ]);
     println!("machine: {}", aigentable_tests::machine());
     println!(
-        "{} clients ({} at once, transports {}), {} broadcasts {:?} apart, api {}",
+        "{} clients on {} node process(es) ({} at once, transports {}), {} broadcasts {:?} apart, api {}",
         args.clients,
+        args.node_processes,
         args.batch,
         args.transports,
         args.broadcasts,
