@@ -205,6 +205,7 @@ pub fn service(state: AppState) -> (Service, socketioxide::SocketIo) {
         .push(Router::with_path("widget.js").get(routes::widget::script))
         .push(
             Router::with_path("socket.io")
+                .hoop(realtime::own_request_head)
                 .hoop(socket_layer.compat())
                 .goal(socket_io_fallback),
         )
