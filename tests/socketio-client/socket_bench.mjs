@@ -18,10 +18,9 @@
 //   then it waits for "done <broadcasts>" on stdin (the bench published
 //   that many `<event>` carrying {benchSeq, sentAtMs}), waits until every
 //   socket received every broadcast (or 15 s), and prints
-//   {"phase":"result", ...} with latency percentiles over this process's
-//                               receipts and the receipts' raw latencies
-//                               (ms, to the microsecond) for the bench to
-//                               merge.
+//   {"phase":"result", ...} with the receipts' raw latencies (ms, to the
+//                               microsecond): the bench takes the
+//                               percentiles over every process's.
 // EOF on stdin ends it at any time.
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
@@ -183,12 +182,6 @@ emit({
   nodeCpuSeconds: cpuSeconds(),
 });
 
-function percentile(sorted, p) {
-  if (sorted.length === 0) return null;
-  const rank = Math.round((p / 100) * (sorted.length - 1));
-  return sorted[Math.min(rank, sorted.length - 1)];
-}
-
 async function finish(broadcasts) {
   const live = sockets.filter((s) => s.connected).length;
   const expected = broadcasts * live;
@@ -200,7 +193,6 @@ async function finish(broadcasts) {
       };
     });
   }
-  const sorted = Float64Array.from(latencies).sort();
   const received = [];
   const spread = [];
   for (let seq = 0; seq < broadcasts; seq++) {
@@ -226,13 +218,6 @@ async function finish(broadcasts) {
     duplicates,
     foreign,
     latencies: Array.from(latencies, (v) => Math.round(v * 1000) / 1000),
-    latencyMs: {
-      p50: percentile(sorted, 50),
-      p90: percentile(sorted, 90),
-      p99: percentile(sorted, 99),
-      max: sorted.length ? sorted[sorted.length - 1] : null,
-      min: sorted.length ? sorted[0] : null,
-    },
     nodeRssMb: process.memoryUsage().rss / 1048576,
     nodeCpuSeconds: cpuSeconds(),
   });

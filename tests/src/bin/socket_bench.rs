@@ -46,6 +46,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use aigentable_tests::release_bins::release_binary;
+use aigentable_tests::stats::percentile;
 
 use aigentable_jobs::events::{RealtimeEvent, channel, names};
 
@@ -334,15 +335,6 @@ fn sum_f64(reports: &[Value], field: &str) -> f64 {
     reports.iter().filter_map(|r| r[field].as_f64()).sum()
 }
 
-/// The value at rank `p` of `sorted`, ranked as the node client ranks it.
-fn percentile(sorted: &[f64], p: f64) -> Value {
-    if sorted.is_empty() {
-        return Value::Null;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    json!(sorted[rank.min(sorted.len() - 1)])
-}
-
 /// The node processes' `connected` reports as one.
 fn merge_connected(reports: &[Value]) -> Value {
     json!({
@@ -364,13 +356,21 @@ fn merge_connected(reports: &[Value]) -> Value {
 /// broadcast's first receipt the earliest and its last the latest, and the
 /// percentiles taken over every process's raw latencies together.
 fn merge_results(reports: &[Value], broadcasts: u64) -> Value {
-    let mut latencies: Vec<f64> = reports
+    let mut latencies: Vec<Duration> = reports
         .iter()
         .filter_map(|r| r["latencies"].as_array())
         .flatten()
         .filter_map(Value::as_f64)
+        .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0))
         .collect();
-    latencies.sort_by(f64::total_cmp);
+    latencies.sort();
+    let ms_at = |p: f64| {
+        if latencies.is_empty() {
+            Value::Null
+        } else {
+            json!(percentile(&latencies, p).as_secs_f64() * 1000.0)
+        }
+    };
     let per_broadcast = |seq: usize| {
         let mut received = 0;
         let (mut first, mut last) = (None::<f64>, None::<f64>);
@@ -402,11 +402,11 @@ fn merge_results(reports: &[Value], broadcasts: u64) -> Value {
         "duplicates": sum_u64(reports, "duplicates"),
         "foreign": sum_u64(reports, "foreign"),
         "latencyMs": {
-            "p50": percentile(&latencies, 50.0),
-            "p90": percentile(&latencies, 90.0),
-            "p99": percentile(&latencies, 99.0),
-            "max": latencies.last(),
-            "min": latencies.first(),
+            "p50": ms_at(50.0),
+            "p90": ms_at(90.0),
+            "p99": ms_at(99.0),
+            "max": ms_at(100.0),
+            "min": ms_at(0.0),
         },
         "nodeRssMb": sum_f64(reports, "nodeRssMb"),
         "nodeCpuSeconds": sum_f64(reports, "nodeCpuSeconds"),
