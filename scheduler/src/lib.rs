@@ -319,7 +319,7 @@ async fn on_tick(tick: Tick, entry: Data<Entry>) -> Result<(), BoxDynError> {
         Ok(Some(_)) => "enqueued",
         Ok(None) => "claimed_elsewhere",
         Err(e) => {
-            tracing::error!(schedule = task.name(), error = %e, "scheduled job could not be enqueued");
+            tracing::error!(schedule = task.name(), tick = tick.get_timestamp(), error = %e, "scheduled job could not be enqueued");
             "failed"
         }
     });
