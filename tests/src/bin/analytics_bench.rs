@@ -225,6 +225,8 @@ async fn time_requests(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As the api and workers binaries do: the same allocator behaviour.
+    aigentable_allocator::return_large_blocks();
     let args = parse_args()?;
     let app = spawn_app().await;
     let db = app.platform.db.clone();

@@ -36,6 +36,8 @@ fn report(what: &str, mut samples: Vec<Duration>) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As the api and workers binaries do: the same allocator behaviour.
+    aigentable_allocator::return_large_blocks();
     let mut requests = 2_000usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

@@ -388,6 +388,8 @@ fn from_dir(dir: &std::path::Path) -> anyhow::Result<Corpus> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As the api and workers binaries do: the same allocator behaviour.
+    aigentable_allocator::return_large_blocks();
     let args = parse_args()?;
     let dir = std::env::temp_dir().join(format!(
         "aigentable-ingest-bench-{}",

@@ -19,8 +19,10 @@
 //!
 //! It starts the release `api` binary (built next to this one, or the one
 //! `BENCH_API_BIN` names) on a free port with a fresh database and Redis
-//! namespace, registers a tenant admin through the api, and measures:
-//! 1. the api's idle RSS (`VmRSS`) before any socket;
+//! namespace, registers a tenant admin through the api and logs in five
+//! times, and measures:
+//! 1. the api's idle RSS (`VmRSS`) before any socket, after those password
+//!    hashes (each takes 19 MiB while it runs);
 //! 2. its RSS with `--clients` sockets connected and authenticated as the
 //!    frontend connects (`/api/v1` namespace, `auth: {token, tenantId}`),
 //!    hence the memory per socket;
@@ -436,8 +438,22 @@ async fn register(http: &reqwest::Client, base: &str) -> anyhow::Result<(String,
     if token.is_empty() || tenant.is_empty() {
         bail!("register gave no token or tenant id: {body}");
     }
+    for _ in 0..LOGINS {
+        let r = http
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({ "email": email, "password": "securePassword123" }))
+            .send()
+            .await?;
+        if r.status() != reqwest::StatusCode::OK {
+            bail!("login answered {}", r.status());
+        }
+    }
     Ok((token, tenant))
 }
+
+/// Logins after the sign-up, before the idle figure: each hashes a
+/// password (19 MiB of working memory), as a live api does all day.
+const LOGINS: usize = 5;
 
 /// Waits until the api's relay listens on the events channel: a broadcast
 /// published before that would be lost and counted against the api.
@@ -495,14 +511,14 @@ async fn run(
     wait_subscribed(&mut redis, &events, api).await?;
     let (token, tenant) = register(http, &api.base).await?;
 
-    // Registration's password hashing grows the heap; let the allocator
-    // settle before the idle figure.
+    // Let the allocator settle after the password hashes before the idle
+    // figure.
     tokio::time::sleep(Duration::from_secs(2)).await;
     api.ensure_alive()?;
     figures.idle_kib = Some(status_kib(api.pid, "VmRSS")?);
     let cpu_idle = cpu_seconds(api.pid).unwrap_or(0.0);
     println!(
-        "api pid {} (max open files {}), idle RSS {:.1} MiB, load average {}",
+        "api pid {} (max open files {}), idle RSS {:.1} MiB after a sign-up and {LOGINS} logins, load average {}",
         api.pid,
         open_files_limit(api.pid),
         mib(figures.idle_kib.unwrap_or(0)),
@@ -752,7 +768,10 @@ fn print_table(args: &Args, f: &Figures) {
         "  api socket gauge           {}",
         f.gauge.map_or_else(|| "n/a".to_owned(), |g| g.to_string())
     );
-    println!("  api idle RSS               {} MiB", opt(f.idle_kib));
+    println!(
+        "  api idle RSS               {} MiB (after a sign-up and {LOGINS} logins)",
+        opt(f.idle_kib)
+    );
     println!("  api RSS with sockets       {} MiB", opt(f.connected_kib));
     println!("  per socket                 {per_socket} KiB");
     println!("  api RSS after broadcasts   {} MiB", opt(f.after_kib));

@@ -69,6 +69,8 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As the api and workers binaries do: the same allocator behaviour.
+    aigentable_allocator::return_large_blocks();
     let args = parse_args()?;
     let (app, _fake) = app_with_fake(&[("LOG_FORMAT", "json")]).await;
     let admin = app.register("Bench").await;

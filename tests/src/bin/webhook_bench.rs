@@ -115,6 +115,8 @@ fn parse_args() -> anyhow::Result<Args> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As the api and workers binaries do: the same allocator behaviour.
+    aigentable_allocator::return_large_blocks();
     let args = parse_args()?;
     if args.accept_only {
         return accept_only(&args).await;
