@@ -13,8 +13,9 @@ pub const OWN_MAPPING_FROM: usize = 128 * 1024;
 /// 19 MiB of working memory) every later one came from the arena of the
 /// blocking thread that ran it and stayed resident once freed: an api that
 /// had served five logins held 100 MiB more than at start. Setting the
-/// threshold also stops that adjustment. Binaries call it first thing;
-/// elsewhere than on glibc it does nothing.
+/// threshold also stops that adjustment. Binaries call it at start, once
+/// their logging is up (a refusal is logged); elsewhere than on glibc it
+/// does nothing.
 pub fn return_large_blocks() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -15,9 +15,9 @@ use crate::{AppState, bind, serve};
 use aigentable_platform::{Config, Platform, backups, bootstrap, telemetry};
 
 pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
-    aigentable_allocator::return_large_blocks();
     let config = Config::from_env().context("configuration")?;
     telemetry::init(config.log_format);
+    aigentable_allocator::return_large_blocks();
     let platform = Platform::connect(config)
         .await
         .context("connecting to services")?;

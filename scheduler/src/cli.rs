@@ -10,9 +10,9 @@ use crate::{SchedulerMetrics, schedules_from};
 use aigentable_platform::{Config, Platform, metrics_server, telemetry};
 
 pub async fn run(_args: Vec<String>) -> anyhow::Result<()> {
-    aigentable_allocator::return_large_blocks();
     let config = Config::from_env().context("configuration")?;
     telemetry::init(config.log_format);
+    aigentable_allocator::return_large_blocks();
     let schedules = schedules_from(&|name| std::env::var(name).ok())?;
     let platform = Platform::connect(config)
         .await

@@ -44,9 +44,9 @@ fn env_number(name: &str, range: std::ops::RangeInclusive<u64>) -> anyhow::Resul
 }
 
 pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
-    aigentable_allocator::return_large_blocks();
     let config = Config::from_env().context("configuration")?;
     telemetry::init(config.log_format);
+    aigentable_allocator::return_large_blocks();
     let queue_names: Vec<String> = arg_value(&args, "--queues")
         .or_else(|| std::env::var("WORKER_QUEUES").ok())
         .map(|v| {
