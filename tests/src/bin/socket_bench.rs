@@ -415,6 +415,8 @@ fn merge_results(reports: &[Value], broadcasts: u64) -> Value {
     })
 }
 
+/// Signs a tenant admin up, then logs them in [`LOGINS`] times; answers
+/// the sign-up's token and tenant id.
 async fn register(http: &reqwest::Client, base: &str) -> anyhow::Result<(String, String)> {
     let email = format!("socket-bench-{}@example.com", uuid::Uuid::new_v4().simple());
     let r = http
