@@ -2,7 +2,7 @@
 //! api (port 0), Redis and MongoDB:
 //!
 //! ```sh
-//! cargo run --release -p aigentable-tests --bin auth_bench -- [--requests 2000]
+//! cargo run --release -p aigentable-tests --bin auth_bench -- [--requests 2000] [--logins 100]
 //! ```
 //!
 //! 1. the rate limiter alone: one GCRA admission of a request's buckets
@@ -11,7 +11,11 @@
 //!    JWT, and with an API key (`X-API-Key`: hashed, looked up, its
 //!    tenant and creator checked), so the difference is the key check;
 //! 3. the same route answered without authentication or limits
-//!    (`/healthz`), the floor of the HTTP round trip.
+//!    (`/healthz`), the floor of the HTTP round trip;
+//! 4. `POST /api/v1/auth/login`, one at a time (`--logins`, default 100):
+//!    what a password check (argon2id, 19 MiB of working memory) costs a
+//!    user, and the process's resident memory before and after them, and
+//!    once the hashes' memory was given back (`Hasher::KEEP_WARM`).
 //!
 //! Uses a fresh database and Redis namespace, dropped at the end.
 
@@ -20,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 
+use aigentable_platform::auth::password::Hasher;
 use aigentable_platform::rate_limits::{self, Bucket};
 use aigentable_tests::spawn_app_without_workers;
 use aigentable_tests::stats::percentile;
@@ -34,24 +39,38 @@ fn report(what: &str, mut samples: Vec<Duration>) {
     );
 }
 
+/// This process's resident memory (`VmRSS`), in MiB.
+fn resident_mib() -> anyhow::Result<f64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kib / 1024.0)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // As the api and workers binaries do: the same allocator behaviour.
     aigentable_allocator::return_large_blocks();
-    let mut requests = 2_000usize;
+    let (mut requests, mut logins) = (2_000usize, 100usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match a.as_str() {
-            "--requests" => {
-                requests = args
-                    .next()
-                    .context("--requests needs a value")?
-                    .parse::<usize>()
-                    .context("--requests must be a number")?
-                    .max(1);
+        let target = match a.as_str() {
+            "--requests" => &mut requests,
+            "--logins" => &mut logins,
+            other => {
+                bail!("unknown argument {other}; usage: auth_bench [--requests N] [--logins N]")
             }
-            other => bail!("unknown argument {other}; usage: auth_bench [--requests N]"),
-        }
+        };
+        *target = args
+            .next()
+            .with_context(|| format!("{a} needs a value"))?
+            .parse::<usize>()
+            .with_context(|| format!("{a} must be a number"))?
+            .max(1);
     }
     let app = spawn_app_without_workers(&[("LOG_FORMAT", "json"), ("RUST_LOG", "warn")]).await;
     let admin = app.register("Bench").await;
@@ -125,10 +144,28 @@ async fn main() -> anyhow::Result<()> {
             bail!("the API key request answered {}", r.status());
         }
     }
+    let rss_before = resident_mib()?;
+    let mut login = timed("POST /api/v1/auth/login");
+    for _ in 0..logins {
+        let t = Instant::now();
+        let r = app.login(&admin.email, &admin.password).await;
+        login.1.push(t.elapsed());
+        if !r.status.is_success() {
+            bail!("the login answered {}: {:?}", r.status, r.body);
+        }
+    }
+    let rss_after = resident_mib()?;
+    tokio::time::sleep(Hasher::KEEP_WARM + Duration::from_secs(2)).await;
+    let rss_idle = resident_mib()?;
+
     report("rate limiter: one admission (2 buckets)", limiter);
-    for (label, samples) in [floor, jwt, api_key] {
+    for (label, samples) in [floor, jwt, api_key, login] {
         report(label, samples);
     }
+    println!(
+        "process resident memory (api and bench): {rss_before:.1} MiB before the logins, {rss_after:.1} MiB after {logins}, {rss_idle:.1} MiB {} s later",
+        (Hasher::KEEP_WARM + Duration::from_secs(2)).as_secs()
+    );
     app.cleanup().await;
     Ok(())
 }
