@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p aigentable-tests --bin ingest_bench -- [--scale 1] [--dir DIR] [--parallel 2] [--reindex]
+//! cargo run --release -p aigentable-tests --bin ingest_bench -- --write-corpus DIR [--scale 1]
 //! ```
 //!
 //! The corpus is generated in memory (multi-page PDFs with the shared
@@ -10,7 +11,9 @@
 //! from docx-rs, workbooks with several sheets of rows from
 //! rust_xlsxwriter), or, with `--dir`, every file of a directory (so it can
 //! be run on the same files as another pipeline; kinds are told by
-//! content, as uploads are). Each file goes through what the
+//! content, as uploads are). `--write-corpus DIR` writes the generated
+//! corpus to a directory and stops: `tests/python/ingest_reference.py`
+//! runs the Python pipeline on it, and `--dir` this one. Each file goes through what the
 //! `ingest_document` job runs: `sniff`, `extract_isolated` (a blocking
 //! thread with panic isolation and a time limit), chunking and BM25
 //! vectors on the blocking pool, then the document's points handed to the
@@ -121,9 +124,12 @@ struct Args {
     parallel: usize,
     /// Measure a re-processing (earlier points deleted first), not a first upload.
     reindex: bool,
+    /// Write the generated corpus here and stop, so that another pipeline
+    /// (and `--dir`) can take the same files.
+    write_corpus: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: ingest_bench [--scale N] [--dir DIR] [--parallel N] [--reindex]";
+const USAGE: &str = "usage: ingest_bench [--scale N] [--dir DIR] [--parallel N] [--reindex] | --write-corpus DIR [--scale N]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -131,6 +137,7 @@ fn parse_args() -> anyhow::Result<Args> {
         dir: None,
         parallel: Queue::Ingest.default_concurrency(),
         reindex: false,
+        write_corpus: None,
     };
     let mut it = std::env::args().skip(1);
     let number = |name: &str, value: Option<String>| -> anyhow::Result<usize> {
@@ -145,11 +152,16 @@ fn parse_args() -> anyhow::Result<Args> {
             "--scale" => args.scale = number("--scale", it.next())?,
             "--parallel" => args.parallel = number("--parallel", it.next())?,
             "--reindex" => args.reindex = true,
-            "--dir" => {
-                args.dir = Some(PathBuf::from(
+            "--dir" | "--write-corpus" => {
+                let dir = PathBuf::from(
                     it.next()
-                        .with_context(|| format!("--dir needs a value; {USAGE}"))?,
-                ));
+                        .with_context(|| format!("{a} needs a value; {USAGE}"))?,
+                );
+                if a == "--dir" {
+                    args.dir = Some(dir);
+                } else {
+                    args.write_corpus = Some(dir);
+                }
             }
             other => bail!("unknown argument {other}; {USAGE}"),
         }
@@ -391,6 +403,24 @@ async fn main() -> anyhow::Result<()> {
     // As the api and workers binaries do: the same allocator behaviour.
     aigentable_allocator::return_large_blocks();
     let args = parse_args()?;
+    if let Some(out) = &args.write_corpus {
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let mut written = 0;
+        for (_, files) in generated(args.scale)? {
+            for (name, bytes) in files {
+                let path = out.join(&name);
+                std::fs::write(&path, &bytes)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                written += 1;
+            }
+        }
+        println!(
+            "wrote {written} files of the scale-{} corpus to {}",
+            args.scale,
+            out.display()
+        );
+        return Ok(());
+    }
     let dir = std::env::temp_dir().join(format!(
         "aigentable-ingest-bench-{}",
         uuid::Uuid::new_v4().simple()
