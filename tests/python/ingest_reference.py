@@ -8,8 +8,8 @@ Per file, as `ingest_bench --dir DIR` does in Rust: extract the text
 (pypdf page by page, python-docx paragraphs and tables, openpyxl rows in
 read-only mode), split it (LangChain's RecursiveCharacterTextSplitter,
 1,200 characters with 200 of overlap, as our chunker's defaults), compute
-the same BM25 sparse vectors (FNV-1a term ids, k1 1.2, b 0.75, average
-length 256, the same stopwords) and upsert them into qdrant-client's local
+BM25 sparse vectors as ours are (FNV-1a term ids, k1 1.2, b 0.75, average
+length 256, our stopwords; tokens split by Python's `\w+`) and upsert them into qdrant-client's local
 mode in batches: an on-disk collection, the embedded store's counterpart,
 or with `--memory` one held in memory (faster; nothing kept).
 One document at a time, as one Python process runs. Prints one line per
