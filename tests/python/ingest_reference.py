@@ -1,4 +1,4 @@
-"""The Python ingestion pipeline that issue 14 compares against, on a
+r"""The Python ingestion pipeline that issue 14 compares against, on a
 directory of files (for example `ingest_bench --write-corpus DIR`):
 
     pip install pypdf python-docx openpyxl langchain-text-splitters qdrant-client
