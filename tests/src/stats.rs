@@ -2,6 +2,27 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
+use aigentable_platform::auth::password::Hasher;
+
+/// How long after the last password hash its working memory has been
+/// freed (`Hasher::KEEP_WARM`, and a margin): a process's idle memory is
+/// read after that.
+pub const HASH_MEMORY_FREED_AFTER: Duration =
+    Hasher::KEEP_WARM.saturating_add(Duration::from_secs(2));
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
+pub fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
 /// The `p`-th percentile (0 to 100) of `sorted` by nearest rank; zero
 /// when there is no sample.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {

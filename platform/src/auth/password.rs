@@ -124,35 +124,24 @@ impl WorkingMemory {
     }
 
     async fn release_when_idle(self: Arc<Self>) {
-        loop {
-            let idle_for = self
-                .state()
-                .last_used
-                .map_or(self.keep_warm, |t| t.elapsed());
-            if let Some(wait) = self
-                .keep_warm
-                .checked_sub(idle_for)
-                .filter(|w| !w.is_zero())
-            {
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            let released = {
+        let released = loop {
+            // Checked and taken under one lock, so a block given back in
+            // between is never freed early.
+            let wait = {
                 let mut state = self.state();
-                // A hash may have given a block back since the check above.
-                if state
-                    .last_used
-                    .is_some_and(|t| t.elapsed() < self.keep_warm)
-                {
-                    continue;
+                let wait = state.last_used.map_or(Duration::ZERO, |t| {
+                    self.keep_warm.saturating_sub(t.elapsed())
+                });
+                if wait.is_zero() {
+                    state.release_pending = false;
+                    break std::mem::take(&mut state.blocks);
                 }
-                state.release_pending = false;
-                std::mem::take(&mut state.blocks)
+                wait
             };
-            // Unmapping 19 MiB a block is the kernel's work: off the runtime.
-            tokio::task::spawn_blocking(move || drop(released));
-            return;
-        }
+            tokio::time::sleep(wait).await;
+        };
+        // Unmapping 19 MiB a block is the kernel's work: off the runtime.
+        tokio::task::spawn_blocking(move || drop(released));
     }
 
     #[cfg(test)]

@@ -24,10 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use aigentable_platform::auth::password::Hasher;
 use aigentable_platform::rate_limits::{self, Bucket};
 use aigentable_tests::spawn_app_without_workers;
-use aigentable_tests::stats::percentile;
+use aigentable_tests::stats::{HASH_MEMORY_FREED_AFTER, percentile, status_kib};
 
 fn report(what: &str, mut samples: Vec<Duration>) {
     samples.sort();
@@ -41,14 +40,7 @@ fn report(what: &str, mut samples: Vec<Duration>) {
 
 /// This process's resident memory (`VmRSS`), in MiB.
 fn resident_mib() -> anyhow::Result<f64> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS in /proc/self/status")?;
-    Ok(kib / 1024.0)
+    Ok(status_kib(std::process::id(), "VmRSS")? as f64 / 1024.0)
 }
 
 #[tokio::main]
@@ -155,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let rss_after = resident_mib()?;
-    tokio::time::sleep(Hasher::KEEP_WARM + Duration::from_secs(2)).await;
+    tokio::time::sleep(HASH_MEMORY_FREED_AFTER).await;
     let rss_idle = resident_mib()?;
 
     report("rate limiter: one admission (2 buckets)", limiter);
@@ -164,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "process resident memory (api and bench): {rss_before:.1} MiB before the logins, {rss_after:.1} MiB after {logins}, {rss_idle:.1} MiB {} s later",
-        (Hasher::KEEP_WARM + Duration::from_secs(2)).as_secs()
+        HASH_MEMORY_FREED_AFTER.as_secs()
     );
     app.cleanup().await;
     Ok(())

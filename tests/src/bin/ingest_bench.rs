@@ -147,22 +147,17 @@ fn parse_args() -> anyhow::Result<Args> {
             .with_context(|| format!("{name} must be a number"))?
             .max(1))
     };
+    let path = |name: &str, value: Option<String>| -> anyhow::Result<Option<PathBuf>> {
+        let value = value.with_context(|| format!("{name} needs a value; {USAGE}"))?;
+        Ok(Some(PathBuf::from(value)))
+    };
     while let Some(a) = it.next() {
         match a.as_str() {
             "--scale" => args.scale = number("--scale", it.next())?,
             "--parallel" => args.parallel = number("--parallel", it.next())?,
             "--reindex" => args.reindex = true,
-            "--dir" | "--write-corpus" => {
-                let dir = PathBuf::from(
-                    it.next()
-                        .with_context(|| format!("{a} needs a value; {USAGE}"))?,
-                );
-                if a == "--dir" {
-                    args.dir = Some(dir);
-                } else {
-                    args.write_corpus = Some(dir);
-                }
-            }
+            "--dir" => args.dir = path("--dir", it.next())?,
+            "--write-corpus" => args.write_corpus = path("--write-corpus", it.next())?,
             other => bail!("unknown argument {other}; {USAGE}"),
         }
     }

@@ -48,9 +48,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use aigentable_platform::auth::password::Hasher;
 use aigentable_tests::release_bins::release_binary;
-use aigentable_tests::stats::percentile;
+use aigentable_tests::stats::{HASH_MEMORY_FREED_AFTER, percentile, status_kib};
 
 use aigentable_jobs::events::{RealtimeEvent, channel, names};
 
@@ -99,17 +98,6 @@ fn epoch_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-}
-
-/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
 /// CPU time (user + system) a process has used, in seconds. The kernel
@@ -521,7 +509,7 @@ async fn run(
     // The hashes' working memory is kept for a burst of logins and given
     // back once none has run for `Hasher::KEEP_WARM`: the idle figure is
     // taken after that.
-    tokio::time::sleep(Hasher::KEEP_WARM + Duration::from_secs(2)).await;
+    tokio::time::sleep(HASH_MEMORY_FREED_AFTER).await;
     api.ensure_alive()?;
     figures.idle_kib = Some(status_kib(api.pid, "VmRSS")?);
     let cpu_idle = cpu_seconds(api.pid).unwrap_or(0.0);
@@ -784,7 +772,7 @@ fn print_table(args: &Args, f: &Figures) {
     println!(
         "  api idle RSS               {} MiB (no hash for {} s)",
         opt(f.idle_kib),
-        (Hasher::KEEP_WARM + Duration::from_secs(2)).as_secs()
+        HASH_MEMORY_FREED_AFTER.as_secs()
     );
     println!("  api RSS with sockets       {} MiB", opt(f.connected_kib));
     println!("  per socket                 {per_socket} KiB");

@@ -22,6 +22,7 @@ use aigentable_tests::fake_providers::{
 };
 use aigentable_tests::partition::{Partition, host_port};
 use aigentable_tests::socket::connect;
+use aigentable_tests::stats::status_kib;
 use aigentable_tests::{Session, TestApp};
 
 use super::ChildTest;
@@ -151,14 +152,7 @@ impl Proc {
     /// Resident memory (MiB) and CPU time used so far (s), from /proc.
     fn usage(&self) -> Option<(f64, f64)> {
         let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss_kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
+        let rss_kib = status_kib(pid, "VmRSS").ok()? as f64;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // Fields after the command name (which may hold spaces): utime and
         // stime are the 12th and 13th, in clock ticks (100 per second).
