@@ -658,11 +658,12 @@ async fn embedded_store_seals_large_segments_and_keeps_every_point() {
     );
 }
 
-/// Edge logs every write to a WAL it never reads back (a shard loads from
-/// its flushed segments) and, as published, never truncated it either: the
-/// log kept a copy of every write ever made, 32 MB segment after segment.
-/// The vendored patch acknowledges the log once the segments are flushed
-/// (vendor/README.md), so it keeps one closed segment at most.
+/// Edge logs every write to a WAL and, as published, never truncated it:
+/// the log kept a copy of every write ever made, 32 MB segment after
+/// segment. The vendored patch acknowledges the log once the segments are
+/// flushed (vendor/README.md), which the store does at most
+/// `SEGMENT_FLUSH_INTERVAL` after a write; then one closed segment at most
+/// is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_keeps_its_write_log_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -685,10 +686,15 @@ async fn embedded_store_keeps_its_write_log_bounded() {
                 .collect();
             store.upsert(&spec.name, points).await.expect("upsert");
         }
+        tokio::time::sleep(EmbeddedStore::SEGMENT_FLUSH_INTERVAL).await;
+        store
+            .upsert(&spec.name, vec![sparse_chunk("doc", 12_000, "last")])
+            .await
+            .expect("upsert");
         let closed = closed_log_segments();
         assert!(closed <= 1, "{closed} closed WAL segments kept");
     }
-    reopened(dir.path(), &spec.name, 12_000, "word11999", 11_999).await;
+    reopened(dir.path(), &spec.name, 12_001, "word11999", 11_999).await;
 }
 
 /// Search skips the stretches of a long posting list whose largest weight
@@ -847,4 +853,101 @@ async fn second_process_opener() {
         .expect_err("the parent owns the store");
     assert!(matches!(err, VectorError::Locked(_)), "{err}");
     eprintln!("locked: {err}");
+}
+
+/// Set in the child process of `embedded_store_recovers_writes_after_a_crash`.
+const CRASH_DIR_ENV: &str = "AIGENTABLE_VECTORS_CRASH_TEST_DIR";
+
+/// Printed by the crashing child once its writes have returned.
+const WRITES_RETURNED: &str = "writes returned, aborting";
+
+/// Every write that returned survives a crash, though the store flushes its
+/// segments only every `SEGMENT_FLUSH_INTERVAL`: a load replays the write
+/// log past the last flush. The child writes 300 points, waits out the
+/// interval, writes 200 more (that write flushes the segments), then 100
+/// more, rewrites one of the first and deletes the 200, and aborts without
+/// any destructor. Without the replay the store would reopen with the 500
+/// points of its last flush.
+#[tokio::test]
+async fn embedded_store_recovers_writes_after_a_crash() {
+    if std::env::var_os(CRASH_DIR_ENV).is_some() {
+        return; // this is the child; see crashing_writer
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "crashing_writer", "--nocapture"])
+        .env(CRASH_DIR_ENV, dir.path())
+        .output()
+        .expect("run the child process");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains(WRITES_RETURNED),
+        "the child wrote, then crashed: {}\n{stdout}\n{stderr}",
+        output.status
+    );
+
+    let spec = CollectionSpec::sparse_only();
+    let store = reopened(dir.path(), &spec.name, 400, "rewritten", 0).await;
+    let first = |term: &'static str| {
+        let store = &store;
+        let name = spec.name.clone();
+        async move {
+            store
+                .search(&name, &SearchQuery::new("t", term, 1))
+                .await
+                .expect("search")
+                .into_iter()
+                .next()
+                .map(|h| (h.payload.document_id, h.payload.chunk_index))
+        }
+    };
+    assert_eq!(first("alpha299").await, Some(("doc-a".to_owned(), 299)));
+    assert_eq!(first("gamma99").await, Some(("doc-c".to_owned(), 99)));
+    assert_eq!(
+        first("beta5").await,
+        None,
+        "the deleted document stays deleted"
+    );
+    assert_eq!(
+        first("alpha0").await,
+        None,
+        "the rewritten chunk has its new text"
+    );
+    drop(store);
+    // Recovered writes were flushed: a second load finds them as well.
+    reopened(dir.path(), &spec.name, 400, "gamma42", 42).await;
+}
+
+/// The child half of `embedded_store_recovers_writes_after_a_crash`; does
+/// nothing when run on its own.
+#[tokio::test]
+async fn crashing_writer() {
+    let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
+        return;
+    };
+    let spec = CollectionSpec::sparse_only();
+    let points = |document: &str, word: &str, count: u32| -> Vec<Point> {
+        (0..count)
+            .map(|i| sparse_chunk(document, i, &format!("{word}{i} shared words")))
+            .collect()
+    };
+    let store = EmbeddedStore::open(std::path::Path::new(&dir))
+        .await
+        .expect("open");
+    store.ensure_collection(&spec).await.expect("create");
+    let upsert = |points| store.upsert(&spec.name, points);
+    upsert(points("doc-a", "alpha", 300)).await.expect("upsert");
+    tokio::time::sleep(EmbeddedStore::SEGMENT_FLUSH_INTERVAL).await;
+    upsert(points("doc-b", "beta", 200)).await.expect("upsert");
+    upsert(points("doc-c", "gamma", 100)).await.expect("upsert");
+    upsert(vec![sparse_chunk("doc-a", 0, "rewritten")])
+        .await
+        .expect("upsert");
+    store
+        .delete_document(&spec.name, "t", "doc-b")
+        .await
+        .expect("delete");
+    eprintln!("{WRITES_RETURNED}");
+    std::process::abort();
 }

@@ -45,6 +45,9 @@ pub struct EdgeShard {
     config: SaveOnDisk<EdgeConfig>,
     wal: Mutex<SerdeWal<CollectionUpdateOperations>>,
     segments: LockedSegmentHolder,
+    /// aigentable patch: set when `load` could not replay the WAL, so that
+    /// dropping the shard does not flush (and acknowledge) it.
+    replay_failed: bool,
 }
 
 const WAL_PATH: &str = "wal";
@@ -78,6 +81,7 @@ impl EdgeShard {
             config,
             wal: parking_lot::Mutex::new(wal),
             segments: LockedSegmentHolder::new(segments),
+            replay_failed: false,
         })
     }
 
@@ -123,12 +127,28 @@ impl EdgeShard {
         let config = SaveOnDisk::new(&config_path, config)
             .map_err(|e| OperationError::service_error(e.to_string()))?;
 
-        Ok(Self {
+        let mut shard = Self {
             path: path.into(),
             config,
             wal: parking_lot::Mutex::new(wal),
             segments: LockedSegmentHolder::new(segments),
-        })
+            replay_failed: false,
+        };
+        // aigentable patch: upstream 0.7.2 never read its WAL back, so an
+        // update made after the last `flush` was lost on restart. Replaying
+        // it (and flushing what it restored) lets a caller sync the WAL
+        // alone per write (`flush_wal`) and flush segments less often.
+        match shard.replay_wal() {
+            Ok(0) => {}
+            Ok(_) => shard.flush(),
+            Err(err) => {
+                // Dropped, the shard would flush and acknowledge the records
+                // that were not replayed.
+                shard.replay_failed = true;
+                return Err(err);
+            }
+        }
+        Ok(shard)
     }
 
     pub fn config(&self) -> parking_lot::RwLockReadGuard<'_, EdgeConfig> {
@@ -188,6 +208,9 @@ impl EdgeShard {
 
 impl Drop for EdgeShard {
     fn drop(&mut self) {
+        if self.replay_failed {
+            return;
+        }
         self.flush();
     }
 }

@@ -17,6 +17,50 @@ impl EdgeShard {
         let mut wal = self.wal.lock();
 
         let operation_id = wal.write(&record).map_err(service_error)?;
+        self.apply(operation_id, operation)
+    }
+
+    /// aigentable patch: applies the updates the WAL holds past its last
+    /// acknowledgement (every one since the last `flush`), in order. Segments
+    /// skip what they already hold: a point whose version is newer than an
+    /// operation ignores it. An update that failed when it was made (its
+    /// record is written first) fails again and is skipped, as Qdrant's own
+    /// WAL recovery does; a failure of the storage itself stops the load.
+    pub(crate) fn replay_wal(&self) -> OperationResult<u64> {
+        let wal = self.wal.lock();
+        let mut replayed = 0;
+        for record in wal.read_all(false) {
+            let (operation_id, operation) = record.map_err(service_error)?;
+            match self.apply(operation_id, operation) {
+                Ok(()) => replayed += 1,
+                Err(
+                    err @ (OperationError::ServiceError { .. }
+                    | OperationError::InconsistentStorage { .. }
+                    | OperationError::OutOfMemory { .. }
+                    | OperationError::Cancelled { .. }
+                    | OperationError::Timeout { .. }),
+                ) => return Err(err),
+                Err(err) => {
+                    log::warn!("skipping WAL record {operation_id}, which fails again: {err}");
+                }
+            }
+        }
+        Ok(replayed)
+    }
+
+    /// aigentable patch: makes every update made so far durable by syncing
+    /// the WAL alone. The segments stay as they are in memory; a later
+    /// `flush` writes them, and a load replays what they had not yet
+    /// written ([`Self::replay_wal`]).
+    pub fn flush_wal(&self) -> OperationResult<()> {
+        self.wal.lock().flush().map_err(service_error)
+    }
+
+    fn apply(
+        &self,
+        operation_id: u64,
+        operation: CollectionUpdateOperations,
+    ) -> OperationResult<()> {
         let hw_counter = HardwareCounterCell::disposable();
         let _update_guard = self.segments.acquire_updates_lock();
 

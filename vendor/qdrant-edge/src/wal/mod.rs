@@ -307,6 +307,14 @@ impl Wal {
 
     pub fn flush_open_segment(&mut self) -> Result<()> {
         trace!("{self:?}: flushing open segments");
+        // aigentable patch: the segment retired last is flushed on a thread;
+        // waiting for it makes a flush cover every entry appended so far,
+        // which `EdgeShard::flush_wal` promises.
+        if let Some(flush) = self.flush.take() {
+            flush
+                .join()
+                .map_err(|err| Error::other(format!("wal flush thread panicked: {err:?}")))??;
+        }
         self.open_segment.segment.flush()?;
         Ok(())
     }
