@@ -41,7 +41,8 @@
 //! - Dense vectors use cosine distance under the name `dense`.
 //! - Writes are batched ([`UPSERT_BATCH`] points per request) and wait for
 //!   the store to apply them (`wait=true` on the server; the embedded store
-//!   flushes to disk once per `upsert` call, after all its batches).
+//!   syncs its write-ahead log once per `upsert` call, after all its
+//!   batches).
 //!
 //! Limits of the embedded store (Qdrant Edge 0.7.2), acceptable for one
 //! host and modest corpora, the reason production sets `QDRANT_URL`:
@@ -52,10 +53,12 @@
 //!   deleted points. Inserts into an appendable segment cost the same at
 //!   any size only thanks to the vendored patch (`vendor/README.md`).
 //! - Edge writes every update to its write-ahead log (`wal/` in the
-//!   collection's directory) but never reads it back in 0.7.2 (durability
-//!   comes from flushing the segments after each write). As published it
-//!   never truncated it either; the vendored patch acknowledges the log
-//!   after each flush, so it keeps one closed 32 MB file at most.
+//!   collection's directory). As published, 0.7.2 never read it back nor
+//!   truncated it; the vendored patch replays it when a shard is loaded
+//!   and acknowledges it after each flush of the segments, so a write is
+//!   durable once the log is synced (each call) and the log keeps one
+//!   closed 32 MB file at most. The segments are flushed at most every
+//!   [`EmbeddedStore::SEGMENT_FLUSH_INTERVAL`].
 //!
 //! Nothing here reads the environment: the caller passes `QDRANT_URL`,
 //! `QDRANT_API_KEY` and `DATA_DIR`.
