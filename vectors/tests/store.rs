@@ -815,6 +815,22 @@ async fn server_store_reports_an_unreachable_server() {
     assert!(err.to_string().contains("cannot reach Qdrant"), "{err}");
 }
 
+/// Runs the test `name` of this binary in a child process, with `env` set
+/// to `dir`; its status and its output (stdout, then stderr).
+fn run_child(name: &str, env: &str, dir: &std::path::Path) -> (std::process::ExitStatus, String) {
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", name, "--nocapture"])
+        .env(env, dir)
+        .output()
+        .expect("run the child process");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, text)
+}
+
 /// Set in the child process of `embedded_store_refuses_a_second_process`.
 const CHILD_DIR_ENV: &str = "AIGENTABLE_VECTORS_LOCK_TEST_DIR";
 
@@ -826,19 +842,13 @@ async fn embedded_store_refuses_a_second_process() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let _owner = EmbeddedStore::open(dir.path()).await.expect("open");
-    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "second_process_opener", "--nocapture"])
-        .env(CHILD_DIR_ENV, dir.path())
-        .output()
-        .expect("run the child process");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let (status, output) = run_child("second_process_opener", CHILD_DIR_ENV, dir.path());
+    assert!(status.success(), "{output}");
     assert!(
-        stderr.contains("locked: the embedded vector store at"),
-        "{stderr}"
+        output.contains("locked: the embedded vector store at"),
+        "{output}"
     );
-    assert!(stderr.contains("set QDRANT_URL"), "{stderr}");
+    assert!(output.contains("set QDRANT_URL"), "{output}");
 }
 
 /// The child half of `embedded_store_refuses_a_second_process`; does
@@ -874,17 +884,10 @@ async fn embedded_store_recovers_writes_after_a_crash() {
         return; // this is the child; see crashing_writer
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "crashing_writer", "--nocapture"])
-        .env(CRASH_DIR_ENV, dir.path())
-        .output()
-        .expect("run the child process");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (status, output) = run_child("crashing_writer", CRASH_DIR_ENV, dir.path());
     assert!(
-        !output.status.success() && stderr.contains(WRITES_RETURNED),
-        "the child wrote, then crashed: {}\n{stdout}\n{stderr}",
-        output.status
+        !status.success() && output.contains(WRITES_RETURNED),
+        "the child wrote, then crashed: {status}\n{output}"
     );
 
     let spec = CollectionSpec::sparse_only();
