@@ -53,6 +53,18 @@ impl PostingList {
     /// Worst case is adding a new element at the end of the list with a very large weight.
     /// This forces to propagate it as potential max_next_weight to all the previous elements.
     pub fn upsert(&mut self, posting_element: PostingElementEx) {
+        // aigentable patch: new points get ever larger ids, so an insert is
+        // nearly always an append; skip the binary search then (what the
+        // search would find is the end of the list).
+        if self
+            .elements
+            .last()
+            .is_none_or(|last| last.record_id < posting_element.record_id)
+        {
+            self.elements.push(posting_element);
+            self.propagate_max_next_weight_to_the_left(self.elements.len() - 1);
+            return;
+        }
         // find insertion point in sorted posting list (most expensive operation for large posting list)
         let index = self
             .elements
