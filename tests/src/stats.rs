@@ -23,6 +23,19 @@ pub fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
+/// CPU time (user + system) a process has used, in seconds. The kernel
+/// reports it in USER_HZ ticks, 100 a second on Linux whatever the kernel's
+/// own tick rate.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; count from after it.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// The `p`-th percentile (0 to 100) of `sorted` by nearest rank; zero
 /// when there is no sample.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -405,8 +405,9 @@ impl Shard {
 
     /// Applies the operations in order and syncs the write-ahead log once,
     /// so the call's writes are durable when it returns. The segments are
-    /// flushed too when the optimizer rewrote them or the last flush is
-    /// [`EmbeddedStore::SEGMENT_FLUSH_INTERVAL`] old.
+    /// flushed instead (which syncs the log too) when the optimizer rewrote
+    /// them or the last flush is [`EmbeddedStore::SEGMENT_FLUSH_INTERVAL`]
+    /// old.
     fn write_all(&self, operations: Vec<UpdateOperation>) -> Result<(), VectorError> {
         let mut flushed_at = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
         for operation in operations {
@@ -414,9 +415,6 @@ impl Shard {
                 .update(operation)
                 .map_err(edge_error("update failed"))?;
         }
-        self.edge
-            .flush_wal()
-            .map_err(edge_error("cannot sync the write-ahead log"))?;
         // Plans nothing (a look at the segments' sizes) until the
         // appendable segment passes the threshold.
         let optimized = self
@@ -426,6 +424,10 @@ impl Shard {
         if optimized || flushed_at.elapsed() >= EmbeddedStore::SEGMENT_FLUSH_INTERVAL {
             self.edge.flush();
             *flushed_at = Instant::now();
+        } else {
+            self.edge
+                .flush_wal()
+                .map_err(edge_error("cannot sync the write-ahead log"))?;
         }
         Ok(())
     }

@@ -21,10 +21,14 @@ pub enum PasswordError {
     Busy,
 }
 
+/// The algorithm and version new hashes use ([`hasher`], [`hash_in`]).
+const ALGORITHM: Algorithm = Algorithm::Argon2id;
+const VERSION: Version = Version::V0x13;
+
 fn hasher() -> Argon2<'static> {
     // OWASP's argon2id baseline: 19 MiB, 2 iterations, 1 lane.
     let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Argon2::new(ALGORITHM, VERSION, params)
 }
 
 pub async fn hash(password: &str) -> Result<String, PasswordError> {
@@ -175,8 +179,8 @@ fn hash_in(memory: &mut Vec<Block>, password: &[u8]) -> Result<String, PasswordE
     )
     .map_err(failed)?;
     let hash = PasswordHash {
-        algorithm: Algorithm::Argon2id.ident(),
-        version: Some(Version::V0x13.into()),
+        algorithm: ALGORITHM.ident(),
+        version: Some(VERSION.into()),
         params: ParamsString::try_from(&params).map_err(failed)?,
         salt: Some(salt.as_salt()),
         hash: Some(output),

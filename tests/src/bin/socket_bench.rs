@@ -49,7 +49,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use aigentable_tests::release_bins::release_binary;
-use aigentable_tests::stats::{HASH_MEMORY_FREED_AFTER, percentile, status_kib};
+use aigentable_tests::stats::{HASH_MEMORY_FREED_AFTER, cpu_seconds, percentile, status_kib};
 
 use aigentable_jobs::events::{RealtimeEvent, channel, names};
 
@@ -98,19 +98,6 @@ fn epoch_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-}
-
-/// CPU time (user + system) a process has used, in seconds. The kernel
-/// reports it in USER_HZ ticks, 100 a second on Linux whatever the kernel's
-/// own tick rate.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; count from after it.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
 }
 
 /// The 1-minute load average: on a shared machine, what else competed for

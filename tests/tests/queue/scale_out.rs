@@ -22,7 +22,7 @@ use aigentable_tests::fake_providers::{
 };
 use aigentable_tests::partition::{Partition, host_port};
 use aigentable_tests::socket::connect;
-use aigentable_tests::stats::status_kib;
+use aigentable_tests::stats::{cpu_seconds, status_kib};
 use aigentable_tests::{Session, TestApp};
 
 use super::ChildTest;
@@ -153,13 +153,7 @@ impl Proc {
     fn usage(&self) -> Option<(f64, f64)> {
         let pid = self.child.id();
         let rss_kib = status_kib(pid, "VmRSS").ok()? as f64;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name (which may hold spaces): utime and
-        // stime are the 12th and 13th, in clock ticks (100 per second).
-        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-        let ticks: f64 =
-            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some((rss_kib / 1024.0, ticks / 100.0))
+        Some((rss_kib / 1024.0, cpu_seconds(pid)?))
     }
 }
 

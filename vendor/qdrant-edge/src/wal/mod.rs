@@ -265,11 +265,7 @@ impl Wal {
         let mut segment = self.creator.next()?;
         mem::swap(&mut self.open_segment, &mut segment);
 
-        if let Some(flush) = self.flush.take() {
-            flush
-                .join()
-                .map_err(|err| Error::other(format!("wal flush thread panicked: {err:?}")))??;
-        };
+        self.join_pending_flush()?;
 
         self.flush = Some(segment.segment.flush_async());
 
@@ -310,12 +306,19 @@ impl Wal {
         // aigentable patch: the segment retired last is flushed on a thread;
         // waiting for it makes a flush cover every entry appended so far,
         // which `EdgeShard::flush_wal` promises.
+        self.join_pending_flush()?;
+        self.open_segment.segment.flush()?;
+        Ok(())
+    }
+
+    /// aigentable patch: waits for the flush of the segment retired last
+    /// (shared by `retire_open_segment` and `flush_open_segment`).
+    fn join_pending_flush(&mut self) -> Result<()> {
         if let Some(flush) = self.flush.take() {
             flush
                 .join()
                 .map_err(|err| Error::other(format!("wal flush thread panicked: {err:?}")))??;
         }
-        self.open_segment.segment.flush()?;
         Ok(())
     }
 
