@@ -31,7 +31,7 @@ use qdrant_edge::{
 
 use crate::{
     CollectionSpec, DENSE_VECTOR, Hit, Named, Point, PointPayload, SPARSE_VECTOR, Scope,
-    SearchQuery, UPSERT_BATCH, VectorError, VectorStore, check_sparse, hybrid_search, keys,
+    SearchQuery, UPSERT_BATCH, VectorError, VectorStore, check_sparse, fuse, hybrid_vectors, keys,
     validate_collection_name,
 };
 
@@ -125,6 +125,9 @@ impl EmbeddedStore {
     }
 
     async fn shard_async(&self, name: &str) -> Result<Arc<Shard>, VectorError> {
+        if let Some(shard) = self.inner.open_shard(name) {
+            return Ok(shard);
+        }
         let inner = self.inner.clone();
         let name = name.to_owned();
         blocking(move || inner.shard(&name)).await
@@ -175,6 +178,14 @@ impl Inner {
 
     fn shard_path(&self, name: &str) -> PathBuf {
         self.root.join("collections").join(name)
+    }
+
+    /// The shard `name` when it is open and the map is free this instant,
+    /// found without the blocking pool. The map stays locked while a shard
+    /// loads from disk, so an async caller never waits for it: it goes to
+    /// the blocking pool ([`Inner::shard`]) instead.
+    fn open_shard(&self, name: &str) -> Option<Arc<Shard>> {
+        self.shards.try_lock().ok()?.get(name).cloned()
     }
 
     /// The open shard of a collection, loading it from disk on first use.
@@ -480,6 +491,15 @@ impl Shard {
 #[async_trait]
 impl VectorStore for EmbeddedStore {
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<(), VectorError> {
+        // Every search ensures its collection first: an open one that
+        // matches needs no trip to the blocking pool.
+        if self
+            .inner
+            .open_shard(&spec.name)
+            .is_some_and(|shard| shard.dense_dim == spec.dense_dim)
+        {
+            return Ok(());
+        }
         let spec = spec.clone();
         let inner = self.inner.clone();
         blocking(move || inner.ensure(&spec)).await
@@ -563,15 +583,30 @@ impl VectorStore for EmbeddedStore {
     }
 
     async fn search(&self, collection: &str, query: &SearchQuery) -> Result<Vec<Hit>, VectorError> {
-        let shard = self.shard_async(collection).await?;
+        let vectors = hybrid_vectors(query);
+        if vectors.is_empty() {
+            return Ok(Vec::new());
+        }
         let filter = filter(&query.scope())?;
         let limit = query.candidates();
-        hybrid_search(query, |vector| {
-            let shard = shard.clone();
-            let filter = filter.clone();
-            blocking(move || shard.search(vector, filter, limit))
+        let open = self.inner.open_shard(collection);
+        let inner = self.inner.clone();
+        let name = collection.to_owned();
+        // One trip to the blocking pool for both searches (and the shard,
+        // when it must be loaded): a search of a small collection takes
+        // less time than the handoff.
+        let lists = blocking(move || {
+            let shard = match open {
+                Some(shard) => shard,
+                None => inner.shard(&name)?,
+            };
+            vectors
+                .into_iter()
+                .map(|vector| shard.search(vector, filter.clone(), limit))
+                .collect::<Result<Vec<_>, _>>()
         })
-        .await
+        .await?;
+        Ok(fuse(query, &lists))
     }
 
     async fn drop_collection(&self, collection: &str) -> Result<(), VectorError> {

@@ -405,17 +405,33 @@ where
     F: Fn(Named) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<Hit>, VectorError>>,
 {
-    if query.limit == 0 {
-        return Ok(Vec::new());
-    }
     let mut lists = Vec::with_capacity(2);
+    for vector in hybrid_vectors(query) {
+        lists.push(search_one(vector).await?);
+    }
+    Ok(fuse(query, &lists))
+}
+
+/// The searches a hybrid query runs, one list each: the sparse one unless
+/// its vector is empty, the dense one when it has a dense vector; none
+/// when it asks for no hit.
+pub(crate) fn hybrid_vectors(query: &SearchQuery) -> Vec<Named> {
+    let mut vectors = Vec::with_capacity(2);
+    if query.limit == 0 {
+        return vectors;
+    }
     if !query.sparse.is_empty() {
-        lists.push(search_one(Named::Sparse(query.sparse.clone())).await?);
+        vectors.push(Named::Sparse(query.sparse.clone()));
     }
     if let Some(dense) = &query.dense {
-        lists.push(search_one(Named::Dense(dense.clone())).await?);
+        vectors.push(Named::Dense(dense.clone()));
     }
-    Ok(fusion::rrf(&lists, fusion::RRF_K, query.limit))
+    vectors
+}
+
+/// The hits of a hybrid query, from the lists of [`hybrid_vectors`].
+pub(crate) fn fuse(query: &SearchQuery, lists: &[Vec<Hit>]) -> Vec<Hit> {
+    fusion::rrf(lists, fusion::RRF_K, query.limit)
 }
 
 /// One of a point's named vectors, as a query.
