@@ -302,7 +302,16 @@ pub async fn app_with_fake_and(
     extra: &[(&str, &str)],
     with_workers: bool,
 ) -> (crate::TestApp, FakeProviders) {
-    let fake = FakeProviders::start().await;
+    app_with_given_fake(FakeProviders::start().await, extra, with_workers).await
+}
+
+/// [`app_with_fake_and`] with a fake started by the caller (on a runtime
+/// of its choosing).
+pub async fn app_with_given_fake(
+    fake: FakeProviders,
+    extra: &[(&str, &str)],
+    with_workers: bool,
+) -> (crate::TestApp, FakeProviders) {
     let env = fake.env();
     let mut overrides: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     overrides.push(("PUBLIC_BASE_URL", "https://bot.example.com"));

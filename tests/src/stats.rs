@@ -27,7 +27,43 @@ pub fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
 /// reports it in USER_HZ ticks, 100 a second on Linux whatever the kernel's
 /// own tick rate.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// CPU time used by this process's threads whose name starts with
+/// `prefix` (tokio names a runtime's threads, blocking ones included), in
+/// seconds; threads that have exited are not counted.
+pub fn own_threads_cpu_seconds(prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end().starts_with(prefix))
+        })
+        .filter_map(|t| stat_cpu_seconds(&std::fs::read_to_string(t.path().join("stat")).ok()?))
+        .sum()
+}
+
+/// The processes whose command name is `comm` (as `/proc/<pid>/comm`
+/// holds it: at most 15 bytes).
+pub fn pids_named(comm: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .collect()
+}
+
+/// User + system time of a `stat` line (a process's or a thread's).
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     // The command name (field 2) may hold spaces; count from after it.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -57,5 +93,38 @@ mod tests {
         assert_eq!(percentile(&s, 99.0), Duration::from_millis(99));
         assert_eq!(percentile(&s, 100.0), Duration::from_millis(100));
         assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_named_threads_cpu_is_told_apart() {
+        let (ran, done) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let spinner = std::thread::Builder::new()
+            .name("stats-spinner".into())
+            .spawn(move || {
+                let until = std::time::Instant::now() + Duration::from_millis(300);
+                let mut x = 0u64;
+                while std::time::Instant::now() < until {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                let _ = ran.send(());
+                // Alive until read: an exited thread is no longer listed.
+                let _ = stopped.recv();
+            })
+            .expect("spawn");
+        done.recv().expect("spun");
+        let spun = own_threads_cpu_seconds("stats-spin");
+        let _ = stop.send(());
+        spinner.join().expect("join");
+        assert!(spun >= 0.2, "the spinning thread used {spun} s");
+        assert!(own_threads_cpu_seconds("no-such-thread") == 0.0);
+        assert!(cpu_seconds(std::process::id()).is_some_and(|all| all >= spun));
+    }
+
+    #[test]
+    fn processes_are_found_by_name() {
+        let comm = std::fs::read_to_string("/proc/self/comm").expect("comm");
+        assert!(pids_named(comm.trim_end()).contains(&std::process::id()));
+        assert!(pids_named("no-such-process").is_empty());
     }
 }

@@ -2,7 +2,7 @@
 //! the local Redis and MongoDB, and the fake provider server:
 //!
 //! ```sh
-//! cargo run --release -p aigentable-tests --bin webhook_bench -- [--webhooks 2000] [--clients 32] [--samples 50] [--returning] [--concurrency N]
+//! cargo run --release -p aigentable-tests --bin webhook_bench -- [--webhooks 2000] [--clients 32] [--samples 50] [--returning] [--concurrency N] [--uncounted]
 //! cargo run --release -p aigentable-tests --bin webhook_bench -- --accept-only [--webhooks 20000] [--clients 32] [--rate 5000] [--seconds 5]
 //! ```
 //!
@@ -19,6 +19,15 @@
 //!    MongoDB commands each of those messages cost (driver command
 //!    monitoring). Each sample is a new customer, or with `--returning` a
 //!    customer of step 1 writing again.
+//!
+//! The clients and the fake servers run on a runtime of their own, its
+//! threads named `bench-load`, so that the backlog's CPU is read apart:
+//! the platform's (the rest of this process: api, workers, the driver's
+//! command monitoring), the load generator's and fakes', secantusd-rs's
+//! and Redis's (when they run on this machine), per message. Counting
+//! the commands costs the platform's part: the driver turns each command
+//! and reply into a document for the count (7% of the process's samples
+//! in `perf`). `--uncounted` leaves the count out, for the CPU figures.
 //!
 //! With `--accept-only` the api runs without workers, so the figures are
 //! the accept path's alone (route, verify, deduplicate and queue): the
@@ -47,10 +56,10 @@ use aigentable_platform::channels::signature::sign_meta;
 use aigentable_platform::db::command_log::{self, Recording};
 use aigentable_tests::fake_openai::FakeOpenAi;
 use aigentable_tests::fake_providers::{
-    app_with_fake, app_with_fake_and, create_agent, create_channel, create_live_channel, job_done,
-    whatsapp_text,
+    FakeProviders, app_with_fake_and, app_with_given_fake, create_agent, create_channel,
+    create_live_channel, job_done, whatsapp_text,
 };
-use aigentable_tests::stats::percentile;
+use aigentable_tests::stats::{cpu_seconds, own_threads_cpu_seconds, percentile, pids_named};
 use aigentable_tests::{Session, TestApp, delete_redis_namespace, machine};
 
 struct Args {
@@ -62,9 +71,10 @@ struct Args {
     rate: usize,
     seconds: usize,
     concurrency: Option<usize>,
+    uncounted: bool,
 }
 
-const USAGE: &str = "usage: webhook_bench [--webhooks N] [--clients N] [--samples N] [--returning] [--concurrency N] | --accept-only [--webhooks N] [--clients N] [--rate N] [--seconds N]";
+const USAGE: &str = "usage: webhook_bench [--webhooks N] [--clients N] [--samples N] [--returning] [--concurrency N] [--uncounted] | --accept-only [--webhooks N] [--clients N] [--rate N] [--seconds N]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -76,6 +86,7 @@ fn parse_args() -> anyhow::Result<Args> {
         rate: 5_000,
         seconds: 5,
         concurrency: None,
+        uncounted: false,
     };
     let mut webhooks_given = false;
     let mut it = std::env::args().skip(1);
@@ -86,6 +97,10 @@ fn parse_args() -> anyhow::Result<Args> {
         }
         if a == "--accept-only" {
             args.accept_only = true;
+            continue;
+        }
+        if a == "--uncounted" {
+            args.uncounted = true;
             continue;
         }
         let v: usize = it
@@ -122,7 +137,9 @@ async fn main() -> anyhow::Result<()> {
         return accept_only(&args).await;
     }
     // Before the client connects: the driver then reports every command.
-    command_log::enable();
+    if !args.uncounted {
+        command_log::enable();
+    }
     // `RUST_LOG` set: the api's and workers' logs (JSON, with timestamps)
     // on stderr, to follow one message through its jobs.
     if std::env::var_os("RUST_LOG").is_some() {
@@ -153,11 +170,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut overrides = vec![("LOG_FORMAT", "json")];
     overrides.extend(widths.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let (app, fake) = app_with_fake(&overrides).await;
+    let load = load_runtime()?;
+    let fake = load.spawn(FakeProviders::start()).await?;
+    let (app, fake) = app_with_given_fake(fake, &overrides, true).await;
     let admin = app.register("Bench").await;
     // An instant fake LLM as the tenant's default AI provider, so replies
     // take the model path (prompt, call, answer) at no model cost.
-    let llm = FakeOpenAi::start().await;
+    let llm = load.spawn(FakeOpenAi::start()).await?;
     let r = app
         .post(
             "/api/v1/ai-providers",
@@ -176,8 +195,12 @@ async fn main() -> anyhow::Result<()> {
     // 1. Throughput of accepted signed webhooks.
     let bodies = signed_deliveries(pnid, 0..args.webhooks);
     let backlog_recording = Recording::start(app.platform.db.database().name());
+    let cpu = Cpu::new();
+    let cpu_before = cpu.now();
     let started = Instant::now();
-    let failures = post_all(&http, &url, bodies, args.clients).await;
+    let failures = load
+        .spawn(post_all(http.clone(), url.clone(), bodies, args.clients))
+        .await?;
     let elapsed = started.elapsed();
     report_accepted(args.webhooks, elapsed, args.clients, failures);
 
@@ -206,7 +229,12 @@ async fn main() -> anyhow::Result<()> {
         drain.as_secs_f64(),
         delivered as f64 / drain.as_secs_f64()
     );
-    report_backlog_commands(&backlog_recording.take(), delivered);
+    cpu.report(&cpu_before, delivered);
+    if args.uncounted {
+        println!("MongoDB commands not counted (--uncounted)");
+    } else {
+        report_backlog_commands(&backlog_recording.take(), delivered);
+    }
     drop(backlog_recording);
     // The provider has every reply a moment before their deliveries store
     // their outcomes and settle: samples taken meanwhile would time that
@@ -284,24 +312,8 @@ async fn main() -> anyhow::Result<()> {
     drop(recording);
     latencies.sort();
     let messages = latencies.len().max(1) as f64;
-    println!(
-        "MongoDB commands per message, webhook to reply delivered ({} customers): {:.1}, {:.2} ms of round trips",
-        if args.returning { "returning" } else { "new" },
-        recorded.len() as f64 / messages,
-        recorded
-            .iter()
-            .filter_map(|c| c.duration)
-            .sum::<Duration>()
-            .as_secs_f64()
-            * 1e3
-            / messages
-    );
-    for ((name, collection), (count, took)) in by_command(&recorded) {
-        println!(
-            "  {name} {collection}: {:.1} per message, {:.2} ms each",
-            count as f64 / messages,
-            took.as_secs_f64() * 1e3 / count.max(1) as f64
-        );
+    if !args.uncounted {
+        report_sample_commands(&recorded, messages, args.returning);
     }
     println!(
         "webhook -> reply at the provider ({} samples, {} LLM calls in all): p50 {:.1} ms, p99 {:.1} ms",
@@ -383,11 +395,90 @@ fn signed_deliveries(pnid: &str, range: std::ops::Range<usize>) -> Vec<(Vec<u8>,
         .collect()
 }
 
+/// The threads of the load generator and the fake servers.
+const LOAD_THREADS: &str = "bench-load";
+
+/// A runtime for the clients and the fakes, its threads named
+/// [`LOAD_THREADS`]. It lives as long as the process, which ends with
+/// `exit`: a runtime dropped inside another one's task panics.
+fn load_runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(LOAD_THREADS)
+        .enable_all()
+        .build()?;
+    Ok(Box::leak(Box::new(runtime)))
+}
+
+/// The processes whose CPU a backlog is read from: this one (split into
+/// the load generator's threads and the platform's) and, when they run on
+/// this machine, the database server and Redis.
+struct Cpu {
+    database: Vec<u32>,
+    redis: Vec<u32>,
+}
+
+/// CPU seconds used so far.
+struct CpuReading {
+    process: f64,
+    load: f64,
+    database: f64,
+    redis: f64,
+}
+
+impl Cpu {
+    fn new() -> Self {
+        Self {
+            database: pids_named("secantusd-rs")
+                .into_iter()
+                .chain(pids_named("mongod"))
+                .collect(),
+            redis: pids_named("redis-server"),
+        }
+    }
+
+    fn now(&self) -> CpuReading {
+        let sum = |pids: &[u32]| pids.iter().filter_map(|p| cpu_seconds(*p)).sum();
+        CpuReading {
+            process: cpu_seconds(std::process::id()).unwrap_or(0.0),
+            load: own_threads_cpu_seconds(LOAD_THREADS),
+            database: sum(&self.database),
+            redis: sum(&self.redis),
+        }
+    }
+
+    /// Prints each part's CPU per message since `before`, and what the
+    /// parts that are the platform's (all but the load generator) would
+    /// allow if they had every core to themselves.
+    fn report(&self, before: &CpuReading, messages: usize) {
+        let after = self.now();
+        let per = |a: f64, b: f64| (a - b) * 1e3 / messages.max(1) as f64;
+        let load = per(after.load, before.load);
+        let platform = per(after.process, before.process) - load;
+        let database = per(after.database, before.database);
+        let redis = per(after.redis, before.redis);
+        let mut parts = vec![format!("platform (api, workers) {platform:.2} ms")];
+        if !self.database.is_empty() {
+            parts.push(format!("database server {database:.2} ms"));
+        }
+        if !self.redis.is_empty() {
+            parts.push(format!("Redis {redis:.2} ms"));
+        }
+        let serving = platform + database + redis;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!(
+            "CPU per message during the backlog: {}; load generator and fakes {load:.2} ms. Without the load generator's share: {serving:.2} ms a message, {:.0} messages/s on {cores} cores",
+            parts.join(", "),
+            cores as f64 * 1e3 / serving.max(f64::EPSILON),
+        );
+    }
+}
+
 /// Posts every delivery from `clients` concurrent clients, each sending its
 /// next as soon as the last is answered; answers how many were not a 2xx.
 async fn post_all(
-    http: &reqwest::Client,
-    url: &str,
+    http: reqwest::Client,
+    url: String,
     bodies: Vec<(Vec<u8>, String)>,
     clients: usize,
 ) -> usize {
@@ -438,7 +529,7 @@ async fn accept_only(args: &Args) -> anyhow::Result<()> {
 
     let bodies = signed_deliveries(pnid, 0..args.webhooks);
     let started = Instant::now();
-    let failures = post_all(&http, &url, bodies, args.clients).await;
+    let failures = post_all(http.clone(), url.clone(), bodies, args.clients).await;
     let elapsed = started.elapsed();
     report_accepted(args.webhooks - failures, elapsed, args.clients, failures);
 
@@ -522,6 +613,30 @@ fn report_backlog_commands(commands: &[command_log::Command], messages: usize) {
         inserts.len() as f64 / messages,
         documents as f64 / inserts.len().max(1) as f64
     );
+}
+
+/// The commands the one-at-a-time samples cost per message, by kind and
+/// collection.
+fn report_sample_commands(recorded: &[command_log::Command], messages: f64, returning: bool) {
+    println!(
+        "MongoDB commands per message, webhook to reply delivered ({} customers): {:.1}, {:.2} ms of round trips",
+        if returning { "returning" } else { "new" },
+        recorded.len() as f64 / messages,
+        recorded
+            .iter()
+            .filter_map(|c| c.duration)
+            .sum::<Duration>()
+            .as_secs_f64()
+            * 1e3
+            / messages
+    );
+    for ((name, collection), (count, took)) in by_command(recorded) {
+        println!(
+            "  {name} {collection}: {:.1} per message, {:.2} ms each",
+            count as f64 / messages,
+            took.as_secs_f64() * 1e3 / count.max(1) as f64
+        );
+    }
 }
 
 /// Commands by kind and collection: how many, and their round trips'
