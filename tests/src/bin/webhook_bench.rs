@@ -2,7 +2,7 @@
 //! the local Redis and MongoDB, and the fake provider server:
 //!
 //! ```sh
-//! cargo run --release -p aigentable-tests --bin webhook_bench -- [--webhooks 2000] [--clients 32] [--samples 50] [--returning] [--concurrency N] [--uncounted]
+//! cargo run --release -p aigentable-tests --bin webhook_bench -- [--webhooks 2000] [--clients 32] [--samples 50] [--returning] [--concurrency N] [--uncounted] [--documents N]
 //! cargo run --release -p aigentable-tests --bin webhook_bench -- --accept-only [--webhooks 20000] [--clients 32] [--rate 5000] [--seconds 5]
 //! ```
 //!
@@ -28,6 +28,10 @@
 //! the commands costs the platform's part: the driver turns each command
 //! and reply into a document for the count (7% of the process's samples
 //! in `perf`). `--uncounted` leaves the count out, for the CPU figures.
+//!
+//! The agent's knowledge base is empty unless `--documents N` uploads N
+//! text documents to it first (through the api, indexed by the workers):
+//! each reply then searches real passages, as a working agent's does.
 //!
 //! With `--accept-only` the api runs without workers, so the figures are
 //! the accept path's alone (route, verify, deduplicate and queue): the
@@ -72,9 +76,10 @@ struct Args {
     seconds: usize,
     concurrency: Option<usize>,
     uncounted: bool,
+    documents: usize,
 }
 
-const USAGE: &str = "usage: webhook_bench [--webhooks N] [--clients N] [--samples N] [--returning] [--concurrency N] [--uncounted] | --accept-only [--webhooks N] [--clients N] [--rate N] [--seconds N]";
+const USAGE: &str = "usage: webhook_bench [--webhooks N] [--clients N] [--samples N] [--returning] [--concurrency N] [--uncounted] [--documents N] | --accept-only [--webhooks N] [--clients N] [--rate N] [--seconds N]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -87,6 +92,7 @@ fn parse_args() -> anyhow::Result<Args> {
         seconds: 5,
         concurrency: None,
         uncounted: false,
+        documents: 0,
     };
     let mut webhooks_given = false;
     let mut it = std::env::args().skip(1);
@@ -118,6 +124,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--rate" => args.rate = v.max(1),
             "--seconds" => args.seconds = v.max(1),
             "--concurrency" => args.concurrency = Some(v.max(1)),
+            "--documents" => args.documents = v,
             other => bail!("unknown argument {other}; {USAGE}"),
         }
     }
@@ -188,7 +195,10 @@ async fn main() -> anyhow::Result<()> {
     if !r.status.is_success() {
         bail!("could not configure the fake AI provider: {:?}", r.body);
     }
-    let pnid = bench_channel(&app, &admin, true).await?;
+    let (pnid, agent) = bench_channel(&app, &admin, true).await?;
+    if args.documents > 0 {
+        knowledge(&app, &admin, &agent, args.documents).await?;
+    }
     let url = app.url("/api/v1/webhooks/whatsapp");
     let http = reqwest::Client::new();
 
@@ -304,6 +314,16 @@ async fn main() -> anyhow::Result<()> {
             t0.duration_since(samples_started),
         ));
     }
+    if args.documents > 0 {
+        // The replies must have searched the documents, not an empty base.
+        let grounded = llm
+            .chat_requests()
+            .last()
+            .is_some_and(|r| r.body.to_string().contains("opening hours policy"));
+        if !grounded {
+            bail!("the last prompt quoted none of the uploaded documents");
+        }
+    }
     let mut latencies: Vec<Duration> = slowest.iter().map(|(took, _)| *took).collect();
     slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
     // The last reply's delivery stores its outcome just after the send.
@@ -343,22 +363,66 @@ async fn main() -> anyhow::Result<()> {
     std::process::exit(0);
 }
 
+/// Uploads `count` text documents to the agent's knowledge base and waits
+/// until each is indexed.
+async fn knowledge(
+    app: &TestApp,
+    admin: &Session,
+    agent: &str,
+    count: usize,
+) -> anyhow::Result<()> {
+    let topics = [
+        "opening hours",
+        "refunds",
+        "delivery",
+        "warranty",
+        "payment",
+        "returns",
+        "sizes",
+        "gift cards",
+    ];
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let topic = topics[i % topics.len()];
+        let text = (0..40)
+            .map(|p| {
+                format!(
+                    "Section {p} on {topic}, document {i}. Hello! Our {topic} policy: customers asking what are your hours, how refunds work or when a parcel arrives get answer {p} of document {i}, which names the {topic} rules, the shop's hours from 9 to 18 on weekdays and the contact address.\n\n"
+                )
+            })
+            .collect::<String>();
+        ids.push(
+            app.upload_text(admin, &format!("kb-{i}.txt"), &text, Some(agent))
+                .await,
+        );
+    }
+    for id in &ids {
+        app.wait_document_ready(admin, id).await;
+    }
+    println!(
+        "knowledge base: {count} documents uploaded and indexed for the agent in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// An agent and its WhatsApp channel, signed with `bench-secret`, live
 /// (the provider confirmed the account, so webhooks are routed to it);
-/// answers the channel's phone number id. Without workers, the channel's
-/// test job is drained here.
+/// answers the channel's phone number id and the agent's id. Without
+/// workers, the channel's test job is drained here.
 async fn bench_channel(
     app: &TestApp,
     admin: &Session,
     with_workers: bool,
-) -> anyhow::Result<&'static str> {
+) -> anyhow::Result<(&'static str, String)> {
     let pnid = "BENCH_PN";
     let agent = create_agent(app, admin).await;
     let body = json!({"type": "WHATSAPP", "name": "bench", "agentId": agent,
                       "config": {"phoneNumberId": pnid, "accessToken": "bench-token", "appSecret": "bench-secret"}});
     if with_workers {
         create_live_channel(app, admin, body).await;
-        return Ok(pnid);
+        return Ok((pnid, agent));
     }
     let created = create_channel(app, admin, body).await;
     let channel = created["id"].as_str().unwrap_or_default();
@@ -374,7 +438,7 @@ async fn bench_channel(
     if test["result"]["status"] != "ACTIVE" {
         bail!("the bench channel did not become active: {test}");
     }
-    Ok(pnid)
+    Ok((pnid, agent))
 }
 
 /// Distinct signed WhatsApp deliveries, one customer and message each, as
@@ -522,7 +586,7 @@ async fn post_one(http: &reqwest::Client, url: &str, raw: Vec<u8>, sig: String) 
 async fn accept_only(args: &Args) -> anyhow::Result<()> {
     let (app, _fake) = app_with_fake_and(&[("LOG_FORMAT", "json")], false).await;
     let admin = app.register("Bench").await;
-    let pnid = bench_channel(&app, &admin, false).await?;
+    let (pnid, _) = bench_channel(&app, &admin, false).await?;
     let url = app.url("/api/v1/webhooks/whatsapp");
     let http = reqwest::Client::new();
     println!("{}; the api alone (no workers), in this process", machine());
