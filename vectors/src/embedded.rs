@@ -583,23 +583,16 @@ impl VectorStore for EmbeddedStore {
     }
 
     async fn search(&self, collection: &str, query: &SearchQuery) -> Result<Vec<Hit>, VectorError> {
+        let shard = self.shard_async(collection).await?;
+        let filter = filter(&query.scope())?;
+        let limit = query.candidates();
         let vectors = hybrid_vectors(query);
         if vectors.is_empty() {
             return Ok(Vec::new());
         }
-        let filter = filter(&query.scope())?;
-        let limit = query.candidates();
-        let open = self.inner.open_shard(collection);
-        let inner = self.inner.clone();
-        let name = collection.to_owned();
-        // One trip to the blocking pool for both searches (and the shard,
-        // when it must be loaded): a search of a small collection takes
-        // less time than the handoff.
+        // One trip to the blocking pool for both searches: a search of a
+        // small collection takes less time than the handoff.
         let lists = blocking(move || {
-            let shard = match open {
-                Some(shard) => shard,
-                None => inner.shard(&name)?,
-            };
             vectors
                 .into_iter()
                 .map(|vector| shard.search(vector, filter.clone(), limit))
