@@ -6,12 +6,57 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a process that binds it later.
+///
+/// Never one the kernel hands out itself: between this pick and the
+/// child's bind, any outgoing connection on the machine may take an
+/// ephemeral port as its local end (CI once lost a worker to "address
+/// already in use" that way). Ports outside the ephemeral range are only
+/// ever taken by a listener, and this process never hands one out twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let (low, high) = outside_ephemeral_range();
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let span = u128::from(high - low);
+        let port = low + (ulid::Ulid::generate().random() % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}")
+}
+
+/// Ports outside the kernel's ephemeral range: from 20000 (above the
+/// usual services') up to where it starts, or above its end when it starts
+/// lower than that.
+fn outside_ephemeral_range() -> (u16, u16) {
+    let (start, end) = ephemeral_range();
+    if start > 21000 {
+        (20000, start)
+    } else if end < 64000 {
+        (end + 1, u16::MAX)
+    } else {
+        // It spans nearly every port: nowhere is safe, so anywhere will do.
+        (20000, 30000)
+    }
+}
+
+/// The kernel's ephemeral port range (Linux's default when unknown).
+fn ephemeral_range() -> (u16, u16) {
+    let read = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let mut bounds = read
+        .iter()
+        .flat_map(|t| t.split_whitespace())
+        .filter_map(|n| n.parse::<u16>().ok());
+    match (bounds.next(), bounds.next()) {
+        (Some(start), Some(end)) => (start, end),
+        _ => (32768, 60999),
+    }
 }
 
 /// A fresh directory under the system's temporary directory.
@@ -176,5 +221,38 @@ impl Drop for OwnMongo {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_never_ephemeral_nor_given_twice() {
+        let (low, high) = outside_ephemeral_range();
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        assert!(ports.iter().all(|p| (low..high).contains(p)), "{ports:?}");
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "{ports:?}");
+        // The kernel's own pick for a listener comes from the range a
+        // connection's local end is taken from, never one of ours.
+        let ephemeral = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("an ephemeral port");
+        let (start, end) = ephemeral_range();
+        assert!(
+            (start..=end).contains(&ephemeral),
+            "{ephemeral} in {start}..={end}"
+        );
+        if start > 21000 || end < 64000 {
+            assert!(
+                !(low..high).contains(&ephemeral),
+                "{ephemeral} in {low}..{high}"
+            );
+        }
     }
 }

@@ -44,7 +44,7 @@ use aigentable_platform::Platform;
 use aigentable_platform::ids::TenantId;
 use aigentable_tests::config_from;
 use aigentable_tests::release_bins::release_binary;
-use aigentable_tests::services::{OwnMongo, OwnRedis};
+use aigentable_tests::services::{OwnMongo, OwnRedis, free_port};
 
 struct Args {
     jobs: u64,
@@ -78,12 +78,6 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     Ok(args)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// A process this bench started, and whether it is meant to be running.
@@ -131,7 +125,7 @@ impl Rig {
     }
 
     fn spawn_worker(&mut self) -> anyhow::Result<()> {
-        let port = free_port()?;
+        let port = free_port();
         let child = self
             .command(&self.workers_bin, "WORKER_METRICS_PORT", port)?
             .args(["--queues", "bench,maintenance"])
@@ -145,7 +139,7 @@ impl Rig {
     }
 
     fn spawn_scheduler(&mut self) -> anyhow::Result<()> {
-        let port = free_port()?;
+        let port = free_port();
         let child = self
             .command(&self.scheduler_bin, "SCHEDULER_METRICS_PORT", port)?
             .spawn()

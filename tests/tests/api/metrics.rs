@@ -111,10 +111,7 @@ async fn metrics_token_is_enforced() {
 
 #[tokio::test]
 async fn metrics_port_moves_metrics_off_the_public_port() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        l.local_addr().expect("addr").port()
-    };
+    let port = aigentable_tests::services::free_port();
     let token = "metrics-token-0123456789";
     let port_text = port.to_string();
     let app = spawn_app_with(&[("METRICS_PORT", &port_text), ("METRICS_TOKEN", token)]).await;

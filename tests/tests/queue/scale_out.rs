@@ -21,6 +21,7 @@ use aigentable_tests::fake_providers::{
     FakeProviders, app_with_fake_and, create_agent, create_live_channel, post_meta, whatsapp_text,
 };
 use aigentable_tests::partition::{Partition, host_port};
+use aigentable_tests::services::free_port;
 use aigentable_tests::socket::connect;
 use aigentable_tests::stats::{cpu_seconds, status_kib};
 use aigentable_tests::{Session, TestApp};
@@ -57,13 +58,6 @@ async fn child_process() {
         eprintln!("{binary} failed: {e:#}");
         std::process::exit(1);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// One process of the platform, its output in `<logs>/<name>.log`;
