@@ -120,7 +120,7 @@ async fn new_conversation(
     channel: &Channel,
     info: &ContactInfo<'_>,
 ) -> DbResult<Destination> {
-    let contact = upsert_contact(db, channel, info).await?;
+    let contact = create_contact_as(db, channel, info, new_id()).await?;
     let (conversation, opened) =
         create_conversation(db, channel, &contact, Some(info.seen())).await?;
     Ok(Destination {
@@ -134,6 +134,44 @@ async fn new_conversation(
 /// a changed name, username or phone is kept up to date.
 async fn upsert_contact(db: &Db, channel: &Channel, info: &ContactInfo<'_>) -> DbResult<Contact> {
     upsert_contact_as(db, channel, info, new_id()).await
+}
+
+/// [`upsert_contact_as`] for a customer likely seen for the first time (a
+/// new conversation's): the contact is inserted with whatever else is
+/// being inserted into `contacts` at that moment (see
+/// [`crate::group_commit`]), and only a customer the channel knows already
+/// (the unique `{tenantId, channelId, externalId}` refuses the insert)
+/// costs the upsert as well. On secantusd-rs a grouped insert costs the
+/// server 50–80 µs a document against 330–350 µs for the upsert's
+/// `findAndModify`, and a new conversation always wrote one.
+async fn create_contact_as(
+    db: &Db,
+    channel: &Channel,
+    info: &ContactInfo<'_>,
+    id: String,
+) -> DbResult<Contact> {
+    let seen = info.seen();
+    let now = Utc::now();
+    let contact = Contact {
+        id,
+        tenant_id: channel.tenant_id.clone(),
+        channel_id: channel.id.clone(),
+        channel_type: channel.channel_type,
+        external_id: info.external_id.to_owned(),
+        name: seen.name,
+        username: seen.username,
+        phone: seen.phone,
+        created_at: now,
+        updated_at: now,
+    };
+    match db
+        .insert_grouped(crate::model::conversation::CONTACTS, &contact)
+        .await
+    {
+        Ok(()) => Ok(contact),
+        Err(DbError::Duplicate) => upsert_contact_as(db, channel, info, contact.id).await,
+        Err(e) => Err(e),
+    }
 }
 
 /// [`upsert_contact`] in one round trip (the write that finds the contact
@@ -525,8 +563,12 @@ impl NotedFirst {
         if !self.created && self.seen_before.as_ref() == self.conversation.contact_seen.as_ref() {
             return Ok(());
         }
-        let contact =
-            upsert_contact_as(db, channel, info, self.conversation.contact_id.clone()).await?;
+        let id = self.conversation.contact_id.clone();
+        let contact = if self.created {
+            create_contact_as(db, channel, info, id).await?
+        } else {
+            upsert_contact_as(db, channel, info, id).await?
+        };
         let name = shown_name(&contact.name, &contact.username);
         if !self.created
             || (contact.id == self.conversation.contact_id
