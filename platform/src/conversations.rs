@@ -150,9 +150,26 @@ async fn create_contact_as(
     info: &ContactInfo<'_>,
     id: String,
 ) -> DbResult<Contact> {
-    let seen = info.seen();
-    let now = Utc::now();
-    let contact = Contact {
+    let contact = first_seen(channel, info, info.seen(), id, Utc::now());
+    match db
+        .insert_grouped(crate::model::conversation::CONTACTS, &contact)
+        .await
+    {
+        Ok(()) => Ok(contact),
+        Err(DbError::Duplicate) => upsert_contact_as(db, channel, info, contact.id).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// The contact of a customer seen for the first time, as stored.
+fn first_seen(
+    channel: &Channel,
+    info: &ContactInfo<'_>,
+    seen: ContactSeen,
+    id: String,
+    now: chrono::DateTime<Utc>,
+) -> Contact {
+    Contact {
         id,
         tenant_id: channel.tenant_id.clone(),
         channel_id: channel.id.clone(),
@@ -163,14 +180,6 @@ async fn create_contact_as(
         phone: seen.phone,
         created_at: now,
         updated_at: now,
-    };
-    match db
-        .insert_grouped(crate::model::conversation::CONTACTS, &contact)
-        .await
-    {
-        Ok(()) => Ok(contact),
-        Err(DbError::Duplicate) => upsert_contact_as(db, channel, info, contact.id).await,
-        Err(e) => Err(e),
     }
 }
 
@@ -230,18 +239,7 @@ async fn upsert_contact_as(
         other => other?,
     };
     let Some(mut contact) = before else {
-        return Ok(Contact {
-            id,
-            tenant_id: channel.tenant_id.clone(),
-            channel_id: channel.id.clone(),
-            channel_type: channel.channel_type,
-            external_id: info.external_id.to_owned(),
-            name: seen.name,
-            username: seen.username,
-            phone: seen.phone,
-            created_at: now,
-            updated_at: now,
-        });
+        return Ok(first_seen(channel, info, seen, id, now));
     };
     let mut changed = false;
     for (new, old) in [
