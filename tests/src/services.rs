@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let (low, high) = outside_ephemeral_range();
+    let span = u128::from(high - low);
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..1000 {
-        let span = u128::from(high - low);
         let port = low + (ulid::Ulid::generate().random() % span) as u16;
         if given.contains(&port) {
             continue;

@@ -197,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let (pnid, agent) = bench_channel(&app, &admin, true).await?;
     if args.documents > 0 {
-        knowledge(&app, &admin, &agent, args.documents).await?;
+        knowledge(&app, &admin, &agent, args.documents).await;
     }
     let url = app.url("/api/v1/webhooks/whatsapp");
     let http = reqwest::Client::new();
@@ -365,12 +365,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Uploads `count` text documents to the agent's knowledge base and waits
 /// until each is indexed.
-async fn knowledge(
-    app: &TestApp,
-    admin: &Session,
-    agent: &str,
-    count: usize,
-) -> anyhow::Result<()> {
+async fn knowledge(app: &TestApp, admin: &Session, agent: &str, count: usize) {
     let topics = [
         "opening hours",
         "refunds",
@@ -404,7 +399,6 @@ async fn knowledge(
         "knowledge base: {count} documents uploaded and indexed for the agent in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(())
 }
 
 /// An agent and its WhatsApp channel, signed with `bench-secret`, live
