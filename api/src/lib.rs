@@ -251,8 +251,9 @@ pub async fn serve(
         },
         None => None,
     };
+    let relay_counter = state.metrics.realtime_events.clone();
     let (service, io) = service(state);
-    let relay = tokio::spawn(realtime::run_relay(io, redis_url, namespace));
+    let relay = tokio::spawn(realtime::run_relay(io, redis_url, namespace, relay_counter));
     let server = Server::new(listener);
     let handle = server.handle();
     tokio::spawn(async move {

@@ -15,6 +15,10 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub socket_connections: IntGauge,
+    /// Realtime events received from the workers, by what the relay did
+    /// with them (`relayed`, `no_audience`: no socket of this process was
+    /// in their rooms, `malformed`).
+    pub realtime_events: IntCounterVec,
     /// Sampled gauges (round trips, queues, process) for `/system/metrics`.
     pub sampled: crate::routes::system_metrics::Sampled,
 }
@@ -38,7 +42,15 @@ impl Metrics {
         )?;
         let socket_connections =
             IntGauge::new("socketio_connections", "Open Socket.IO connections")?;
+        let realtime_events = IntCounterVec::new(
+            Opts::new(
+                "realtime_events_total",
+                "Realtime events received by this api, by outcome",
+            ),
+            &["outcome"],
+        )?;
         registry.register(Box::new(socket_connections.clone()))?;
+        registry.register(Box::new(realtime_events.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         let sampled = crate::routes::system_metrics::Sampled::register(&registry)?;
@@ -48,6 +60,7 @@ impl Metrics {
             http_requests,
             http_duration,
             socket_connections,
+            realtime_events,
         })
     }
 

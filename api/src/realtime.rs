@@ -372,12 +372,58 @@ pub async fn relay(io: &SocketIo, event: &RealtimeEvent) {
     crate::realtime_widget::relay(io, event).await;
 }
 
+/// What the relay reads of an event before deciding whether anyone here
+/// waits for it: every replica receives every tenant's events, so one whose
+/// rooms hold none of this process's sockets is dropped before its data is
+/// read.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventHead<'a> {
+    #[serde(borrow)]
+    tenant_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    conversation_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+}
+
+/// Whether a socket of this process is in a room [`relay`] (or the widget's
+/// relay) would emit `head`'s event to. Job events are always read: their
+/// rooms come from their data, and they are few. An event with no room at
+/// all (a reply's text without its conversation) has no audience: emitting
+/// to no room would reach every socket of the namespace.
+fn has_audience(io: &SocketIo, head: &EventHead<'_>) -> bool {
+    use aigentable_jobs::events::names;
+    if head.event == names::JOB_UPDATED {
+        return true;
+    }
+    let mut rooms = Vec::with_capacity(2);
+    if head.event != names::MESSAGE_DELTA {
+        rooms.push(tenant_room(&head.tenant_id));
+    }
+    if let Some(c) = &head.conversation_id {
+        rooms.push(conversation_room(c));
+    }
+    !rooms.is_empty()
+        && NAMESPACES
+            .iter()
+            .chain(std::iter::once(&crate::realtime_widget::NAMESPACE))
+            .filter_map(|ns| io.of(*ns))
+            .any(|op| !op.within(rooms.clone()).sockets().is_empty())
+}
+
 /// Subscribes to the workers' events and to session revocations on Redis and
-/// relays them, reconnecting with backoff when Redis goes away.
-pub async fn run_relay(io: SocketIo, redis_url: String, namespace: String) {
+/// relays them, reconnecting with backoff when Redis goes away. `relayed`
+/// counts the events by outcome (`relayed`, `no_audience`, `malformed`).
+pub async fn run_relay(
+    io: SocketIo,
+    redis_url: String,
+    namespace: String,
+    relayed: prometheus::IntCounterVec,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match subscribe_and_relay(&io, &redis_url, &namespace).await {
+        match subscribe_and_relay(&io, &redis_url, &namespace, &relayed).await {
             Ok(()) => tracing::warn!("realtime subscription ended, resubscribing"),
             Err(e) => tracing::warn!(error = %e, "realtime subscription failed, retrying"),
         }
@@ -390,6 +436,7 @@ async fn subscribe_and_relay(
     io: &SocketIo,
     redis_url: &str,
     namespace: &str,
+    relayed: &prometheus::IntCounterVec,
 ) -> redis::RedisResult<()> {
     let client = redis::Client::open(redis_url)?;
     let mut pubsub = client.get_async_pubsub().await?;
@@ -410,17 +457,27 @@ async fn subscribe_and_relay(
             }
             continue;
         }
-        let payload: String = match msg.get_payload() {
-            Ok(p) => p,
+        // Read in place: most events on a busy replica go no further than
+        // their head.
+        let payload = msg.get_payload_bytes();
+        let outcome = match serde_json::from_slice::<EventHead<'_>>(payload) {
+            Ok(head) if !has_audience(io, &head) => "no_audience",
+            Ok(_) => match serde_json::from_slice::<RealtimeEvent>(payload) {
+                Ok(event) => {
+                    relay(io, &event).await;
+                    "relayed"
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed realtime event");
+                    "malformed"
+                }
+            },
             Err(e) => {
-                tracing::warn!(error = %e, "unreadable realtime event");
-                continue;
+                tracing::warn!(error = %e, "malformed realtime event");
+                "malformed"
             }
         };
-        match serde_json::from_str::<RealtimeEvent>(&payload) {
-            Ok(event) => relay(io, &event).await,
-            Err(e) => tracing::warn!(error = %e, "malformed realtime event"),
-        }
+        relayed.with_label_values(&[outcome]).inc();
     }
     Ok(())
 }

@@ -286,3 +286,131 @@ async fn an_oversized_long_polling_post_is_refused() {
     );
     app.cleanup().await;
 }
+
+/// The api's count of realtime events with `outcome`, from `/metrics`.
+async fn relay_count(app: &aigentable_tests::TestApp, outcome: &str) -> u64 {
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let series = format!("aigentable_realtime_events_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the api has counted at least `want` events with `outcome`
+/// (the app's own jobs announce themselves too).
+async fn relay_count_reaches(app: &aigentable_tests::TestApp, outcome: &str, want: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = relay_count(app, outcome).await;
+        if now >= want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{outcome} events: {now}, expected {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_event_nobody_here_waits_for_is_not_read() {
+    use aigentable_jobs::events::{RealtimeEvent, names, publish};
+    let app = spawn_app().await;
+    let a = app.register("Watched").await;
+    let b = app.register("Unwatched").await;
+    let mut sock_a = connect(
+        &app.base,
+        "/api/v1",
+        json!({ "token": a.token, "tenantId": a.tenant_id }),
+    )
+    .await
+    .joined()
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let event =
+        |tenant: &str, name: &str, conversation: Option<&str>, marker: &str| RealtimeEvent {
+            tenant_id: tenant.to_owned(),
+            conversation_id: conversation.map(str::to_owned),
+            event: name.to_owned(),
+            data: json!({ "marker": marker }),
+        };
+    let relayed = relay_count(&app, "relayed").await;
+    let skipped = relay_count(&app, "no_audience").await;
+
+    // Tenant B has no socket on this api: its event is dropped unread.
+    publish(
+        &app.platform.kv,
+        &event(&b.tenant_id, names::CONVERSATION_UPDATED, None, "b"),
+    )
+    .await
+    .expect("publish");
+    relay_count_reaches(&app, "no_audience", skipped + 1).await;
+    // A reply's text goes to its conversation's room only, which A's
+    // socket has not joined.
+    publish(
+        &app.platform.kv,
+        &event(
+            &a.tenant_id,
+            names::MESSAGE_DELTA,
+            Some("65a1b2c3d4e5f6a7b8c9d0e1"),
+            "delta",
+        ),
+    )
+    .await
+    .expect("publish");
+    relay_count_reaches(&app, "no_audience", skipped + 2).await;
+    // Tenant A's own event reaches its socket.
+    publish(
+        &app.platform.kv,
+        &event(&a.tenant_id, names::CONVERSATION_UPDATED, None, "a"),
+    )
+    .await
+    .expect("publish");
+    let got = sock_a
+        .next_named("conversation-updated", 10)
+        .await
+        .expect("tenant A gets its event");
+    assert_eq!(got["marker"], "a", "only A's own event arrives: {got}");
+    relay_count_reaches(&app, "relayed", relayed + 1).await;
+    assert!(
+        sock_a.next_named("message-delta", 1).await.is_none(),
+        "a delta of a conversation the socket did not join"
+    );
+
+    // Once B's socket is here, B's events are read and relayed too.
+    let mut sock_b = connect(
+        &app.base,
+        "/",
+        json!({ "token": b.token, "tenantId": b.tenant_id }),
+    )
+    .await
+    .joined()
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    publish(
+        &app.platform.kv,
+        &event(&b.tenant_id, names::CONVERSATION_UPDATED, None, "b2"),
+    )
+    .await
+    .expect("publish");
+    let got = sock_b
+        .next_named("conversation-updated", 10)
+        .await
+        .expect("tenant B gets its event once it has a socket");
+    assert_eq!(got["marker"], "b2");
+    relay_count_reaches(&app, "relayed", relayed + 2).await;
+    assert_eq!(relay_count(&app, "no_audience").await, skipped + 2);
+    let _ = sock_a.client.disconnect().await;
+    let _ = sock_b.client.disconnect().await;
+    app.cleanup().await;
+}
