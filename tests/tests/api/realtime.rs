@@ -5,30 +5,33 @@ use aigentable_tests::spawn_app;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+/// A socket of `session` on `namespace`, once its namespace handshake has
+/// had a moment to complete.
+async fn session_socket(
+    app: &aigentable_tests::TestApp,
+    session: &aigentable_tests::Session,
+    namespace: &str,
+) -> aigentable_tests::socket::TestSocket {
+    let socket = connect(
+        &app.base,
+        namespace,
+        json!({ "token": session.token, "tenantId": session.tenant_id }),
+    )
+    .await
+    .joined()
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    socket
+}
+
 #[tokio::test]
 async fn authenticated_sockets_receive_their_tenants_job_events() {
     let app = spawn_app().await;
     let a = app.register("Alpha").await;
     let b = app.register("Beta").await;
     // The seed passes VITE_API_URL (ending in /api/v1) to io(): that is a namespace.
-    let mut sock_a = connect(
-        &app.base,
-        "/api/v1",
-        json!({ "token": a.token, "tenantId": a.tenant_id }),
-    )
-    .await
-    .joined()
-    .await;
-    let mut sock_b = connect(
-        &app.base,
-        "/",
-        json!({ "token": b.token, "tenantId": b.tenant_id }),
-    )
-    .await
-    .joined()
-    .await;
-    // Give both namespace handshakes a moment to complete.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut sock_a = session_socket(&app, &a, "/api/v1").await;
+    let mut sock_b = session_socket(&app, &b, "/").await;
 
     let r = app
         .request(
@@ -136,15 +139,7 @@ async fn bad_revoked_or_foreign_credentials_are_refused() {
 async fn document_processing_is_announced_live() {
     let app = spawn_app().await;
     let s = app.register("Alpha").await;
-    let mut sock = connect(
-        &app.base,
-        "/api/v1",
-        json!({ "token": s.token, "tenantId": s.tenant_id }),
-    )
-    .await
-    .joined()
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut sock = session_socket(&app, &s, "/api/v1").await;
     app.upload_text(
         &s,
         "hours.txt",
@@ -328,15 +323,7 @@ async fn an_event_nobody_here_waits_for_is_not_read() {
     let app = spawn_app().await;
     let a = app.register("Watched").await;
     let b = app.register("Unwatched").await;
-    let mut sock_a = connect(
-        &app.base,
-        "/api/v1",
-        json!({ "token": a.token, "tenantId": a.tenant_id }),
-    )
-    .await
-    .joined()
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut sock_a = session_socket(&app, &a, "/api/v1").await;
     let event =
         |tenant: &str, name: &str, conversation: Option<&str>, marker: &str| RealtimeEvent {
             tenant_id: tenant.to_owned(),
@@ -388,15 +375,7 @@ async fn an_event_nobody_here_waits_for_is_not_read() {
     );
 
     // Once B's socket is here, B's events are read and relayed too.
-    let mut sock_b = connect(
-        &app.base,
-        "/",
-        json!({ "token": b.token, "tenantId": b.tenant_id }),
-    )
-    .await
-    .joined()
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut sock_b = session_socket(&app, &b, "/").await;
     publish(
         &app.platform.kv,
         &event(&b.tenant_id, names::CONVERSATION_UPDATED, None, "b2"),
