@@ -388,7 +388,6 @@ async fn an_event_nobody_here_waits_for_is_not_read() {
         .expect("tenant B gets its event once it has a socket");
     assert_eq!(got["marker"], "b2");
     relay_count_reaches(&app, "relayed", relayed + 2).await;
-    assert_eq!(relay_count(&app, "no_audience").await, skipped + 2);
     let _ = sock_a.client.disconnect().await;
     let _ = sock_b.client.disconnect().await;
     app.cleanup().await;
