@@ -342,25 +342,44 @@ pub fn layer(state: AppState) -> (SocketIoLayer, SocketIo) {
     (layer, io)
 }
 
+/// The dashboard rooms of an event other than a job's: its tenant's room,
+/// except for a reply's text while it is written (for those watching its
+/// conversation, not for every screen of the tenant), and its
+/// conversation's room.
+fn event_rooms(event: &str, tenant_id: &str, conversation_id: Option<&str>) -> Vec<String> {
+    let mut rooms = Vec::with_capacity(2);
+    if event != aigentable_jobs::events::names::MESSAGE_DELTA {
+        rooms.push(tenant_room(tenant_id));
+    }
+    if let Some(c) = conversation_id {
+        rooms.push(conversation_room(c));
+    }
+    rooms
+}
+
 /// Emits one event to every namespace's tenant room (and conversation room).
+/// An event with no room at all (a reply's text without its conversation)
+/// goes nowhere: emitting to no room would reach every socket of the
+/// namespace.
 pub async fn relay(io: &SocketIo, event: &RealtimeEvent) {
-    // A reply's text while it is written is for those watching its
-    // conversation, not for every screen of the tenant.
-    let mut rooms = if event.event == aigentable_jobs::events::names::MESSAGE_DELTA {
-        Vec::new()
-    } else {
-        vec![tenant_room(&event.tenant_id)]
-    };
-    // Jobs only reach those who may see them over REST.
-    if event.event == aigentable_jobs::events::names::JOB_UPDATED {
-        rooms = crate::policy::job_event_rooms(
+    let rooms = if event.event == aigentable_jobs::events::names::JOB_UPDATED {
+        // Jobs only reach those who may see them over REST.
+        let mut rooms = crate::policy::job_event_rooms(
             &event.tenant_id,
             event.data["type"].as_str().unwrap_or_default(),
             event.data["createdBy"].as_str(),
         );
-    }
-    if let Some(c) = &event.conversation_id {
-        rooms.push(conversation_room(c));
+        rooms.extend(event.conversation_id.as_deref().map(conversation_room));
+        rooms
+    } else {
+        event_rooms(
+            &event.event,
+            &event.tenant_id,
+            event.conversation_id.as_deref(),
+        )
+    };
+    if rooms.is_empty() {
+        return;
     }
     for ns in NAMESPACES {
         if let Some(op) = io.of(ns)
@@ -388,22 +407,18 @@ struct EventHead<'a> {
 }
 
 /// Whether a socket of this process is in a room [`relay`] (or the widget's
-/// relay) would emit `head`'s event to. Job events are always read: their
-/// rooms come from their data, and they are few. An event with no room at
-/// all (a reply's text without its conversation) has no audience: emitting
-/// to no room would reach every socket of the namespace.
+/// relay, which uses the conversation's room) would emit `head`'s event to.
+/// Job events are always read: their rooms come from their data, and they
+/// are few.
 fn has_audience(io: &SocketIo, head: &EventHead<'_>) -> bool {
-    use aigentable_jobs::events::names;
-    if head.event == names::JOB_UPDATED {
+    if head.event == aigentable_jobs::events::names::JOB_UPDATED {
         return true;
     }
-    let mut rooms = Vec::with_capacity(2);
-    if head.event != names::MESSAGE_DELTA {
-        rooms.push(tenant_room(&head.tenant_id));
-    }
-    if let Some(c) = &head.conversation_id {
-        rooms.push(conversation_room(c));
-    }
+    let rooms = event_rooms(
+        &head.event,
+        &head.tenant_id,
+        head.conversation_id.as_deref(),
+    );
     !rooms.is_empty()
         && NAMESPACES
             .iter()
@@ -438,6 +453,8 @@ async fn subscribe_and_relay(
     namespace: &str,
     relayed: &prometheus::IntCounterVec,
 ) -> redis::RedisResult<()> {
+    let [sent, no_audience, malformed] =
+        ["relayed", "no_audience", "malformed"].map(|o| relayed.with_label_values(&[o]));
     let client = redis::Client::open(redis_url)?;
     let mut pubsub = client.get_async_pubsub().await?;
     let revocations = sessions_channel(namespace);
@@ -460,24 +477,23 @@ async fn subscribe_and_relay(
         // Read in place: most events on a busy replica go no further than
         // their head.
         let payload = msg.get_payload_bytes();
-        let outcome = match serde_json::from_slice::<EventHead<'_>>(payload) {
-            Ok(head) if !has_audience(io, &head) => "no_audience",
-            Ok(_) => match serde_json::from_slice::<RealtimeEvent>(payload) {
-                Ok(event) => {
-                    relay(io, &event).await;
-                    "relayed"
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "malformed realtime event");
-                    "malformed"
-                }
-            },
+        let read = match serde_json::from_slice::<EventHead<'_>>(payload) {
+            Ok(head) if !has_audience(io, &head) => {
+                no_audience.inc();
+                continue;
+            }
+            head => head.and_then(|_| serde_json::from_slice::<RealtimeEvent>(payload)),
+        };
+        match read {
+            Ok(event) => {
+                relay(io, &event).await;
+                sent.inc();
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "malformed realtime event");
-                "malformed"
+                malformed.inc();
             }
-        };
-        relayed.with_label_values(&[outcome]).inc();
+        }
     }
     Ok(())
 }

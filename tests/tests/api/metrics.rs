@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use aigentable_tests::{TestApp, spawn_app_with};
 use reqwest::StatusCode;
 
-async fn scrape(app: &TestApp, url: &str, token: Option<&str>) -> (StatusCode, String) {
+pub(crate) async fn scrape(app: &TestApp, url: &str, token: Option<&str>) -> (StatusCode, String) {
     let mut req = app.http.get(url);
     if let Some(t) = token {
         req = req.bearer_auth(t);

@@ -284,15 +284,7 @@ async fn an_oversized_long_polling_post_is_refused() {
 
 /// The api's count of realtime events with `outcome`, from `/metrics`.
 async fn relay_count(app: &aigentable_tests::TestApp, outcome: &str) -> u64 {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let (_, text) = crate::metrics::scrape(app, &app.url("/metrics"), None).await;
     let series = format!("aigentable_realtime_events_total{{outcome=\"{outcome}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&series))
@@ -324,45 +316,35 @@ async fn an_event_nobody_here_waits_for_is_not_read() {
     let a = app.register("Watched").await;
     let b = app.register("Unwatched").await;
     let mut sock_a = session_socket(&app, &a, "/api/v1").await;
-    let event =
-        |tenant: &str, name: &str, conversation: Option<&str>, marker: &str| RealtimeEvent {
-            tenant_id: tenant.to_owned(),
-            conversation_id: conversation.map(str::to_owned),
-            event: name.to_owned(),
-            data: json!({ "marker": marker }),
+    // Published as the workers publish, with a marker to tell them apart.
+    let publish_event =
+        async |tenant: &str, name: &str, conversation: Option<&str>, marker: &str| {
+            let event = RealtimeEvent {
+                tenant_id: tenant.to_owned(),
+                conversation_id: conversation.map(str::to_owned),
+                event: name.to_owned(),
+                data: json!({ "marker": marker }),
+            };
+            publish(&app.platform.kv, &event).await.expect("publish");
         };
     let relayed = relay_count(&app, "relayed").await;
     let skipped = relay_count(&app, "no_audience").await;
 
     // Tenant B has no socket on this api: its event is dropped unread.
-    publish(
-        &app.platform.kv,
-        &event(&b.tenant_id, names::CONVERSATION_UPDATED, None, "b"),
-    )
-    .await
-    .expect("publish");
+    publish_event(&b.tenant_id, names::CONVERSATION_UPDATED, None, "b").await;
     relay_count_reaches(&app, "no_audience", skipped + 1).await;
     // A reply's text goes to its conversation's room only, which A's
     // socket has not joined.
-    publish(
-        &app.platform.kv,
-        &event(
-            &a.tenant_id,
-            names::MESSAGE_DELTA,
-            Some("65a1b2c3d4e5f6a7b8c9d0e1"),
-            "delta",
-        ),
+    publish_event(
+        &a.tenant_id,
+        names::MESSAGE_DELTA,
+        Some("65a1b2c3d4e5f6a7b8c9d0e1"),
+        "delta",
     )
-    .await
-    .expect("publish");
+    .await;
     relay_count_reaches(&app, "no_audience", skipped + 2).await;
     // Tenant A's own event reaches its socket.
-    publish(
-        &app.platform.kv,
-        &event(&a.tenant_id, names::CONVERSATION_UPDATED, None, "a"),
-    )
-    .await
-    .expect("publish");
+    publish_event(&a.tenant_id, names::CONVERSATION_UPDATED, None, "a").await;
     let got = sock_a
         .next_named("conversation-updated", 10)
         .await
@@ -376,12 +358,7 @@ async fn an_event_nobody_here_waits_for_is_not_read() {
 
     // Once B's socket is here, B's events are read and relayed too.
     let mut sock_b = session_socket(&app, &b, "/").await;
-    publish(
-        &app.platform.kv,
-        &event(&b.tenant_id, names::CONVERSATION_UPDATED, None, "b2"),
-    )
-    .await
-    .expect("publish");
+    publish_event(&b.tenant_id, names::CONVERSATION_UPDATED, None, "b2").await;
     let got = sock_b
         .next_named("conversation-updated", 10)
         .await
